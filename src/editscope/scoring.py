@@ -1,0 +1,371 @@
+"""Batched scoring of a causal LM: continuation log-probabilities, greedy continuations, next-token
+distributions. This is the only module that tokenizes prompt + continuation pairs.
+
+Tokenization rule (DESIGN.md): ``prompt + continuation`` is tokenized as one string; the
+continuation's tokens are those that start at or after the end of the prompt with its trailing
+whitespace removed (so that whitespace moves into the continuation). If a token straddles that
+boundary, the pair falls back to tokenizing the stripped prompt and the rest separately
+(``EncodedPair.exact`` is then False). Prompts for generation and next-token distributions are
+right-stripped the same way, so every function sees the same prompt tokens.
+
+Batching: sequences are sorted by length and packed into batches of at most ``batch_size``
+sequences and ``max_tokens`` padded tokens; attention masks hide padding and position ids count
+only real tokens, so results do not depend on batch composition or padding side (tested to 1e-4).
+The vocabulary projection is applied only at positions whose logits are needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .models.model import Model
+
+PaddingSide = str  # "left" | "right"
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of one prompt/continuation pair; ``exact`` is False for the straddle fallback."""
+
+    prompt_ids: tuple[int, ...]
+    cont_ids: tuple[int, ...]
+    exact: bool = True
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """Teacher-forced score of one continuation.
+
+    Attributes:
+        token_ids: continuation token ids, length ``n_tokens``.
+        token_logprobs: natural-log probability of each continuation token given everything before it.
+        logprob: their sum, log P(continuation | prompt) in nats.
+        argmax_ids: the model's top-1 token at each continuation position (teacher forced).
+        greedy_match: ``argmax_ids == token_ids``, i.e. greedy decoding from the prompt produces
+            exactly this continuation (whole target, no partial credit).
+    """
+
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+    logprob: float
+    argmax_ids: tuple[int, ...]
+    greedy_match: bool
+    prompt_len: int
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Per-token average log-probability (nats/token)."""
+        return self.logprob / len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A greedy continuation: ``text`` is exactly what follows the (right-stripped) prompt."""
+
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+    text: str
+    stopped_at_eos: bool
+
+
+def _check_text(value, field: str, i: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field}[{i}] must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{field}[{i}] is empty; every {field} needs non-blank text")
+    return value
+
+
+def _check_length(model: Model, n: int, field: str, i: int) -> None:
+    limit = model.max_length
+    if limit is not None and n > limit:
+        raise ValueError(
+            f"{field}[{i}] is {n} tokens long; the model's context is {limit} tokens. "
+            f"Shorten the {field} (or use a model with a longer context)."
+        )
+
+
+def _strip_trailing_specials(ids: list[int], special: list[int]) -> list[int]:
+    end = len(ids)
+    while end > 1 and special[end - 1]:
+        end -= 1
+    return ids[:end]
+
+
+def encode_prompts(model: Model, prompts: Sequence[str], field: str = "prompt") -> list[list[int]]:
+    """Token ids of each right-stripped prompt (with the tokenizer's usual leading specials)."""
+    texts = [_check_text(p, field, i).rstrip() for i, p in enumerate(prompts)]
+    enc = model.tokenizer(texts, add_special_tokens=True, return_special_tokens_mask=True)
+    out = []
+    for i, (ids, sp) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
+        ids = _strip_trailing_specials(list(ids), list(sp))
+        _check_length(model, len(ids), field, i)
+        out.append(ids)
+    return out
+
+
+def encode_pairs(model: Model, prompts: Sequence[str], continuations: Sequence[str]) -> list[EncodedPair]:
+    """Tokenize prompt/continuation pairs by the module's rule (one string, split by offsets)."""
+    if len(prompts) != len(continuations):
+        raise ValueError(f"got {len(prompts)} prompts but {len(continuations)} continuations")
+    for i, c in enumerate(continuations):
+        if not isinstance(c, str) or not c:
+            raise ValueError(f"continuation[{i}] is empty; every continuation needs text")
+    stripped = [_check_text(p, "prompt", i).rstrip() for i, p in enumerate(prompts)]
+    fulls = [p + c for p, c in zip(prompts, continuations)]
+    tok = model.tokenizer
+    enc = tok(fulls, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
+    out: list[EncodedPair] = []
+    fallback: list[int] = []
+    for i, (ids, offs, sp) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], enc["special_tokens_mask"])):
+        p_end = len(stripped[i])
+        k = next((j for j in range(len(ids)) if not sp[j] and offs[j][0] >= p_end), len(ids))
+        straddles = any(not sp[j] and offs[j][1] > p_end for j in range(k))
+        cont = [t for t, s in zip(ids[k:], sp[k:]) if not s]
+        if straddles or not cont or k == 0:
+            fallback.append(i)
+            out.append(EncodedPair((), ()))
+            continue
+        out.append(EncodedPair(tuple(ids[:k]), tuple(cont)))
+    if fallback:
+        p_ids = encode_prompts(model, [prompts[i] for i in fallback])
+        rests = [fulls[i][len(stripped[i]):] for i in fallback]
+        c_ids = tok(rests, add_special_tokens=False)["input_ids"]
+        for i, pi, ci in zip(fallback, p_ids, c_ids):
+            if not ci:
+                raise ValueError(f"continuation[{i}] {continuations[i]!r} produced no tokens")
+            out[i] = EncodedPair(tuple(pi), tuple(ci), exact=False)
+    for i, pair in enumerate(out):
+        _check_length(model, len(pair.prompt_ids) + len(pair.cont_ids), "prompt", i)
+    return out
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches, longest first, each with at most ``batch_size`` rows and
+    ``rows * longest <= max_tokens`` padded tokens (a single over-long row gets its own batch)."""
+    if batch_size < 1 or max_tokens < 1:
+        raise ValueError(f"batch_size and max_tokens must be >= 1 (got {batch_size}, {max_tokens})")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = lengths[cur[0]] if cur else lengths[i]
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * longest > max_tokens):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: PaddingSide, device: torch.device):
+    """Pad token id lists to ``[B, T]``.
+
+    Returns ``(input_ids, attention_mask, position_ids, starts)`` where ``starts[b]`` is the column
+    of row b's first real token; position ids count real tokens only (0 at the first).
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    starts = []
+    for b, s in enumerate(seqs):
+        st = T - len(s) if side == "left" else 0
+        ids[b, st:st + len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[b, st:st + len(s)] = 1
+        starts.append(st)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device), starts
+
+
+def _pad_id(model: Model) -> int:
+    tok = model.tokenizer
+    for v in (tok.pad_token_id, tok.eos_token_id, 0):
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def logits_from_hidden(model: Model, hidden: torch.Tensor) -> torch.Tensor:
+    """Vocabulary logits ``[..., V]`` (float32) from final hidden states ``[..., d]``."""
+    logits = model.module("lm_head")(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def body_forward(model: Model, input_ids, attention_mask, position_ids, **kwargs):
+    """Run the model body (no vocabulary projection); returns the HF base-model output."""
+    return model.module("body")(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+    )
+
+
+@torch.inference_mode()
+def score_continuations(
+    model: Model,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_tokens: int = 4096,
+    padding_side: PaddingSide = "right",
+) -> list[ContinuationScore]:
+    """Teacher-forced log P(continuation | prompt), per token and summed, for every pair.
+
+    ``continuations[i]`` is scored verbatim (put the separator in it, e.g. ``Probe.continuation``).
+    Returns one :class:`ContinuationScore` per pair, in input order.
+    """
+    pairs = encode_pairs(model, prompts, continuations)
+    seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
+    results: list[ContinuationScore | None] = [None] * len(pairs)
+    device = model.device
+    for batch in plan_batches([len(s) for s in seqs], batch_size, max_tokens):
+        ids, mask, pos, starts = pad_batch([seqs[i] for i in batch], _pad_id(model), padding_side, device)
+        hidden = body_forward(model, ids, mask, pos, use_cache=False).last_hidden_state
+        rows, cols, targets, spans = [], [], [], []
+        for b, i in enumerate(batch):
+            p, c = len(pairs[i].prompt_ids), len(pairs[i].cont_ids)
+            first = starts[b] + p - 1  # position whose output predicts the first continuation token
+            rows += [b] * c
+            cols += range(first, first + c)
+            targets += pairs[i].cont_ids
+            spans.append(c)
+        logits = logits_from_hidden(model, hidden[torch.tensor(rows), torch.tensor(cols)])
+        target_t = torch.tensor(targets, device=logits.device)
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, target_t[:, None])[:, 0].cpu()
+        top = logits.argmax(-1).cpu()
+        offset = 0
+        for i, c in zip(batch, spans):
+            tok_lp = tuple(lp[offset:offset + c].tolist())
+            arg = tuple(top[offset:offset + c].tolist())
+            results[i] = ContinuationScore(
+                token_ids=pairs[i].cont_ids, token_logprobs=tok_lp, logprob=float(sum(tok_lp)),
+                argmax_ids=arg, greedy_match=arg == pairs[i].cont_ids, prompt_len=len(pairs[i].prompt_ids),
+            )
+            offset += c
+    return results  # type: ignore[return-value]
+
+
+def iter_last_logits(
+    model: Model,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_tokens: int = 4096,
+    padding_side: PaddingSide = "right",
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yield ``(indices, logits[len(indices), V])`` of the next token after each prompt, batch by
+    batch, so callers can reduce distributions (top-k, KL) without holding ``[n, V]`` at once."""
+    seqs = encode_prompts(model, prompts)
+    device = model.device
+    with torch.inference_mode():
+        for batch in plan_batches([len(s) for s in seqs], batch_size, max_tokens):
+            ids, mask, pos, starts = pad_batch([seqs[i] for i in batch], _pad_id(model), padding_side, device)
+            hidden = body_forward(model, ids, mask, pos, use_cache=False).last_hidden_state
+            last = torch.tensor([starts[b] + len(seqs[i]) - 1 for b, i in enumerate(batch)])
+            yield batch, logits_from_hidden(model, hidden[torch.arange(len(batch)), last])
+
+
+def next_token_logprobs(model: Model, prompts: Sequence[str], **kwargs) -> torch.Tensor:
+    """Log-probabilities of the next token after each prompt, ``[n, V]`` float32 on CPU.
+
+    Memory is ``4 * n * V`` bytes (about 200 KB per prompt for a 49k vocabulary); for large probe
+    sets use :func:`iter_last_logits` and reduce per batch.
+    """
+    out = torch.empty((len(prompts), 0))
+    for batch, logits in iter_last_logits(model, prompts, **kwargs):
+        if out.shape[1] == 0:
+            out = torch.empty((len(prompts), logits.shape[-1]))
+        out[torch.tensor(batch)] = torch.log_softmax(logits, -1).cpu()
+    return out
+
+
+def top_k_next_tokens(model: Model, prompts: Sequence[str], k: int = 5, **kwargs) -> list[list[tuple[str, float]]]:
+    """The ``k`` most likely next tokens after each prompt as ``(token text, probability)``."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    out: list[list[tuple[str, float]]] = [[] for _ in prompts]
+    tok = model.tokenizer
+    for batch, logits in iter_last_logits(model, prompts, **kwargs):
+        probs, ids = torch.softmax(logits, -1).topk(k, dim=-1)
+        for b, i in enumerate(batch):
+            out[i] = [(tok.decode([t]), float(p)) for t, p in zip(ids[b].tolist(), probs[b].tolist())]
+    return out
+
+
+def _continuation_text(model: Model, prompt_ids: list[int], gen_ids: list[int]) -> str:
+    tok = model.tokenizer
+    # Decoding the generated ids alone loses a leading space with SentencePiece; decode in context.
+    full = tok.decode(prompt_ids + gen_ids)
+    pre = tok.decode(prompt_ids)
+    return full[len(pre):] if full.startswith(pre) else tok.decode(gen_ids)
+
+
+@torch.inference_mode()
+def greedy_continuations(
+    model: Model,
+    prompts: Sequence[str],
+    max_new_tokens: int = 8,
+    *,
+    batch_size: int = 64,
+    max_tokens: int = 4096,
+    stop_at_eos: bool = True,
+) -> list[Generation]:
+    """Greedy (argmax) continuation of up to ``max_new_tokens`` tokens for every prompt.
+
+    Batches are left-padded and decoded with a KV cache; a row stops at end-of-sequence when
+    ``stop_at_eos`` (the eos token is not included in the result).
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    seqs = encode_prompts(model, prompts)
+    for i, s in enumerate(seqs):
+        _check_length(model, len(s) + max_new_tokens, "prompt", i)
+    eos = model.tokenizer.eos_token_id
+    results: list[Generation | None] = [None] * len(seqs)
+    device = model.device
+    for batch in plan_batches([len(s) + max_new_tokens for s in seqs], batch_size, max_tokens):
+        ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], _pad_id(model), "left", device)
+        out = body_forward(model, ids, mask, pos, use_cache=True)
+        cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+        gen = [[] for _ in batch]
+        lps = [[] for _ in batch]
+        done = torch.zeros(len(batch), dtype=torch.bool)
+        eos_hit = [False] * len(batch)
+        for step in range(max_new_tokens):
+            logp = torch.log_softmax(logits_from_hidden(model, h), -1)
+            nxt = logp.argmax(-1)
+            chosen = logp.gather(-1, nxt[:, None])[:, 0].cpu()
+            for b, t in enumerate(nxt.tolist()):
+                if done[b]:
+                    continue
+                if stop_at_eos and eos is not None and t == eos:
+                    done[b] = True
+                    eos_hit[b] = True
+                    continue
+                gen[b].append(t)
+                lps[b].append(float(chosen[b]))
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos[:, -1:] + 1
+            out = body_forward(model, nxt[:, None], mask, pos, past_key_values=cache, use_cache=True)
+            cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+        for b, i in enumerate(batch):
+            results[i] = Generation(
+                token_ids=tuple(gen[b]), token_logprobs=tuple(lps[b]),
+                text=_continuation_text(model, seqs[i], gen[b]), stopped_at_eos=eos_hit[b],
+            )
+    return results  # type: ignore[return-value]
