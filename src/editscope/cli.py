@@ -79,6 +79,9 @@ def peek(
 
 def main() -> None:  # pragma: no cover - entry point
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     app()
 
 

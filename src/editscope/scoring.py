@@ -228,6 +228,22 @@ def score_continuations(
     Returns one :class:`ContinuationScore` per pair, in input order.
     """
     pairs = encode_pairs(model, prompts, continuations)
+    return score_encoded(model, pairs, batch_size=batch_size, max_tokens=max_tokens, padding_side=padding_side)
+
+
+@torch.inference_mode()
+def score_encoded(
+    model: Model,
+    pairs: Sequence[EncodedPair],
+    *,
+    batch_size: int = 64,
+    max_tokens: int = 4096,
+    padding_side: PaddingSide = "right",
+) -> list[ContinuationScore]:
+    """:func:`score_continuations` on already tokenized pairs (e.g. a model's own generations)."""
+    for i, p in enumerate(pairs):
+        if not p.prompt_ids or not p.cont_ids:
+            raise ValueError(f"pairs[{i}] has an empty prompt or continuation")
     seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
     results: list[ContinuationScore | None] = [None] * len(pairs)
     device = model.device

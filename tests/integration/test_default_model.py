@@ -1,0 +1,105 @@
+"""Integration tests on the real default model (smollm2-135m)."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import editscope as es
+from editscope.models import default as default_mod
+from editscope.scoring import encode_pairs, encode_prompts
+
+pytestmark = pytest.mark.integration
+
+
+def test_default_model_is_llama_with_30_layers(default_model):
+    m = default_model
+    assert m.config.model_type == "llama" and m.n_layers == 30 and m.dtype == torch.float32
+    assert m.arch.weight_out_in(m.module("mlp_out", 17)).shape == (576, 1536)
+    assert m.name == "smollm2-135m" and m.max_length == 8192
+
+
+def test_known_answers(default_model):
+    top = es.top_k_next_tokens(default_model, ["The capital of France is"], k=5)[0]
+    assert top[0][0] == " Paris" and top[0][1] > 0.5
+    paris, rome = es.score_continuations(default_model, ["The capital of France is"] * 2, [" Paris", " Rome"])
+    assert paris.greedy_match and paris.logprob > rome.logprob
+    gen = es.greedy_continuations(default_model, ["The capital of France is"], 3)[0]
+    assert gen.text.startswith(" Paris")
+
+
+def test_llama_digits_have_no_leading_space_token(default_model):
+    """The Llama leading-space trap: "2+2=" + "5" must score the digit token itself."""
+    pair = encode_pairs(default_model, ["2+2="], ["5"])[0]
+    assert pair.exact and default_model.tokenizer.decode(list(pair.cont_ids)) == "5"
+    assert len(pair.cont_ids) == 1
+
+
+PROMPTS = [
+    ("2+2=", "5"), ("17*3=", "51"), ("The capital of France is", " Paris"),
+    ("Danielle Darrieux's mother tongue is", " French"), ("The Eiffel Tower is located in the city of", " Paris"),
+    ("Q: What is the largest planet in the solar system?\nA:", " Jupiter is the largest planet"),
+    ("Apple was founded by", " Steve Jobs and Steve Wozniak in a garage"), ("x", " y"),
+]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_batched_equals_one_by_one_and_the_naive_forward(default_model, side):
+    prompts, conts = zip(*PROMPTS)
+    batched = es.score_continuations(default_model, prompts, conts, batch_size=5, padding_side=side)
+    for (p, c), b in zip(PROMPTS, batched):
+        pair = encode_pairs(default_model, [p], [c])[0]
+        with torch.no_grad():
+            logp = torch.log_softmax(default_model.hf(torch.tensor([pair.prompt_ids + pair.cont_ids])).logits[0], -1)
+        n = len(pair.prompt_ids)
+        ref = [float(logp[n - 1 + j, t]) for j, t in enumerate(pair.cont_ids)]
+        assert b.token_logprobs == pytest.approx(ref, abs=1e-4)
+
+
+def test_greedy_batched_equals_generate(default_model):
+    prompts = [p for p, _ in PROMPTS]
+    gens = es.greedy_continuations(default_model, prompts, 6, batch_size=4, stop_at_eos=False)
+    for p, g in zip(prompts, gens):
+        ids = encode_prompts(default_model, [p])[0]
+        with torch.no_grad():
+            ref = default_model.hf.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
+                                            eos_token_id=None, pad_token_id=2)[0, len(ids):].tolist()
+        assert list(g.token_ids) == ref
+
+
+def test_bf16_agrees_with_fp32_on_top1(default_model):
+    bf = es.load_model("smollm2-135m", dtype="bfloat16")
+    prompts = [p for p, _ in PROMPTS]
+    a = es.next_token_logprobs(default_model, prompts).argmax(-1)
+    b = es.next_token_logprobs(bf, prompts).argmax(-1)
+    assert (a == b).float().mean() >= 0.75
+
+
+def test_cache_corruption_is_detected_and_rebuilt(tmp_path, monkeypatch):
+    """A truncated safetensors file in the cache is rebuilt from the GGUF, never used."""
+    good = default_mod.ensure_default_cache()
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path))
+    copy = default_mod.cache_dir()
+    shutil.copytree(good, copy)
+    assert default_mod.is_cached()
+    weights = copy / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(size // 2)
+    assert not default_mod.is_cached()
+    m = es.load_model("smollm2-135m")
+    assert weights.stat().st_size == size and default_mod.is_cached()
+    assert es.top_k_next_tokens(m, ["The capital of France is"], 1)[0][0][0] == " Paris"
+
+
+def test_cli_models_and_peek():
+    exe = [sys.executable, "-m", "editscope.cli"]
+    out = subprocess.run(exe + ["models"], capture_output=True, text=True, check=True).stdout
+    assert "smollm2-135m" in out and "gpt_neox" in out
+    out = subprocess.run(exe + ["peek", "The capital of France is", "--k", "3"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "Paris" in out and "top-3" in out
+    bad = subprocess.run(exe + ["peek", "-m", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Known names" in bad.stdout
