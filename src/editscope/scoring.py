@@ -205,6 +205,19 @@ def logits_from_hidden(model: Model, hidden: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def teacher_forced_hidden(model: Model, seqs: Sequence[Sequence[int]], side: PaddingSide):
+    """Final hidden states ``[B, T, d]`` of a padded batch, and each row's first real column.
+
+    With right padding every pad follows all real tokens of its row, so causal attention alone
+    already hides it from them: the mask is dropped, letting attention use its causal fast path
+    (real-token outputs are unchanged; pad outputs are never read).
+    """
+    ids, mask, pos, starts = pad_batch(seqs, _pad_id(model), side, model.device)
+    if side == "right":
+        mask = None
+    return body_forward(model, ids, mask, pos, use_cache=False).last_hidden_state, starts
+
+
 def body_forward(model: Model, input_ids, attention_mask, position_ids, **kwargs):
     """Run the model body (no vocabulary projection); returns the HF base-model output."""
     return model.module("body")(
@@ -246,10 +259,8 @@ def score_encoded(
             raise ValueError(f"pairs[{i}] has an empty prompt or continuation")
     seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
     results: list[ContinuationScore | None] = [None] * len(pairs)
-    device = model.device
     for batch in plan_batches([len(s) for s in seqs], batch_size, max_tokens):
-        ids, mask, pos, starts = pad_batch([seqs[i] for i in batch], _pad_id(model), padding_side, device)
-        hidden = body_forward(model, ids, mask, pos, use_cache=False).last_hidden_state
+        hidden, starts = teacher_forced_hidden(model, [seqs[i] for i in batch], padding_side)
         rows, cols, targets, spans = [], [], [], []
         for b, i in enumerate(batch):
             p, c = len(pairs[i].prompt_ids), len(pairs[i].cont_ids)
@@ -285,11 +296,9 @@ def iter_last_logits(
     """Yield ``(indices, logits[len(indices), V])`` of the next token after each prompt, batch by
     batch, so callers can reduce distributions (top-k, KL) without holding ``[n, V]`` at once."""
     seqs = encode_prompts(model, prompts)
-    device = model.device
     with torch.inference_mode():
         for batch in plan_batches([len(s) for s in seqs], batch_size, max_tokens):
-            ids, mask, pos, starts = pad_batch([seqs[i] for i in batch], _pad_id(model), padding_side, device)
-            hidden = body_forward(model, ids, mask, pos, use_cache=False).last_hidden_state
+            hidden, starts = teacher_forced_hidden(model, [seqs[i] for i in batch], padding_side)
             last = torch.tensor([starts[b] + len(seqs[i]) - 1 for b, i in enumerate(batch)])
             yield batch, logits_from_hidden(model, hidden[torch.arange(len(batch)), last])
 
@@ -351,9 +360,8 @@ def greedy_continuations(
         _check_length(model, len(s) + max_new_tokens, "prompt", i)
     eos = model.tokenizer.eos_token_id
     results: list[Generation | None] = [None] * len(seqs)
-    device = model.device
     for batch in plan_batches([len(s) + max_new_tokens for s in seqs], batch_size, max_tokens):
-        ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], _pad_id(model), "left", device)
+        ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], _pad_id(model), "left", model.device)
         out = body_forward(model, ids, mask, pos, use_cache=True)
         cache, h = out.past_key_values, out.last_hidden_state[:, -1]
         gen = [[] for _ in batch]

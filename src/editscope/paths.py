@@ -1,0 +1,28 @@
+"""Where editscope finds the shared evaluation data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_SHARED = "EDITSCOPE_SHARED"
+
+
+def shared_dir() -> Path:
+    """The shared folder: ``$EDITSCOPE_SHARED``, else ``../shared`` beside the repository root."""
+    env = os.environ.get(ENV_SHARED)
+    if env:
+        return Path(env).expanduser()
+    repo_root = Path(__file__).resolve().parents[2]  # src/editscope/paths.py -> repo root
+    return repo_root.parent / "shared"
+
+
+def data_path(*parts: str) -> Path:
+    """A path under ``<shared>/data``; a clear error when it does not exist."""
+    p = shared_dir() / "data" / Path(*parts)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"{p} does not exist. editscope reads evaluation data from the shared folder "
+            f"({shared_dir()}); set {ENV_SHARED}=/path/to/shared or pass the file path explicitly."
+        )
+    return p
