@@ -24,7 +24,7 @@ import torch
 
 import editscope as es
 from editscope.paths import data_path
-from editscope.scoring import encode_pairs, encode_prompts
+from editscope.scoring import encode_pairs, encode_prompts, plan_batches
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -96,7 +96,8 @@ def timed(fn, *args, **kwargs):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="prompt/continuation pairs")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256], help="max rows per batch")
+    ap.add_argument("--max-tokens", type=int, default=2048, help="max padded tokens per batch")
     ap.add_argument("--gen-n", type=int, default=200, help="prompts for the greedy-generation comparison")
     ap.add_argument("--new-tokens", type=int, default=4)
     ap.add_argument("--no-bf16", action="store_true")
@@ -129,27 +130,28 @@ def main() -> None:
         if m is None:
             continue
         for bs in args.batch_sizes:
-            scores, t = timed(es.score_continuations, m, prompts, conts, batch_size=bs, max_tokens=bs * 64)
-            rows.append((f"editscope batch {bs}, {dtype_name}", t, n_tok / t, f_es / t / 1e9,
+            scores, t = timed(es.score_continuations, m, prompts, conts, batch_size=bs, max_tokens=args.max_tokens)
+            n_batches = len(plan_batches(lens, bs, args.max_tokens))
+            rows.append((f"editscope <={bs} rows ({args.n / n_batches:.0f} avg), {dtype_name}", t, n_tok / t, f_es / t / 1e9,
                          ceil[m.dtype], n_tok / t / naive_tps))
             if dtype_name == "fp32":
                 err = max(abs(s.logprob - r) for s, r in zip(scores, ref))
                 assert err < 1e-3, f"editscope disagrees with the naive forward by {err}"
             else:
-                base = es.score_continuations(model, prompts, conts, batch_size=bs)
+                base = es.score_continuations(model, prompts, conts, batch_size=bs, max_tokens=args.max_tokens)
                 agreement[bs] = statistics.mean(
                     float(a.argmax_ids == b.argmax_ids) for a, b in zip(scores, base))
 
-    print(f"\n{'scoring (logprob + top-1 of every pair)':38s} {'time s':>7s} {'tok/s':>8s} {'GFLOP/s':>8s} "
+    print(f"\n{'scoring (logprob + top-1 of every pair)':42s} {'time s':>7s} {'tok/s':>8s} {'GFLOP/s':>8s} "
           f"{'% ceil':>7s} {'speedup':>8s}")
     for name, t, tps, gf, c, sp in rows:
-        print(f"{name:38s} {t:7.2f} {tps:8.0f} {gf:8.1f} {100 * gf / c:6.1f}% {sp:7.1f}x")
+        print(f"{name:42s} {t:7.2f} {tps:8.0f} {gf:8.1f} {100 * gf / c:6.1f}% {sp:7.1f}x")
     for bs, a in agreement.items():
         print(f"bf16 vs fp32 teacher-forced top-1 agreement (batch {bs}): {100 * a:.1f}% of pairs")
 
     gp = prompts[: args.gen_n]
     ng, t_ng = timed(naive_generate, model, gp, args.new_tokens)
-    eg, t_eg = timed(es.greedy_continuations, model, gp, args.new_tokens, batch_size=64, stop_at_eos=False)
+    eg, t_eg = timed(es.greedy_continuations, model, gp, args.new_tokens, stop_at_eos=False)
     same = statistics.mean(float(list(e.token_ids) == n) for e, n in zip(eg, ng))
     print(f"\ngreedy {args.new_tokens} tokens for {len(gp)} prompts: naive generate() {t_ng:.2f} s, "
           f"editscope batched {t_eg:.2f} s -> {t_ng / t_eg:.1f}x; identical outputs {100 * same:.1f}%")

@@ -9,7 +9,8 @@ boundary, the pair falls back to tokenizing the stripped prompt and the rest sep
 right-stripped the same way, so every function sees the same prompt tokens.
 
 Batching: sequences are sorted by length and packed into batches of at most ``batch_size``
-sequences and ``max_tokens`` padded tokens; attention masks hide padding and position ids count
+sequences and ``max_tokens`` padded tokens (default 2048: on a 2-core CPU, matmuls of 1-2k rows run
+closest to the machine's peak; fewer rows leave it memory-bound, more spill the caches); attention masks hide padding and position ids count
 only real tokens, so results do not depend on batch composition or padding side (tested to 1e-4).
 The vocabulary projection is applied only at positions whose logits are needed.
 """
@@ -231,8 +232,8 @@ def score_continuations(
     prompts: Sequence[str],
     continuations: Sequence[str],
     *,
-    batch_size: int = 64,
-    max_tokens: int = 4096,
+    batch_size: int = 256,
+    max_tokens: int = 2048,
     padding_side: PaddingSide = "right",
 ) -> list[ContinuationScore]:
     """Teacher-forced log P(continuation | prompt), per token and summed, for every pair.
@@ -249,8 +250,8 @@ def score_encoded(
     model: Model,
     pairs: Sequence[EncodedPair],
     *,
-    batch_size: int = 64,
-    max_tokens: int = 4096,
+    batch_size: int = 256,
+    max_tokens: int = 2048,
     padding_side: PaddingSide = "right",
 ) -> list[ContinuationScore]:
     """:func:`score_continuations` on already tokenized pairs (e.g. a model's own generations)."""
@@ -289,8 +290,8 @@ def iter_last_logits(
     model: Model,
     prompts: Sequence[str],
     *,
-    batch_size: int = 64,
-    max_tokens: int = 4096,
+    batch_size: int = 256,
+    max_tokens: int = 2048,
     padding_side: PaddingSide = "right",
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield ``(indices, logits[len(indices), V])`` of the next token after each prompt, batch by
@@ -344,8 +345,8 @@ def greedy_continuations(
     prompts: Sequence[str],
     max_new_tokens: int = 8,
     *,
-    batch_size: int = 64,
-    max_tokens: int = 4096,
+    batch_size: int = 256,
+    max_tokens: int = 8192,
     stop_at_eos: bool = True,
 ) -> list[Generation]:
     """Greedy (argmax) continuation of up to ``max_new_tokens`` tokens for every prompt.
