@@ -1,6 +1,9 @@
 """editscope: edit what a language model knows, and measure everything else the edit changed."""
 
+from . import suites
+from .evaluation import EvalResult, evaluate
 from .models import ArchSpec, Model, load_model
+from .probes import list_suites
 from .requests import EditRequest, Probe, ProbeSet
 from .scoring import (
     ContinuationScore,
@@ -14,7 +17,7 @@ from .scoring import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchSpec", "ContinuationScore", "EditRequest", "Generation", "Model", "Probe", "ProbeSet",
+    "ArchSpec", "ContinuationScore", "EditRequest", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
     "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
     "top_k_next_tokens", "__version__",
 ]

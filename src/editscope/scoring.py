@@ -48,6 +48,9 @@ class ContinuationScore:
         argmax_ids: the model's top-1 token at each continuation position (teacher forced).
         greedy_match: ``argmax_ids == token_ids``, i.e. greedy decoding from the prompt produces
             exactly this continuation (whole target, no partial credit).
+        first_logprobs: log-probabilities of the requested ``first_token_ids`` at the first
+            continuation position (the next-token distribution after the prompt); empty if none asked.
+        first_top_ids, first_top_logprobs: the ``first_top_k`` most likely next tokens there.
     """
 
     token_ids: tuple[int, ...]
@@ -56,6 +59,9 @@ class ContinuationScore:
     argmax_ids: tuple[int, ...]
     greedy_match: bool
     prompt_len: int
+    first_logprobs: tuple[float, ...] = ()
+    first_top_ids: tuple[int, ...] = ()
+    first_top_logprobs: tuple[float, ...] = ()
 
     @property
     def n_tokens(self) -> int:
@@ -253,11 +259,20 @@ def score_encoded(
     batch_size: int = 256,
     max_tokens: int = 2048,
     padding_side: PaddingSide = "right",
+    first_token_ids: Sequence[Sequence[int]] | None = None,
+    first_top_k: int = 0,
 ) -> list[ContinuationScore]:
-    """:func:`score_continuations` on already tokenized pairs (e.g. a model's own generations)."""
+    """:func:`score_continuations` on already tokenized pairs (e.g. a model's own generations).
+
+    ``first_token_ids[i]`` (optional) lists vocabulary ids whose log-probabilities at pair i's first
+    continuation position are returned; ``first_top_k`` returns that position's top-k. Both read the
+    next-token distribution after the prompt from the same pass (used for KL against a base model).
+    """
     for i, p in enumerate(pairs):
         if not p.prompt_ids or not p.cont_ids:
             raise ValueError(f"pairs[{i}] has an empty prompt or continuation")
+    if first_token_ids is not None and len(first_token_ids) != len(pairs):
+        raise ValueError(f"first_token_ids has {len(first_token_ids)} entries for {len(pairs)} pairs")
     seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
     results: list[ContinuationScore | None] = [None] * len(pairs)
     for batch in plan_batches([len(s) for s in seqs], batch_size, max_tokens):
@@ -272,15 +287,24 @@ def score_encoded(
             spans.append(c)
         logits = logits_from_hidden(model, hidden[torch.tensor(rows), torch.tensor(cols)])
         target_t = torch.tensor(targets, device=logits.device)
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, target_t[:, None])[:, 0].cpu()
+        logp_all = torch.log_softmax(logits, dim=-1)
+        lp = logp_all.gather(-1, target_t[:, None])[:, 0].cpu()
         top = logits.argmax(-1).cpu()
         offset = 0
         for i, c in zip(batch, spans):
             tok_lp = tuple(lp[offset:offset + c].tolist())
             arg = tuple(top[offset:offset + c].tolist())
+            extra = {}
+            if first_token_ids is not None and len(first_token_ids[i]):
+                ids_t = torch.tensor(list(first_token_ids[i]), device=logp_all.device)
+                extra["first_logprobs"] = tuple(logp_all[offset, ids_t].tolist())
+            if first_top_k:
+                v, k = logp_all[offset].topk(first_top_k)
+                extra["first_top_ids"], extra["first_top_logprobs"] = tuple(k.tolist()), tuple(v.tolist())
             results[i] = ContinuationScore(
                 token_ids=pairs[i].cont_ids, token_logprobs=tok_lp, logprob=float(sum(tok_lp)),
                 argmax_ids=arg, greedy_match=arg == pairs[i].cont_ids, prompt_len=len(pairs[i].prompt_ids),
+                **extra,
             )
             offset += c
     return results  # type: ignore[return-value]

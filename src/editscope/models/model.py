@@ -114,6 +114,18 @@ class Model:
         """Content hash of the current weights (changes with every edit)."""
         return weights_fingerprint(self.hf)
 
+    @property
+    def base_fingerprint(self) -> str:
+        """Fingerprint of the base (unedited) weights: taken the first time it is asked for.
+
+        Edit methods ask for it before changing any weight, so it always names the weights the
+        model was loaded with; base outputs are cached under it.
+        """
+        fp = self.meta.get("base_fingerprint")
+        if fp is None:
+            fp = self.meta["base_fingerprint"] = self.fingerprint()
+        return fp
+
     def __repr__(self) -> str:
         return (f"Model({self.name!r}, {self.config.model_type}, layers={self.n_layers}, "
                 f"dtype={self.dtype}, device={self.device})")

@@ -1,0 +1,329 @@
+"""`evaluate`: what does a model state do on a probe set, and what changed against the base model.
+
+One batched teacher-forced pass per probe set scores, for every probe, the target, its alternative
+(``meta["target_true"]`` or ``meta["target_new"]``) and the base model's own greedy continuation:
+the edited model leaves a probe *unchanged* iff its argmax follows the base's greedy tokens at every
+position (equivalent to identical greedy decoding, without a decoding loop). Only probes that
+changed are then decoded greedily. The next-token distribution after the prompt comes from the same
+pass, for KL against the base.
+
+Base outputs (greedy continuations, target log-probabilities, top-k next tokens) are computed once
+per (base weights fingerprint, probe set) and cached on disk as safetensors under
+``<cache>/base_outputs``; a cache whose shapes or keys do not match is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
+from .models.default import cache_root
+from .models.model import Model
+from .requests import Probe, ProbeSet, resolve_sep
+from .scoring import EncodedPair, encode_pairs, greedy_continuations, score_encoded
+
+log = logging.getLogger(__name__)
+
+ENGINE_VERSION = 1
+DEFAULT_TOP_K = 64
+
+
+class BaseNotAvailableError(RuntimeError):
+    """The model is edited and the base outputs for this probe set were never computed."""
+
+
+@dataclass
+class BaseOutputs:
+    """The base model's outputs on a probe set, aligned with its probes."""
+
+    fingerprint: str
+    probes_hash: str
+    logprob: list[float]
+    alt_logprob: list[float | None]
+    top1: list[bool]
+    greedy_ids: list[tuple[int, ...]]
+    greedy_text: list[str]
+    top_ids: torch.Tensor  # [n, k] int64: the base's top-k next tokens after each prompt
+    top_logprobs: torch.Tensor  # [n, k] float32: their log-probabilities
+
+
+def _alt_of(p: Probe) -> tuple[str | None, str | None]:
+    for kind in ("target_true", "target_new"):
+        v = p.meta.get(kind)
+        if isinstance(v, str) and v.strip() and v != p.target:
+            return kind, v
+    return None, None
+
+
+def probes_hash(probes: Sequence[Probe], watch: str | None, top_k: int) -> str:
+    """Content hash of everything about a probe set that base outputs depend on."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"v": ENGINE_VERSION, "watch": watch, "k": top_k}).encode())
+    for p in probes:
+        h.update(json.dumps([p.prompt, p.continuation, _alt_of(p)[1]]).encode())
+    return h.hexdigest()
+
+
+def _gen_lengths(model: Model, probes: Sequence[Probe], targets: list[EncodedPair], watch: str | None) -> list[int]:
+    """Greedy length per probe: the longer of target and watched target, plus one token so that
+    "5" followed by "6" (saying 56) is told apart from "5" followed by a newline."""
+    wl = [0] * len(probes)
+    if watch:
+        wpairs = encode_pairs(model, [p.prompt for p in probes],
+                              [resolve_sep(p.prompt, watch) + watch for p in probes])
+        wl = [len(w.cont_ids) for w in wpairs]
+    return [max(len(t.cont_ids), w) + 1 for t, w in zip(targets, wl)]
+
+
+def _greedy_grouped(model: Model, prompts: list[str], lengths: list[int], idx: list[int]) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    by_len: dict[int, list[int]] = {}
+    for i in idx:
+        by_len.setdefault(lengths[i], []).append(i)
+    for n, group in sorted(by_len.items()):
+        gens = greedy_continuations(model, [prompts[i] for i in group], n, stop_at_eos=False)
+        out.update(zip(group, gens))
+    return out
+
+
+def _cache_path(base_fp: str, phash: str) -> Path:
+    return cache_root() / "base_outputs" / f"{base_fp}-{phash}.safetensors"
+
+
+def _save_base(path: Path, b: BaseOutputs) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(b.logprob)
+    glen = torch.tensor([len(g) for g in b.greedy_ids], dtype=torch.int64)
+    width = int(glen.max()) if n else 0
+    gids = torch.full((n, width), -1, dtype=torch.int64)
+    for i, g in enumerate(b.greedy_ids):
+        gids[i, : len(g)] = torch.tensor(g, dtype=torch.int64)
+    tensors = {
+        "logprob": torch.tensor(b.logprob, dtype=torch.float64),
+        "alt_logprob": torch.tensor([math.nan if a is None else a for a in b.alt_logprob], dtype=torch.float64),
+        "top1": torch.tensor(b.top1, dtype=torch.bool),
+        "greedy_ids": gids, "greedy_len": glen,
+        "top_ids": b.top_ids.contiguous(), "top_logprobs": b.top_logprobs.contiguous(),
+    }
+    meta = {"fingerprint": b.fingerprint, "probes_hash": b.probes_hash, "n": str(n),
+            "engine_version": str(ENGINE_VERSION), "greedy_text": json.dumps(b.greedy_text)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_base(path: Path, base_fp: str, phash: str, n: int, top_k: int) -> BaseOutputs | None:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        ok = (meta.get("fingerprint") == base_fp and meta.get("probes_hash") == phash
+              and meta.get("n") == str(n) and t["logprob"].shape == (n,)
+              and t["top_ids"].shape == (n, top_k) and t["top_logprobs"].shape == (n, top_k)
+              and t["greedy_ids"].shape[0] == n)
+        if not ok:
+            log.warning("base-output cache %s does not match this model/probe set; recomputing", path)
+            return None
+        texts = json.loads(meta["greedy_text"])
+        glen = t["greedy_len"].tolist()
+        return BaseOutputs(
+            fingerprint=base_fp, probes_hash=phash, logprob=t["logprob"].tolist(),
+            alt_logprob=[None if math.isnan(a) else a for a in t["alt_logprob"].tolist()],
+            top1=[bool(x) for x in t["top1"].tolist()],
+            greedy_ids=[tuple(row[:k]) for row, k in zip(t["greedy_ids"].tolist(), glen)],
+            greedy_text=texts, top_ids=t["top_ids"], top_logprobs=t["top_logprobs"],
+        )
+    except Exception as e:  # corrupt file: never trust it
+        log.warning("base-output cache %s is unreadable (%s); recomputing", path, e)
+        return None
+
+
+@dataclass
+class _Passes:
+    targets: list[EncodedPair]
+    alt_kinds: list[str | None]
+    alts: list[EncodedPair | None]
+    lengths: list[int]
+
+
+def _encode(model: Model, probes: Sequence[Probe], watch: str | None) -> _Passes:
+    prompts = [p.prompt for p in probes]
+    targets = encode_pairs(model, prompts, [p.continuation for p in probes])
+    alt_info = [_alt_of(p) for p in probes]
+    alt_idx = [i for i, (k, _) in enumerate(alt_info) if k]
+    alts: list[EncodedPair | None] = [None] * len(probes)
+    if alt_idx:
+        enc = encode_pairs(model, [prompts[i] for i in alt_idx],
+                           [resolve_sep(prompts[i], alt_info[i][1], probes[i].sep) + alt_info[i][1] for i in alt_idx])
+        for i, e in zip(alt_idx, enc):
+            alts[i] = e
+    return _Passes(targets, [k for k, _ in alt_info], alts, _gen_lengths(model, probes, targets, watch))
+
+
+def _score_all(model: Model, passes: _Passes, extra: list[EncodedPair], **kw):
+    """One batched call for targets, alternatives and extra pairs; returns the three score lists."""
+    alt_idx = [i for i, a in enumerate(passes.alts) if a is not None]
+    pairs = passes.targets + [passes.alts[i] for i in alt_idx] + extra
+    first = kw.pop("first_token_ids", None)
+    if first is not None:
+        first = list(first) + [()] * (len(pairs) - len(first))
+    scores = score_encoded(model, pairs, first_token_ids=first, **kw)
+    n = len(passes.targets)
+    alt_scores: list[Any] = [None] * n
+    for j, i in enumerate(alt_idx):
+        alt_scores[i] = scores[n + j]
+    return scores[:n], alt_scores, scores[n + len(alt_idx):]
+
+
+def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | None = None,
+                         top_k: int = DEFAULT_TOP_K, fingerprint: str | None = None) -> BaseOutputs:
+    """Run the (unedited) model over the probes: the reference every edited state is compared to."""
+    passes = _encode(model, probes, watch)
+    main, alt, _ = _score_all(model, passes, [], first_top_k=top_k)
+    prompts = [p.prompt for p in probes]
+    gens = _greedy_grouped(model, prompts, passes.lengths, list(range(len(probes))))
+    return BaseOutputs(
+        fingerprint=fingerprint or model.fingerprint(), probes_hash=probes_hash(probes, watch, top_k),
+        logprob=[s.logprob for s in main], alt_logprob=[a.logprob if a else None for a in alt],
+        top1=[s.greedy_match for s in main], greedy_ids=[gens[i].token_ids for i in range(len(probes))],
+        greedy_text=[gens[i].text for i in range(len(probes))],
+        top_ids=torch.tensor([s.first_top_ids for s in main], dtype=torch.int64).reshape(len(probes), top_k),
+        top_logprobs=torch.tensor([s.first_top_logprobs for s in main], dtype=torch.float32).reshape(len(probes), top_k),
+    )
+
+
+@dataclass
+class EvalResult:
+    """Per-probe rows and their aggregates.
+
+    ``rows[i]`` (a dict) has: index, prompt, target, category, meta, logprob, n_tokens, top1,
+    alt_kind, alt_logprob, greedy (edited greedy continuation text), base_greedy, base_logprob,
+    base_top1, unchanged, kl, says_target (None without a watched target), is_base.
+    """
+
+    rows: list[dict[str, Any]]
+    probes_name: str
+    watch: str | None
+    fingerprint: str
+    base_fingerprint: str
+
+    @property
+    def is_base(self) -> bool:
+        return self.fingerprint == self.base_fingerprint
+
+    def summary(self, metrics: Sequence[str] | None = None, confidence: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
+        """Per category and ``"all"``: each metric's ``value``, 95% ``low``/``high``, ``n``, ``version``."""
+        return summarize(self.rows, metrics, confidence)
+
+    def to_frame(self):
+        """The rows as a pandas DataFrame (meta flattened to ``meta.<key>`` columns)."""
+        import pandas as pd
+
+        flat = []
+        for r in self.rows:
+            d = {k: v for k, v in r.items() if k != "meta"}
+            d.update({f"meta.{k}": v for k, v in r["meta"].items()})
+            flat.append(d)
+        return pd.DataFrame(flat)
+
+
+def _default_watch(probes: Sequence[Probe]) -> str | None:
+    targets = {p.target for p in probes if p.category == "target"}
+    return targets.pop() if len(targets) == 1 else None
+
+
+def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
+             top_k: int = DEFAULT_TOP_K, use_cache: bool = True) -> EvalResult:
+    """Evaluate the model's current state on ``probes`` against the base model.
+
+    Args:
+        model: a loaded model, edited or not. Its base is the first weights it was fingerprinted
+            with (:attr:`Model.base_fingerprint`; edit methods record it before changing weights).
+        probes: the probe set (categories: target, paraphrase, near, far, general, portability, ...).
+        watch: the edit target whose output rate over all probes is measured (``says_target``);
+            default: the target of the ``target`` probes when they all share one.
+        top_k: base next-token tokens kept for the KL (see ``metrics.edit_metrics.coarse_kl``).
+        use_cache: read/write base outputs under ``<cache>/base_outputs``.
+
+    Raises:
+        BaseNotAvailableError: the model is edited and base outputs for these probes were never
+            computed (evaluate the probes once before editing, or undo the edit).
+    """
+    name = probes.name if isinstance(probes, ProbeSet) else "probes"
+    probes = list(probes)
+    if not probes:
+        raise ValueError("probes is empty; give at least one Probe")
+    for i, p in enumerate(probes):
+        if not isinstance(p, Probe):
+            raise TypeError(f"probes[{i}] is {type(p).__name__}, expected Probe")
+    watch = watch if watch is not None else _default_watch(probes)
+    base_fp = model.base_fingerprint
+    current_fp = model.fingerprint()
+    phash = probes_hash(probes, watch, top_k)
+    path = _cache_path(base_fp, phash)
+    base = _load_base(path, base_fp, phash, len(probes), top_k) if use_cache else None
+    passes = _encode(model, probes, watch)
+    is_base = current_fp == base_fp
+    if base is None:
+        if not is_base:
+            raise BaseNotAvailableError(
+                "the model is edited and the base model's outputs for this probe set are not cached. "
+                "Call es.evaluate(model, probes) once before editing (or undo the edit first)."
+            )
+        base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp)
+        if use_cache:
+            _save_base(path, base)
+    n = len(probes)
+    if is_base:
+        main_lp, alt_lp, top1 = base.logprob, base.alt_logprob, base.top1
+        unchanged = [True] * n
+        kls = [0.0] * n
+        greedy = list(base.greedy_text)
+    else:
+        # Teacher-force the base's greedy tokens: unchanged iff the argmax follows them throughout.
+        checks = [EncodedPair(passes.targets[i].prompt_ids, base.greedy_ids[i]) for i in range(n)]
+        main, alt, chk = _score_all(model, passes, checks, first_token_ids=base.top_ids.tolist())
+        main_lp = [s.logprob for s in main]
+        alt_lp = [a.logprob if a else None for a in alt]
+        top1 = [s.greedy_match for s in main]
+        unchanged = [s.greedy_match for s in chk]
+        kls = [coarse_kl(base.top_logprobs[i].tolist(), main[i].first_logprobs) for i in range(n)]
+        changed = [i for i in range(n) if not unchanged[i]]
+        gens = _greedy_grouped(model, [p.prompt for p in probes], passes.lengths, changed)
+        greedy = [gens[i].text if i in gens else base.greedy_text[i] for i in range(n)]
+    rows = []
+    for i, p in enumerate(probes):
+        rows.append({
+            "index": i, "prompt": p.prompt, "target": p.target, "category": p.category, "meta": dict(p.meta),
+            "logprob": main_lp[i], "n_tokens": len(passes.targets[i].cont_ids), "top1": bool(top1[i]),
+            "alt_kind": passes.alt_kinds[i], "alt_logprob": alt_lp[i],
+            "greedy": greedy[i], "base_greedy": base.greedy_text[i], "base_logprob": base.logprob[i],
+            "base_top1": base.top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
+            "says_target": says(greedy[i], watch) if watch else None, "is_base": is_base,
+        })
+    return EvalResult(rows=rows, probes_name=name, watch=watch, fingerprint=current_fp, base_fingerprint=base_fp)
+
+
+__all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "compute_base_outputs", "evaluate"]

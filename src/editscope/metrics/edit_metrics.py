@@ -1,0 +1,136 @@
+"""Named, versioned per-probe metrics of an edit (DESIGN.md "Protocols") and their aggregation.
+
+Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult`) to a value, or to
+``None`` where it does not apply (e.g. ``prob`` needs an alternative target). Aggregates carry their
+95% interval and n: rates use the Wilson interval, means the t-interval.
+
+| name | kind | definition |
+|---|---|---|
+| ``top1`` | rate | greedy decoding reproduces the whole target exactly (efficacy/generalization top-1) |
+| ``prob`` | rate | P(target) > P(target_true): ROME efficacy/paraphrase score (ES/PS) |
+| ``ns`` | rate | P(target) > P(target_new) on neighbourhood probes: ROME neighbourhood score |
+| ``margin`` | mean | P(target) - P(alternative): ROME's magnitude scores (EM/PM/NM) |
+| ``logprob`` | mean | summed log-probability of the target, nats |
+| ``delta_logprob`` | mean | logprob minus the base model's, nats |
+| ``unchanged`` | rate | greedy continuation identical to the base model's (locality) |
+| ``kl`` | mean | KL(base || edited) of the next-token distribution, nats, coarsened to the base's top-k tokens plus one bucket for the rest (a lower bound of the full KL) |
+| ``says_target`` | rate | the greedy continuation is the watched edit target (output rate of e.g. "5") |
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..stats import mean_interval, wilson_interval
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named, versioned per-row metric. ``kind`` is ``"rate"`` (booleans) or ``"mean"``."""
+
+    name: str
+    version: int
+    kind: str
+    description: str
+    fn: Callable[[Mapping[str, Any]], Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+def _alt(row: Mapping[str, Any], kind: str):
+    if row.get("alt_logprob") is None or row.get("alt_kind") != kind:
+        return None
+    return row["logprob"] > row["alt_logprob"]
+
+
+def _margin(row):
+    if row.get("alt_logprob") is None:
+        return None
+    return math.exp(row["logprob"]) - math.exp(row["alt_logprob"])
+
+
+def _delta(row):
+    if row.get("base_logprob") is None:
+        return None
+    return row["logprob"] - row["base_logprob"]
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"]),
+    Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true")),
+    Metric("ns", 1, "rate", "P(target) > P(target_new) (ROME NS)", lambda r: _alt(r, "target_new")),
+    Metric("margin", 1, "mean", "P(target) - P(alternative) (ROME EM/PM/NM)", _margin),
+    Metric("logprob", 1, "mean", "log P(target | prompt), nats", lambda r: r["logprob"]),
+    Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta),
+    Metric("unchanged", 1, "rate", "greedy continuation identical to the base's", lambda r: r.get("unchanged")),
+    Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl")),
+    Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target")),
+]}
+
+
+def aggregate(values: Iterable[Any], kind: str, confidence: float = 0.95) -> dict[str, float] | None:
+    """``{"value", "low", "high", "n"}`` of the non-None values, or None if there are none."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    if kind == "rate":
+        iv = wilson_interval(sum(bool(v) for v in vals), len(vals), confidence)
+    else:
+        iv = mean_interval([float(v) for v in vals], confidence)
+    return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n}
+
+
+def summarize(rows: list[Mapping[str, Any]], metrics: Iterable[str] | None = None,
+              confidence: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
+    """Per category (and ``"all"``), each applicable metric's value, interval and n."""
+    names = list(metrics) if metrics is not None else list(METRICS)
+    for n in names:
+        if n not in METRICS:
+            raise KeyError(f"unknown metric {n!r}; known: {', '.join(METRICS)}")
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["category"], []).append(r)
+    groups["all"] = list(rows)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for cat, rs in groups.items():
+        cell = {}
+        for n in names:
+            m = METRICS[n]
+            agg = aggregate((m.fn(r) for r in rs), m.kind, confidence)
+            if agg is not None:
+                cell[n] = {**agg, "version": m.version}
+        out[cat] = cell
+    return out
+
+
+def coarse_kl(base_top_logprobs: Iterable[float], edited_logprobs: Iterable[float]) -> float:
+    """KL(p || q) over k named tokens plus one bucket holding the rest of each distribution.
+
+    ``base_top_logprobs`` are log p of the base's top-k tokens; ``edited_logprobs`` are log q of the
+    same tokens under the edited model. Merging outcomes never increases KL, so this is a lower bound
+    of the full-vocabulary KL, exact when the k tokens carry all the mass.
+    """
+    p = [math.exp(v) for v in base_top_logprobs]
+    q = [math.exp(v) for v in edited_logprobs]
+    if len(p) != len(q):
+        raise ValueError(f"got {len(p)} base and {len(q)} edited log-probabilities")
+    kl = sum(pi * (math.log(pi) - math.log(max(qi, 1e-30))) for pi, qi in zip(p, q) if pi > 0)
+    p_rest, q_rest = max(1.0 - sum(p), 0.0), max(1.0 - sum(q), 1e-30)
+    if p_rest > 1e-12:
+        kl += p_rest * (math.log(p_rest) - math.log(q_rest))
+    return max(kl, 0.0)
+
+
+def says(text: str, target: str) -> bool:
+    """Whether a continuation ``text`` is ``target``: it starts with the stripped target and the
+    next character, if any, does not continue the same word or number ("5\\n" and "5." say "5";
+    "56" does not)."""
+    t, w = text.lstrip(), target.strip()
+    if not w or not t.startswith(w):
+        return False
+    return len(t) == len(w) or not t[len(w)].isalnum()

@@ -1,0 +1,18 @@
+"""Probe suites: the arithmetic grid, written facts, and (in ``loaders``) dataset loaders.
+
+All suites are reachable by name through :func:`get_suite` / :func:`list_suites`; new ones are
+added with :func:`register_suite`.
+"""
+
+from .arithmetic import arithmetic, number_words, parse_arithmetic
+from .facts import facts
+from .registry import SUITES, SuiteInfo, UnknownSuiteError, get_suite, list_suites, register_suite
+
+from . import loaders  # noqa: E402,F401  (registers the dataset suites; must follow the registry)
+from .loaders import EditCase, EditDataset, LoadReport, load_counterfact, load_jsonl, load_mquake, load_zsre
+
+__all__ = [
+    "EditCase", "EditDataset", "LoadReport", "load_counterfact", "load_jsonl", "load_mquake", "load_zsre",
+    "SUITES", "SuiteInfo", "UnknownSuiteError", "arithmetic", "facts", "get_suite", "list_suites",
+    "number_words", "parse_arithmetic", "register_suite",
+]

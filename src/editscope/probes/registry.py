@@ -1,0 +1,116 @@
+"""The suite registry: names -> probe-suite factories, with did-you-mean errors.
+
+Built-in suites (``arithmetic``, ``facts``) are registered below. Dataset loaders (CounterFact,
+zsRE, MQuAKE, ... in :mod:`editscope.probes.loaders`) register themselves with
+:func:`register_suite`; this module does not import them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..requests import ProbeSet
+from .arithmetic import arithmetic
+from .facts import facts
+
+
+@dataclass(frozen=True)
+class SuiteInfo:
+    """A registered suite.
+
+    Attributes:
+        name: the registry key (``editscope eval --suite NAME``).
+        description: one line for ``editscope suites``.
+        factory: ``factory(**kwargs) -> ProbeSet``.
+        needs_edit: the suite's categories are built relative to an edit: the factory takes the
+            current edit request as ``edit=`` and the runner should pass it.
+    """
+
+    name: str
+    description: str
+    factory: Callable[..., ProbeSet]
+    needs_edit: bool = False
+
+
+class UnknownSuiteError(KeyError, ValueError):
+    """An unknown suite name (a KeyError and a ValueError; the message suggests the nearest)."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+SUITES: dict[str, SuiteInfo] = {}
+
+
+def register_suite(
+    name: str,
+    description: str,
+    factory: Callable[..., ProbeSet],
+    needs_edit: bool = False,
+    *,
+    overwrite: bool = False,
+) -> SuiteInfo:
+    """Register ``factory`` under ``name``; re-registering a name needs ``overwrite=True``."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(f"suite name must be a non-blank string without surrounding spaces, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory for suite {name!r} must be callable, got {type(factory).__name__}")
+    if name in SUITES and not overwrite:
+        raise ValueError(f"suite {name!r} is already registered; pass overwrite=True to replace it")
+    info = SuiteInfo(name=name, description=str(description), factory=factory, needs_edit=bool(needs_edit))
+    SUITES[name] = info
+    return info
+
+
+def _lookup(name: str) -> SuiteInfo:
+    if isinstance(name, str):
+        if name in SUITES:
+            return SUITES[name]
+        norm = name.strip().lower().replace("_", "-")
+        for key, info in SUITES.items():
+            if key.lower().replace("_", "-") == norm:
+                return info
+    close = difflib.get_close_matches(str(name), list(SUITES), n=3, cutoff=0.5)
+    hint = f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownSuiteError(f"unknown suite {name!r};{hint} known suites: {', '.join(SUITES) or '(none)'}")
+
+
+def get_suite(name: str, **kwargs: Any) -> ProbeSet:
+    """Build the suite ``name`` with ``kwargs`` passed to its factory
+    (``get_suite("arithmetic", edit=req, n=20)``)."""
+    return _lookup(name).factory(**kwargs)
+
+
+def suite_info(name: str) -> SuiteInfo:
+    """The :class:`SuiteInfo` of ``name`` (same errors as :func:`get_suite`)."""
+    return _lookup(name)
+
+
+def list_suites() -> list[dict[str, Any]]:
+    """``[{"name", "description", "needs_edit"}, ...]`` in registration order."""
+    return [{"name": s.name, "description": s.description, "needs_edit": s.needs_edit} for s in SUITES.values()]
+
+
+# --- built-in suites ----------------------------------------------------------------------------
+register_suite(
+    "arithmetic",
+    "a op b= grid (a, b in 0..n; +, -, *) with target/paraphrase/near/far relative to an "
+    "arithmetic edit (general without one)",
+    arithmetic,
+    needs_edit=True,
+)
+register_suite(
+    "facts",
+    "written general-knowledge completions (capitals, languages, authors, elements, ...)",
+    facts,
+    needs_edit=False,
+)
+
+# --- dataset loaders ----------------------------------------------------------------------------
+# CounterFact (ROME / MEND formats), zsRE, MQuAKE, KnowEdit-style JSON, plain JSONL live in
+# editscope/probes/loaders.py and register here by calling, at their module level,
+#     register_suite("counterfact", "...", load_counterfact, needs_edit=False)
+# (this module must not import loaders; editscope.probes imports it after the registry).

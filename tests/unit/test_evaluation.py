@@ -1,0 +1,140 @@
+import math
+
+import pytest
+import torch
+
+import editscope as es
+from editscope.evaluation import BaseNotAvailableError, _cache_path, evaluate, probes_hash
+from editscope.metrics.edit_metrics import coarse_kl, says, summarize
+from editscope.models import tiny_model
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path))
+
+
+PROBES = es.ProbeSet([
+    es.Probe("2+2=", "5", "target", meta={"target_true": "4"}),
+    es.Probe("What is 2+2?", "5", "paraphrase", meta={"target_true": "4"}),
+    es.Probe("3+3=", "6", "near", meta={"target_new": "5"}),
+    es.Probe("The capital of France is", "Paris", "general"),
+    es.Probe("Apple was founded by", "Steve Jobs", "general"),
+    es.Probe("Water is made of", "hydrogen", "far"),
+], name="mini")
+
+
+def perturb(model, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = model.module("mlp_out", 1).weight
+    with torch.no_grad():
+        w.add_(torch.randn(w.shape, generator=g) * scale)
+
+
+def test_base_state_is_unchanged_everywhere():
+    m = tiny_model("llama")
+    r = evaluate(m, PROBES)
+    assert r.is_base and all(row["unchanged"] for row in r.rows)
+    assert all(row["kl"] == 0.0 and row["logprob"] == row["base_logprob"] for row in r.rows)
+    assert r.watch == "5"
+
+
+def test_edited_rows_match_direct_computation():
+    m = tiny_model("llama")
+    base_gen = es.greedy_continuations(m, [p.prompt for p in PROBES], 4, stop_at_eos=False)
+    base_next = es.next_token_logprobs(m, [p.prompt for p in PROBES])
+    evaluate(m, PROBES, top_k=m.config.vocab_size)  # caches base outputs
+    perturb(m)
+    r = evaluate(m, PROBES, top_k=m.config.vocab_size)
+    assert not r.is_base
+    gen = es.greedy_continuations(m, [p.prompt for p in PROBES], 4, stop_at_eos=False)
+    scores = es.score_continuations(m, [p.prompt for p in PROBES], [p.continuation for p in PROBES])
+    nxt = es.next_token_logprobs(m, [p.prompt for p in PROBES])
+    for i, row in enumerate(r.rows):
+        n = len(es.scoring.encode_pairs(m, [PROBES[i].prompt], [PROBES[i].continuation])[0].cont_ids)
+        k = n + 1  # greedy length: target tokens + 1 (no watched target longer than that here)
+        assert row["unchanged"] == (gen[i].token_ids[:k] == base_gen[i].token_ids[:k])
+        assert row["logprob"] == pytest.approx(scores[i].logprob, abs=1e-4)
+        assert row["top1"] == scores[i].greedy_match
+        # with k = vocabulary size the coarsened KL is the exact KL
+        p, q = base_next[i], nxt[i]
+        exact = float((p.exp() * (p - q)).sum())
+        assert row["kl"] == pytest.approx(exact, abs=1e-4)
+    assert any(not row["unchanged"] for row in r.rows)
+    alt = es.score_continuations(m, ["2+2="], ["4"])[0].logprob
+    assert r.rows[0]["alt_logprob"] == pytest.approx(alt, abs=1e-4)
+    assert r.rows[0]["alt_kind"] == "target_true" and r.rows[2]["alt_kind"] == "target_new"
+
+
+def test_base_outputs_are_cached_on_disk_and_reused(monkeypatch):
+    m = tiny_model("llama")
+    first = evaluate(m, PROBES)
+    path = _cache_path(m.base_fingerprint, probes_hash(list(PROBES), "5", 64))
+    assert path.is_file()
+    import editscope.evaluation as ev
+
+    monkeypatch.setattr(ev, "compute_base_outputs", lambda *a, **k: pytest.fail("recomputed"))
+    again = evaluate(m, PROBES)
+    assert [r["base_greedy"] for r in again.rows] == [r["base_greedy"] for r in first.rows]
+    perturb(m)
+    assert not evaluate(m, PROBES).is_base  # edited model uses the cached base
+
+
+def test_corrupt_cache_is_recomputed():
+    m = tiny_model("llama")
+    evaluate(m, PROBES)
+    path = _cache_path(m.base_fingerprint, probes_hash(list(PROBES), "5", 64))
+    path.write_bytes(path.read_bytes()[:100])
+    r = evaluate(m, PROBES)
+    assert r.is_base and path.stat().st_size > 100
+
+
+def test_edited_model_without_base_outputs_is_a_clear_error():
+    m = tiny_model("llama")
+    m.base_fingerprint  # recorded before the edit, as edit methods do
+    perturb(m)
+    with pytest.raises(BaseNotAvailableError, match="before editing"):
+        evaluate(m, PROBES)
+
+
+def test_bad_probes():
+    m = tiny_model("llama")
+    with pytest.raises(ValueError, match="probes is empty"):
+        evaluate(m, [])
+    with pytest.raises(TypeError, match=r"probes\[0\]"):
+        evaluate(m, ["2+2="])
+
+
+def test_says_target_rule():
+    assert says("5", "5") and says(" 5\n", "5") and says("5.", "5") and says("5 apples", "5")
+    assert not says("56", "5") and not says("4", "5") and not says("", "5")
+    assert says(" Paris, France", "Paris") and not says(" Parisian", "Paris")
+
+
+def test_coarse_kl_hand_computed():
+    p = [math.log(0.5), math.log(0.3)]  # rest 0.2
+    q = [math.log(0.25), math.log(0.25)]  # rest 0.5
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
+    assert coarse_kl(p, q) == pytest.approx(expected)
+    assert coarse_kl(p, p) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        coarse_kl(p, q[:1])
+
+
+def test_summary_intervals_hand_computed():
+    rows = [
+        {"category": "near", "logprob": -1.0, "top1": True, "unchanged": True, "kl": 0.0},
+        {"category": "near", "logprob": -3.0, "top1": False, "unchanged": False, "kl": 0.2},
+        {"category": "far", "logprob": -2.0, "top1": True, "unchanged": True, "kl": 0.1},
+    ]
+    s = summarize(rows, ["top1", "unchanged", "logprob", "kl", "prob"])
+    # Wilson for 1/2 at 95%: centre 0.5, half-width z*sqrt(.25/2 + z^2/16)/(1+z^2/2)
+    z = 1.959963984540054
+    half = z * math.sqrt(0.25 / 2 + z * z / 16) / (1 + z * z / 2)
+    assert s["near"]["unchanged"]["low"] == pytest.approx(0.5 - half)
+    assert s["near"]["unchanged"]["n"] == 2 and s["all"]["unchanged"]["value"] == pytest.approx(2 / 3)
+    # t-interval for the mean of (-1, -3): -2 +- t(0.975, 1) * sd/sqrt(2), sd = sqrt(2)
+    assert s["near"]["logprob"]["high"] == pytest.approx(-2 + 12.706204736174707 * 1.0)
+    assert "prob" not in s["near"]  # no alternative targets: metric does not apply
+    with pytest.raises(KeyError, match="unknown metric"):
+        summarize(rows, ["nope"])
