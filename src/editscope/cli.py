@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -28,7 +29,7 @@ DEMO_PROMPTS = [
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -73,8 +74,95 @@ def peek(
     table.add_column("greedy continuation")
     table.add_column(f"top-{k} next tokens (probability)")
     for p, g, t in zip(prompts, gens, tops):
-        table.add_row(repr(p), repr(g.text), "  ".join(f"{tok!r} {prob:.3f}" for tok, prob in t))
+        table.add_row(escape(repr(p)), escape(repr(g.text)), escape("  ".join(f"{tok!r} {prob:.3f}" for tok, prob in t)))
     console.print(table)
+
+
+@app.command()
+def suites() -> None:
+    """List the probe suites (built-in and dataset loaders)."""
+    from .probes import list_suites
+
+    table = Table(title="probe suites")
+    table.add_column("name")
+    table.add_column("needs an edit")
+    table.add_column("what")
+    for info in list_suites():
+        table.add_row(info["name"], "yes" if info["needs_edit"] else "no", escape(info["description"]))
+    console.print(table)
+
+
+def _fmt_cell(cell: dict) -> str:
+    v, lo, hi = cell["value"], cell["low"], cell["high"]
+    if lo != lo or hi != hi:  # nan bounds (n < 2)
+        return f"{v:.3f} (n={cell['n']})"
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}] n={cell['n']}"
+
+
+def print_summary(summary: dict, title: str, metrics: list[str] | None = None) -> None:
+    """Rich table: one row per category, one column per metric, value [95% interval] n."""
+    names = metrics or list(dict.fromkeys(m for cell in summary.values() for m in cell))
+    table = Table(title=title)
+    table.add_column("category")
+    for m in names:
+        table.add_column(m)
+    for cat, cell in summary.items():
+        table.add_row(escape(cat), *(_fmt_cell(cell[m]) if m in cell else "" for m in names))
+    console.print(table)
+
+
+@app.command("eval")
+def eval_cmd(
+    suite: Annotated[str, typer.Option("--suite", "-s", help="probe suite (see `editscope suites`)")],
+    model: Annotated[str, typer.Option("--model", "-m", help="model name, hub id or directory")] = "smollm2-135m",
+    prompt: Annotated[str | None, typer.Option(help="edit prompt for suites relative to an edit, e.g. '2+2='")] = None,
+    target: Annotated[str | None, typer.Option(help="edit target, e.g. '5'")] = None,
+    n: Annotated[int | None, typer.Option(help="arithmetic: operands 0..n")] = None,
+    source: Annotated[str | None, typer.Option(help="dataset suites: file path or hub id")] = None,
+    limit: Annotated[int | None, typer.Option(help="dataset suites: first N records")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    rows: Annotated[str | None, typer.Option(help="also write per-probe rows to this JSONL file")] = None,
+) -> None:
+    """Evaluate a model on a probe suite: every metric per category with its 95% interval."""
+    import json
+
+    from . import EditRequest, evaluate, load_model
+    from .probes.registry import get_suite, suite_info
+
+    kwargs: dict = {}
+    try:
+        info = suite_info(suite)
+        if prompt is not None or target is not None:
+            if prompt is None or target is None:
+                _fail("give both --prompt and --target to define the edit")
+            kwargs["edit"] = EditRequest(prompt=prompt, target_new=target)
+        elif info.needs_edit:
+            kwargs["edit"] = None
+        for key, value in (("n", n), ("source", source), ("limit", limit)):
+            if value is not None:
+                kwargs[key] = value
+        probes = get_suite(suite, **kwargs)
+        if len(probes) == 0:
+            _fail(f"suite {suite!r} yielded no probes with {kwargs}")
+        m = load_model(model, dtype=dtype)
+        result = evaluate(m, probes)
+    except TypeError as e:
+        _fail(f"suite {suite!r} does not take these options ({', '.join(kwargs)}): {e}")
+        return
+    except (ValueError, KeyError, RuntimeError, ImportError, FileNotFoundError) as e:
+        _fail(str(e))
+        return
+    summary = result.summary()
+    if rows:
+        with open(rows, "w") as f:
+            for r in result.rows:
+                f.write(json.dumps(r, default=str) + "\n")
+    if as_json:
+        print(json.dumps({"model": m.name, "suite": suite, "n_probes": len(probes), "watch": result.watch,
+                          "fingerprint": result.fingerprint, "summary": summary}, indent=1))
+    else:
+        print_summary(summary, f"{m.name} on {suite} ({len(probes)} probes)")
 
 
 def main() -> None:  # pragma: no cover - entry point

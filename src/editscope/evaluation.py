@@ -29,9 +29,9 @@ import torch
 
 from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
 from .models.default import cache_root
-from .models.model import Model
+from .models.model import Model, fingerprint_of, tensor_digests
 from .requests import Probe, ProbeSet, resolve_sep
-from .scoring import EncodedPair, encode_pairs, greedy_continuations, score_encoded
+from .scoring import EncodedPair, LayerCache, encode_pairs, greedy_continuations, score_encoded
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ class EvalResult:
     watch: str | None
     fingerprint: str
     base_fingerprint: str
+    resumed_from: int | None = None  # block the edited pass started at (incremental), or None
 
     @property
     def is_base(self) -> bool:
@@ -255,7 +256,8 @@ def _default_watch(probes: Sequence[Probe]) -> str | None:
 
 
 def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
-             top_k: int = DEFAULT_TOP_K, use_cache: bool = True) -> EvalResult:
+             top_k: int = DEFAULT_TOP_K, use_cache: bool = True, keep_hidden: int | None = None,
+             incremental: bool = True) -> EvalResult:
     """Evaluate the model's current state on ``probes`` against the base model.
 
     Args:
@@ -266,6 +268,11 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             default: the target of the ``target`` probes when they all share one.
         top_k: base next-token tokens kept for the KL (see ``metrics.edit_metrics.coarse_kl``).
         use_cache: read/write base outputs under ``<cache>/base_outputs``.
+        keep_hidden: on the base model, also keep (in memory, on ``model``) the hidden states
+            entering this block for every scored sequence. Later evaluations of an edit that changed
+            only blocks ``>= keep_hidden`` then run only those blocks: exactly the full-pass result.
+            Memory: about ``8 * tokens * hidden`` bytes (fp32, two sequences per probe).
+        incremental: use kept hidden states when the edit allows (set False to force full passes).
 
     Raises:
         BaseNotAvailableError: the model is edited and base outputs for these probes were never
@@ -280,7 +287,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             raise TypeError(f"probes[{i}] is {type(p).__name__}, expected Probe")
     watch = watch if watch is not None else _default_watch(probes)
     base_fp = model.base_fingerprint
-    current_fp = model.fingerprint()
+    now = tensor_digests(model.hf)
+    current_fp = fingerprint_of(now)
     phash = probes_hash(probes, watch, top_k)
     path = _cache_path(base_fp, phash)
     base = _load_base(path, base_fp, phash, len(probes), top_k) if use_cache else None
@@ -296,6 +304,15 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         if use_cache:
             _save_base(path, base)
     n = len(probes)
+    checks = [EncodedPair(passes.targets[i].prompt_ids, base.greedy_ids[i]) for i in range(n)]
+    kept: dict[tuple[str, int], LayerCache] = model.meta.setdefault("layer_caches", {})
+    if is_base and keep_hidden is not None and (phash, keep_hidden) not in kept:
+        if not 0 <= keep_hidden < model.n_layers:
+            raise ValueError(f"keep_hidden={keep_hidden} is outside the model (0..{model.n_layers - 1})")
+        cache = LayerCache(keep_hidden)
+        _score_all(model, passes, checks, capture=cache)  # the same pairs the edited pass scores
+        kept[(phash, keep_hidden)] = cache
+    resume: LayerCache | None = None
     if is_base:
         main_lp, alt_lp, top1 = base.logprob, base.alt_logprob, base.top1
         unchanged = [True] * n
@@ -303,8 +320,12 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         greedy = list(base.greedy_text)
     else:
         # Teacher-force the base's greedy tokens: unchanged iff the argmax follows them throughout.
-        checks = [EncodedPair(passes.targets[i].prompt_ids, base.greedy_ids[i]) for i in range(n)]
-        main, alt, chk = _score_all(model, passes, checks, first_token_ids=base.top_ids.tolist())
+        if incremental:
+            first = model.first_changed_layer(model.changed_tensors(now))
+            usable = [c for (h, layer), c in kept.items() if h == phash and layer <= (first or 0)]
+            resume = max(usable, key=lambda c: c.layer, default=None)
+        main, alt, chk = _score_all(model, passes, checks, first_token_ids=base.top_ids.tolist(),
+                                    resume=resume)
         main_lp = [s.logprob for s in main]
         alt_lp = [a.logprob if a else None for a in alt]
         top1 = [s.greedy_match for s in main]
@@ -323,7 +344,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             "base_top1": base.top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
             "says_target": says(greedy[i], watch) if watch else None, "is_base": is_base,
         })
-    return EvalResult(rows=rows, probes_name=name, watch=watch, fingerprint=current_fp, base_fingerprint=base_fp)
+    return EvalResult(rows=rows, probes_name=name, watch=watch, fingerprint=current_fp,
+                      base_fingerprint=base_fp, resumed_from=resume.layer if resume else None)
 
 
 __all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "compute_base_outputs", "evaluate"]

@@ -138,3 +138,34 @@ def test_summary_intervals_hand_computed():
     assert "prob" not in s["near"]  # no alternative targets: metric does not apply
     with pytest.raises(KeyError, match="unknown metric"):
         summarize(rows, ["nope"])
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items()} for r in rows]
+
+
+def test_incremental_evaluation_equals_full_pass_exactly():
+    m = tiny_model("llama", num_hidden_layers=4)
+    evaluate(m, PROBES, keep_hidden=2)
+    w = m.module("mlp_out", 3).weight
+    with torch.no_grad():
+        w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+    assert m.first_changed_layer() == 3
+    fast = evaluate(m, PROBES)
+    full = evaluate(m, PROBES, incremental=False)
+    assert fast.resumed_from == 2 and full.resumed_from is None
+    assert _strip(fast.rows) == _strip(full.rows)
+    assert any(not r["unchanged"] for r in full.rows)
+
+
+def test_edit_below_the_kept_layer_runs_the_full_model():
+    m = tiny_model("llama", num_hidden_layers=4)
+    evaluate(m, PROBES, keep_hidden=2)
+    perturb(m)  # block 1
+    assert m.first_changed_layer() == 1
+    assert evaluate(m, PROBES).resumed_from is None
+    with torch.no_grad():
+        m.module("embed").weight[0, 0] += 1.0
+    assert m.first_changed_layer() == 0
+    with pytest.raises(ValueError, match="keep_hidden=9"):
+        evaluate(tiny_model("llama"), PROBES, keep_hidden=9)

@@ -43,6 +43,7 @@ class ArchSpec:
         conv1d: weights are GPT-2 ``Conv1D`` (``[in, out]``) rather than ``nn.Linear``.
         parallel_block: attention and MLP read the same residual (GPT-J, NeoX with
             ``use_parallel_residual``); informational for tracing.
+        block_returns_tuple: a block returns ``(hidden_states, ...)`` rather than a tensor.
     """
 
     model_types: tuple[str, ...]
@@ -59,6 +60,7 @@ class ArchSpec:
     lm_head: str
     conv1d: bool = False
     parallel_block: bool = False
+    block_returns_tuple: bool = False
 
     def templates(self) -> dict[str, str]:
         """All single-module templates by role name (``mlp_in`` expanded as ``mlp_in[i]``)."""
@@ -162,6 +164,7 @@ _GPTJ = ArchSpec(
     final_norm="transformer.ln_f",
     lm_head="lm_head",
     parallel_block=True,
+    block_returns_tuple=True,
 )
 
 _GPT_NEOX = ArchSpec(

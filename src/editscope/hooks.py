@@ -1,0 +1,121 @@
+"""One way to read and patch activations: capture a module's input or output, replace a module's
+input, skip modules, stop a forward early. Used by incremental evaluation, edit methods (keys and
+values at a layer), covariance statistics and tracing. Every context manager removes its hooks on
+exit, also on error.
+
+The "input" of a transformer block is its residual-stream hidden states ``[B, T, d]``: the first
+positional argument or the ``hidden_states`` keyword, whichever the architecture uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class StopForward(Exception):
+    """Raised by :func:`stop_after` to end a forward pass once the watched module has run."""
+
+
+def _hidden_from(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args:
+        return args[0]
+    if "hidden_states" in kwargs:
+        return kwargs["hidden_states"]
+    raise RuntimeError("cannot find the hidden states among the module's inputs")
+
+
+def _with_hidden(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (value, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": value}
+
+
+@contextmanager
+def capture_input(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the hidden-state input of every call of ``module`` (detached) into a list."""
+    seen: list[torch.Tensor] = []
+
+    def hook(mod, args, kwargs):
+        seen.append(_hidden_from(args, kwargs).detach())
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def capture_output(module: nn.Module) -> Iterator[list[Any]]:
+    """Collect the output of every call of ``module`` (first element when it returns a tuple)."""
+    seen: list[Any] = []
+
+    def hook(mod, args, output):
+        out = output[0] if isinstance(output, tuple) else output
+        seen.append(out.detach() if isinstance(out, torch.Tensor) else out)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def replace_input(module: nn.Module, value: torch.Tensor) -> Iterator[None]:
+    """Feed ``value`` to ``module`` in place of the hidden states it would receive."""
+
+    def hook(mod, args, kwargs):
+        return _with_hidden(args, kwargs, value)
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def skip_modules(modules: Sequence[nn.Module], returns_tuple: bool = False) -> Iterator[None]:
+    """Make ``modules`` return their hidden-state input unchanged (no computation).
+
+    ``returns_tuple``: the block returns ``(hidden_states, ...)`` rather than a tensor (GPT-J);
+    see ``ArchSpec.block_returns_tuple``.
+    """
+
+    def passthrough(*args, **kwargs):
+        h = _hidden_from(args, kwargs)
+        return (h,) if returns_tuple else h
+
+    saved = [m.__dict__.get("forward") for m in modules]
+    try:
+        for m in modules:
+            m.forward = passthrough  # instance attribute shadows the class method
+        yield
+    finally:
+        for m, f in zip(modules, saved):
+            if f is None:
+                del m.forward
+            else:
+                m.forward = f
+
+
+@contextmanager
+def stop_after(module: nn.Module) -> Iterator[list[Any]]:
+    """Capture ``module``'s output and abort the forward right after it (catch :class:`StopForward`)."""
+    seen: list[Any] = []
+
+    def hook(mod, args, output):
+        seen.append(output)
+        raise StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
