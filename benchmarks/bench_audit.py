@@ -1,0 +1,86 @@
+"""The full audit of one edit on the default model, timed cold (base outputs not cached) and warm.
+
+    python benchmarks/bench_audit.py                     # arithmetic 0..99 (+,-,*) + facts + ME-PPL_1k
+    python benchmarks/bench_audit.py --n 20 --dtype bf16
+
+The edit is a synthetic rank-one update of one block's MLP down-projection (the shape of a ROME edit;
+the audit's cost does not depend on which method produced it). Cold: the base model's outputs are
+computed (and the hidden states entering the edited block kept); warm: the edited model is audited
+against the cached base, running only the blocks at and above the edited one (incremental evaluation),
+and once more with full passes for comparison. Prints probes/s and the warm/cold ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+
+import editscope as es
+from editscope.metrics import load_corpus, perplexity
+
+
+def rank_one_edit(model: es.Model, layer: int, scale: float = 0.05, seed: int = 0) -> None:
+    """W += scale * ||W|| * u v^T with random unit u, v, at ``layer``'s MLP down-projection."""
+    g = torch.Generator().manual_seed(seed)
+    w = model.arch.weight_out_in(model.module("mlp_out", layer))
+    u = torch.randn(w.shape[0], generator=g)
+    v = torch.randn(w.shape[1], generator=g)
+    with torch.no_grad():
+        w.add_((scale * w.norm() * torch.outer(u / u.norm(), v / v.norm())).to(w.dtype))
+
+
+def audit(model, probes, corpus, **kw):
+    t = time.perf_counter()
+    result = es.evaluate(model, probes, **kw)
+    t_probes = time.perf_counter() - t
+    ppl = perplexity(model, corpus)
+    return result, ppl, t_probes, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=99, help="arithmetic operands 0..n")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--layer", type=int, default=17, help="block the synthetic edit changes")
+    ap.add_argument("--corpus", default="me_ppl_1k")
+    ap.add_argument("--skip-full", action="store_true", help="skip the warm full-pass comparison")
+    args = ap.parse_args()
+    model = es.load_model("smollm2-135m", dtype=args.dtype)
+    # Cold means cold: base outputs go to a fresh cache (set after the model itself was loaded).
+    os.environ["EDITSCOPE_CACHE"] = tempfile.mkdtemp(prefix="editscope-audit-")
+    edit = es.EditRequest("2+2=", "5")
+    probes = es.suites.arithmetic(edit, n=args.n) + es.suites.facts()
+    corpus = load_corpus(args.corpus)
+    print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {len(probes)} probes "
+          f"{probes.counts()}; perplexity on {args.corpus} ({len(corpus)} texts)")
+
+    base, base_ppl, tp_cold, t_cold = audit(model, probes, corpus, keep_hidden=args.layer)
+    rank_one_edit(model, args.layer)
+    edited, ppl, tp_warm, t_warm = audit(model, probes, corpus)
+    assert edited.resumed_from == args.layer, edited.resumed_from
+    print(f"\n{'audit':34s} {'probes s':>9s} {'total s':>8s} {'probes/s':>9s}")
+    print(f"{'cold (base outputs computed)':34s} {tp_cold:9.1f} {t_cold:8.1f} {len(probes) / tp_cold:9.1f}")
+    print(f"{'warm (cached base, incremental)':34s} {tp_warm:9.1f} {t_warm:8.1f} {len(probes) / tp_warm:9.1f}")
+    if not args.skip_full:
+        t = time.perf_counter()
+        full = es.evaluate(model, probes, incremental=False)
+        tp_full = time.perf_counter() - t
+        same = all(a == b for a, b in zip(full.rows, edited.rows))
+        print(f"{'warm, full passes (no reuse)':34s} {tp_full:9.1f} {'':8s} {len(probes) / tp_full:9.1f}"
+              f"   rows identical to incremental: {same}")
+    print(f"warm/cold ratio (total): {t_warm / t_cold:.2f}")
+
+    s = edited.summary(["unchanged", "kl", "says_target", "top1"])
+    print(f"\nedited model (rank-one at block {args.layer}): perplexity {base_ppl.ppl:.2f} -> {ppl.ppl:.2f}")
+    for cat in ("target", "paraphrase", "near", "far", "general"):
+        if cat in s:
+            cells = "  ".join(f"{m} {c['value']:.3f} [{c['low']:.3f},{c['high']:.3f}]" for m, c in s[cat].items())
+            print(f"  {cat:10s} n={s[cat]['unchanged']['n']:6d}  {cells}")
+
+
+if __name__ == "__main__":
+    main()

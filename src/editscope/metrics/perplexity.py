@@ -1,0 +1,395 @@
+"""Perplexity of a model on a text corpus (ME-PPL, WikiText-2, or your own), and the collapse test.
+
+Method (Hugging Face "Perplexity of fixed-length models" guide, strided sliding window):
+each document is tokenized once; windows of at most ``window`` tokens start at ``0, stride,
+2*stride, ...`` until one reaches the end of the document; each window is a fresh sequence
+(positions from 0) and predicts only the tokens that the previous window did not reach, so every
+token is predicted exactly once with up to ``window - 1`` tokens of context. The first token of a
+document has no context and is never predicted (as in the guide, where the label shift drops it);
+with ``stride == window`` the first token of every later window is not predicted either (the
+guide's non-overlapping case). Documents shorter than the window (ME-PPL sentences) are one window.
+
+Perplexity is token-weighted: ``exp(total NLL / total predicted tokens)`` over the whole corpus.
+:attr:`PerplexityResult.mean_document_ppl` (the mean over documents of each document's own
+perplexity) is reported beside it because sentence-level studies sometimes average that way.
+The ME-PPL release (``me_ppl/README.md``, Yang et al. 2024, "The Butterfly Effect of Model
+Editing") states only the corpus sizes, not the averaging, so the token-weighted value is primary.
+
+Windows of all documents are batched together (longest first, bounded by ``batch_size`` rows and
+``max_tokens`` padded tokens); the vocabulary projection and log-softmax are computed only at
+predicted positions, in chunks, so memory stays bounded for long corpora and large vocabularies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models.model import Model
+from ..paths import data_path
+from ..scoring import logits_from_hidden, plan_batches, teacher_forced_hidden
+
+__all__ = [
+    "CORPORA",
+    "DEFAULT_COLLAPSE_THRESHOLD",
+    "PerplexityResult",
+    "is_collapsed",
+    "load_corpus",
+    "perplexity",
+]
+
+#: Named corpora: name -> (path parts under the shared data folder, description).
+CORPORA: dict[str, tuple[tuple[str, ...], str]] = {
+    "me_ppl_50": (("me_ppl", "ME-PPL_50.json"), "ME-PPL, 50 sentences (Yang et al. 2024)"),
+    "me_ppl_1k": (("me_ppl", "ME-PPL_1k.json"), "ME-PPL, 1,000 sentences"),
+    "me_ppl": (("me_ppl", "ME-PPL.json"), "ME-PPL, 10,000 sentences"),
+    "wikitext2": (("wikitext2", "wiki.test.raw"), "WikiText-2 raw test split as one document"),
+}
+
+#: Perplexity above which a model counts as collapsed (DESIGN.md; Yang et al. 2024).
+DEFAULT_COLLAPSE_THRESHOLD = 1000.0
+
+# Rows of vocabulary logits computed at once: about 64 MB of float32 logits per chunk.
+_LOGIT_CHUNK_ELEMENTS = 1 << 24
+
+
+# --------------------------------------------------------------------------- #
+# Corpora
+# --------------------------------------------------------------------------- #
+
+
+def _wikitext_document(path: Path) -> str:
+    """WikiText raw test text joined the way the HF perplexity guide does.
+
+    The guide evaluates ``"\\n\\n".join(test["text"])`` where each row of the HF dataset is one
+    line of ``wiki.test.raw`` with its ``"\\n"`` and whitespace-only lines are empty rows. We rebuild
+    exactly that from the raw file (any line ending). The shared copy has lost the 1,467 empty rows
+    of the original 4,358, so on it the text differs from the published one by those rows' extra
+    ``"\\n\\n"`` separators; numbers are close to, not identical with, published WikiText-2 PPL.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    rows = [line + "\n" if line.strip() else "" for line in lines]
+    return "\n\n".join(rows)
+
+
+def _texts_from_records(records: Any, source: str, field_names: tuple[str, ...]) -> list[str]:
+    if not isinstance(records, list):
+        raise ValueError(f"{source}: expected a JSON list of strings or of objects with a text field, "
+                         f"got {type(records).__name__}")
+    out = []
+    for i, rec in enumerate(records):
+        if isinstance(rec, str):
+            out.append(rec)
+            continue
+        if isinstance(rec, dict):
+            for f in field_names:
+                if f in rec:
+                    value = rec[f]
+                    if not isinstance(value, str):
+                        raise ValueError(f"{source}: record {i} field {f!r} must be a string, "
+                                         f"got {type(value).__name__}")
+                    out.append(value)
+                    break
+            else:
+                raise ValueError(f"{source}: record {i} has no {' or '.join(map(repr, field_names))} "
+                                 f"field (fields: {sorted(rec)})")
+            continue
+        raise ValueError(f"{source}: record {i} must be a string or an object with a "
+                         f"{field_names[0]!r} field, got {type(rec).__name__}")
+    return out
+
+
+def load_corpus(name_or_path: str, limit: int | None = None) -> list[str]:
+    """The documents of a named corpus or a file, in order (the first ``limit`` when given).
+
+    Names: ``"me_ppl_50"``, ``"me_ppl_1k"``, ``"me_ppl"`` (10k sentences; each record's ``Text``
+    is one document) and ``"wikitext2"`` (the raw test split as ONE document, as the standard
+    evaluation does; see :func:`_wikitext_document`). Files: ``.txt`` (the whole file is one
+    document), ``.json`` (a list of strings or of objects with ``"Text"``/``"text"``), ``.jsonl``
+    (one object with ``"text"``/``"Text"`` or one JSON string per line).
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+    key = str(name_or_path)
+    if key.lower() in CORPORA:
+        parts, _ = CORPORA[key.lower()]
+        path = data_path(*parts)
+        if key.lower() == "wikitext2":
+            docs = [_wikitext_document(path)]
+        else:
+            docs = _texts_from_records(json.loads(path.read_text(encoding="utf-8")), str(path), ("Text", "text"))
+    else:
+        path = Path(key).expanduser()
+        if path.suffix.lower() not in (".txt", ".json", ".jsonl", ".raw") or not path.is_file():
+            names = ", ".join(sorted(CORPORA))
+            why = "no such file" if path.suffix.lower() in (".txt", ".json", ".jsonl", ".raw") else "unknown corpus"
+            raise ValueError(
+                f"{why}: {key!r}. Known corpora: {names}; or pass a path to a .txt (one document), "
+                ".json (list of strings or of {\"Text\": ...}) or .jsonl ({\"text\": ...} per line) file. "
+                "To score a single text, pass a list: perplexity(model, [text])."
+            )
+        if path.suffix.lower() in (".txt", ".raw"):
+            docs = [path.read_text(encoding="utf-8")]
+        elif path.suffix.lower() == ".json":
+            docs = _texts_from_records(json.loads(path.read_text(encoding="utf-8")), str(path), ("Text", "text"))
+        else:
+            records = []
+            with path.open(encoding="utf-8") as fh:
+                for line_no, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}: line {line_no} is not valid JSON ({e.msg})") from None
+                    if limit is not None and len(records) >= limit:
+                        break
+            docs = _texts_from_records(records, str(path), ("text", "Text"))
+    return docs if limit is None else docs[:limit]
+
+
+# --------------------------------------------------------------------------- #
+# Perplexity
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Perplexity of one corpus.
+
+    Attributes:
+        corpus: the corpus name (or ``"texts"`` for an unnamed list).
+        ppl: token-weighted perplexity ``exp(nll / n_tokens)`` (the primary number).
+        nll: total negative log-likelihood of all predicted tokens, in nats.
+        n_tokens: number of predicted tokens (each document's first token is never predicted).
+        per_document_nll: NLL of each document (nats), in input order.
+        per_document_tokens: predicted tokens of each document (0 for a document of < 2 tokens).
+        window: tokens per window (context + predicted); stride: window start offsets.
+    """
+
+    corpus: str
+    ppl: float
+    nll: float
+    n_tokens: int
+    per_document_nll: list[float]
+    per_document_tokens: list[int]
+    window: int
+    stride: int
+
+    @property
+    def n_documents(self) -> int:
+        return len(self.per_document_nll)
+
+    @property
+    def mean_nll(self) -> float:
+        """Average NLL per predicted token (nats); ``log(ppl)``."""
+        return self.nll / self.n_tokens
+
+    @property
+    def per_document_ppl(self) -> list[float]:
+        """Each document's own perplexity (``nan`` for a document with no predicted token)."""
+        return [math.exp(n / t) if t else math.nan
+                for n, t in zip(self.per_document_nll, self.per_document_tokens)]
+
+    @property
+    def mean_document_ppl(self) -> float:
+        """Mean over documents of the per-document perplexity (documents with no predicted token
+        are left out). Secondary to :attr:`ppl`; dominated by short, surprising documents."""
+        vals = [p for p, t in zip(self.per_document_ppl, self.per_document_tokens) if t]
+        return float(sum(vals) / len(vals))
+
+    def to_dict(self, per_document: bool = False) -> dict[str, Any]:
+        """Plain dict (the per-document lists only when ``per_document``)."""
+        d = asdict(self)
+        if not per_document:
+            d.pop("per_document_nll")
+            d.pop("per_document_tokens")
+        d.update(n_documents=self.n_documents, mean_nll=self.mean_nll, mean_document_ppl=self.mean_document_ppl)
+        return d
+
+
+def _encode_documents(model: Model, texts: Sequence[str], add_bos: bool | None) -> list[list[int]]:
+    tok = model.tokenizer
+    if add_bos is None:
+        enc = tok(list(texts), add_special_tokens=True, return_special_tokens_mask=True, verbose=False)
+        docs = []
+        for ids, sp in zip(enc["input_ids"], enc["special_tokens_mask"]):
+            lead = 1 if sp and sp[0] else 0  # keep a leading bos; drop appended eos/sep tokens
+            end = len(ids)
+            while end > lead and sp[end - 1]:
+                end -= 1
+            docs.append(list(ids[:end]))
+        return docs
+    docs = [list(ids) for ids in tok(list(texts), add_special_tokens=False, verbose=False)["input_ids"]]
+    if add_bos:
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if bos is None:
+            raise ValueError("add_bos=True but the tokenizer has neither a bos nor an eos token")
+        docs = [d if d[:1] == [bos] else [bos] + d for d in docs]
+    return docs
+
+
+def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, first)`` per window of a document of ``n`` tokens: the window holds tokens
+    ``[begin, end)`` and predicts tokens ``[first, end)`` (HF guide loop)."""
+    out = []
+    if n < 2:
+        return out
+    begin, prev_end = 0, 0
+    while True:
+        end = min(begin + window, n)
+        first = max(prev_end, begin + 1)
+        if first < end:
+            out.append((begin, end, first))
+        prev_end = end
+        if end == n:
+            return out
+        begin += stride
+
+
+@torch.inference_mode()
+def perplexity(
+    model: Model,
+    texts: Sequence[str] | str,
+    *,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 64,
+    max_tokens: int = 2048,
+    add_bos: bool | None = None,
+    corpus: str | None = None,
+    limit: int | None = None,
+) -> PerplexityResult:
+    """Token-weighted perplexity of ``model`` on ``texts`` with the strided sliding window.
+
+    Args:
+        texts: the documents; a single string is taken as a corpus name or path for
+            :func:`load_corpus` (with ``limit``), never as a document (pass ``[text]`` for that).
+        window: tokens per forward pass; default ``min(model.max_length, 1024)``.
+        stride: offset between window starts, ``1 <= stride <= window``; default ``window // 2``.
+            Each window predicts the tokens the previous one did not reach, giving them at least
+            ``window - stride`` tokens of context (fewer only at the start of a document).
+        batch_size, max_tokens: windows per forward pass and padded tokens per forward pass.
+        add_bos: ``None`` (default) tokenizes with the tokenizer's own special tokens, as the HF
+            guide does (a BOS for Llama-2-style tokenizers, none for GPT-2/SmolLM2 ones); ``True``
+            prepends the BOS (the EOS when there is none, as lm-eval's rolling log-likelihood
+            does) so that each document's first real token is predicted too; ``False`` adds none.
+        corpus: name recorded in the result (default: the corpus name, else ``"texts"``).
+
+    Raises:
+        ValueError: no documents, bad window/stride, or no document with a token to predict.
+    """
+    if isinstance(texts, str):
+        corpus = corpus or texts
+        texts = load_corpus(texts, limit=limit)
+    elif limit is not None:
+        texts = list(texts)[:limit]
+    corpus = corpus or "texts"
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"corpus {corpus!r} has no documents")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"corpus {corpus!r}: document {i} must be a string, got {type(t).__name__}")
+    if window is None:
+        window = min(model.max_length or 1024, 1024)
+    if stride is None:
+        stride = max(1, window // 2)
+    if window < 2:
+        raise ValueError(f"window must be >= 2 tokens, got {window}")
+    if model.max_length is not None and window > model.max_length:
+        raise ValueError(f"window={window} exceeds the model's context of {model.max_length} tokens")
+    if not 1 <= stride <= window:
+        raise ValueError(f"stride must be in [1, window={window}], got {stride}")
+
+    docs = _encode_documents(model, texts, add_bos)
+    wins = [(d, b, e, f) for d, ids in enumerate(docs) for b, e, f in _windows(len(ids), window, stride)]
+    if not wins:
+        short = ", ".join(f"document {i} has {len(ids)} token(s)" for i, ids in list(enumerate(docs))[:3])
+        raise ValueError(
+            f"corpus {corpus!r} has no token to predict: every document needs at least 2 tokens "
+            f"({short}{', ...' if len(docs) > 3 else ''})"
+        )
+
+    doc_nll = [0.0] * len(docs)
+    doc_tok = [0] * len(docs)
+    vocab = None
+    for batch in plan_batches([e - b for _, b, e, _ in wins], batch_size, max_tokens):
+        seqs = [docs[wins[w][0]][wins[w][1]:wins[w][2]] for w in batch]
+        hidden, starts = teacher_forced_hidden(model, seqs, "right")
+        rows, cols, targets = [], [], []
+        for r, w in enumerate(batch):
+            d, b, e, f = wins[w]
+            rows += [r] * (e - f)
+            cols += range(starts[r] + f - b - 1, starts[r] + e - b - 1)  # output at j-1 predicts j
+            targets += docs[d][f:e]
+        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
+        tgt_t = torch.tensor(targets, device=hidden.device)
+        if vocab is None:
+            vocab = logits_from_hidden(model, hidden[:1, :1]).shape[-1]
+        chunk = max(1, _LOGIT_CHUNK_ELEMENTS // vocab)
+        nll = torch.empty(len(rows), dtype=torch.float64)
+        for s in range(0, len(rows), chunk):
+            logits = logits_from_hidden(model, hidden[rows_t[s:s + chunk], cols_t[s:s + chunk]])
+            picked = logits.gather(-1, tgt_t[s:s + chunk, None])[:, 0]
+            nll[s:s + chunk] = (torch.logsumexp(logits, -1) - picked).double().cpu()
+        offset = 0
+        for w in batch:
+            d, _, e, f = wins[w]
+            doc_nll[d] += float(nll[offset:offset + e - f].sum())
+            doc_tok[d] += e - f
+            offset += e - f
+
+    total_nll = float(math.fsum(doc_nll))
+    total_tok = int(sum(doc_tok))
+    return PerplexityResult(
+        corpus=corpus, ppl=math.exp(total_nll / total_tok), nll=total_nll, n_tokens=total_tok,
+        per_document_nll=doc_nll, per_document_tokens=doc_tok, window=window, stride=stride,
+    )
+
+
+def is_collapsed(
+    ppl: float,
+    threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    base_ppl: float | None = None,
+    ratio: float | None = None,
+) -> bool:
+    """Whether a perplexity signals model collapse.
+
+    The model-collapse study (Yang et al. 2024, "The Butterfly Effect of Model Editing: Few Edits
+    Can Trigger Large Language Models Collapse") uses perplexity on ME-PPL as a surrogate for
+    collapse: an edited model whose perplexity explodes has lost its general ability. Two tests:
+
+    * absolute (default): ``ppl > threshold`` (default 1000, DESIGN.md);
+    * relative, when ``ratio`` is given: ``ppl > ratio * base_ppl``, with ``base_ppl`` the
+      unedited model's perplexity on the same corpus with the same settings (then ``threshold``
+      is not used).
+
+    A non-finite ``ppl`` (``inf``/``nan``: the edited model produced overflowing or NaN logits)
+    counts as collapsed.
+    """
+    if ratio is not None:
+        if base_ppl is None:
+            raise ValueError("ratio given without base_ppl: pass the unedited model's perplexity")
+        if not (ratio > 0 and math.isfinite(ratio)):
+            raise ValueError(f"ratio must be a positive finite number, got {ratio!r}")
+        if not (base_ppl > 0 and math.isfinite(base_ppl)):
+            raise ValueError(f"base_ppl must be a positive finite perplexity, got {base_ppl!r}")
+        limit = ratio * base_ppl
+    else:
+        if base_ppl is not None:
+            raise ValueError("base_ppl given without ratio: pass ratio= for a relative test "
+                             "(or drop base_ppl for the absolute threshold)")
+        if not (threshold > 0):
+            raise ValueError(f"threshold must be positive, got {threshold!r}")
+        limit = threshold
+    if not math.isfinite(ppl):
+        return True
+    return ppl > limit
