@@ -165,6 +165,56 @@ def eval_cmd(
         print_summary(summary, f"{m.name} on {suite} ({len(probes)} probes)")
 
 
+@app.command()
+def downstream(
+    task: Annotated[list[str], typer.Option("--task", "-t", help="task name(s), e.g. piqa hellaswag lambada")],
+    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2-135m",
+    limit: Annotated[int | None, typer.Option(help="first N items")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+) -> None:
+    """Downstream accuracy by log-likelihood, scored as lm-evaluation-harness does."""
+    from . import load_model
+    from .metrics import TASKS, run_task
+
+    try:
+        m = load_model(model, dtype=dtype)
+        table = Table(title=f"{m.name} downstream (zero-shot)")
+        for col in ("task", "n", "metric", "value [95% interval]", "seconds"):
+            table.add_column(col)
+        for name in task:
+            r = run_task(m, name, limit=limit)
+            for metric, value in r.metrics.items():
+                iv = r.intervals.get(metric)
+                cell = f"{value:.3f}" + (f" [{iv.low:.3f}, {iv.high:.3f}]" if iv else "")
+                table.add_row(name, str(r.n), metric, cell, f"{r.seconds:.1f}")
+    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+        _fail(f"{e} (tasks: {', '.join(TASKS)})")
+        return
+    console.print(table)
+
+
+@app.command()
+def ppl(
+    corpus: Annotated[str, typer.Option("--corpus", "-c", help="me_ppl_50 | me_ppl_1k | me_ppl | wikitext2 | a path")] = "me_ppl_50",
+    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2-135m",
+    limit: Annotated[int | None, typer.Option(help="first N documents")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+) -> None:
+    """Token-weighted sliding-window perplexity on a corpus, with the collapse flag."""
+    from . import load_model
+    from .metrics import is_collapsed, load_corpus, perplexity
+
+    try:
+        m = load_model(model, dtype=dtype)
+        r = perplexity(m, load_corpus(corpus, limit=limit))
+    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+        _fail(str(e))
+        return
+    console.print(f"{m.name} on {escape(corpus)}: perplexity {r.ppl:.2f} over {r.n_tokens} tokens "
+                  f"({r.n_documents} documents; mean per-document {r.mean_document_ppl:.2f}); "
+                  f"collapsed (> 1000): {is_collapsed(r.ppl)}")
+
+
 def main() -> None:  # pragma: no cover - entry point
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     from transformers.utils import logging as hf_logging

@@ -103,3 +103,21 @@ def test_cli_models_and_peek():
     assert "Paris" in out and "top-3" in out
     bad = subprocess.run(exe + ["peek", "-m", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Known names" in bad.stdout
+
+
+def test_cli_eval_offline_on_the_default_model():
+    import json
+
+    exe = [sys.executable, "-m", "editscope.cli"]
+    out = subprocess.run(exe + ["eval", "-s", "arithmetic", "--prompt", "2+2=", "--target", "5", "--n", "2", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    report = json.loads(out)
+    summary = report["summary"]
+    assert report["watch"] == "5" and {"target", "paraphrase", "near", "far", "all"} <= set(summary)
+    assert summary["all"]["unchanged"]["value"] == 1.0  # the unedited model is its own base
+    assert summary["all"]["unchanged"]["n"] == report["n_probes"]
+    assert 0.0 <= summary["target"]["prob"]["value"] <= 1.0
+    table = subprocess.run(exe + ["suites"], capture_output=True, text=True, check=True).stdout
+    assert "counterfact" in table and "arithmetic" in table
+    bad = subprocess.run(exe + ["eval", "-s", "arithmetc"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "did you mean 'arithmetic'" in bad.stdout.replace("\n", " ")

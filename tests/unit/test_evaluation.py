@@ -169,3 +169,25 @@ def test_edit_below_the_kept_layer_runs_the_full_model():
     assert m.first_changed_layer() == 0
     with pytest.raises(ValueError, match="keep_hidden=9"):
         evaluate(tiny_model("llama"), PROBES, keep_hidden=9)
+
+
+def test_prob_ns_margin_delta_hand_computed():
+    from editscope.metrics.edit_metrics import METRICS
+
+    lp = math.log
+    target = {"category": "target", "logprob": lp(0.3), "alt_kind": "target_true", "alt_logprob": lp(0.1),
+              "base_logprob": lp(0.05), "top1": True}
+    neigh = {"category": "near", "logprob": lp(0.2), "alt_kind": "target_new", "alt_logprob": lp(0.4),
+             "base_logprob": lp(0.2), "top1": False}
+    plain = {"category": "far", "logprob": lp(0.5), "alt_kind": None, "alt_logprob": None,
+             "base_logprob": None, "top1": True}
+    assert METRICS["prob"].fn(target) is True and METRICS["prob"].fn(neigh) is None
+    assert METRICS["ns"].fn(neigh) is False and METRICS["ns"].fn(target) is None
+    assert METRICS["margin"].fn(target) == pytest.approx(0.2)
+    assert METRICS["margin"].fn(neigh) == pytest.approx(-0.2)
+    assert METRICS["margin"].fn(plain) is None
+    assert METRICS["delta_logprob"].fn(target) == pytest.approx(math.log(6))
+    assert METRICS["delta_logprob"].fn(plain) is None
+    s = summarize([target, neigh, plain], ["prob", "ns", "top1"])
+    assert s["all"]["prob"]["n"] == 1 and s["all"]["ns"]["value"] == 0.0
+    assert s["all"]["top1"]["value"] == pytest.approx(2 / 3)

@@ -202,6 +202,20 @@ def _case_id(rec: dict, index: int) -> str:
     return str(index) if cid is None else str(cid)
 
 
+def _parse_rewrite(rw: Any, where: str) -> tuple[str, str, EditRequest]:
+    """One ``requested_rewrite`` object (ROME CounterFact / MQuAKE): its template, the prompt with
+    the subject filled in, and the :class:`EditRequest`."""
+    if not isinstance(rw, dict):
+        raise RecordError(f"field {where[:-1]!r} is {type(rw).__name__}, expected an object",
+                          field=where[:-1])
+    template = _text(rw, "prompt", where)
+    subject = _text(rw, "subject", where)
+    new = _text(rw, "target_new", where)
+    true = _text(rw, "target_true", where)
+    prompt = _format_template(template, subject, where)
+    return template, prompt, _request(where, prompt=prompt, target_new=new, subject=subject, target_true=true)
+
+
 def _format_template(template: str, subject: str, where: str) -> str:
     """Fill a ROME/MQuAKE prompt template (``"The mother tongue of {} is"``) with the subject."""
     n = template.count("{}")
@@ -429,15 +443,9 @@ def _counterfact_rome(rec: dict, index: int) -> EditCase:
     templates, relations = [], []
     for k, rw in enumerate(rewrites):
         where = "requested_rewrite." if len(rewrites) == 1 else f"requested_rewrite[{k}]."
-        if not isinstance(rw, dict):
-            raise RecordError(f"field {where[:-1]!r} is {type(rw).__name__}, expected an object",
-                              field=where[:-1])
-        template = _text(rw, "prompt", where)
-        subject = _text(rw, "subject", where)
-        new = _text(rw, "target_new", where)
-        true = _text(rw, "target_true", where)
-        prompt = _format_template(template, subject, where)
-        reqs.append(_request(where, prompt=prompt, target_new=new, subject=subject, target_true=true))
+        template, prompt, req = _parse_rewrite(rw, where)
+        new, true = req.target_new, req.target_true
+        reqs.append(req)
         probes.append(_probe(prompt, new, "target",
                              {"case_id": cid, "target_true": true, "rewrite": k}, where + "prompt"))
         templates.append(template)
@@ -564,15 +572,9 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
     probes: list[Probe] = []
     for k, rw in enumerate(rewrites):
         where = f"requested_rewrite[{k}]."
-        if not isinstance(rw, dict):
-            raise RecordError(f"field {where[:-1]!r} is {type(rw).__name__}, expected an object",
-                              field=where[:-1])
-        template = _text(rw, "prompt", where)
-        subject = _text(rw, "subject", where)
-        new = _text(rw, "target_new", where)
-        true = _text(rw, "target_true", where)
-        prompt = _format_template(template, subject, where)
-        reqs.append(_request(where, prompt=prompt, target_new=new, subject=subject, target_true=true))
+        template, prompt, req = _parse_rewrite(rw, where)
+        new, true = req.target_new, req.target_true
+        reqs.append(req)
         base = {"case_id": cid, "rewrite": k, "target_true": true}
         if rw.get("relation_id") is not None:
             base["relation_id"] = rw["relation_id"]
