@@ -48,8 +48,11 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=17, help="block the synthetic edit changes")
     ap.add_argument("--corpus", default="me_ppl_1k")
     ap.add_argument("--skip-full", action="store_true", help="skip the warm full-pass comparison")
+    ap.add_argument("--agreement-sample", type=int, default=500,
+                    help="with a non-fp32 dtype: probes on which to compare greedy outputs with fp32")
     args = ap.parse_args()
     model = es.load_model("smollm2-135m", dtype=args.dtype)
+    reference = es.load_model("smollm2-135m") if model.dtype != torch.float32 else None
     # Cold means cold: base outputs go to a fresh cache (set after the model itself was loaded).
     os.environ["EDITSCOPE_CACHE"] = tempfile.mkdtemp(prefix="editscope-audit-")
     edit = es.EditRequest("2+2=", "5")
@@ -73,6 +76,21 @@ def main() -> None:
         print(f"{'warm, full passes (no reuse)':34s} {tp_full:9.1f} {'':8s} {len(probes) / tp_full:9.1f}"
               f"   rows identical to incremental: {same}")
     print(f"warm/cold ratio (total): {t_warm / t_cold:.2f}")
+
+    if reference is not None:
+        import random
+
+        from editscope.stats import wilson_interval
+
+        idx = sorted(random.Random(0).sample(range(len(probes)), min(args.agreement_sample, len(probes))))
+        sample = es.ProbeSet([probes[i] for i in idx], name="agreement-sample")
+        ref = es.evaluate(reference, sample, use_cache=False)
+        same = sum(r["base_greedy"] == base.rows[i]["base_greedy"] for r, i in zip(ref.rows, idx))
+        top1 = sum(r["top1"] == base.rows[i]["top1"] for r, i in zip(ref.rows, idx))
+        a, b = wilson_interval(same, len(idx)), wilson_interval(top1, len(idx))
+        print(f"{model.dtype} vs fp32 on {len(idx)} sampled probes (base model): identical greedy "
+              f"continuation {a.value:.3f} [{a.low:.3f}, {a.high:.3f}], same top-1 verdict "
+              f"{b.value:.3f} [{b.low:.3f}, {b.high:.3f}]")
 
     s = edited.summary(["unchanged", "kl", "says_target", "top1"])
     print(f"\nedited model (rank-one at block {args.layer}): perplexity {base_ppl.ppl:.2f} -> {ppl.ppl:.2f}")
