@@ -66,7 +66,7 @@ def peek(
         m = load_model(model, dtype=dtype)
         gens = greedy_continuations(m, prompts, new_tokens)
         tops = top_k_next_tokens(m, prompts, k)
-    except (ValueError, RuntimeError, ImportError) as e:
+    except (ValueError, RuntimeError, ImportError, OSError) as e:
         _fail(str(e))
         return
     table = Table(title=f"{m.name}: greedy answers and top-{k} next tokens")
@@ -150,7 +150,7 @@ def eval_cmd(
     except TypeError as e:
         _fail(f"suite {suite!r} does not take these options ({', '.join(kwargs)}): {e}")
         return
-    except (ValueError, KeyError, RuntimeError, ImportError, FileNotFoundError) as e:
+    except (ValueError, KeyError, RuntimeError, ImportError, OSError) as e:
         _fail(str(e))
         return
     summary = result.summary()
@@ -187,7 +187,7 @@ def downstream(
                 iv = r.intervals.get(metric)
                 cell = f"{value:.3f}" + (f" [{iv.low:.3f}, {iv.high:.3f}]" if iv else "")
                 table.add_row(name, str(r.n), metric, cell, f"{r.seconds:.1f}")
-    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
         _fail(f"{e} (tasks: {', '.join(TASKS)})")
         return
     console.print(table)
@@ -207,7 +207,7 @@ def ppl(
     try:
         m = load_model(model, dtype=dtype)
         r = perplexity(m, load_corpus(corpus, limit=limit))
-    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
         _fail(str(e))
         return
     console.print(f"{m.name} on {escape(corpus)}: perplexity {r.ppl:.2f} over {r.n_tokens} tokens "

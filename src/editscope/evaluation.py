@@ -285,6 +285,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
     for i, p in enumerate(probes):
         if not isinstance(p, Probe):
             raise TypeError(f"probes[{i}] is {type(p).__name__}, expected Probe")
+    if not 1 <= top_k <= model.config.vocab_size:
+        raise ValueError(f"top_k={top_k} must be between 1 and the vocabulary size {model.config.vocab_size}")
     watch = watch if watch is not None else _default_watch(probes)
     base_fp = model.base_fingerprint
     now = tensor_digests(model.hf)

@@ -191,3 +191,18 @@ def test_prob_ns_margin_delta_hand_computed():
     s = summarize([target, neigh, plain], ["prob", "ns", "top1"])
     assert s["all"]["prob"]["n"] == 1 and s["all"]["ns"]["value"] == 0.0
     assert s["all"]["top1"]["value"] == pytest.approx(2 / 3)
+
+
+def test_top_k_out_of_range():
+    m = tiny_model("llama")
+    with pytest.raises(ValueError, match="top_k=0"):
+        evaluate(m, PROBES, top_k=0)
+
+
+def test_clear_caches_frees_kept_hidden_states():
+    m = tiny_model("llama", num_hidden_layers=3)
+    evaluate(m, PROBES, keep_hidden=1)
+    assert m.meta["layer_caches"]
+    m.clear_caches()
+    perturb(m)  # block 1
+    assert evaluate(m, PROBES).resumed_from is None

@@ -118,3 +118,9 @@ def test_corrupt_or_partial_cache_is_rebuilt(fake_default, damage):
     assert not default_mod.is_cached()
     default_mod.ensure_default_cache()
     assert len(fake_default) == 2 and default_mod.is_cached()
+
+
+def test_hub_id_offline_without_cache_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match=r"could not load model 'editscope-test/no-such-model' \(HF_HUB_OFFLINE is set\)"):
+        es.load_model("editscope-test/no-such-model")

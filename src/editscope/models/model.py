@@ -142,6 +142,10 @@ class Model:
             self.meta["base_digests"] = tensor_digests(self.hf)
         return fingerprint_of(self.meta["base_digests"])
 
+    def clear_caches(self) -> None:
+        """Free the hidden states kept in memory by ``evaluate(..., keep_hidden=l)``."""
+        self.meta.pop("layer_caches", None)
+
     def changed_tensors(self, now: dict[str, str] | None = None) -> list[str]:
         """Names of the tensors whose bytes differ from the base weights (``now``: current
         :func:`tensor_digests`, computed if not given)."""
@@ -244,8 +248,16 @@ def load_model(
             "Pass a hub id as 'org/name' (e.g. 'openai-community/gpt2', 'meta-llama/Llama-3.2-1B'; "
             "needs network or the HF cache) or a local directory holding config.json and safetensors."
         )
-    hf = AutoModelForCausalLM.from_pretrained(
-        source, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
-    ).to(dev)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
+        ).to(dev)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as e:
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise OSError(
+            f"could not load model {name!r}{offline}: {e}\nA hub id needs network access or a copy in "
+            "the local Hugging Face cache; a model without safetensors weights is refused. "
+            "Alternatively pass a local directory with config.json and *.safetensors."
+        ) from e
     return _finish(hf, tokenizer, name, {"source": source, "revision": revision})
