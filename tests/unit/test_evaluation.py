@@ -206,3 +206,10 @@ def test_clear_caches_frees_kept_hidden_states():
     m.clear_caches()
     perturb(m)  # block 1
     assert evaluate(m, PROBES).resumed_from is None
+
+
+def test_to_frame_flattens_meta():
+    m = tiny_model("llama")
+    frame = evaluate(m, PROBES).to_frame()
+    assert len(frame) == len(PROBES) and {"unchanged", "kl", "meta.target_true"} <= set(frame.columns)
+    assert frame.loc[0, "meta.target_true"] == "4"
