@@ -6,8 +6,8 @@
 The edit is a synthetic rank-one update of one block's MLP down-projection (the shape of a ROME edit;
 the audit's cost does not depend on which method produced it). Cold: the base model's outputs are
 computed (and the hidden states entering the edited block kept); warm: the edited model is audited
-against the cached base, running only the blocks at and above the edited one (incremental evaluation),
-and once more with full passes for comparison. Prints probes/s and the warm/cold ratio.
+against the cached base, running only the blocks at and above the edited one (incremental evaluation,
+for the probes and the perplexity corpus alike), and once more with full passes for comparison. Prints probes/s and the warm/cold ratio.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def audit(model, probes, corpus, **kw):
     t = time.perf_counter()
     result = es.evaluate(model, probes, **kw)
     t_probes = time.perf_counter() - t
-    ppl = perplexity(model, corpus)
+    ppl = perplexity(model, corpus, keep_hidden=kw.get("keep_hidden"))
     return result, ppl, t_probes, time.perf_counter() - t
 
 

@@ -31,7 +31,14 @@ from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
 from .models.default import cache_root
 from .models.model import Model, fingerprint_of, tensor_digests
 from .requests import Probe, ProbeSet, resolve_sep
-from .scoring import EncodedPair, LayerCache, encode_pairs, greedy_continuations, score_encoded
+from .scoring import (
+    EncodedPair,
+    encode_pairs,
+    greedy_continuations,
+    keep_layer_cache,
+    plan_layer_caches,
+    score_encoded,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +314,10 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             _save_base(path, base)
     n = len(probes)
     checks = [EncodedPair(passes.targets[i].prompt_ids, base.greedy_ids[i]) for i in range(n)]
-    kept: dict[tuple[str, int], LayerCache] = model.meta.setdefault("layer_caches", {})
-    if is_base and keep_hidden is not None and (phash, keep_hidden) not in kept:
-        if not 0 <= keep_hidden < model.n_layers:
-            raise ValueError(f"keep_hidden={keep_hidden} is outside the model (0..{model.n_layers - 1})")
-        cache = LayerCache(keep_hidden)
-        _score_all(model, passes, checks, capture=cache)  # the same pairs the edited pass scores
-        kept[(phash, keep_hidden)] = cache
-    resume: LayerCache | None = None
+    capture, resume = plan_layer_caches(model, phash, keep_hidden, incremental, now)
+    if capture is not None:
+        _score_all(model, passes, checks, capture=capture)  # the same pairs the edited pass scores
+        keep_layer_cache(model, phash, capture)
     if is_base:
         main_lp, alt_lp, top1 = base.logprob, base.alt_logprob, base.top1
         unchanged = [True] * n
@@ -322,10 +325,6 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         greedy = list(base.greedy_text)
     else:
         # Teacher-force the base's greedy tokens: unchanged iff the argmax follows them throughout.
-        if incremental:
-            first = model.first_changed_layer(model.changed_tensors(now))
-            usable = [c for (h, layer), c in kept.items() if h == phash and layer <= (first or 0)]
-            resume = max(usable, key=lambda c: c.layer, default=None)
         main, alt, chk = _score_all(model, passes, checks, first_token_ids=base.top_ids.tolist(),
                                     resume=resume)
         main_lp = [s.logprob for s in main]

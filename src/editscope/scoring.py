@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import capture_input, replace_input, skip_modules
-from .models.model import Model
+from .models.model import Model, fingerprint_of, tensor_digests
 
 PaddingSide = str  # "left" | "right"
+_LOGIT_CHUNK_ELEMENTS = 1 << 25  # positions x vocab per logits chunk (128 MiB in fp32)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,38 @@ class LayerCache:
         return sum(t.numel() * t.element_size() for t in self.states.values())
 
 
-def _plan_key(seqs: Sequence[Sequence[int]], batch_size: int, max_tokens: int, side: PaddingSide) -> str:
+def plan_layer_caches(model: Model, key: str, keep_hidden: int | None, incremental: bool = True,
+                      now: dict[str, str] | None = None) -> tuple[LayerCache | None, LayerCache | None]:
+    """``(capture, resume)`` for one scoring pass over a fixed set of sequences named ``key``.
+
+    On the base weights with ``keep_hidden=l``: a fresh :class:`LayerCache` to capture (register it
+    with :func:`keep_layer_cache` once the pass succeeded). On edited weights: the kept cache of the
+    deepest block at or below the first changed one, if any (and ``incremental``). ``now``: current
+    :func:`tensor_digests`, if already computed. Kept caches live on ``model.meta`` (free them with
+    ``Model.clear_caches``).
+    """
+    kept = model.meta.setdefault("layer_caches", {})
+    now = tensor_digests(model.hf) if now is None else now
+    if fingerprint_of(now) == model.base_fingerprint:
+        if keep_hidden is None or (key, keep_hidden) in kept:
+            return None, None
+        if not 0 <= keep_hidden < model.n_layers:
+            raise ValueError(f"keep_hidden={keep_hidden} is outside the model (0..{model.n_layers - 1})")
+        return LayerCache(keep_hidden), None
+    if not incremental:
+        return None, None
+    first = model.first_changed_layer(model.changed_tensors(now)) or 0
+    usable = [c for (k, layer), c in kept.items() if k == key and layer <= first]
+    return None, max(usable, key=lambda c: c.layer, default=None)
+
+
+def keep_layer_cache(model: Model, key: str, cache: LayerCache) -> None:
+    """Keep a filled capture cache on the model for later incremental passes over ``key``."""
+    model.meta.setdefault("layer_caches", {})[(key, cache.layer)] = cache
+
+
+def sequences_key(seqs: Sequence[Sequence[int]], batch_size: int, max_tokens: int, side: PaddingSide) -> str:
+    """Content hash of a scoring pass's sequences and batching (what a :class:`LayerCache` fits)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{batch_size}|{max_tokens}|{side}|".encode())
     for s in seqs:
@@ -321,7 +353,7 @@ def score_encoded(
         raise ValueError(f"first_token_ids has {len(first_token_ids)} entries for {len(pairs)} pairs")
     seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
     if capture is not None or resume is not None:
-        key = _plan_key(seqs, batch_size, max_tokens, padding_side)
+        key = sequences_key(seqs, batch_size, max_tokens, padding_side)
         if capture is not None:
             capture.key, capture.states = key, {}
         if resume is not None and resume.key != key:
@@ -338,28 +370,39 @@ def score_encoded(
             cols += range(first, first + c)
             targets += pairs[i].cont_ids
             spans.append(c)
-        logits = logits_from_hidden(model, hidden[torch.tensor(rows), torch.tensor(cols)])
-        target_t = torch.tensor(targets, device=logits.device)
-        logp_all = torch.log_softmax(logits, dim=-1)
-        lp = logp_all.gather(-1, target_t[:, None])[:, 0].cpu()
-        top = logits.argmax(-1).cpu()
-        offset = 0
-        for i, c in zip(batch, spans):
+        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
+        target_t = torch.tensor(targets)
+        firsts = [0]
+        for c in spans[:-1]:
+            firsts.append(firsts[-1] + c)
+        wants = {f: i for f, i in zip(firsts, batch)
+                 if first_top_k or (first_token_ids is not None and len(first_token_ids[i]))}
+        extras: dict[int, dict] = {i: {} for i in batch}
+        lp = torch.empty(len(rows))
+        top = torch.empty(len(rows), dtype=torch.long)
+        vocab = model.config.vocab_size
+        step = max(1, _LOGIT_CHUNK_ELEMENTS // vocab)  # bound the [positions, vocab] buffers
+        for s in range(0, len(rows), step):
+            logits = logits_from_hidden(model, hidden[rows_t[s:s + step], cols_t[s:s + step]])
+            logp = torch.log_softmax(logits, dim=-1)
+            lp[s:s + step] = logp.gather(-1, target_t[s:s + step, None].to(logp.device))[:, 0].cpu()
+            top[s:s + step] = logits.argmax(-1).cpu()
+            for f in (f for f in wants if s <= f < s + step):
+                i, extra = wants[f], extras[wants[f]]
+                if first_token_ids is not None and len(first_token_ids[i]):
+                    ids_t = torch.tensor(list(first_token_ids[i]), device=logp.device)
+                    extra["first_logprobs"] = tuple(logp[f - s, ids_t].tolist())
+                if first_top_k:
+                    v, k = logp[f - s].topk(first_top_k)
+                    extra["first_top_ids"], extra["first_top_logprobs"] = tuple(k.tolist()), tuple(v.tolist())
+        for i, c, offset in zip(batch, spans, firsts):
             tok_lp = tuple(lp[offset:offset + c].tolist())
             arg = tuple(top[offset:offset + c].tolist())
-            extra = {}
-            if first_token_ids is not None and len(first_token_ids[i]):
-                ids_t = torch.tensor(list(first_token_ids[i]), device=logp_all.device)
-                extra["first_logprobs"] = tuple(logp_all[offset, ids_t].tolist())
-            if first_top_k:
-                v, k = logp_all[offset].topk(first_top_k)
-                extra["first_top_ids"], extra["first_top_logprobs"] = tuple(k.tolist()), tuple(v.tolist())
             results[i] = ContinuationScore(
                 token_ids=pairs[i].cont_ids, token_logprobs=tok_lp, logprob=float(sum(tok_lp)),
                 argmax_ids=arg, greedy_match=arg == pairs[i].cont_ids, prompt_len=len(pairs[i].prompt_ids),
-                **extra,
+                **extras[i],
             )
-            offset += c
     return results  # type: ignore[return-value]
 
 

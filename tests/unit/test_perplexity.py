@@ -222,3 +222,18 @@ def test_is_collapsed():
         is_collapsed(10.0, ratio=2.0)
     with pytest.raises(ValueError, match="ratio"):
         is_collapsed(10.0, base_ppl=5.0)
+
+
+def test_incremental_perplexity_equals_full_pass():
+    from editscope.models import tiny_model
+
+    m = tiny_model("llama", num_hidden_layers=3)
+    texts = ["The capital of France is Paris. The capital of Italy is Rome.", "2+2=4 3+5=8 7-2=5"]
+    base = perplexity(m, texts, window=8, stride=4, keep_hidden=2)
+    w = m.module("mlp_out", 2).weight
+    with torch.no_grad():
+        w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
+    fast = perplexity(m, texts, window=8, stride=4)
+    full = perplexity(m, texts, window=8, stride=4, incremental=False)
+    assert fast.per_document_nll == full.per_document_nll and fast.ppl != base.ppl
+    assert [layer for key, layer in m.meta["layer_caches"] if key.startswith("ppl:")] == [2]

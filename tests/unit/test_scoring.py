@@ -177,3 +177,14 @@ def test_batched_equals_one_by_one(llama, pairs, side, batch):
         alone = es.greedy_continuations(llama, [p], 3)[0]
         assert g.token_ids == alone.token_ids
         assert g.token_logprobs == pytest.approx(alone.token_logprobs, abs=1e-4)
+
+
+def test_logit_chunking_does_not_change_results(llama, monkeypatch):
+    import editscope.scoring as sc
+
+    prompts, conts = zip(*PAIRS)
+    pairs = encode_pairs(llama, prompts, conts)
+    ref = score_encoded(llama, pairs, first_top_k=3, first_token_ids=[(1, 2)] * len(pairs))
+    monkeypatch.setattr(sc, "_LOGIT_CHUNK_ELEMENTS", 3 * llama.config.vocab_size)  # 3 positions a chunk
+    got = score_encoded(llama, pairs, first_top_k=3, first_token_ids=[(1, 2)] * len(pairs))
+    assert got == ref

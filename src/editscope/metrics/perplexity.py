@@ -33,7 +33,7 @@ import torch
 
 from ..models.model import Model
 from ..paths import data_path
-from ..scoring import logits_from_hidden, plan_batches, teacher_forced_hidden
+from ..scoring import EncodedPair, keep_layer_cache, plan_layer_caches, score_encoded, sequences_key
 
 __all__ = [
     "CORPORA",
@@ -55,8 +55,6 @@ CORPORA: dict[str, tuple[tuple[str, ...], str]] = {
 #: Perplexity above which a model counts as collapsed (DESIGN.md; Yang et al. 2024).
 DEFAULT_COLLAPSE_THRESHOLD = 1000.0
 
-# Rows of vocabulary logits computed at once: about 64 MB of float32 logits per chunk.
-_LOGIT_CHUNK_ELEMENTS = 1 << 24
 
 
 # --------------------------------------------------------------------------- #
@@ -266,6 +264,8 @@ def perplexity(
     add_bos: bool | None = None,
     corpus: str | None = None,
     limit: int | None = None,
+    keep_hidden: int | None = None,
+    incremental: bool = True,
 ) -> PerplexityResult:
     """Token-weighted perplexity of ``model`` on ``texts`` with the strided sliding window.
 
@@ -282,6 +282,9 @@ def perplexity(
             prepends the BOS (the EOS when there is none, as lm-eval's rolling log-likelihood
             does) so that each document's first real token is predicted too; ``False`` adds none.
         corpus: name recorded in the result (default: the corpus name, else ``"texts"``).
+        keep_hidden, incremental: as in :func:`editscope.evaluate`: on the base model keep the
+            hidden states entering block ``keep_hidden``; an edit confined to blocks at or above
+            it is then scored by running only those blocks (same result as a full pass).
 
     Raises:
         ValueError: no documents, bad window/stride, or no document with a token to predict.
@@ -318,34 +321,19 @@ def perplexity(
             f"({short}{', ...' if len(docs) > 3 else ''})"
         )
 
+    # Each window is a (context, predicted tokens) pair for the one scoring loop of scoring.py.
+    pairs = [EncodedPair(tuple(docs[d][b:f]), tuple(docs[d][f:e])) for d, b, e, f in wins]
+    key = "ppl:" + sequences_key([p.prompt_ids + p.cont_ids for p in pairs], batch_size, max_tokens, "right")
+    capture, resume = plan_layer_caches(model, key, keep_hidden, incremental)
+    scores = score_encoded(model, pairs, batch_size=batch_size, max_tokens=max_tokens,
+                           capture=capture, resume=resume)
+    if capture is not None:
+        keep_layer_cache(model, key, capture)
     doc_nll = [0.0] * len(docs)
     doc_tok = [0] * len(docs)
-    vocab = None
-    for batch in plan_batches([e - b for _, b, e, _ in wins], batch_size, max_tokens):
-        seqs = [docs[wins[w][0]][wins[w][1]:wins[w][2]] for w in batch]
-        hidden, starts = teacher_forced_hidden(model, seqs, "right")
-        rows, cols, targets = [], [], []
-        for r, w in enumerate(batch):
-            d, b, e, f = wins[w]
-            rows += [r] * (e - f)
-            cols += range(starts[r] + f - b - 1, starts[r] + e - b - 1)  # output at j-1 predicts j
-            targets += docs[d][f:e]
-        rows_t, cols_t = torch.tensor(rows), torch.tensor(cols)
-        tgt_t = torch.tensor(targets, device=hidden.device)
-        if vocab is None:
-            vocab = logits_from_hidden(model, hidden[:1, :1]).shape[-1]
-        chunk = max(1, _LOGIT_CHUNK_ELEMENTS // vocab)
-        nll = torch.empty(len(rows), dtype=torch.float64)
-        for s in range(0, len(rows), chunk):
-            logits = logits_from_hidden(model, hidden[rows_t[s:s + chunk], cols_t[s:s + chunk]])
-            picked = logits.gather(-1, tgt_t[s:s + chunk, None])[:, 0]
-            nll[s:s + chunk] = (torch.logsumexp(logits, -1) - picked).double().cpu()
-        offset = 0
-        for w in batch:
-            d, _, e, f = wins[w]
-            doc_nll[d] += float(nll[offset:offset + e - f].sum())
-            doc_tok[d] += e - f
-            offset += e - f
+    for (d, _, e, f), sc in zip(wins, scores):
+        doc_nll[d] -= math.fsum(sc.token_logprobs)
+        doc_tok[d] += e - f
 
     total_nll = float(math.fsum(doc_nll))
     total_tok = int(sum(doc_tok))
