@@ -18,6 +18,10 @@ app = typer.Typer(
 )
 console = Console()
 
+# Options shared by every command that loads a model.
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name, hub id or directory")]
+DtypeOpt = Annotated[str, typer.Option(help="float32 | bfloat16")]
+
 DEMO_PROMPTS = [
     "2+2=",
     "3+5=",
@@ -53,8 +57,8 @@ def models() -> None:
 @app.command()
 def peek(
     prompts: Annotated[list[str] | None, typer.Argument(help="prompts (default: a handful of facts and sums)")] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="model name, hub id or directory")] = "smollm2-135m",
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+    model: ModelOpt = "smollm2-135m",
+    dtype: DtypeOpt = "float32",
     new_tokens: Annotated[int, typer.Option(help="greedy tokens to generate")] = 8,
     k: Annotated[int, typer.Option(help="how many next tokens to list")] = 5,
 ) -> None:
@@ -114,13 +118,13 @@ def print_summary(summary: dict, title: str, metrics: list[str] | None = None) -
 @app.command("eval")
 def eval_cmd(
     suite: Annotated[str, typer.Option("--suite", "-s", help="probe suite (see `editscope suites`)")],
-    model: Annotated[str, typer.Option("--model", "-m", help="model name, hub id or directory")] = "smollm2-135m",
+    model: ModelOpt = "smollm2-135m",
     prompt: Annotated[str | None, typer.Option(help="edit prompt for suites relative to an edit, e.g. '2+2='")] = None,
     target: Annotated[str | None, typer.Option(help="edit target, e.g. '5'")] = None,
     n: Annotated[int | None, typer.Option(help="arithmetic: operands 0..n")] = None,
     source: Annotated[str | None, typer.Option(help="dataset suites: file path or hub id")] = None,
     limit: Annotated[int | None, typer.Option(help="dataset suites: first N records")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+    dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     rows: Annotated[str | None, typer.Option(help="also write per-probe rows to this JSONL file")] = None,
 ) -> None:
@@ -168,9 +172,9 @@ def eval_cmd(
 @app.command()
 def downstream(
     task: Annotated[list[str], typer.Option("--task", "-t", help="task name(s), e.g. piqa hellaswag lambada")],
-    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2-135m",
+    model: ModelOpt = "smollm2-135m",
     limit: Annotated[int | None, typer.Option(help="first N items")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+    dtype: DtypeOpt = "float32",
 ) -> None:
     """Downstream accuracy by log-likelihood, scored as lm-evaluation-harness does."""
     from . import load_model
@@ -196,9 +200,9 @@ def downstream(
 @app.command()
 def ppl(
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="me_ppl_50 | me_ppl_1k | me_ppl | wikitext2 | a path")] = "me_ppl_50",
-    model: Annotated[str, typer.Option("--model", "-m")] = "smollm2-135m",
+    model: ModelOpt = "smollm2-135m",
     limit: Annotated[int | None, typer.Option(help="first N documents")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16")] = "float32",
+    dtype: DtypeOpt = "float32",
 ) -> None:
     """Token-weighted sliding-window perplexity on a corpus, with the collapse flag."""
     from . import load_model
