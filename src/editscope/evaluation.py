@@ -33,6 +33,7 @@ from .models.model import Model, fingerprint_of, tensor_digests
 from .requests import Probe, ProbeSet, resolve_sep
 from .scoring import (
     EncodedPair,
+    LayerCache,
     encode_pairs,
     greedy_continuations,
     keep_layer_cache,
@@ -204,17 +205,30 @@ def _score_all(model: Model, passes: _Passes, extra: list[EncodedPair], **kw):
     return scores[:n], alt_scores, scores[n + len(alt_idx):]
 
 
+def _checks(passes: _Passes, greedy_ids: Sequence[tuple[int, ...]]) -> list[EncodedPair]:
+    """Each probe's prompt followed by the base's greedy tokens (the unchanged test)."""
+    return [EncodedPair(t.prompt_ids, tuple(g)) for t, g in zip(passes.targets, greedy_ids)]
+
+
 def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | None = None,
-                         top_k: int = DEFAULT_TOP_K, fingerprint: str | None = None) -> BaseOutputs:
-    """Run the (unedited) model over the probes: the reference every edited state is compared to."""
-    passes = _encode(model, probes, watch)
-    main, alt, _ = _score_all(model, passes, [], first_top_k=top_k)
+                         top_k: int = DEFAULT_TOP_K, fingerprint: str | None = None, *,
+                         passes: _Passes | None = None, capture: LayerCache | None = None) -> BaseOutputs:
+    """Run the (unedited) model over the probes: the reference every edited state is compared to.
+
+    ``passes``: the probes already encoded by :func:`_encode`. ``capture``: also keep the hidden
+    states entering ``capture.layer``, over the same pairs an edited pass scores (targets,
+    alternatives and the greedy checks), in the same single scoring pass.
+    """
+    passes = _encode(model, probes, watch) if passes is None else passes
     prompts = [p.prompt for p in probes]
     gens = _greedy_grouped(model, prompts, passes.lengths, list(range(len(probes))))
+    greedy_ids = [gens[i].token_ids for i in range(len(probes))]
+    extra = _checks(passes, greedy_ids) if capture is not None else []
+    main, alt, _ = _score_all(model, passes, extra, first_top_k=top_k, capture=capture)
     return BaseOutputs(
         fingerprint=fingerprint or model.fingerprint(), probes_hash=probes_hash(probes, watch, top_k),
         logprob=[s.logprob for s in main], alt_logprob=[a.logprob if a else None for a in alt],
-        top1=[s.greedy_match for s in main], greedy_ids=[gens[i].token_ids for i in range(len(probes))],
+        top1=[s.greedy_match for s in main], greedy_ids=greedy_ids,
         greedy_text=[gens[i].text for i in range(len(probes))],
         top_ids=torch.tensor([s.first_top_ids for s in main], dtype=torch.int64).reshape(len(probes), top_k),
         top_logprobs=torch.tensor([s.first_top_logprobs for s in main], dtype=torch.float32).reshape(len(probes), top_k),
@@ -303,21 +317,23 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
     base = _load_base(path, base_fp, phash, len(probes), top_k) if use_cache else None
     passes = _encode(model, probes, watch)
     is_base = current_fp == base_fp
+    capture, resume = plan_layer_caches(model, phash, keep_hidden, incremental, now)
     if base is None:
         if not is_base:
             raise BaseNotAvailableError(
                 "the model is edited and the base model's outputs for this probe set are not cached. "
                 "Call es.evaluate(model, probes) once before editing (or undo the edit first)."
             )
-        base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp)
+        base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp,
+                                    passes=passes, capture=capture)
         if use_cache:
             _save_base(path, base)
-    n = len(probes)
-    checks = [EncodedPair(passes.targets[i].prompt_ids, base.greedy_ids[i]) for i in range(n)]
-    capture, resume = plan_layer_caches(model, phash, keep_hidden, incremental, now)
+    elif capture is not None:  # base outputs came from disk: one pass just to keep the states
+        _score_all(model, passes, _checks(passes, base.greedy_ids), capture=capture)
     if capture is not None:
-        _score_all(model, passes, checks, capture=capture)  # the same pairs the edited pass scores
         keep_layer_cache(model, phash, capture)
+    n = len(probes)
+    checks = _checks(passes, base.greedy_ids)
     if is_base:
         main_lp, alt_lp, top1 = base.logprob, base.alt_logprob, base.top1
         unchanged = [True] * n

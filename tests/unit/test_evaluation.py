@@ -213,3 +213,15 @@ def test_to_frame_flattens_meta():
     frame = evaluate(m, PROBES).to_frame()
     assert len(frame) == len(PROBES) and {"unchanged", "kl", "meta.target_true"} <= set(frame.columns)
     assert frame.loc[0, "meta.target_true"] == "4"
+
+
+def test_keep_hidden_after_base_outputs_came_from_disk():
+    m = tiny_model("llama", num_hidden_layers=4)
+    evaluate(m, PROBES)  # base outputs computed and cached, no states kept
+    evaluate(m, PROBES, keep_hidden=2)  # base from disk: a pass only to keep the states
+    w = m.module("mlp_out", 2).weight
+    with torch.no_grad():
+        w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(2)) * 0.5)
+    fast = evaluate(m, PROBES)
+    assert fast.resumed_from == 2
+    assert _strip(fast.rows) == _strip(evaluate(m, PROBES, incremental=False).rows)
