@@ -1,11 +1,14 @@
 """`evaluate`: what does a model state do on a probe set, and what changed against the base model.
 
-One batched teacher-forced pass per probe set scores, for every probe, the target, its alternative
-(``meta["target_true"]`` or ``meta["target_new"]``) and the base model's own greedy continuation:
-the edited model leaves a probe *unchanged* iff its argmax follows the base's greedy tokens at every
-position (equivalent to identical greedy decoding, without a decoding loop). Only probes that
-changed are then decoded greedily. The next-token distribution after the prompt comes from the same
-pass, for KL against the base.
+One batched teacher-forced pass per probe set scores, for every probe, the base model's own greedy
+continuation (the *check*): the edited model leaves a probe *unchanged* iff its argmax follows the
+base's greedy tokens at every position (equivalent to identical greedy decoding, without a decoding
+loop). Only probes that changed are then decoded greedily; ``top1`` (greedy output starts with the
+target) follows from the greedy tokens. The next-token distribution after the prompt comes from the
+check's first position, for KL against the base. In the same pass, probes whose category needs
+probabilities (``score_targets``; by default all but ``far``, the bulk of a grid, and any probe with
+an alternative target) also get the log-probability of the target and of its alternative
+(``meta["target_true"]`` or ``meta["target_new"]``).
 
 Base outputs (greedy continuations, target log-probabilities, top-k next tokens) are computed once
 per (base weights fingerprint, probe set) and cached on disk as safetensors under
@@ -20,7 +23,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +46,10 @@ from .scoring import (
 
 log = logging.getLogger(__name__)
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 DEFAULT_TOP_K = 64
+#: categories whose target log-probabilities ``score_targets="auto"`` skips: locality needs only the check.
+UNSCORED_BY_DEFAULT = frozenset({"far"})
 
 
 class BaseNotAvailableError(RuntimeError):
@@ -57,13 +62,17 @@ class BaseOutputs:
 
     fingerprint: str
     probes_hash: str
-    logprob: list[float]
+    logprob: list[float | None]  # None where the probe's target was not scored
     alt_logprob: list[float | None]
     top1: list[bool]
     greedy_ids: list[tuple[int, ...]]
     greedy_text: list[str]
     top_ids: torch.Tensor  # [n, k] int64: the base's top-k next tokens after each prompt
     top_logprobs: torch.Tensor  # [n, k] float32: their log-probabilities
+
+    @property
+    def scored(self) -> list[bool]:
+        return [lp is not None for lp in self.logprob]
 
 
 def _alt_of(p: Probe) -> tuple[str | None, str | None]:
@@ -74,6 +83,23 @@ def _alt_of(p: Probe) -> tuple[str | None, str | None]:
     return None, None
 
 
+def scored_mask(probes: Sequence[Probe], score_targets: str | Collection[str] = "auto") -> list[bool]:
+    """Which probes get target/alternative log-probabilities.
+
+    ``"auto"``: every category except those in :data:`UNSCORED_BY_DEFAULT`, plus any probe with an
+    alternative target; ``"all"``; or a collection of category names (again plus probes with an
+    alternative, whose ``prob``/``ns`` metrics need it).
+    """
+    if score_targets == "all":
+        return [True] * len(probes)
+    if isinstance(score_targets, str) and score_targets != "auto":
+        raise ValueError(f"score_targets={score_targets!r}: use 'auto', 'all' or a collection of categories")
+    if score_targets == "auto":
+        return [p.category not in UNSCORED_BY_DEFAULT or _alt_of(p)[0] is not None for p in probes]
+    wanted = set(score_targets)
+    return [p.category in wanted or _alt_of(p)[0] is not None for p in probes]
+
+
 def probes_hash(probes: Sequence[Probe], watch: str | None, top_k: int) -> str:
     """Content hash of everything about a probe set that base outputs depend on."""
     h = hashlib.blake2b(digest_size=16)
@@ -81,6 +107,16 @@ def probes_hash(probes: Sequence[Probe], watch: str | None, top_k: int) -> str:
     for p in probes:
         h.update(json.dumps([p.prompt, p.continuation, _alt_of(p)[1]]).encode())
     return h.hexdigest()
+
+
+def _pass_key(phash: str, scored: Sequence[bool]) -> str:
+    """Names one scoring pass (which sequences it holds), for kept hidden states."""
+    return phash + "-" + hashlib.blake2b(bytes(map(bool, scored)), digest_size=8).hexdigest()
+
+
+def starts_with(ids: Sequence[int], prefix: Sequence[int]) -> bool:
+    """Token ids begin with ``prefix`` (greedy output reproduces the target: ``top1``)."""
+    return len(ids) >= len(prefix) and tuple(ids[: len(prefix)]) == tuple(prefix)
 
 
 def _gen_lengths(model: Model, probes: Sequence[Probe], targets: list[EncodedPair], watch: str | None) -> list[int]:
@@ -120,7 +156,7 @@ def _save_base(path: Path, b: BaseOutputs) -> None:
     for i, g in enumerate(b.greedy_ids):
         gids[i, : len(g)] = torch.tensor(g, dtype=torch.int64)
     tensors = {
-        "logprob": torch.tensor(b.logprob, dtype=torch.float64),
+        "logprob": torch.tensor([math.nan if a is None else a for a in b.logprob], dtype=torch.float64),
         "alt_logprob": torch.tensor([math.nan if a is None else a for a in b.alt_logprob], dtype=torch.float64),
         "top1": torch.tensor(b.top1, dtype=torch.bool),
         "greedy_ids": gids, "greedy_len": glen,
@@ -157,7 +193,8 @@ def _load_base(path: Path, base_fp: str, phash: str, n: int, top_k: int) -> Base
         texts = json.loads(meta["greedy_text"])
         glen = t["greedy_len"].tolist()
         return BaseOutputs(
-            fingerprint=base_fp, probes_hash=phash, logprob=t["logprob"].tolist(),
+            fingerprint=base_fp, probes_hash=phash,
+            logprob=[None if math.isnan(a) else a for a in t["logprob"].tolist()],
             alt_logprob=[None if math.isnan(a) else a for a in t["alt_logprob"].tolist()],
             top1=[bool(x) for x in t["top1"].tolist()],
             greedy_ids=[tuple(row[:k]) for row, k in zip(t["greedy_ids"].tolist(), glen)],
@@ -174,64 +211,77 @@ class _Passes:
     alt_kinds: list[str | None]
     alts: list[EncodedPair | None]
     lengths: list[int]
+    scored: list[bool]
 
 
-def _encode(model: Model, probes: Sequence[Probe], watch: str | None) -> _Passes:
+def _encode(model: Model, probes: Sequence[Probe], watch: str | None, scored: list[bool]) -> _Passes:
     prompts = [p.prompt for p in probes]
     targets = encode_pairs(model, prompts, [p.continuation for p in probes])
     alt_info = [_alt_of(p) for p in probes]
-    alt_idx = [i for i, (k, _) in enumerate(alt_info) if k]
+    alt_idx = [i for i, (k, _) in enumerate(alt_info) if k and scored[i]]
     alts: list[EncodedPair | None] = [None] * len(probes)
     if alt_idx:
         enc = encode_pairs(model, [prompts[i] for i in alt_idx],
                            [resolve_sep(prompts[i], alt_info[i][1], probes[i].sep) + alt_info[i][1] for i in alt_idx])
         for i, e in zip(alt_idx, enc):
             alts[i] = e
-    return _Passes(targets, [k for k, _ in alt_info], alts, _gen_lengths(model, probes, targets, watch))
+    return _Passes(targets, [k for k, _ in alt_info], alts, _gen_lengths(model, probes, targets, watch), list(scored))
 
 
-def _score_all(model: Model, passes: _Passes, extra: list[EncodedPair], **kw):
-    """One batched call for targets, alternatives and extra pairs; returns the three score lists."""
-    alt_idx = [i for i, a in enumerate(passes.alts) if a is not None]
-    pairs = passes.targets + [passes.alts[i] for i in alt_idx] + extra
+@dataclass
+class _Scores:
+    checks: list[Any]  # per probe: its prompt + the base's greedy tokens
+    logprob: list[float | None]  # per probe: target log-probability (None: not scored)
+    alt_logprob: list[float | None]
+
+
+def _score_all(model: Model, passes: _Passes, greedy_ids: Sequence[tuple[int, ...]], **kw) -> _Scores:
+    """One batched call over the checks (every probe) and the scored probes' targets and alternatives.
+
+    ``first_token_ids``/``first_top_k`` apply to the checks: the next-token distribution after the
+    prompt does not depend on which continuation follows.
+    """
+    n = len(passes.targets)
+    checks = [EncodedPair(t.prompt_ids, tuple(g)) for t, g in zip(passes.targets, greedy_ids)]
+    tgt_idx = [i for i in range(n) if passes.scored[i]]
+    alt_idx = [i for i in range(n) if passes.alts[i] is not None]
+    pairs = checks + [passes.targets[i] for i in tgt_idx] + [passes.alts[i] for i in alt_idx]
     first = kw.pop("first_token_ids", None)
     if first is not None:
-        first = list(first) + [()] * (len(pairs) - len(first))
+        first = list(first) + [()] * (len(pairs) - n)
     scores = score_encoded(model, pairs, first_token_ids=first, **kw)
-    n = len(passes.targets)
-    alt_scores: list[Any] = [None] * n
+    logprob: list[float | None] = [None] * n
+    alt: list[float | None] = [None] * n
+    for j, i in enumerate(tgt_idx):
+        logprob[i] = scores[n + j].logprob
     for j, i in enumerate(alt_idx):
-        alt_scores[i] = scores[n + j]
-    return scores[:n], alt_scores, scores[n + len(alt_idx):]
-
-
-def _checks(passes: _Passes, greedy_ids: Sequence[tuple[int, ...]]) -> list[EncodedPair]:
-    """Each probe's prompt followed by the base's greedy tokens (the unchanged test)."""
-    return [EncodedPair(t.prompt_ids, tuple(g)) for t, g in zip(passes.targets, greedy_ids)]
+        alt[i] = scores[n + len(tgt_idx) + j].logprob
+    return _Scores(scores[:n], logprob, alt)
 
 
 def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | None = None,
                          top_k: int = DEFAULT_TOP_K, fingerprint: str | None = None, *,
+                         score_targets: str | Collection[str] = "auto",
                          passes: _Passes | None = None, capture: LayerCache | None = None) -> BaseOutputs:
     """Run the (unedited) model over the probes: the reference every edited state is compared to.
 
     ``passes``: the probes already encoded by :func:`_encode`. ``capture``: also keep the hidden
-    states entering ``capture.layer``, over the same pairs an edited pass scores (targets,
-    alternatives and the greedy checks), in the same single scoring pass.
+    states entering ``capture.layer``, over the same pairs an edited pass scores, in the same
+    single scoring pass.
     """
-    passes = _encode(model, probes, watch) if passes is None else passes
-    prompts = [p.prompt for p in probes]
-    gens = _greedy_grouped(model, prompts, passes.lengths, list(range(len(probes))))
-    greedy_ids = [gens[i].token_ids for i in range(len(probes))]
-    extra = _checks(passes, greedy_ids) if capture is not None else []
-    main, alt, _ = _score_all(model, passes, extra, first_top_k=top_k, capture=capture)
+    scored = scored_mask(probes, score_targets) if passes is None else passes.scored
+    passes = _encode(model, probes, watch, scored) if passes is None else passes
+    n = len(probes)
+    gens = _greedy_grouped(model, [p.prompt for p in probes], passes.lengths, list(range(n)))
+    greedy_ids = [gens[i].token_ids for i in range(n)]
+    sc = _score_all(model, passes, greedy_ids, first_top_k=top_k, capture=capture)
     return BaseOutputs(
         fingerprint=fingerprint or model.fingerprint(), probes_hash=probes_hash(probes, watch, top_k),
-        logprob=[s.logprob for s in main], alt_logprob=[a.logprob if a else None for a in alt],
-        top1=[s.greedy_match for s in main], greedy_ids=greedy_ids,
-        greedy_text=[gens[i].text for i in range(len(probes))],
-        top_ids=torch.tensor([s.first_top_ids for s in main], dtype=torch.int64).reshape(len(probes), top_k),
-        top_logprobs=torch.tensor([s.first_top_logprobs for s in main], dtype=torch.float32).reshape(len(probes), top_k),
+        logprob=sc.logprob, alt_logprob=sc.alt_logprob,
+        top1=[starts_with(g, t.cont_ids) for g, t in zip(greedy_ids, passes.targets)], greedy_ids=greedy_ids,
+        greedy_text=[gens[i].text for i in range(n)],
+        top_ids=torch.tensor([s.first_top_ids for s in sc.checks], dtype=torch.int64).reshape(n, top_k),
+        top_logprobs=torch.tensor([s.first_top_logprobs for s in sc.checks], dtype=torch.float32).reshape(n, top_k),
     )
 
 
@@ -278,7 +328,7 @@ def _default_watch(probes: Sequence[Probe]) -> str | None:
 
 def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
              top_k: int = DEFAULT_TOP_K, use_cache: bool = True, keep_hidden: int | None = None,
-             incremental: bool = True) -> EvalResult:
+             incremental: bool = True, score_targets: str | Collection[str] = "auto") -> EvalResult:
     """Evaluate the model's current state on ``probes`` against the base model.
 
     Args:
@@ -294,6 +344,11 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             only blocks ``>= keep_hidden`` then run only those blocks: exactly the full-pass result.
             Memory: about ``8 * tokens * hidden`` bytes (fp32, two sequences per probe).
         incremental: use kept hidden states when the edit allows (set False to force full passes).
+        score_targets: which probes get target/alternative log-probabilities (``logprob``,
+            ``delta_logprob``, ``prob``, ``ns``, ``margin``): ``"auto"`` (every category but
+            ``far``, plus probes with an alternative), ``"all"``, or a collection of categories.
+            Unscored probes have ``logprob=None``; ``top1``, ``unchanged``, ``kl`` and
+            ``says_target`` are computed for every probe either way.
 
     Raises:
         BaseNotAvailableError: the model is edited and base outputs for these probes were never
@@ -312,52 +367,63 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
     base_fp = model.base_fingerprint
     now = tensor_digests(model.hf)
     current_fp = fingerprint_of(now)
+    scored = scored_mask(probes, score_targets)
     phash = probes_hash(probes, watch, top_k)
     path = _cache_path(base_fp, phash)
     base = _load_base(path, base_fp, phash, len(probes), top_k) if use_cache else None
-    passes = _encode(model, probes, watch)
+    passes = _encode(model, probes, watch, scored)
     is_base = current_fp == base_fp
-    capture, resume = plan_layer_caches(model, phash, keep_hidden, incremental, now)
-    if base is None:
+    capture, resume = plan_layer_caches(model, _pass_key(phash, scored), keep_hidden, incremental, now)
+    missing = [i for i in range(len(probes)) if scored[i] and base is not None and not base.scored[i]]
+    if base is None or missing:
         if not is_base:
+            if base is None:
+                raise BaseNotAvailableError(
+                    "the model is edited and the base model's outputs for this probe set are not cached. "
+                    "Call es.evaluate(model, probes) once before editing (or undo the edit first).")
+            cats = sorted({probes[i].category for i in missing})
             raise BaseNotAvailableError(
-                "the model is edited and the base model's outputs for this probe set are not cached. "
-                "Call es.evaluate(model, probes) once before editing (or undo the edit first)."
-            )
-        base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp,
-                                    passes=passes, capture=capture)
+                f"the cached base outputs have no target log-probabilities for {len(missing)} probes "
+                f"(categories {cats}) that score_targets={score_targets!r} asks for. Evaluate the base "
+                "model once with the same score_targets before editing, or undo the edit first.")
+        union = [a or (base is not None and b) for a, b in zip(scored, base.scored if base else scored)]
+        base_passes = passes if union == scored else _encode(model, probes, watch, union)
+        base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp, passes=base_passes,
+                                    capture=capture if base_passes is passes else None)
         if use_cache:
             _save_base(path, base)
+        if base_passes is not passes and capture is not None:
+            _score_all(model, passes, base.greedy_ids, capture=capture)
     elif capture is not None:  # base outputs came from disk: one pass just to keep the states
-        _score_all(model, passes, _checks(passes, base.greedy_ids), capture=capture)
+        _score_all(model, passes, base.greedy_ids, capture=capture)
     if capture is not None:
-        keep_layer_cache(model, phash, capture)
+        keep_layer_cache(model, _pass_key(phash, scored), capture)
     n = len(probes)
-    checks = _checks(passes, base.greedy_ids)
     if is_base:
-        main_lp, alt_lp, top1 = base.logprob, base.alt_logprob, base.top1
+        main_lp = [lp if sc else None for lp, sc in zip(base.logprob, scored)]
+        alt_lp = [lp if sc else None for lp, sc in zip(base.alt_logprob, scored)]
+        top1 = base.top1
         unchanged = [True] * n
         kls = [0.0] * n
         greedy = list(base.greedy_text)
     else:
         # Teacher-force the base's greedy tokens: unchanged iff the argmax follows them throughout.
-        main, alt, chk = _score_all(model, passes, checks, first_token_ids=base.top_ids.tolist(),
-                                    resume=resume)
-        main_lp = [s.logprob for s in main]
-        alt_lp = [a.logprob if a else None for a in alt]
-        top1 = [s.greedy_match for s in main]
-        unchanged = [s.greedy_match for s in chk]
-        kls = [coarse_kl(base.top_logprobs[i].tolist(), main[i].first_logprobs) for i in range(n)]
+        sc = _score_all(model, passes, base.greedy_ids, first_token_ids=base.top_ids.tolist(), resume=resume)
+        main_lp, alt_lp = sc.logprob, sc.alt_logprob
+        unchanged = [s.greedy_match for s in sc.checks]
+        kls = [coarse_kl(base.top_logprobs[i].tolist(), sc.checks[i].first_logprobs) for i in range(n)]
         changed = [i for i in range(n) if not unchanged[i]]
         gens = _greedy_grouped(model, [p.prompt for p in probes], passes.lengths, changed)
         greedy = [gens[i].text if i in gens else base.greedy_text[i] for i in range(n)]
+        top1 = [starts_with(gens[i].token_ids, passes.targets[i].cont_ids) if i in gens else base.top1[i]
+                for i in range(n)]
     rows = []
     for i, p in enumerate(probes):
         rows.append({
             "index": i, "prompt": p.prompt, "target": p.target, "category": p.category, "meta": dict(p.meta),
             "logprob": main_lp[i], "n_tokens": len(passes.targets[i].cont_ids), "top1": bool(top1[i]),
             "alt_kind": passes.alt_kinds[i], "alt_logprob": alt_lp[i],
-            "greedy": greedy[i], "base_greedy": base.greedy_text[i], "base_logprob": base.logprob[i],
+            "greedy": greedy[i], "base_greedy": base.greedy_text[i], "base_logprob": base.logprob[i] if scored[i] else None,
             "base_top1": base.top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
             "says_target": says(greedy[i], watch) if watch else None, "is_base": is_base,
         })
@@ -365,4 +431,5 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
                       base_fingerprint=base_fp, resumed_from=resume.layer if resume else None)
 
 
-__all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "compute_base_outputs", "evaluate"]
+__all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "UNSCORED_BY_DEFAULT",
+           "compute_base_outputs", "evaluate", "scored_mask"]

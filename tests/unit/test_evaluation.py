@@ -54,7 +54,10 @@ def test_edited_rows_match_direct_computation():
         n = len(es.scoring.encode_pairs(m, [PROBES[i].prompt], [PROBES[i].continuation])[0].cont_ids)
         k = n + 1  # greedy length: target tokens + 1 (no watched target longer than that here)
         assert row["unchanged"] == (gen[i].token_ids[:k] == base_gen[i].token_ids[:k])
-        assert row["logprob"] == pytest.approx(scores[i].logprob, abs=1e-4)
+        if row["category"] == "far":  # locality-only by default: no target log-probability
+            assert row["logprob"] is None and row["base_logprob"] is None
+        else:
+            assert row["logprob"] == pytest.approx(scores[i].logprob, abs=1e-4)
         assert row["top1"] == scores[i].greedy_match
         # with k = vocabulary size the coarsened KL is the exact KL
         p, q = base_next[i], nxt[i]
@@ -64,6 +67,44 @@ def test_edited_rows_match_direct_computation():
     alt = es.score_continuations(m, ["2+2="], ["4"])[0].logprob
     assert r.rows[0]["alt_logprob"] == pytest.approx(alt, abs=1e-4)
     assert r.rows[0]["alt_kind"] == "target_true" and r.rows[2]["alt_kind"] == "target_new"
+
+
+def test_score_targets_all_or_categories_scores_exactly_those():
+    m = tiny_model("llama")
+    evaluate(m, PROBES, score_targets="all")
+    evaluate(m, PROBES, score_targets=["target"])
+    perturb(m)
+    full = evaluate(m, PROBES, score_targets="all")
+    some = evaluate(m, PROBES, score_targets=["target"])
+    auto = evaluate(m, PROBES)
+    direct = es.score_continuations(m, [p.prompt for p in PROBES], [p.continuation for p in PROBES])
+    assert [r["logprob"] for r in full.rows] == pytest.approx([s.logprob for s in direct], abs=1e-4)
+    # probes with an alternative target are always scored (prob/ns need it); "general" is not asked for
+    assert [r["logprob"] is not None for r in some.rows] == [True, True, True, False, False, False]
+    for key in ("unchanged", "top1", "greedy", "says_target"):
+        assert [r[key] for r in some.rows] == [r[key] for r in full.rows] == [r[key] for r in auto.rows]
+    assert [r["kl"] for r in some.rows] == pytest.approx([r["kl"] for r in full.rows], abs=1e-5)
+    with pytest.raises(ValueError, match="score_targets"):
+        evaluate(m, PROBES, score_targets="everything")
+
+
+def test_edited_model_asking_for_scores_the_base_lacks_gets_a_clear_error():
+    m = tiny_model("llama")
+    base = evaluate(m, PROBES)  # auto: the far probe's target is not scored
+    assert base.rows[5]["logprob"] is None
+    perturb(m)
+    with pytest.raises(BaseNotAvailableError, match=r"1 probes \(categories \['far'\]\)"):
+        evaluate(m, PROBES, score_targets="all")
+
+
+def test_base_cache_grows_to_cover_a_wider_score_request():
+    m = tiny_model("llama")
+    evaluate(m, PROBES, score_targets=["target"])
+    wide = evaluate(m, PROBES, score_targets="all")  # base again: the missing scores are computed
+    assert all(r["logprob"] is not None for r in wide.rows)
+    perturb(m)
+    assert evaluate(m, PROBES, score_targets=["target"]).rows[3]["logprob"] is None
+    assert evaluate(m, PROBES, score_targets="all").rows[5]["logprob"] is not None
 
 
 def test_base_outputs_are_cached_on_disk_and_reused(monkeypatch):
