@@ -2,6 +2,7 @@
 
 from . import suites
 from .evaluation import EvalResult, evaluate
+from .methods import EditFailed, EditHandle, apply_edit, list_methods, load_edit
 from .models import ArchSpec, Model, load_model
 from .probes import list_suites
 from .requests import EditRequest, Probe, ProbeSet
@@ -17,7 +18,8 @@ from .scoring import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchSpec", "ContinuationScore", "EditRequest", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
+    "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "EditRequest", "apply_edit", "list_methods",
+    "load_edit", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
     "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
     "top_k_next_tokens", "__version__",
 ]

@@ -1,0 +1,23 @@
+"""Edit methods behind one interface (:mod:`.base`), applied and guarded by :func:`apply_edit`."""
+
+from . import finetune, lora  # noqa: F401  (register the methods)
+from .apply import apply_edit, target_losses
+from .base import (
+    METHODS,
+    EditFailed,
+    EditMethod,
+    HparamError,
+    Hparams,
+    UnknownMethodError,
+    get_method,
+    list_methods,
+    register_method,
+    resolved_defaults,
+)
+from .handle import EditHandle, EditHandleError, EditLoadError, active_edits, load_edit
+
+__all__ = [
+    "METHODS", "EditFailed", "EditHandle", "EditHandleError", "EditLoadError", "EditMethod", "HparamError",
+    "Hparams", "UnknownMethodError", "active_edits", "apply_edit", "get_method", "list_methods", "load_edit",
+    "register_method", "resolved_defaults", "target_losses",
+]

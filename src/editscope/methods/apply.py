@@ -1,0 +1,101 @@
+"""`apply_edit`: validate, snapshot, run a method, guard the result, return an `EditHandle`.
+
+The numerical guard is shared by every method: after the method ran, non-finite values in any
+touched parameter, or a mean target loss that got worse than before by more than
+``guard_tolerance`` nats per token, undo the edit and raise :class:`EditFailed`. Any exception
+raised by the method itself also rolls the weights back first. Nothing is ever half-applied.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..models.model import Model
+from ..requests import EditRequest
+from ..scoring import encode_pairs, score_encoded
+from .base import EditFailed, get_method
+from .handle import EditHandle, parameters
+
+DEFAULT_GUARD_TOLERANCE = 0.5  # nats per target token
+
+
+def _requests(requests: EditRequest | Sequence[EditRequest]) -> list[EditRequest]:
+    if isinstance(requests, EditRequest):
+        return [requests]
+    if isinstance(requests, (str, bytes)) or not isinstance(requests, Sequence):
+        raise TypeError(f"requests must be an EditRequest or a list of them, got {type(requests).__name__}")
+    out = list(requests)
+    if not out:
+        raise ValueError("requests is empty; give at least one EditRequest")
+    for i, r in enumerate(out):
+        if not isinstance(r, EditRequest):
+            raise TypeError(f"requests[{i}] is {type(r).__name__}, expected EditRequest(prompt=..., target_new=...)")
+    return out
+
+
+def target_losses(model: Model, requests: Sequence[EditRequest]) -> list[float]:
+    """Mean negative log-likelihood per target token of each request's ``target_new`` (nats)."""
+    pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
+    return [-s.logprob / len(s.token_ids) for s in score_encoded(model, pairs)]
+
+
+def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], method: str, *,
+               guard_tolerance: float = DEFAULT_GUARD_TOLERANCE, **hparams: Any) -> EditHandle:
+    """Apply ``requests`` to ``model`` in place with ``method``; returns the undoable handle.
+
+    Args:
+        model: a loaded model (edited or not; edits stack).
+        requests: one :class:`EditRequest` or a list (methods with ``one_at_a_time`` take one).
+        method: a registered method name (``editscope methods``; typos get a suggestion).
+        guard_tolerance: nats per token the mean target loss may rise before the edit is undone.
+        **hparams: the method's hyperparameters; unspecified ones take the per-architecture defaults.
+
+    Raises:
+        UnknownMethodError, HparamError, ValueError, TypeError: before any weight changes.
+        EditFailed: the edit was rolled back (non-finite weights, worse target loss, method error).
+    """
+    reqs = _requests(requests)
+    m = get_method(method)
+    if m.one_at_a_time and len(reqs) > 1:
+        raise ValueError(f"method {m.name!r} edits one request at a time; got {len(reqs)}. Apply them one by "
+                         "one (sequentially), or use a batch method such as 'memit'")
+    if m.needs_subject:
+        missing = [i for i, r in enumerate(reqs) if r.subject is None]
+        if missing:
+            raise ValueError(f"method {m.name!r} needs EditRequest.subject (the span of the prompt to locate); "
+                             f"requests {missing[:5]} have none")
+    if not guard_tolerance >= 0:
+        raise ValueError(f"guard_tolerance={guard_tolerance} must be >= 0 (nats per token)")
+    hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
+    m.check(model, reqs, hp)
+    names = m.touched(model, hp)
+    if not names:
+        raise ValueError(f"method {m.name!r} with these hyperparameters touches no parameters")
+    handle = EditHandle.snapshot(model, m.name, hp.model_dump(), reqs, names)
+    before = target_losses(model, reqs)
+    t0 = time.perf_counter()
+    try:
+        info = m.run(model, reqs, hp) or {}
+    except BaseException as e:
+        handle.restore()
+        if isinstance(e, (KeyboardInterrupt, EditFailed)):
+            raise
+        raise EditFailed(f"{m.name} failed and was rolled back: {type(e).__name__}: {e}") from e
+    seconds = time.perf_counter() - t0
+    bad = [n for n, p in parameters(model, names).items() if not torch.isfinite(p).all()]
+    if bad:
+        handle.restore()
+        raise EditFailed(f"{m.name} produced non-finite weights in {len(bad)} tensor(s) (e.g. {bad[0]}); "
+                         "the edit was rolled back. Lower the learning rate or the number of steps.")
+    after = target_losses(model, reqs)
+    mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
+    if mean_a > mean_b + guard_tolerance or not torch.isfinite(torch.tensor(mean_a)):
+        handle.restore()
+        raise EditFailed(f"{m.name} made the target loss worse ({mean_b:.3f} -> {mean_a:.3f} nats/token, tolerance "
+                         f"{guard_tolerance}); the edit was rolled back. Check the hyperparameters.")
+    handle.activate({**info, "seconds": seconds, "target_loss_before": before, "target_loss_after": after})
+    return handle

@@ -1,0 +1,148 @@
+"""The edit-method interface, hyperparameter validation and the method registry.
+
+A method is a subclass of :class:`EditMethod` registered with :func:`register_method`. It declares:
+
+* ``name``, ``family`` and a one-line ``summary`` (``editscope methods`` lists them);
+* ``Hparams``: a :class:`Hparams` (pydantic) model; unknown keys, wrong types and out-of-range values
+  are refused with the field named and, for typos, the nearest valid name;
+* :meth:`EditMethod.arch_defaults`: per-architecture defaults (e.g. which layer), filled in for the
+  fields the user did not give;
+* :meth:`EditMethod.touched`: the parameter names it will change. :func:`editscope.apply_edit`
+  snapshots exactly those before the edit, so every method is undoable without its own bookkeeping;
+* :meth:`EditMethod.run`: change those parameters in place.
+
+Methods never snapshot, restore or guard weights themselves: :mod:`editscope.methods.apply` does it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..models.arch import ArchSpec
+from ..models.model import Model
+from ..requests import EditRequest
+
+
+class EditFailed(RuntimeError):
+    """An edit was rolled back (non-finite weights, a target loss that got worse, a method error).
+
+    The model's weights are exactly what they were before the edit was attempted.
+    """
+
+
+class UnknownMethodError(ValueError):
+    """A method name that is not registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class HparamError(ValueError):
+    """A hyperparameter that is unknown, of the wrong type or out of range."""
+
+
+class Hparams(BaseModel):
+    """Base of every method's hyperparameters: strict keys, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _explain(method: str, cls: type[Hparams], err: ValidationError) -> str:
+    fields = sorted(cls.model_fields)
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(hparams)"
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(e["loc"][0]), fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(f"{loc}: not a hyperparameter of {method!r}.{hint} Valid: {', '.join(fields)}")
+        else:
+            lines.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
+    return f"invalid hyperparameters for method {method!r}:\n  " + "\n  ".join(lines)
+
+
+class EditMethod(ABC):
+    """One knowledge-editing method (stateless; hyperparameters come with each call)."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    summary: ClassVar[str]
+    Hparams: ClassVar[type[Hparams]]
+    #: the method takes one request per call (a batch must be applied sequentially by the caller)
+    one_at_a_time: ClassVar[bool] = False
+    #: the method needs ``EditRequest.subject`` (locate-then-edit methods)
+    needs_subject: ClassVar[bool] = False
+
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        """Defaults that depend on the architecture (e.g. which layer); override per method."""
+        return {}
+
+    @classmethod
+    def resolve_hparams(cls, arch: ArchSpec, n_layers: int, given: dict[str, Any]) -> Hparams:
+        """Validated hyperparameters: ``given`` over :meth:`arch_defaults` over the field defaults."""
+        values = {**cls.arch_defaults(arch, n_layers), **given}
+        try:
+            return cls.Hparams(**values)
+        except ValidationError as e:
+            raise HparamError(_explain(cls.name, cls.Hparams, e)) from None
+
+    def check(self, model: Model, requests: Sequence[EditRequest], hp: Hparams) -> None:
+        """Refuse inputs this method cannot edit, before any weight changes (override to add checks)."""
+
+    @abstractmethod
+    def touched(self, model: Model, hp: Hparams) -> list[str]:
+        """Names (as in ``model.hf.named_parameters()``) of every parameter :meth:`run` may change."""
+
+    @abstractmethod
+    def run(self, model: Model, requests: Sequence[EditRequest], hp: Hparams) -> dict[str, Any]:
+        """Edit the touched parameters in place; return what happened (losses, steps, ...)."""
+
+
+METHODS: dict[str, type[EditMethod]] = {}
+
+
+def register_method(cls: type[EditMethod]) -> type[EditMethod]:
+    """Class decorator: make ``cls`` available to :func:`editscope.apply_edit` under ``cls.name``."""
+    for attr in ("name", "family", "summary", "Hparams"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"{cls.__name__} must define {attr!r} to be registered as an edit method")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"an edit method named {cls.name!r} is already registered ({METHODS[cls.name].__name__})")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> EditMethod:
+    """The registered method called ``name`` (case-insensitive; ``_`` and ``-`` are the same)."""
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a method name (str), got {type(name).__name__}")
+    key = name.strip().lower().replace("_", "-")
+    if key in METHODS:
+        return METHODS[key]()
+    close = difflib.get_close_matches(key, list(METHODS), n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownMethodError(f"unknown edit method {name!r}.{hint} Known: {', '.join(sorted(METHODS))}")
+
+
+def list_methods() -> list[dict[str, Any]]:
+    """``[{"name", "family", "summary", "one_at_a_time", "needs_subject", "hparams"}, ...]``;
+    ``hparams`` maps each field to its architecture-independent default."""
+    out = []
+    for name, cls in METHODS.items():
+        defaults = {k: f.default for k, f in cls.Hparams.model_fields.items()}
+        out.append({"name": name, "family": cls.family, "summary": cls.summary,
+                    "one_at_a_time": cls.one_at_a_time, "needs_subject": cls.needs_subject,
+                    "hparams": defaults})
+    return out
+
+
+def resolved_defaults(name: str, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+    """The full default hyperparameters of method ``name`` for a model of this architecture and depth."""
+    cls = type(get_method(name))
+    return cls.resolve_hparams(arch, n_layers, {}).model_dump()

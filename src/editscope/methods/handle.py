@@ -1,0 +1,276 @@
+"""`EditHandle`: an applied edit that can be undone bit-exactly, saved and re-loaded.
+
+Bookkeeping lives here and only here: a snapshot of exactly the parameters a method declared it
+touches, taken before the edit; per-tensor content digests before and after; and a per-model stack
+of active edits so that undoing out of order cannot silently corrupt weights.
+
+Saved form (a folder): ``delta.safetensors`` (``after - before`` per touched tensor, stored in the
+parameter's dtype when that re-applies bit-exactly, else float64) and ``manifest.json`` (method,
+hyperparameters, requests, base-model fingerprint, per-tensor digests, library version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models.model import Model, tensor_digest
+from ..requests import EditRequest
+
+MANIFEST = "manifest.json"
+DELTA = "delta.safetensors"
+FORMAT_VERSION = 1
+
+
+class EditHandleError(RuntimeError):
+    """An operation on an edit handle that would corrupt weights (undo twice, out of order, ...)."""
+
+
+class EditLoadError(ValueError):
+    """A saved edit that does not fit this model (other base weights, other tensors) or is not ours."""
+
+
+def parameters(model: Model, names: Sequence[str]) -> dict[str, torch.nn.Parameter]:
+    """``name -> Parameter`` for ``names`` (as in ``named_parameters()``); unknown names raise."""
+    params = dict(model.hf.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise KeyError(f"the model has no parameters {missing[:5]}")
+    return {n: params[n] for n in names}
+
+
+def _stack(model: Model) -> list[EditHandle]:
+    return model.meta.setdefault("edit_stack", [])
+
+
+def active_edits(model: Model) -> list[EditHandle]:
+    """Edits applied to ``model`` and not undone, oldest first."""
+    return list(_stack(model))
+
+
+def exact_delta(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """``after - before`` in the parameter's dtype when ``before + delta`` reproduces ``after``
+    bit-exactly, else in float64 (re-applied as ``(before.double() + delta).to(dtype)``)."""
+    d = after - before
+    if torch.equal(before + d, after):
+        return d
+    d64 = after.double() - before.double()
+    if not torch.equal((before.double() + d64).to(after.dtype), after):
+        raise EditHandleError("the edit's delta cannot be stored exactly (float64 re-application differs)")
+    return d64
+
+
+def add_delta(w: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`exact_delta`: the edited value of ``w``."""
+    if delta.dtype == w.dtype:
+        return w + delta
+    return (w.double() + delta.double()).to(w.dtype)
+
+
+@dataclass
+class EditHandle:
+    """An edit applied in place to ``model``.
+
+    Attributes:
+        method: the registered method name.
+        hparams: the resolved hyperparameters (defaults included).
+        requests: what was edited.
+        names: the touched parameter names.
+        base_fingerprint: the model's base weights fingerprint.
+        before_digests / after_digests: per touched tensor, content hashes before and after.
+        info: what the method reported (losses, steps, ...) and ``seconds`` it took.
+    """
+
+    model: Model
+    method: str
+    hparams: dict[str, Any]
+    requests: list[EditRequest]
+    names: list[str]
+    base_fingerprint: str
+    before_digests: dict[str, str]
+    after_digests: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    _before: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    active: bool = False
+
+    @classmethod
+    def snapshot(cls, model: Model, method: str, hparams: dict[str, Any], requests: Sequence[EditRequest],
+                 names: Sequence[str]) -> EditHandle:
+        """Record the touched parameters before an edit (not yet active)."""
+        base_fp = model.base_fingerprint  # record the base before any weight changes
+        params = parameters(model, names)
+        before = {n: p.detach().clone() for n, p in params.items()}
+        return cls(model=model, method=method, hparams=dict(hparams), requests=list(requests), names=list(names),
+                   base_fingerprint=base_fp, before_digests={n: tensor_digest(t) for n, t in before.items()},
+                   _before=before)
+
+    def restore(self) -> None:
+        """Write the snapshot back into the parameters (bit-exact)."""
+        if self._before is None:
+            raise EditHandleError("this handle holds no snapshot to restore")
+        with torch.no_grad():
+            for n, p in parameters(self.model, self.names).items():
+                p.copy_(self._before[n])
+
+    def activate(self, info: dict[str, Any] | None = None) -> None:
+        """Mark the edit as applied: record after-digests and push it on the model's edit stack."""
+        self.after_digests = {n: tensor_digest(p) for n, p in parameters(self.model, self.names).items()}
+        if info:
+            self.info.update(info)
+        self.active = True
+        _stack(self.model).append(self)
+
+    def _later_overlapping(self) -> list[EditHandle]:
+        stack = _stack(self.model)
+        later = stack[stack.index(self) + 1:] if self in stack else []
+        mine = set(self.names)
+        return [h for h in later if mine & set(h.names)]
+
+    def _require_latest(self, what: str) -> None:
+        if not self.active:
+            raise EditHandleError(f"cannot {what}: this {self.method} edit was already undone")
+        later = self._later_overlapping()
+        if later:
+            raise EditHandleError(
+                f"cannot {what} this {self.method} edit: {len(later)} later edit(s) ({', '.join(h.method for h in later)}) "
+                "changed the same parameters and are still applied; undo them first (sequential edits "
+                "undo in reverse order)")
+
+    def undo(self) -> None:
+        """Restore every touched parameter to its value before this edit, bit-exactly."""
+        self._require_latest("undo")
+        self.restore()
+        _stack(self.model).remove(self)
+        self.active = False
+        self._before = None
+
+    def delta(self) -> dict[str, torch.Tensor]:
+        """``after - before`` per touched parameter (same shapes; float32 for float32 weights)."""
+        self._require_latest("take the delta of")
+        params = parameters(self.model, self.names)
+        return {n: (params[n].detach() - self._before[n]) for n in self.names}  # type: ignore[index]
+
+    def manifest(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {
+            "format": "editscope-edit", "format_version": FORMAT_VERSION, "library_version": __version__,
+            "method": self.method, "hparams": self.hparams,
+            "requests": [{**asdict(r), "sep_explicit": r.sep_explicit} for r in self.requests],
+            "model": self.model.name, "base_fingerprint": self.base_fingerprint,
+            "tensors": {n: {"before": self.before_digests[n], "after": self.after_digests[n],
+                            "shape": list(self._before[n].shape) if self._before is not None else None,
+                            "dtype": str(self._before[n].dtype).replace("torch.", "") if self._before is not None else None}
+                        for n in self.names},
+            "info": _jsonable(self.info), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``delta.safetensors`` and ``manifest.json`` into folder ``path`` (created).
+
+        A folder that already holds something other than a saved edit is refused.
+        """
+        from safetensors.torch import save_file
+
+        self._require_latest("save")
+        out = Path(path).expanduser()
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a folder; give a folder path for the saved edit")
+        if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+            raise FileExistsError(f"{out} holds other files; save the edit into an empty or new folder")
+        out.mkdir(parents=True, exist_ok=True)
+        params = parameters(self.model, self.names)
+        deltas = {n: exact_delta(self._before[n], params[n].detach()).contiguous().cpu()  # type: ignore[index]
+                  for n in self.names}
+        for target, write in ((DELTA, lambda p: save_file(deltas, p, metadata={"format": "editscope-edit"})),
+                              (MANIFEST, lambda p: Path(p).write_text(json.dumps(self.manifest(), indent=2)))):
+            fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
+            os.close(fd)
+            try:
+                write(tmp)
+                os.replace(tmp, out / target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return out
+
+    def __repr__(self) -> str:
+        state = "applied" if self.active else "undone"
+        return f"EditHandle({self.method}, {len(self.requests)} request(s), {len(self.names)} tensor(s), {state})"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    return str(x)
+
+
+def load_edit(model: Model, path: str | os.PathLike) -> EditHandle:
+    """Re-apply an edit saved by :meth:`EditHandle.save`; returns its (undoable) handle.
+
+    Refuses a model whose base weights differ from the one the edit was made on, or whose touched
+    tensors are not in the state the edit started from (apply earlier edits first).
+    """
+    from safetensors import safe_open
+
+    folder = Path(path).expanduser()
+    mpath = folder / MANIFEST
+    if not mpath.is_file() or not (folder / DELTA).is_file():
+        raise EditLoadError(f"{folder} is not a saved edit (needs {MANIFEST} and {DELTA}); save one with handle.save(dir)")
+    try:
+        man = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise EditLoadError(f"{mpath} is not valid JSON ({e}); the saved edit is damaged") from None
+    if man.get("format") != "editscope-edit":
+        raise EditLoadError(f"{mpath} is not an editscope edit manifest")
+    if man.get("format_version", 0) > FORMAT_VERSION:
+        raise EditLoadError(f"{folder} was saved by a newer editscope (format {man['format_version']}); upgrade editscope")
+    if man["base_fingerprint"] != model.base_fingerprint:
+        raise EditLoadError(
+            f"{folder} was made on a model with base fingerprint {man['base_fingerprint'][:12]}..., but this "
+            f"model's is {model.base_fingerprint[:12]}... ({model.name}); load it into the model it was made on")
+    names = list(man["tensors"])
+    try:
+        params = parameters(model, names)
+    except KeyError as e:
+        raise EditLoadError(f"{folder} touches tensors this model does not have: {e}") from None
+    stale = [n for n, p in params.items() if tensor_digest(p) != man["tensors"][n]["before"]]
+    if stale:
+        raise EditLoadError(
+            f"{len(stale)} tensor(s) the edit changes (e.g. {stale[0]}) are not in the state it was made on; "
+            "apply the edits saved before it first, or undo the ones applied since")
+    with safe_open(str(folder / DELTA), framework="pt") as f:
+        if sorted(f.keys()) != sorted(names):
+            raise EditLoadError(f"{folder / DELTA} holds other tensors than its manifest lists; the saved edit is damaged")
+        deltas = {n: f.get_tensor(n) for n in names}
+    for n, p in params.items():
+        if tuple(deltas[n].shape) != tuple(p.shape):
+            raise EditLoadError(f"delta {n} has shape {tuple(deltas[n].shape)}, the model's is {tuple(p.shape)}")
+    requests = []
+    for r in man["requests"]:
+        explicit = r.pop("sep_explicit", True)
+        requests.append(EditRequest(**{**r, "sep": r["sep"] if explicit else None}))
+    handle = EditHandle.snapshot(model, man["method"], man["hparams"], requests, names)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(add_delta(p.detach(), deltas[n].to(p.device)))
+    bad = [n for n, p in params.items() if tensor_digest(p) != man["tensors"][n]["after"]]
+    if bad:
+        handle.restore()
+        raise EditLoadError(f"re-applying {folder} did not reproduce the saved weights ({bad[0]}); the file is damaged")
+    handle.activate({**man.get("info", {}), "loaded_from": str(folder)})
+    return handle

@@ -1,0 +1,81 @@
+"""The gradient loop shared by every optimisation-based method (fine-tuning family, LoRA).
+
+One implementation of: which parameters train (:func:`trainable`), the objective on the edit
+targets (:func:`target_objective`), Adam steps with early stopping and an optional L-infinity box
+around the starting weights (:func:`optimise`). Methods only choose parameters and objectives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from ..models.model import Model
+from ..requests import EditRequest
+from ..scoring import EncodedPair, continuation_nll, encode_pairs, training_batch
+
+Objective = Callable[[], torch.Tensor]
+
+
+@contextmanager
+def trainable(model: Model, params: Sequence[torch.nn.Parameter] = ()) -> Iterator[None]:
+    """Only ``params`` require grad inside the block; every flag (and ``.grad``) is restored after."""
+    flags = {p: p.requires_grad for p in model.hf.parameters()}
+    want = {id(p) for p in params}
+    try:
+        for p in model.hf.parameters():
+            p.requires_grad_(id(p) in want)
+        with torch.enable_grad():
+            yield
+    finally:
+        for p, f in flags.items():
+            p.requires_grad_(f)
+            p.grad = None
+
+
+def pairs_objective(model: Model, pairs: Sequence[EncodedPair], mode: str = "teacher") -> Objective:
+    """Mean over pairs of the per-token NLL (:func:`editscope.scoring.continuation_nll`)."""
+    batch = training_batch(model, pairs)
+    return lambda: continuation_nll(model, batch, mode).mean()
+
+
+def target_objective(model: Model, requests: Sequence[EditRequest], mode: str = "teacher") -> Objective:
+    """Mean NLL per target token of ``target_new`` after each request's prompt."""
+    pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
+    return pairs_objective(model, pairs, mode)
+
+
+def optimise(params: Sequence[torch.nn.Parameter], objective: Objective, *, lr: float, steps: int,
+             stop_loss: float = 0.0, linf: float | None = None,
+             extra: Callable[[], torch.Tensor] | None = None, weight: float = 1.0) -> dict[str, Any]:
+    """Adam on ``params`` minimising ``objective() + weight * extra()`` for at most ``steps`` steps.
+
+    Stops early once the objective (the edit loss alone) is at or below ``stop_loss``. With
+    ``linf``, each parameter is projected after every step onto ``[start - linf, start + linf]``
+    elementwise (the norm constraint of Zhu et al., 2020). Returns ``{"steps", "loss_first",
+    "loss_last", "losses"}`` (losses: the edit objective before each step).
+    """
+    params = list(params)
+    start = [p.detach().clone() for p in params] if linf is not None else []
+    opt = torch.optim.Adam(params, lr=lr)
+    losses: list[float] = []
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        loss = objective()
+        losses.append(loss.item())
+        if losses[-1] <= stop_loss:
+            break
+        total = loss + weight * extra() if extra is not None else loss
+        total.backward()
+        opt.step()
+        if linf is not None:
+            with torch.no_grad():
+                for p, s in zip(params, start):
+                    p.copy_(torch.maximum(torch.minimum(p, s + linf), s - linf))
+    else:
+        with torch.no_grad():
+            losses.append(float(objective()))
+    return {"steps": len(losses) - 1, "loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
