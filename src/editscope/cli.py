@@ -32,6 +32,14 @@ DEMO_PROMPTS = [
 ]
 
 
+@app.callback()
+def _setup() -> None:
+    """Quiet the libraries: editscope prints its own progress and results."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
@@ -127,11 +135,13 @@ def eval_cmd(
     dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
     rows: Annotated[str | None, typer.Option(help="also write per-probe rows to this JSONL file")] = None,
+    edit: Annotated[str | None, typer.Option(help="a saved edit folder (`editscope edit --save`): evaluate "
+                                                  "the edited model against the base")] = None,
 ) -> None:
     """Evaluate a model on a probe suite: every metric per category with its 95% interval."""
     import json
 
-    from . import EditRequest, evaluate, load_model
+    from . import EditRequest, evaluate, load_edit, load_model
     from .probes.registry import get_suite, suite_info
 
     kwargs: dict = {}
@@ -150,7 +160,10 @@ def eval_cmd(
         if len(probes) == 0:
             _fail(f"suite {suite!r} yielded no probes with {kwargs}")
         m = load_model(model, dtype=dtype)
-        result = evaluate(m, probes)
+        result = evaluate(m, probes)  # the base (cached on disk after the first run)
+        if edit is not None:
+            load_edit(m, edit)
+            result = evaluate(m, probes)
     except TypeError as e:
         _fail(f"suite {suite!r} does not take these options ({', '.join(kwargs)}): {e}")
         return
@@ -158,15 +171,17 @@ def eval_cmd(
         _fail(str(e))
         return
     summary = result.summary()
+    title = f"{m.name}{' + ' + edit if edit else ''} on {suite} ({len(probes)} probes)"
     if rows:
         with open(rows, "w") as f:
             for r in result.rows:
                 f.write(json.dumps(r, default=str) + "\n")
     if as_json:
-        print(json.dumps({"model": m.name, "suite": suite, "n_probes": len(probes), "watch": result.watch,
-                          "fingerprint": result.fingerprint, "summary": summary}, indent=1))
+        print(json.dumps({"model": m.name, "suite": suite, "edit": edit, "n_probes": len(probes),
+                          "watch": result.watch, "fingerprint": result.fingerprint,
+                          "base_fingerprint": result.base_fingerprint, "summary": summary}, indent=1))
     else:
-        print_summary(summary, f"{m.name} on {suite} ({len(probes)} probes)")
+        print_summary(summary, title)
 
 
 @app.command()
@@ -219,11 +234,89 @@ def ppl(
                   f"collapsed (> 1000): {is_collapsed(r.ppl)}")
 
 
+def _parse_hparams(items: list[str] | None) -> dict:
+    """``["lr=1e-3", "layers=[3, 4]"]`` -> ``{"lr": 0.001, "layers": [3, 4]}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            _fail(f"--hparam {item!r}: write NAME=VALUE, e.g. --hparam lr=1e-3 or --hparam layers=[3,4]")
+        parsed = yaml.safe_load(value)
+        out[key.strip()] = value if parsed is None else parsed
+    return out
+
+
+@app.command()
+def methods(
+    arch: Annotated[str, typer.Option(help="architecture (model_type) whose defaults to show")] = "llama",
+    layers: Annotated[int, typer.Option(help="number of blocks of the model whose defaults to show")] = 30,
+) -> None:
+    """List the edit methods: family, what they touch, and default hyperparameters for an architecture."""
+    from .methods import list_methods, resolved_defaults
+    from .models import ARCH_SPECS
+
+    if arch not in ARCH_SPECS:
+        _fail(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCH_SPECS))}")
+    spec = ARCH_SPECS[arch]
+    table = Table(title=f"edit methods (defaults for {arch}, {layers} blocks; the default model is llama, 30)")
+    for col in ("method", "family", "what it does / touches", "requests", "defaults"):
+        table.add_column(col)
+    for info in list_methods():
+        try:
+            defaults = resolved_defaults(info["name"], spec, layers)
+        except ValueError as e:
+            defaults = {"error": str(e)}
+        batch = "one at a time" if info["one_at_a_time"] else "batch"
+        if info["needs_subject"]:
+            batch += ", needs subject"
+        table.add_row(info["name"], info["family"], escape(info["summary"]), batch,
+                      escape(", ".join(f"{k}={v}" for k, v in defaults.items())))
+    console.print(table)
+
+
+@app.command()
+def edit(
+    method: Annotated[str, typer.Option(help="edit method (see `editscope methods`)")],
+    prompt: Annotated[str, typer.Option(help="the prompt to edit, e.g. '2+2='")],
+    target: Annotated[str, typer.Option(help="the new answer, e.g. '5'")],
+    model: ModelOpt = "smollm2-135m",
+    subject: Annotated[str | None, typer.Option(help="subject span of the prompt (locate-then-edit methods)")] = None,
+    target_true: Annotated[str | None, typer.Option(help="the current answer (for the prob protocol)")] = None,
+    hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable (e.g. lr=1e-3)")] = None,
+    save: Annotated[str | None, typer.Option(help="write the edit (delta + manifest) to this folder")] = None,
+    dtype: DtypeOpt = "float32",
+    new_tokens: Annotated[int, typer.Option(help="greedy tokens shown before/after")] = 8,
+) -> None:
+    """Apply one edit and show the model's answer before and after."""
+    from . import EditRequest, apply_edit, greedy_continuations, load_model
+
+    hp = _parse_hparams(hparam)
+    try:
+        req = EditRequest(prompt=prompt, target_new=target, subject=subject, target_true=target_true)
+        m = load_model(model, dtype=dtype)
+        before = greedy_continuations(m, [prompt], new_tokens)[0].text
+        handle = apply_edit(m, [req], method, **hp)
+        after = greedy_continuations(m, [prompt], new_tokens)[0].text
+        out = handle.save(save) if save else None
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
+        _fail(str(e))
+        return
+    table = Table(title=f"{m.name}: {method} edit {prompt!r} -> {target!r}")
+    for col in ("", "greedy answer", "target loss (nats/token)"):
+        table.add_column(col)
+    table.add_row("before", escape(repr(before)), f"{handle.info['target_loss_before'][0]:.3f}")
+    table.add_row("after", escape(repr(after)), f"{handle.info['target_loss_after'][0]:.3f}")
+    console.print(table)
+    ok = after.startswith(req.continuation) or after.strip().startswith(target.strip())
+    console.print(f"efficacy (greedy answer starts with the target): {'yes' if ok else 'no'}; "
+                  f"{len(handle.names)} tensor(s) changed in {handle.info['seconds']:.2f} s"
+                  + (f"; saved to {escape(str(out))}" if out else ""))
+
+
 def main() -> None:  # pragma: no cover - entry point
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     app()
 
 
