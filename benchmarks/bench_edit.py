@@ -1,0 +1,76 @@
+"""Per-method edit latency on the default model: 20 CounterFact edits, one at a time (single-edit protocol).
+
+    python benchmarks/bench_edit.py                       # every registered method, defaults
+    python benchmarks/bench_edit.py --methods ft-m lora --n 5
+
+For each method and edit: apply with default hyperparameters (timed: the whole ``apply_edit`` call,
+guard included), check whether greedy decoding now produces the new target (efficacy top-1) and
+whether P(new) > P(true) (efficacy prob, ROME's ES), then undo. Prints median and p90 latency,
+both efficacies with 95% Wilson intervals, and how many edits the guard rolled back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import editscope as es
+from editscope.probes.loaders import load_counterfact
+from editscope.scoring import encode_pairs, score_encoded
+from editscope.stats import wilson_interval
+
+
+def efficacy(model: es.Model, req: es.EditRequest) -> tuple[bool, bool]:
+    """(greedy produces target_new exactly, P(target_new) > P(target_true))."""
+    conts = [req.continuation] + ([req.continuation_true] if req.target_true else [])
+    s = score_encoded(model, encode_pairs(model, [req.prompt] * len(conts), conts))
+    prob = s[0].logprob > s[1].logprob if len(s) > 1 else s[0].greedy_match
+    return s[0].greedy_match, prob
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
+    ap.add_argument("--n", type=int, default=20, help="CounterFact records (first n)")
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args()
+    model = es.load_model("smollm2-135m", dtype=args.dtype)
+    cases = load_counterfact(limit=args.n)
+    reqs = [c.requests[0] for c in cases]
+    methods = args.methods or [m["name"] for m in es.list_methods()]
+    fp = model.fingerprint()
+    print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {len(reqs)} CounterFact edits "
+          f"({cases.report.summary()})\n")
+    print(f"{'method':16s} {'median s':>9s} {'p90 s':>7s} {'top1':>22s} {'prob (ES)':>22s} {'failed':>7s}")
+    for name in methods:
+        times, top1, prob, failed = [], [], [], 0
+        for req in reqs:
+            t = time.perf_counter()
+            try:
+                h = es.apply_edit(model, [req], name)
+            except es.EditFailed:
+                failed += 1
+                times.append(time.perf_counter() - t)
+                top1.append(False)
+                prob.append(False)
+                continue
+            times.append(time.perf_counter() - t)
+            a, b = efficacy(model, req)
+            top1.append(a)
+            prob.append(b)
+            h.undo()
+        assert model.fingerprint() == fp, "undo did not restore the model"
+        q = statistics.quantiles(times, n=10)[-1] if len(times) > 1 else times[0]
+
+        def cell(xs):
+            iv = wilson_interval(sum(xs), len(xs))
+            return f"{sum(xs) / len(xs):.2f} [{iv.low:.2f},{iv.high:.2f}]"
+
+        print(f"{name:16s} {statistics.median(times):9.2f} {q:7.2f} {cell(top1):>22s} {cell(prob):>22s} {failed:7d}")
+
+
+if __name__ == "__main__":
+    main()

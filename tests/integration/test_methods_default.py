@@ -1,0 +1,43 @@
+"""Every fine-tuning-family method teaches the default model "2+2=" -> "5" with its defaults,
+and undo / save / load restore or reproduce the weights exactly."""
+
+import pytest
+
+import editscope as es
+
+pytestmark = pytest.mark.integration
+
+REQ = es.EditRequest("2+2=", "5", target_true="4")
+
+
+@pytest.fixture(scope="module")
+def base_fp(default_model):
+    assert not es.methods.active_edits(default_model)
+    return default_model.fingerprint()
+
+
+@pytest.mark.parametrize("method", ["ft", "ft-constrained", "ft-l", "ft-m", "lora"])
+def test_method_reaches_efficacy_with_defaults_and_undo_restores_every_tensor(default_model, base_fp, method):
+    m = default_model
+    before = es.greedy_continuations(m, ["2+2="], 2)[0].text
+    h = es.apply_edit(m, REQ, method)
+    try:
+        gen = es.greedy_continuations(m, ["2+2="], 2)[0]
+        assert gen.text.startswith("5"), (method, before, gen.text, h.info.get("loss_last"))
+    finally:
+        h.undo()
+    assert m.fingerprint() == base_fp
+
+
+def test_save_and_load_round_trip_on_the_default_model(default_model, base_fp, tmp_path):
+    m = default_model
+    h = es.apply_edit(m, REQ, "ft-m")
+    edited = m.fingerprint()
+    h.save(tmp_path / "e")
+    h.undo()
+    assert m.fingerprint() == base_fp
+    again = es.load_edit(m, tmp_path / "e")
+    assert m.fingerprint() == edited
+    assert es.greedy_continuations(m, ["2+2="], 1)[0].text == "5"
+    again.undo()
+    assert m.fingerprint() == base_fp
