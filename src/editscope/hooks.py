@@ -119,3 +119,22 @@ def stop_after(module: nn.Module) -> Iterator[list[Any]]:
         yield seen
     finally:
         handle.remove()
+
+
+@contextmanager
+def add_to_output(module: nn.Module, rows: torch.Tensor, cols: torch.Tensor, delta: torch.Tensor) -> Iterator[None]:
+    """Add ``delta`` (``[d]`` or ``[len(rows), d]``) to ``module``'s output at positions ``(rows, cols)``.
+
+    Differentiable in ``delta`` (edit methods optimise it); the output is not modified in place.
+    """
+
+    def hook(mod, args, output):
+        out = output[0] if isinstance(output, tuple) else output
+        patched = out.index_put((rows, cols), out[rows, cols] + delta.to(out.dtype))
+        return (patched, *output[1:]) if isinstance(output, tuple) else patched
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -582,3 +582,35 @@ def continuation_nll(model: Model, batch: TrainingBatch, mode: str = "teacher") 
     total = torch.zeros(batch.n_pairs, device=tok.device, dtype=tok.dtype).index_add(0, batch.pair, tok)
     counts = torch.tensor([len(c) for c in batch.cont_ids], device=tok.device, dtype=tok.dtype)
     return total / counts
+
+
+def token_index_at(model: Model, texts: Sequence[str], char_pos: Sequence[int]) -> list[int]:
+    """Index of the token covering character ``char_pos[i]`` of ``texts[i]``, in the ids
+    :func:`encode_prompts` gives (tokenizer specials included). Raises ValueError naming the text
+    when no token covers it (e.g. the position is whitespace merged away)."""
+    enc = model.tokenizer([t.rstrip() for t in texts], add_special_tokens=True, return_offsets_mapping=True,
+                          return_special_tokens_mask=True)
+    out = []
+    for i, (offs, sp) in enumerate(zip(enc["offset_mapping"], enc["special_tokens_mask"])):
+        hit = [j for j, (a, b) in enumerate(offs) if not sp[j] and a <= char_pos[i] < b]
+        if not hit:
+            raise ValueError(f"no token of {texts[i]!r} covers character {char_pos[i]}; "
+                             "the subject cannot be located in the tokenized prompt")
+        out.append(hit[-1])
+    return out
+
+
+def sample_continuations(model: Model, prompts: Sequence[str], n_per_prompt: int, max_new_tokens: int, *,
+                         top_k: int = 5, seed: int = 0) -> list[str]:
+    """``n_per_prompt`` top-k sampled continuations of each prompt (texts including the prompt),
+    reproducible for a given ``seed`` (the global RNG state is restored afterwards)."""
+    out = []
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)
+        for p in prompts:
+            ids = torch.tensor([encode_prompts(model, [p])[0]] * n_per_prompt, device=model.device)
+            gen = model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=top_k,
+                                    max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                                    pad_token_id=_pad_id(model))
+            out += model.tokenizer.batch_decode(gen, skip_special_tokens=True)
+    return out

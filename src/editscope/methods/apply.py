@@ -98,4 +98,5 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
         raise EditFailed(f"{m.name} made the target loss worse ({mean_b:.3f} -> {mean_a:.3f} nats/token, tolerance "
                          f"{guard_tolerance}); the edit was rolled back. Check the hyperparameters.")
     handle.activate({**info, "seconds": seconds, "target_loss_before": before, "target_loss_after": after})
+    m.on_applied(model, handle)
     return handle

@@ -103,6 +103,12 @@ class EditMethod(ABC):
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Hparams) -> dict[str, Any]:
         """Edit the touched parameters in place; return what happened (losses, steps, ...)."""
 
+    def on_applied(self, model: Model, handle: Any) -> None:
+        """Called once the edit passed the guard (methods with per-model state, e.g. AlphaEdit's keys)."""
+
+    def on_undo(self, model: Model, handle: Any) -> None:
+        """Called when ``handle`` is undone, after its weights were restored."""
+
 
 METHODS: dict[str, type[EditMethod]] = {}
 

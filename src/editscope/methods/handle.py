@@ -146,11 +146,15 @@ class EditHandle:
 
     def undo(self) -> None:
         """Restore every touched parameter to its value before this edit, bit-exactly."""
+        from .base import METHODS
+
         self._require_latest("undo")
         self.restore()
         _stack(self.model).remove(self)
         self.active = False
         self._before = None
+        if self.method in METHODS:
+            METHODS[self.method]().on_undo(self.model, self)
 
     def delta(self) -> dict[str, torch.Tensor]:
         """``after - before`` per touched parameter (same shapes; float32 for float32 weights)."""

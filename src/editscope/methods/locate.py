@@ -1,0 +1,431 @@
+"""Locate-then-edit core shared by ROME, MEMIT and AlphaEdit, and the three methods.
+
+One implementation each of:
+
+* :func:`context_templates`: short texts the model itself generates (seeded), prefixed to the prompt
+  so that the edit generalises beyond one exact context (ROME's ``"{}"`` + generated prefixes);
+* :func:`keys`: the input of a block's MLP output projection at the subject's last token (or the
+  prompt's last token), averaged over the context templates, ``[n_requests, d_ff]``;
+* :func:`target_residuals`: for each request, the vector ``delta`` (``[d]``) that, added to the
+  residual stream at ``layer`` at the key position, makes the model produce ``target_new``: Adam on
+  the target NLL over all contexts + ``kl_factor`` x KL on "{subject} is a" (keep what the model says
+  about the subject otherwise) + weight decay, with ``||delta|| <= clamp_norm_factor * ||v||``;
+* the closed-form updates (:func:`rome_update`, :func:`memit_update`, :func:`alphaedit_update`), and
+  :func:`spread_over_layers`, MEMIT's distribution of the residual over a layer range.
+
+Weights are ``[out, in]`` via ``ArchSpec.weight_out_in`` (GPT-2 Conv1D included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, PositiveFloat, field_validator
+
+from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics, solve_psd
+from ..hooks import add_to_output, capture_input, capture_output, replace_input, skip_modules
+from ..models.arch import ArchSpec
+from ..models.model import Model
+from ..requests import EditRequest
+from ..scoring import (
+    body_forward,
+    continuation_nll,
+    encode_pairs,
+    encode_prompts,
+    logits_from_hidden,
+    pad_batch,
+    sample_continuations,
+    token_index_at,
+    training_batch,
+)
+from .base import EditFailed, EditMethod, Hparams, HparamError, register_method
+from .training import trainable
+
+CONTEXT_SEEDS = ("The", "Therefore", "Because", "I", "You")
+KL_TEMPLATE = "{} is a"
+
+
+class LocateHparams(Hparams):
+    """Shared by ROME, MEMIT and AlphaEdit (names follow the official hyperparameter files)."""
+
+    fact_token: Literal["subject_last", "last"] = "subject_last"
+    n_contexts: int = Field(10, ge=0, le=100, description="generated context prefixes (plus the bare prompt)")
+    context_len: int = Field(10, ge=1, le=64)
+    v_lr: PositiveFloat = 0.5
+    v_steps: int = Field(25, ge=1, le=10_000)
+    v_weight_decay: float = Field(1e-3, ge=0)
+    kl_factor: float = Field(0.0625, ge=0)
+    clamp_norm_factor: PositiveFloat = 4.0
+    v_stop_loss: float = Field(0.05, ge=0)
+    v_fail_loss: PositiveFloat = Field(3.0, description="EditFailed when the target NLL (nats/token) stays above this")
+    stats_corpus: list[str] = Field(default_factory=lambda: list(DEFAULT_CORPUS))
+    stats_tokens: int = Field(DEFAULT_N_TOKENS, ge=100)
+    stats_dtype: Literal["float32", "float64"] = "float32"
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# shared core
+
+
+def context_templates(model: Model, n: int, length: int, seed: int = 0) -> list[str]:
+    """``["{}"]`` plus ``n`` model-generated prefixes ``"<text>. {}"`` (memoised on the model)."""
+    key = ("context_templates", n, length, seed)
+    memo = model.meta.setdefault("memo", {})
+    if key not in memo:
+        per = -(-n // len(CONTEXT_SEEDS)) if n else 0
+        texts = sample_continuations(model, list(CONTEXT_SEEDS), per, length, seed=seed) if n else []
+        clean = [t.replace("{", " ").replace("}", " ").replace("\n", " ").strip() for t in texts[:n]]
+        memo[key] = ["{}"] + [c + ". {}" for c in clean]
+    return memo[key]
+
+
+def _fill(template: str, text: str) -> str:
+    return template.replace("{}", text)
+
+
+def key_positions(model: Model, texts: Sequence[str], request_prompts: Sequence[str],
+                  requests: Sequence[EditRequest], fact_token: str) -> list[int]:
+    """Token index of the key in each ``texts[i]`` (which ends with ``request_prompts[i]``)."""
+    if fact_token == "last":
+        return [len(ids) - 1 for ids in encode_prompts(model, texts)]
+    chars = []
+    for text, prompt, req in zip(texts, request_prompts, requests):
+        start = len(text) - len(prompt) + prompt.index(req.subject)  # type: ignore[arg-type]
+        chars.append(start + len(req.subject) - 1)  # type: ignore[arg-type]
+    return token_index_at(model, texts, chars)
+
+
+def _check_locatable(model: Model, requests: Sequence[EditRequest], fact_token: str) -> None:
+    if fact_token != "subject_last":
+        return
+    for i, r in enumerate(requests):
+        if r.subject is None:
+            raise HparamError(f"requests[{i}] has no subject; fact_token='subject_last' needs "
+                              "EditRequest(subject=...) (or use fact_token='last')")
+        try:
+            key_positions(model, [r.prompt], [r.prompt], [r], fact_token)
+        except ValueError as e:
+            raise HparamError(f"requests[{i}]: {e}") from None
+
+
+def keys(model: Model, layer: int, requests: Sequence[EditRequest], templates: Sequence[str],
+         fact_token: str) -> torch.Tensor:
+    """Mean key (input of ``layer``'s MLP out-projection) at each request's key token over the
+    context templates, ``[n_requests, d_ff]`` (float32)."""
+    texts, prompts, reqs, owner = [], [], [], []
+    for j, r in enumerate(requests):
+        for t in templates:
+            texts.append(_fill(t, r.prompt))
+            prompts.append(r.prompt)
+            reqs.append(r)
+            owner.append(j)
+    pos = key_positions(model, texts, prompts, reqs, fact_token)
+    ids = encode_prompts(model, texts)
+    x, _, p, starts = pad_batch(ids, 0, "right", model.device)
+    with torch.inference_mode(), capture_input(model.module("mlp_out", layer)) as seen:
+        body_forward(model, x, None, p, use_cache=False)
+    k = seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
+    out = torch.zeros(len(requests), k.shape[-1], device=k.device)
+    out.index_add_(0, torch.tensor(owner, device=k.device), k)
+    return out / len(templates)
+
+
+def _last_position_logprobs(model: Model, ids: list[list[int]], rows_cols=None, delta=None, layer=None):
+    x, _, p, _ = pad_batch(ids, 0, "right", model.device)
+    last = torch.tensor([len(s) - 1 for s in ids], device=model.device)
+    if delta is None:
+        h = body_forward(model, x, None, p, use_cache=False).last_hidden_state
+    else:
+        with add_to_output(model.module("mlp_out", layer), *rows_cols, delta):
+            h = body_forward(model, x, None, p, use_cache=False).last_hidden_state
+    return torch.log_softmax(logits_from_hidden(model, h[torch.arange(len(ids)), last]), -1)
+
+
+def target_residuals(model: Model, layer: int, requests: Sequence[EditRequest], templates: Sequence[str],
+                     hp: LocateHparams) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """``delta`` per request (``[n, d]``): what to add to the residual at ``layer`` (at the key
+    token) so that the model produces the target; and per-request optimisation info.
+
+    Raises EditFailed when a target's NLL stays above ``hp.v_fail_loss`` within ``hp.v_steps``.
+    """
+    deltas, infos = [], []
+    mlp_out = model.module("mlp_out", layer)
+    for r in requests:
+        texts = [_fill(t, r.prompt) for t in templates]
+        pairs = encode_pairs(model, texts, [r.continuation] * len(texts))
+        pos = key_positions(model, texts, [r.prompt] * len(texts), [r] * len(texts), hp.fact_token)
+        for i, (pair, k) in enumerate(zip(pairs, pos)):
+            if k >= len(pair.prompt_ids):
+                raise EditFailed(f"the key token of {texts[i]!r} falls outside its prompt tokens")
+        batch = training_batch(model, pairs)
+        rows = torch.arange(len(pairs), device=model.device)
+        cols = torch.tensor(pos, device=model.device)
+        kl_ids, kl_rc = [], None
+        if hp.kl_factor > 0 and r.subject is not None:
+            kl_text = KL_TEMPLATE.format(r.subject)
+            kl_ids = encode_prompts(model, [kl_text])
+            kl_pos = token_index_at(model, [kl_text], [len(r.subject) - 1])
+            kl_rc = (torch.tensor([0], device=model.device), torch.tensor(kl_pos, device=model.device))
+        with torch.no_grad():
+            with capture_output(mlp_out) as seen:
+                body_forward(model, batch.input_ids[:1], None, batch.position_ids[:1], use_cache=False)
+            v0 = seen[0][0, pos[0]].float()
+            kl_base = _last_position_logprobs(model, kl_ids) if kl_ids else None
+        d = model.config.hidden_size
+        delta = torch.zeros(d, device=model.device, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=hp.v_lr)
+        max_norm = hp.clamp_norm_factor * float(v0.norm())
+        nll_hist = []
+        # delta enters at `layer`: the blocks below it compute the same thing every step, so their
+        # output is computed once and the optimisation runs only the blocks from `layer` up.
+        with torch.no_grad(), capture_input(model.module("layer", layer)) as entering:
+            body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False)
+        below = [model.module("layer", i) for i in range(layer)]
+        with trainable(model):  # no parameter gradients: only delta is optimised
+            for step in range(hp.v_steps + 1):
+                opt.zero_grad(set_to_none=True)
+                with skip_modules(below, model.arch.block_returns_tuple), \
+                        replace_input(model.module("layer", layer), entering[0]), \
+                        add_to_output(mlp_out, rows, cols, delta):
+                    nll = continuation_nll(model, batch).mean()
+                nll_hist.append(nll.item())
+                if nll_hist[-1] <= hp.v_stop_loss or step == hp.v_steps:
+                    break
+                loss = nll + hp.v_weight_decay * delta.norm() ** 2 / (v0.norm() ** 2 + 1e-12)
+                if kl_base is not None:
+                    kl_new = _last_position_logprobs(model, kl_ids, kl_rc, delta, layer)
+                    loss = loss + hp.kl_factor * torch.nn.functional.kl_div(
+                        kl_new, kl_base, log_target=True, reduction="batchmean")
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    n = delta.norm()
+                    if n > max_norm:
+                        delta.mul_(max_norm / n)
+        delta = delta.detach()
+        if nll_hist[-1] > hp.v_fail_loss:
+            raise EditFailed(f"could not make the model produce {r.target_new!r} after {r.prompt!r} within "
+                             f"v_steps={hp.v_steps}: target NLL reached {nll_hist[-1]:.3f} nats/token "
+                             f"(limit v_fail_loss={hp.v_fail_loss}); raise v_steps or v_lr")
+        deltas.append(delta)
+        infos.append({"v_steps": len(nll_hist) - 1, "v_loss_first": nll_hist[0], "v_loss_last": nll_hist[-1],
+                      "delta_norm": float(delta.norm()), "v_norm": float(v0.norm())})
+    return torch.stack(deltas), infos
+
+
+def rome_update(w: torch.Tensor, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """ROME's rank-one ``dW = r u^T / (u . k)`` with ``u = C^{-1} k``: ``(W + dW) k = W k + r``.
+
+    ``w`` ``[out, in]``, ``c`` ``[in, in]``, ``k`` ``[in]``, ``r`` ``[out]``. Returns ``(dW, ridge)``.
+    """
+    u, ridge = solve_psd(c, k[:, None].to(c.dtype))
+    u = u[:, 0].float()
+    return torch.outer(r.float(), u) / torch.dot(u, k.float()), ridge
+
+
+def memit_update(c: torch.Tensor, k: torch.Tensor, r: torch.Tensor, mom2_weight: float) -> tuple[torch.Tensor, float]:
+    """MEMIT's ``dW = R K^T (lambda C + K K^T)^{-1}`` for keys ``k`` ``[n, in]`` and residuals
+    ``r`` ``[n, out]``; ``(dW [out, in], ridge)``."""
+    kt = k.T.to(c.dtype)  # [in, n]
+    x, ridge = solve_psd(mom2_weight * c + kt @ kt.T, kt)  # [in, n]
+    return (r.float().T @ x.float().T), ridge
+
+
+def nullspace_projector(c: torch.Tensor, rel_threshold: float) -> tuple[torch.Tensor, int]:
+    """AlphaEdit's ``P = U0 U0^T`` over the eigenvectors of ``C`` whose eigenvalue is below
+    ``rel_threshold`` x the largest one: updates through ``P`` leave the preserved keys' outputs
+    (nearly) unchanged. Returns ``(P [in, in], null-space dimension)``."""
+    evals, evecs = torch.linalg.eigh(c.double())
+    small = evals < rel_threshold * evals.max()
+    u0 = evecs[:, small]
+    return (u0 @ u0.T).float(), int(small.sum())
+
+
+def alphaedit_update(p: torch.Tensor, c_prev: torch.Tensor, k: torch.Tensor, r: torch.Tensor,
+                     l2: float) -> torch.Tensor:
+    """AlphaEdit's update, as in the official code: ``X = (P (K_p K_p^T + K K^T) + L2 I)^{-1} P K R^T``,
+    ``dW = X^T`` (``[out, in]``). ``X`` lies in the range of ``P``, so ``dW k0 ~ 0`` for preserved keys."""
+    kt = k.T.double()
+    a = p.double() @ (c_prev.double() + kt @ kt.T) + l2 * torch.eye(p.shape[0], dtype=torch.float64)
+    x = torch.linalg.solve(a, p.double() @ kt @ r.double())
+    return x.T.float()
+
+
+def _apply(model: Model, layer: int, dw: torch.Tensor) -> None:
+    w = model.arch.weight_out_in(model.module("mlp_out", layer))
+    with torch.no_grad():
+        w.add_(dw.to(w.dtype).to(w.device))
+
+
+def residual_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_token: str) -> torch.Tensor:
+    """Residual stream after block ``layer`` at each request's key token, bare prompts, ``[n, d]``."""
+    prompts = [r.prompt for r in requests]
+    pos = key_positions(model, prompts, prompts, requests, fact_token)
+    ids = encode_prompts(model, prompts)
+    x, _, p, _ = pad_batch(ids, 0, "right", model.device)
+    with torch.inference_mode(), capture_output(model.module("layer", layer)) as seen:
+        body_forward(model, x, None, p, use_cache=False)
+    return seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
+
+
+def _stats(model: Model, layer: int, hp: LocateHparams) -> torch.Tensor:
+    return key_statistics(model, layer, corpus=hp.stats_corpus, n_tokens=hp.stats_tokens,
+                          dtype=hp.stats_dtype).second_moment
+
+
+# --------------------------------------------------------------------------------------------
+# methods
+
+
+def _default_layer(arch: ArchSpec, n_layers: int) -> int:
+    # About a sixth of the depth: ROME's causal traces put factual recall in early-middle MLPs
+    # (GPT-2 XL: 17 of 48; GPT-J: 5 of 28; Llama-2-7B in EasyEdit: 5 of 32).
+    return max(0, min(n_layers - 1, round(n_layers / 6)))
+
+
+class ROMEHparams(LocateHparams):
+    layer: int | None = Field(None, description="block whose MLP out-projection is edited; default per architecture")
+
+
+class _Locate(EditMethod):
+    family = "locate-then-edit"
+
+    def _layers(self, hp: Any) -> list[int]:
+        return [hp.layer] if hasattr(hp, "layer") else list(hp.layers)
+
+    def check(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
+        bad = [i for i in self._layers(hp) if not 0 <= i < model.n_layers]
+        if bad:
+            raise HparamError(f"layer(s) {bad} are outside the model; {model.name} has layers 0..{model.n_layers - 1}")
+        _check_locatable(model, requests, hp.fact_token)
+        for layer in self._layers(hp):  # computed (or read) now: bad statistics fail before any change
+            _stats(model, layer, hp)
+
+    def touched(self, model: Model, hp: Any) -> list[str]:
+        return [model.arch.name("mlp_out", i) + ".weight" for i in self._layers(hp)]
+
+
+@register_method
+class ROME(_Locate):
+    name = "rome"
+    summary = "rank-one update of one block's MLP out-projection (Meng et al., 2022)"
+    Hparams = ROMEHparams
+    one_at_a_time = True
+
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        return {"layer": _default_layer(arch, n_layers)}
+
+    def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
+        c = _stats(model, hp.layer, hp)
+        templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+        k = keys(model, hp.layer, requests, templates, hp.fact_token)[0]
+        delta, infos = target_residuals(model, hp.layer, requests, templates, hp)
+        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, k, delta[0])
+        _apply(model, hp.layer, dw)
+        return {**infos[0], "ridge": ridge, "key_norm": float(k.norm())}
+
+
+class MEMITHparams(LocateHparams):
+    layers: list[int] | None = Field(None, min_length=1, description="blocks to spread the edit over; default per architecture")
+    mom2_weight: PositiveFloat = 15000.0
+
+    @field_validator("layers")
+    @classmethod
+    def _sorted(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("layers must not repeat")
+        return sorted(v) if v is not None else v
+
+
+def _default_layers(arch: ArchSpec, n_layers: int) -> list[int]:
+    top = _default_layer(arch, n_layers)
+    return list(range(max(0, top - 4), top + 1))  # five blocks ending at ROME's, as MEMIT's 3..8 on GPT-J
+
+
+class _Spread(_Locate):
+    """MEMIT-style: the residual at the last layer is spread over ``hp.layers`` bottom-up."""
+
+    def solve(self, model: Model, layer: int, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor,
+              hp: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
+        layers = list(hp.layers)
+        stats = {layer: _stats(model, layer, hp) for layer in layers}
+        templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+        top = layers[-1]
+        delta, infos = target_residuals(model, top, requests, templates, hp)
+        z_target = residual_at(model, top, requests, hp.fact_token) + delta
+        per_layer = {}
+        for i, layer in enumerate(layers):
+            k = keys(model, layer, requests, templates, hp.fact_token)
+            # what the top layer still lacks, after the updates below it, shared among the rest
+            resid = (z_target - residual_at(model, top, requests, hp.fact_token)) / (len(layers) - i)
+            dw, info = self.solve(model, layer, stats[layer], k, resid, hp)
+            _apply(model, layer, dw)
+            per_layer[layer] = {**info, "update_norm": float(dw.norm())}
+        return {"layers": per_layer, "requests": infos}
+
+
+@register_method
+class MEMIT(_Spread):
+    name = "memit"
+    summary = "mass edit spread over a range of MLP out-projections (Meng et al., 2023)"
+    Hparams = MEMITHparams
+
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        return {"layers": _default_layers(arch, n_layers)}
+
+    def solve(self, model, layer, c, k, r, hp):
+        dw, ridge = memit_update(c, k, r, hp.mom2_weight)
+        return dw, {"ridge": ridge}
+
+
+class AlphaEditHparams(MEMITHparams):
+    nullspace_threshold: PositiveFloat = Field(1e-2, lt=1, description="eigenvalues of C below this fraction of "
+                                               "the largest span the null space updates are confined to")
+    l2: PositiveFloat = 10.0
+
+
+@register_method
+class AlphaEdit(_Spread):
+    name = "alphaedit"
+    summary = "MEMIT projected onto the null space of preserved keys; accumulates earlier edits' keys (Fang et al., 2025)"
+    Hparams = AlphaEditHparams
+
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        return {"layers": _default_layers(arch, n_layers)}
+
+    def solve(self, model, layer, c, k, r, hp):
+        memo = model.meta.setdefault("memo", {})
+        pkey = ("alphaedit_projector", layer, hp.nullspace_threshold, id(c))
+        if pkey not in memo:
+            memo[pkey] = nullspace_projector(c, hp.nullspace_threshold)
+        p, dim = memo[pkey]
+        prev = model.meta.setdefault("alphaedit_keys", {}).get(layer)
+        c_prev = sum((kk.T @ kk for _, kk in prev), torch.zeros_like(p)) if prev else torch.zeros_like(p)
+        dw = alphaedit_update(p, c_prev, k, r, hp.l2)
+        self._pending = getattr(self, "_pending", [])
+        self._pending.append((layer, k.detach()))
+        return dw, {"nullspace_dim": dim}
+
+    def on_applied(self, model: Model, handle: Any) -> None:
+        store = model.meta.setdefault("alphaedit_keys", {})
+        for layer, k in getattr(self, "_pending", []):
+            store.setdefault(layer, []).append((id(handle), k))
+        self._pending = []
+
+    def on_undo(self, model: Model, handle: Any) -> None:
+        store = model.meta.get("alphaedit_keys", {})
+        for layer in list(store):
+            store[layer] = [(h, k) for h, k in store[layer] if h != id(handle)]
+
+
+__all__ = ["ROME", "MEMIT", "AlphaEdit", "context_templates", "keys", "target_residuals", "rome_update",
+           "memit_update", "alphaedit_update", "nullspace_projector", "residual_at"]
