@@ -41,3 +41,24 @@ def test_save_and_load_round_trip_on_the_default_model(default_model, base_fp, t
     assert es.greedy_continuations(m, ["2+2="], 1)[0].text == "5"
     again.undo()
     assert m.fingerprint() == base_fp
+
+
+LOCATE = es.EditRequest("2+2=", "5", subject="2+2", target_true="4")
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "alphaedit"])
+def test_locate_then_edit_methods_teach_2_plus_2_is_5_with_defaults(default_model, base_fp, method, tmp_path):
+    m = default_model
+    h = es.apply_edit(m, LOCATE, method)
+    try:
+        assert es.greedy_continuations(m, ["2+2="], 1)[0].text == "5", h.info
+        assert es.greedy_continuations(m, ["The capital of France is"], 1)[0].text == " Paris"
+        edited = m.fingerprint()
+        h.save(tmp_path / method)
+    finally:
+        h.undo()
+    assert m.fingerprint() == base_fp
+    again = es.load_edit(m, tmp_path / method)
+    assert m.fingerprint() == edited
+    again.undo()
+    assert m.fingerprint() == base_fp

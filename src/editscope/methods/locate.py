@@ -331,7 +331,8 @@ class ROME(_Locate):
 
 class MEMITHparams(LocateHparams):
     layers: list[int] | None = Field(None, min_length=1, description="blocks to spread the edit over; default per architecture")
-    mom2_weight: PositiveFloat = 15000.0
+    mom2_weight: PositiveFloat | None = Field(None, description="lambda weighting the preserved-key covariance; "
+                                              "default 15000 * d_ff / 16384 (MEMIT's GPT-J value scaled to the key width)")
 
     @field_validator("layers")
     @classmethod
@@ -382,8 +383,11 @@ class MEMIT(_Spread):
         return {"layers": _default_layers(arch, n_layers)}
 
     def solve(self, model, layer, c, k, r, hp):
-        dw, ridge = memit_update(c, k, r, hp.mom2_weight)
-        return dw, {"ridge": ridge}
+        # k^T C^-1 k grows with the key width (its mean over the corpus is d_ff), so the weight that
+        # balances one edit against the preserved keys scales with it: GPT-J (d_ff 16384) used 15000.
+        lam = hp.mom2_weight if hp.mom2_weight is not None else 15000.0 * c.shape[0] / 16384
+        dw, ridge = memit_update(c, k, r, lam)
+        return dw, {"ridge": ridge, "mom2_weight": lam}
 
 
 class AlphaEditHparams(MEMITHparams):

@@ -1,0 +1,216 @@
+"""Key statistics, the locate-then-edit closed forms, and ROME/MEMIT/AlphaEdit on tiny models."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import editscope as es
+from editscope.covariance import KeyStatsError, _path, key_statistics, load_key_statistics, solve_psd
+from editscope.hooks import capture_input
+from editscope.methods import HparamError, active_edits
+from editscope.methods.locate import (
+    alphaedit_update,
+    keys,
+    memit_update,
+    nullspace_projector,
+    rome_update,
+)
+from editscope.models import tiny_model
+
+STATS = {"stats_tokens": 600, "stats_corpus": ["me_ppl_50"], "n_contexts": 2, "context_len": 4}
+# tiny random models learn slowly: a generous budget, and no failure threshold for the algebra tests
+EASY = {**STATS, "fact_token": "last", "v_lr": 1.0, "v_steps": 15, "v_fail_loss": 100.0, "clamp_norm_factor": 20}
+REQ = es.EditRequest("The capital of France is", "Rome", subject="France")
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+
+
+def _random_psd(d, rank, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(d, rank, generator=g, dtype=torch.float64)
+    return (a @ a.T / rank).float()
+
+
+def test_key_statistics_equal_the_second_moment_of_hooked_keys_and_are_cached():
+    m = tiny_model("llama")
+    st = key_statistics(m, 1, corpus="me_ppl_50", n_tokens=300, seq_len=64)
+    assert st.second_moment.shape == (m.config.intermediate_size,) * 2 and st.n_tokens == 300
+    # direct: the same chunks, hooked by hand
+    from editscope.covariance import _chunks, _corpus_texts
+
+    chunks = _chunks(m, _corpus_texts("me_ppl_50"), 300, 64)
+    ks = []
+    for c in chunks:
+        with torch.no_grad(), capture_input(m.module("mlp_out", 1)) as seen:
+            m.hf(input_ids=torch.tensor([c]))
+        ks.append(seen[0][0])
+    k = torch.cat(ks)
+    assert torch.allclose(st.second_moment, k.T @ k / len(k), atol=1e-5, rtol=1e-4)
+    assert _path(st.key).is_file()
+    m.meta.pop("key_stats")
+    again = key_statistics(m, 1, corpus="me_ppl_50", n_tokens=300, seq_len=64)
+    assert again.from_cache and torch.equal(again.second_moment, st.second_moment)
+    # other token count, other dtype: other statistics
+    assert key_statistics(m, 1, corpus="me_ppl_50", n_tokens=200, seq_len=64).key != st.key
+
+
+def test_key_statistics_files_of_another_shape_or_model_are_refused(tmp_path):
+    m = tiny_model("llama")
+    bad = tmp_path / "bad.safetensors"
+    save_file({"second_moment": torch.eye(5)}, str(bad))
+    with pytest.raises(KeyStatsError, match="shape"):
+        load_key_statistics(bad, m, 0)
+    d = m.config.intermediate_size
+    other = tmp_path / "other.safetensors"
+    save_file({"second_moment": torch.eye(d)}, str(other), metadata={"base_fingerprint": "0" * 32, "layer": "0"})
+    with pytest.raises(KeyStatsError, match="another model"):
+        load_key_statistics(other, m, 0)
+    # a damaged cache entry is recomputed, not trusted
+    st = key_statistics(m, 0, corpus="me_ppl_50", n_tokens=100)
+    _path(st.key).write_bytes(b"garbage")
+    m.meta.pop("key_stats")
+    assert not key_statistics(m, 0, corpus="me_ppl_50", n_tokens=100).from_cache
+    with pytest.raises(KeyStatsError, match="outside"):
+        key_statistics(m, 9)
+    with pytest.raises(KeyStatsError, match="only"):
+        key_statistics(m, 0, corpus="me_ppl_50", n_tokens=10**7)
+
+
+def test_solve_psd_regularises_a_singular_matrix_instead_of_crashing():
+    c = _random_psd(20, 5)  # rank 5 of 20
+    b = torch.randn(20, 2)
+    x, ridge = solve_psd(c, b)
+    assert ridge > 0 and torch.isfinite(x).all()
+    x2, ridge2 = solve_psd(_random_psd(20, 60), b)
+    assert ridge2 == 0.0
+
+
+def test_rome_update_is_rank_one_and_maps_k_to_w_k_plus_r():
+    g = torch.Generator().manual_seed(1)
+    c, w = _random_psd(16, 40), torch.randn(8, 16, generator=g)
+    k, r = torch.randn(16, generator=g), torch.randn(8, generator=g)
+    dw, _ = rome_update(w, c, k, r)
+    assert torch.linalg.matrix_rank(dw) == 1
+    assert torch.allclose((w + dw) @ k, w @ k + r, atol=1e-4)
+
+
+def test_memit_with_one_edit_on_one_layer_is_romes_closed_form_up_to_regularisation():
+    g = torch.Generator().manual_seed(2)
+    c = _random_psd(16, 40)
+    k, r = torch.randn(16, generator=g), torch.randn(8, generator=g)
+    rome, _ = rome_update(torch.zeros(8, 16), c, k, r)
+    for lam in (1e-2, 1.0, 100.0):
+        memit, _ = memit_update(c, k[None], r[None], lam)
+        q = float(k.double() @ torch.linalg.solve(c.double(), k.double()))
+        # Sherman-Morrison: MEMIT = ROME * q / (lambda + q)
+        assert torch.allclose(memit, rome * q / (lam + q), atol=1e-4, rtol=1e-3)
+    tiny, _ = memit_update(c, k[None], r[None], 1e-3)
+    assert torch.allclose(tiny, rome, atol=1e-3 * float(rome.abs().max()))
+
+
+def test_alphaedit_delta_annihilates_the_preserved_keys():
+    g = torch.Generator().manual_seed(3)
+    # preserved keys live in a 10-dimensional subspace of 32
+    basis = torch.linalg.qr(torch.randn(32, 10, generator=g))[0]
+    k0 = (basis @ torch.randn(10, 500, generator=g)).T  # [500, 32]
+    c = k0.T @ k0 / 500 + 1e-6 * torch.eye(32)
+    p, dim = nullspace_projector(c, 1e-2)
+    assert dim == 22
+    k, r = torch.randn(2, 32, generator=g), torch.randn(2, 8, generator=g)
+    dw = alphaedit_update(p, torch.zeros(32, 32), k, r, l2=1.0)
+    assert (dw @ k0.T).norm() < 1e-3 * dw.norm() * k0.norm()
+    assert dw.norm() > 0
+
+
+def test_rome_edits_one_matrix_by_rank_one_and_undo_restores():
+    m = tiny_model("llama", num_hidden_layers=4)
+    fp = m.fingerprint()
+    w0 = m.module("mlp_out", 1).weight.detach().clone()
+    h = es.apply_edit(m, REQ, "rome", layer=1, **EASY)
+    assert h.names == [m.arch.name("mlp_out", 1) + ".weight"]
+    dw = m.module("mlp_out", 1).weight.detach() - w0
+    s = torch.linalg.svdvals(dw)
+    assert s[1] < 1e-4 * s[0]
+    assert h.info["target_loss_after"][0] < h.info["target_loss_before"][0]
+    h.undo()
+    assert m.fingerprint() == fp
+
+
+@pytest.mark.parametrize("method", ["memit", "alphaedit"])
+def test_spread_methods_touch_their_layer_range_and_lower_the_target_loss(method):
+    m = tiny_model("llama", num_hidden_layers=4)
+    fp = m.fingerprint()
+    reqs = [REQ, es.EditRequest("The sky is", "green", subject="sky")]
+    h = es.apply_edit(m, reqs, method, layers=[1, 2], **EASY)
+    assert h.names == [m.arch.name("mlp_out", i) + ".weight" for i in (1, 2)]
+    assert sum(h.info["target_loss_after"]) < sum(h.info["target_loss_before"])
+    h.undo()
+    assert m.fingerprint() == fp
+
+
+def test_alphaedit_accumulates_earlier_edits_keys_and_forgets_them_on_undo():
+    m = tiny_model("llama", num_hidden_layers=4)
+    a = es.apply_edit(m, REQ, "alphaedit", layers=[1], **EASY)
+    assert len(m.meta["alphaedit_keys"][1]) == 1
+    b = es.apply_edit(m, es.EditRequest("The sky is", "green", subject="sky"), "alphaedit", layers=[1], **EASY)
+    assert len(m.meta["alphaedit_keys"][1]) == 2
+    b.undo()
+    assert len(m.meta["alphaedit_keys"][1]) == 1
+    a.undo()
+    assert m.meta["alphaedit_keys"][1] == []
+
+
+def test_keys_are_averaged_over_contexts_at_the_subject_token():
+    m = tiny_model("llama", num_hidden_layers=4)
+    k1 = keys(m, 1, [REQ], ["{}"], "subject_last")
+    k2 = keys(m, 1, [REQ], ["{}", "{}"], "subject_last")
+    assert torch.allclose(k1, k2, atol=1e-6)
+    last = keys(m, 1, [REQ], ["{}"], "last")
+    assert not torch.allclose(k1, last)
+
+
+@pytest.mark.parametrize("req, kw, error, match", [
+    (es.EditRequest("The capital of France is", "Rome"), {}, HparamError, "no subject"),
+    (REQ, {"layer": 9}, HparamError, "outside the model"),
+    (REQ, {"v_steps": 0}, HparamError, "v_steps"),
+    (REQ, {"stats_dtype": "float16"}, HparamError, "stats_dtype"),
+    (REQ, {"stats_tokens": 10**8}, KeyStatsError, "only"),
+])
+def test_bad_input_fails_before_any_weight_changes(req, kw, error, match):
+    m = tiny_model("llama", num_hidden_layers=4)
+    fp = m.fingerprint()
+    with pytest.raises(error, match=match):
+        es.apply_edit(m, req, "rome", **{**STATS, **kw})
+    assert m.fingerprint() == fp
+
+
+def test_rome_takes_one_request_and_an_unreachable_target_is_edit_failed_with_the_loss():
+    m = tiny_model("llama", num_hidden_layers=4)
+    fp = m.fingerprint()
+    with pytest.raises(ValueError, match="one request at a time"):
+        es.apply_edit(m, [REQ, REQ], "rome", **STATS)
+    with pytest.raises(es.EditFailed, match=r"target NLL reached \d+\.\d+"):
+        es.apply_edit(m, REQ, "rome", **{**STATS, "v_steps": 1, "v_fail_loss": 0.01})
+    assert m.fingerprint() == fp and not active_edits(m)
+
+
+def test_statistics_must_come_from_the_base_model():
+    m = tiny_model("llama", num_hidden_layers=4)
+    h = es.apply_edit(m, es.EditRequest("2+2=", "5"), "ft-m", layer=0, lr=0.1)
+    with pytest.raises(KeyStatsError, match="base model"):
+        key_statistics(m, 2, corpus="me_ppl_50", n_tokens=100)
+    h.undo()
+    assert key_statistics(m, 2, corpus="me_ppl_50", n_tokens=100).n_tokens == 100
+
+
+def test_rome_edit_saves_and_loads(tmp_path):
+    m = tiny_model("llama", num_hidden_layers=4)
+    h = es.apply_edit(m, REQ, "rome", layer=1, **EASY)
+    edited = m.fingerprint()
+    h.save(tmp_path / "r")
+    h.undo()
+    es.load_edit(m, tmp_path / "r")
+    assert m.fingerprint() == edited
