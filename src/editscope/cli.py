@@ -260,20 +260,25 @@ def methods(
     if arch not in ARCH_SPECS:
         _fail(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCH_SPECS))}")
     spec = ARCH_SPECS[arch]
-    table = Table(title=f"edit methods (defaults for {arch}, {layers} blocks; the default model is llama, 30)")
-    for col in ("method", "family", "what it does / touches", "requests", "defaults"):
+    table = Table(title="edit methods")
+    for col in ("method", "family", "requests", "what it does / touches"):
         table.add_column(col)
+    lines = []
     for info in list_methods():
         try:
-            defaults = resolved_defaults(info["name"], spec, layers)
+            defaults = ", ".join(f"{k}={v}" for k, v in resolved_defaults(info["name"], spec, layers).items())
         except ValueError as e:
-            defaults = {"error": str(e)}
+            defaults = f"(error: {e})"
         batch = "one at a time" if info["one_at_a_time"] else "batch"
         if info["needs_subject"]:
             batch += ", needs subject"
-        table.add_row(info["name"], info["family"], escape(info["summary"]), batch,
-                      escape(", ".join(f"{k}={v}" for k, v in defaults.items())))
+        table.add_row(info["name"], info["family"], batch, escape(info["summary"]))
+        lines.append(f"[bold]{info['name']}[/]: {escape(defaults)}")
     console.print(table)
+    console.print(f"\ndefault hyperparameters for {arch} with {layers} blocks "
+                  "(the default model is llama with 30; change with --arch/--layers):")
+    for line in lines:
+        console.print(line)
 
 
 @app.command()
