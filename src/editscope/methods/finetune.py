@@ -191,24 +191,24 @@ def _mid_layer(arch: ArchSpec, n_layers: int) -> dict[str, Any]:
     return {"layer": max(0, min(n_layers - 1, n_layers // 3))}
 
 
+class _LayerFT(_BlockFT):
+    """One block's MLP out-projection, the block chosen per architecture."""
+
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        return _mid_layer(arch, n_layers)
+
+
 @register_method
-class FTL(_BlockFT):
+class FTL(_LayerFT):
     name = "ft-l"
     summary = "one block's MLP out-projection; all target tokens from the last prompt position; L-inf box (ROME's FT-L)"
     Hparams = FTLHparams
     mode = "prompt_last"
 
-    @classmethod
-    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
-        return _mid_layer(arch, n_layers)
-
 
 @register_method
-class FTM(_BlockFT):
+class FTM(_LayerFT):
     name = "ft-m"
     summary = "one block's MLP out-projection; teacher-forced target loss, prompt masked (KnowEdit's FT-M)"
     Hparams = LayerFTHparams
-
-    @classmethod
-    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
-        return _mid_layer(arch, n_layers)

@@ -350,6 +350,10 @@ def _default_layers(arch: ArchSpec, n_layers: int) -> list[int]:
 class _Spread(_Locate):
     """MEMIT-style: the residual at the last layer is spread over ``hp.layers`` bottom-up."""
 
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        return {"layers": _default_layers(arch, n_layers)}
+
     def solve(self, model: Model, layer: int, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor,
               hp: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
@@ -378,10 +382,6 @@ class MEMIT(_Spread):
     summary = "mass edit spread over a range of MLP out-projections (Meng et al., 2023)"
     Hparams = MEMITHparams
 
-    @classmethod
-    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
-        return {"layers": _default_layers(arch, n_layers)}
-
     def solve(self, model, layer, c, k, r, hp):
         # k^T C^-1 k grows with the key width (its mean over the corpus is d_ff), so the weight that
         # balances one edit against the preserved keys scales with it: GPT-J (d_ff 16384) used 15000.
@@ -401,10 +401,6 @@ class AlphaEdit(_Spread):
     name = "alphaedit"
     summary = "MEMIT projected onto the null space of preserved keys; accumulates earlier edits' keys (Fang et al., 2025)"
     Hparams = AlphaEditHparams
-
-    @classmethod
-    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
-        return {"layers": _default_layers(arch, n_layers)}
 
     def solve(self, model, layer, c, k, r, hp):
         memo = model.meta.setdefault("memo", {})
