@@ -3,6 +3,7 @@ sensitivity, and edit quality on CounterFact (single-edit protocol, probability 
 
     python benchmarks/bench_locate.py --n 200            # the protocol (long on 2 CPU cores)
     python benchmarks/bench_locate.py --n 30 --methods rome
+    python benchmarks/bench_locate.py --n 25 --methods rome --skip-stats --hparam v_lr=1.0
 
 1. Key statistics at ROME's default layer over 10k / 30k / 100k tokens (computed cold, not from the
    cache): seconds, and how much ROME's solved update for the first CounterFact edit changes
@@ -17,6 +18,7 @@ sensitivity, and edit quality on CounterFact (single-edit protocol, probability 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -79,7 +81,10 @@ def main() -> None:
     ap.add_argument("--skip-stats", action="store_true", help="skip the statistics timing/sensitivity part")
     ap.add_argument("--layer-sweep", type=int, nargs="*", default=None,
                     help="instead: ROME at these layers on the first --n records (how the default layer was chosen)")
+    ap.add_argument("--hparam", action="append", default=[], metavar="K=V",
+                    help="override a hyperparameter of every method (JSON value), e.g. --hparam v_lr=1.0")
     args = ap.parse_args()
+    overrides = {k: json.loads(v) for k, v in (h.split("=", 1) for h in args.hparam)}
     model = es.load_model("smollm2-135m")
     cases = load_counterfact(limit=args.n)
     print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {cases.report.summary()}\n")
@@ -114,7 +119,7 @@ def main() -> None:
         for case in cases:
             t = time.perf_counter()
             try:
-                h = es.apply_edit(model, case.requests, name)
+                h = es.apply_edit(model, case.requests, name, **overrides)
             except es.EditFailed:
                 failed += 1
                 times.append(time.perf_counter() - t)
@@ -127,6 +132,8 @@ def main() -> None:
             h.undo()
         assert model.fingerprint() == fp
         ns_ratio = (sum(got["near"]) / len(got["near"])) / (sum(base["near"]) / len(base["near"]))
+        if overrides:
+            name = f"{name} {overrides}"
         print(f"{name:10s} {cell(got['target']):>24s} {cell(got['paraphrase']):>24s} {cell(got['near']):>24s} "
               f"{ns_ratio:8.3f} {statistics.median(times):9.2f} {failed:7d}")
 

@@ -199,7 +199,8 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: PaddingSide, dev
     return ids.to(device), mask.to(device), pos.to(device), starts
 
 
-def _pad_id(model: Model) -> int:
+def pad_id(model: Model) -> int:
+    """The token id used for padding (pad, else end-of-sequence, else 0); always masked out."""
     tok = model.tokenizer
     for v in (tok.pad_token_id, tok.eos_token_id, 0):
         if v is not None:
@@ -284,7 +285,7 @@ def teacher_forced_hidden(model: Model, seqs: Sequence[Sequence[int]], side: Pad
     (real-token outputs are unchanged; pad outputs are never read). ``capture``/``resume`` store or
     reuse the states entering one block (see :class:`LayerCache`), keyed by ``batch_key``.
     """
-    ids, mask, pos, starts = pad_batch(seqs, _pad_id(model), side, model.device)
+    ids, mask, pos, starts = pad_batch(seqs, pad_id(model), side, model.device)
     if side == "right":
         mask = None
     with ExitStack() as stack:
@@ -482,7 +483,7 @@ def greedy_continuations(
     eos = model.tokenizer.eos_token_id
     results: list[Generation | None] = [None] * len(seqs)
     for batch in plan_batches([len(s) + max_new_tokens for s in seqs], batch_size, max_tokens):
-        ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], _pad_id(model), "left", model.device)
+        ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], pad_id(model), "left", model.device)
         out = body_forward(model, ids, mask, pos, use_cache=True)
         cache, h = out.past_key_values, out.last_hidden_state[:, -1]
         gen = [[] for _ in batch]
@@ -544,7 +545,7 @@ def training_batch(model: Model, pairs: Sequence[EncodedPair]) -> TrainingBatch:
     if not pairs:
         raise ValueError("training_batch needs at least one pair")
     seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
-    ids, _, pos, _ = pad_batch(seqs, _pad_id(model), "right", model.device)
+    ids, _, pos, _ = pad_batch(seqs, pad_id(model), "right", model.device)
     rows, cols, targets, which = [], [], [], []
     for b, p in enumerate(pairs):
         n_p, n_c = len(p.prompt_ids), len(p.cont_ids)
@@ -561,18 +562,22 @@ def training_batch(model: Model, pairs: Sequence[EncodedPair]) -> TrainingBatch:
     )
 
 
-def continuation_nll(model: Model, batch: TrainingBatch, mode: str = "teacher") -> torch.Tensor:
+def continuation_nll(model: Model, batch: TrainingBatch, mode: str = "teacher",
+                     hidden: torch.Tensor | None = None) -> torch.Tensor:
     """Differentiable mean negative log-likelihood per pair, ``[n_pairs]``, nats per token.
 
     ``mode="teacher"``: each continuation token given the prompt and the tokens before it (prompt
     masked out of the loss; KnowEdit's FT-M objective). ``mode="prompt_last"``: every continuation
     token predicted from the last prompt position alone (the ROME paper's FT-L objective; for a
     one-token target both are the same). Right padding needs no attention mask (see
-    :func:`teacher_forced_hidden`).
+    :func:`teacher_forced_hidden`). ``hidden``: final hidden states ``[>= B, T, d]`` the caller
+    computed itself (e.g. with a cache); rows and columns are then read from it as laid out in
+    ``batch``.
     """
     if mode not in ("teacher", "prompt_last"):
         raise ValueError(f"mode={mode!r}: use 'teacher' or 'prompt_last'")
-    hidden = body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False).last_hidden_state
+    if hidden is None:
+        hidden = body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False).last_hidden_state
     if mode == "teacher":
         logp = torch.log_softmax(logits_from_hidden(model, hidden[batch.rows, batch.cols]), dim=-1)
         tok = -logp.gather(-1, batch.targets[:, None])[:, 0]
@@ -611,6 +616,6 @@ def sample_continuations(model: Model, prompts: Sequence[str], n_per_prompt: int
             ids = torch.tensor([encode_prompts(model, [p])[0]] * n_per_prompt, device=model.device)
             gen = model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=top_k,
                                     max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                    pad_token_id=_pad_id(model))
+                                    pad_token_id=pad_id(model))
             out += model.tokenizer.batch_decode(gen, skip_special_tokens=True)
     return out

@@ -8,14 +8,29 @@ import editscope as es
 from editscope.covariance import KeyStatsError, _path, key_statistics, load_key_statistics, solve_psd
 from editscope.hooks import capture_input
 from editscope.methods import HparamError, active_edits
+from editscope.hooks import add_to_output
 from editscope.methods.locate import (
+    KL_TEMPLATE,
+    LocateHparams,
+    ResidualProblem,
     alphaedit_update,
+    context_templates,
+    key_positions,
     keys,
     memit_update,
     nullspace_projector,
     rome_update,
 )
 from editscope.models import tiny_model
+from editscope.scoring import (
+    body_forward,
+    continuation_nll,
+    encode_pairs,
+    encode_prompts,
+    logits_from_hidden,
+    token_index_at,
+    training_batch,
+)
 
 STATS = {"stats_tokens": 600, "stats_corpus": ["me_ppl_50"], "n_contexts": 2, "context_len": 4}
 # tiny random models learn slowly: a generous budget, and no failure threshold for the algebra tests
@@ -170,6 +185,40 @@ def test_keys_are_averaged_over_contexts_at_the_subject_token():
     assert torch.allclose(k1, k2, atol=1e-6)
     last = keys(m, 1, [REQ], ["{}"], "last")
     assert not torch.allclose(k1, last)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gptj", "gpt_neox"])
+@pytest.mark.parametrize("req", [REQ, es.EditRequest("The capital is", "Rome", subject="The")])
+def test_residual_objective_with_a_prefix_cache_equals_full_forwards(model_type, req):
+    """The optimisation runs only the tokens from the key on, over cached prefixes; its loss and
+    gradient must equal plain full forwards of every context and of the KL prompt (the second
+    request puts the key at token 0 on GPT-2: an empty prefix)."""
+    m = tiny_model(model_type, num_hidden_layers=4)
+    layer, templates = 1, context_templates(m, 4, 5)
+    prob = ResidualProblem(m, layer, req, templates, LocateHparams(n_contexts=4, context_len=5))
+    delta = (torch.randn(m.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.5).requires_grad_()
+    nll, kl = prob.forward(delta)
+    (nll.sum() + 0.1 * kl.sum()).backward()
+    grad, delta.grad = delta.grad.clone(), None
+
+    texts = [t.replace("{}", req.prompt) for t in templates]
+    batch = training_batch(m, encode_pairs(m, texts, [req.continuation] * len(texts)))
+    kp = key_positions(m, texts, [req.prompt] * len(texts), [req] * len(texts), "subject_last")
+    with add_to_output(m.module("mlp_out", layer), torch.arange(len(texts)), torch.tensor(kp), delta):
+        nll_ref = continuation_nll(m, batch)
+    kl_text = KL_TEMPLATE.format(req.subject)
+    kl_pos = token_index_at(m, [kl_text], [len(req.subject) - 1])
+    with add_to_output(m.module("mlp_out", layer), torch.tensor([0]), torch.tensor(kl_pos), delta):
+        h = body_forward(m, torch.tensor(encode_prompts(m, [kl_text])), None, None, use_cache=False).last_hidden_state
+    kl_ref = torch.log_softmax(logits_from_hidden(m, h[:, -1]), -1)
+    (nll_ref.sum() + 0.1 * kl_ref.sum()).backward()
+    assert torch.allclose(nll, nll_ref, atol=1e-5)
+    assert torch.allclose(kl, kl_ref, atol=1e-5)
+    assert grad.norm() > 0
+    assert torch.allclose(grad, delta.grad, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(prob.key, keys(m, layer, [req], templates, "subject_last")[0], atol=1e-5)
+    if model_type == "gpt2" and req.subject == "The":
+        assert min(kp) == 0  # the empty-prefix case is really exercised
 
 
 @pytest.mark.parametrize("req, kw, error, match", [

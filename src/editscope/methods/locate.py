@@ -30,6 +30,8 @@ from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import (
+    TrainingBatch,
+    pad_id,
     body_forward,
     continuation_nll,
     encode_pairs,
@@ -38,7 +40,6 @@ from ..scoring import (
     pad_batch,
     sample_continuations,
     token_index_at,
-    training_batch,
 )
 from .base import EditFailed, EditMethod, Hparams, HparamError, register_method
 from .training import trainable
@@ -133,87 +134,139 @@ def keys(model: Model, layer: int, requests: Sequence[EditRequest], templates: S
     return out / len(templates)
 
 
-def _last_position_logprobs(model: Model, ids: list[list[int]], rows_cols=None, delta=None, layer=None):
-    x, _, p, _ = pad_batch(ids, 0, "right", model.device)
-    last = torch.tensor([len(s) - 1 for s in ids], device=model.device)
-    if delta is None:
-        h = body_forward(model, x, None, p, use_cache=False).last_hidden_state
-    else:
-        with add_to_output(model.module("mlp_out", layer), *rows_cols, delta):
-            h = body_forward(model, x, None, p, use_cache=False).last_hidden_state
-    return torch.log_softmax(logits_from_hidden(model, h[torch.arange(len(ids)), last]), -1)
+class ResidualProblem:
+    """The residual optimisation's objective for one request, computed without redundant work.
+
+    ``delta`` enters at ``layer`` at the key token, so in every row (contexts + the KL prompt):
+    blocks below ``layer`` never change (their output is computed once) and neither do the tokens
+    before the key in any block (causal attention). Rows are laid out as ``[prefix | suffix]``: the
+    prefix (tokens before the key, right-padded to ``P``) is run once and kept as a key/value cache,
+    and each optimisation step runs only the suffix (key token onward, so the key is column 0)
+    through blocks ``layer..``. The objective equals a full forward of every row exactly in exact
+    arithmetic (tests compare both).
+    """
+
+    def __init__(self, model: Model, layer: int, request: EditRequest, templates: Sequence[str], hp: LocateHparams):
+        from transformers import DynamicCache
+
+        self._cache_cls = DynamicCache
+        self.model, self.layer = model, layer
+        r = request
+        texts = [_fill(t, r.prompt) for t in templates]
+        pairs = encode_pairs(model, texts, [r.continuation] * len(texts))
+        kps = key_positions(model, texts, [r.prompt] * len(texts), [r] * len(texts), hp.fact_token)
+        for i, (pair, k) in enumerate(zip(pairs, kps)):
+            if k >= len(pair.prompt_ids):
+                raise EditFailed(f"the key token of {texts[i]!r} falls outside its prompt tokens")
+        seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
+        self.has_kl = hp.kl_factor > 0 and r.subject is not None
+        if self.has_kl:
+            kl_text = KL_TEMPLATE.format(r.subject)
+            seqs += encode_prompts(model, [kl_text])
+            kps += token_index_at(model, [kl_text], [len(r.subject) - 1])
+        dev = model.device
+        P = max(kps)
+        S = max(len(s) - k for s, k in zip(seqs, kps))
+        ids = torch.full((len(seqs), P + S), pad_id(model), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        pos = torch.zeros_like(ids)
+        for b, (s, k) in enumerate(zip(seqs, kps)):
+            ids[b, :k], ids[b, P:P + len(s) - k] = torch.tensor(s[:k]), torch.tensor(s[k:])
+            mask[b, :k], mask[b, P:P + len(s) - k] = 1, 1
+            pos[b, :k], pos[b, P:P + len(s) - k] = torch.arange(k), torch.arange(k, len(s))
+        ids, self.mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+        self.ids, self.pos, self.P = ids[:, P:], pos[:, P:], P
+        n = len(pairs)
+        rows, cols, targets, which = [], [], [], []
+        for b, (pair, k) in enumerate(zip(pairs, kps)):
+            n_p = len(pair.prompt_ids)
+            rows += [b] * len(pair.cont_ids)
+            cols += range(n_p - 1 - k, n_p - 1 - k + len(pair.cont_ids))
+            targets += pair.cont_ids
+            which += [b] * len(pair.cont_ids)
+        self.batch = TrainingBatch(
+            input_ids=self.ids[:n], position_ids=self.pos[:n], rows=torch.tensor(rows, device=dev),
+            cols=torch.tensor(cols, device=dev), targets=torch.tensor(targets, device=dev),
+            pair=torch.tensor(which, device=dev), last_prompt=torch.zeros(n, dtype=torch.long, device=dev),
+            cont_ids=[p.cont_ids for p in pairs])
+        self.kl_col = len(seqs[-1]) - 1 - kps[-1] if self.has_kl else None
+        self.rows = torch.arange(len(seqs), device=dev)
+        self.cols = torch.zeros(len(seqs), dtype=torch.long, device=dev)
+        mlp_out = model.module("mlp_out", layer)
+        with torch.no_grad(), capture_input(model.module("layer", layer)) as entering, \
+                capture_input(mlp_out) as k_in, capture_output(mlp_out) as seen:
+            out = body_forward(model, ids, self.mask, pos, use_cache=True)
+            self.v0 = seen[0][0, P].float()  # the bare prompt's row
+            self.key = k_in[0][:n, P].float().mean(0)  # == keys(model, layer, [request], templates)[0]
+            self.entering = entering[0][:, P:]
+            keep = self.mask[:, None, :P, None].to(self.entering.dtype)  # pad columns: zeros, never NaN
+            cache = out.past_key_values
+            self.prefix = [(lay.keys[:, :, :P] * keep, lay.values[:, :, :P] * keep) for lay in cache.layers]
+            self.kl_base = None
+            if self.has_kl:
+                h = out.last_hidden_state[-1:, P + self.kl_col]
+                self.kl_base = torch.log_softmax(logits_from_hidden(model, h), -1)
+        self.below = [model.module("layer", i) for i in range(layer)]
+
+    def forward(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(target NLL per context [n_contexts] in nats/token, KL prompt log-probs [1, V] or None)``
+        with ``delta`` ``[d]`` added to ``layer``'s MLP output at every row's key token."""
+        m = self.model
+        cache = self._cache_cls(ddp_cache_data=self.prefix)
+        with skip_modules(self.below, m.arch.block_returns_tuple), \
+                replace_input(m.module("layer", self.layer), self.entering), \
+                add_to_output(m.module("mlp_out", self.layer), self.rows, self.cols, delta):
+            h = body_forward(m, self.ids, self.mask, self.pos, past_key_values=cache, use_cache=True).last_hidden_state
+        nll = continuation_nll(m, self.batch, hidden=h)
+        kl = torch.log_softmax(logits_from_hidden(m, h[-1:, self.kl_col]), -1) if self.has_kl else None
+        return nll, kl
+
+
+def optimise_residual(model: Model, prob: ResidualProblem, request: EditRequest, hp: LocateHparams
+                      ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Adam on ``delta`` ``[d]`` for one :class:`ResidualProblem`: target NLL + ``kl_factor`` x KL
+    + weight decay, norm clamped to ``clamp_norm_factor * ||v||``, stopping at ``v_stop_loss``.
+
+    Raises EditFailed when the target NLL stays above ``hp.v_fail_loss`` within ``hp.v_steps``.
+    """
+    v0 = prob.v0
+    delta = torch.zeros(model.config.hidden_size, device=model.device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    max_norm = hp.clamp_norm_factor * float(v0.norm())
+    nll_hist = []
+    with trainable(model):  # no parameter gradients: only delta is optimised
+        for step in range(hp.v_steps + 1):
+            opt.zero_grad(set_to_none=True)
+            nll, kl_new = prob.forward(delta)
+            nll = nll.mean()
+            nll_hist.append(nll.item())
+            if nll_hist[-1] <= hp.v_stop_loss or step == hp.v_steps:
+                break
+            loss = nll + hp.v_weight_decay * delta.norm() ** 2 / (v0.norm() ** 2 + 1e-12)
+            if kl_new is not None:
+                loss = loss + hp.kl_factor * torch.nn.functional.kl_div(
+                    kl_new, prob.kl_base, log_target=True, reduction="batchmean")
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                n = delta.norm()
+                if n > max_norm:
+                    delta.mul_(max_norm / n)
+    delta = delta.detach()
+    if nll_hist[-1] > hp.v_fail_loss:
+        raise EditFailed(f"could not make the model produce {request.target_new!r} after {request.prompt!r} within "
+                         f"v_steps={hp.v_steps}: target NLL reached {nll_hist[-1]:.3f} nats/token "
+                         f"(limit v_fail_loss={hp.v_fail_loss}); raise v_steps or v_lr")
+    return delta, {"v_steps": len(nll_hist) - 1, "v_loss_first": nll_hist[0], "v_loss_last": nll_hist[-1],
+                   "delta_norm": float(delta.norm()), "v_norm": float(v0.norm())}
 
 
 def target_residuals(model: Model, layer: int, requests: Sequence[EditRequest], templates: Sequence[str],
                      hp: LocateHparams) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """``delta`` per request (``[n, d]``): what to add to the residual at ``layer`` (at the key
-    token) so that the model produces the target; and per-request optimisation info.
-
-    Raises EditFailed when a target's NLL stays above ``hp.v_fail_loss`` within ``hp.v_steps``.
-    """
-    deltas, infos = [], []
-    mlp_out = model.module("mlp_out", layer)
-    for r in requests:
-        texts = [_fill(t, r.prompt) for t in templates]
-        pairs = encode_pairs(model, texts, [r.continuation] * len(texts))
-        pos = key_positions(model, texts, [r.prompt] * len(texts), [r] * len(texts), hp.fact_token)
-        for i, (pair, k) in enumerate(zip(pairs, pos)):
-            if k >= len(pair.prompt_ids):
-                raise EditFailed(f"the key token of {texts[i]!r} falls outside its prompt tokens")
-        batch = training_batch(model, pairs)
-        rows = torch.arange(len(pairs), device=model.device)
-        cols = torch.tensor(pos, device=model.device)
-        kl_ids, kl_rc = [], None
-        if hp.kl_factor > 0 and r.subject is not None:
-            kl_text = KL_TEMPLATE.format(r.subject)
-            kl_ids = encode_prompts(model, [kl_text])
-            kl_pos = token_index_at(model, [kl_text], [len(r.subject) - 1])
-            kl_rc = (torch.tensor([0], device=model.device), torch.tensor(kl_pos, device=model.device))
-        with torch.no_grad():
-            with capture_output(mlp_out) as seen:
-                body_forward(model, batch.input_ids[:1], None, batch.position_ids[:1], use_cache=False)
-            v0 = seen[0][0, pos[0]].float()
-            kl_base = _last_position_logprobs(model, kl_ids) if kl_ids else None
-        d = model.config.hidden_size
-        delta = torch.zeros(d, device=model.device, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=hp.v_lr)
-        max_norm = hp.clamp_norm_factor * float(v0.norm())
-        nll_hist = []
-        # delta enters at `layer`: the blocks below it compute the same thing every step, so their
-        # output is computed once and the optimisation runs only the blocks from `layer` up.
-        with torch.no_grad(), capture_input(model.module("layer", layer)) as entering:
-            body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False)
-        below = [model.module("layer", i) for i in range(layer)]
-        with trainable(model):  # no parameter gradients: only delta is optimised
-            for step in range(hp.v_steps + 1):
-                opt.zero_grad(set_to_none=True)
-                with skip_modules(below, model.arch.block_returns_tuple), \
-                        replace_input(model.module("layer", layer), entering[0]), \
-                        add_to_output(mlp_out, rows, cols, delta):
-                    nll = continuation_nll(model, batch).mean()
-                nll_hist.append(nll.item())
-                if nll_hist[-1] <= hp.v_stop_loss or step == hp.v_steps:
-                    break
-                loss = nll + hp.v_weight_decay * delta.norm() ** 2 / (v0.norm() ** 2 + 1e-12)
-                if kl_base is not None:
-                    kl_new = _last_position_logprobs(model, kl_ids, kl_rc, delta, layer)
-                    loss = loss + hp.kl_factor * torch.nn.functional.kl_div(
-                        kl_new, kl_base, log_target=True, reduction="batchmean")
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    n = delta.norm()
-                    if n > max_norm:
-                        delta.mul_(max_norm / n)
-        delta = delta.detach()
-        if nll_hist[-1] > hp.v_fail_loss:
-            raise EditFailed(f"could not make the model produce {r.target_new!r} after {r.prompt!r} within "
-                             f"v_steps={hp.v_steps}: target NLL reached {nll_hist[-1]:.3f} nats/token "
-                             f"(limit v_fail_loss={hp.v_fail_loss}); raise v_steps or v_lr")
-        deltas.append(delta)
-        infos.append({"v_steps": len(nll_hist) - 1, "v_loss_first": nll_hist[0], "v_loss_last": nll_hist[-1],
-                      "delta_norm": float(delta.norm()), "v_norm": float(v0.norm())})
-    return torch.stack(deltas), infos
+    token) so that the model produces the target; and per-request optimisation info."""
+    out = [optimise_residual(model, ResidualProblem(model, layer, r, templates, hp), r, hp) for r in requests]
+    return torch.stack([d for d, _ in out]), [i for _, i in out]
 
 
 def rome_update(w: torch.Tensor, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -328,11 +381,11 @@ class ROME(_Locate):
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         c = _stats(model, hp.layer, hp)
         templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
-        k = keys(model, hp.layer, requests, templates, hp.fact_token)[0]
-        delta, infos = target_residuals(model, hp.layer, requests, templates, hp)
-        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, k, delta[0])
+        prob = ResidualProblem(model, hp.layer, requests[0], templates, hp)  # its pass also yields the key
+        delta, info = optimise_residual(model, prob, requests[0], hp)
+        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, prob.key, delta)
         _apply(model, hp.layer, dw)
-        return {**infos[0], "ridge": ridge, "key_norm": float(k.norm())}
+        return {**info, "ridge": ridge, "key_norm": float(prob.key.norm())}
 
 
 class MEMITHparams(LocateHparams):
@@ -433,5 +486,6 @@ class AlphaEdit(_Spread):
             store[layer] = [(h, k) for h, k in store[layer] if h != id(handle)]
 
 
-__all__ = ["ROME", "MEMIT", "AlphaEdit", "context_templates", "keys", "target_residuals", "rome_update",
+__all__ = ["ROME", "MEMIT", "AlphaEdit", "context_templates", "keys", "target_residuals", "ResidualProblem",
+           "optimise_residual", "rome_update",
            "memit_update", "alphaedit_update", "nullspace_projector", "residual_at"]
