@@ -320,6 +320,109 @@ def edit(
                   + (f"; saved to {escape(str(out))}" if out else ""))
 
 
+# Rough per-edit seconds of each method on the default model on a 2-core CPU (benchmarks/bench_edit.py,
+# README), used by `run --dry-run` together with a measured evaluation speed.
+TYPICAL_EDIT_SECONDS = {"ft": 11.6, "ft-constrained": 38.5, "ft-l": 4.4, "ft-m": 3.9, "lora": 2.8, "rome": 6.0,
+                        "memit": 8.0, "alphaedit": 8.0}
+
+
+@app.command()
+def run(
+    config: Annotated[str, typer.Argument(help="study file (YAML)")],
+    out: Annotated[str | None, typer.Option("--out", "-o", help="run folder (default runs/<study name>)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue a stopped run of the same study in --out")] = False,
+    force: Annotated[bool, typer.Option(help="start over in a folder holding another run (old results kept as .bak)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate, print the plan and a time estimate; run nothing")] = False,
+    report: Annotated[bool, typer.Option(help="write the report when the run finishes")] = True,
+) -> None:
+    """Run a study: methods x edits x probe suites under a protocol, into a resumable results store."""
+    from .runner import ConfigError, RunFolderError, StoreError, build_plan, load_config, run_study
+
+    try:
+        cfg = load_config(config)
+        plan = build_plan(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    out_dir = out or f"runs/{cfg.name}"
+    per_unit = sum(len(ps) for _, ps in plan.eval_sets(plan.units[1]).values()) if len(plan.units) > 1 else 0
+    evaluated = [u for u in plan.units if u.evaluate and u.method != "base"]
+    console.print(f"study [bold]{escape(cfg.name)}[/] (config hash {cfg.config_hash()}): model {escape(cfg.model.name)}, "
+                  f"protocol {cfg.protocol.kind}, {len(plan.edits)} edit(s) x {len(cfg.methods)} method(s) = "
+                  f"{len(plan.units) - 1} units, {len(evaluated)} evaluations of ~{per_unit} probes each "
+                  f"(+ the base model on all {plan.n_probes} probes)")
+    if dry_run:
+        _estimate(cfg, plan, per_unit, evaluated)
+        return
+    try:
+        path = run_study(cfg, out_dir, resume=resume, force=force)
+    except (ConfigError, RunFolderError, StoreError) as e:
+        _fail(str(e))
+    console.print(f"results: {escape(str(path))}/results.sqlite")
+    if report:
+        _report(path, ("md", "html", "latex"), None)
+
+
+def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
+    """Time estimate from a short calibration: evaluate a slice of the first probe set on the base model."""
+    import time
+
+    from .evaluation import evaluate
+    from .runner import load_study_model
+
+    model = load_study_model(cfg)
+    sets = list(plan.all_sets().values())
+    probes = list(sets[0][1])[:48]
+    t = time.perf_counter()
+    evaluate(model, probes, use_cache=False)
+    s_probe = (time.perf_counter() - t) / len(probes)
+    scale = sum(p.numel() for p in model.hf.parameters()) / 135e6
+    edit_s = sum(TYPICAL_EDIT_SECONDS.get(m.method, 10.0) * scale * (len(plan.units_of(m.name))) for m in cfg.methods)
+    # an edited evaluation costs about one base pass (plus regeneration of the probes that changed)
+    total = s_probe * (plan.n_probes + per_unit * len(evaluated)) + edit_s
+    console.print(f"calibration: {s_probe * 1000:.1f} ms per probe on this machine; edits ~{edit_s / 60:.1f} min "
+                  f"(typical per-method times scaled to this model); estimated total ~{total / 60:.1f} min "
+                  "(rough: perplexity/downstream and regeneration of changed probes not included)")
+
+
+def _report(run_dir, formats, reference) -> None:
+    from .report import write_report
+
+    try:
+        paths = write_report(run_dir, tuple(formats), reference)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    from .report.render import main_table
+    from .report.results import load_results
+
+    res = load_results(run_dir, reference)
+    t = main_table(res)
+    table = Table(title=f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else ""))
+    for h in t.header:
+        table.add_column(h)
+    for row in t.rows:
+        table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in row])
+    console.print(table)
+    if res.partial:
+        console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
+    for k, p in paths.items():
+        console.print(f"{k}: {escape(str(p))}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`")],
+    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="md | html | latex (repeatable; default all)")] = None,
+    reference: Annotated[str | None, typer.Option(help="method label the others are tested against")] = None,
+) -> None:
+    """Write report.md, report.html and latex/ for a run (complete or partial) and print the summary table."""
+    from .runner import StoreError
+
+    try:
+        _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
+    except StoreError as e:
+        _fail(str(e))
+
+
 def main() -> None:  # pragma: no cover - entry point
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     app()

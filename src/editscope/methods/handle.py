@@ -115,7 +115,7 @@ class EditHandle:
     def restore(self) -> None:
         """Write the snapshot back into the parameters (bit-exact)."""
         if self._before is None:
-            raise EditHandleError("this handle holds no snapshot to restore")
+            raise EditHandleError("this handle holds no snapshot to restore (it was released or already undone)")
         with torch.no_grad():
             for n, p in parameters(self.model, self.names).items():
                 p.copy_(self._before[n])
@@ -155,6 +155,13 @@ class EditHandle:
         self._before = None
         if self.method in METHODS:
             METHODS[self.method]().on_undo(self.model, self)
+
+    def release(self) -> None:
+        """Keep the edit for good and free its snapshot (memory: a full copy of the touched
+        tensors). The handle stays on the model's edit stack but can no longer be undone; the
+        sequential protocol releases each accepted edit and restores the model as a whole."""
+        self._require_latest("release")
+        self._before = None
 
     def delta(self) -> dict[str, torch.Tensor]:
         """``after - before`` per touched parameter (same shapes; float32 for float32 weights)."""

@@ -1,0 +1,139 @@
+"""The report's figures (matplotlib, Agg), each written as PNG and PDF.
+
+* :func:`blast_radius`: for an arithmetic edit, the ``a x b`` grid per op coloured unchanged /
+  changed / now says the target, one row of panels per method;
+* :func:`sequential_curves_plot`: perplexity and retention against the number of edits;
+* :func:`category_bars`: the headline metric per category and method with 95% interval whiskers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .results import StudyResults, sequential_curves  # noqa: E402
+
+BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
+BLAST_LABELS = ("unchanged", "changed", "now says the target")
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        p = out / f"{stem}.{ext}"
+        fig.savefig(p, dpi=130 if ext == "png" else None, bbox_inches="tight")
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
+    """Grid probes (one per (op, a, b)) of the first edit that has arithmetic probes."""
+    rows = [r for r in res.final_rows(method) if r["meta"].get("template") == "grid" and "a" in r["meta"]]
+    if not rows:
+        return [], None
+    first = min((r["edit_index"] for r in rows if r["edit_index"] is not None), default=None)
+    rows = [r for r in rows if r["edit_index"] == first]
+    if res.protocol == "single":
+        unit = rows[0]["unit"]
+        rows = [r for r in rows if r["unit"] == unit]
+    target = next((r for r in rows if r["category"] == "target"), None)
+    return rows, target
+
+
+def blast_radius(res: StudyResults, out: Path) -> list[Path]:
+    """One panel per (method, op); empty list when the study has no arithmetic grid."""
+    methods = [m for m in res.methods if _grid_rows(res, m)[0]]
+    if not methods:
+        return []
+    ops = sorted({r["meta"]["op"] for r in _grid_rows(res, methods[0])[0]}, key="+-*".index)
+    fig, axes = plt.subplots(len(methods), len(ops), figsize=(3.0 * len(ops), 2.7 * len(methods)), squeeze=False)
+    cmap = ListedColormap(BLAST_COLOURS)
+    for i, m in enumerate(methods):
+        rows, target = _grid_rows(res, m)
+        n = max(max(r["meta"]["a"], r["meta"]["b"]) for r in rows) + 1
+        by_op: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((n, n)))
+        for r in rows:
+            v = 2 if r.get("says_target") else (0 if r["unchanged"] else 1)
+            by_op[r["meta"]["op"]][r["meta"]["a"], r["meta"]["b"]] = v
+        for j, op in enumerate(ops):
+            ax = axes[i][j]
+            ax.imshow(by_op[op], cmap=cmap, vmin=0, vmax=2, origin="lower", interpolation="nearest")
+            if target is not None and target["meta"]["op"] == op:
+                ax.add_patch(plt.Rectangle((target["meta"]["b"] - 0.5, target["meta"]["a"] - 0.5), 1, 1,
+                                           fill=False, edgecolor="black", lw=1.5))
+            changed = int((by_op[op] > 0).sum())
+            ax.set_title(f"{m}: a {op} b  ({changed}/{n * n} changed)", fontsize=8)
+            ax.set_xlabel("b", fontsize=7)
+            ax.set_ylabel("a", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.legend(handles=[Patch(color=c, label=lab) for c, lab in zip(BLAST_COLOURS, BLAST_LABELS)],
+               loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, out, "blast_radius")
+
+
+def sequential_curves_plot(res: StudyResults, out: Path) -> list[Path]:
+    curves = sequential_curves(res)
+    if res.protocol != "sequential" or not any(c["ppl"] or c["retention"] for c in curves.values()):
+        return []
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.3))
+    for m, c in curves.items():
+        if c["ppl"]:
+            a1.plot(*zip(*c["ppl"]), marker=".", label=m)
+        if c["retention"]:
+            a2.plot(*zip(*c["retention"]), marker=".", label=m)
+    thr = res.config.get("protocol", {}).get("threshold")
+    if thr and not res.config.get("protocol", {}).get("ratio"):
+        a1.axhline(thr, color="grey", ls="--", lw=0.8, label="collapse threshold")
+    a1.set_yscale("log")
+    a1.set_xlabel("edits applied")
+    a1.set_ylabel("perplexity")
+    a2.set_xlabel("edits applied")
+    a2.set_ylabel("retention (top-1 of earlier edits)")
+    a2.set_ylim(-0.02, 1.02)
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "sequential")
+
+
+def category_bars(res: StudyResults, out: Path) -> list[Path]:
+    cols = [c for c in res.columns if "/" in c.key]
+    if not cols:
+        return []
+    methods = ["base", *res.methods]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(cols) * max(1, len(methods)) / 2.5), 3.4))
+    width = 0.8 / len(methods)
+    x = np.arange(len(cols))
+    for i, m in enumerate(methods):
+        vals, lo, hi = [], [], []
+        for c in cols:
+            cell = c.cells.get(m)
+            vals.append(cell.value if cell else np.nan)
+            lo.append(cell.value - cell.low if cell else 0)
+            hi.append(cell.high - cell.value if cell else 0)
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2, label=m)
+    ax.set_xticks(x, [c.label for c in cols], rotation=20, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("rate (95% interval)")
+    ax.legend(fontsize=7, ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
+    fig.tight_layout()
+    return _save(fig, out, "categories")
+
+
+def all_figures(res: StudyResults, out: Path) -> dict[str, list[Path]]:
+    figs = {"blast_radius": blast_radius(res, out), "sequential": sequential_curves_plot(res, out),
+            "categories": category_bars(res, out)}
+    return {k: v for k, v in figs.items() if v}
+
+
+__all__ = ["all_figures", "blast_radius", "category_bars", "sequential_curves_plot"]

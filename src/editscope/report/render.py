@@ -1,0 +1,239 @@
+"""Write a run's report: ``report.md``, a self-contained ``report.html`` (images embedded) and a
+LaTeX folder in a modular paper layout (``latex/main.tex``, ``sections/results.tex``,
+``tables/*.tex`` with booktabs and no vertical rules, ``figures/*.pdf``, ``commands/macros.tex``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .plots import all_figures
+from .results import StudyResults, load_results
+
+
+@dataclass
+class Table:
+    name: str
+    caption: str
+    header: list[str]
+    rows: list[list[tuple[str, bool]]]  # (text, bold)
+
+
+def _fmt(cell) -> str:
+    if cell is None:
+        return "-"
+    if cell.value > 10:  # perplexities and the like
+        return f"{cell.value:.1f} [{cell.low:.1f}, {cell.high:.1f}]"
+    return f"{cell.value:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
+
+
+def main_table(res: StudyResults) -> Table:
+    header = ["method", *[c.label for c in res.columns]]
+    rows = []
+    for m in ["base", *res.methods]:
+        row = [(m, False)]
+        for c in res.columns:
+            best = c.best()
+            row.append((_fmt(c.cells.get(m)), m == best and c.cells.get(m) is not None))
+        rows.append(row)
+    return Table("main", "Headline metrics per method (value [95% interval]); best edited method in bold. "
+                         "Efficacy categories: exact top-1; locality categories: greedy output unchanged from the "
+                         "base model; target output rate over locality probes (lower is better).", header, rows)
+
+
+def tests_table(res: StudyResults) -> Table | None:
+    if not res.tests:
+        return None
+    rows = []
+    for t in res.tests:
+        sig = t.p_holm < 0.05
+        rows.append([(t.method, False), (t.column, False), (str(t.n), False), (f"{t.n01}/{t.n10}", False),
+                     (f"{t.diff:+.3f}", False), (f"{t.p:.2g}", False), (f"{t.p_holm:.2g}", sig)])
+    return Table("mcnemar", f"Paired exact McNemar test of each method against {res.reference} on the same probes; "
+                            "n01/n10: probes only the method / only the reference got right; p adjusted by Holm "
+                            "over all tests in the table (bold: < 0.05).",
+                 ["method", "metric", "n", "n01/n10", "difference", "p", "p (Holm)"], rows)
+
+
+def events_table(res: StudyResults) -> Table | None:
+    if not res.events:
+        return None
+    rows = [[(e["method"] or "", False), (e["unit"] or "", False), (e["kind"], False),
+             (", ".join(f"{k}={v}" for k, v in e["detail"].items())[:160], False)] for e in res.events]
+    return Table("events", "Rolled-back edits and collapse-guard actions.", ["method", "unit", "event", "detail"], rows)
+
+
+def tables(res: StudyResults) -> list[Table]:
+    return [t for t in (main_table(res), tests_table(res), events_table(res)) if t is not None]
+
+
+def _status_line(res: StudyResults) -> str:
+    done = len(res.units)
+    if res.partial:
+        return (f"PARTIAL RUN: {done} units stored, run status '{res.meta.get('status')}'; numbers cover only "
+                "the completed units (`editscope run ... --resume` continues it).")
+    return f"Complete run: {done} units."
+
+
+def _provenance(res: StudyResults) -> list[str]:
+    m = res.meta
+    return [f"study `{m.get('name')}`, config hash `{m.get('config_hash')}`, protocol {res.protocol}",
+            f"model `{m.get('model_name')}` (base fingerprint `{str(m.get('model_fingerprint'))[:16]}`), seed {m.get('seed')}",
+            f"editscope {m.get('editscope_version')}, torch {m.get('torch_version')}, transformers "
+            f"{m.get('transformers_version')}; created {m.get('created')}, finished {m.get('finished', '-')}"]
+
+
+# ---- Markdown
+
+def _md_table(t: Table) -> str:
+    lines = ["| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+    for row in t.rows:
+        lines.append("| " + " | ".join(f"**{x}**" if b else x for x, b in row) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(res: StudyResults, figures: dict[str, list[Path]], out: Path) -> Path:
+    parts = [f"# {res.meta.get('name')}: edit report", "", f"> {_status_line(res)}", ""]
+    parts += [f"- {x}" for x in _provenance(res)] + [""]
+    for t in tables(res):
+        parts += [f"## {t.name}", "", t.caption, "", _md_table(t), ""]
+    for name, paths in figures.items():
+        png = next(p for p in paths if p.suffix == ".png")
+        parts += [f"## figure: {name}", "", f"![{name}]({png.relative_to(out.parent)})", ""]
+    out.write_text("\n".join(parts))
+    return out
+
+
+# ---- HTML
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{padding:4px 8px;text-align:left}
+thead th{border-bottom:2px solid #333}tbody tr:last-child td{border-bottom:2px solid #333}
+.partial{background:#fff3cd;border:1px solid #e0c060;padding:8px}.complete{color:#2d6a4f}
+img{max-width:100%;border:1px solid #eee}caption{caption-side:top;text-align:left;font-size:12px;color:#555}"""
+
+
+def _html_table(t: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
+    body = "".join("<tr>" + "".join(f"<td>{'<b>' if b else ''}{html.escape(x)}{'</b>' if b else ''}</td>" for x, b in row)
+                   + "</tr>" for row in t.rows)
+    return (f'<table id="table-{t.name}"><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def render_html(res: StudyResults, figures: dict[str, list[Path]], out: Path) -> Path:
+    status = f'<p class="{"partial" if res.partial else "complete"}">{html.escape(_status_line(res))}</p>'
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(str(res.meta.get('name')))}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(str(res.meta.get('name')))}: edit report</h1>", status,
+             "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in _provenance(res)) + "</ul>"]
+    for t in tables(res):
+        parts.append(f"<h2>{html.escape(t.name)}</h2>{_html_table(t)}")
+    for name, paths in figures.items():
+        png = next(p for p in paths if p.suffix == ".png")
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts.append(f"<h2>figure: {html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    out.write_text("\n".join(parts))
+    return out
+
+
+# ---- LaTeX
+
+_TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX_SPECIAL.get(c, c) for c in s)
+
+
+def _tex_table(t: Table) -> str:
+    cols = "l" * len(t.header)
+    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\resizebox{\linewidth}{!}{%",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+             " & ".join(rf"\textbf{{{tex_escape(h)}}}" for h in t.header) + r" \\", r"\midrule"]
+    for row in t.rows:
+        lines.append(" & ".join(rf"\textbf{{{tex_escape(x)}}}" if b else tex_escape(x) for x, b in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", rf"\caption{{{tex_escape(t.caption)}}}", rf"\label{{tab:{t.name}}}",
+              r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -> Path:
+    for d in ("sections", "tables", "figures", "commands"):
+        (out / d).mkdir(parents=True, exist_ok=True)
+    name = tex_escape(str(res.meta.get("name")))
+    (out / "commands" / "macros.tex").write_text(
+        "% editscope report macros\n"
+        rf"\newcommand{{\studyname}}{{{name}}}" "\n"
+        rf"\newcommand{{\confighash}}{{\texttt{{{tex_escape(str(res.meta.get('config_hash')))}}}}}" "\n"
+        rf"\newcommand{{\modelname}}{{\texttt{{{tex_escape(str(res.meta.get('model_name')))}}}}}" "\n")
+    inputs = []
+    for t in tables(res):
+        (out / "tables" / f"{t.name}.tex").write_text(_tex_table(t))
+        inputs.append(rf"\input{{tables/{t.name}}}")
+    figs = []
+    for fname, paths in figures.items():
+        pdf = next(p for p in paths if p.suffix == ".pdf")
+        shutil.copy(pdf, out / "figures" / pdf.name)
+        figs.append("\n".join([r"\begin{figure}[t]", r"\centering",
+                               rf"\includegraphics[width=\linewidth]{{figures/{pdf.stem}}}",
+                               rf"\caption{{{tex_escape(fname.replace('_', ' '))}.}}", rf"\label{{fig:{pdf.stem}}}",
+                               r"\end{figure}"]))
+    status = tex_escape(_status_line(res))
+    prov = " ".join(tex_escape(x.replace("`", "")) + "." for x in _provenance(res))
+    (out / "sections" / "results.tex").write_text("\n".join([
+        r"\section{Results}", rf"\label{{sec:results}}", status, "", prov, "", *inputs, *figs, ""]))
+    (out / "main.tex").write_text("\n".join([
+        r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
+        r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\input{commands/macros}",
+        r"\title{\studyname: edit report}", r"\date{}", r"\begin{document}", r"\maketitle",
+        r"\input{sections/results}", r"\end{document}", ""]))
+    return out / "main.tex"
+
+
+def compile_latex(main: Path) -> Path:
+    """Run pdflatex twice in ``main``'s folder; returns the PDF. Raises RuntimeError with the log tail."""
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        raise RuntimeError("pdflatex not found; install texlive-latex-recommended")
+    for _ in range(2):
+        p = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", main.name], cwd=main.parent,
+                           capture_output=True, text=True, timeout=180)
+        if p.returncode != 0:
+            raise RuntimeError("pdflatex failed:\n" + p.stdout[-2000:])
+    return main.with_suffix(".pdf")
+
+
+FORMATS = ("md", "html", "latex")
+
+
+def write_report(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, reference: str | None = None,
+                 compile_pdf: bool = False) -> dict[str, Path]:
+    """Write the report of ``run_dir`` (see the module docstring); returns format -> path."""
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ValueError(f"unknown report format(s) {bad}; use {', '.join(FORMATS)}")
+    run_dir = Path(run_dir)
+    res = load_results(run_dir, reference)
+    figures = all_figures(res, run_dir / "figures")
+    out: dict[str, Path] = {}
+    if "md" in formats:
+        out["md"] = render_markdown(res, figures, run_dir / "report.md")
+    if "html" in formats:
+        out["html"] = render_html(res, figures, run_dir / "report.html")
+    if "latex" in formats:
+        out["latex"] = render_latex(res, figures, run_dir / "latex")
+        if compile_pdf:
+            out["pdf"] = compile_latex(out["latex"])
+    return out
+
+
+
+__all__ = ["FORMATS", "Table", "compile_latex", "main_table", "render_html", "render_latex", "render_markdown",
+           "tables", "tex_escape", "write_report"]

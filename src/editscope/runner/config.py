@@ -1,0 +1,230 @@
+"""The study file: one YAML document describing a whole experiment, validated by pydantic.
+
+    name: two-plus-two
+    model: smollm2-135m            # or {name: ..., dtype: float32}
+    seed: 0
+    methods:                       # a name, or {method, label, hparams}; a method may repeat
+      - ft
+      - {method: ft, label: ft-last4-mlp, hparams: {layers: [26, 27, 28, 29], modules: [mlp]}}
+    edits:                         # inline requests and/or dataset slices
+      - {prompt: "2+2=", target_new: "5", subject: "2+2"}
+      - {dataset: counterfact, limit: 20}
+    probes:                        # suites evaluated after every edit (needs_edit suites get the edit)
+      - {suite: arithmetic, args: {n: 20}}
+      - facts
+    perplexity: {corpus: me_ppl_50}
+    downstream: [{task: piqa, limit: 100}]
+    protocol: {kind: sequential, eval_when: every_k, k: 10, guard: stop, threshold: 1000}
+
+Errors name the file, the key path, what was expected and what was given
+(:class:`ConfigError`); unknown keys are refused everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..methods.base import get_method
+from ..probes.registry import _lookup as lookup_suite
+
+
+class ConfigError(ValueError):
+    """A study file that cannot be run; the message says where and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: str = "smollm2-135m"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class MethodSpec(_Strict):
+    method: str
+    label: str | None = Field(None, description="name in tables; default the method name (must be unique)")
+    hparams: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        get_method(v)  # UnknownMethodError with a suggestion
+        return v
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+
+class InlineEdit(_Strict):
+    prompt: str
+    target_new: str
+    subject: str | None = None
+    target_true: str | None = None
+    sep: str | None = None
+
+
+class DatasetEdits(_Strict):
+    dataset: Literal["counterfact", "zsre", "mquake", "jsonl"]
+    source: str | None = Field(None, description="path or hub id; default the copy in ../shared/data")
+    limit: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
+    case_probes: bool = Field(True, description="also evaluate each record's own probes (paraphrase, neighbours)")
+
+
+class ProbeSpec(_Strict):
+    suite: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("suite")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        lookup_suite(v)  # UnknownSuiteError with a suggestion
+        return v
+
+
+class PerplexitySpec(_Strict):
+    corpus: str = "me_ppl_50"
+    limit: int | None = Field(None, ge=1, description="first n documents")
+
+
+class DownstreamSpec(_Strict):
+    task: str
+    limit: int | None = Field(100, ge=1)
+    num_fewshot: int = Field(0, ge=0)
+
+
+class ProtocolSpec(_Strict):
+    kind: Literal["single", "batch", "sequential"] = "single"
+    batch_size: int | None = Field(None, ge=1, description="batch: edits per batch (default all at once)")
+    eval_when: Literal["each", "every_k", "end"] = "each"
+    k: int = Field(10, ge=1, description="sequential with eval_when=every_k: evaluate after every k edits")
+    guard: Literal["stop", "skip", "off"] = "stop"
+    threshold: float = Field(1000.0, gt=0, description="collapse: perplexity above this (absolute)")
+    ratio: float | None = Field(None, gt=1, description="collapse: perplexity above ratio x the base's (instead)")
+    guard_corpus: str = Field("me_ppl_50", description="corpus the sequential guard tracks")
+    guard_every: int = Field(1, ge=1, description="sequential: check the guard every this many edits")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.kind != "sequential" and self.eval_when != "each":
+            raise ValueError(f"eval_when={self.eval_when!r} applies to kind='sequential' only")
+        if self.kind != "batch" and self.batch_size is not None:
+            raise ValueError("batch_size applies to kind='batch' only")
+        return self
+
+
+class StudyConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    seed: int = 0
+    methods: list[MethodSpec] = Field(min_length=1)
+    edits: list[InlineEdit | DatasetEdits] = Field(min_length=1)
+    probes: list[ProbeSpec] = Field(default_factory=list)
+    metrics: list[str] | None = Field(None, description="metrics shown in the report; default all")
+    reference: str | None = Field(None, description="method label the report tests the others against")
+    perplexity: PerplexitySpec | None = None
+    downstream: list[DownstreamSpec] = Field(default_factory=list)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_str(cls, v):
+        return {"name": v} if isinstance(v, str) else v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_str(cls, v):
+        return [{"method": m} if isinstance(m, str) else m for m in v] if isinstance(v, list) else v
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _probe_str(cls, v):
+        return [{"suite": p} if isinstance(p, str) else p for p in v] if isinstance(v, list) else v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v):
+        from ..metrics.edit_metrics import METRICS
+
+        bad = [m for m in v or [] if m not in METRICS]
+        if bad:
+            raise ValueError(f"unknown metric(s) {bad}; known: {', '.join(METRICS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_labels(self):
+        names = [m.name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"methods {dup} appear more than once with the same label; give each a distinct "
+                             "`label:` (e.g. {method: ft, label: ft-lr1e-4, hparams: {lr: 1e-4}})")
+        if self.reference is not None and self.reference not in names:
+            raise ValueError(f"reference {self.reference!r} is not one of the method labels {names}")
+        return self
+
+    def config_hash(self) -> str:
+        """Content hash of the normalised config (what a run folder is bound to)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _explain(e: ValidationError, where: str) -> ConfigError:
+    lines = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"InlineEdit", "DatasetEdits"})))
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) and err["type"] != "extra_forbidden" else f" (got {json.dumps(got, default=str)[:80]})"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        lines.append(f"  {_loc(loc)}: {msg}{got_s}")
+    uniq = list(dict.fromkeys(lines))
+    return ConfigError(f"{where}: invalid study config\n" + "\n".join(uniq))
+
+
+def parse_config(data: Any, where: str = "config") -> StudyConfig:
+    """Validate a parsed YAML/JSON mapping; :class:`ConfigError` names ``where`` and the key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys (name, model, methods, edits, ...), "
+                          f"got {type(data).__name__}")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as e:
+        raise _explain(e, where) from None
+    except (KeyError, ValueError) as e:  # unknown method/suite raised inside a validator
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study file (YAML or JSON)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such study file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_config(data, str(p))
+
+
+__all__ = ["ConfigError", "DatasetEdits", "DownstreamSpec", "InlineEdit", "MethodSpec", "ModelSpec",
+           "PerplexitySpec", "ProbeSpec", "ProtocolSpec", "StudyConfig", "load_config", "parse_config"]

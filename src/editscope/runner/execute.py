@@ -1,0 +1,343 @@
+"""Run a study plan into a run folder: protocols, the collapse guard, resume.
+
+Each unit (see :mod:`editscope.runner.plan`) is computed and then written in one transaction, so
+Ctrl-C or kill -9 loses at most the unit in flight. On ``resume`` the stored units are skipped;
+a sequential method's accepted edits are re-applied first (same seeds) and the model's
+fingerprint is checked against the stored one, so the continued run starts from exactly the state
+it stopped in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..evaluation import evaluate
+from ..methods import EditFailed, apply_edit
+from ..methods.base import METHODS
+from ..methods.handle import active_edits
+from ..metrics.perplexity import is_collapsed, perplexity
+from ..models.model import Model, fingerprint_of, tensor_digests
+from .config import MethodSpec, StudyConfig
+from .plan import Plan, UnitPlan, build_plan
+from .store import FILENAME, ResultsStore, StoreError, now_iso
+
+
+class RunFolderError(RuntimeError):
+    """The output folder holds something this run must not overwrite."""
+
+
+def load_study_model(config: StudyConfig) -> Model:
+    """The config's model: a name/path/hub id (:func:`editscope.load_model`) or ``tiny:<type>``
+    (a random tiny model, for tests and examples that must run in seconds)."""
+    spec = config.model
+    if spec.name.startswith("tiny:"):
+        from ..models.tiny import tiny_model
+
+        return tiny_model(spec.name.split(":", 1)[1], seed=config.seed, num_hidden_layers=4)
+    from ..models import load_model
+
+    return load_model(spec.name, dtype=spec.dtype, device=spec.device, revision=spec.revision,
+                      trust_remote_code=spec.trust_remote_code)
+
+
+def unit_seed(seed: int, method: str, unit: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{method}/{unit}".encode()).digest()[:4], "little")
+
+
+def _fingerprint(model: Model) -> str:
+    return fingerprint_of(tensor_digests(model.hf))
+
+
+def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, force: bool = False) -> ResultsStore:
+    """Create or reopen the store in ``out``. Refuses a folder holding another study's run (unless
+    ``force``, which moves the old file aside, never deletes it) or this study's run without
+    ``resume``."""
+    out = Path(out)
+    path = out / FILENAME
+    if path.exists():
+        try:
+            store = ResultsStore(path)
+        except StoreError:
+            if not force:
+                raise
+            store = None
+        h = store.get_meta("config_hash") if store else None
+        same = h == config.config_hash()
+        if store is not None and same and resume:
+            return store
+        if store is not None:
+            store.close()
+        if not force:
+            if same:
+                raise RunFolderError(f"{out} already holds a run of this study; pass --resume to continue it or "
+                                     "--force to start over (the old results are kept as a backup)")
+            raise RunFolderError(f"{out} holds a run of another study (config hash {h}, this one "
+                                 f"{config.config_hash()}); pick another --out, or --force to start over "
+                                 "(the old results are kept as a backup)")
+        backup = path.with_name(f"{FILENAME}.{time.strftime('%Y%m%d-%H%M%S')}.bak")
+        shutil.move(path, backup)
+        for extra in ("-wal", "-shm"):
+            side = Path(str(path) + extra)
+            if side.exists():
+                shutil.move(side, Path(str(backup) + extra))
+    elif resume and out.exists() and any(out.iterdir()):
+        raise RunFolderError(f"{out} has no {FILENAME} to resume; run without --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    store = ResultsStore(path, create=True)
+    import transformers
+
+    from .. import __version__
+
+    store.set_meta(config_hash=config.config_hash(), config=config.model_dump(mode="json"), name=config.name,
+                   editscope_version=__version__, torch_version=torch.__version__,
+                   transformers_version=transformers.__version__, python=platform.python_version(),
+                   seed=config.seed, created=now_iso(), status="running")
+    (out / "study.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    return store
+
+
+class Runner:
+    """Executes a :class:`Plan` into a :class:`ResultsStore` (one model, methods one after another)."""
+
+    def __init__(self, plan: Plan, store: ResultsStore, model: Model,
+                 on_unit: Callable[[UnitPlan, dict[str, Any]], None] | None = None):
+        self.plan, self.store, self.model = plan, store, model
+        self.config = plan.config
+        self.on_unit = on_unit or (lambda u, info: None)
+        self.base_fp = model.base_fingerprint
+        self.base_guard_ppl: float | None = None
+
+    # ---- measurements
+    def _evaluate(self, unit: UnitPlan) -> dict[str, list[dict[str, Any]]]:
+        sets = self.plan.all_sets() if unit.method == "base" else self.plan.eval_sets(unit)
+        out = {}
+        for name, (edit_index, ps) in sets.items():
+            res = evaluate(self.model, ps)
+            out[name] = [{**r, "edit_index": edit_index} for r in res.rows]
+        return out
+
+    def _scalars(self) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        out: dict[str, tuple[float | None, dict[str, Any]]] = {}
+        if self.config.perplexity is not None:
+            spec = self.config.perplexity
+            r = perplexity(self.model, spec.corpus, limit=spec.limit)
+            out[f"ppl:{spec.corpus}"] = (r.ppl, {"tokens": r.n_tokens, "documents": r.n_documents})
+        for d in self.config.downstream:
+            from ..metrics.downstream import run_task
+
+            r = run_task(self.model, d.task, limit=d.limit, seed=self.config.seed, num_fewshot=d.num_fewshot)
+            for k, v in r.metrics.items():
+                out[f"{d.task}:{k}"] = (float(v), {"n": r.n, **{kk: vv for kk, vv in r.summary().items()
+                                                                  if kk.startswith(k + "_")}})
+        return out
+
+    def _guard_ppl(self) -> float:
+        return perplexity(self.model, self.config.protocol.guard_corpus).ppl
+
+    # ---- protocol steps
+    def _apply(self, method: MethodSpec, unit: UnitPlan, events: list) -> tuple[list, float, str | None]:
+        reqs = [r for i in unit.edits for r in self.plan.edits[i].requests]
+        torch.manual_seed(unit_seed(self.config.seed, method.name, unit.unit))
+        t = time.perf_counter()
+        handles = []
+        try:
+            m = METHODS[method.method]
+            if m.one_at_a_time and len(reqs) > 1:
+                for r in reqs:
+                    handles.append(apply_edit(self.model, [r], method.method, **method.hparams))
+            else:
+                handles.append(apply_edit(self.model, reqs, method.method, **method.hparams))
+            failure = None
+        except EditFailed as e:
+            for h in reversed(handles):
+                h.undo()
+            handles, failure = [], str(e)
+            events.append(("edit_failed", {"error": failure, "edits": list(unit.edits)}))
+        return handles, time.perf_counter() - t, failure
+
+    def _info(self, handles: list) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        for h in handles:
+            for k, v in h.info.items():
+                if isinstance(v, (int, float, str, bool)) or v is None:
+                    info.setdefault(k, v)
+        return info
+
+    def _record(self, method: str, unit: UnitPlan, status: str, *, seconds_edit=None, eval_=True,
+                info=None, events=(), extra_scalars=None) -> None:
+        t = time.perf_counter()
+        rows = self._evaluate(unit) if eval_ else {}
+        scalars = self._scalars() if eval_ else {}
+        scalars.update(extra_scalars or {})
+        fp = _fingerprint(self.model)
+        self.store.add_unit(method, unit.unit, unit.step, unit.edits, status, seconds_edit=seconds_edit,
+                            seconds_eval=time.perf_counter() - t, fingerprint=fp, info=info or {},
+                            rows=rows, scalars=scalars, events=events)
+        shown = {k: v[0] for k, v in scalars.items()}
+        self.on_unit(unit, {"status": status, "scalars": shown})
+
+    def run_base(self, done: set) -> None:
+        unit = self.plan.units_of("base")[0]
+        extra = {}
+        if self.config.protocol.kind == "sequential" and self.config.protocol.guard != "off":
+            self.base_guard_ppl = self._guard_ppl()
+            extra["guard_ppl"] = (self.base_guard_ppl, {"corpus": self.config.protocol.guard_corpus})
+        if ("base", "base") in done:
+            self._evaluate(unit)  # base outputs for every probe set (from the disk cache when there)
+            self.on_unit(unit, {"status": "done", "resumed": True})
+            return
+        self._record("base", unit, "done", extra_scalars=extra)
+
+    def run_method(self, method: MethodSpec, done: set) -> None:
+        units = self.plan.units_of(method.name)
+        if self.config.protocol.kind == "sequential":
+            self._run_sequential(method, units, done)
+            return
+        for unit in units:
+            if (method.name, unit.unit) in done:
+                self.on_unit(unit, {"status": "done", "resumed": True})
+                continue
+            events: list = []
+            handles, secs, failure = self._apply(method, unit, events)
+            try:
+                self._record(method.name, unit, "failed" if failure else "done", seconds_edit=secs,
+                             info={**self._info(handles), **({"error": failure} if failure else {})}, events=events)
+            finally:
+                for h in reversed(handles):
+                    h.undo()
+            if self.model.fingerprint() != self.base_fp:
+                raise RuntimeError(f"{method.name}: undo did not restore the base model after {unit.unit}")
+
+    def _run_sequential(self, method: MethodSpec, units: list[UnitPlan], done: set) -> None:
+        proto = self.config.protocol
+        stored = {u.unit: u for u in self.store.units(method.name)}
+        saved = {k: v.detach().clone() for k, v in self.model.hf.state_dict().items()}
+        try:
+            for unit in units:
+                prev = stored.get(unit.unit)
+                if prev is not None:  # resume: replay the accepted edit to reach the stored state
+                    if prev.status == "stopped":
+                        for u in units[units.index(unit):]:
+                            self.on_unit(u, {"status": "stopped", "resumed": True})
+                        return
+                    if prev.status == "done":
+                        handles, _, failure = self._apply(method, unit, [])
+                        for h in handles:
+                            h.release()
+                        if failure or _fingerprint(self.model) != prev.fingerprint:
+                            raise RuntimeError(
+                                f"resume of {method.name}: re-applying {unit.unit} did not reproduce the stored "
+                                "model state (non-deterministic method or changed code); start over with --force")
+                    self.on_unit(unit, {"status": prev.status, "resumed": True})
+                    continue
+                events: list = []
+                handles, secs, failure = self._apply(method, unit, events)
+                status, extra = ("failed" if failure else "done"), {}
+                check = proto.guard != "off" and (unit.step % proto.guard_every == 0 or unit.step == len(units))
+                if check and not failure:
+                    ppl = self._guard_ppl()
+                    extra["guard_ppl"] = (ppl, {"corpus": proto.guard_corpus})
+                    if is_collapsed(ppl, proto.threshold, self.base_guard_ppl, proto.ratio):
+                        detail = {"ppl": ppl, "base_ppl": self.base_guard_ppl, "threshold": proto.threshold,
+                                  "ratio": proto.ratio, "action": proto.guard}
+                        events.append(("collapse", detail))
+                        if proto.guard == "skip":
+                            for h in reversed(handles):
+                                h.undo()
+                            handles, status = [], "skipped"
+                        else:
+                            status = "stopped"
+                for h in handles:
+                    h.release()
+                self._record(method.name, unit, status, seconds_edit=secs, eval_=unit.evaluate or status == "stopped",
+                             info={**self._info(handles), **({"error": failure} if failure else {})},
+                             events=events, extra_scalars=extra)
+                if status == "stopped":
+                    for u in units[units.index(unit) + 1:]:
+                        self.on_unit(u, {"status": "stopped"})
+                    return
+        finally:
+            _restore_all(self.model, saved)
+
+
+def _restore_all(model: Model, state: dict[str, torch.Tensor]) -> None:
+    """Put every weight back and drop the (released) edits from the model's edit stack."""
+    with torch.no_grad():
+        for k, v in model.hf.state_dict().items():
+            v.copy_(state[k])
+    for h in reversed(active_edits(model)):
+        if h.method in METHODS:
+            METHODS[h.method]().on_undo(model, h)
+        h.active = False
+    model.meta.get("edit_stack", []).clear()
+
+
+def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, force: bool = False,
+              model: Model | None = None, progress: bool = True) -> Path:
+    """Run ``config`` into the folder ``out`` (``results.sqlite``, ``study.json``); returns ``out``.
+
+    ``resume`` continues a stopped run of the same study; ``force`` starts over in a folder that
+    holds another run (its results file is kept as a ``.bak``). ``model``: an already loaded model
+    (must be the config's; the base weights are checked against a resumed run's).
+    """
+    plan = build_plan(config)
+    store = open_run(out, config, resume=resume, force=force)
+    try:
+        model = model if model is not None else load_study_model(config)
+        fp = store.get_meta("model_fingerprint")
+        if fp is not None and fp != model.base_fingerprint:
+            raise RunFolderError(f"{out}: the stored run used base weights {fp}, this model is "
+                                 f"{model.base_fingerprint}; resume with the same model or use --force")
+        store.set_meta(model_fingerprint=model.base_fingerprint, model_name=model.name, status="running")
+        done = store.done()
+        with _progress(plan, progress) as on_unit:
+            runner = Runner(plan, store, model, on_unit)
+            runner.run_base(done)
+            for m in config.methods:
+                runner.run_method(m, done)
+        store.set_meta(status="complete", finished=now_iso())
+    finally:
+        store.close()
+    return Path(out)
+
+
+class _progress:
+    """A rich progress bar: units done, ETA, the current perplexity."""
+
+    def __init__(self, plan: Plan, enabled: bool):
+        self.plan, self.enabled = plan, enabled
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda u, info: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.plan.config.name, total=len(self.plan.units), status="")
+
+        def on_unit(unit: UnitPlan, info: dict[str, Any]) -> None:
+            ppl = next((f"ppl {v:.1f}" for k, v in info.get("scalars", {}).items()
+                        if k.startswith(("ppl:", "guard_ppl")) and v is not None), "")
+            self.bar.update(self.task, advance=1, description=f"{unit.method} {unit.unit}",
+                            status=" ".join(x for x in (info.get("status", ""), ppl) if x))
+
+        return on_unit
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+        return False
+
+
+__all__ = ["RunFolderError", "Runner", "load_study_model", "open_run", "run_study", "unit_seed"]

@@ -1,0 +1,156 @@
+"""From a validated study config to a plan: the edits, the probe sets each evaluation uses, and the
+ordered units of work per method (DESIGN.md "Protocols").
+
+Units: the base evaluation (method ``base``); then per method, ``single``: one unit per edit
+(``edit-0003``), ``batch``: one per batch (``batch-0000``), ``sequential``: one per edit step
+(``step-0004`` = after 4 edits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..probes.registry import _lookup as lookup_suite
+from ..probes.registry import get_suite
+from ..requests import EditRequest, ProbeSet
+from .config import ConfigError, DatasetEdits, InlineEdit, StudyConfig
+
+
+@dataclass
+class EditItem:
+    """One edit of the study: the requests applied together (a dataset case may hold several) and
+    the probe sets that measure it (its own case probes, and the suites built for it)."""
+
+    index: int
+    requests: list[EditRequest]
+    label: str
+    probe_sets: dict[str, ProbeSet] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    method: str
+    unit: str
+    step: int
+    edits: tuple[int, ...]
+    evaluate: bool = True
+
+
+@dataclass
+class Plan:
+    config: StudyConfig
+    edits: list[EditItem]
+    global_sets: dict[str, ProbeSet]
+    units: list[UnitPlan]
+
+    def units_of(self, method: str) -> list[UnitPlan]:
+        return [u for u in self.units if u.method == method]
+
+    def eval_sets(self, unit: UnitPlan) -> dict[str, tuple[int | None, ProbeSet]]:
+        """Probe sets a unit evaluates: name -> (edit index or None, probes). Sequential units see
+        every edit applied so far (retention of earlier edits)."""
+        scope = range(unit.edits[-1] + 1) if self.config.protocol.kind == "sequential" else unit.edits
+        out: dict[str, tuple[int | None, ProbeSet]] = {}
+        for i in scope:
+            for name, ps in self.edits[i].probe_sets.items():
+                out[f"{name}#e{i}"] = (i, ps)
+        for name, ps in self.global_sets.items():
+            out[name] = (None, ps)
+        return out
+
+    def all_sets(self) -> dict[str, tuple[int | None, ProbeSet]]:
+        """Every probe set of the study (what the base evaluation covers)."""
+        out: dict[str, tuple[int | None, ProbeSet]] = {}
+        for e in self.edits:
+            for name, ps in e.probe_sets.items():
+                out[f"{name}#e{e.index}"] = (e.index, ps)
+        out.update({n: (None, ps) for n, ps in self.global_sets.items()})
+        return out
+
+    @property
+    def n_probes(self) -> int:
+        return sum(len(ps) for _, ps in self.all_sets().values())
+
+
+def _load_dataset(spec: DatasetEdits):
+    from ..probes import loaders
+
+    loader = {"counterfact": loaders.load_counterfact, "zsre": loaders.load_zsre, "mquake": loaders.load_mquake,
+              "jsonl": loaders.load_jsonl}[spec.dataset]
+    if spec.dataset == "jsonl" and spec.source is None:
+        raise ConfigError("edits: {dataset: jsonl} needs `source:` (a .jsonl path)")
+    return loader(spec.source, limit=spec.limit, offset=spec.offset)
+
+
+def _suite_names(config: StudyConfig) -> list[str]:
+    names, seen = [], {}
+    for p in config.probes:
+        seen[p.suite] = seen.get(p.suite, 0) + 1
+        names.append(p.suite if seen[p.suite] == 1 else f"{p.suite}-{seen[p.suite]}")
+    return names
+
+
+def build_plan(config: StudyConfig) -> Plan:
+    """Load the edits and probe sets and lay out the units. Raises :class:`ConfigError` for edits
+    or suites that yield nothing, or a per-edit suite that cannot use an edit."""
+    items: list[EditItem] = []
+    for j, src in enumerate(config.edits):
+        if isinstance(src, InlineEdit):
+            req = EditRequest(**src.model_dump())
+            items.append(EditItem(len(items), [req], f"{req.prompt!r} -> {req.target_new!r}"))
+            continue
+        try:
+            ds = _load_dataset(src)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            raise ConfigError(f"edits[{j}] ({src.dataset}): {e}") from None
+        if not len(ds):
+            raise ConfigError(f"edits[{j}] ({src.dataset}): no records loaded ({ds.report.summary()}); check "
+                              "source/offset/limit")
+        for case in ds:
+            item = EditItem(len(items), list(case.requests), f"{src.dataset}:{case.case_id}")
+            if src.case_probes and len(case.probes):
+                item.probe_sets["case"] = case.probes
+            items.append(item)
+    global_sets: dict[str, ProbeSet] = {}
+    for name, spec in zip(_suite_names(config), config.probes):
+        info = lookup_suite(spec.suite)
+        if info.needs_edit:
+            for item in items:
+                try:
+                    ps = get_suite(spec.suite, edit=item.requests[0], **spec.args)
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"probes: suite {spec.suite!r} for edit {item.label}: {e}") from None
+                if not len(ps):
+                    raise ConfigError(f"probes: suite {spec.suite!r} yields no probes for edit {item.label}")
+                item.probe_sets[name] = ps
+        else:
+            try:
+                ps = get_suite(spec.suite, **spec.args)
+            except (TypeError, ValueError, FileNotFoundError) as e:
+                raise ConfigError(f"probes: suite {spec.suite!r} with args {spec.args}: {e}") from None
+            if not len(ps):
+                raise ConfigError(f"probes: suite {spec.suite!r} with args {spec.args} yields no probes")
+            global_sets[name] = ps
+    if not global_sets and not any(e.probe_sets for e in items):
+        raise ConfigError("probes: nothing to evaluate; add a suite under `probes:` (e.g. facts) or dataset "
+                          "edits with their case probes")
+    units = [UnitPlan("base", "base", 0, ())]
+    proto = config.protocol
+    n = len(items)
+    for m in config.methods:
+        if proto.kind == "single":
+            units += [UnitPlan(m.name, f"edit-{i:04d}", i, (i,)) for i in range(n)]
+        elif proto.kind == "batch":
+            size = proto.batch_size or n
+            for b, start in enumerate(range(0, n, size)):
+                units.append(UnitPlan(m.name, f"batch-{b:04d}", b, tuple(range(start, min(n, start + size)))))
+        else:
+            for i in range(n):
+                step = i + 1
+                ev = (proto.eval_when == "each" or step == n
+                      or (proto.eval_when == "every_k" and step % proto.k == 0))
+                units.append(UnitPlan(m.name, f"step-{step:04d}", step, (i,), evaluate=ev))
+    return Plan(config, items, global_sets, units)
+
+
+__all__ = ["EditItem", "Plan", "UnitPlan", "build_plan"]

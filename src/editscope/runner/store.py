@@ -1,0 +1,239 @@
+"""The results store: one SQLite file per run folder (``results.sqlite``).
+
+Tables:
+
+* ``meta`` (key, value): store format, config hash and JSON, library/torch/transformers versions,
+  base model fingerprint, seed, created/finished times, status (``running``/``complete``).
+* ``units`` (one row per unit of work: the base evaluation, one edit (single), one batch, one
+  sequential step): method label, unit name, step, edit indices, status (``done``, ``failed``:
+  the edit was rolled back, ``skipped``: the collapse guard undid it, ``stopped``: the guard
+  ended the run), seconds, model fingerprint after the unit, info JSON.
+* ``rows`` (one row per probe evaluation of a unit: the fields of
+  :class:`editscope.evaluation.EvalResult` rows), ``scalars`` (perplexity, downstream accuracies
+  of a unit), ``events`` (guard actions, rolled-back edits).
+
+A unit is written in one transaction together with everything it measured, so a killed run
+loses at most the unit in flight and a resumed run neither loses nor duplicates rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STORE_FORMAT = "editscope-results-1"
+FILENAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS units (
+    id INTEGER PRIMARY KEY, method TEXT NOT NULL, unit TEXT NOT NULL, step INTEGER NOT NULL,
+    edits TEXT NOT NULL, status TEXT NOT NULL, seconds_edit REAL, seconds_eval REAL,
+    fingerprint TEXT, info TEXT NOT NULL, UNIQUE(method, unit));
+CREATE TABLE IF NOT EXISTS rows (
+    unit_id INTEGER NOT NULL REFERENCES units(id), probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL,
+    edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
+    logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, base_logprob REAL,
+    base_top1 INTEGER, unchanged INTEGER, kl REAL, says_target INTEGER, greedy TEXT, base_greedy TEXT,
+    is_base INTEGER, PRIMARY KEY(unit_id, probe_set, probe_index));
+CREATE TABLE IF NOT EXISTS scalars (
+    unit_id INTEGER NOT NULL REFERENCES units(id), name TEXT NOT NULL, value REAL, detail TEXT NOT NULL,
+    PRIMARY KEY(unit_id, name));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, unit_id INTEGER REFERENCES units(id), kind TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+ROW_FIELDS = ("category", "prompt", "target", "meta", "logprob", "n_tokens", "top1", "alt_kind", "alt_logprob",
+              "base_logprob", "base_top1", "unchanged", "kl", "says_target", "greedy", "base_greedy", "is_base")
+_BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
+
+
+class StoreError(RuntimeError):
+    """A results file that is not ours, or belongs to another study."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    id: int
+    method: str
+    unit: str
+    step: int
+    edits: list[int]
+    status: str
+    seconds_edit: float | None
+    seconds_eval: float | None
+    fingerprint: str | None
+    info: dict[str, Any]
+
+
+class ResultsStore:
+    """Open (or create) ``<run_dir>/results.sqlite``; see the module docstring for the tables."""
+
+    def __init__(self, path: str | Path, *, create: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
+        if self.path.exists():
+            _check_ours(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions only
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+        if self.get_meta("format") is None:
+            with self.transaction():
+                self._set_meta("format", STORE_FORMAT)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- transactions and metadata
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def set_meta(self, **items: Any) -> None:
+        with self.transaction():
+            for k, v in items.items():
+                self._set_meta(k, v)
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    # ---- writing
+    def add_unit(self, method: str, unit: str, step: int, edits: Sequence[int], status: str, *,
+                 seconds_edit: float | None = None, seconds_eval: float | None = None,
+                 fingerprint: str | None = None, info: Mapping[str, Any] | None = None,
+                 rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                 scalars: Mapping[str, tuple[float | None, Mapping[str, Any]]] | None = None,
+                 events: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> int:
+        """Write a unit and all it measured atomically. ``rows``: probe-set name -> evaluation rows
+        (dicts as :class:`editscope.evaluation.EvalResult` rows, plus optional ``edit_index``);
+        ``scalars``: name -> (value, detail); ``events``: (kind, detail)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO units(method, unit, step, edits, status, seconds_edit, seconds_eval, fingerprint, info) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (method, unit, step, json.dumps(list(edits)), status, seconds_edit, seconds_eval, fingerprint,
+                 json.dumps(dict(info or {}), default=str)))
+            uid = int(cur.lastrowid)
+            for pset, rs in (rows or {}).items():
+                db.executemany(
+                    f"INSERT INTO rows(unit_id, probe_set, probe_index, edit_index, {', '.join(ROW_FIELDS)}) "
+                    f"VALUES ({', '.join('?' * (4 + len(ROW_FIELDS)))})",
+                    [(uid, pset, r["index"], r.get("edit_index"), *(_db_value(f, r.get(f)) for f in ROW_FIELDS))
+                     for r in rs])
+            for name, (value, detail) in (scalars or {}).items():
+                db.execute("INSERT INTO scalars(unit_id, name, value, detail) VALUES (?, ?, ?, ?)",
+                           (uid, name, value, json.dumps(dict(detail), default=str)))
+            for kind, detail in events:
+                db.execute("INSERT INTO events(unit_id, kind, detail) VALUES (?, ?, ?)",
+                           (uid, kind, json.dumps(dict(detail), default=str)))
+        return uid
+
+    # ---- reading
+    def units(self, method: str | None = None) -> list[Unit]:
+        q = "SELECT id, method, unit, step, edits, status, seconds_edit, seconds_eval, fingerprint, info FROM units"
+        args: tuple = ()
+        if method is not None:
+            q, args = q + " WHERE method = ?", (method,)
+        return [Unit(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], json.loads(r[9]))
+                for r in self.db.execute(q + " ORDER BY id", args)]
+
+    def done(self) -> set[tuple[str, str]]:
+        """(method, unit) pairs already stored."""
+        return {(m, u) for m, u in self.db.execute("SELECT method, unit FROM units")}
+
+    def rows(self, unit_id: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
+        """Evaluation rows as dicts (the fields of EvalResult rows plus method, unit, step,
+        probe_set, edit_index), in storage order."""
+        q = (f"SELECT u.method, u.unit, u.step, r.probe_set, r.probe_index, r.edit_index, "
+             f"{', '.join('r.' + f for f in ROW_FIELDS)} FROM rows r JOIN units u ON u.id = r.unit_id")
+        cond, args = [], []
+        if unit_id is not None:
+            cond.append("r.unit_id = ?")
+            args.append(unit_id)
+        if method is not None:
+            cond.append("u.method = ?")
+            args.append(method)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        out = []
+        for rec in self.db.execute(q + " ORDER BY u.id, r.probe_set, r.probe_index", args):
+            d = dict(zip(("method", "unit", "step", "probe_set", "index", "edit_index"), rec[:6]))
+            for f, v in zip(ROW_FIELDS, rec[6:]):
+                d[f] = json.loads(v) if f == "meta" else (bool(v) if f in _BOOL_FIELDS and v is not None else v)
+            out.append(d)
+        return out
+
+    def scalars(self) -> list[dict[str, Any]]:
+        q = ("SELECT u.method, u.unit, u.step, s.name, s.value, s.detail FROM scalars s "
+             "JOIN units u ON u.id = s.unit_id ORDER BY u.id, s.name")
+        return [{"method": m, "unit": u, "step": st, "name": n, "value": v, "detail": json.loads(d)}
+                for m, u, st, n, v, d in self.db.execute(q)]
+
+    def events(self) -> list[dict[str, Any]]:
+        q = ("SELECT u.method, u.unit, e.kind, e.detail FROM events e LEFT JOIN units u ON u.id = e.unit_id "
+             "ORDER BY e.id")
+        return [{"method": m, "unit": u, "kind": k, "detail": json.loads(d)} for m, u, k, d in self.db.execute(q)]
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("units", "rows", "scalars", "events")}
+
+
+def _db_value(field: str, v: Any) -> Any:
+    if field == "meta":
+        return json.dumps(v or {}, sort_keys=True, default=str)
+    if field in _BOOL_FIELDS and v is not None:
+        return int(bool(v))
+    return v
+
+
+def _check_ours(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read: {e}") from None
+    if head and head != b"SQLite format 3\x00":
+        raise StoreError(f"{path}: not an editscope results store (not an SQLite file); move it away or pick "
+                         "another --out folder")
+    if not head:
+        return
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+    except sqlite3.DatabaseError:
+        row = None
+    finally:
+        db.close()
+    if row is None or json.loads(row[0]) != STORE_FORMAT:
+        raise StoreError(f"{path}: an SQLite file that is not an editscope results store ({STORE_FORMAT}); "
+                         "move it away or pick another --out folder")
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+__all__ = ["FILENAME", "ROW_FIELDS", "ResultsStore", "STORE_FORMAT", "StoreError", "Unit", "now_iso"]
