@@ -246,7 +246,7 @@ class Runner:
                 if check and not failure:
                     ppl = self._guard_ppl()
                     extra["guard_ppl"] = (ppl, {"corpus": proto.guard_corpus})
-                    if is_collapsed(ppl, proto.threshold, self.base_guard_ppl, proto.ratio):
+                    if is_collapsed(ppl, proto.threshold, self.base_guard_ppl if proto.ratio else None, proto.ratio):
                         detail = {"ppl": ppl, "base_ppl": self.base_guard_ppl, "threshold": proto.threshold,
                                   "ratio": proto.ratio, "action": proto.guard}
                         events.append(("collapse", detail))

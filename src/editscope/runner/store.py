@@ -210,26 +210,24 @@ def _db_value(field: str, v: Any) -> Any:
 
 
 def _check_ours(path: Path) -> None:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        raise StoreError(f"{path}: cannot read: {e}") from None
-    if head and head != b"SQLite format 3\x00":
-        raise StoreError(f"{path}: not an editscope results store (not an SQLite file); move it away or pick "
-                         "another --out folder")
-    if not head:
+    # Only through sqlite3: opening and closing the file with open() would drop SQLite's POSIX
+    # locks held by other connections of this process.
+    if path.stat().st_size == 0:
         return
     db = sqlite3.connect(path)
+    why = ""
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-    except sqlite3.DatabaseError:
-        row = None
+    except sqlite3.DatabaseError as e:
+        row, why = None, str(e)
     finally:
         db.close()
+    if "not a database" in why:
+        raise StoreError(f"{path}: not an editscope results store (not an SQLite file); move it away or pick "
+                         "another --out folder")
     if row is None or json.loads(row[0]) != STORE_FORMAT:
-        raise StoreError(f"{path}: an SQLite file that is not an editscope results store ({STORE_FORMAT}); "
-                         "move it away or pick another --out folder")
+        raise StoreError(f"{path}: an SQLite file that is not an editscope results store ({STORE_FORMAT})"
+                         f"{f' ({why})' if why else ''}; move it away or pick another --out folder")
 
 
 def now_iso() -> str:

@@ -1,0 +1,329 @@
+"""Study configs, protocols, the results store (kill -9 and resume), and reports, on tiny models."""
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from editscope.report import write_report
+from editscope.report.results import load_results
+from editscope.runner import (
+    ConfigError,
+    ResultsStore,
+    RunFolderError,
+    StoreError,
+    build_plan,
+    load_config,
+    parse_config,
+    run_study,
+)
+
+EDITS = [{"prompt": f"{a}+{b}=", "target_new": str(a + b + 1), "subject": f"{a}+{b}"}
+         for a, b in [(2, 2), (3, 1), (1, 2), (2, 3), (3, 3), (1, 1)]]
+STUDY = {
+    "name": "tiny",
+    "model": "tiny:llama",
+    "seed": 0,
+    "methods": ["ft-m", {"method": "ft-m", "label": "ft-m-strong", "hparams": {"lr": 0.05, "steps": 30}}],
+    "edits": EDITS[:3],
+    "probes": [{"suite": "arithmetic", "args": {"n": 3, "paraphrases": False}}],
+}
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+
+
+def _rows(run: Path) -> list[tuple]:
+    """Every stored result, timings and dates left out, in a canonical order."""
+    s = ResultsStore(run / "results.sqlite")
+    try:
+        rows = sorted(tuple(json.dumps(r, sort_keys=True) for r in [x]) for x in s.rows())
+        units = sorted((u.method, u.unit, u.status, u.fingerprint, json.dumps(u.edits)) for u in s.units())
+        scalars = sorted((x["method"], x["unit"], x["name"], x["value"]) for x in s.scalars())
+    finally:
+        s.close()
+    return [*units, *scalars, *rows]
+
+
+# ---- config
+
+
+@pytest.mark.parametrize("patch, match", [
+    ({"methds": ["ft"]}, r"methds: unknown key"),
+    ({"seed": "zero"}, r"seed: .*integer.*\(got \"zero\"\)"),
+    ({"methods": ["rme"]}, r"methods\[0\]\.method: unknown edit method 'rme'. Did you mean 'rome'"),
+    ({"probes": [{"suite": "arithmetc"}]}, r"arithmetic"),
+    ({"methods": ["ft", "ft"]}, r"more than once.*label"),
+    ({"protocol": {"kind": "single", "eval_when": "end"}}, r"eval_when='end' applies to kind='sequential'"),
+    ({"edits": [{"prompt": "2+2=", "target": "5"}]}, r"edits\[0\]"),
+])
+def test_bad_configs_are_refused_with_the_key_path_and_the_fix(patch, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config({**STUDY, **patch}, "study.yaml")
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nmethods: [ft]\nedits: [{prompt: '2+2=', target_new: '5'}]\nmodel: {name: m, dtyp: x}\n")
+    with pytest.raises(ConfigError, match=r"(?s)s\.yaml.*model\.dtyp: unknown key"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="no such study file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_a_suite_that_yields_no_probes_or_cannot_use_the_edit_is_refused():
+    with pytest.raises(ConfigError, match="nothing to evaluate"):
+        build_plan(parse_config({**STUDY, "probes": []}))
+    cfg = parse_config({**STUDY, "edits": [{"prompt": "The capital of France is", "target_new": "Rome"}]})
+    with pytest.raises(ConfigError, match="suite 'arithmetic' for edit"):
+        build_plan(cfg)
+
+
+def test_plan_units_per_protocol():
+    single = build_plan(parse_config(STUDY))
+    assert [u.unit for u in single.units_of("ft-m")] == ["edit-0000", "edit-0001", "edit-0002"]
+    batch = build_plan(parse_config({**STUDY, "protocol": {"kind": "batch", "batch_size": 2}}))
+    assert [u.edits for u in batch.units_of("ft-m")] == [(0, 1), (2,)]
+    seq = build_plan(parse_config({**STUDY, "edits": EDITS, "protocol": {"kind": "sequential", "eval_when": "every_k",
+                                                                           "k": 4}}))
+    assert [u.step for u in seq.units_of("ft-m") if u.evaluate] == [4, 6]
+    # sequential evaluations include every earlier edit's probes (retention)
+    last = seq.units_of("ft-m")[-1]
+    assert sorted({i for i, _ in seq.eval_sets(last).values()}) == list(range(6))
+
+
+# ---- runs
+
+
+def test_single_run_is_deterministic_and_undoes_every_edit(tmp_path):
+    cfg = parse_config(STUDY)
+    a, b = run_study(cfg, tmp_path / "a", progress=False), run_study(cfg, tmp_path / "b", progress=False)
+    assert _rows(a) == _rows(b)
+    s = ResultsStore(a / "results.sqlite")
+    units = s.units()
+    base_fp = s.get_meta("model_fingerprint")
+    assert s.get_meta("status") == "complete" and s.get_meta("config_hash") == cfg.config_hash()
+    assert [u.method for u in units] == ["base"] + ["ft-m"] * 3 + ["ft-m-strong"] * 3
+    assert units[0].fingerprint == base_fp and all(u.fingerprint != base_fp for u in units[1:])
+    n_probes = len(s.rows(unit_id=units[0].id))
+    assert all(len(s.rows(unit_id=u.id)) == n_probes // 3 for u in units[1:])  # each edit: its own grid
+    strong = [r for r in s.rows(method="ft-m-strong") if r["category"] == "target"]
+    assert all(r["top1"] for r in strong)  # the strong setting reaches every target
+    s.close()
+
+
+def test_output_folders_are_never_overwritten(tmp_path):
+    cfg = parse_config(STUDY)
+    out = run_study(cfg, tmp_path / "run", progress=False)
+    before = _rows(out)
+    with pytest.raises(RunFolderError, match="--resume"):
+        run_study(cfg, out, progress=False)
+    other = parse_config({**STUDY, "name": "other"})
+    with pytest.raises(RunFolderError, match="another study"):
+        run_study(other, out, progress=False)
+    assert _rows(out) == before
+    run_study(other, out, force=True, progress=False)
+    backups = list(out.glob("results.sqlite.*.bak"))
+    assert len(backups) == 1
+    shutil.copy(backups[0], tmp_path / "old.sqlite")
+    assert _rows_of(tmp_path / "old.sqlite") == before
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "results.sqlite").write_text("not a database")
+    with pytest.raises(StoreError, match="not an editscope results store"):
+        run_study(cfg, junk, progress=False)
+    with pytest.raises(StoreError, match="not an editscope results store"):
+        ResultsStore(junk / "results.sqlite")
+    alien = tmp_path / "alien"
+    alien.mkdir()
+    sqlite3.connect(alien / "results.sqlite").execute("CREATE TABLE t(x)").connection.commit()
+    with pytest.raises(StoreError, match="SQLite file that is not"):
+        run_study(cfg, alien, progress=False)
+
+
+def _rows_of(path: Path):
+    d = path.parent / "x"
+    d.mkdir(exist_ok=True)
+    shutil.copy(path, d / "results.sqlite")
+    return _rows(d)
+
+
+def test_sequential_run_with_the_collapse_guard(tmp_path):
+    spec = {**STUDY, "edits": EDITS[:4], "methods": [{"method": "ft-m", "hparams": {"lr": 5e-3, "steps": 5}}]}
+    skip = parse_config({**spec, "protocol": {"kind": "sequential", "guard": "skip", "threshold": 1.0,
+                                              "guard_corpus": "me_ppl_50"}})
+    out = run_study(skip, tmp_path / "skip", progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    units = s.units("ft-m")
+    assert [u.status for u in units] == ["skipped"] * 4  # ppl > 1 always: every edit undone
+    assert all(u.fingerprint == s.get_meta("model_fingerprint") for u in units)
+    assert [e["kind"] for e in s.events()] == ["collapse"] * 4
+    s.close()
+    stop = parse_config({**spec, "protocol": {"kind": "sequential", "guard": "stop", "threshold": 1.0}})
+    out = run_study(stop, tmp_path / "stop", progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    assert [u.status for u in s.units("ft-m")] == ["stopped"]
+    assert s.rows(method="ft-m")  # the state it stopped in is evaluated
+    s.close()
+    off = parse_config({**spec, "protocol": {"kind": "sequential", "guard": "off", "eval_when": "end"}})
+    out = run_study(off, tmp_path / "off", progress=False)
+    res = load_results(out)
+    s = ResultsStore(out / "results.sqlite")
+    units = s.units("ft-m")
+    assert [u.status for u in units] == ["done"] * 4
+    assert len({u.fingerprint for u in units}) == 4  # edits accumulate
+    assert {r["step"] for r in s.rows(method="ft-m")} == {4}
+    assert {r["edit_index"] for r in s.rows(method="ft-m")} == {0, 1, 2, 3}  # retention of earlier edits
+    s.close()
+    assert res.protocol == "sequential"
+
+
+_CHILD = """
+import sys, json
+from editscope.runner import parse_config, run_study
+run_study(parse_config(json.loads(sys.argv[1])), sys.argv[2], resume=sys.argv[3] == "1", progress=False)
+"""
+
+
+@pytest.mark.parametrize("protocol", ["single", "sequential"])
+def test_kill_9_and_resume_give_exactly_the_rows_of_an_uninterrupted_run(tmp_path, protocol):
+    spec = {**STUDY, "edits": EDITS, "methods": ["ft-m"], "protocol": {"kind": protocol, "guard": "off"}}
+    full = run_study(parse_config(spec), tmp_path / "full", progress=False)
+    out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(spec), str(out), "0"], env=env)
+    db = out / "results.sqlite"
+    deadline = time.time() + 240
+    n = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            c = sqlite3.connect(db)
+            try:
+                n = c.execute("SELECT COUNT(*) FROM units").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            finally:
+                c.close()
+            if n >= 3:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    s = ResultsStore(db)
+    stored = len(s.units())
+    assert s.get_meta("status") == "running" and 3 <= stored < 7, "the kill must land mid-run"
+    s.close()
+    write_report(out, ("md",))
+    assert "PARTIAL RUN" in (out / "report.md").read_text()
+    with pytest.raises(RunFolderError, match="--resume"):
+        run_study(parse_config(spec), out, progress=False)
+    subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec), str(out), "1"], env=env, check=True)
+    assert _rows(out) == _rows(full)
+
+
+def test_batch_protocol_applies_a_batch_at_once(tmp_path):
+    spec = {**STUDY, "methods": [{"method": "memit", "hparams": {"layers": [1, 2], "stats_tokens": 600,
+                                                                  "stats_corpus": ["me_ppl_50"], "n_contexts": 2,
+                                                                  "context_len": 4, "v_fail_loss": 100,
+                                                                  "fact_token": "last"}}],
+            "protocol": {"kind": "batch"}}
+    out = run_study(parse_config(spec), tmp_path / "batch", progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    units = s.units("memit")
+    assert [u.edits for u in units] == [[0, 1, 2]]
+    assert {r["edit_index"] for r in s.rows(unit_id=units[0].id)} == {0, 1, 2}
+    s.close()
+
+
+# ---- reports
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    os.environ["EDITSCOPE_CACHE"] = str(root / "cache")
+    cfg = {**STUDY, "reference": "ft-m", "perplexity": {"corpus": "me_ppl_50", "limit": 5}}
+    return run_study(parse_config(cfg), root / "run", progress=False)
+
+
+def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
+    paths = write_report(finished_run)
+    md = paths["md"].read_text()
+    res = load_results(finished_run)
+    target = next(c for c in res.columns if c.key == "target/top1")
+    assert target.cells["ft-m-strong"].value == 1.0 and target.best() == "ft-m-strong"
+    assert "| ft-m-strong | **1.000 [" in md  # best value in bold, with its interval
+    assert any(c.key == "ppl:me_ppl_50" for c in res.columns)
+    assert "p (Holm)" in md and res.tests and all(t.method == "ft-m-strong" for t in res.tests)
+    assert "Complete run" in md and "config hash" in md
+    assert (finished_run / "figures" / "blast_radius.png").stat().st_size > 5000
+    assert (finished_run / "figures" / "categories.pdf").exists()
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _required_in_ci(tool: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{tool} missing in CI (.ci/run installs it)")
+    pytest.skip(f"{tool} not installed")
+
+
+def test_html_report_renders_in_headless_chromium(finished_run, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        _required_in_ci("chromium")
+    html_path = write_report(finished_run, ("html",))["html"]
+    text = html_path.read_text()
+    assert "src=\"http" not in text and "src='http" not in text and "data:image/png;base64," in text
+    shot = tmp_path / "shot.png"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'prof'}"]
+    subprocess.run([exe, *flags, f"--screenshot={shot}", "--window-size=1200,1600", html_path.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    dom = subprocess.run([exe, *flags, "--dump-dom", html_path.as_uri()], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    assert 'id="table-main"' in dom and 'id="table-mcnemar"' in dom and "ft-m-strong" in dom
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    lo, hi = img.getextrema()
+    assert hi - lo > 100  # not blank: text and figures drawn
+    hist = img.histogram()
+    assert sum(hist[:200]) > 0.01 * img.width * img.height  # a real share of non-white pixels
+
+
+def test_latex_bundle_has_the_paper_layout_and_compiles(finished_run):
+    main = write_report(finished_run, ("latex",))["latex"]
+    root = main.parent
+    for rel in ("main.tex", "sections/results.tex", "tables/main.tex", "tables/mcnemar.tex", "commands/macros.tex",
+                "figures/blast_radius.pdf"):
+        assert (root / rel).exists(), rel
+    table = (root / "tables" / "main.tex").read_text()
+    assert r"\toprule" in table and r"\midrule" in table and r"\bottomrule" in table and r"\textbf{1.000" in table
+    assert "|" not in table.split(r"\begin{tabular}")[1].split("}")[0]  # no vertical rules
+    if shutil.which("pdflatex") is None:
+        _required_in_ci("pdflatex")
+    from editscope.report import compile_latex
+
+    pdf = compile_latex(main)
+    assert pdf.read_bytes()[:4] == b"%PDF"
+
+
+def test_yaml_example_files_validate():
+    for path in sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob("*.yaml")):
+        cfg = load_config(path)
+        assert yaml.safe_load(path.read_text())["name"] == cfg.name
