@@ -186,6 +186,8 @@ def test_sequential_run_with_the_collapse_guard(tmp_path):
     assert {r["edit_index"] for r in s.rows(method="ft-m")} == {0, 1, 2, 3}  # retention of earlier edits
     s.close()
     assert res.protocol == "sequential"
+    write_report(out, ("md",))
+    assert (out / "figures" / "sequential.png").exists()
 
 
 _CHILD = """
@@ -252,7 +254,8 @@ def test_batch_protocol_applies_a_batch_at_once(tmp_path):
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     os.environ["EDITSCOPE_CACHE"] = str(root / "cache")
-    cfg = {**STUDY, "reference": "ft-m", "perplexity": {"corpus": "me_ppl_50", "limit": 5}}
+    cfg = {**STUDY, "reference": "ft-m", "perplexity": {"corpus": "me_ppl_50", "limit": 5},
+           "downstream": [{"task": "piqa", "limit": 4}]}
     return run_study(parse_config(cfg), root / "run", progress=False)
 
 
@@ -264,6 +267,8 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
     assert target.cells["ft-m-strong"].value == 1.0 and target.best() == "ft-m-strong"
     assert "| ft-m-strong | **1.000 [" in md  # best value in bold, with its interval
     assert any(c.key == "ppl:me_ppl_50" for c in res.columns)
+    piqa = next(c for c in res.columns if c.key == "piqa:acc")
+    assert piqa.cells["base"].n == 1 and piqa.cells["ft-m"].n == 3  # one value per unit
     assert "p (Holm)" in md and res.tests and all(t.method == "ft-m-strong" for t in res.tests)
     assert "Complete run" in md and "config hash" in md
     assert (finished_run / "figures" / "blast_radius.png").stat().st_size > 5000
@@ -327,3 +332,35 @@ def test_yaml_example_files_validate():
     for path in sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob("*.yaml")):
         cfg = load_config(path)
         assert yaml.safe_load(path.read_text())["name"] == cfg.name
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())  # rich wraps lines at the console width
+
+
+def test_cli_run_dry_run_run_and_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({**STUDY, "methods": ["ft-m"], "edits": EDITS[:2]}))
+    cli = CliRunner()
+    r = cli.invoke(app, ["run", str(study), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "2 edit(s) x 1 method(s) = 2 units" in _flat(r.output) and "estimated total" in _flat(r.output)
+    out = tmp_path / "run"
+    r = cli.invoke(app, ["run", str(study), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "report.html").exists() and (out / "latex" / "main.tex").exists()
+    r = cli.invoke(app, ["run", str(study), "--out", str(out)])
+    assert r.exit_code == 2 and "--resume" in _flat(r.output)
+    r = cli.invoke(app, ["report", str(out), "--format", "md"])
+    assert r.exit_code == 0 and "ft-m" in _flat(r.output) and "Complete" in (out / "report.md").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmethods: [rme]\nedits: [{prompt: '2+2=', target_new: '5'}]\n")
+    r = cli.invoke(app, ["run", str(bad), "--out", str(tmp_path / "never")])
+    assert r.exit_code == 2 and "Did you mean 'rome'" in _flat(r.output)
+    assert not (tmp_path / "never").exists()
+    r = cli.invoke(app, ["report", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "no results store" in _flat(r.output)
