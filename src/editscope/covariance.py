@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,37 +161,55 @@ def key_statistics(model: Model, layer: int, *, corpus: str | Sequence[str] = DE
         corpus: named corpora (``wikitext2``, ``me_ppl``, ...), text/JSON files, or ``hub:dataset``;
             chunks are taken round-robin across them.
         n_tokens: how many tokens to average over (10k is rough, 100k is ROME-like; see
-            ``benchmarks/bench_edit.py`` for how the solved update changes with it).
+            ``benchmarks/bench_locate.py`` for how the solved update changes with it).
         dtype: accumulation dtype, ``float32`` or ``float64``.
         seq_len: tokens per chunk (each chunk is one forward sequence, no BOS added).
     """
-    if not 0 <= layer < model.n_layers:
-        raise KeyStatsError(f"layer={layer} is outside the model (0..{model.n_layers - 1})")
+    return key_statistics_many(model, [layer], corpus=corpus, n_tokens=n_tokens, dtype=dtype, seq_len=seq_len,
+                               batch_size=batch_size, use_cache=use_cache)[layer]
+
+
+def key_statistics_many(model: Model, layers: Sequence[int], *, corpus: str | Sequence[str] = DEFAULT_CORPUS,
+                        n_tokens: int = DEFAULT_N_TOKENS, dtype: str = "float32", seq_len: int = 256,
+                        batch_size: int = 8, use_cache: bool = True) -> dict[int, KeyStats]:
+    """:func:`key_statistics` for several layers; those not cached are computed together in one
+    pass over the corpus, stopped after the highest of them (MEMIT's five layers cost about one)."""
+    layers = sorted(set(layers))
+    bad = [i for i in layers if not 0 <= i < model.n_layers]
+    if bad or not layers:
+        raise KeyStatsError(f"layer(s) {bad or layers} are outside the model (0..{model.n_layers - 1})")
     if dtype not in _DTYPES:
         raise KeyStatsError(f"dtype={dtype!r}: use 'float32' or 'float64'")
     if n_tokens < 1 or seq_len < 1:
         raise KeyStatsError(f"n_tokens ({n_tokens}) and seq_len ({seq_len}) must be >= 1")
     texts = _corpus_texts(corpus)
-    key = stats_key(model, layer, texts, n_tokens, seq_len, dtype)
     memo = model.meta.setdefault("key_stats", {})
-    if key in memo:
-        return memo[key]
-    path = _path(key)
-    if use_cache and path.is_file():
-        try:
-            c = load_key_statistics(path, model, layer, key)
-            memo[key] = KeyStats(c, layer, n_tokens, key, from_cache=True)
-            return memo[key]
-        except (KeyStatsError, OSError, Exception) as e:  # a damaged cache is recomputed, never trusted
-            log.warning("key statistics cache %s unusable (%s); recomputing", path, e)
-    _check_base(model, layer)
+    out: dict[int, KeyStats] = {}
+    todo: dict[int, str] = {}
+    for layer in layers:
+        key = stats_key(model, layer, texts, n_tokens, seq_len, dtype)
+        if key in memo:
+            out[layer] = memo[key]
+            continue
+        path = _path(key)
+        if use_cache and path.is_file():
+            try:
+                c = load_key_statistics(path, model, layer, key)
+                out[layer] = memo[key] = KeyStats(c, layer, n_tokens, key, from_cache=True)
+                continue
+            except (KeyStatsError, OSError, Exception) as e:  # a damaged cache is recomputed, never trusted
+                log.warning("key statistics cache %s unusable (%s); recomputing", path, e)
+        todo[layer] = key
+    if not todo:
+        return out
+    _check_base(model, max(todo))
     t0 = time.perf_counter()
     chunks = _chunks(model, texts, n_tokens, seq_len)
     acc_dtype = _DTYPES[dtype]
-    d_ff = model.arch.weight_out_in(model.module("mlp_out", layer)).shape[1]
-    acc = torch.zeros(d_ff, d_ff, dtype=acc_dtype, device=model.device)
+    projs = {layer: model.module("mlp_out", layer) for layer in todo}
+    accs = {layer: torch.zeros(model.arch.weight_out_in(p).shape[1], model.arch.weight_out_in(p).shape[1],
+                               dtype=acc_dtype, device=model.device) for layer, p in projs.items()}
     count = 0
-    proj = model.module("mlp_out", layer)
     with torch.inference_mode():
         for i in range(0, len(chunks), batch_size):
             batch = chunks[i:i + batch_size]
@@ -198,23 +217,28 @@ def key_statistics(model: Model, layer: int, *, corpus: str | Sequence[str] = DE
             ids = torch.full((len(batch), width), 0, dtype=torch.long)
             for b, c in enumerate(batch):
                 ids[b, : len(c)] = torch.tensor(c)
-            with capture_input(proj) as seen, stop_after(proj):
+            with ExitStack() as stack:
+                seen = {layer: stack.enter_context(capture_input(p)) for layer, p in projs.items()}
+                stack.enter_context(stop_after(projs[max(projs)]))
                 try:
                     model.hf(input_ids=ids.to(model.device), use_cache=False)
                 except StopForward:
                     pass
-            k = seen[0]
             lengths = torch.tensor([len(c) for c in batch])
             mask = torch.arange(width)[None, :] < lengths[:, None]
-            keys = k[mask.to(k.device)].to(acc_dtype)
-            acc.addmm_(keys.T, keys)
-            count += keys.shape[0]
-    c = (acc / count).float() if acc_dtype == torch.float32 else acc / count
-    stats = KeyStats(c, layer, count, key, seconds=time.perf_counter() - t0)
-    if use_cache:
-        _save(path, stats, model)
-    memo[key] = stats
-    return stats
+            for layer, acc in accs.items():
+                k = seen[layer][0]
+                keys = k[mask.to(k.device)].to(acc_dtype)
+                acc.addmm_(keys.T, keys)
+            count += int(mask.sum())
+    seconds = time.perf_counter() - t0
+    for layer, acc in accs.items():
+        c = (acc / count).float() if acc_dtype == torch.float32 else acc / count
+        stats = KeyStats(c, layer, count, todo[layer], seconds=seconds)
+        if use_cache:
+            _save(_path(todo[layer]), stats, model)
+        out[layer] = memo[todo[layer]] = stats
+    return out
 
 
 def _save(path: Path, stats: KeyStats, model: Model) -> None:

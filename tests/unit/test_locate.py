@@ -5,7 +5,14 @@ import torch
 from safetensors.torch import save_file
 
 import editscope as es
-from editscope.covariance import KeyStatsError, _path, key_statistics, load_key_statistics, solve_psd
+from editscope.covariance import (
+    KeyStatsError,
+    _path,
+    key_statistics,
+    key_statistics_many,
+    load_key_statistics,
+    solve_psd,
+)
 from editscope.hooks import capture_input
 from editscope.methods import HparamError, active_edits
 from editscope.hooks import add_to_output
@@ -70,6 +77,19 @@ def test_key_statistics_equal_the_second_moment_of_hooked_keys_and_are_cached():
     assert again.from_cache and torch.equal(again.second_moment, st.second_moment)
     # other token count, other dtype: other statistics
     assert key_statistics(m, 1, corpus="me_ppl_50", n_tokens=200, seq_len=64).key != st.key
+
+
+def test_statistics_of_several_layers_in_one_pass_equal_one_layer_at_a_time():
+    m = tiny_model("gpt2", num_hidden_layers=4)
+    kw = {"corpus": "me_ppl_50", "n_tokens": 300, "seq_len": 64, "use_cache": False}
+    one = {layer: key_statistics(m, layer, **kw).second_moment for layer in (0, 2, 3)}
+    m.meta.pop("key_stats")
+    many = key_statistics_many(m, [3, 0, 2], **kw)
+    assert sorted(many) == [0, 2, 3]
+    for layer, c in one.items():
+        assert torch.allclose(many[layer].second_moment, c, atol=1e-6, rtol=1e-5)
+    with pytest.raises(KeyStatsError, match="outside the model"):
+        key_statistics_many(m, [1, 4], **kw)
 
 
 def test_key_statistics_files_of_another_shape_or_model_are_refused(tmp_path):

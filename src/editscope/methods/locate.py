@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, PositiveFloat, field_validator
 
-from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics, solve_psd
+from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics_many, solve_psd
 from ..hooks import add_to_output, capture_input, capture_output, replace_input, skip_modules
 from ..models.arch import ArchSpec
 from ..models.model import Model
@@ -324,9 +324,10 @@ def residual_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_
     return seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
 
 
-def _stats(model: Model, layer: int, hp: LocateHparams) -> torch.Tensor:
-    return key_statistics(model, layer, corpus=hp.stats_corpus, n_tokens=hp.stats_tokens,
-                          dtype=hp.stats_dtype).second_moment
+def _stats(model: Model, layers: Sequence[int], hp: LocateHparams) -> dict[int, torch.Tensor]:
+    """Key statistics of each layer (one corpus pass for all that are not cached yet)."""
+    got = key_statistics_many(model, layers, corpus=hp.stats_corpus, n_tokens=hp.stats_tokens, dtype=hp.stats_dtype)
+    return {layer: s.second_moment for layer, s in got.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,8 +361,7 @@ class _Locate(EditMethod):
         if bad:
             raise HparamError(f"layer(s) {bad} are outside the model; {model.name} has layers 0..{model.n_layers - 1}")
         _check_locatable(model, requests, hp.fact_token)
-        for layer in self._layers(hp):  # computed (or read) now: bad statistics fail before any change
-            _stats(model, layer, hp)
+        _stats(model, self._layers(hp), hp)  # computed (or read) now: bad statistics fail before any change
 
     def touched(self, model: Model, hp: Any) -> list[str]:
         return [model.arch.name("mlp_out", i) + ".weight" for i in self._layers(hp)]
@@ -379,7 +379,7 @@ class ROME(_Locate):
         return {"layer": _default_layer(arch, n_layers)}
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
-        c = _stats(model, hp.layer, hp)
+        c = _stats(model, [hp.layer], hp)[hp.layer]
         templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
         prob = ResidualProblem(model, hp.layer, requests[0], templates, hp)  # its pass also yields the key
         delta, info = optimise_residual(model, prob, requests[0], hp)
@@ -419,7 +419,7 @@ class _Spread(_Locate):
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         layers = list(hp.layers)
-        stats = {layer: _stats(model, layer, hp) for layer in layers}
+        stats = _stats(model, layers, hp)
         templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
         top = layers[-1]
         delta, infos = target_residuals(model, top, requests, templates, hp)
