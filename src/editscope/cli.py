@@ -370,16 +370,17 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
     from .runner import load_study_model
 
     model = load_study_model(cfg)
-    sets = list(plan.all_sets().values())
-    probes = list(sets[0][1])[:52]
+    every = [p for _, ps in plan.all_sets().values() for p in ps]
+    probes = every[:: max(1, len(every) // 200)][:200]  # an even sample across all probe sets
     evaluate(model, probes[:4], use_cache=False)  # warm-up: first-call overheads are not per probe
     t = time.perf_counter()
     evaluate(model, probes[4:], use_cache=False)
     s_probe = (time.perf_counter() - t) / len(probes[4:])
     scale = sum(p.numel() for p in model.hf.parameters()) / 135e6
     edit_s = sum(TYPICAL_EDIT_SECONDS.get(m.method, 10.0) * scale * (len(plan.units_of(m.name))) for m in cfg.methods)
-    # an edited evaluation costs about one base pass (plus regeneration of the probes that changed)
-    total = s_probe * (plan.n_probes + per_unit * len(evaluated)) + edit_s
+    # base outputs need greedy decoding of every probe; an edited model's pass is a teacher-forced
+    # check (about 0.4 of that, bench_audit.py) plus decoding of the probes that changed
+    total = s_probe * (plan.n_probes + 0.4 * per_unit * len(evaluated)) + edit_s
     console.print(f"calibration: {s_probe * 1000:.1f} ms per probe on this machine; edits ~{edit_s / 60:.1f} min "
                   f"(typical per-method times scaled to this model); estimated total ~{total / 60:.1f} min "
                   "(rough: perplexity/downstream and regeneration of changed probes not included)")
@@ -414,13 +415,19 @@ def report_cmd(
     run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`")],
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="md | html | latex (repeatable; default all)")] = None,
     reference: Annotated[str | None, typer.Option(help="method label the others are tested against")] = None,
+    doc: Annotated[str | None, typer.Option(help="also fill this Markdown template's {{placeholders}} from the run")] = None,
+    doc_out: Annotated[str | None, typer.Option(help="where the filled template goes (default: TEMPLATE minus .in)")] = None,
 ) -> None:
     """Write report.md, report.html and latex/ for a run (complete or partial) and print the summary table."""
+    from .report.document import DocumentError, write_document
     from .runner import StoreError
 
     try:
         _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
-    except StoreError as e:
+        if doc:
+            target = doc_out or (doc[:-3] if doc.endswith(".in") else doc + ".md")
+            console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference)))}")
+    except (StoreError, DocumentError, FileNotFoundError) as e:
         _fail(str(e))
 
 

@@ -364,3 +364,27 @@ def test_cli_run_dry_run_run_and_report(tmp_path):
     assert not (tmp_path / "never").exists()
     r = cli.invoke(app, ["report", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "no results store" in _flat(r.output)
+
+
+def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
+    from editscope.report.document import DocumentError, fill, write_document
+
+    tpl = tmp_path / "study.md.in"
+    tpl.write_text("# Result\nconfig {{meta:config_hash}}; strong efficacy {{cell:ft-m-strong:target/top1}} "
+                   "(n={{n:ft-m-strong:target/top1}}), far {{value:ft-m:far/unchanged}}; "
+                   "{{test:ft-m-strong:far/unchanged}}\n\n{{table:main}}\n\n{{figure:blast_radius}}\n")
+    out = write_document(finished_run, tpl, tmp_path / "doc" / "study.md")
+    text = out.read_text()
+    res = load_results(finished_run)
+    far = next(c for c in res.columns if c.key == "far/unchanged").cells["ft-m"]
+    test = next(t for t in res.tests if t.method == "ft-m-strong" and t.column == "far/unchanged")
+    assert f"config {res.meta['config_hash']};" in text
+    assert "strong efficacy 1.000 [" in text and f"far {far.value:.3f};" in text
+    assert f"difference {test.diff:+.3f}, p (Holm) {test.p_holm:.2g}" in text
+    assert "| ft-m-strong |" in text and "![blast_radius](figures/blast_radius.png)" in text
+    assert (tmp_path / "doc" / "figures" / "blast_radius.png").exists()
+    assert "{{" not in text
+    for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
+                       ("{{table:nope}}", "unknown table"), ("{{frobnicate}}", "unknown placeholder")]:
+        with pytest.raises(DocumentError, match=match):
+            fill(bad, res, str(finished_run))

@@ -1,0 +1,100 @@
+"""Write-ups whose numbers come from a run: a Markdown template with prose and placeholders, filled
+from the results store, so that no number in the published text is typed by hand.
+
+Placeholders (``{{kind:args}}``):
+
+* ``{{table:main}}``, ``{{table:mcnemar}}``, ``{{table:events}}``: the report's tables (Markdown);
+* ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
+  ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
+* ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
+* ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied next to the document);
+* ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
+* ``{{run_dir}}``: the run folder as given.
+
+An unknown placeholder, method or column is an error that names it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from .plots import all_figures
+from .render import _fmt, _md_table, events_table, main_table, tests_table
+from .results import StudyResults, load_results
+
+_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
+
+
+class DocumentError(ValueError):
+    """A template placeholder that the run cannot fill."""
+
+
+def _column(res: StudyResults, method: str, key: str):
+    col = next((c for c in res.columns if c.key == key), None)
+    if col is None:
+        raise DocumentError(f"no column {key!r} in this run; have {[c.key for c in res.columns]}")
+    if method not in col.cells:
+        raise DocumentError(f"no method {method!r} in this run; have {list(col.cells)}")
+    return col.cells[method]
+
+
+def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None = None,
+         figures: dict[str, list[Path]] | None = None) -> str:
+    """Replace every placeholder in ``template`` with the run's numbers (see the module docstring)."""
+
+    def one(m: re.Match) -> str:
+        kind, args = m.group(1), (m.group(2) or "")
+        parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
+        if kind == "table":
+            t = {"main": main_table(res), "mcnemar": tests_table(res), "events": events_table(res)}.get(args, False)
+            if t is False:
+                raise DocumentError(f"unknown table {args!r}; use main, mcnemar or events")
+            return _md_table(t) if t is not None else "(none)"
+        if kind in ("cell", "value", "n"):
+            if len(parts) != 2:
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:COLUMN}}}}")
+            c = _column(res, *parts)
+            if c is None:
+                return "-"
+            return _fmt(c) if kind == "cell" else (str(c.n) if kind == "n" else _fmt(c).split(" [")[0])
+        if kind == "test":
+            if len(parts) != 2:
+                raise DocumentError(f"{{{{test:{args}}}}}: write {{{{test:METHOD:COLUMN}}}}")
+            t = next((t for t in res.tests if t.method == parts[0] and t.column == parts[1]), None)
+            if t is None:
+                raise DocumentError(f"no McNemar test of {parts[0]!r} on {parts[1]!r} against {res.reference!r}")
+            return f"difference {t.diff:+.3f}, p (Holm) {t.p_holm:.2g}"
+        if kind == "figure":
+            paths = (figures or {}).get(args)
+            if not paths:
+                raise DocumentError(f"no figure {args!r} in this run; have {sorted(figures or {})}")
+            png = next(p for p in paths if p.suffix == ".png")
+            if figure_dir is None:
+                return f"![{args}]({png})"
+            figure_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, figure_dir / png.name)
+            return f"![{args}]({figure_dir.name}/{png.name})"
+        if kind == "meta":
+            if args not in res.meta:
+                raise DocumentError(f"no run metadata {args!r}; have {sorted(res.meta)}")
+            return str(res.meta[args])
+        if kind == "run_dir":
+            return run_dir
+        raise DocumentError(f"unknown placeholder {m.group(0)!r}")
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def write_document(run_dir: str | Path, template: str | Path, out: str | Path, reference: str | None = None) -> Path:
+    """Fill ``template`` from ``run_dir`` into ``out``; figures go to ``<out dir>/figures``."""
+    res = load_results(run_dir, reference)
+    out = Path(out)
+    figures = all_figures(res, Path(run_dir) / "figures")
+    text = fill(Path(template).read_text(), res, str(run_dir), out.parent / "figures", figures)
+    out.write_text(text)
+    return out
+
+
+__all__ = ["DocumentError", "fill", "write_document"]
