@@ -25,7 +25,7 @@ import torch
 from pydantic import Field, PositiveFloat, field_validator
 
 from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics_many, solve_psd
-from ..hooks import add_to_output, capture_input, capture_output, replace_input, skip_modules
+from ..hooks import StopForward, add_to_output, capture_input, capture_output, replace_input, skip_modules, stop_after
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
@@ -83,6 +83,16 @@ def context_templates(model: Model, n: int, length: int, seed: int = 0) -> list[
     return memo[key]
 
 
+def _forward_until(model: Model, module: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> None:
+    """Run the body on right-padded ``input_ids`` only as far as ``module`` (hooks placed on it or
+    below see what a full pass would show them; nothing above it is computed)."""
+    with stop_after(module):
+        try:
+            body_forward(model, input_ids, None, position_ids, use_cache=False)
+        except StopForward:
+            pass
+
+
 def _fill(template: str, text: str) -> str:
     return template.replace("{}", text)
 
@@ -126,8 +136,9 @@ def keys(model: Model, layer: int, requests: Sequence[EditRequest], templates: S
     pos = key_positions(model, texts, prompts, reqs, fact_token)
     ids = encode_prompts(model, texts)
     x, _, p, starts = pad_batch(ids, 0, "right", model.device)
-    with torch.inference_mode(), capture_input(model.module("mlp_out", layer)) as seen:
-        body_forward(model, x, None, p, use_cache=False)
+    proj = model.module("mlp_out", layer)
+    with torch.inference_mode(), capture_input(proj) as seen:
+        _forward_until(model, proj, x, p)
     k = seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
     out = torch.zeros(len(requests), k.shape[-1], device=k.device)
     out.index_add_(0, torch.tensor(owner, device=k.device), k)
@@ -319,8 +330,9 @@ def residual_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_
     pos = key_positions(model, prompts, prompts, requests, fact_token)
     ids = encode_prompts(model, prompts)
     x, _, p, _ = pad_batch(ids, 0, "right", model.device)
-    with torch.inference_mode(), capture_output(model.module("layer", layer)) as seen:
-        body_forward(model, x, None, p, use_cache=False)
+    block = model.module("layer", layer)
+    with torch.inference_mode(), capture_output(block) as seen:
+        _forward_until(model, block, x, p)
     return seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
 
 
