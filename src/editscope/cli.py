@@ -397,13 +397,15 @@ def _report(run_dir, formats, reference) -> None:
     from .report.results import load_results
 
     res = load_results(run_dir, reference)
-    t = main_table(res)
+    t = main_table(res, interval=False, short=True)
     table = Table(title=f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else ""))
     for h in t.header:
         table.add_column(h)
     for row in t.rows:
         table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in row])
     console.print(table)
+    console.print("values only (intervals, paired tests and figures are in the report); efficacy columns: exact "
+                  "top-1; locality columns: share of probes whose greedy output is unchanged")
     if res.partial:
         console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
     for k, p in paths.items():

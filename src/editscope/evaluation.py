@@ -328,7 +328,8 @@ def _default_watch(probes: Sequence[Probe]) -> str | None:
 
 def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
              top_k: int = DEFAULT_TOP_K, use_cache: bool = True, keep_hidden: int | None = None,
-             incremental: bool = True, score_targets: str | Collection[str] = "auto") -> EvalResult:
+             incremental: bool = True, score_targets: str | Collection[str] = "auto",
+             digests: dict[str, str] | None = None) -> EvalResult:
     """Evaluate the model's current state on ``probes`` against the base model.
 
     Args:
@@ -349,6 +350,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             ``far``, plus probes with an alternative), ``"all"``, or a collection of categories.
             Unscored probes have ``logprob=None``; ``top1``, ``unchanged``, ``kl`` and
             ``says_target`` are computed for every probe either way.
+        digests: ``tensor_digests(model.hf)`` of the current weights when the caller already has
+            them (the runner evaluates several probe sets per state); default: computed here.
 
     Raises:
         BaseNotAvailableError: the model is edited and base outputs for these probes were never
@@ -365,7 +368,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         raise ValueError(f"top_k={top_k} must be between 1 and the vocabulary size {model.config.vocab_size}")
     watch = watch if watch is not None else _default_watch(probes)
     base_fp = model.base_fingerprint
-    now = tensor_digests(model.hf)
+    now = digests if digests is not None else tensor_digests(model.hf)
     current_fp = fingerprint_of(now)
     scored = scored_mask(probes, score_targets)
     phash = probes_hash(probes, watch, top_k)

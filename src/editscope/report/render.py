@@ -24,26 +24,42 @@ class Table:
     rows: list[list[tuple[str, bool]]]  # (text, bold)
 
 
-def _fmt(cell) -> str:
+def _fmt(cell, interval: bool = True) -> str:
     if cell is None:
         return "-"
-    if cell.value > 10:  # perplexities and the like
-        return f"{cell.value:.1f} [{cell.low:.1f}, {cell.high:.1f}]"
-    return f"{cell.value:.3f} [{cell.low:.3f}, {cell.high:.3f}]"
+    digits = 1 if abs(cell.value) > 10 else 3  # perplexities and the like
+    value = f"{cell.value:.{digits}f}"
+    if not interval or cell.n <= 1 or cell.low == cell.high:  # one measurement: no interval to show
+        return value
+    return f"{value} [{cell.low:.{digits}f}, {cell.high:.{digits}f}]"
 
 
-def main_table(res: StudyResults) -> Table:
-    header = ["method", *[c.label for c in res.columns]]
+def _method_rows(res: StudyResults, cols: list, interval: bool = True) -> list[list[tuple[str, bool]]]:
     rows = []
     for m in ["base", *res.methods]:
         row = [(m, False)]
-        for c in res.columns:
-            best = c.best()
-            row.append((_fmt(c.cells.get(m)), m == best and c.cells.get(m) is not None))
+        for c in cols:
+            row.append((_fmt(c.cells.get(m), interval), m == c.best() and c.cells.get(m) is not None))
         rows.append(row)
-    return Table("main", "Headline metrics per method (value [95% interval]); best edited method in bold. "
-                         "Efficacy categories: exact top-1; locality categories: greedy output unchanged from the "
-                         "base model; target output rate over locality probes (lower is better).", header, rows)
+    return rows
+
+
+def main_table(res: StudyResults, interval: bool = True, short: bool = False) -> Table:
+    cols = [c for c in res.columns if c.headline]
+    header = ["method", *[(c.short or c.label) if short else c.label for c in cols]]
+    return Table("main", "Headline metrics per method (value [95% interval]; a single measurement has none); best "
+                         "edited method in bold. Efficacy categories: exact top-1; locality categories: greedy output "
+                         "unchanged from the base model; target output rate over locality probes (lower is better); "
+                         "perplexity (lower is better); downstream accuracy.", header,
+                 _method_rows(res, cols, interval))
+
+
+def downstream_table(res: StudyResults) -> Table | None:
+    cols = [c for c in res.columns if ":" in c.key and not c.key.startswith("ppl:")]
+    if not cols:
+        return None
+    return Table("downstream", "Downstream tasks, every metric (lm-evaluation-harness scoring), per method.",
+                 ["method", *[c.label for c in cols]], _method_rows(res, cols))
 
 
 def tests_table(res: StudyResults) -> Table | None:
@@ -69,7 +85,7 @@ def events_table(res: StudyResults) -> Table | None:
 
 
 def tables(res: StudyResults) -> list[Table]:
-    return [t for t in (main_table(res), tests_table(res), events_table(res)) if t is not None]
+    return [t for t in (main_table(res), tests_table(res), downstream_table(res), events_table(res)) if t is not None]
 
 
 def _status_line(res: StudyResults) -> str:

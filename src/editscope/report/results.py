@@ -36,10 +36,12 @@ class Cell:
 
 @dataclass
 class Column:
-    key: str            # e.g. "target/top1", "leak/says_target", "ppl:me_ppl_50"
+    key: str            # e.g. "target/top1", "leak/says_target", "ppl:me_ppl_50", "piqa:acc"
     label: str
     higher_is_better: bool
     cells: dict[str, Cell | None] = field(default_factory=dict)  # method -> cell
+    headline: bool = True  # in the main table (else only in the downstream detail table)
+    short: str = ""        # terminal header
 
     def best(self) -> str | None:
         vals = {m: c.value for m, c in self.cells.items() if c is not None and m != "base"}
@@ -111,13 +113,13 @@ def _columns(res: StudyResults) -> list[Column]:
     everyone = ["base", *res.methods]
     for cat in cats:
         metric = headline_metric(cat)
-        col = Column(f"{cat}/{metric}", f"{cat} {metric}", True)
+        col = Column(f"{cat}/{metric}", f"{cat} {metric}", True, short=cat[:10])
         for m in everyone:
             rs = [r for r in res.final_rows(m) if r["category"] == cat]
             col.cells[m] = _cell(aggregate((METRICS[metric].fn(r) for r in rs), "rate"))
         cols.append(col)
     if any(r.get("says_target") is not None for r in res.rows):
-        col = Column(f"{LEAK}/says_target", "target output rate (locality probes)", False)
+        col = Column(f"{LEAK}/says_target", "target output rate (locality probes)", False, short="says target")
         for m in everyone:
             col.cells[m] = _cell(aggregate((r["says_target"] for r in _leak_rows(res.final_rows(m))), "rate"))
         cols.append(col)
@@ -134,9 +136,11 @@ def _columns(res: StudyResults) -> list[Column]:
         if res.protocol == "sequential" and s["method"] != "base" and s["step"] != last_step.get(s["method"]):
             continue
         by[s["name"]][s["method"]].append(float(s["value"]))
-    for name, per in by.items():
+    for name, per in sorted(by.items(), key=lambda kv: (not kv[0].startswith("ppl:"), kv[0])):
         lower = name.startswith("ppl:") or name.endswith(":ppl")
-        col = Column(name, name.replace("ppl:", "perplexity ") if name.startswith("ppl:") else name, not lower)
+        is_ppl = name.startswith("ppl:")
+        col = Column(name, name.replace("ppl:", "perplexity ") if is_ppl else name, not lower,
+                     headline=is_ppl or name.endswith(":acc"), short="ppl" if is_ppl else name.split(":")[0])
         for m in everyone:
             vals = per.get(m)
             if vals:

@@ -117,11 +117,12 @@ class Runner:
         self.base_guard_ppl: float | None = None
 
     # ---- measurements
-    def _evaluate(self, unit: UnitPlan) -> dict[str, list[dict[str, Any]]]:
+    def _evaluate(self, unit: UnitPlan, digests: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
         sets = self.plan.all_sets() if unit.method == "base" else self.plan.eval_sets(unit)
+        digests = digests if digests is not None else tensor_digests(self.model.hf)
         out = {}
         for name, (edit_index, ps) in sets.items():
-            res = evaluate(self.model, ps)
+            res = evaluate(self.model, ps, digests=digests)
             out[name] = [{**r, "edit_index": edit_index} for r in res.rows]
         return out
 
@@ -175,10 +176,11 @@ class Runner:
     def _record(self, method: str, unit: UnitPlan, status: str, *, seconds_edit=None, eval_=True,
                 info=None, events=(), extra_scalars=None) -> None:
         t = time.perf_counter()
-        rows = self._evaluate(unit) if eval_ else {}
+        digests = tensor_digests(self.model.hf)  # one hash of the weights serves every probe set
+        rows = self._evaluate(unit, digests) if eval_ else {}
         scalars = self._scalars() if eval_ else {}
         scalars.update(extra_scalars or {})
-        fp = _fingerprint(self.model)
+        fp = fingerprint_of(digests)
         self.store.add_unit(method, unit.unit, unit.step, unit.edits, status, seconds_edit=seconds_edit,
                             seconds_eval=time.perf_counter() - t, fingerprint=fp, info=info or {},
                             rows=rows, scalars=scalars, events=events)
