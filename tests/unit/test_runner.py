@@ -270,7 +270,11 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
     piqa = next(c for c in res.columns if c.key == "piqa:acc")
     assert piqa.cells["base"].n == 1 and piqa.cells["ft-m"].n == 3  # one value per unit
     assert "p (Holm)" in md and res.tests and all(t.method == "ft-m-strong" for t in res.tests)
-    assert "Complete run" in md and "config hash" in md
+    assert "Complete run" in md and "config hash" in md and "## detail" in md
+    from editscope.report.render import detail_table
+
+    res.config["metrics"] = ["top1", "unchanged"]  # the study's `metrics:` choose the detail columns
+    assert detail_table(res).header == ["method", "category", "n", "top1", "unchanged"]
     assert (finished_run / "figures" / "blast_radius.png").stat().st_size > 5000
     assert (finished_run / "figures" / "categories.pdf").exists()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .plots import all_figures
-from .results import StudyResults, load_results
+from .results import Cell, StudyResults, load_results
 
 
 @dataclass
@@ -62,6 +62,25 @@ def downstream_table(res: StudyResults) -> Table | None:
                  ["method", *[c.label for c in cols]], _method_rows(res, cols))
 
 
+DETAIL_METRICS = ("top1", "prob", "ns", "unchanged", "kl", "says_target", "delta_logprob")
+
+
+def detail_table(res: StudyResults) -> Table:
+    """Every method x category with the study's ``metrics`` (default :data:`DETAIL_METRICS`)."""
+    names = list(res.config.get("metrics") or DETAIL_METRICS)
+    rows = []
+    for m in ["base", *res.methods]:
+        for cat, cell in res.summary(m).items():
+            if cat == "all":
+                continue
+            vals = [(_fmt(Cell(c["value"], c["low"], c["high"], int(c["n"]))) if (c := cell.get(n)) else "-", False)
+                    for n in names]
+            n = max((int(c["n"]) for c in cell.values()), default=0)
+            rows.append([(m, False), (cat, False), (str(n), False), *vals])
+    return Table("detail", "Every category and metric (value [95% interval]); metrics as defined in "
+                           "editscope.metrics.METRICS.", ["method", "category", "n", *names], rows)
+
+
 def tests_table(res: StudyResults) -> Table | None:
     if not res.tests:
         return None
@@ -85,7 +104,8 @@ def events_table(res: StudyResults) -> Table | None:
 
 
 def tables(res: StudyResults) -> list[Table]:
-    return [t for t in (main_table(res), tests_table(res), downstream_table(res), events_table(res)) if t is not None]
+    return [t for t in (main_table(res), tests_table(res), downstream_table(res), events_table(res), detail_table(res))
+            if t is not None]
 
 
 def _status_line(res: StudyResults) -> str:
@@ -204,7 +224,7 @@ def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -
     status = tex_escape(_status_line(res))
     prov = " ".join(tex_escape(x.replace("`", "")) + "." for x in _provenance(res))
     (out / "sections" / "results.tex").write_text("\n".join([
-        r"\section{Results}", rf"\label{{sec:results}}", status, "", prov, "", *inputs, *figs, ""]))
+        r"\section{Results}", r"\label{sec:results}", status, "", prov, "", *inputs, *figs, ""]))
     (out / "main.tex").write_text("\n".join([
         r"\documentclass[10pt]{article}", r"\usepackage[margin=2cm]{geometry}", r"\usepackage{booktabs}",
         r"\usepackage{graphicx}", r"\usepackage[T1]{fontenc}", r"\input{commands/macros}",
