@@ -53,10 +53,6 @@ def unit_seed(seed: int, method: str, unit: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{method}/{unit}".encode()).digest()[:4], "little")
 
 
-def _fingerprint(model: Model) -> str:
-    return fingerprint_of(tensor_digests(model.hf))
-
-
 def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, force: bool = False) -> ResultsStore:
     """Create or reopen the store in ``out``. Refuses a folder holding another study's run (unless
     ``force``, which moves the old file aside, never deletes it) or this study's run without
@@ -235,7 +231,7 @@ class Runner:
                         handles, _, failure = self._apply(method, unit, [])
                         for h in handles:
                             h.release()
-                        if failure or _fingerprint(self.model) != prev.fingerprint:
+                        if failure or self.model.fingerprint() != prev.fingerprint:
                             raise RuntimeError(
                                 f"resume of {method.name}: re-applying {unit.unit} did not reproduce the stored "
                                 "model state (non-deterministic method or changed code); start over with --force")
