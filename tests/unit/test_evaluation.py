@@ -234,6 +234,23 @@ def test_prob_ns_margin_delta_hand_computed():
     assert s["all"]["top1"]["value"] == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize("base, edited, same", [
+    ("2,", "2+", True),          # the answer is kept, what follows it changed
+    ("11\n", "12\n", False),
+    (" -3 and", " -3.", True),
+    (" -3", " 3", False),
+    ("Paris, France", "Paris.", True),
+    ("Paris", "London", False),
+    ("", "5", False),
+])
+def test_answer_unchanged_compares_the_leading_answer(base, edited, same):
+    from editscope.metrics.edit_metrics import METRICS
+
+    row = {"unchanged": base == edited, "greedy": edited, "base_greedy": base}
+    assert METRICS["answer_unchanged"].fn(row) is same
+    assert METRICS["answer_unchanged"].fn({"unchanged": None, "greedy": edited, "base_greedy": base}) is None
+
+
 def test_top_k_out_of_range():
     m = tiny_model("llama")
     with pytest.raises(ValueError, match="top_k=0"):

@@ -255,7 +255,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     os.environ["EDITSCOPE_CACHE"] = str(root / "cache")
     cfg = {**STUDY, "reference": "ft-m", "perplexity": {"corpus": "me_ppl_50", "limit": 5},
-           "downstream": [{"task": "piqa", "limit": 4}]}
+           "downstream": [{"task": "piqa", "limit": 4}], "probes": [{"suite": "arithmetic", "args": {"n": 3}}]}
     return run_study(parse_config(cfg), root / "run", progress=False)
 
 
@@ -277,6 +277,65 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
     assert detail_table(res).header == ["method", "category", "n", "top1", "unchanged"]
     assert (finished_run / "figures" / "blast_radius.png").stat().st_size > 5000
     assert (finished_run / "figures" / "categories.pdf").exists()
+
+
+def test_locality_columns_criterion_and_frontier(finished_run, tmp_path):
+    from editscope.metrics.edit_metrics import METRICS
+    from editscope.report.plots import frontier
+    from editscope.report.render import criterion_table
+    from editscope.report.results import EFFICACY, criterion_rows
+
+    res = load_results(finished_run)
+    for m in ["base", *res.methods]:
+        rows = [r for r in res.final_rows(m) if r["category"] not in EFFICACY]
+        loc = next(c for c in res.columns if c.key == "locality/unchanged").cells[m]
+        ans = next(c for c in res.columns if c.key == "locality/answer_unchanged").cells[m]
+        assert loc.n == len(rows) and loc.value == pytest.approx(sum(r["unchanged"] for r in rows) / len(rows))
+        assert ans.value == pytest.approx(sum(METRICS["answer_unchanged"].fn(r) for r in rows) / len(rows))
+        assert ans.value >= loc.value  # an unchanged output keeps its answer
+    assert any(t.column == "locality/unchanged" for t in res.tests)
+    assert criterion_rows(res) == [] and criterion_table(res) is None  # the study sets no criterion
+
+    loc = {m: next(c for c in res.columns if c.key == "locality/unchanged").cells[m] for m in res.methods}
+    bar = min(c.value for c in loc.values()) + 1e-9  # only the more local method(s) can clear it
+    res.config["criterion"] = {"efficacy": 0.0, "paraphrase": 0.0, "locality": bar}
+    rows = {r.method: r for r in criterion_rows(res)}
+    for m, c in loc.items():
+        assert rows[m].meets is (c.value >= bar)
+        assert rows[m].meets_lower is (c.value >= bar and c.low >= bar)
+    t = criterion_table(res)
+    assert [r[0][0] for r in t.rows] == res.methods and "0.995" not in t.caption
+    res.config["criterion"]["efficacy"] = 1.0  # one method reaches the target, the other does not
+    target = next(c for c in res.columns if c.key == "target/top1").cells
+    assert {r.method for r in criterion_rows(res) if r.meets} <= {m for m in res.methods if target[m].value == 1.0}
+    paths = frontier(res, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and paths[0].stat().st_size > 5000
+
+
+def test_pareto_front():
+    from editscope.report.plots import pareto_front
+
+    pts = {"a": (0.9, 0.1), "b": (0.5, 0.5), "c": (0.4, 0.4), "d": (0.1, 0.9), "e": (0.5, 0.2), "f": (0.9, 0.1)}
+    assert pareto_front(pts) == ["d", "b", "a", "f"]  # c and e are dominated; ties stay
+
+
+def test_criterion_is_report_only_and_can_change_on_resume(finished_run, tmp_path):
+    from editscope.runner.execute import open_run
+
+    cfg = {**STUDY, "reference": "ft-m", "perplexity": {"corpus": "me_ppl_50", "limit": 5},
+           "downstream": [{"task": "piqa", "limit": 4}], "probes": [{"suite": "arithmetic", "args": {"n": 3}}]}
+    crit = {**cfg, "criterion": {"locality": 0.9}}
+    assert parse_config(cfg).config_hash() == parse_config(crit).config_hash()
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    store = open_run(run, parse_config(crit), resume=True)
+    try:
+        assert store.meta()["config"]["criterion"] == {"efficacy": 1.0, "paraphrase": 0.5, "locality": 0.9}
+    finally:
+        store.close()
+    assert load_results(run).config["criterion"]["locality"] == 0.9
+    with pytest.raises(ConfigError, match="criterion.locality"):
+        parse_config({**cfg, "criterion": {"locality": 1.5}})
 
 
 def _chromium() -> str | None:
@@ -388,7 +447,19 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert "| ft-m-strong |" in text and "![blast_radius](figures/blast_radius.png)" in text
     assert (tmp_path / "doc" / "figures" / "blast_radius.png").exists()
     assert "{{" not in text
+    from editscope.report.results import breakdown
+
+    by_op = fill("{{breakdown:locality:op}}\n{{table:criterion}}", res, str(finished_run))
+    cells = breakdown(res, "locality", "op")
+    assert set(cells) == {"+", "-", "*"} and by_op.endswith("(none)")  # no criterion in this study
+    plus = cells["+"]["ft-m"]
+    row = next(line for line in by_op.splitlines() if line.startswith("| ft-m |"))
+    assert f" + (n={plus.n}) |" in by_op and row.endswith(f"| {plus.value:.3f} [{plus.low:.3f}, {plus.high:.3f}] |")
+    rows = [r for r in res.final_rows("ft-m") if r["category"] not in ("target", "paraphrase") and r["meta"].get("op") == "+"]
+    assert plus.n == len(rows) and plus.value == pytest.approx(sum(r["unchanged"] for r in rows) / len(rows))
     for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
+                       ("{{breakdown:near:nokey}}", "no 'near' probe has meta key"),
+                       ("{{breakdown:near:relation:top9}}", "unknown metric"),
                        ("{{table:nope}}", "unknown table"), ("{{frobnicate}}", "unknown placeholder")]:
         with pytest.raises(DocumentError, match=match):
             fill(bad, res, str(finished_run))

@@ -13,6 +13,7 @@ Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult
 | ``logprob`` | mean | summed log-probability of the target, nats |
 | ``delta_logprob`` | mean | logprob minus the base model's, nats |
 | ``unchanged`` | rate | greedy continuation identical to the base model's (locality) |
+| ``answer_unchanged`` | rate | the first word of the greedy continuation (a number, a word or one symbol) is the base model's: the answer is the same even where what follows it changed ("2," vs "2+") |
 | ``kl`` | mean | KL(base || edited) of the next-token distribution, nats, coarsened to the base's top-k tokens plus one bucket for the rest (a lower bound of the full KL) |
 | ``says_target`` | rate | the greedy continuation is the watched edit target (output rate of e.g. "5") |
 """
@@ -20,6 +21,7 @@ Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,22 @@ def _delta(row):
     return row["logprob"] - row["base_logprob"]
 
 
+_FIRST_WORD = re.compile(r"\s*(-?[^\W_]+|\S)")
+
+
+def first_word(text: str) -> str:
+    """The leading answer of a continuation: ``" -12, so"`` -> ``"-12"``, ``"Paris."`` -> ``"Paris"``,
+    ``"+3"`` -> ``"+"``; ``""`` for blank text."""
+    m = _FIRST_WORD.match(text or "")
+    return m.group(1) if m else ""
+
+
+def _answer_unchanged(row):
+    if row.get("unchanged") is None or row.get("greedy") is None or row.get("base_greedy") is None:
+        return None
+    return bool(row["unchanged"]) or first_word(row["greedy"]) == first_word(row["base_greedy"])
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"]),
     Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true")),
@@ -68,6 +86,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("logprob", 1, "mean", "log P(target | prompt), nats", lambda r: r["logprob"]),
     Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta),
     Metric("unchanged", 1, "rate", "greedy continuation identical to the base's", lambda r: r.get("unchanged")),
+    Metric("answer_unchanged", 1, "rate", "first word of the greedy continuation is the base's",
+           _answer_unchanged),
     Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl")),
     Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target")),
 ]}

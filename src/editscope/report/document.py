@@ -3,8 +3,11 @@ from the results store, so that no number in the published text is typed by hand
 
 Placeholders (``{{kind:args}}``):
 
-* ``{{table:main}}``, ``{{table:mcnemar}}``, ``{{table:downstream}}``, ``{{table:events}}``: the
-  report's tables (Markdown);
+* ``{{table:main}}``, ``{{table:criterion}}``, ``{{table:mcnemar}}``, ``{{table:downstream}}``,
+  ``{{table:events}}``, ``{{table:detail}}``: the report's tables (Markdown);
+* ``{{breakdown:CATEGORY:META_KEY}}`` or ``{{breakdown:CATEGORY:META_KEY:METRIC}}``: methods x values
+  of a probe meta field (e.g. ``near:relation``, ``locality:op``), the category's headline metric by
+  default;
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
@@ -22,7 +25,17 @@ import shutil
 from pathlib import Path
 
 from .plots import all_figures
-from .render import _fmt, _md_table, downstream_table, events_table, main_table, tests_table
+from .render import (
+    _fmt,
+    _md_table,
+    breakdown_table,
+    criterion_table,
+    detail_table,
+    downstream_table,
+    events_table,
+    main_table,
+    tests_table,
+)
 from .results import StudyResults, load_results
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
@@ -49,11 +62,20 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
         kind, args = m.group(1), (m.group(2) or "")
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
         if kind == "table":
-            t = {"main": main_table(res), "mcnemar": tests_table(res), "events": events_table(res),
-                 "downstream": downstream_table(res)}.get(args, False)
-            if t is False:
-                raise DocumentError(f"unknown table {args!r}; use main, mcnemar, downstream or events")
+            makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
+                      "downstream": downstream_table, "events": events_table, "detail": detail_table}
+            if args not in makers:
+                raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
+            t = makers[args](res)
             return _md_table(t) if t is not None else "(none)"
+        if kind == "breakdown":
+            bits = args.split(":")
+            if len(bits) not in (2, 3):
+                raise DocumentError(f"{{{{breakdown:{args}}}}}: write {{{{breakdown:CATEGORY:META_KEY[:METRIC]}}}}")
+            try:
+                return _md_table(breakdown_table(res, *bits))
+            except (KeyError, ValueError) as e:
+                raise DocumentError(f"{{{{breakdown:{args}}}}}: {e}") from None
         if kind in ("cell", "value", "n"):
             if len(parts) != 2:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:COLUMN}}}}")

@@ -3,7 +3,9 @@
 * :func:`blast_radius`: for an arithmetic edit, the ``a x b`` grid per op coloured unchanged /
   changed / now says the target, one row of panels per method;
 * :func:`sequential_curves_plot`: perplexity and retention against the number of edits;
-* :func:`category_bars`: the headline metric per category and method with 95% interval whiskers.
+* :func:`category_bars`: the headline metric per category and method with 95% interval whiskers;
+* :func:`frontier`: efficacy against locality, one point per method, with the Pareto frontier and the
+  study's criterion.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .results import StudyResults, sequential_curves  # noqa: E402
+from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
 
 BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
 BLAST_LABELS = ("unchanged", "changed", "now says the target")
@@ -130,10 +132,55 @@ def category_bars(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "categories")
 
 
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats on both coordinates (higher is better on both),
+    ordered by the first coordinate."""
+    front = [k for k, (x, y) in points.items()
+             if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points.values())]
+    return sorted(front, key=lambda k: points[k])
+
+
+def frontier(res: StudyResults, out: Path) -> list[Path]:
+    """Paraphrase top-1 against locality (share of all non-target probes unchanged), one point per
+    method with 95% intervals as whiskers; grey points miss the efficacy bar (target top-1); the
+    Pareto frontier over the others; the study's criterion as dashed lines."""
+    methods = [m for m in res.methods if rate_cell(res, m, LOCALITY) is not None
+               and rate_cell(res, m, "paraphrase") is not None]
+    if len(methods) < 2:
+        return []
+    crit = res.config.get("criterion") or {}
+    bar = crit.get("efficacy", 1.0)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    pts: dict[str, tuple[float, float]] = {}
+    for i, m in enumerate(methods):
+        loc, par, tgt = rate_cell(res, m, LOCALITY), rate_cell(res, m, "paraphrase"), rate_cell(res, m, "target")
+        ok = tgt is not None and tgt.value >= bar - 1e-12
+        ax.errorbar(loc.value, par.value, xerr=[[loc.value - loc.low], [loc.high - loc.value]],
+                    yerr=[[par.value - par.low], [par.high - par.value]], fmt="o", ms=4, capsize=2, lw=0.8,
+                    color="#1d3557" if ok else "#adb5bd")
+        ax.annotate(m, (loc.value, par.value), fontsize=6, xytext=(4, 4 if i % 2 else -9), textcoords="offset points")
+        if ok:
+            pts[m] = (loc.value, par.value)
+    front = pareto_front(pts)
+    if len(front) > 1:
+        ax.plot([pts[m][0] for m in front], [pts[m][1] for m in front], color="#c1121f", lw=1, label="Pareto frontier")
+    if crit:
+        ax.axvline(crit["locality"], color="grey", ls="--", lw=0.8, label=f"locality bar {crit['locality']:g}")
+        ax.axhline(crit["paraphrase"], color="grey", ls=":", lw=0.8, label=f"paraphrase bar {crit['paraphrase']:g}")
+    ax.set_xlabel("locality: share of all non-target probes whose output is unchanged")
+    ax.set_ylabel("paraphrase top-1")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(f"Efficacy against locality (grey: target top-1 below {bar:g})", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, out, "frontier")
+
+
 def all_figures(res: StudyResults, out: Path) -> dict[str, list[Path]]:
     figs = {"blast_radius": blast_radius(res, out), "sequential": sequential_curves_plot(res, out),
-            "categories": category_bars(res, out)}
+            "categories": category_bars(res, out), "frontier": frontier(res, out)}
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["all_figures", "blast_radius", "category_bars", "sequential_curves_plot"]
+__all__ = ["all_figures", "blast_radius", "category_bars", "frontier", "pareto_front", "sequential_curves_plot"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .plots import all_figures
-from .results import Cell, StudyResults, load_results
+from .results import Cell, StudyResults, breakdown, criterion_rows, load_results
 
 
 @dataclass
@@ -62,7 +62,7 @@ def downstream_table(res: StudyResults) -> Table | None:
                  ["method", *[c.label for c in cols]], _method_rows(res, cols))
 
 
-DETAIL_METRICS = ("top1", "prob", "ns", "unchanged", "kl", "says_target", "delta_logprob")
+DETAIL_METRICS = ("top1", "prob", "ns", "unchanged", "answer_unchanged", "kl", "says_target", "delta_logprob")
 
 
 def detail_table(res: StudyResults) -> Table:
@@ -95,6 +95,37 @@ def tests_table(res: StudyResults) -> Table | None:
                  ["method", "metric", "n", "n01/n10", "difference", "p", "p (Holm)"], rows)
 
 
+def breakdown_table(res: StudyResults, cat: str, key: str, metric: str | None = None) -> Table:
+    """Methods (rows) x values of ``meta[key]`` (columns) over category ``cat``; see
+    :func:`editscope.report.results.breakdown`."""
+    b = breakdown(res, cat, key, metric)
+    if not b:
+        raise ValueError(f"no {cat!r} probe has meta key {key!r}")
+    methods = ["base", *res.methods]
+    rows = [[(m, False), *[(_fmt(b[x][m]), False) for x in b]] for m in methods]
+    n = {x: next((c.n for c in b[x].values() if c is not None), 0) for x in b}
+    what = metric or "headline metric"
+    return Table(f"breakdown-{cat}-{key}", f"{cat} probes by {key}: {what} per method (value [95% interval]); "
+                                           "n probes per column in the header.",
+                 ["method", *[f"{x} (n={n[x]})" for x in b]], rows)
+
+
+def criterion_table(res: StudyResults) -> Table | None:
+    """Which methods clear the study's ``criterion`` (None when it sets none)."""
+    rows = criterion_rows(res)
+    if not rows:
+        return None
+    c = res.config["criterion"]
+    yes = lambda b: ("yes" if b else "no", b)  # noqa: E731
+    body = [[(r.method, False), (_fmt(r.efficacy), False), (_fmt(r.paraphrase), False), (_fmt(r.locality), False),
+             yes(r.meets), yes(r.meets_lower)] for r in rows]
+    return Table("criterion", f"Isolation criterion: target top-1 >= {c['efficacy']:g}, paraphrase top-1 >= "
+                              f"{c['paraphrase']:g}, unchanged over all non-target probes >= {c['locality']:g} "
+                              "(meets: point estimates; with confidence: also the locality interval's lower bound).",
+                 ["method", "target top1", "paraphrase top1", "locality unchanged", "meets", "meets (95% lower bound)"],
+                 body)
+
+
 def events_table(res: StudyResults) -> Table | None:
     if not res.events:
         return None
@@ -104,7 +135,7 @@ def events_table(res: StudyResults) -> Table | None:
 
 
 def tables(res: StudyResults) -> list[Table]:
-    return [t for t in (main_table(res), tests_table(res), downstream_table(res), events_table(res), detail_table(res))
+    return [t for t in (main_table(res), criterion_table(res), tests_table(res), downstream_table(res), events_table(res), detail_table(res))
             if t is not None]
 
 

@@ -18,6 +18,7 @@ from ..stats import holm, mcnemar_exact, mean_interval
 CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general")
 EFFICACY = {"target", "paraphrase", "portability", "portability-hop"}
 LEAK = "leak"  # pseudo-category: output rate of the edit target on locality probes
+LOCALITY = "locality"  # pseudo-category: every probe of a locality category (all but EFFICACY)
 
 
 def headline_metric(category: str) -> str:
@@ -60,6 +61,18 @@ class Test:
     diff: float
     p: float
     p_holm: float = 1.0
+
+
+@dataclass
+class CriterionRow:
+    """One method against the study's ``criterion`` (efficacy, paraphrase and locality bars)."""
+
+    method: str
+    efficacy: Cell | None     # target top-1
+    paraphrase: Cell | None   # paraphrase top-1
+    locality: Cell | None     # unchanged over all non-target probes
+    meets: bool               # every point estimate clears its bar
+    meets_lower: bool         # meets, and locality's 95% lower bound clears its bar too
 
 
 @dataclass
@@ -106,6 +119,19 @@ def _leak_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["category"] not in EFFICACY and r.get("says_target") is not None]
 
 
+def _locality_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["category"] not in EFFICACY]
+
+
+def _category_rows(rows: list[dict[str, Any]], cat: str) -> list[dict[str, Any]]:
+    """Rows of a category or of a pseudo-category (:data:`LEAK`, :data:`LOCALITY`)."""
+    if cat == LEAK:
+        return _leak_rows(rows)
+    if cat == LOCALITY:
+        return _locality_rows(rows)
+    return [r for r in rows if r["category"] == cat]
+
+
 def _columns(res: StudyResults) -> list[Column]:
     cats = sorted({r["category"] for r in res.rows},
                   key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else len(CATEGORY_ORDER), c))
@@ -118,6 +144,13 @@ def _columns(res: StudyResults) -> list[Column]:
             rs = [r for r in res.final_rows(m) if r["category"] == cat]
             col.cells[m] = _cell(aggregate((METRICS[metric].fn(r) for r in rs), "rate"))
         cols.append(col)
+    if len([c for c in cats if c not in EFFICACY]) > 1:
+        for metric, label, short in (("unchanged", "locality unchanged (all non-target probes)", "locality"),
+                                     ("answer_unchanged", "locality answer unchanged", "answer")):
+            col = Column(f"{LOCALITY}/{metric}", label, True, short=short)
+            for m in everyone:
+                col.cells[m] = rate_cell(res, m, LOCALITY, metric)
+            cols.append(col)
     if any(r.get("says_target") is not None for r in res.rows):
         col = Column(f"{LEAK}/says_target", "target output rate (locality probes)", False, short="says target")
         for m in everyone:
@@ -153,12 +186,10 @@ def _columns(res: StudyResults) -> list[Column]:
     return cols
 
 
-def _paired(res: StudyResults, method: str, ref: str, cat: str) -> tuple[list[bool], list[bool]]:
-    metric = headline_metric(cat) if cat != LEAK else "says_target"
+def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> tuple[list[bool], list[bool]]:
 
     def table(m):
-        rs = res.final_rows(m)
-        rs = _leak_rows(rs) if cat == LEAK else [r for r in rs if r["category"] == cat]
+        rs = _category_rows(res.final_rows(m), cat)
         key = (lambda r: (r["probe_set"], r["index"])) if res.protocol == "sequential" else \
             (lambda r: (r["unit"], r["probe_set"], r["index"]))
         return {key(r): METRICS[metric].fn(r) for r in rs}
@@ -174,12 +205,12 @@ def _tests(res: StudyResults) -> list[Test]:
     tests = []
     for col in res.columns:
         cat, _, metric = col.key.partition("/")
-        if metric not in ("top1", "unchanged", "says_target"):
+        if metric not in ("top1", "unchanged", "answer_unchanged", "says_target"):
             continue
         for m in res.methods:
             if m == res.reference:
                 continue
-            a, b = _paired(res, m, res.reference, cat)
+            a, b = _paired(res, m, res.reference, cat, metric)
             if not a:
                 continue
             t = mcnemar_exact(a, b)
@@ -212,6 +243,55 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
     return res
 
 
+def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = None) -> Cell | None:
+    """A method's rate of ``metric`` (default the category's headline metric) over a category or
+    pseudo-category (:data:`LOCALITY`, :data:`LEAK`), with its 95% Wilson interval."""
+    metric = metric or ("says_target" if cat == LEAK else headline_metric(cat))
+    rows = _category_rows(res.final_rows(method), cat)
+    return _cell(aggregate((METRICS[metric].fn(r) for r in rows), "rate"))
+
+
+def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) -> dict[str, dict[str, Cell | None]]:
+    """``{value of meta[key]: {method: Cell}}`` over a category or pseudo-category: where an edit
+    leaks (e.g. ``near`` by ``relation``, ``locality`` by ``op`` or ``template``). A list-valued meta
+    entry counts the probe under each of its elements; probes without the key are left out.
+    Values are ordered by how many probes they hold (most first)."""
+    metric = metric or ("says_target" if cat == LEAK else headline_metric(cat))
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    groups: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    counts: dict[str, int] = defaultdict(int)
+    for m in ["base", *res.methods]:
+        for r in _category_rows(res.final_rows(m), cat):
+            if key not in r["meta"]:
+                continue
+            v = r["meta"][key]
+            for x in (v if isinstance(v, list) else [v]):
+                groups[str(x)][m].append(METRICS[metric].fn(r))
+                if m == "base":
+                    counts[str(x)] += 1
+    order = sorted(groups, key=lambda x: (-counts.get(x, 0), x))
+    return {x: {m: _cell(aggregate(groups[x].get(m, []), "rate")) for m in ["base", *res.methods]} for x in order}
+
+
+def criterion_rows(res: StudyResults) -> list[CriterionRow]:
+    """Every edited method checked against ``config.criterion``; empty when the study sets none."""
+    crit = res.config.get("criterion")
+    if not crit:
+        return []
+    bars = {"efficacy": crit["efficacy"], "paraphrase": crit["paraphrase"], "locality": crit["locality"]}
+    out = []
+    for m in res.methods:
+        cells = {"efficacy": rate_cell(res, m, "target"), "paraphrase": rate_cell(res, m, "paraphrase"),
+                 "locality": rate_cell(res, m, LOCALITY)}
+        meets = all(c is not None and c.value >= bars[k] - 1e-12 for k, c in cells.items())
+        # Confidence is asked of the locality claim (thousands of probes); efficacy rests on one or a
+        # few target probes, whose interval cannot clear a bar of 1 however the edit behaves.
+        lower = meets and cells["locality"].low >= bars["locality"] - 1e-12
+        out.append(CriterionRow(m, cells["efficacy"], cells["paraphrase"], cells["locality"], meets, lower))
+    return out
+
+
 def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """Per method: ``ppl`` (guard or configured perplexity per step) and ``retention`` (top-1 on the
     target probes of earlier edits, at each evaluated step)."""
@@ -228,4 +308,5 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
     return out
 
 
-__all__ = ["Cell", "Column", "StudyResults", "Test", "headline_metric", "load_results", "sequential_curves"]
+__all__ = ["Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "criterion_rows", "headline_metric",
+           "load_results", "rate_cell", "sequential_curves"]

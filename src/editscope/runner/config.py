@@ -123,6 +123,16 @@ class ProtocolSpec(_Strict):
         return self
 
 
+class CriterionSpec(_Strict):
+    """What the study counts as an isolated edit; the report lists which methods meet it (point
+    estimate, and with the 95% interval's lower bound) and draws it on the frontier plot. It does
+    not change what is computed, so it is not part of the config hash."""
+
+    efficacy: float = Field(1.0, ge=0, le=1, description="target top-1 at least this")
+    paraphrase: float = Field(0.5, ge=0, le=1, description="paraphrase top-1 at least this")
+    locality: float = Field(0.995, ge=0, le=1, description="share of all non-target probes unchanged at least this")
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -135,6 +145,7 @@ class StudyConfig(_Strict):
     perplexity: PerplexitySpec | None = None
     downstream: list[DownstreamSpec] = Field(default_factory=list)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    criterion: CriterionSpec | None = Field(None, description="report-only: the bar an isolated edit must clear")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -174,7 +185,7 @@ class StudyConfig(_Strict):
 
     def config_hash(self) -> str:
         """Content hash of the normalised config (what a run folder is bound to)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        blob = json.dumps(self.model_dump(mode="json", exclude={"criterion"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

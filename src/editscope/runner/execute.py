@@ -69,6 +69,8 @@ def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, forc
         h = store.get_meta("config_hash") if store else None
         same = h == config.config_hash()
         if store is not None and same and resume:
+            # report-only settings (the criterion) may change without a new run
+            store.set_meta(config=config.model_dump(mode="json"))
             return store
         if store is not None:
             store.close()
