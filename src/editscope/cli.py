@@ -433,6 +433,35 @@ def report_cmd(
         _fail(str(e))
 
 
+@app.command()
+def export(
+    run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`")],
+    out: Annotated[str, typer.Argument(help="archive to write, NAME.sqlite.xz")],
+) -> None:
+    """Write a compact xz copy of a run's results store (to commit next to a write-up)."""
+    from .runner import StoreError, export_archive
+
+    try:
+        path = export_archive(run_dir, out)
+    except (StoreError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"archive: {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def unpack(
+    archive: Annotated[str, typer.Argument(help="NAME.sqlite.xz written by `editscope export`")],
+    run_dir: Annotated[str, typer.Argument(help="empty folder to restore the run into (then `editscope report` it)")],
+) -> None:
+    """Restore an exported results store into a run folder."""
+    from .runner import StoreError, unpack_archive
+
+    try:
+        console.print(f"run folder: {escape(str(unpack_archive(archive, run_dir)))}")
+    except (StoreError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
 def main() -> None:  # pragma: no cover - entry point
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     app()

@@ -151,6 +151,31 @@ def test_output_folders_are_never_overwritten(tmp_path):
         run_study(cfg, alien, progress=False)
 
 
+def test_a_study_grown_by_appended_methods_resumes_in_place(tmp_path):
+    first = parse_config({**STUDY, "methods": ["ft-m"]})
+    out = run_study(first, tmp_path / "run", progress=False)
+    before = _rows(out)
+    grown = parse_config({**STUDY, "methods": ["ft-m", {"method": "ft-m", "label": "ft-m-2", "hparams": {"lr": 0.05}}]})
+    with pytest.raises(RunFolderError, match="another study"):
+        run_study(grown, out, progress=False)  # without --resume: refused as before
+    run_study(grown, out, resume=True, progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    try:
+        units = s.units()
+        assert s.get_meta("config_hash") == grown.config_hash() and s.get_meta("status") == "complete"
+    finally:
+        s.close()
+    assert sorted({u.method for u in units}) == ["base", "ft-m", "ft-m-2"]
+    assert [u for u in units if u.method == "ft-m"] and len(units) == 1 + 2 * len(STUDY["edits"])
+    after = _rows(out)
+    assert set(before) <= set(after)  # every earlier result kept, none recomputed differently
+    # anything else changed, or methods reordered/removed: still another study
+    for other in ({**STUDY, "seed": 1, "methods": ["ft-m", "ft-l"]}, {**STUDY, "methods": ["ft-l", "ft-m"]},
+                  {**STUDY, "methods": ["ft-m"]}):
+        with pytest.raises(RunFolderError, match="another study"):
+            run_study(parse_config(other), out, resume=True, progress=False)
+
+
 def _rows_of(path: Path):
     d = path.parent / "x"
     d.mkdir(exist_ok=True)
@@ -444,8 +469,8 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert f"config {res.meta['config_hash']};" in text
     assert "strong efficacy 1.000 [" in text and f"far {far.value:.3f};" in text
     assert f"difference {test.diff:+.3f}, p (Holm) {test.p_holm:.2g}" in text
-    assert "| ft-m-strong |" in text and "![blast_radius](figures/blast_radius.png)" in text
-    assert (tmp_path / "doc" / "figures" / "blast_radius.png").exists()
+    assert "| ft-m-strong |" in text and "![blast_radius](figures/tiny_blast_radius.png)" in text
+    assert (tmp_path / "doc" / "figures" / "tiny_blast_radius.png").exists()
     assert "{{" not in text
     from editscope.report.results import breakdown
 
@@ -463,3 +488,29 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
                        ("{{table:nope}}", "unknown table"), ("{{frobnicate}}", "unknown placeholder")]:
         with pytest.raises(DocumentError, match=match):
             fill(bad, res, str(finished_run))
+
+
+def test_export_and_unpack_keep_every_result(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    cli = CliRunner()
+    archive = tmp_path / "run.sqlite.xz"
+    r = cli.invoke(app, ["export", str(finished_run), str(archive)])
+    assert r.exit_code == 0, r.output
+    assert archive.stat().st_size < (finished_run / "results.sqlite").stat().st_size / 3
+    r = cli.invoke(app, ["unpack", str(archive), str(tmp_path / "back")])
+    assert r.exit_code == 0, r.output
+    assert _rows(tmp_path / "back") == _rows(finished_run)
+    assert ResultsStore(tmp_path / "back" / "results.sqlite").meta() == ResultsStore(finished_run / "results.sqlite").meta()
+    # refusals: an occupied folder, a file that is not an archive, a wrong archive name
+    r = cli.invoke(app, ["unpack", str(archive), str(tmp_path / "back")])
+    assert r.exit_code != 0 and "exists" in _flat(r.output)
+    junk = tmp_path / "junk.sqlite.xz"
+    junk.write_bytes(b"not xz at all")
+    r = cli.invoke(app, ["unpack", str(junk), str(tmp_path / "j")])
+    assert r.exit_code != 0 and "not an xz archive" in _flat(r.output)
+    assert not (tmp_path / "j" / "results.sqlite").exists()
+    r = cli.invoke(app, ["export", str(finished_run), str(tmp_path / "run.zip")])
+    assert r.exit_code != 0 and "must end in .sqlite.xz" in _flat(r.output)

@@ -11,7 +11,8 @@ Placeholders (``{{kind:args}}``):
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
-* ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied next to the document);
+* ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied to ``figures/<study>_<NAME>.png``
+  next to the document);
 * ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
 * ``{{run_dir}}``: the run folder as given.
 
@@ -98,8 +99,9 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if figure_dir is None:
                 return f"![{args}]({png})"
             figure_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy(png, figure_dir / png.name)
-            return f"![{args}]({figure_dir.name}/{png.name})"
+            name = f"{res.meta.get('name', 'run')}_{png.name}"  # several write-ups may share the folder
+            shutil.copy(png, figure_dir / name)
+            return f"![{args}]({figure_dir.name}/{name})"
         if kind == "meta":
             if args not in res.meta:
                 raise DocumentError(f"no run metadata {args!r}; have {sorted(res.meta)}")

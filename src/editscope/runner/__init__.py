@@ -4,7 +4,7 @@ resumable SQLite results store. See :func:`run_study` and ``editscope run``."""
 from .config import ConfigError, StudyConfig, load_config, parse_config
 from .execute import RunFolderError, load_study_model, run_study
 from .plan import Plan, build_plan
-from .store import ResultsStore, StoreError
+from .store import ResultsStore, StoreError, export_archive, unpack_archive
 
 __all__ = ["ConfigError", "Plan", "ResultsStore", "RunFolderError", "StoreError", "StudyConfig", "build_plan",
-           "load_config", "load_study_model", "parse_config", "run_study"]
+           "export_archive", "load_config", "load_study_model", "parse_config", "run_study", "unpack_archive"]

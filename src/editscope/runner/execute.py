@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import shutil
 import time
@@ -29,6 +30,8 @@ from ..models.model import Model, fingerprint_of, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
 from .store import FILENAME, ResultsStore, StoreError, now_iso
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderError(RuntimeError):
@@ -53,10 +56,22 @@ def unit_seed(seed: int, method: str, unit: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{method}/{unit}".encode()).digest()[:4], "little")
 
 
+def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
+    """``config`` is the stored study with methods appended at the end, everything else equal: a
+    hyperparameter search grown by new grid points, which ``--resume`` may continue in place."""
+    new = config.model_dump(mode="json")
+    old_methods, new_methods = stored.get("methods", []), new["methods"]
+    if not old_methods or len(new_methods) <= len(old_methods) or new_methods[:len(old_methods)] != old_methods:
+        return False
+    rest = lambda d: {k: v for k, v in d.items() if k not in ("methods", "criterion")}  # noqa: E731
+    return rest(stored) == rest(new)
+
+
 def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, force: bool = False) -> ResultsStore:
     """Create or reopen the store in ``out``. Refuses a folder holding another study's run (unless
     ``force``, which moves the old file aside, never deletes it) or this study's run without
-    ``resume``."""
+    ``resume``. With ``resume``, a study whose only change is methods appended to its list is
+    extended in place (see :func:`extends`)."""
     out = Path(out)
     path = out / FILENAME
     if path.exists():
@@ -71,6 +86,13 @@ def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, forc
         if store is not None and same and resume:
             # report-only settings (the criterion) may change without a new run
             store.set_meta(config=config.model_dump(mode="json"))
+            return store
+        if store is not None and resume and extends(store.get_meta("config") or {}, config):
+            added = len(config.methods) - len((store.get_meta("config") or {}).get("methods", []))
+            log.warning("%s: extending the stored study with %d appended method(s); done units are kept", out, added)
+            store.set_meta(config_hash=config.config_hash(), config=config.model_dump(mode="json"),
+                           extended=now_iso())
+            (out / "study.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
             return store
         if store is not None:
             store.close()

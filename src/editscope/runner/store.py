@@ -19,7 +19,11 @@ loses at most the unit in flight and a resumed run neither loses nor duplicates 
 from __future__ import annotations
 
 import json
+import lzma
+import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -230,8 +234,62 @@ def _check_ours(path: Path) -> None:
                          f"{f' ({why})' if why else ''}; move it away or pick another --out folder")
 
 
+ARCHIVE_SUFFIX = ".sqlite.xz"
+
+
+def export_archive(run_dir: str | Path, out: str | Path) -> Path:
+    """Write a compact copy of a run's results store (SQLite backup, vacuumed, xz-compressed) to
+    ``out`` (must end in ``.sqlite.xz``): what a write-up commits next to its text so that its
+    numbers can be re-derived. The live store is read through SQLite, never copied as bytes."""
+    out = Path(out)
+    if not out.name.endswith(ARCHIVE_SUFFIX):
+        raise ValueError(f"archive name {out.name!r} must end in {ARCHIVE_SUFFIX}")
+    store = ResultsStore(Path(run_dir) / FILENAME)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        plain = Path(d) / FILENAME
+        copy = sqlite3.connect(plain)
+        try:
+            store.db.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")
+            copy.execute("VACUUM")
+        finally:
+            copy.close()
+            store.close()
+        tmp = out.with_name(out.name + ".tmp")
+        with open(plain, "rb") as src, lzma.open(tmp, "wb", preset=9) as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, out)
+    return out
+
+
+def unpack_archive(archive: str | Path, run_dir: str | Path) -> Path:
+    """Restore an :func:`export_archive` file as ``run_dir/results.sqlite`` (``run_dir`` must not
+    hold a store yet); returns ``run_dir``, ready for ``editscope report``."""
+    archive, run_dir = Path(archive), Path(run_dir)
+    target = run_dir / FILENAME
+    if target.exists():
+        raise StoreError(f"{target} exists; unpack into an empty folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(FILENAME + ".tmp")
+    try:
+        with lzma.open(archive, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except lzma.LZMAError as e:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"{archive}: not an xz archive of a results store ({e})") from None
+    try:
+        _check_ours(tmp)
+    except StoreError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    return run_dir
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-__all__ = ["FILENAME", "ROW_FIELDS", "ResultsStore", "STORE_FORMAT", "StoreError", "Unit", "now_iso"]
+__all__ = ["ARCHIVE_SUFFIX", "FILENAME", "ROW_FIELDS", "ResultsStore", "STORE_FORMAT", "StoreError", "Unit",
+           "export_archive", "now_iso", "unpack_archive"]
