@@ -399,8 +399,9 @@ def _report(run_dir, formats, reference) -> None:
     res = load_results(run_dir, reference)
     t = main_table(res, interval=False, short=True)
     table = Table(title=f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else ""))
-    for h in t.header:
-        table.add_column(h)
+    for i, h in enumerate(t.header):
+        # the method labels stay whole (a search has long ones); numbers are short anyway
+        table.add_column(h, no_wrap=i == 0, min_width=max(len(r[0][0]) for r in t.rows) if i == 0 else None)
     for row in t.rows:
         table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in row])
     console.print(table)

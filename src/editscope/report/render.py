@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .plots import all_figures
-from .results import Cell, StudyResults, breakdown, criterion_rows, load_results
+from .results import LOCALITY, Cell, StudyResults, breakdown, criterion_rows, load_results
 
 
 @dataclass
@@ -45,7 +45,9 @@ def _method_rows(res: StudyResults, cols: list, interval: bool = True) -> list[l
 
 
 def main_table(res: StudyResults, interval: bool = True, short: bool = False) -> Table:
-    cols = [c for c in res.columns if c.headline]
+    """The headline table; ``short`` (the terminal summary) leaves out the pooled locality columns,
+    which the per-category ones already show, so that it fits 80 columns."""
+    cols = [c for c in res.columns if c.headline and not (short and c.key.startswith(f"{LOCALITY}/"))]
     header = ["method", *[(c.short or c.label) if short else c.label for c in cols]]
     return Table("main", "Headline metrics per method (value [95% interval]; a single measurement has none); best "
                          "edited method in bold. Efficacy categories: exact top-1; locality categories: greedy output "
