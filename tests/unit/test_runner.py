@@ -482,7 +482,10 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert f" + (n={plus.n}) |" in by_op and row.endswith(f"| {plus.value:.3f} [{plus.low:.3f}, {plus.high:.3f}] |")
     rows = [r for r in res.final_rows("ft-m") if r["category"] not in ("target", "paraphrase") and r["meta"].get("op") == "+"]
     assert plus.n == len(rows) and plus.value == pytest.approx(sum(r["unchanged"] for r in rows) / len(rows))
+    assert fill("{{slice:ft-m:locality:op:+}}", res, str(finished_run)) == f"{plus.value:.3f} [{plus.low:.3f}, {plus.high:.3f}]"
     for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
+                       ("{{slice:ft-m:locality:op:/}}", "no 'locality' probe has op='/'"),
+                       ("{{slice:ft-m:locality:op}}", "write"),
                        ("{{breakdown:near:nokey}}", "no 'near' probe has meta key"),
                        ("{{breakdown:near:relation:top9}}", "unknown metric"),
                        ("{{table:nope}}", "unknown table"), ("{{frobnicate}}", "unknown placeholder")]:

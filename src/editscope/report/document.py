@@ -7,7 +7,7 @@ Placeholders (``{{kind:args}}``):
   ``{{table:events}}``, ``{{table:detail}}``: the report's tables (Markdown);
 * ``{{breakdown:CATEGORY:META_KEY}}`` or ``{{breakdown:CATEGORY:META_KEY:METRIC}}``: methods x values
   of a probe meta field (e.g. ``near:relation``, ``locality:op``), the category's headline metric by
-  default;
+  default; ``{{slice:METHOD:CATEGORY:META_KEY:VALUE}}``: one cell of it (``value [low, high]``);
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
@@ -37,7 +37,7 @@ from .render import (
     main_table,
     tests_table,
 )
-from .results import StudyResults, load_results
+from .results import StudyResults, breakdown, load_results
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
 
@@ -69,6 +69,17 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
             t = makers[args](res)
             return _md_table(t) if t is not None else "(none)"
+        if kind == "slice":
+            bits = args.split(":", 3)
+            if len(bits) != 4:
+                raise DocumentError(f"{{{{slice:{args}}}}}: write {{{{slice:METHOD:CATEGORY:META_KEY:VALUE}}}}")
+            method, cat, key, value = bits
+            b = breakdown(res, cat, key)
+            if value not in b:
+                raise DocumentError(f"{{{{slice:{args}}}}}: no {cat!r} probe has {key}={value!r}; have {sorted(b)}")
+            if method not in b[value]:
+                raise DocumentError(f"{{{{slice:{args}}}}}: no method {method!r} in this run")
+            return _fmt(b[value][method])
         if kind == "breakdown":
             bits = args.split(":")
             if len(bits) not in (2, 3):
@@ -117,8 +128,10 @@ def write_document(run_dir: str | Path, template: str | Path, out: str | Path, r
     """Fill ``template`` from ``run_dir`` into ``out``; figures go to ``<out dir>/figures``."""
     res = load_results(run_dir, reference)
     out = Path(out)
-    figures = all_figures(res, Path(run_dir) / "figures")
-    text = fill(Path(template).read_text(), res, str(run_dir), out.parent / "figures", figures)
+    text = Path(template).read_text()
+    wanted = {m.group(2) for m in _PLACEHOLDER.finditer(text) if m.group(1) == "figure"}
+    figures = all_figures(res, Path(run_dir) / "figures", wanted)  # only those the text shows
+    text = fill(text, res, str(run_dir), out.parent / "figures", figures)
     out.write_text(text)
     return out
 

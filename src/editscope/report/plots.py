@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -177,10 +178,14 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "frontier")
 
 
-def all_figures(res: StudyResults, out: Path) -> dict[str, list[Path]]:
-    figs = {"blast_radius": blast_radius(res, out), "sequential": sequential_curves_plot(res, out),
-            "categories": category_bars(res, out), "frontier": frontier(res, out)}
+FIGURES = {"blast_radius": blast_radius, "sequential": sequential_curves_plot, "categories": category_bars,
+           "frontier": frontier}
+
+
+def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None) -> dict[str, list[Path]]:
+    """Draw the figures ``names`` (default all of :data:`FIGURES`) that apply to this run."""
+    figs = {k: FIGURES[k](res, out) for k in (FIGURES if names is None else names) if k in FIGURES}
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["all_figures", "blast_radius", "category_bars", "frontier", "pareto_front", "sequential_curves_plot"]
+__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "frontier", "pareto_front", "sequential_curves_plot"]

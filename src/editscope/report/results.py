@@ -101,11 +101,19 @@ class StudyResults:
     def final_rows(self, method: str) -> list[dict[str, Any]]:
         """The rows a method is summarised by: all its units (single/batch), or the last evaluated
         step (sequential)."""
-        rows = [r for r in self.rows if r["method"] == method]
-        if self.protocol == "sequential" and method != "base" and rows:
-            last = max(r["step"] for r in rows)
-            rows = [r for r in rows if r["step"] == last]
-        return rows
+        cache = self.__dict__.setdefault("_final", {})
+        if method not in cache:
+            if "_by_method" not in self.__dict__:
+                by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+                for r in self.rows:
+                    by[r["method"]].append(r)
+                self.__dict__["_by_method"] = by
+            rows = self.__dict__["_by_method"].get(method, [])
+            if self.protocol == "sequential" and method != "base" and rows:
+                last = max(r["step"] for r in rows)
+                rows = [r for r in rows if r["step"] == last]
+            cache[method] = rows
+        return cache[method]
 
     def summary(self, method: str) -> dict[str, dict[str, dict[str, float]]]:
         return summarize(self.final_rows(method), self.config.get("metrics"))
