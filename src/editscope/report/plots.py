@@ -144,7 +144,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 def frontier(res: StudyResults, out: Path) -> list[Path]:
     """Paraphrase top-1 against locality (share of all non-target probes unchanged), one point per
     method with 95% intervals as whiskers; grey points miss the efficacy bar (target top-1); the
-    Pareto frontier over the others; the study's criterion as dashed lines."""
+    Pareto frontier over the others; the study's criterion as dashed lines. With more than 12
+    methods only the frontier's points are named."""
     methods = [m for m in res.methods if rate_cell(res, m, LOCALITY) is not None
                and rate_cell(res, m, "paraphrase") is not None]
     if len(methods) < 2:
@@ -159,10 +160,15 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
         ax.errorbar(loc.value, par.value, xerr=[[loc.value - loc.low], [loc.high - loc.value]],
                     yerr=[[par.value - par.low], [par.high - par.value]], fmt="o", ms=4, capsize=2, lw=0.8,
                     color="#1d3557" if ok else "#adb5bd")
-        ax.annotate(m, (loc.value, par.value), fontsize=6, xytext=(4, 4 if i % 2 else -9), textcoords="offset points")
         if ok:
             pts[m] = (loc.value, par.value)
     front = pareto_front(pts)
+    crowded = len(methods) > 12  # a search: name only the frontier, the tables have the rest
+    for i, m in enumerate(methods):
+        if crowded and m not in front:
+            continue
+        x, y = rate_cell(res, m, LOCALITY).value, rate_cell(res, m, "paraphrase").value
+        ax.annotate(m, (x, y), fontsize=7 if crowded else 6, xytext=(4, 4 if i % 2 else -9), textcoords="offset points")
     if len(front) > 1:
         ax.plot([pts[m][0] for m in front], [pts[m][1] for m in front], color="#c1121f", lw=1, label="Pareto frontier")
     if crit:
