@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo study test test-fast bench install clean
+.PHONY: demo study search test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 study: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two.yaml --out runs/two-plus-two --resume
+
+# The hyperparameter search of AlphaEdit and MEMIT behind docs/studies/two-plus-two-search.md.
+search: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two_search.yaml --out runs/two-plus-two-search --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -19,10 +19,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -167,6 +168,21 @@ def key_statistics(model: Model, layer: int, *, corpus: str | Sequence[str] = DE
     """
     return key_statistics_many(model, [layer], corpus=corpus, n_tokens=n_tokens, dtype=dtype, seq_len=seq_len,
                                batch_size=batch_size, use_cache=use_cache)[layer]
+
+
+def prefetch_key_statistics(model: Model, requests: Iterable[tuple[Any, Sequence[int]] | None]) -> int:
+    """Compute (or load) the key statistics several edits will read, one corpus pass per distinct
+    ``(corpus, n_tokens, dtype)`` settings over the union of their layers (see
+    :meth:`editscope.methods.base.EditMethod.statistics_request`). Returns the number of passes'
+    settings groups. Layers outside the model are left for the edit itself to refuse."""
+    groups: dict[Any, set[int]] = {}
+    for req in requests:
+        if req is not None:
+            groups.setdefault(req[0], set()).update(i for i in req[1] if 0 <= i < model.n_layers)
+    for (corpus, n_tokens, dtype), layers in groups.items():
+        if layers:
+            key_statistics_many(model, sorted(layers), corpus=list(corpus), n_tokens=n_tokens, dtype=dtype)
+    return len(groups)
 
 
 def key_statistics_many(model: Model, layers: Sequence[int], *, corpus: str | Sequence[str] = DEFAULT_CORPUS,

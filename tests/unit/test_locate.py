@@ -283,3 +283,34 @@ def test_rome_edit_saves_and_loads(tmp_path):
     h.undo()
     es.load_edit(m, tmp_path / "r")
     assert m.fingerprint() == edited
+
+
+def test_prefetch_computes_the_layers_of_several_methods_in_one_pass(monkeypatch, tmp_path):
+    """ROME at one layer and MEMIT at several, same corpus settings: one corpus pass for all layers;
+    other settings get their own pass; layers outside the model are left to the edit to refuse."""
+    from editscope import covariance
+    from editscope.methods.base import get_method
+    from editscope.models.tiny import tiny_model
+
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path))
+    model = tiny_model("llama", num_hidden_layers=4)
+    calls = []
+    real = covariance.key_statistics_many
+    monkeypatch.setattr(covariance, "key_statistics_many",
+                        lambda m, layers, **kw: calls.append((tuple(layers), kw["n_tokens"])) or real(m, layers, **kw))
+    common = {"stats_corpus": ["me_ppl_50"], "stats_tokens": 300}
+    rome, memit = get_method("rome"), get_method("memit")
+    reqs = [rome.statistics_request(model, rome.resolve_hparams(model.arch, 4, {"layer": 2, **common})),
+            memit.statistics_request(model, memit.resolve_hparams(model.arch, 4, {"layers": [0, 1, 9], **common})),
+            memit.statistics_request(model, memit.resolve_hparams(model.arch, 4, {"layers": [1], "stats_corpus": ["me_ppl_50"],
+                                                                               "stats_tokens": 200})),
+            get_method("ft").statistics_request(model, get_method("ft").resolve_hparams(model.arch, 4, {}))]
+    assert reqs[3] is None
+    assert covariance.prefetch_key_statistics(model, reqs) == 2
+    assert sorted(calls) == [((0, 1, 2), 300), ((1,), 200)]
+    # the edits then read them from memory: no further corpus pass
+    passes = []
+    real_chunks = covariance._chunks
+    monkeypatch.setattr(covariance, "_chunks", lambda *a: passes.append(1) or real_chunks(*a))
+    got = real(model, [2], corpus=["me_ppl_50"], n_tokens=300)
+    assert got[2].layer == 2 and passes == []

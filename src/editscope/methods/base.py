@@ -95,6 +95,13 @@ class EditMethod(ABC):
     def check(self, model: Model, requests: Sequence[EditRequest], hp: Hparams) -> None:
         """Refuse inputs this method cannot edit, before any weight changes (override to add checks)."""
 
+    def statistics_request(self, model: Model, hp: Hparams) -> tuple[Any, list[int]] | None:
+        """The key statistics an edit with ``hp`` reads, as ``(settings, layers)`` (settings: a
+        hashable of the corpus options), or None. A caller about to run several methods passes them
+        all to :func:`editscope.covariance.prefetch_key_statistics`, which computes the layers that
+        share settings in one corpus pass instead of one per method."""
+        return None
+
     @abstractmethod
     def touched(self, model: Model, hp: Hparams) -> list[str]:
         """Names (as in ``model.hf.named_parameters()``) of every parameter :meth:`run` may change."""

@@ -368,6 +368,9 @@ class _Locate(EditMethod):
     def _layers(self, hp: Any) -> list[int]:
         return [hp.layer] if hasattr(hp, "layer") else list(hp.layers)
 
+    def statistics_request(self, model: Model, hp: Any) -> tuple[Any, list[int]]:
+        return (tuple(hp.stats_corpus), hp.stats_tokens, hp.stats_dtype), self._layers(hp)
+
     def check(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
         bad = [i for i in self._layers(hp) if not 0 <= i < model.n_layers]
         if bad:

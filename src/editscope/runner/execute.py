@@ -321,6 +321,8 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                                  f"{model.base_fingerprint}; resume with the same model or use --force")
         store.set_meta(model_fingerprint=model.base_fingerprint, model_name=model.name, status="running")
         done = store.done()
+        _prefetch_statistics(model, [m for m in config.methods
+                                     if any((m.name, u.unit) not in done for u in plan.units_of(m.name))])
         with _progress(plan, progress) as on_unit:
             runner = Runner(plan, store, model, on_unit)
             runner.run_base(done)
@@ -330,6 +332,23 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
     finally:
         store.close()
     return Path(out)
+
+
+def _prefetch_statistics(model: Model, methods: list[MethodSpec]) -> None:
+    """Key statistics of every locate-then-edit method still to run, one corpus pass per settings
+    (ROME at layer 5 and MEMIT at 1-5 would otherwise each pass over the corpus). Bad
+    hyperparameters are left for the method's own unit to report."""
+    from ..covariance import prefetch_key_statistics
+    from ..methods.base import get_method
+
+    requests = []
+    for spec in methods:
+        try:
+            m = get_method(spec.method)
+            requests.append(m.statistics_request(model, m.resolve_hparams(model.arch, model.n_layers, spec.hparams)))
+        except Exception as e:  # noqa: BLE001 - reported by the unit that uses these hyperparameters
+            log.debug("no statistics prefetch for %s: %s", spec.name, e)
+    prefetch_key_statistics(model, requests)
 
 
 class _progress:
