@@ -483,7 +483,20 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     rows = [r for r in res.final_rows("ft-m") if r["category"] not in ("target", "paraphrase") and r["meta"].get("op") == "+"]
     assert plus.n == len(rows) and plus.value == pytest.approx(sum(r["unchanged"] for r in rows) / len(rows))
     assert fill("{{slice:ft-m:locality:op:+}}", res, str(finished_run)) == f"{plus.value:.3f} [{plus.low:.3f}, {plus.high:.3f}]"
+    # where: several conditions at once, any metric; recomputed here from the rows
+    b0 = rows[0]["meta"]["b"]
+    sub = [r for r in rows if r["meta"]["b"] == b0]
+    got = fill(f"{{{{where:ft-m:locality:op=+,b={b0}:says_target}}}}", res, str(finished_run))
+    says = sum(bool(r["says_target"]) for r in sub)
+    from editscope.stats import wilson_interval
+
+    iv = wilson_interval(says, len(sub))
+    assert got == f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}] (n={len(sub)})"
+    assert fill("{{where:ft-m:locality:op=+}}", res, str(finished_run)).endswith(f"(n={plus.n})")
     for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
+                       ("{{where:ft-m:locality:op=/}}", "matches"), ("{{where:ft-m:locality:op}}", "write"),
+                       ("{{where:rome:locality:op=+}}", "no method 'rome'"),
+                       ("{{where:ft-m:locality:op=+:top9}}", "unknown metric"),
                        ("{{slice:ft-m:locality:op:/}}", "no 'locality' probe has op='/'"),
                        ("{{slice:ft-m:locality:op}}", "write"),
                        ("{{breakdown:near:nokey}}", "no 'near' probe has meta key"),

@@ -8,6 +8,9 @@ Placeholders (``{{kind:args}}``):
 * ``{{breakdown:CATEGORY:META_KEY}}`` or ``{{breakdown:CATEGORY:META_KEY:METRIC}}``: methods x values
   of a probe meta field (e.g. ``near:relation``, ``locality:op``), the category's headline metric by
   default; ``{{slice:METHOD:CATEGORY:META_KEY:VALUE}}``: one cell of it (``value [low, high]``);
+* ``{{where:METHOD:CATEGORY:KEY=VALUE[,KEY=VALUE...]}}`` or ``...:METRIC}}``: a method's rate over
+  the probes whose meta matches every condition, ``value [low, high] (n=N)`` (e.g.
+  ``{{where:rome:leak:op=+,b=2}}``: how often "a+2=" now answers the edit target);
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
@@ -37,7 +40,7 @@ from .render import (
     main_table,
     tests_table,
 )
-from .results import StudyResults, breakdown, load_results
+from .results import StudyResults, breakdown, load_results, rate_cell
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
 
@@ -80,6 +83,21 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if method not in b[value]:
                 raise DocumentError(f"{{{{slice:{args}}}}}: no method {method!r} in this run")
             return _fmt(b[value][method])
+        if kind == "where":
+            bits = args.split(":")
+            if len(bits) not in (3, 4) or not all("=" in c for c in bits[2].split(",")):
+                raise DocumentError(f"{{{{where:{args}}}}}: write {{{{where:METHOD:CATEGORY:KEY=VALUE[,KEY=VALUE...][:METRIC]}}}}")
+            method, cat, conds = bits[:3]
+            if method != "base" and method not in res.methods:
+                raise DocumentError(f"{{{{where:{args}}}}}: no method {method!r} in this run")
+            where = dict(c.split("=", 1) for c in conds.split(","))
+            try:
+                c = rate_cell(res, method, cat, bits[3] if len(bits) == 4 else None, where)
+            except KeyError as e:
+                raise DocumentError(f"{{{{where:{args}}}}}: {e}") from None
+            if c is None:
+                raise DocumentError(f"{{{{where:{args}}}}}: no {cat!r} probe of {method!r} matches {where}")
+            return f"{_fmt(c)} (n={c.n})"
         if kind == "breakdown":
             bits = args.split(":")
             if len(bits) not in (2, 3):

@@ -251,11 +251,28 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
     return res
 
 
-def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = None) -> Cell | None:
+def _matches(meta: dict[str, Any], where: dict[str, str]) -> bool:
+    for k, want in where.items():
+        if k not in meta:
+            return False
+        v = meta[k]
+        if want not in [str(x) for x in (v if isinstance(v, list) else [v])]:
+            return False
+    return True
+
+
+def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = None,
+              where: dict[str, str] | None = None) -> Cell | None:
     """A method's rate of ``metric`` (default the category's headline metric) over a category or
-    pseudo-category (:data:`LOCALITY`, :data:`LEAK`), with its 95% Wilson interval."""
+    pseudo-category (:data:`LOCALITY`, :data:`LEAK`), with its 95% Wilson interval. ``where``
+    keeps only probes whose ``meta`` matches every ``{key: value}`` (values compared as text; a
+    list-valued entry matches when one element does), e.g. ``{"op": "+", "b": "2"}``."""
     metric = metric or ("says_target" if cat == LEAK else headline_metric(cat))
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     rows = _category_rows(res.final_rows(method), cat)
+    if where:
+        rows = [r for r in rows if _matches(r["meta"], where)]
     return _cell(aggregate((METRICS[metric].fn(r) for r in rows), "rate"))
 
 
