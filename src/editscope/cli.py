@@ -398,19 +398,39 @@ def _report(run_dir, formats, reference) -> None:
 
     res = load_results(run_dir, reference)
     t = main_table(res, interval=False, short=True)
-    table = Table(title=f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else ""))
-    for i, h in enumerate(t.header):
-        # the method labels stay whole (a search has long ones); numbers are short anyway
-        table.add_column(h, no_wrap=i == 0, min_width=max(len(r[0][0]) for r in t.rows) if i == 0 else None)
-    for row in t.rows:
-        table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in row])
-    console.print(table)
+    title = f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else "")
+    for part in column_groups(t.header, t.rows, console.width):
+        table = Table(title=title if part[0] == 1 else None)
+        for i in [0, *part]:
+            # the method labels stay whole (a search has long ones); numbers are short anyway
+            table.add_column(t.header[i], no_wrap=i == 0,
+                             min_width=max(len(r[0][0]) for r in t.rows) if i == 0 else None)
+        for row in t.rows:
+            table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in (row[i] for i in [0, *part])])
+        console.print(table)
     console.print("values only (intervals, paired tests and figures are in the report); efficacy columns: exact "
                   "top-1; locality columns: share of probes whose greedy output is unchanged")
     if res.partial:
         console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
     for k, p in paths.items():
         console.print(f"{k}: {escape(str(p))}")
+
+
+def column_groups(header: list[str], rows: list, width: int) -> list[list[int]]:
+    """Split columns ``1..`` of a table (column 0, the method, repeats in every part) into
+    consecutive groups whose rendered width fits ``width`` characters, so that a wide study prints
+    as two or three whole tables instead of one with every cell cut to "0.…". A column takes its
+    widest cell or header word plus 3 (padding and border)."""
+    def w(i: int) -> int:
+        words = [len(x) for x in header[i].split()] or [0]
+        return max([max(words), *(len(r[i][0]) for r in rows)]) + 3
+    groups: list[list[int]] = []
+    room = width - w(0) - 4  # the closing border, and slack: rich spreads spare width unevenly
+    for i in range(1, len(header)):
+        if not groups or sum(w(j) for j in groups[-1]) + w(i) > room:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
 
 
 @app.command("report")

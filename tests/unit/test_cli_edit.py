@@ -59,3 +59,26 @@ def test_edit_bad_input_is_a_clear_error(model_dir, args, match):
     out = runner.invoke(app, ["edit", "--model", str(model_dir), "--prompt", "2+2=", "--target", "5", *args],
                         terminal_width=300)
     assert out.exit_code == 2 and match in out.output, out.output
+
+
+def test_wide_summary_splits_into_whole_tables_that_fit_the_terminal():
+    from rich.console import Console
+    from rich.table import Table
+
+    from editscope.cli import column_groups
+
+    header = ["method", "target", "paraphrase", "near", "far", "general", "says target", "ppl", "lambada", "piqa", "sst2"]
+    rows = [[("ft-last4-mlp", False)] + [("0.968", False)] * 10, [("base", False)] + [("91.4", False)] * 10]
+    groups = column_groups(header, rows, 80)
+    assert [i for g in groups for i in g] == list(range(1, 11)) and len(groups) == 2
+    for g in groups:  # each part renders within 80 columns with no cell cut short
+        t = Table()
+        for i in [0, *g]:
+            t.add_column(header[i], no_wrap=i == 0)
+        for r in rows:
+            t.add_row(*[r[i][0] for i in [0, *g]])
+        con = Console(width=80, record=True, file=open("/dev/null", "w"))
+        con.print(t)
+        text = con.export_text()
+        assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    assert column_groups(header[:4], rows, 200) == [[1, 2, 3]]
