@@ -472,7 +472,8 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert "| ft-m-strong |" in text and "![blast_radius](figures/tiny_blast_radius.png)" in text
     assert (tmp_path / "doc" / "figures" / "tiny_blast_radius.png").exists()
     assert "{{" not in text
-    from editscope.report.results import breakdown
+    from editscope.report.render import _fmt
+    from editscope.report.results import breakdown, rate_cell
 
     by_op = fill("{{breakdown:locality:op}}\n{{table:criterion}}", res, str(finished_run))
     cells = breakdown(res, "locality", "op")
@@ -493,10 +494,14 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     iv = wilson_interval(says, len(sub))
     assert got == f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}] (n={len(sub)})"
     assert fill("{{where:ft-m:locality:op=+}}", res, str(finished_run)).endswith(f"(n={plus.n})")
+    far = rate_cell(res, "ft-m", "far", "answer_unchanged")
+    assert fill("{{rate:ft-m:far:answer_unchanged}}", res, str(finished_run)) == f"{_fmt(far)} (n={far.n})"
+    assert far.n == sum(r["category"] == "far" for r in res.final_rows("ft-m"))
     for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
                        ("{{where:ft-m:locality:op=/}}", "matches"), ("{{where:ft-m:locality:op}}", "write"),
                        ("{{where:rome:locality:op=+}}", "no method 'rome'"),
                        ("{{where:ft-m:locality:op=+:top9}}", "unknown metric"),
+                       ("{{rate:ft-m}}", "write"), ("{{rate:ft-m:nocat}}", "no 'nocat' probe"),
                        ("{{slice:ft-m:locality:op:/}}", "no 'locality' probe has op='/'"),
                        ("{{slice:ft-m:locality:op}}", "write"),
                        ("{{breakdown:near:nokey}}", "no 'near' probe has meta key"),

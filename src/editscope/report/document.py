@@ -11,6 +11,8 @@ Placeholders (``{{kind:args}}``):
 * ``{{where:METHOD:CATEGORY:KEY=VALUE[,KEY=VALUE...]}}`` or ``...:METRIC}}``: a method's rate over
   the probes whose meta matches every condition, ``value [low, high] (n=N)`` (e.g.
   ``{{where:rome:leak:op=+,b=2}}``: how often "a+2=" now answers the edit target);
+  ``{{rate:METHOD:CATEGORY[:METRIC]}}``: the same over the whole category (any metric, e.g.
+  ``{{rate:rome:general:answer_unchanged}}``);
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
@@ -83,20 +85,24 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if method not in b[value]:
                 raise DocumentError(f"{{{{slice:{args}}}}}: no method {method!r} in this run")
             return _fmt(b[value][method])
-        if kind == "where":
+        if kind in ("where", "rate"):
             bits = args.split(":")
-            if len(bits) not in (3, 4) or not all("=" in c for c in bits[2].split(",")):
+            if kind == "rate":  # the same without conditions
+                if len(bits) not in (2, 3):
+                    raise DocumentError(f"{{{{rate:{args}}}}}: write {{{{rate:METHOD:CATEGORY[:METRIC]}}}}")
+                bits.insert(2, "")
+            elif len(bits) not in (3, 4) or not all("=" in c for c in bits[2].split(",")):
                 raise DocumentError(f"{{{{where:{args}}}}}: write {{{{where:METHOD:CATEGORY:KEY=VALUE[,KEY=VALUE...][:METRIC]}}}}")
             method, cat, conds = bits[:3]
             if method != "base" and method not in res.methods:
-                raise DocumentError(f"{{{{where:{args}}}}}: no method {method!r} in this run")
-            where = dict(c.split("=", 1) for c in conds.split(","))
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: no method {method!r} in this run")
+            where = dict(c.split("=", 1) for c in conds.split(",")) if conds else None
             try:
                 c = rate_cell(res, method, cat, bits[3] if len(bits) == 4 else None, where)
             except KeyError as e:
-                raise DocumentError(f"{{{{where:{args}}}}}: {e}") from None
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: {e}") from None
             if c is None:
-                raise DocumentError(f"{{{{where:{args}}}}}: no {cat!r} probe of {method!r} matches {where}")
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: no {cat!r} probe of {method!r} matches {where or 'any'}")
             return f"{_fmt(c)} (n={c.n})"
         if kind == "breakdown":
             bits = args.split(":")
