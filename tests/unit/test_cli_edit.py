@@ -62,6 +62,8 @@ def test_edit_bad_input_is_a_clear_error(model_dir, args, match):
 
 
 def test_wide_summary_splits_into_whole_tables_that_fit_the_terminal():
+    import io
+
     from rich.console import Console
     from rich.table import Table
 
@@ -77,7 +79,7 @@ def test_wide_summary_splits_into_whole_tables_that_fit_the_terminal():
             t.add_column(header[i], no_wrap=i == 0)
         for r in rows:
             t.add_row(*[r[i][0] for i in [0, *g]])
-        con = Console(width=80, record=True, file=open("/dev/null", "w"))
+        con = Console(width=80, record=True, file=io.StringIO())
         con.print(t)
         text = con.export_text()
         assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text

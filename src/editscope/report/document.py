@@ -79,12 +79,14 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if len(bits) != 4:
                 raise DocumentError(f"{{{{slice:{args}}}}}: write {{{{slice:METHOD:CATEGORY:META_KEY:VALUE}}}}")
             method, cat, key, value = bits
-            b = breakdown(res, cat, key)
-            if value not in b:
-                raise DocumentError(f"{{{{slice:{args}}}}}: no {cat!r} probe has {key}={value!r}; have {sorted(b)}")
-            if method not in b[value]:
+            if method != "base" and method not in res.methods:
                 raise DocumentError(f"{{{{slice:{args}}}}}: no method {method!r} in this run")
-            return _fmt(b[value][method])
+            c = rate_cell(res, method, cat, where={key: value})
+            if c is None:  # the whole breakdown only when this method has no such probe
+                have = breakdown(res, cat, key)
+                if value not in have:
+                    raise DocumentError(f"{{{{slice:{args}}}}}: no {cat!r} probe has {key}={value!r}; have {sorted(have)}")
+            return _fmt(c)
         if kind in ("where", "rate"):
             bits = args.split(":")
             if kind == "rate":  # the same without conditions

@@ -251,14 +251,17 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
     return res
 
 
-def _matches(meta: dict[str, Any], where: dict[str, str]) -> bool:
-    for k, want in where.items():
-        if k not in meta:
-            return False
-        v = meta[k]
-        if want not in [str(x) for x in (v if isinstance(v, list) else [v])]:
-            return False
-    return True
+def _metric_for(cat: str, metric: str | None) -> str:
+    """The metric a rate over ``cat`` uses: the given one (checked) or the category's default."""
+    metric = metric or ("says_target" if cat == LEAK else headline_metric(cat))
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    return metric
+
+
+def _meta_texts(v: Any) -> list[str]:
+    """A probe meta entry as the text values it is grouped and matched by (one per list element)."""
+    return [str(x) for x in (v if isinstance(v, list) else [v])]
 
 
 def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = None,
@@ -267,12 +270,11 @@ def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = Non
     pseudo-category (:data:`LOCALITY`, :data:`LEAK`), with its 95% Wilson interval. ``where``
     keeps only probes whose ``meta`` matches every ``{key: value}`` (values compared as text; a
     list-valued entry matches when one element does), e.g. ``{"op": "+", "b": "2"}``."""
-    metric = metric or ("says_target" if cat == LEAK else headline_metric(cat))
-    if metric not in METRICS:
-        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    metric = _metric_for(cat, metric)
     rows = _category_rows(res.final_rows(method), cat)
     if where:
-        rows = [r for r in rows if _matches(r["meta"], where)]
+        rows = [r for r in rows
+                if all(k in r["meta"] and want in _meta_texts(r["meta"][k]) for k, want in where.items())]
     return _cell(aggregate((METRICS[metric].fn(r) for r in rows), "rate"))
 
 
@@ -281,20 +283,17 @@ def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) 
     leaks (e.g. ``near`` by ``relation``, ``locality`` by ``op`` or ``template``). A list-valued meta
     entry counts the probe under each of its elements; probes without the key are left out.
     Values are ordered by how many probes they hold (most first)."""
-    metric = metric or ("says_target" if cat == LEAK else headline_metric(cat))
-    if metric not in METRICS:
-        raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    metric = _metric_for(cat, metric)
     groups: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, int] = defaultdict(int)
     for m in ["base", *res.methods]:
         for r in _category_rows(res.final_rows(m), cat):
             if key not in r["meta"]:
                 continue
-            v = r["meta"][key]
-            for x in (v if isinstance(v, list) else [v]):
-                groups[str(x)][m].append(METRICS[metric].fn(r))
+            for x in _meta_texts(r["meta"][key]):
+                groups[x][m].append(METRICS[metric].fn(r))
                 if m == "base":
-                    counts[str(x)] += 1
+                    counts[x] += 1
     order = sorted(groups, key=lambda x: (-counts.get(x, 0), x))
     return {x: {m: _cell(aggregate(groups[x].get(m, []), "rate")) for m in ["base", *res.methods]} for x in order}
 
