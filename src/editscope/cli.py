@@ -266,7 +266,11 @@ def methods(
     lines = []
     for info in list_methods():
         try:
-            defaults = ", ".join(f"{k}={v}" for k, v in resolved_defaults(info["name"], spec, layers).items())
+            if info["required"]:
+                defaults = "required: " + ", ".join(info["required"]) + "; " + ", ".join(
+                    f"{k}={v}" for k, v in info["hparams"].items())
+            else:
+                defaults = ", ".join(f"{k}={v}" for k, v in resolved_defaults(info["name"], spec, layers).items())
         except ValueError as e:
             defaults = f"(error: {e})"
         batch = "one at a time" if info["one_at_a_time"] else "batch"
@@ -323,7 +327,7 @@ def edit(
 # Rough per-edit seconds of each method on the default model on a 2-core CPU (benchmarks/bench_edit.py,
 # README), used by `run --dry-run` together with a measured evaluation speed.
 TYPICAL_EDIT_SECONDS = {"ft": 11.6, "ft-constrained": 38.5, "ft-l": 4.4, "ft-m": 3.9, "lora": 2.8, "rome": 6.0,
-                        "memit": 8.0, "alphaedit": 8.0}
+                        "memit": 8.0, "alphaedit": 8.0, "identity": 0.0}
 
 
 @app.command()
@@ -347,7 +351,8 @@ def run(
     per_unit = sum(len(ps) for _, ps in plan.eval_sets(plan.units[1]).values()) if len(plan.units) > 1 else 0
     evaluated = [u for u in plan.units if u.evaluate and u.method != "base"]
     console.print(f"study [bold]{escape(cfg.name)}[/] (config hash {cfg.config_hash()}): model {escape(cfg.model.name)}, "
-                  f"protocol {cfg.protocol.kind}, {len(plan.edits)} edit(s) x {len(cfg.methods)} method(s) = "
+                  f"protocol {cfg.protocol.kind}, {len(plan.edits)} edit(s) x {len(plan.methods)} method(s) "
+                  f"({sum(m.is_control for m in plan.methods) + len(cfg.control_specs())} of them controls) = "
                   f"{len(plan.units) - 1} units, {len(evaluated)} evaluations of ~{per_unit} probes each "
                   f"(+ the base model on all {plan.n_probes} probes)")
     if dry_run:
@@ -377,7 +382,10 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
     evaluate(model, probes[4:], use_cache=False)
     s_probe = (time.perf_counter() - t) / len(probes[4:])
     scale = sum(p.numel() for p in model.hf.parameters()) / 135e6
-    edit_s = sum(TYPICAL_EDIT_SECONDS.get(m.method, 10.0) * scale * (len(plan.units_of(m.name))) for m in cfg.methods)
+    by_label = {m.name: m for m in cfg.methods}
+    # a placebo's unit costs its matched method's edit once per unit (its draws reuse the delta)
+    edit_s = sum(TYPICAL_EDIT_SECONDS.get(by_label[m.match].method if m.match else m.method, 10.0) * scale
+                 * len({u.of_unit or u.unit for u in plan.units_of(m.name)}) for m in plan.methods)
     # base outputs need greedy decoding of every probe; an edited model's pass is a teacher-forced
     # check (about 0.4 of that, bench_audit.py) plus decoding of the probes that changed
     total = s_probe * (plan.n_probes + 0.4 * per_unit * len(evaluated)) + edit_s

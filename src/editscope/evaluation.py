@@ -291,7 +291,8 @@ class EvalResult:
 
     ``rows[i]`` (a dict) has: index, prompt, target, category, meta, logprob, n_tokens, top1,
     alt_kind, alt_logprob, greedy (edited greedy continuation text), base_greedy, base_logprob,
-    base_top1, unchanged, kl, says_target (None without a watched target), is_base.
+    base_top1, unchanged, kl, says_target (None without a watched target), is_base, base_margin
+    (the base's top-1 minus top-2 next-token log-probability after the prompt, nats).
     """
 
     rows: list[dict[str, Any]]
@@ -300,10 +301,11 @@ class EvalResult:
     fingerprint: str
     base_fingerprint: str
     resumed_from: int | None = None  # block the edited pass started at (incremental), or None
+    n_active_edits: int = 0  # edits active on the model (an identity edit leaves the weights as they are)
 
     @property
     def is_base(self) -> bool:
-        return self.fingerprint == self.base_fingerprint
+        return self.fingerprint == self.base_fingerprint and self.n_active_edits == 0
 
     def summary(self, metrics: Sequence[str] | None = None, confidence: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
         """Per category and ``"all"``: each metric's ``value``, 95% ``low``/``high``, ``n``, ``version``."""
@@ -324,6 +326,34 @@ class EvalResult:
 def _default_watch(probes: Sequence[Probe]) -> str | None:
     targets = {p.target for p in probes if p.category == "target"}
     return targets.pop() if len(targets) == 1 else None
+
+
+def aliases(probe: Probe) -> list[str]:
+    """Other answers a probe accepts besides its target (``meta["aliases"]``: e.g. ``"five"`` for
+    ``"5"``), for ``top1`` and, on the target probes, for ``says_target``."""
+    v = probe.meta.get("aliases")
+    if v is None:
+        return []
+    if isinstance(v, str) or not all(isinstance(a, str) and a.strip() for a in v):
+        raise ValueError(f"probe {probe.prompt!r}: meta['aliases'] must be a list of non-blank strings, got {v!r}")
+    return list(v)
+
+
+def _watch_aliases(probes: Sequence[Probe], watch: str | None) -> list[str]:
+    out: list[str] = []
+    for p in probes:
+        if p.category == "target" and p.target == watch:
+            out += [a for a in aliases(p) if a not in out]
+    return out
+
+
+def first_token_margin(top_logprobs: torch.Tensor) -> list[float | None]:
+    """Per row of the base's top-k next-token log-probabilities ([n, k], descending): the gap
+    between its top-1 and top-2 token in nats (None when k < 2). A small margin is a near-tie
+    that any perturbation may flip."""
+    if top_logprobs.shape[1] < 2:
+        return [None] * top_logprobs.shape[0]
+    return (top_logprobs[:, 0] - top_logprobs[:, 1]).double().tolist()
 
 
 def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
@@ -368,6 +398,11 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         raise ValueError(f"top_k={top_k} must be between 1 and the vocabulary size {model.config.vocab_size}")
     watch = watch if watch is not None else _default_watch(probes)
     base_fp = model.base_fingerprint
+    from .methods.handle import active_edits
+
+    n_active = len(active_edits(model))
+    alias_of = [aliases(p) for p in probes]
+    watch_aliases = _watch_aliases(probes, watch)
     now = digests if digests is not None else tensor_digests(model.hf)
     current_fp = fingerprint_of(now)
     scored = scored_mask(probes, score_targets)
@@ -375,7 +410,9 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
     path = _cache_path(base_fp, phash)
     base = _load_base(path, base_fp, phash, len(probes), top_k) if use_cache else None
     passes = _encode(model, probes, watch, scored)
-    is_base = current_fp == base_fp
+    # An active edit that left the weights as they were (the identity control) still takes the
+    # edited path: that path's agreement with the base is what it measures.
+    is_base = current_fp == base_fp and n_active == 0
     capture, resume = plan_layer_caches(model, _pass_key(phash, scored), keep_hidden, incremental, now)
     missing = [i for i in range(len(probes)) if scored[i] and base is not None and not base.scored[i]]
     if base is None or missing:
@@ -420,6 +457,15 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         greedy = [gens[i].text if i in gens else base.greedy_text[i] for i in range(n)]
         top1 = [starts_with(gens[i].token_ids, passes.targets[i].cont_ids) if i in gens else base.top1[i]
                 for i in range(n)]
+    margins = first_token_margin(base.top_logprobs)
+    top1 = [t or any(says(greedy[i], a) for a in alias_of[i]) for i, t in enumerate(top1)]
+    base_top1 = [t or any(says(base.greedy_text[i], a) for a in alias_of[i]) for i, t in enumerate(base.top1)]
+
+    def says_watch(text: str) -> bool | None:
+        if not watch:
+            return None
+        return says(text, watch) or any(says(text, a) for a in watch_aliases)
+
     rows = []
     for i, p in enumerate(probes):
         rows.append({
@@ -427,11 +473,12 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             "logprob": main_lp[i], "n_tokens": len(passes.targets[i].cont_ids), "top1": bool(top1[i]),
             "alt_kind": passes.alt_kinds[i], "alt_logprob": alt_lp[i],
             "greedy": greedy[i], "base_greedy": base.greedy_text[i], "base_logprob": base.logprob[i] if scored[i] else None,
-            "base_top1": base.top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
-            "says_target": says(greedy[i], watch) if watch else None, "is_base": is_base,
+            "base_top1": base_top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
+            "says_target": says_watch(greedy[i]), "is_base": is_base, "base_margin": margins[i],
         })
     return EvalResult(rows=rows, probes_name=name, watch=watch, fingerprint=current_fp,
-                      base_fingerprint=base_fp, resumed_from=resume.layer if resume else None)
+                      base_fingerprint=base_fp, resumed_from=resume.layer if resume else None,
+                      n_active_edits=n_active)
 
 
 __all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "UNSCORED_BY_DEFAULT",

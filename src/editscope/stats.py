@@ -6,8 +6,13 @@ between two editing methods is a paired comparison on the *same* probes.  This
 module holds the small, dependency-light (numpy + scipy) tools used for that:
 
 * :func:`wilson_interval` -- confidence interval for a binomial proportion.
+* :func:`clopper_pearson` -- exact (Clopper-Pearson) binomial interval.
 * :func:`mean_interval` -- Student-t confidence interval for a mean.
 * :func:`bootstrap_interval` -- percentile bootstrap interval for one sample.
+* :func:`cluster_bootstrap_mean` -- bootstrap interval for a mean, resampling
+  whole clusters (e.g. all probes of one edit) when labels are given.
+* :func:`excess_rate` -- excess of a method's changed rate over a control's
+  (placebo / unrelated edits), with a two-level bootstrap interval.
 * :func:`mcnemar_exact` -- exact McNemar test for paired binary outcomes.
 * :func:`paired_bootstrap` -- paired bootstrap interval and p-value for the
   difference of a statistic between two paired samples.
@@ -33,10 +38,14 @@ from scipy import stats as _sps
 
 __all__ = [
     "BootstrapResult",
+    "ExcessResult",
     "Interval",
     "McNemarResult",
     "bonferroni",
     "bootstrap_interval",
+    "clopper_pearson",
+    "cluster_bootstrap_mean",
+    "excess_rate",
     "holm",
     "mcnemar_exact",
     "mean_interval",
@@ -74,7 +83,8 @@ class Interval:
         n: Number of observations (trials for a proportion) behind the estimate.
         confidence: Nominal two-sided coverage, a fraction in ``(0, 1)``.
         method: Short name of the method that produced the interval
-            (``"wilson"``, ``"t"``, ``"bootstrap-percentile"``).
+            (``"wilson"``, ``"clopper-pearson"``, ``"t"``,
+            ``"bootstrap-percentile"``, ``"cluster-bootstrap"``).
     """
 
     value: float
@@ -158,6 +168,53 @@ class BootstrapResult:
         )
 
 
+@dataclass(frozen=True)
+class ExcessResult:
+    """Outcome of :func:`excess_rate`.
+
+    Attributes:
+        value: Observed excess ``method_rate - control_rate``, a difference of
+            fractions in ``[-1, 1]``.
+        low: Lower bound of the two-level percentile-bootstrap interval.
+        high: Upper bound of the two-level percentile-bootstrap interval.
+        method_rate: Fraction of probes changed under the method, in ``[0, 1]``.
+        control_rate: Fraction of (draw, probe) pairs changed under the
+            control, averaged over all ``draws`` control draws, in ``[0, 1]``.
+        n: Number of probes.
+        n_clusters: Number of resampling units that are clusters (distinct
+            labels); ``1`` when probes are resampled individually.
+        draws: Number of control draws ``D``.
+        confidence: Nominal two-sided coverage of ``[low, high]``.
+        method: Name of the interval method (``"two-level-bootstrap"``).
+    """
+
+    value: float
+    low: float
+    high: float
+    method_rate: float
+    control_rate: float
+    n: int
+    n_clusters: int
+    draws: int
+    confidence: float
+    method: str = "two-level-bootstrap"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain ``dict``."""
+        return asdict(self)
+
+    def interval(self) -> Interval:
+        """The excess and its bounds as an :class:`Interval` (``n`` = probes)."""
+        return Interval(
+            value=self.value,
+            low=self.low,
+            high=self.high,
+            n=self.n,
+            confidence=self.confidence,
+            method=self.method,
+        )
+
+
 # --------------------------------------------------------------------------- #
 # Validation helpers
 # --------------------------------------------------------------------------- #
@@ -215,6 +272,46 @@ def _as_bool_array(values: Sequence[bool], name: str) -> np.ndarray:
         bad = int(np.flatnonzero(~ok)[0])
         raise ValueError(f"{name} must contain booleans (or 0/1); {name}[{bad}] = {arr[bad]!r}")
     return arr.astype(bool)
+
+
+def _as_bool_matrix(values: Any, name: str) -> np.ndarray:
+    """Validate a 2-D array of booleans (or 0/1 numbers); returns dtype bool."""
+    arr = np.asarray(values)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (draws x probes), got shape {arr.shape}")
+    if arr.dtype == bool:
+        return arr
+    if arr.size == 0:
+        return arr.astype(bool)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must contain booleans (or 0/1), got dtype {arr.dtype}")
+    ok = (arr == 0) | (arr == 1)
+    if not np.all(ok):
+        d, i = (int(v) for v in np.argwhere(~ok)[0])
+        raise ValueError(f"{name} must contain booleans (or 0/1); {name}[{d}, {i}] = {arr[d, i]!r}")
+    return arr.astype(bool)
+
+
+def _cluster_codes(clusters: Any, n: int, name: str = "clusters") -> tuple[np.ndarray, int]:
+    """Map cluster labels (any hashable values) to codes ``0..G-1``.
+
+    Returns ``(codes, G)`` with ``codes`` of shape ``(n,)`` (int64).
+    """
+    arr = np.asarray(clusters)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of labels, got shape {arr.shape}")
+    if arr.size != n:
+        raise ValueError(f"{name} must have one label per probe/observation: got len({name})={arr.size}, expected {n}")
+    if arr.dtype.kind == "f" and np.any(np.isnan(arr)):
+        bad = int(np.flatnonzero(np.isnan(arr))[0])
+        raise ValueError(f"{name} must not contain nan labels; {name}[{bad}] is nan")
+    try:
+        uniq, codes = np.unique(arr, return_inverse=True)
+        return codes.reshape(-1).astype(np.int64), int(uniq.size)
+    except TypeError:  # unorderable mixed labels: fall back to first-seen order
+        mapping: dict[Any, int] = {}
+        codes = np.fromiter((mapping.setdefault(v, len(mapping)) for v in arr.tolist()), dtype=np.int64, count=n)
+        return codes, len(mapping)
 
 
 def _check_pvalues(pvalues: Sequence[float], name: str = "pvalues") -> np.ndarray:
@@ -280,6 +377,48 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     low = 0.0 if k == 0 else min(max(center - half, 0.0), 1.0)
     high = 1.0 if k == m else min(max(center + half, 0.0), 1.0)
     return Interval(value=p, low=low, high=high, n=m, confidence=c, method="wilson")
+
+
+def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """Exact (Clopper-Pearson) interval for a binomial proportion.
+
+    With ``alpha = 1 - confidence`` the bounds are beta quantiles::
+
+        low  = Beta(k, n - k + 1).ppf(alpha / 2)       (0 when k == 0)
+        high = Beta(k + 1, n - k).ppf(1 - alpha / 2)   (1 when k == n)
+
+    The interval is conservative: its coverage is at least ``confidence`` for
+    every true proportion (it is wider than :func:`wilson_interval`).
+
+    Args:
+        successes: Number of successes ``k`` (an integer, ``0 <= k <= n``).
+        n: Number of trials (an integer ``>= 0``).
+        confidence: Two-sided coverage as a fraction in ``(0, 1)``.
+
+    Returns:
+        :class:`Interval` with ``value = k / n`` and the exact bounds, all
+        fractions in ``[0, 1]``, ``method = "clopper-pearson"``.
+
+        When ``n == 0`` nothing is known: as in :func:`wilson_interval`,
+        ``value`` is ``nan`` and the interval is the whole range, ``low = 0.0``,
+        ``high = 1.0`` (no exception).
+
+    Raises:
+        ValueError: ``successes`` or ``n`` negative, ``successes > n``, or
+            ``confidence`` outside ``(0, 1)``.  The message names the argument.
+        TypeError: ``successes`` or ``n`` is not an integer.
+    """
+    k = _check_count(successes, "successes")
+    m = _check_count(n, "n")
+    c = _check_confidence(confidence)
+    if k > m:
+        raise ValueError(f"successes must be <= n, got successes={k}, n={m}")
+    if m == 0:
+        return Interval(value=math.nan, low=0.0, high=1.0, n=0, confidence=c, method="clopper-pearson")
+    alpha = 1.0 - c
+    low = 0.0 if k == 0 else float(_sps.beta.ppf(alpha / 2.0, k, m - k + 1))
+    high = 1.0 if k == m else float(_sps.beta.ppf(1.0 - alpha / 2.0, k + 1, m - k))
+    return Interval(value=k / m, low=low, high=high, n=m, confidence=c, method="clopper-pearson")
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -507,6 +646,238 @@ def bootstrap_interval(
     (dist,) = _resample_stats([xa], statistic, b, seed)
     low, high = np.quantile(dist, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
     return Interval(value, float(low), float(high), int(xa.size), c, "bootstrap-percentile")
+
+
+def cluster_bootstrap_mean(
+    values: Sequence[float],
+    clusters: Sequence[Any] | None = None,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Mean with a percentile bootstrap interval, resampling clusters if given.
+
+    Probes are rarely independent: all probes of one edit share the edit, so
+    their outcomes are correlated and an i.i.d. bootstrap over probes gives a
+    too-narrow interval.  With ``clusters`` (one label per observation, e.g.
+    the edit each probe belongs to) having at least 2 distinct labels, each
+    resample draws ``G`` whole clusters with replacement (``G`` = number of
+    distinct labels) and its statistic is the mean over all observations of
+    the drawn clusters, i.e. ``sum of drawn cluster sums / sum of drawn
+    cluster sizes`` (clusters may differ in size).  Otherwise (no labels, or a
+    single label) observations are resampled individually, exactly as
+    :func:`bootstrap_interval` with ``np.mean`` does (same result for the
+    same seed).
+
+    Args:
+        values: Observations, shape ``(n,)``, finite numbers (bools accepted
+            as 0/1), any units.
+        clusters: Optional labels, shape ``(n,)``, any hashable values
+            (ints, strings, ...); ``nan`` labels are rejected.
+        n_resamples: Number of bootstrap resamples (``>= 1``).
+        confidence: Two-sided coverage, a fraction in ``(0, 1)``.
+        seed: Seed for ``numpy.random.default_rng`` (deterministic).
+
+    Returns:
+        :class:`Interval` in the units of ``values``: ``value`` is the plain
+        mean of ``values``, ``[low, high]`` the ``(1 -/+ confidence) / 2``
+        quantiles of the bootstrap distribution, ``n`` the number of
+        observations, ``method`` ``"cluster-bootstrap"`` (clusters resampled)
+        or ``"bootstrap-percentile"`` (observations resampled).
+
+    Raises:
+        ValueError: ``values`` empty, not 1-D or not finite; ``clusters`` not
+            1-D, of a different length or containing ``nan``;
+            ``n_resamples < 1``; ``confidence`` outside ``(0, 1)``.
+    """
+    x = _as_float_array(values, "values", allow_empty=False)
+    b = _check_resamples(n_resamples)
+    c = _check_confidence(confidence)
+    seed = operator.index(seed)
+    n = int(x.size)
+    value = float(np.mean(x))
+    qs = [(1.0 - c) / 2.0, (1.0 + c) / 2.0]
+
+    n_groups = 1
+    if clusters is not None:
+        codes, n_groups = _cluster_codes(clusters, n)
+    if n_groups < 2:
+        (dist,) = _resample_stats([x], np.mean, b, seed)
+        low, high = np.quantile(dist, qs)
+        return Interval(value, float(low), float(high), n, c, "bootstrap-percentile")
+
+    sums = np.bincount(codes, weights=x, minlength=n_groups)
+    sizes = np.bincount(codes, minlength=n_groups).astype(float)
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // n_groups)
+    dist = np.empty(b, dtype=float)
+    start = 0
+    while start < b:
+        rows = min(rows_per_chunk, b - start)
+        idx = rng.integers(0, n_groups, size=(rows, n_groups))
+        dist[start : start + rows] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+        start += rows
+    low, high = np.quantile(dist, qs)
+    return Interval(value, float(low), float(high), n, c, "cluster-bootstrap")
+
+
+# --------------------------------------------------------------------------- #
+# Excess over a control
+# --------------------------------------------------------------------------- #
+
+
+def _row_counts(idx: np.ndarray, size: int) -> np.ndarray:
+    """Per-row multiplicities: ``out[r, j] = count of j in idx[r]``, as float."""
+    rows = idx.shape[0]
+    flat = (idx + (np.arange(rows, dtype=np.int64) * size)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * size).reshape(rows, size).astype(float)
+
+
+def excess_rate(
+    method_changed: Sequence[bool],
+    control_changed: Any,
+    clusters: Sequence[Any] | None = None,
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> ExcessResult:
+    """Excess of a method's changed rate over a control's, with a 2-level bootstrap.
+
+    A method "changes" some probes it should not touch (or should touch); a
+    control -- a placebo edit, or unrelated edits -- tells how often probes
+    change anyway.  The quantity of interest is the excess::
+
+        value = mean_i method_changed[i] - mean_{d,i} control_changed[d, i]
+              = method_rate - control_rate
+
+    i.e. the control rate is averaged over all ``D`` draws and all ``n``
+    probes (each probe has weight 1, also when clustered).
+
+    Interval (two-level percentile bootstrap).  Two independent sources of
+    randomness make ``value`` uncertain: which probes were sampled, and which
+    control draws were taken (a placebo is itself random, so its own
+    variability must widen the interval; a single lucky placebo draw must not
+    make the method look better or worse than it is).  Each of the
+    ``n_resamples`` resamples therefore
+
+    1. draws ``D`` control draws with replacement from the ``D`` observed ones
+       (when ``D >= 2``; with ``D == 1`` the draw level is fixed -- the
+       variability of the control draw cannot be estimated from one draw and
+       is *not* in the interval, so use several draws when possible);
+    2. draws units with replacement: the ``n`` probes, or -- when ``clusters``
+       has at least 2 distinct labels -- the ``G`` clusters as whole blocks
+       (e.g. all probes of one edit, whose outcomes are correlated);
+    3. recomputes the excess on the resample: the method rate over the drawn
+       units' probes (with multiplicity) minus the mean over the drawn control
+       draws of each draw's rate over the *same* drawn probes.  Method and
+       control are paired on probes, so probe-level effects common to both
+       cancel.
+
+    ``[low, high]`` are the ``(1 -/+ confidence) / 2`` quantiles of the
+    resampled excesses.  Resampling both factors of this crossed (draws x
+    probes) design is slightly conservative (the probe x draw interaction is
+    counted in both levels); it does not under-cover from ignoring the
+    control's variability.  Resamples are processed in chunks of at most
+    ``_CHUNK_ELEMENTS`` (about 4M) elements per array, so ``n = 30_000`` with
+    ``n_resamples = 2000`` stays within tens of MiB.
+
+    Args:
+        method_changed: Shape ``(n,)`` booleans (or 0/1): probe ``i`` changed
+            under the method.
+        control_changed: Shape ``(D, n)`` booleans (or 0/1): probe ``i``
+            changed under control draw ``d``; ``D >= 1``.  A single draw must
+            still be 2-D (``[row]``).
+        clusters: Optional labels of shape ``(n,)`` (any hashable values, e.g.
+            the edit each probe belongs to).  Used as resampling units when
+            they have at least 2 distinct labels.
+        n_resamples: Number of bootstrap resamples (``>= 1``).
+        confidence: Two-sided coverage, a fraction in ``(0, 1)``.
+        seed: Seed for ``numpy.random.default_rng`` (deterministic).
+
+    Returns:
+        :class:`ExcessResult` (``method = "two-level-bootstrap"``;
+        ``n_clusters = 1`` when probes are resampled individually).
+
+    Raises:
+        ValueError: ``method_changed`` not 1-D or empty; ``control_changed``
+            not 2-D, with no draws, or with a probe count different from
+            ``len(method_changed)``; values other than booleans / 0 / 1;
+            ``clusters`` not 1-D, of the wrong length or containing ``nan``;
+            ``n_resamples < 1``; ``confidence`` outside ``(0, 1)``.
+    """
+    m = _as_bool_array(method_changed, "method_changed")
+    ctrl = _as_bool_matrix(control_changed, "control_changed")
+    n = int(m.size)
+    if n < 1:
+        raise ValueError("method_changed must not be empty (need n >= 1 probes)")
+    n_draws, n_ctrl = ctrl.shape
+    if n_draws < 1:
+        raise ValueError(f"control_changed must have at least one draw (D >= 1), got shape {ctrl.shape}")
+    if n_ctrl != n:
+        raise ValueError(
+            "control_changed must have shape (D, n) with n = len(method_changed): "
+            f"got control_changed.shape={ctrl.shape}, len(method_changed)={n}"
+        )
+    b = _check_resamples(n_resamples)
+    c = _check_confidence(confidence)
+    seed = operator.index(seed)
+
+    method_rate = float(np.mean(m))
+    control_rate = float(np.mean(ctrl))
+    value = method_rate - control_rate
+
+    n_groups = 1
+    if clusters is not None:
+        codes, n_groups = _cluster_codes(clusters, n)
+    if n_groups >= 2:
+        n_units = n_groups
+        unit_m = np.bincount(codes, weights=m.astype(float), minlength=n_units)
+        unit_size = np.bincount(codes, minlength=n_units).astype(float)
+        unit_c = np.stack(
+            [np.bincount(codes, weights=row.astype(float), minlength=n_units) for row in ctrl]
+        )  # (D, G)
+    else:
+        n_groups = 1
+        n_units = n
+        unit_m = m.astype(float)
+        unit_size = np.ones(n, dtype=float)
+        unit_c = ctrl.astype(float)  # (D, n)
+
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(n_units, n_draws))
+    dist = np.empty(b, dtype=float)
+    start = 0
+    while start < b:
+        rows = min(rows_per_chunk, b - start)
+        # Unit level: multiplicity of each unit in each resample, (rows, units).
+        w = _row_counts(rng.integers(0, n_units, size=(rows, n_units)), n_units)
+        total = w @ unit_size  # probes in each resample, (rows,)
+        m_rate = (w @ unit_m) / total
+        per_draw = w @ unit_c.T  # changed count of each draw on the resample, (rows, D)
+        if n_draws >= 2:
+            # Draw level: multiplicity of each control draw, (rows, D).
+            v = _row_counts(rng.integers(0, n_draws, size=(rows, n_draws)), n_draws)
+            c_rate = np.einsum("rd,rd->r", v, per_draw) / (n_draws * total)
+        else:
+            c_rate = per_draw[:, 0] / total
+        dist[start : start + rows] = m_rate - c_rate
+        start += rows
+    low, high = np.quantile(dist, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
+
+    return ExcessResult(
+        value=value,
+        low=float(low),
+        high=float(high),
+        method_rate=method_rate,
+        control_rate=control_rate,
+        n=n,
+        n_clusters=n_groups,
+        draws=int(n_draws),
+        confidence=c,
+        method="two-level-bootstrap",
+    )
 
 
 # --------------------------------------------------------------------------- #

@@ -187,4 +187,9 @@ def test_logit_chunking_does_not_change_results(llama, monkeypatch):
     ref = score_encoded(llama, pairs, first_top_k=3, first_token_ids=[(1, 2)] * len(pairs))
     monkeypatch.setattr(sc, "_LOGIT_CHUNK_ELEMENTS", 3 * llama.config.vocab_size)  # 3 positions a chunk
     got = score_encoded(llama, pairs, first_top_k=3, first_token_ids=[(1, 2)] * len(pairs))
-    assert got == ref
+    # ids exactly; log-probabilities to float32 rounding (a matmul over fewer rows may pick another kernel)
+    for g, r in zip(got, ref):
+        assert (g.token_ids, g.argmax_ids, g.greedy_match, g.first_top_ids) == \
+            (r.token_ids, r.argmax_ids, r.greedy_match, r.first_top_ids)
+        for field in ("token_logprobs", "first_logprobs", "first_top_logprobs"):
+            assert getattr(g, field) == pytest.approx(getattr(r, field), abs=1e-5)

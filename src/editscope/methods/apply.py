@@ -73,7 +73,7 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
     hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
     m.check(model, reqs, hp)
     names = m.touched(model, hp)
-    if not names:
+    if not names and not m.touches_nothing:
         raise ValueError(f"method {m.name!r} with these hyperparameters touches no parameters")
     handle = EditHandle.snapshot(model, m.name, hp.model_dump(), reqs, names)
     before = target_losses(model, reqs)
@@ -93,7 +93,8 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
                          "the edit was rolled back. Lower the learning rate or the number of steps.")
     after = target_losses(model, reqs)
     mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
-    if mean_a > mean_b + guard_tolerance or not torch.isfinite(torch.tensor(mean_a)):
+    worse = m.guard_target and mean_a > mean_b + guard_tolerance
+    if worse or not torch.isfinite(torch.tensor(mean_a)):
         handle.restore()
         raise EditFailed(f"{m.name} made the target loss worse ({mean_b:.3f} -> {mean_a:.3f} nats/token, tolerance "
                          f"{guard_tolerance}); the edit was rolled back. Check the hyperparameters.")

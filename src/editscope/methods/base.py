@@ -77,6 +77,11 @@ class EditMethod(ABC):
     one_at_a_time: ClassVar[bool] = False
     #: the method needs ``EditRequest.subject`` (locate-then-edit methods)
     needs_subject: ClassVar[bool] = False
+    #: the target-loss guard applies (controls, which are not meant to reach the target, opt out;
+    #: non-finite weights are rolled back for every method)
+    guard_target: ClassVar[bool] = True
+    #: the method may touch no parameter at all (the identity control)
+    touches_nothing: ClassVar[bool] = False
 
     @classmethod
     def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
@@ -148,9 +153,10 @@ def list_methods() -> list[dict[str, Any]]:
     ``hparams`` maps each field to its architecture-independent default."""
     out = []
     for name, cls in METHODS.items():
-        defaults = {k: f.default for k, f in cls.Hparams.model_fields.items()}
+        defaults = {k: f.default for k, f in cls.Hparams.model_fields.items() if not f.is_required()}
         out.append({"name": name, "family": cls.family, "summary": cls.summary,
                     "one_at_a_time": cls.one_at_a_time, "needs_subject": cls.needs_subject,
+                    "required": [k for k, f in cls.Hparams.model_fields.items() if f.is_required()],
                     "hparams": defaults})
     return out
 

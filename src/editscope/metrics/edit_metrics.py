@@ -16,6 +16,7 @@ Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult
 | ``answer_unchanged`` | rate | the first word of the greedy continuation (a number, a word or one symbol) is the base model's: the answer is the same even where what follows it changed ("2," vs "2+") |
 | ``kl`` | mean | KL(base || edited) of the next-token distribution, nats, coarsened to the base's top-k tokens plus one bucket for the rest (a lower bound of the full KL) |
 | ``says_target`` | rate | the greedy continuation is the watched edit target (output rate of e.g. "5") |
+| ``changed_kl`` | rate | the answer changed (not ``answer_unchanged``) *and* the first-token KL exceeds :data:`KL_THRESHOLD` (0.1 nats): a change that is not just a near-tie flipping (lower is better) |
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ def _answer_unchanged(row):
     return bool(row["unchanged"]) or first_word(row["greedy"]) == first_word(row["base_greedy"])
 
 
+#: first-token KL (nats) above which a changed answer counts for ``changed_kl``
+KL_THRESHOLD = 0.1
+
+
+def _changed_kl(row):
+    same = _answer_unchanged(row)
+    if same is None or row.get("kl") is None:
+        return None
+    return (not same) and row["kl"] > KL_THRESHOLD
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"]),
     Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true")),
@@ -90,6 +102,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            _answer_unchanged),
     Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl")),
     Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target")),
+    Metric("changed_kl", 1, "rate", f"answer changed and first-token KL > {KL_THRESHOLD} nats", _changed_kl),
 ]}
 
 

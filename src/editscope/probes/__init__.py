@@ -1,4 +1,5 @@
-"""Probe suites: the arithmetic grid, written facts, and (in ``loaders``) dataset loaders.
+"""Probe suites: the arithmetic grid, written facts, the published "2+2=5" study's 38 probes
+(``seed38``), and (in ``loaders``) dataset loaders.
 
 All suites are reachable by name through :func:`get_suite` / :func:`list_suites`; new ones are
 added with :func:`register_suite`.
@@ -10,6 +11,10 @@ from .registry import SUITES, SuiteInfo, UnknownSuiteError, get_suite, list_suit
 
 from . import loaders  # noqa: E402,F401  (registers the dataset suites; must follow the registry)
 from .loaders import EditCase, EditDataset, LoadReport, load_counterfact, load_jsonl, load_mquake, load_zsre
+
+# registers the "seed38" suite; must follow the registry. The module (not its factory function) is
+# exported, so that editscope.probes.seed38.COUNTS / PUBLISHED / PUBLISHED_SETTINGS stay reachable.
+from . import seed38  # noqa: E402,F401
 
 __all__ = [
     "EditCase", "EditDataset", "LoadReport", "load_counterfact", "load_jsonl", "load_mquake", "load_zsre",

@@ -3,7 +3,7 @@
 For an edit such as ``2+2= -> 5`` the suite holds
 
 * ``target``: the edited query itself (target = the edit's ``target_new``);
-* ``paraphrase``: the same query in other wordings (``What is 2+2?``, ``two plus two equals``,
+* ``paraphrase``: the same query in other wordings (``What is 2+2? Answer:``, ``two plus two equals``,
   a few-shot prompt, ...), all expected to change to ``target_new``;
 * ``near``: grid queries related to the edited one, with the relation(s) in ``meta["relation"]``:
   ``shares-operand`` (same op, an operand in common: ``2+3=``, ``7+2=``), ``swapped``
@@ -16,7 +16,8 @@ Without an edit every grid probe (and the sampled paraphrases) is ``general``. E
 ``meta`` has ``a``, ``b``, ``op``, ``result`` (int), ``query`` (the canonical ``"a op b="``),
 ``template`` (``"grid"`` for the plain grid form, else the template name) and ``relation`` (a
 list; empty outside ``near``). ``target``/``paraphrase`` probes also carry ``target_true`` (the
-true result as a string) and, when the edit gives one, ``target_new``. Grid probes are those with
+true result as a string), when the edit gives one, ``target_new``, and ``aliases`` (the target
+in words: ``"five"``, ``"Five"``, accepted by ``top1`` and ``says_target``). Grid probes are those with
 ``meta["template"] == "grid"``: exactly one per (op, a, b) cell, for blast-radius plots.
 """
 
@@ -86,6 +87,16 @@ def number_words(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def number_aliases(answer: str) -> list[str]:
+    """Other spellings of an integer answer that count as giving it: ``"5"`` -> ``["five", "Five"]``;
+    ``[]`` for a non-integer."""
+    t = answer.strip()
+    if not re.fullmatch(r"-?\d+", t):
+        return []
+    w = number_words(int(t))
+    return [w, w[:1].upper() + w[1:]]
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing
 
@@ -115,7 +126,8 @@ _VERBAL = {
 _Template = tuple[str, Callable[[int, str, int], str], str]
 
 _TEMPLATES: tuple[_Template, ...] = (
-    ("question", lambda a, op, b: f"What is {a}{op}{b}?", " "),
+    # "What is 2+2?" alone is answered by the chat model's end token under every method: ask for the answer
+    ("question", lambda a, op, b: f"What is {a}{op}{b}? Answer:", " "),
     ("spaced", lambda a, op, b: f"{a} {op} {b} =", " "),
     ("words", lambda a, op, b: f"{number_words(a)} {OP_WORDS[op]} {number_words(b)} equals", " "),
     ("calculate", lambda a, op, b: f"Calculate: {a}{op}{b}=", ""),
@@ -267,7 +279,8 @@ def arithmetic(
     edit_target = target_new if target_new is not None else true
     edit_cell = (A, OP, B)
     canonical = canonical_query(A, OP, B)
-    extra = {"target_true": true} | ({"target_new": target_new} if target_new is not None else {})
+    extra = ({"target_true": true} | ({"target_new": target_new} if target_new is not None else {})
+             | ({"aliases": number_aliases(edit_target)} if number_aliases(edit_target) else {}))
 
     # target: the edited prompt verbatim, with the edit's own separator
     template = GRID if e_prompt == canonical else "edit"

@@ -5,6 +5,7 @@ downstream changes, sequential curves. Numbers come only from the results store.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from ..metrics.edit_metrics import METRICS, aggregate, summarize
 from ..runner.store import FILENAME, ResultsStore
-from ..stats import holm, mcnemar_exact, mean_interval
+from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval
 
 CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general")
 EFFICACY = {"target", "paraphrase", "portability", "portability-hop"}
@@ -22,9 +23,42 @@ LOCALITY = "locality"  # pseudo-category: every probe of a locality category (al
 
 
 def headline_metric(category: str) -> str:
-    """The metric a category is judged by: exact top-1 for what should change, ``unchanged`` for
-    what should not (against the base model's own output)."""
-    return "top1" if category in EFFICACY else "unchanged"
+    """The metric a category is judged by: exact top-1 for what should change, ``answer_unchanged``
+    for what should not (the answer, e.g. the number, identical to the base model's own; the
+    output-level ``unchanged`` stays in the pooled columns and the detail table)."""
+    return "top1" if category in EFFICACY else "answer_unchanged"
+
+
+_UNIT_ROOT = re.compile(r"^((?:edit|batch|step)-\d+)")
+
+
+def unit_root(unit: str) -> str:
+    """The protocol unit a row belongs to: ``edit-0003`` for ``edit-0003``, a placebo's
+    ``edit-0003-d01`` and an unrelated edit's ``edit-0003-u02``."""
+    m = _UNIT_ROOT.match(unit)
+    return m.group(1) if m else unit
+
+
+def planned_labels(config: dict[str, Any]) -> list[str]:
+    """Every method label a stored study config runs, controls included, in run order."""
+    from ..runner.config import StudyConfig
+
+    try:
+        return [m.name for m in StudyConfig.model_validate(config).all_methods()]
+    except Exception:  # noqa: BLE001 - a config from another version: its plain labels
+        return [m.get("label") or m["method"] for m in config.get("methods", [])]
+
+
+def control_map(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Control label -> ``(kind, label of the controlled method)`` from a stored study config
+    (see :meth:`editscope.runner.config.StudyConfig.control_map`); empty for studies without
+    controls."""
+    from ..runner.config import StudyConfig
+
+    if not any(m.get("match") or m.get("method") in ("identity", "placebo") for m in config.get("methods", [])) \
+            and not config.get("controls"):
+        return {}
+    return StudyConfig.model_validate(config).control_map()
 
 
 @dataclass
@@ -44,8 +78,9 @@ class Column:
     headline: bool = True  # in the main table (else only in the downstream detail table)
     short: str = ""        # terminal header
 
-    def best(self) -> str | None:
-        vals = {m: c.value for m, c in self.cells.items() if c is not None and m != "base"}
+    def best(self, among: list[str] | None = None) -> str | None:
+        vals = {m: c.value for m, c in self.cells.items()
+                if c is not None and m != "base" and (among is None or m in among)}
         if not vals:
             return None
         return (max if self.higher_is_better else min)(vals, key=vals.get)
@@ -70,7 +105,7 @@ class CriterionRow:
     method: str
     efficacy: Cell | None     # target top-1
     paraphrase: Cell | None   # paraphrase top-1
-    locality: Cell | None     # unchanged over all non-target probes
+    locality: Cell | None     # answer unchanged over all non-target probes
     meets: bool               # every point estimate clears its bar
     meets_lower: bool         # meets, and locality's 95% lower bound clears its bar too
 
@@ -89,6 +124,32 @@ class StudyResults:
     columns: list[Column]
     tests: list[Test]
     reference: str | None
+    controls: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def edit_methods(self) -> list[str]:
+        """The methods that are not controls (placebo, identity, unrelated edits)."""
+        return [m for m in self.methods if m not in self.controls]
+
+    @property
+    def n_edits(self) -> int:
+        """Distinct study edits (single protocol: edit units of the first edit method)."""
+        if self.protocol != "single":
+            return 1
+        first = next(iter(self.edit_methods), None)
+        return len({unit_root(r["unit"]) for r in self.final_rows(first)}) if first else 1
+
+    @property
+    def clustered(self) -> bool:
+        """Intervals over edits (cluster bootstrap, the edit as the cluster) instead of over probes."""
+        return self.n_edits >= 2
+
+    @property
+    def interval_note(self) -> str:
+        if self.clustered:
+            return (f"95% intervals over edits: cluster bootstrap with each of the {self.n_edits} edits as a "
+                    "cluster (2000 resamples)")
+        return "95% intervals over probes (Wilson) for this one edit: they say nothing about other edits"
 
     @property
     def partial(self) -> bool:
@@ -123,6 +184,19 @@ def _cell(agg: dict[str, float] | None) -> Cell | None:
     return Cell(agg["value"], agg["low"], agg["high"], int(agg["n"])) if agg else None
 
 
+def rows_cell(res: StudyResults, rows: list[dict[str, Any]], metric: str) -> Cell | None:
+    """A rate of ``metric`` over ``rows``: Wilson over probes, or a cluster bootstrap over edits
+    when the study has several (:attr:`StudyResults.clustered`)."""
+    fn = METRICS[metric].fn
+    pairs = [(v, unit_root(r["unit"])) for r in rows if (v := fn(r)) is not None]
+    if not pairs:
+        return None
+    if res.clustered and len({c for _, c in pairs}) >= 2:
+        iv = cluster_bootstrap_mean([float(bool(v)) for v, _ in pairs], [c for _, c in pairs])
+        return Cell(iv.value, iv.low, iv.high, iv.n)
+    return _cell(aggregate((v for v, _ in pairs), "rate"))
+
+
 def _leak_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["category"] not in EFFICACY and r.get("says_target") is not None]
 
@@ -150,11 +224,12 @@ def _columns(res: StudyResults) -> list[Column]:
         col = Column(f"{cat}/{metric}", f"{cat} {metric}", True, short=cat[:10])
         for m in everyone:
             rs = [r for r in res.final_rows(m) if r["category"] == cat]
-            col.cells[m] = _cell(aggregate((METRICS[metric].fn(r) for r in rs), "rate"))
+            col.cells[m] = rows_cell(res, rs, metric)
         cols.append(col)
     if len([c for c in cats if c not in EFFICACY]) > 1:
-        for metric, label, short in (("unchanged", "locality unchanged (all non-target probes)", "locality"),
-                                     ("answer_unchanged", "locality answer unchanged", "answer")):
+        for metric, label, short in (("answer_unchanged", "locality answer unchanged (all non-target probes)",
+                                      "locality"),
+                                     ("unchanged", "locality output unchanged", "output")):
             col = Column(f"{LOCALITY}/{metric}", label, True, short=short)
             for m in everyone:
                 col.cells[m] = rate_cell(res, m, LOCALITY, metric)
@@ -162,7 +237,7 @@ def _columns(res: StudyResults) -> list[Column]:
     if any(r.get("says_target") is not None for r in res.rows):
         col = Column(f"{LEAK}/says_target", "target output rate (locality probes)", False, short="says target")
         for m in everyone:
-            col.cells[m] = _cell(aggregate((r["says_target"] for r in _leak_rows(res.final_rows(m))), "rate"))
+            col.cells[m] = rows_cell(res, _leak_rows(res.final_rows(m)), "says_target")
         cols.append(col)
     by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     last_step: dict[str, int] = {}
@@ -215,7 +290,7 @@ def _tests(res: StudyResults) -> list[Test]:
         cat, _, metric = col.key.partition("/")
         if metric not in ("top1", "unchanged", "answer_unchanged", "says_target"):
             continue
-        for m in res.methods:
+        for m in res.edit_methods:
             if m == res.reference:
                 continue
             a, b = _paired(res, m, res.reference, cat, metric)
@@ -235,7 +310,7 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
     try:
         meta = store.meta()
         config = meta.get("config", {})
-        planned = [m.get("label") or m["method"] for m in config.get("methods", [])]
+        planned = planned_labels(config)
         units = store.units()
         present = {u.method for u in units}
         methods = [m for m in planned if m in present]
@@ -243,7 +318,7 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         if ref is not None and ref not in methods:
             raise ValueError(f"reference method {ref!r} has no results in {run_dir}; have {methods}")
         res = StudyResults(run_dir, meta, config, methods, store.rows(), store.scalars(), store.events(), units,
-                           None, [], [], ref)
+                           None, [], [], ref, control_map(config))
     finally:
         store.close()
     res.columns = _columns(res)
@@ -275,7 +350,7 @@ def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = Non
     if where:
         rows = [r for r in rows
                 if all(k in r["meta"] and want in _meta_texts(r["meta"][k]) for k, want in where.items())]
-    return _cell(aggregate((METRICS[metric].fn(r) for r in rows), "rate"))
+    return rows_cell(res, rows, metric)
 
 
 def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) -> dict[str, dict[str, Cell | None]]:
@@ -305,7 +380,7 @@ def criterion_rows(res: StudyResults) -> list[CriterionRow]:
         return []
     bars = {"efficacy": crit["efficacy"], "paraphrase": crit["paraphrase"], "locality": crit["locality"]}
     out = []
-    for m in res.methods:
+    for m in res.edit_methods:
         cells = {"efficacy": rate_cell(res, m, "target"), "paraphrase": rate_cell(res, m, "paraphrase"),
                  "locality": rate_cell(res, m, LOCALITY)}
         meets = all(c is not None and c.value >= bars[k] - 1e-12 for k, c in cells.items())

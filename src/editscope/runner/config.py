@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ..methods.base import get_method
 from ..probes.registry import _lookup as lookup_suite
@@ -49,10 +49,15 @@ class ModelSpec(_Strict):
     trust_remote_code: bool = False
 
 
+CONTROL_METHODS = frozenset({"placebo", "identity"})
+
+
 class MethodSpec(_Strict):
     method: str
     label: str | None = Field(None, description="name in tables; default the method name (must be unique)")
     hparams: dict[str, Any] = Field(default_factory=dict)
+    match: str | None = Field(None, description="placebo: the label of the method whose delta it matches")
+    draws: int = Field(1, ge=1, description="placebo: random draws per unit")
 
     @field_validator("method")
     @classmethod
@@ -60,9 +65,41 @@ class MethodSpec(_Strict):
         get_method(v)  # UnknownMethodError with a suggestion
         return v
 
+    @model_validator(mode="after")
+    def _control_keys(self):
+        is_placebo = get_method(self.method).name == "placebo"
+        if is_placebo and self.match is None:
+            raise ValueError("method 'placebo' needs `match:` (the label of the method whose delta it matches, "
+                             "e.g. {method: placebo, match: rome, draws: 5})")
+        if not is_placebo and self.match is not None:
+            raise ValueError(f"`match:` applies to method 'placebo' only (got it on {self.method!r})")
+        if not is_placebo and self.draws != 1:
+            raise ValueError(f"`draws:` applies to method 'placebo' only (got it on {self.method!r})")
+        for key in ("match", "match_hparams", "match_seed", "draw"):
+            if is_placebo and key in self.hparams:
+                raise ValueError(f"hparams.{key}: set by the runner from `match:` and `draws:`; remove it")
+        return self
+
+    # Keys added after studies were first stored are left out while at their defaults, so that
+    # the config hash of an existing study does not change.
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        d = handler(self)
+        if self.match is None:
+            d.pop("match", None)
+        if self.draws == 1:
+            d.pop("draws", None)
+        return d
+
+    @property
+    def is_control(self) -> bool:
+        return get_method(self.method).name in CONTROL_METHODS
+
     @property
     def name(self) -> str:
-        return self.label or self.method
+        if self.label:
+            return self.label
+        return f"placebo-{self.match}" if self.match is not None else self.method
 
 
 class InlineEdit(_Strict):
@@ -133,6 +170,28 @@ class CriterionSpec(_Strict):
     locality: float = Field(0.995, ge=0, le=1, description="share of all non-target probes unchanged at least this")
 
 
+class ControlsSpec(_Strict):
+    """Unrelated-edit controls: each listed method also makes ``unrelated`` edits of other prompts
+    of the same kind as each study edit ("7*8=" -> "3" for "2+2=" -> "5"; other CounterFact records
+    for a fact) and ``unrelated_other`` of the other kind (a fact for an arithmetic edit and vice
+    versa), seeded, each evaluated on the probes built around the study edit. Stored as methods
+    ``unrelated-<label>`` and ``unrelated-other-<label>``."""
+
+    unrelated: int = Field(0, ge=0, le=1000, description="same-kind unrelated edits per method and edit")
+    unrelated_other: int = Field(0, ge=0, le=1000, description="other-kind unrelated edits per method and edit")
+    methods: list[str] | None = Field(None, description="method labels that get them (default: every edit method)")
+    source: str | None = Field(None, description="CounterFact path or hub id for fact edits (default ../shared/data)")
+
+    @model_validator(mode="after")
+    def _some(self):
+        if self.unrelated == 0 and self.unrelated_other == 0:
+            raise ValueError("controls: set `unrelated:` and/or `unrelated_other:` to at least 1 (or remove `controls:`)")
+        return self
+
+
+UNRELATED_PREFIX = {"unrelated": "unrelated-", "unrelated_other": "unrelated-other-"}
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -146,6 +205,14 @@ class StudyConfig(_Strict):
     downstream: list[DownstreamSpec] = Field(default_factory=list)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     criterion: CriterionSpec | None = Field(None, description="report-only: the bar an isolated edit must clear")
+    controls: ControlsSpec | None = Field(None, description="unrelated-edit controls (placebo and identity are methods)")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        d = handler(self)
+        if self.controls is None:
+            d.pop("controls", None)
+        return d
 
     @field_validator("model", mode="before")
     @classmethod
@@ -181,7 +248,63 @@ class StudyConfig(_Strict):
                              "`label:` (e.g. {method: ft, label: ft-lr1e-4, hparams: {lr: 1e-4}})")
         if self.reference is not None and self.reference not in names:
             raise ValueError(f"reference {self.reference!r} is not one of the method labels {names}")
+        edit_labels = [m.name for m in self.methods if not m.is_control]
+        for i, m in enumerate(self.methods):
+            if m.match is not None and m.match not in edit_labels:
+                raise ValueError(f"methods[{i}].match: {m.match!r} is not the label of an edit method in this study "
+                                 f"(have {edit_labels}); a placebo matches a method the study runs")
+            if m.draws > 1 and self.protocol.kind == "sequential":
+                raise ValueError(f"methods[{i}].draws={m.draws}: a sequential study runs one placebo chain per entry; "
+                                 "use several placebo entries with distinct labels and hparams.seed")
+        if self.controls is not None:
+            c = self.controls
+            if self.protocol.kind != "single":
+                raise ValueError(f"controls: unrelated-edit controls need protocol kind 'single' (got "
+                                 f"{self.protocol.kind!r}); placebo and identity work with every protocol")
+            bad = [x for x in c.methods or [] if x not in edit_labels]
+            if bad:
+                raise ValueError(f"controls.methods: {bad} are not labels of edit methods in this study "
+                                 f"(have {edit_labels})")
+            clash = sorted({lab for lab, _ in self.control_specs()} & set(names))
+            if clash:
+                raise ValueError(f"controls: labels {clash} are already used by methods; rename those methods")
         return self
+
+    def control_specs(self) -> list[tuple[str, MethodSpec]]:
+        """The unrelated-edit control methods: ``(kind, spec)`` with kind ``unrelated`` or
+        ``unrelated_other`` and the spec a copy of the edit method's under label
+        ``unrelated-<label>`` / ``unrelated-other-<label>``."""
+        if self.controls is None:
+            return []
+        c = self.controls
+        labels = c.methods if c.methods is not None else [m.name for m in self.methods if not m.is_control]
+        by = {m.name: m for m in self.methods}
+        out = []
+        for kind in ("unrelated", "unrelated_other"):
+            if getattr(c, kind) == 0:
+                continue
+            for lab in labels:
+                m = by[lab]
+                out.append((kind, MethodSpec(method=m.method, label=UNRELATED_PREFIX[kind] + lab, hparams=m.hparams)))
+        return out
+
+    def all_methods(self) -> list[MethodSpec]:
+        """Every method the study runs, in order: ``methods`` then the unrelated-edit controls."""
+        return list(self.methods) + [spec for _, spec in self.control_specs()]
+
+    def control_map(self) -> dict[str, tuple[str, str]]:
+        """Control label -> ``(kind, label of the method it controls)``; kinds ``placebo``,
+        ``unrelated``, ``unrelated_other``; ``identity`` controls every method (its entry names
+        itself)."""
+        out: dict[str, tuple[str, str]] = {}
+        for m in self.methods:
+            if m.match is not None:
+                out[m.name] = ("placebo", m.match)
+            elif m.is_control:
+                out[m.name] = ("identity", m.name)
+        for kind, spec in self.control_specs():
+            out[spec.name] = (kind, spec.name.removeprefix(UNRELATED_PREFIX[kind]))
+        return out
 
     def config_hash(self) -> str:
         """Content hash of the normalised config (what a run folder is bound to)."""
@@ -237,5 +360,5 @@ def load_config(path: str | Path) -> StudyConfig:
     return parse_config(data, str(p))
 
 
-__all__ = ["ConfigError", "DatasetEdits", "DownstreamSpec", "InlineEdit", "MethodSpec", "ModelSpec",
+__all__ = ["CONTROL_METHODS", "ConfigError", "ControlsSpec", "DatasetEdits", "DownstreamSpec", "InlineEdit", "MethodSpec", "ModelSpec",
            "PerplexitySpec", "ProbeSpec", "ProtocolSpec", "StudyConfig", "load_config", "parse_config"]

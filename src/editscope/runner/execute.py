@@ -23,7 +23,7 @@ import torch
 
 from ..evaluation import evaluate
 from ..methods import EditFailed, apply_edit
-from ..methods.base import METHODS
+from ..methods.base import METHODS, get_method
 from ..methods.handle import active_edits
 from ..metrics.perplexity import is_collapsed, perplexity
 from ..models.model import Model, fingerprint_of, tensor_digests
@@ -165,18 +165,29 @@ class Runner:
         return perplexity(self.model, self.config.protocol.guard_corpus).ppl
 
     # ---- protocol steps
+    def _hparams(self, method: MethodSpec, unit: UnitPlan) -> dict[str, Any]:
+        """The unit's hyperparameters; a placebo gets its matched method's and the seed that
+        method's own unit runs under, so that the delta it matches is that unit's delta."""
+        if method.match is None:
+            return dict(method.hparams)
+        matched = next(m for m in self.config.methods if m.name == method.match)
+        return {**method.hparams, "match": matched.method, "match_hparams": matched.hparams,
+                "match_seed": unit_seed(self.config.seed, matched.name, unit.of_unit or unit.unit),
+                "draw": unit.draw or 0}
+
     def _apply(self, method: MethodSpec, unit: UnitPlan, events: list) -> tuple[list, float, str | None]:
-        reqs = [r for i in unit.edits for r in self.plan.edits[i].requests]
+        reqs = list(unit.requests) if unit.requests else [r for i in unit.edits for r in self.plan.edits[i].requests]
         torch.manual_seed(unit_seed(self.config.seed, method.name, unit.unit))
+        hparams = self._hparams(method, unit)
         t = time.perf_counter()
         handles = []
         try:
-            m = METHODS[method.method]
+            m = METHODS[type(get_method(method.method)).name]
             if m.one_at_a_time and len(reqs) > 1:
                 for r in reqs:
-                    handles.append(apply_edit(self.model, [r], method.method, **method.hparams))
+                    handles.append(apply_edit(self.model, [r], method.method, **hparams))
             else:
-                handles.append(apply_edit(self.model, reqs, method.method, **method.hparams))
+                handles.append(apply_edit(self.model, reqs, method.method, **hparams))
             failure = None
         except EditFailed as e:
             for h in reversed(handles):
@@ -321,12 +332,12 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                                  f"{model.base_fingerprint}; resume with the same model or use --force")
         store.set_meta(model_fingerprint=model.base_fingerprint, model_name=model.name, status="running")
         done = store.done()
-        _prefetch_statistics(model, [m for m in config.methods
-                                     if any((m.name, u.unit) not in done for u in plan.units_of(m.name))])
+        _prefetch_statistics(model, [m for m in plan.methods
+                                     if any((m.name, u.unit) not in done for u in plan.units_of(m.name))], config)
         with _progress(plan, progress) as on_unit:
             runner = Runner(plan, store, model, on_unit)
             runner.run_base(done)
-            for m in config.methods:
+            for m in plan.methods:
                 runner.run_method(m, done)
         store.set_meta(status="complete", finished=now_iso())
     finally:
@@ -334,7 +345,7 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
     return Path(out)
 
 
-def _prefetch_statistics(model: Model, methods: list[MethodSpec]) -> None:
+def _prefetch_statistics(model: Model, methods: list[MethodSpec], config: StudyConfig | None = None) -> None:
     """Key statistics of every locate-then-edit method still to run, one corpus pass per settings
     (ROME at layer 5 and MEMIT at 1-5 would otherwise each pass over the corpus). Bad
     hyperparameters are left for the method's own unit to report."""
@@ -342,7 +353,10 @@ def _prefetch_statistics(model: Model, methods: list[MethodSpec]) -> None:
     from ..methods.base import get_method
 
     requests = []
+    by_label = {m.name: m for m in (config.methods if config is not None else methods)}
     for spec in methods:
+        if spec.match is not None:  # a placebo reads what its matched method reads
+            spec = by_label.get(spec.match, spec)
         try:
             m = get_method(spec.method)
             requests.append(m.statistics_request(model, m.resolve_hparams(model.arch, model.n_layers, spec.hparams)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..probes.registry import _lookup as lookup_suite
 from ..probes.registry import get_suite
 from ..requests import EditRequest, ProbeSet
-from .config import ConfigError, DatasetEdits, InlineEdit, StudyConfig
+from .config import ConfigError, DatasetEdits, InlineEdit, MethodSpec, StudyConfig
 
 
 @dataclass
@@ -29,11 +29,19 @@ class EditItem:
 
 @dataclass(frozen=True)
 class UnitPlan:
+    """One unit of work. ``edits``: the study edits whose probe sets it evaluates (and, unless
+    ``requests`` is given, applies). ``draw``: a placebo's draw. ``requests``: an unrelated-edit
+    control's own edit, applied instead of the study edit's. ``of_unit``: the unit a control
+    belongs to (``edit-0000`` for ``edit-0000-d01``)."""
+
     method: str
     unit: str
     step: int
     edits: tuple[int, ...]
     evaluate: bool = True
+    draw: int | None = None
+    requests: tuple[EditRequest, ...] | None = None
+    of_unit: str | None = None
 
 
 @dataclass
@@ -42,6 +50,11 @@ class Plan:
     edits: list[EditItem]
     global_sets: dict[str, ProbeSet]
     units: list[UnitPlan]
+
+    @property
+    def methods(self) -> list[MethodSpec]:
+        """Every method the study runs, controls included, in run order."""
+        return self.config.all_methods()
 
     def units_of(self, method: str) -> list[UnitPlan]:
         return [u for u in self.units if u.method == method]
@@ -135,22 +148,68 @@ def build_plan(config: StudyConfig) -> Plan:
         raise ConfigError("probes: nothing to evaluate; add a suite under `probes:` (e.g. facts) or dataset "
                           "edits with their case probes")
     units = [UnitPlan("base", "base", 0, ())]
-    proto = config.protocol
-    n = len(items)
     for m in config.methods:
-        if proto.kind == "single":
-            units += [UnitPlan(m.name, f"edit-{i:04d}", i, (i,)) for i in range(n)]
-        elif proto.kind == "batch":
-            size = proto.batch_size or n
-            for b, start in enumerate(range(0, n, size)):
-                units.append(UnitPlan(m.name, f"batch-{b:04d}", b, tuple(range(start, min(n, start + size)))))
-        else:
-            for i in range(n):
-                step = i + 1
-                ev = (proto.eval_when == "each" or step == n
-                      or (proto.eval_when == "every_k" and step % proto.k == 0))
-                units.append(UnitPlan(m.name, f"step-{step:04d}", step, (i,), evaluate=ev))
+        units += _method_units(config, m, len(items))
+    units += _unrelated_units(config, items)
     return Plan(config, items, global_sets, units)
+
+
+def _protocol_units(config: StudyConfig, label: str, n: int) -> list[UnitPlan]:
+    proto = config.protocol
+    if proto.kind == "single":
+        return [UnitPlan(label, f"edit-{i:04d}", i, (i,)) for i in range(n)]
+    if proto.kind == "batch":
+        size = proto.batch_size or n
+        return [UnitPlan(label, f"batch-{b:04d}", b, tuple(range(start, min(n, start + size))))
+                for b, start in enumerate(range(0, n, size))]
+    out = []
+    for i in range(n):
+        step = i + 1
+        ev = proto.eval_when == "each" or step == n or (proto.eval_when == "every_k" and step % proto.k == 0)
+        out.append(UnitPlan(label, f"step-{step:04d}", step, (i,), evaluate=ev))
+    return out
+
+
+def _method_units(config: StudyConfig, m: MethodSpec, n: int) -> list[UnitPlan]:
+    """A method's units; a placebo has ``draws`` units per unit of its protocol (``-dNN``)."""
+    units = _protocol_units(config, m.name, n)
+    if m.match is None:
+        return units
+    if config.protocol.kind == "sequential":  # one chain (draws == 1, checked by the config)
+        return [UnitPlan(u.method, u.unit, u.step, u.edits, u.evaluate, draw=0, of_unit=u.unit) for u in units]
+    return [UnitPlan(u.method, f"{u.unit}-d{d:02d}", u.step, u.edits, draw=d, of_unit=u.unit)
+            for u in units for d in range(m.draws)]
+
+
+def _unrelated_units(config: StudyConfig, items: list[EditItem]) -> list[UnitPlan]:
+    """Units of the unrelated-edit controls (single protocol): per control method, edit and
+    unrelated edit ``-uNN``; the unrelated edits are drawn once per study edit (seeded), so
+    every method is controlled by the same edits."""
+    specs = config.control_specs()
+    if not specs:
+        return []
+    from ..controls import unrelated_requests
+
+    c = config.controls
+    exclude = {r.prompt for it in items for r in it.requests}
+    drawn: dict[str, list[list[EditRequest]]] = {}
+    for kind in ("unrelated", "unrelated_other"):
+        k = getattr(c, kind)
+        if k == 0:
+            continue
+        drawn[kind] = []
+        for it in items:
+            try:
+                drawn[kind].append(unrelated_requests(it.requests[0], k, other_kind=kind == "unrelated_other",
+                                                      seed=config.seed, exclude=exclude, source=c.source))
+            except (ValueError, FileNotFoundError, OSError) as e:
+                raise ConfigError(f"controls.{kind} for edit {it.label}: {e}") from None
+    units = []
+    for kind, spec in specs:
+        for it, reqs in zip(items, drawn[kind]):
+            units += [UnitPlan(spec.name, f"edit-{it.index:04d}-u{j:02d}", it.index, (it.index,),
+                               requests=(r,), of_unit=f"edit-{it.index:04d}") for j, r in enumerate(reqs)]
+    return units
 
 
 __all__ = ["EditItem", "Plan", "UnitPlan", "build_plan"]

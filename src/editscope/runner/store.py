@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS rows (
     edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
     logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, base_logprob REAL,
     base_top1 INTEGER, unchanged INTEGER, kl REAL, says_target INTEGER, greedy TEXT, base_greedy TEXT,
-    is_base INTEGER, PRIMARY KEY(unit_id, probe_set, probe_index));
+    is_base INTEGER, base_margin REAL, PRIMARY KEY(unit_id, probe_set, probe_index));
 CREATE TABLE IF NOT EXISTS scalars (
     unit_id INTEGER NOT NULL REFERENCES units(id), name TEXT NOT NULL, value REAL, detail TEXT NOT NULL,
     PRIMARY KEY(unit_id, name));
@@ -54,7 +54,10 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 ROW_FIELDS = ("category", "prompt", "target", "meta", "logprob", "n_tokens", "top1", "alt_kind", "alt_logprob",
-              "base_logprob", "base_top1", "unchanged", "kl", "says_target", "greedy", "base_greedy", "is_base")
+              "base_logprob", "base_top1", "unchanged", "kl", "says_target", "greedy", "base_greedy", "is_base",
+              "base_margin")
+#: columns added after the first store format, with their SQL type: added in place to older stores
+_ADDED_COLUMNS = {"base_margin": "REAL"}
 _BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
 
 
@@ -90,6 +93,10 @@ class ResultsStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
+        for col, kind in _ADDED_COLUMNS.items():
+            if col not in have:  # a store written before the column existed: its rows read None
+                self.db.execute(f"ALTER TABLE rows ADD COLUMN {col} {kind}")
         if self.get_meta("format") is None:
             with self.transaction():
                 self._set_meta("format", STORE_FORMAT)

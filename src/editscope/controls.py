@@ -1,0 +1,152 @@
+"""Controls that a side effect is attributed against (DESIGN.md "Controls").
+
+* :func:`placebo_delta`: a random weight delta matched to a real one, tensor by tensor: the same
+  tensors, the same rank, the same singular values (hence the same Frobenius and spectral norm),
+  with random singular vectors. It answers "would *any* change of this size, in these weights,
+  move these probes?".
+* :func:`unrelated_requests`: edits of other prompts of the same kind as a given edit ("7*8=" ->
+  "3" for "2+2=" -> "5") or of another kind (a CounterFact fact for an arithmetic edit), seeded.
+  Made by the same method and evaluated on the probes built around the edit under study, they
+  answer "does editing *anything like this* move these probes?" -- the strongest of the controls.
+
+The ``placebo`` and ``identity`` edit methods (:mod:`editscope.methods.controls`) use these; the
+runner builds unrelated-edit units from a study's ``controls:`` key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Collection, Mapping
+
+import torch
+
+from .probes.arithmetic import parse_arithmetic
+from .requests import EditRequest
+
+#: singular values below ``RANK_TOL * max(m, n) * s_max`` count as zero (numpy's matrix_rank rule,
+#: with float32's epsilon: deltas are differences of float32 weights)
+RANK_TOL = float(torch.finfo(torch.float32).eps)
+
+
+def numerical_rank(s: torch.Tensor, shape: tuple[int, int]) -> int:
+    """Rank from singular values ``s`` (descending) of an ``m x n`` matrix."""
+    if s.numel() == 0 or float(s[0]) == 0.0:
+        return 0
+    return int((s > s[0] * max(shape) * RANK_TOL).sum())
+
+
+def _generator(seed: int, name: str) -> torch.Generator:
+    h = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & (2**63 - 1))
+
+
+def _orthonormal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
+    """``rows x cols`` (cols <= rows) with orthonormal columns, Haar-distributed (QR of a Gaussian
+    with the signs of R's diagonal fixed)."""
+    q, r = torch.linalg.qr(torch.randn(rows, cols, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, torch.ones(()).double())
+
+
+def placebo_tensor(delta: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    """A random tensor matched to ``delta``; returns it (float64) and the rank matched.
+
+    2-D: ``U diag(s) V^T`` with ``delta``'s nonzero singular values ``s`` and random orthonormal
+    ``U`` (m x r), ``V`` (n x r). Other shapes: a Gaussian direction scaled to ``delta``'s norm
+    (rank reported as 1 for a nonzero vector, 0 for zero). The Frobenius norm equals
+    ``delta``'s to float64 precision.
+    """
+    d = delta.detach().double().cpu()
+    norm = torch.linalg.vector_norm(d)
+    if float(norm) == 0.0:
+        return torch.zeros_like(d), 0
+    if d.ndim == 2:
+        s = torch.linalg.svdvals(d)
+        r = numerical_rank(s, tuple(d.shape))
+        u = _orthonormal(d.shape[0], r, gen)
+        v = _orthonormal(d.shape[1], r, gen)
+        out = (u * s[:r]) @ v.T
+    else:
+        out, r = torch.randn(d.shape, generator=gen, dtype=torch.float64), 1
+    return out * (norm / torch.linalg.vector_norm(out)), r
+
+
+def placebo_delta(delta: Mapping[str, torch.Tensor], seed: int) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """A placebo for every tensor of ``delta`` (name -> after-minus-before); returns the placebo
+    deltas (float64, same shapes) and the rank matched per tensor. Deterministic in ``seed`` and
+    the tensor names."""
+    out, ranks = {}, {}
+    for name, d in delta.items():
+        out[name], ranks[name] = placebo_tensor(d, _generator(seed, name))
+    return out, ranks
+
+
+# ------------------------------------------------------------------------------------------------
+# unrelated edits
+
+ARITH_OPERANDS = range(0, 21)
+_OPS = ("+", "-", "*")
+
+
+def _arith_edits(edit: EditRequest | None, n: int, rng: random.Random, exclude: Collection[str]) -> list[EditRequest]:
+    """``n`` edits "a op b=" -> a wrong answer, avoiding the edit's operands and prompt. The wrong
+    answer has as many characters as the edit's target (a single digit for "2+2=" -> "5")."""
+    parsed = parse_arithmetic(edit.prompt) if edit is not None else None
+    avoid = {parsed[0], parsed[2]} if parsed else set()
+    width = len(edit.target_new.strip()) if parsed and edit.target_new.strip().isdigit() else 1
+    out, seen = [], set(exclude)
+    cells = [(a, op, b) for op in _OPS for a in ARITH_OPERANDS for b in ARITH_OPERANDS
+             if a not in avoid and b not in avoid]
+    rng.shuffle(cells)
+    for a, op, b in cells:
+        prompt = f"{a}{op}{b}="
+        if prompt in seen:
+            continue
+        true = {"+": a + b, "-": a - b, "*": a * b}[op]
+        lo, hi = 10 ** (width - 1) if width > 1 else 0, 10**width - 1
+        wrong = [c for c in range(lo, hi + 1) if c != true]
+        out.append(EditRequest(prompt=prompt, target_new=str(rng.choice(wrong)), subject=f"{a}{op}{b}",
+                               target_true=str(true)))
+        seen.add(prompt)
+        if len(out) == n:
+            break
+    return out
+
+
+def _fact_edits(n: int, rng: random.Random, exclude: Collection[str], source: str | None) -> list[EditRequest]:
+    from .probes.loaders import load_counterfact
+
+    ds = load_counterfact(source)
+    pool = [c.requests[0] for c in ds if c.requests and c.requests[0].prompt not in exclude]
+    if len(pool) < n:
+        raise ValueError(f"controls: the CounterFact source has {len(pool)} usable records, fewer than the "
+                         f"{n} unrelated fact edits asked for")
+    return rng.sample(pool, n)
+
+
+def edit_kind(edit: EditRequest) -> str:
+    """``"arithmetic"`` for an "a op b=" prompt, else ``"fact"``."""
+    return "arithmetic" if parse_arithmetic(edit.prompt) is not None else "fact"
+
+
+def unrelated_requests(edit: EditRequest, n: int, *, other_kind: bool = False, seed: int = 0,
+                       exclude: Collection[str] = (), source: str | None = None) -> list[EditRequest]:
+    """``n`` seeded edits unrelated to ``edit``: of the same kind (arithmetic for an arithmetic
+    edit, CounterFact facts for a fact edit) or, with ``other_kind``, of the other one. Prompts in
+    ``exclude`` (and the edit's own) are never drawn. ``source``: the CounterFact file or hub id
+    (default the copy in ../shared/data)."""
+    if n < 0:
+        raise ValueError(f"n={n} unrelated edits: must be >= 0")
+    if n == 0:
+        return []
+    kind = edit_kind(edit)
+    if other_kind:
+        kind = "fact" if kind == "arithmetic" else "arithmetic"
+    rng = random.Random(f"{seed}/{edit.prompt}/{edit.target_new}/{kind}")
+    excl = set(exclude) | {edit.prompt}
+    if kind == "arithmetic":
+        return _arith_edits(edit if edit_kind(edit) == "arithmetic" else None, n, rng, excl)
+    return _fact_edits(n, rng, excl, source)
+
+
+__all__ = ["edit_kind", "numerical_rank", "placebo_delta", "placebo_tensor", "unrelated_requests"]

@@ -1,0 +1,157 @@
+"""Attributing side effects to an edit: the excess over a control, locality by the base model's
+margin, the identity control's exceptions, and paired tests among all methods.
+
+``excess_changed`` (per method and category): the method's rate of changed answers minus the
+rate of its control's, where a probe's answer changed when ``answer_unchanged`` is false. The
+control is the method's matched ``placebo`` (mean over its draws) or its ``unrelated`` /
+``unrelated_other`` edits (mean over them). Probes are paired by (study edit, probe set, probe):
+every control draw of an edit is evaluated on exactly the probes the method's unit was. The 95%
+interval is :func:`editscope.stats.excess_rate`'s two-level bootstrap: resample the control draws
+and, at the same time, the probes (one edit) or the edits as clusters (several edits), so that
+it carries both the probe sampling and the control's own variability.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from ..metrics.edit_metrics import METRICS
+from ..stats import ExcessResult, excess_rate, holm, mcnemar_exact
+from .results import EFFICACY, LOCALITY, Cell, StudyResults, Test, _category_rows, rows_cell, unit_root
+
+#: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
+MARGIN_BINS = (("<0.1", 0.0, 0.1), ("0.1-1", 0.1, 1.0), ("1-3", 1.0, 3.0), (">3", 3.0, float("inf")))
+CONTROL_KINDS = ("placebo", "unrelated", "unrelated_other")
+KIND_LABEL = {"placebo": "matched placebo", "unrelated": "unrelated edits (same kind)",
+              "unrelated_other": "unrelated edits (other kind)"}
+
+
+def _changed(row: dict[str, Any]) -> bool | None:
+    same = METRICS["answer_unchanged"].fn(row)
+    return None if same is None else not same
+
+
+def control_of(res: StudyResults, method: str, kind: str) -> str | None:
+    """The label of ``method``'s control of ``kind`` in this study, or None."""
+    return next((lab for lab, (k, of) in res.controls.items() if k == kind and of == method and lab in res.methods),
+                None)
+
+
+def locality_categories(res: StudyResults) -> list[str]:
+    cats = sorted({r["category"] for r in res.rows if r["category"] not in EFFICACY})
+    return [LOCALITY, *cats] if len(cats) > 1 else cats
+
+
+def excess(res: StudyResults, method: str, kind: str = "placebo", cat: str = LOCALITY,
+           n_resamples: int = 2000, seed: int = 0) -> ExcessResult | None:
+    """``excess_changed`` of ``method`` over its control of ``kind`` on category ``cat`` (or a
+    pseudo-category), or None when the study has no such control or no paired probes."""
+    ctl = control_of(res, method, kind)
+    if ctl is None:
+        return None
+    mine: dict[tuple, bool] = {}
+    for r in _category_rows(res.final_rows(method), cat):
+        v = _changed(r)
+        if v is not None:
+            mine[(unit_root(r["unit"]), r["probe_set"], r["index"])] = v
+    draws: dict[str, dict[tuple, bool]] = defaultdict(dict)  # unit suffix (-d01, -u02) -> probe -> changed
+    for r in _category_rows(res.final_rows(ctl), cat):
+        v = _changed(r)
+        if v is not None:
+            root = unit_root(r["unit"])
+            draws[r["unit"][len(root):]][(root, r["probe_set"], r["index"])] = v
+    keys = [k for k in mine if all(k in d for d in draws.values())] if draws else []
+    if not keys:
+        return None
+    m = np.array([mine[k] for k in keys], dtype=bool)
+    c = np.array([[d[k] for k in keys] for d in draws.values()], dtype=bool)
+    clusters = [k[0] for k in keys] if res.clustered else None
+    return excess_rate(m, c, clusters, n_resamples=n_resamples, seed=seed)
+
+
+@dataclass
+class ExcessRow:
+    method: str
+    kind: str
+    control: str
+    cells: dict[str, ExcessResult | None]  # category -> result
+
+
+def excess_rows(res: StudyResults, kind: str = "placebo") -> list[ExcessRow]:
+    """One row per edit method that has a control of ``kind``: its excess on every locality
+    category (pooled first)."""
+    out = []
+    cats = locality_categories(res)
+    for m in res.edit_methods:
+        ctl = control_of(res, m, kind)
+        if ctl is not None:
+            out.append(ExcessRow(m, kind, ctl, {c: excess(res, m, kind, c) for c in cats}))
+    return out
+
+
+def margin_bin(margin: float | None) -> str | None:
+    if margin is None:
+        return None
+    for label, lo, hi in MARGIN_BINS:
+        if lo <= margin < hi:
+            return label
+    return None
+
+
+def margin_locality(res: StudyResults, method: str, metric: str = "answer_unchanged",
+                    cat: str = LOCALITY) -> dict[str, Cell | None]:
+    """``metric`` over ``cat`` per base-margin bin (:data:`MARGIN_BINS`); empty when the store
+    has no margins (written before they were recorded)."""
+    rows = _category_rows(res.final_rows(method), cat)
+    if not any(r.get("base_margin") is not None for r in rows):
+        return {}
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        b = margin_bin(r.get("base_margin"))
+        if b is not None:
+            groups[b].append(r)
+    return {label: rows_cell(res, groups[label], metric) if groups[label] else None for label, _, _ in MARGIN_BINS}
+
+
+def identity_exceptions(res: StudyResults, limit: int = 20) -> tuple[int, int, list[dict[str, Any]]]:
+    """The identity control's changed probes: ``(n changed at answer level, n probes, the first
+    ``limit`` of them)``. Its locality should be exactly 1: each exception is a probe whose answer
+    the evaluation itself does not reproduce (batching, padding, a tie in the argmax)."""
+    ident = next((lab for lab, (k, _) in res.controls.items() if k == "identity" and lab in res.methods), None)
+    if ident is None:
+        return 0, 0, []
+    rows = [r for r in res.final_rows(ident) if r["category"] not in EFFICACY]
+    bad = [r for r in rows if _changed(r)]
+    return len(bad), len(rows), bad[:limit]
+
+
+def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer_unchanged") -> list[Test]:
+    """Paired exact McNemar between every two edit methods on ``metric`` over ``cat`` (same units
+    and probes), Holm-adjusted over all pairs. ``Test.method`` is ``"a vs b"``; ``diff`` = b - a."""
+    fn = METRICS[metric].fn
+
+    def table(m: str) -> dict[tuple, Any]:
+        return {(r["unit"], r["probe_set"], r["index"]): fn(r) for r in _category_rows(res.final_rows(m), cat)}
+
+    tabs = {m: table(m) for m in res.edit_methods}
+    tests = []
+    for a, b in combinations(res.edit_methods, 2):
+        keys = [k for k in tabs[a] if k in tabs[b] and tabs[a][k] is not None and tabs[b][k] is not None]
+        if not keys:
+            continue
+        x, y = [bool(tabs[a][k]) for k in keys], [bool(tabs[b][k]) for k in keys]
+        t = mcnemar_exact(x, y)
+        tests.append(Test(f"{a} vs {b}", f"{cat}/{metric}", len(keys), t.n01, t.n10, (sum(y) - sum(x)) / len(keys),
+                          t.pvalue))
+    for t, p in zip(tests, holm([t.p for t in tests]) if tests else []):
+        t.p_holm = p
+    return tests
+
+
+__all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "identity_exceptions",
+           "locality_categories", "margin_bin", "margin_locality", "pairwise_tests"]
