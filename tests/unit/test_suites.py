@@ -98,7 +98,7 @@ def test_paraphrases_of_target(edited):
         assert p.target == "5" and p.meta["target_true"] == "4"
         assert ("2" in p.prompt) or ("two" in p.prompt)
     by = {p.meta["template"]: p for p in paras}
-    assert by["question"].prompt + by["question"].continuation == "What is 2+2? Answer: 5"
+    assert by["question"].prompt + by["question"].continuation == "What is 2+2? The answer is 5"
     assert by["spaced"].prompt + by["spaced"].continuation == "2 + 2 = 5"
     assert by["words"].prompt == "two plus two equals"
     assert by["verbal"].prompt == "The sum of 2 and 2 is"
@@ -139,7 +139,7 @@ def test_negative_results_and_separators():
     e = arithmetic(EditRequest("1-4=", "7"), n=5, ops=("-",))
     q = {p.meta["template"]: p for p in e.by_category("paraphrase")}
     assert q["verbal"].prompt == "The result of subtracting 4 from 1 is"
-    assert q["question"].prompt + q["question"].continuation == "What is 1-4? Answer: 7"
+    assert q["question"].prompt + q["question"].continuation == "What is 1-4? The answer is 7"
     neg = [p for p in e if p.meta["template"] == "question" and p.target.startswith("-")]
     assert all(p.continuation == " " + p.target for p in neg)
 

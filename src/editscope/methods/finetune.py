@@ -59,6 +59,9 @@ class FTHparams(Hparams):
     steps: int = Field(30, ge=1, le=100_000)
     stop_loss: float = Field(0.01, ge=0, description="stop once the target loss (nats/token) is this low")
     linf: PositiveFloat | None = Field(None, description="L-inf bound on each weight's change")
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="adamw: decoupled weight decay (the published "
+                                                                    "2+2=5 study's AdamW: weight_decay 0.01)")
+    weight_decay: float = Field(0.0, ge=0)
 
 
 class _BlockFT(EditMethod):
@@ -84,7 +87,8 @@ class _BlockFT(EditMethod):
         extra = pairs_objective(model, anchor_pairs) if anchor_pairs else None
         with trainable(model, params):
             info = optimise(params, objective, lr=hp.lr, steps=hp.steps, stop_loss=hp.stop_loss,
-                            linf=hp.linf, extra=extra, weight=getattr(hp, "anchor_weight", 1.0))
+                            linf=hp.linf, extra=extra, weight=getattr(hp, "anchor_weight", 1.0),
+                            optimizer=getattr(hp, "optimizer", "adam"), weight_decay=getattr(hp, "weight_decay", 0.0))
         if anchor_pairs:
             info["n_anchors"] = len(anchor_pairs)
         return info

@@ -50,8 +50,9 @@ def target_objective(model: Model, requests: Sequence[EditRequest], mode: str = 
 
 def optimise(params: Sequence[torch.nn.Parameter], objective: Objective, *, lr: float, steps: int,
              stop_loss: float = 0.0, linf: float | None = None,
-             extra: Callable[[], torch.Tensor] | None = None, weight: float = 1.0) -> dict[str, Any]:
-    """Adam on ``params`` minimising ``objective() + weight * extra()`` for at most ``steps`` steps.
+             extra: Callable[[], torch.Tensor] | None = None, weight: float = 1.0,
+             optimizer: str = "adam", weight_decay: float = 0.0) -> dict[str, Any]:
+    """Adam (or AdamW with ``weight_decay``, ``optimizer="adamw"``) on ``params`` minimising ``objective() + weight * extra()`` for at most ``steps`` steps.
 
     Stops early once the objective (the edit loss alone) is at or below ``stop_loss``. With
     ``linf``, each parameter is projected after every step onto ``[start - linf, start + linf]``
@@ -60,7 +61,10 @@ def optimise(params: Sequence[torch.nn.Parameter], objective: Objective, *, lr: 
     """
     params = list(params)
     start = [p.detach().clone() for p in params] if linf is not None else []
-    opt = torch.optim.Adam(params, lr=lr)
+    if optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer={optimizer!r}: use 'adam' or 'adamw'")
+    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if optimizer == "adamw"
+           else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
     losses: list[float] = []
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)

@@ -3,7 +3,7 @@
 For an edit such as ``2+2= -> 5`` the suite holds
 
 * ``target``: the edited query itself (target = the edit's ``target_new``);
-* ``paraphrase``: the same query in other wordings (``What is 2+2? Answer:``, ``two plus two equals``,
+* ``paraphrase``: the same query in other wordings (``What is 2+2? The answer is``, ``two plus two equals``,
   a few-shot prompt, ...), all expected to change to ``target_new``;
 * ``near``: grid queries related to the edited one, with the relation(s) in ``meta["relation"]``:
   ``shares-operand`` (same op, an operand in common: ``2+3=``, ``7+2=``), ``swapped``
@@ -126,15 +126,16 @@ _VERBAL = {
 _Template = tuple[str, Callable[[int, str, int], str], str]
 
 _TEMPLATES: tuple[_Template, ...] = (
-    # "What is 2+2?" alone is answered by the chat model's end token under every method: ask for the answer
-    ("question", lambda a, op, b: f"What is {a}{op}{b}? Answer:", " "),
+    # "What is 2+2?" (and "... Answer:") is answered by the chat model's end token: lead into the answer
+    ("question", lambda a, op, b: f"What is {a}{op}{b}? The answer is", " "),
     ("spaced", lambda a, op, b: f"{a} {op} {b} =", " "),
     ("words", lambda a, op, b: f"{number_words(a)} {OP_WORDS[op]} {number_words(b)} equals", " "),
     ("calculate", lambda a, op, b: f"Calculate: {a}{op}{b}=", ""),
-    ("qa", lambda a, op, b: f"Q: What is {a}{op}{b}? A:", " "),
+    # "Q: ...? A:" and "a op b equals" make the model echo the expression; these lead into the answer
+    ("qa", lambda a, op, b: f"Q: What is {a}{op}{b}?\nA: The answer is", " "),
     ("verbal", lambda a, op, b: _VERBAL[op].format(a=a, b=b), " "),
-    ("equals", lambda a, op, b: f"{a}{op}{b} equals", " "),
-    ("compute", lambda a, op, b: f"Compute {a}{op}{b}. Answer:", " "),
+    ("equals", lambda a, op, b: f"{a}{op}{b} is equal to", " "),
+    ("compute", lambda a, op, b: f"Compute {a}{op}{b}. Answer: {a}{op}{b}=", ""),
     ("mixed", lambda a, op, b: f"{a} {OP_WORDS[op]} {b} is", " "),
 )
 FEW_SHOT = "few_shot"

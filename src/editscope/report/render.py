@@ -23,6 +23,8 @@ from .attribution import (
     margin_locality,
     pairwise_tests,
 )
+from .replication import COLUMNS as SEED38_COLUMNS
+from .replication import has_seed38, replication_rows
 from .results import LOCALITY, Cell, StudyResults, breakdown, criterion_rows, load_results
 
 
@@ -221,8 +223,28 @@ def pairwise_table(res: StudyResults) -> Table | None:
                  ["pair", "n", "n01/n10", "difference", "p (Holm)", "significant"], rows)
 
 
+def seed38_table(res: StudyResults) -> Table | None:
+    """The published 2+2=5 study next to editscope's run of its protocol (when the study has the
+    ``seed38`` suite)."""
+    if not has_seed38(res):
+        return None
+    body = []
+    for label, source, cells in replication_rows(res):
+        row = [(label, False)]
+        for cat, _, _ in SEED38_COLUMNS:
+            v = cells.get(cat)
+            row.append(("-" if v is None else f"{v:.3f}" if source == "published" else _fmt(v), False))
+        body.append(row)
+    return Table("seed38", "The published 2+2=5 study (GPT-2 Medium, its 38 probes) next to editscope's run of the "
+                           "same protocol on this model (the seed38 suite: published probes verbatim, the rest "
+                           "reconstructed). Target: P(5) > P(4); paraphrase: answers 5; near/far/general: accuracy "
+                           "against the true answer (not locality against the base); last column: share of all 38 "
+                           "probes answering 5. editscope rows: exact Clopper-Pearson 95% intervals.",
+                 ["setting", *[h for _, _, h in SEED38_COLUMNS]], body)
+
+
 def tables(res: StudyResults) -> list[Table]:
-    lead = [excess_table(res, k) for k in CONTROL_KINDS]
+    lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), identity_table(res), margin_table(res), criterion_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
