@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo study search test test-fast bench install clean
+.PHONY: demo study search controls seed38 variance test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -31,6 +31,17 @@ study: $(STAMP)
 # The hyperparameter search of AlphaEdit and MEMIT behind docs/studies/two-plus-two-search.md.
 search: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_search.yaml --out runs/two-plus-two-search --resume
+
+# Attribution: the 2+2=5 edit against matched placebos, unrelated edits and the identity control;
+# the published study's protocol replicated; variance over twenty arithmetic edits.
+controls: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two_controls.yaml --out runs/two-plus-two-controls --resume
+
+seed38: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two_seed38.yaml --out runs/two-plus-two-seed38 --resume
+
+variance: $(STAMP)
+	$(VENV)/bin/editscope run examples/arithmetic_edits_variance.yaml --out runs/arithmetic-edits-variance --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q

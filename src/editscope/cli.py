@@ -417,7 +417,26 @@ def _report(run_dir, formats, reference) -> None:
             table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in (row[i] for i in [0, *part])])
         console.print(table)
     console.print("values only (intervals, paired tests and figures are in the report); efficacy columns: exact "
-                  "top-1; locality columns: share of probes whose greedy output is unchanged")
+                  "top-1; locality columns: share of probes whose answer is unchanged")
+    from .report.attribution import CONTROL_KINDS, excess_rows, locality_categories
+
+    for kind in CONTROL_KINDS:
+        rows = excess_rows(res, kind)
+        if not rows:
+            continue
+        table = Table(title=f"excess over {kind.replace('_', ' ')} controls: answers changed, all locality probes")
+        for h in ("method", "draws", "method", "control", "excess [95%]"):
+            table.add_column(h, no_wrap=True)
+        pooled = locality_categories(res)[0]
+        for r in rows:
+            e = r.cells.get(pooled)
+            if e is None:
+                continue
+            sig = e.low > 0
+            txt = f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+            table.add_row(escape(r.method), str(e.draws), f"{e.method_rate:.3f}", f"{e.control_rate:.3f}",
+                          f"[bold]{txt}[/]" if sig else txt)
+        console.print(table)
     if res.partial:
         console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
     for k, p in paths.items():

@@ -16,6 +16,15 @@ Placeholders (``{{kind:args}}``):
 * ``{{cell:METHOD:COLUMN}}``: one cell, ``value [low, high]`` (``COLUMN`` as in the report, e.g.
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
+* ``{{table:excess-placebo}}``, ``{{table:excess-unrelated}}``, ``{{table:excess-unrelated_other}}``,
+  ``{{table:margin}}``, ``{{table:identity}}``, ``{{table:pairwise}}``, ``{{table:seed38}}``: the
+  attribution tables (see :mod:`editscope.report.attribution`);
+* ``{{excess:METHOD:KIND[:CATEGORY]}}``: a method's excess of changed answers over its control
+  (``placebo``, ``unrelated``, ``unrelated_other``) on a category (default all locality probes),
+  ``+value [low, high]``; ``{{excess_rates:METHOD:KIND[:CATEGORY]}}``: ``method rate vs control
+  rate (D draws)``; ``{{identity}}``: ``kept of n`` for the identity control;
+  ``{{margin:METHOD:BIN}}``: answer-level locality in a base-margin bin (``<0.1``, ``0.1-1``,
+  ``1-3``, ``>3``);
 * ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied to ``figures/<study>_<NAME>.png``
   next to the document);
 * ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
@@ -39,10 +48,17 @@ from .render import (
     detail_table,
     downstream_table,
     events_table,
+    excess_table,
+    identity_table,
     main_table,
+    margin_table,
+    pairwise_table,
+    seed38_table,
     tests_table,
 )
-from .results import StudyResults, breakdown, load_results, rate_cell
+from .attribution import CONTROL_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
+from ..metrics.edit_metrics import METRICS
+from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
 
@@ -53,6 +69,12 @@ class DocumentError(ValueError):
 
 def _column(res: StudyResults, method: str, key: str):
     col = next((c for c in res.columns if c.key == key), None)
+    if col is None and "/" in key:  # any CATEGORY/METRIC, not only the report's columns
+        cat, metric = key.split("/", 1)
+        if metric in METRICS and (cat in (LOCALITY, "leak") or any(r["category"] == cat for r in res.rows)):
+            if method != "base" and method not in res.methods:
+                raise DocumentError(f"no method {method!r} in this run; have {res.methods}")
+            return rate_cell(res, method, cat, metric)
     if col is None:
         raise DocumentError(f"no column {key!r} in this run; have {[c.key for c in res.columns]}")
     if method not in col.cells:
@@ -69,7 +91,10 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
         if kind == "table":
             makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
-                      "downstream": downstream_table, "events": events_table, "detail": detail_table}
+                      "downstream": downstream_table, "events": events_table, "detail": detail_table,
+                      "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
+                      "seed38": seed38_table,
+                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}
             if args not in makers:
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
             t = makers[args](res)
@@ -106,6 +131,33 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if c is None:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: no {cat!r} probe of {method!r} matches {where or 'any'}")
             return f"{_fmt(c)} (n={c.n})"
+        if kind in ("excess", "excess_rates"):
+            bits = args.split(":")
+            if len(bits) not in (2, 3) or bits[1] not in CONTROL_KINDS:
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:KIND[:CATEGORY]}}}} with KIND one "
+                                    f"of {', '.join(CONTROL_KINDS)}")
+            if bits[0] not in res.methods:
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: no method {bits[0]!r} in this run")
+            e = excess(res, bits[0], bits[1], bits[2] if len(bits) == 3 else LOCALITY)
+            if e is None:
+                raise DocumentError(f"{{{{{kind}:{args}}}}}: {bits[0]!r} has no {bits[1]} control with paired probes")
+            if kind == "excess":
+                return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+            return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draws)"
+        if kind == "identity":
+            bad, n, _ = identity_exceptions(res)
+            if n == 0:
+                raise DocumentError("{{identity}}: this run has no identity control")
+            return f"{n - bad} of {n}"
+        if kind == "margin":
+            bits = args.split(":")
+            bins = [b for b, _, _ in MARGIN_BINS]
+            if len(bits) != 2 or bits[1] not in bins:
+                raise DocumentError(f"{{{{margin:{args}}}}}: write {{{{margin:METHOD:BIN}}}} with BIN one of {bins}")
+            if bits[0] != "base" and bits[0] not in res.methods:
+                raise DocumentError(f"{{{{margin:{args}}}}}: no method {bits[0]!r} in this run")
+            c = margin_locality(res, bits[0]).get(bits[1])
+            return f"{_fmt(c)} (n={c.n})" if c is not None else "-"
         if kind == "breakdown":
             bits = args.split(":")
             if len(bits) not in (2, 3):
@@ -125,9 +177,12 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if len(parts) != 2:
                 raise DocumentError(f"{{{{test:{args}}}}}: write {{{{test:METHOD:COLUMN}}}}")
             t = next((t for t in res.tests if t.method == parts[0] and t.column == parts[1]), None)
+            if t is None and res.reference is not None and "/" in parts[1] and parts[0] in res.methods:
+                t = paired_test(res, parts[0], res.reference, *parts[1].split("/", 1))
             if t is None:
                 raise DocumentError(f"no McNemar test of {parts[0]!r} on {parts[1]!r} against {res.reference!r}")
-            return f"difference {t.diff:+.3f}, p (Holm) {t.p_holm:.2g}"
+            which = "p (Holm)" if any(t is x for x in res.tests) else "p (single test, unadjusted)"
+            return f"difference {t.diff:+.3f}, {which} {t.p_holm:.2g}"
         if kind == "figure":
             paths = (figures or {}).get(args)
             if not paths:

@@ -55,7 +55,7 @@ def _grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]
 
 def blast_radius(res: StudyResults, out: Path) -> list[Path]:
     """One panel per (method, op); empty list when the study has no arithmetic grid."""
-    methods = [m for m in res.methods if _grid_rows(res, m)[0]]
+    methods = [m for m in res.edit_methods if _grid_rows(res, m)[0]]
     if not methods:
         return []
     ops = sorted({r["meta"]["op"] for r in _grid_rows(res, methods[0])[0]}, key="+-*".index)
@@ -146,7 +146,7 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
     method with 95% intervals as whiskers; grey points miss the efficacy bar (target top-1); the
     Pareto frontier over the others; the study's criterion as dashed lines. With more than 12
     methods only the frontier's points are named."""
-    methods = [m for m in res.methods if rate_cell(res, m, LOCALITY) is not None
+    methods = [m for m in res.edit_methods if rate_cell(res, m, LOCALITY) is not None
                and rate_cell(res, m, "paraphrase") is not None]
     if len(methods) < 2:
         return []
@@ -174,7 +174,7 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
     if crit:
         ax.axvline(crit["locality"], color="grey", ls="--", lw=0.8, label=f"locality bar {crit['locality']:g}")
         ax.axhline(crit["paraphrase"], color="grey", ls=":", lw=0.8, label=f"paraphrase bar {crit['paraphrase']:g}")
-    ax.set_xlabel("locality: share of all non-target probes whose output is unchanged")
+    ax.set_xlabel("locality: share of all non-target probes whose answer is unchanged")
     ax.set_ylabel("paraphrase top-1")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(f"Efficacy against locality (grey: target top-1 below {bar:g})", fontsize=9)
@@ -184,7 +184,41 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "frontier")
 
 
-FIGURES = {"blast_radius": blast_radius, "sequential": sequential_curves_plot, "categories": category_bars,
+def excess_plot(res: StudyResults, out: Path) -> list[Path]:
+    """Per edit method: the share of locality probes whose answer changed under the method and
+    under each of its controls (placebo, unrelated edits), with 95% intervals; what a method
+    changes beyond its controls is the gap between its bar and theirs."""
+    from .attribution import CONTROL_KINDS, KIND_LABEL, control_of
+
+    methods = [m for m in res.edit_methods if any(control_of(res, m, k) for k in CONTROL_KINDS)]
+    if not methods:
+        return []
+    series = [("method", None)] + [(KIND_LABEL[k], k) for k in CONTROL_KINDS
+                                   if any(control_of(res, m, k) for m in methods)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(methods) + 2), 3.6))
+    width = 0.8 / len(series)
+    x = np.arange(len(methods))
+    colors = ["#1d3557", "#e76f51", "#f4a261", "#2a9d8f"]
+    for i, (label, kind) in enumerate(series):
+        vals, lo, hi = [], [], []
+        for m in methods:
+            who = m if kind is None else control_of(res, m, kind)
+            cell = rate_cell(res, who, LOCALITY, "answer_unchanged") if who else None
+            v = 1 - cell.value if cell else np.nan  # changed = 1 - unchanged
+            vals.append(v)
+            lo.append((cell.high - cell.value) if cell else 0)
+            hi.append((cell.value - cell.low) if cell else 0)
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2, label=label,
+               color=colors[i % len(colors)])
+    ax.set_xticks(x, methods, fontsize=8)
+    ax.set_ylabel("locality probes whose answer changed")
+    ax.set_title("What each edit changes, and what its controls change", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _save(fig, out, "excess")
+
+
+FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "sequential": sequential_curves_plot, "categories": category_bars,
            "frontier": frontier}
 
 
@@ -194,4 +228,4 @@ def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "frontier", "pareto_front", "sequential_curves_plot"]
+__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]

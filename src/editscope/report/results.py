@@ -282,6 +282,18 @@ def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> 
     return [bool(a[k]) for k in keys], [bool(b[k]) for k in keys]
 
 
+def paired_test(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> Test | None:
+    """Exact McNemar of ``method`` against ``ref`` on ``metric`` over ``cat`` (one test, p not
+    adjusted: ``p_holm`` = ``p``), or None without paired probes or for an unknown metric."""
+    if metric not in METRICS:
+        return None
+    a, b = _paired(res, method, ref, cat, metric)
+    if not a:
+        return None
+    t = mcnemar_exact(a, b)
+    return Test(method, f"{cat}/{metric}", len(a), t.n01, t.n10, (sum(b) - sum(a)) / len(a), t.pvalue, t.pvalue)
+
+
 def _tests(res: StudyResults) -> list[Test]:
     if res.reference is None:
         return []
