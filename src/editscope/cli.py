@@ -382,7 +382,7 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
     evaluate(model, probes[4:], use_cache=False)
     s_probe = (time.perf_counter() - t) / len(probes[4:])
     scale = sum(p.numel() for p in model.hf.parameters()) / 135e6
-    by_label = {m.name: m for m in cfg.methods}
+    by_label = {m.name: m for m in cfg.method_specs()}
     # a placebo's unit costs its matched method's edit once per unit (its draws reuse the delta)
     edit_s = sum(TYPICAL_EDIT_SECONDS.get(by_label[m.match].method if m.match else m.method, 10.0) * scale
                  * len({u.of_unit or u.unit for u in plan.units_of(m.name)}) for m in plan.methods)

@@ -353,3 +353,36 @@ def test_seed38_table_puts_published_rows_beside_exact_intervals(tmp_path):
     assert cells["all"].n == 38 and (cells["all"].low, cells["all"].high) == pytest.approx((iv.low, iv.high))
     near = [r for r in rows if r["category"] == "near"]
     assert cells["near"].value == pytest.approx(sum(r["top1"] for r in near) / 10)
+
+
+# ---- matched strength
+
+
+def test_sweep_expands_into_labelled_settings_and_bad_sweeps_are_refused():
+    spec = {**STUDY, "methods": [{"method": "ft-m", "sweep": {"steps": [1, 5]}},
+                                 {"method": "placebo", "match": "ft-m@steps=5"}], "controls": None}
+    cfg = parse_config({k: v for k, v in spec.items() if v is not None})
+    assert [m.name for m in cfg.all_methods()] == ["ft-m@steps=1", "ft-m@steps=5", "placebo-ft-m@steps=5"]
+    assert cfg.method_specs()[1].hparams == {"steps": 5}
+    assert cfg.sweeps() == {"ft-m": ("steps", ["ft-m@steps=1", "ft-m@steps=5"])}
+    for sweep, match in [({"stpes": [1]}, r"sweep.stpes: not a hyperparameter of 'ft-m'. Did you mean 'steps'"),
+                         ({"steps": []}, r"distinct values"), ({"steps": [0]}, r"value 0 is invalid"),
+                         ({"steps": [1], "lr": [1.0]}, r"exactly one hyperparameter")]:
+        with pytest.raises(ConfigError, match=match):
+            parse_config({**STUDY, "controls": {"unrelated": 1},
+                          "methods": [{"method": "ft-m", "sweep": sweep}]}, "study.yaml")
+    with pytest.raises(ConfigError, match="no strength to sweep"):
+        parse_config({**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m", "sweep": {"draw": [1]}}]})
+
+
+def test_matched_strength_interpolates_between_the_bracketing_settings():
+    from editscope.report.results import Cell
+    from editscope.report.strength import StrengthPoint, at_level
+
+    pts = [StrengthPoint("a", 0.2, Cell(0.9, 0.88, 0.92, 100)), StrengthPoint("b", 0.6, Cell(0.7, 0.66, 0.74, 100)),
+           StrengthPoint("c", 1.0, Cell(0.5, 0.45, 0.55, 100))]
+    c = at_level(pts, 0.5)  # a quarter of the way back from b to a
+    assert (c.value, c.low, c.high) == pytest.approx((0.75, 0.715, 0.785))
+    c = at_level(pts, 0.9)
+    assert (c.value, c.low, c.high) == pytest.approx((0.55, 0.5025, 0.5975))
+    assert at_level(pts, 0.1) is None and at_level(pts[:1], 0.5) is None

@@ -17,8 +17,8 @@ Placeholders (``{{kind:args}}``):
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
 * ``{{table:excess-placebo}}``, ``{{table:excess-unrelated}}``, ``{{table:excess-unrelated_other}}``,
-  ``{{table:margin}}``, ``{{table:identity}}``, ``{{table:pairwise}}``, ``{{table:seed38}}``: the
-  attribution tables (see :mod:`editscope.report.attribution`);
+  ``{{table:margin}}``, ``{{table:identity}}``, ``{{table:pairwise}}``, ``{{table:seed38}}``,
+  ``{{table:strength}}``: the attribution tables (see :mod:`editscope.report.attribution`);
 * ``{{excess:METHOD:KIND[:CATEGORY]}}``: a method's excess of changed answers over its control
   (``placebo``, ``unrelated``, ``unrelated_other``) on a category (default all locality probes),
   ``+value [low, high]``; ``{{excess_rates:METHOD:KIND[:CATEGORY]}}``: ``method rate vs control
@@ -54,6 +54,7 @@ from .render import (
     margin_table,
     pairwise_table,
     seed38_table,
+    strength_table,
     tests_table,
 )
 from .attribution import CONTROL_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
@@ -93,7 +94,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
                       "downstream": downstream_table, "events": events_table, "detail": detail_table,
                       "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
-                      "seed38": seed38_table,
+                      "seed38": seed38_table, "strength": strength_table,
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}
             if args not in makers:
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")

@@ -218,7 +218,33 @@ def excess_plot(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "excess")
 
 
-FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "sequential": sequential_curves_plot, "categories": category_bars,
+def strength_plot(res: StudyResults, out: Path) -> list[Path]:
+    """Locality against P(target | prompt), one line per swept method (its settings in order of
+    strength), 95% intervals as whiskers, the matched levels as dotted lines."""
+    from .strength import LEVELS, points, sweep_groups
+
+    groups = sweep_groups(res)
+    if not groups:
+        return []
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for m, (key, labels) in groups.items():
+        pts = points(res, labels)
+        if not pts:
+            continue
+        xs, ys = [p.p_target for p in pts], [p.locality.value for p in pts]
+        err = [[p.locality.value - p.locality.low for p in pts], [p.locality.high - p.locality.value for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, fmt="o-", ms=4, capsize=2, lw=1, label=f"{m} ({key})")
+    for lv in LEVELS:
+        ax.axvline(lv, color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("edit strength: P(target | prompt)")
+    ax.set_ylabel("locality: answers unchanged (all locality probes)")
+    ax.set_xlim(0, 1.02)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "strength")
+
+
+FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "strength": strength_plot, "sequential": sequential_curves_plot, "categories": category_bars,
            "frontier": frontier}
 
 

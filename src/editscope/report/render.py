@@ -243,9 +243,30 @@ def seed38_table(res: StudyResults) -> Table | None:
                  ["setting", *[h for _, _, h in SEED38_COLUMNS]], body)
 
 
+def strength_table(res: StudyResults) -> Table | None:
+    """Swept methods compared at equal efficacy (see :mod:`editscope.report.strength`)."""
+    from .strength import LEVELS, at_level, points, sweep_groups
+
+    groups = sweep_groups(res)
+    if not groups:
+        return None
+    rows = []
+    for m, (key, labels) in groups.items():
+        pts = points(res, labels)
+        span = f"{pts[0].p_target:.2f}-{pts[-1].p_target:.2f}" if pts else "-"
+        rows.append([(m, False), (key, False), (str(len(pts)), False), (span, False),
+                     *[(_fmt(at_level(pts, lv)), False) for lv in LEVELS]])
+    return Table("strength", "Methods at matched edit strength: each swept method's answer-level locality (all "
+                             "locality probes) interpolated at equal P(target | prompt), between the two settings "
+                             "that bracket it; '-' where no setting reaches that strength.",
+                 ["method", "swept", "settings", "P(target) range", *[f"locality at P={lv:g}" for lv in LEVELS]],
+                 rows)
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
-    return [t for t in (*lead, main_table(res), identity_table(res), margin_table(res), criterion_table(res),
+    return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
+                        criterion_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]

@@ -58,6 +58,9 @@ class MethodSpec(_Strict):
     hparams: dict[str, Any] = Field(default_factory=dict)
     match: str | None = Field(None, description="placebo: the label of the method whose delta it matches")
     draws: int = Field(1, ge=1, description="placebo: random draws per unit")
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="one hyperparameter and its values: the method runs once per value, labelled "
+                          "'<label>@<param>=<value>' (a matched-strength sweep)")
 
     @field_validator("method")
     @classmethod
@@ -78,7 +81,43 @@ class MethodSpec(_Strict):
         for key in ("match", "match_hparams", "match_seed", "draw"):
             if is_placebo and key in self.hparams:
                 raise ValueError(f"hparams.{key}: set by the runner from `match:` and `draws:`; remove it")
+        if self.sweep is not None:
+            self._check_sweep()
         return self
+
+    def _check_sweep(self) -> None:
+        cls = type(get_method(self.method))
+        if cls.name in CONTROL_METHODS:
+            raise ValueError(f"sweep: a control ({cls.name!r}) has no strength to sweep; sweep the method it matches")
+        if len(self.sweep) != 1:
+            raise ValueError(f"sweep: give exactly one hyperparameter and its values (got {sorted(self.sweep)})")
+        (key, values), = self.sweep.items()
+        fields = sorted(cls.Hparams.model_fields)
+        if key not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"sweep.{key}: not a hyperparameter of {cls.name!r}.{hint} Valid: {', '.join(fields)}")
+        if key in self.hparams:
+            raise ValueError(f"sweep.{key}: also set in hparams; give it in one place")
+        if not values or len(set(map(json.dumps, values))) != len(values):
+            raise ValueError(f"sweep.{key}: give a list of distinct values (got {values!r})")
+        for v in values:
+            try:
+                cls.Hparams(**{**self.hparams, key: v})
+            except ValidationError as e:
+                msg = "; ".join(err["msg"] for err in e.errors() if tuple(err["loc"][:1]) == (key,)) or None
+                if msg:
+                    raise ValueError(f"sweep.{key}: value {v!r} is invalid for {cls.name!r}: {msg}") from None
+
+    def expand(self) -> list[MethodSpec]:
+        """The method itself, or one spec per value of its ``sweep`` (labels ``<label>@<k>=<v>``)."""
+        if self.sweep is None:
+            return [self]
+        (key, values), = self.sweep.items()
+        return [MethodSpec(method=self.method, label=f"{self.name}@{key}={v}", hparams={**self.hparams, key: v})
+                for v in values]
 
     # Keys added after studies were first stored are left out while at their defaults, so that
     # the config hash of an existing study does not change.
@@ -89,6 +128,8 @@ class MethodSpec(_Strict):
             d.pop("match", None)
         if self.draws == 1:
             d.pop("draws", None)
+        if self.sweep is None:
+            d.pop("sweep", None)
         return d
 
     @property
@@ -241,14 +282,14 @@ class StudyConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_labels(self):
-        names = [m.name for m in self.methods]
+        names = [m.name for m in self.method_specs()]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"methods {dup} appear more than once with the same label; give each a distinct "
                              "`label:` (e.g. {method: ft, label: ft-lr1e-4, hparams: {lr: 1e-4}})")
         if self.reference is not None and self.reference not in names:
             raise ValueError(f"reference {self.reference!r} is not one of the method labels {names}")
-        edit_labels = [m.name for m in self.methods if not m.is_control]
+        edit_labels = [m.name for m in self.method_specs() if not m.is_control]
         for i, m in enumerate(self.methods):
             if m.match is not None and m.match not in edit_labels:
                 raise ValueError(f"methods[{i}].match: {m.match!r} is not the label of an edit method in this study "
@@ -277,8 +318,8 @@ class StudyConfig(_Strict):
         if self.controls is None:
             return []
         c = self.controls
-        labels = c.methods if c.methods is not None else [m.name for m in self.methods if not m.is_control]
-        by = {m.name: m for m in self.methods}
+        labels = c.methods if c.methods is not None else [m.name for m in self.method_specs() if not m.is_control]
+        by = {m.name: m for m in self.method_specs()}
         out = []
         for kind in ("unrelated", "unrelated_other"):
             if getattr(c, kind) == 0:
@@ -288,16 +329,30 @@ class StudyConfig(_Strict):
                 out.append((kind, MethodSpec(method=m.method, label=UNRELATED_PREFIX[kind] + lab, hparams=m.hparams)))
         return out
 
+    def method_specs(self) -> list[MethodSpec]:
+        """``methods`` with every sweep expanded into one spec per value, in order."""
+        return [x for m in self.methods for x in m.expand()]
+
     def all_methods(self) -> list[MethodSpec]:
-        """Every method the study runs, in order: ``methods`` then the unrelated-edit controls."""
-        return list(self.methods) + [spec for _, spec in self.control_specs()]
+        """Every method the study runs, in order: ``methods`` (sweeps expanded) then the unrelated-edit
+        controls."""
+        return self.method_specs() + [spec for _, spec in self.control_specs()]
+
+    def sweeps(self) -> dict[str, tuple[str, list[str]]]:
+        """Swept method label -> ``(hyperparameter, labels of its points)``."""
+        out = {}
+        for m in self.methods:
+            if m.sweep is not None:
+                (key, _), = m.sweep.items()
+                out[m.name] = (key, [x.name for x in m.expand()])
+        return out
 
     def control_map(self) -> dict[str, tuple[str, str]]:
         """Control label -> ``(kind, label of the method it controls)``; kinds ``placebo``,
         ``unrelated``, ``unrelated_other``; ``identity`` controls every method (its entry names
         itself)."""
         out: dict[str, tuple[str, str]] = {}
-        for m in self.methods:
+        for m in self.method_specs():
             if m.match is not None:
                 out[m.name] = ("placebo", m.match)
             elif m.is_control:

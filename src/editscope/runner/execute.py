@@ -170,7 +170,7 @@ class Runner:
         method's own unit runs under, so that the delta it matches is that unit's delta."""
         if method.match is None:
             return dict(method.hparams)
-        matched = next(m for m in self.config.methods if m.name == method.match)
+        matched = next(m for m in self.config.method_specs() if m.name == method.match)
         return {**method.hparams, "match": matched.method, "match_hparams": matched.hparams,
                 "match_seed": unit_seed(self.config.seed, matched.name, unit.of_unit or unit.unit),
                 "draw": unit.draw or 0}
@@ -353,7 +353,7 @@ def _prefetch_statistics(model: Model, methods: list[MethodSpec], config: StudyC
     from ..methods.base import get_method
 
     requests = []
-    by_label = {m.name: m for m in (config.methods if config is not None else methods)}
+    by_label = {m.name: m for m in (config.method_specs() if config is not None else methods)}
     for spec in methods:
         if spec.match is not None:  # a placebo reads what its matched method reads
             spec = by_label.get(spec.match, spec)

@@ -148,7 +148,7 @@ def build_plan(config: StudyConfig) -> Plan:
         raise ConfigError("probes: nothing to evaluate; add a suite under `probes:` (e.g. facts) or dataset "
                           "edits with their case probes")
     units = [UnitPlan("base", "base", 0, ())]
-    for m in config.methods:
+    for m in config.method_specs():
         units += _method_units(config, m, len(items))
     units += _unrelated_units(config, items)
     return Plan(config, items, global_sets, units)
