@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo study search controls seed38 variance test test-fast bench install clean
+.PHONY: demo study search controls seed38 variance strength test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ seed38: $(STAMP)
 
 variance: $(STAMP)
 	$(VENV)/bin/editscope run examples/arithmetic_edits_variance.yaml --out runs/arithmetic-edits-variance --resume
+
+strength: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two_strength.yaml --out runs/two-plus-two-strength --resume
 
 test: $(STAMP)
 	$(PY) -m pytest -q

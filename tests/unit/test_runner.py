@@ -321,7 +321,8 @@ def test_locality_columns_criterion_and_frontier(finished_run, tmp_path):
     assert any(t.column == "locality/unchanged" for t in res.tests)
     assert criterion_rows(res) == [] and criterion_table(res) is None  # the study sets no criterion
 
-    loc = {m: next(c for c in res.columns if c.key == "locality/unchanged").cells[m] for m in res.methods}
+    # the criterion judges answer-level locality (the headline)
+    loc = {m: next(c for c in res.columns if c.key == "locality/answer_unchanged").cells[m] for m in res.methods}
     bar = min(c.value for c in loc.values()) + 1e-9  # only the more local method(s) can clear it
     res.config["criterion"] = {"efficacy": 0.0, "paraphrase": 0.0, "locality": bar}
     rows = {r.method: r for r in criterion_rows(res)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..metrics.edit_metrics import METRICS, aggregate, summarize
 from ..runner.store import FILENAME, ResultsStore
-from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval
+from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval, wilson_interval
 
 CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general")
 EFFICACY = {"target", "paraphrase", "portability", "portability-hop"}
@@ -148,7 +148,8 @@ class StudyResults:
     def interval_note(self) -> str:
         if self.clustered:
             return (f"95% intervals over edits: cluster bootstrap with each of the {self.n_edits} edits as a "
-                    "cluster (2000 resamples)")
+                    "cluster (2000 resamples; where every edit gives the same value, a Wilson interval over the "
+                    "edits instead)")
         return "95% intervals over probes (Wilson) for this one edit: they say nothing about other edits"
 
     @property
@@ -191,8 +192,13 @@ def rows_cell(res: StudyResults, rows: list[dict[str, Any]], metric: str) -> Cel
     pairs = [(v, unit_root(r["unit"])) for r in rows if (v := fn(r)) is not None]
     if not pairs:
         return None
-    if res.clustered and len({c for _, c in pairs}) >= 2:
-        iv = cluster_bootstrap_mean([float(bool(v)) for v, _ in pairs], [c for _, c in pairs])
+    clusters = {c for _, c in pairs}
+    if res.clustered and len(clusters) >= 2:
+        vals = [float(bool(v)) for v, _ in pairs]
+        iv = cluster_bootstrap_mean(vals, [c for _, c in pairs])
+        if iv.low == iv.high:  # every edit alike (e.g. all 1): the bootstrap cannot see beyond its few clusters
+            w = wilson_interval(round(iv.value * len(clusters)), len(clusters))
+            return Cell(iv.value, min(w.low, iv.value), max(w.high, iv.value), iv.n)
         return Cell(iv.value, iv.low, iv.high, iv.n)
     return _cell(aggregate((v for v, _ in pairs), "rate"))
 
