@@ -437,7 +437,7 @@ def test_cli_run_dry_run_run_and_report(tmp_path):
     cli = CliRunner()
     r = cli.invoke(app, ["run", str(study), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert "2 edit(s) x 1 method(s) = 2 units" in _flat(r.output) and "estimated total" in _flat(r.output)
+    assert "2 edit(s) x 1 method(s) (0 of them controls) = 2 units" in _flat(r.output) and "estimated total" in _flat(r.output)
     out = tmp_path / "run"
     r = cli.invoke(app, ["run", str(study), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -456,17 +456,18 @@ def test_cli_run_dry_run_run_and_report(tmp_path):
 
 
 def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
+    from editscope.metrics.edit_metrics import METRICS
     from editscope.report.document import DocumentError, fill, write_document
 
     tpl = tmp_path / "study.md.in"
     tpl.write_text("# Result\nconfig {{meta:config_hash}}; strong efficacy {{cell:ft-m-strong:target/top1}} "
-                   "(n={{n:ft-m-strong:target/top1}}), far {{value:ft-m:far/unchanged}}; "
-                   "{{test:ft-m-strong:far/unchanged}}\n\n{{table:main}}\n\n{{figure:blast_radius}}\n")
+                   "(n={{n:ft-m-strong:target/top1}}), far {{value:ft-m:far/answer_unchanged}}; "
+                   "{{test:ft-m-strong:far/answer_unchanged}}\n\n{{table:main}}\n\n{{figure:blast_radius}}\n")
     out = write_document(finished_run, tpl, tmp_path / "doc" / "study.md")
     text = out.read_text()
     res = load_results(finished_run)
-    far = next(c for c in res.columns if c.key == "far/unchanged").cells["ft-m"]
-    test = next(t for t in res.tests if t.method == "ft-m-strong" and t.column == "far/unchanged")
+    far = next(c for c in res.columns if c.key == "far/answer_unchanged").cells["ft-m"]
+    test = next(t for t in res.tests if t.method == "ft-m-strong" and t.column == "far/answer_unchanged")
     assert f"config {res.meta['config_hash']};" in text
     assert "strong efficacy 1.000 [" in text and f"far {far.value:.3f};" in text
     assert f"difference {test.diff:+.3f}, p (Holm) {test.p_holm:.2g}" in text
@@ -483,7 +484,8 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     row = next(line for line in by_op.splitlines() if line.startswith("| ft-m |"))
     assert f" + (n={plus.n}) |" in by_op and row.endswith(f"| {plus.value:.3f} [{plus.low:.3f}, {plus.high:.3f}] |")
     rows = [r for r in res.final_rows("ft-m") if r["category"] not in ("target", "paraphrase") and r["meta"].get("op") == "+"]
-    assert plus.n == len(rows) and plus.value == pytest.approx(sum(r["unchanged"] for r in rows) / len(rows))
+    same = [METRICS["answer_unchanged"].fn(r) for r in rows]  # the headline: answer-level
+    assert plus.n == len(rows) and plus.value == pytest.approx(sum(same) / len(rows))
     assert fill("{{slice:ft-m:locality:op:+}}", res, str(finished_run)) == f"{plus.value:.3f} [{plus.low:.3f}, {plus.high:.3f}]"
     # where: several conditions at once, any metric; recomputed here from the rows
     b0 = rows[0]["meta"]["b"]
@@ -492,12 +494,21 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     says = sum(bool(r["says_target"]) for r in sub)
     from editscope.stats import wilson_interval
 
-    iv = wilson_interval(says, len(sub))
-    assert got == f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}] (n={len(sub)})"
+    # three edits: the interval is over edits (cluster bootstrap); where every edit gives the same
+    # rate it is Wilson's over the 3 edits
+    edits = {r["unit"] for r in sub}
+    assert len(edits) == 3 and got.startswith(f"{says / len(sub):.3f} [") and got.endswith(f"(n={len(sub)})")
+    if says in (0, len(sub)):
+        iv = wilson_interval(round(says / len(sub) * 3), 3)
+        assert got == f"{says / len(sub):.3f} [{iv.low:.3f}, {iv.high:.3f}] (n={len(sub)})"
     assert fill("{{where:ft-m:locality:op=+}}", res, str(finished_run)).endswith(f"(n={plus.n})")
     far = rate_cell(res, "ft-m", "far", "answer_unchanged")
     assert fill("{{rate:ft-m:far:answer_unchanged}}", res, str(finished_run)) == f"{_fmt(far)} (n={far.n})"
     assert far.n == sum(r["category"] == "far" for r in res.final_rows("ft-m"))
+    # any CATEGORY/METRIC works in a cell, not only the report's columns; a paired test off the table says so
+    out_far = rate_cell(res, "ft-m", "far", "unchanged")
+    assert fill("{{cell:ft-m:far/unchanged}}", res, str(finished_run)) == _fmt(out_far)
+    assert "p (single test, unadjusted)" in fill("{{test:ft-m-strong:far/unchanged}}", res, str(finished_run))
     for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
                        ("{{where:ft-m:locality:op=/}}", "matches"), ("{{where:ft-m:locality:op}}", "write"),
                        ("{{where:rome:locality:op=+}}", "no method 'rome'"),

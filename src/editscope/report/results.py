@@ -377,18 +377,18 @@ def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) 
     entry counts the probe under each of its elements; probes without the key are left out.
     Values are ordered by how many probes they hold (most first)."""
     metric = _metric_for(cat, metric)
-    groups: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, int] = defaultdict(int)
     for m in ["base", *res.methods]:
         for r in _category_rows(res.final_rows(m), cat):
             if key not in r["meta"]:
                 continue
             for x in _meta_texts(r["meta"][key]):
-                groups[x][m].append(METRICS[metric].fn(r))
+                groups[x][m].append(r)
                 if m == "base":
                     counts[x] += 1
     order = sorted(groups, key=lambda x: (-counts.get(x, 0), x))
-    return {x: {m: _cell(aggregate(groups[x].get(m, []), "rate")) for m in ["base", *res.methods]} for x in order}
+    return {x: {m: rows_cell(res, groups[x].get(m, []), metric) for m in ["base", *res.methods]} for x in order}
 
 
 def criterion_rows(res: StudyResults) -> list[CriterionRow]:
