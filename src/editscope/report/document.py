@@ -144,7 +144,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: {bits[0]!r} has no {bits[1]} control with paired probes")
             if kind == "excess":
                 return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
-            return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draws)"
+            return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draw{'s' if e.draws != 1 else ''})"
         if kind == "identity":
             bad, n, _ = identity_exceptions(res)
             if n == 0:
