@@ -345,7 +345,8 @@ def render_html(res: StudyResults, figures: dict[str, list[Path]], out: Path) ->
 # ---- LaTeX
 
 _TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def tex_escape(s: str) -> str:
