@@ -214,6 +214,7 @@ def write_document(run_dir: str | Path, template: str | Path, out: str | Path, r
     wanted = {m.group(2) for m in _PLACEHOLDER.finditer(text) if m.group(1) == "figure"}
     figures = all_figures(res, Path(run_dir) / "figures", wanted)  # only those the text shows
     text = fill(text, res, str(run_dir), out.parent / "figures", figures)
+    out.parent.mkdir(parents=True, exist_ok=True)  # a write-up without figures creates no figure folder
     out.write_text(text)
     return out
 
