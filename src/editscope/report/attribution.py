@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..metrics.edit_metrics import METRICS
-from ..stats import ExcessResult, excess_rate, holm, mcnemar_exact
-from .results import EFFICACY, LOCALITY, Cell, StudyResults, Test, _category_rows, rows_cell, unit_root
+from ..stats import ExcessResult, excess_rate, holm
+from .results import EFFICACY, LOCALITY, Cell, StudyResults, Test, _category_rows, paired_test, rows_cell, unit_root
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
 MARGIN_BINS = (("<0.1", 0.0, 0.1), ("0.1-1", 0.1, 1.0), ("1-3", 1.0, 3.0), (">3", 3.0, float("inf")))
@@ -133,21 +133,12 @@ def identity_exceptions(res: StudyResults, limit: int = 20) -> tuple[int, int, l
 def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer_unchanged") -> list[Test]:
     """Paired exact McNemar between every two edit methods on ``metric`` over ``cat`` (same units
     and probes), Holm-adjusted over all pairs. ``Test.method`` is ``"a vs b"``; ``diff`` = b - a."""
-    fn = METRICS[metric].fn
-
-    def table(m: str) -> dict[tuple, Any]:
-        return {(r["unit"], r["probe_set"], r["index"]): fn(r) for r in _category_rows(res.final_rows(m), cat)}
-
-    tabs = {m: table(m) for m in res.edit_methods}
     tests = []
     for a, b in combinations(res.edit_methods, 2):
-        keys = [k for k in tabs[a] if k in tabs[b] and tabs[a][k] is not None and tabs[b][k] is not None]
-        if not keys:
-            continue
-        x, y = [bool(tabs[a][k]) for k in keys], [bool(tabs[b][k]) for k in keys]
-        t = mcnemar_exact(x, y)
-        tests.append(Test(f"{a} vs {b}", f"{cat}/{metric}", len(keys), t.n01, t.n10, (sum(y) - sum(x)) / len(keys),
-                          t.pvalue))
+        t = paired_test(res, b, a, cat, metric)  # b against a on the same probes: diff = b - a
+        if t is not None:
+            t.method = f"{a} vs {b}"
+            tests.append(t)
     for t, p in zip(tests, holm([t.p for t in tests]) if tests else []):
         t.p_holm = p
     return tests
