@@ -401,12 +401,29 @@ def _report(run_dir, formats, reference) -> None:
         paths = write_report(run_dir, tuple(formats), reference)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    from .report.render import main_table
+    from .report.attribution import CONTROL_KINDS, KIND_LABEL
+    from .report.render import excess_table, main_table
     from .report.results import load_results
 
     res = load_results(run_dir, reference)
-    t = main_table(res, interval=False, short=True)
     title = f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else "")
+    print_table(main_table(res, interval=False, short=True), title)
+    console.print("values only (intervals, paired tests and figures are in the report); efficacy columns: exact "
+                  "top-1; locality columns: share of probes whose answer is unchanged")
+    for kind in CONTROL_KINDS:
+        t = excess_table(res, kind)
+        if t is not None:
+            print_table(t, f"excess over {KIND_LABEL[kind]}: answers changed minus the control's [95%]")
+    if res.partial:
+        console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
+    for k, p in paths.items():
+        console.print(f"{k}: {escape(str(p))}")
+
+
+def print_table(t, title: str | None) -> None:
+    """Print a report table (:class:`editscope.report.render.Table`) on the terminal, bold cells
+    kept; a table wider than the terminal prints as consecutive whole tables (see
+    :func:`column_groups`)."""
     for part in column_groups(t.header, t.rows, console.width):
         table = Table(title=title if part[0] == 1 else None)
         for i in [0, *part]:
@@ -416,31 +433,6 @@ def _report(run_dir, formats, reference) -> None:
         for row in t.rows:
             table.add_row(*[f"[bold]{escape(x)}[/]" if b else escape(x) for x, b in (row[i] for i in [0, *part])])
         console.print(table)
-    console.print("values only (intervals, paired tests and figures are in the report); efficacy columns: exact "
-                  "top-1; locality columns: share of probes whose answer is unchanged")
-    from .report.attribution import CONTROL_KINDS, excess_rows, locality_categories
-
-    for kind in CONTROL_KINDS:
-        rows = excess_rows(res, kind)
-        if not rows:
-            continue
-        table = Table(title=f"excess over {kind.replace('_', ' ')} controls: answers changed, all locality probes")
-        for h in ("method", "draws", "method", "control", "excess [95%]"):
-            table.add_column(h, no_wrap=True)
-        pooled = locality_categories(res)[0]
-        for r in rows:
-            e = r.cells.get(pooled)
-            if e is None:
-                continue
-            sig = e.low > 0
-            txt = f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
-            table.add_row(escape(r.method), str(e.draws), f"{e.method_rate:.3f}", f"{e.control_rate:.3f}",
-                          f"[bold]{txt}[/]" if sig else txt)
-        console.print(table)
-    if res.partial:
-        console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
-    for k, p in paths.items():
-        console.print(f"{k}: {escape(str(p))}")
 
 
 def column_groups(header: list[str], rows: list, width: int) -> list[list[int]]:
@@ -467,16 +459,27 @@ def report_cmd(
     reference: Annotated[str | None, typer.Option(help="method label the others are tested against")] = None,
     doc: Annotated[str | None, typer.Option(help="also fill this Markdown template's {{placeholders}} from the run")] = None,
     doc_out: Annotated[str | None, typer.Option(help="where the filled template goes (default: TEMPLATE minus .in)")] = None,
+    with_runs: Annotated[list[str] | None, typer.Option(
+        "--with", help="STUDY=RUN_DIR: a companion study that the template's {{from:STUDY:...}} placeholders read "
+                       "(repeatable; default: the folder STUDY beside RUN_DIR)")] = None,
 ) -> None:
     """Write report.md, report.html and latex/ for a run (complete or partial) and print the summary table."""
     from .report.document import DocumentError, write_document
     from .runner import StoreError
 
+    runs = {}
+    for item in with_runs or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            _fail(f"--with {item!r}: write --with STUDY=RUN_DIR (e.g. --with two-plus-two-controls=runs/two-plus-two-controls)")
+        runs[name] = folder
+    if runs and not doc:
+        _fail("--with names companion studies for a --doc template; give --doc TEMPLATE too")
     try:
         _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
         if doc:
             target = doc_out or (doc[:-3] if doc.endswith(".in") else doc + ".md")
-            console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference)))}")
+            console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs)))}")
     except (StoreError, DocumentError, FileNotFoundError) as e:
         _fail(str(e))
 

@@ -26,10 +26,8 @@ from editscope.report.results import LOCALITY, load_results
 from editscope.runner import ConfigError, build_plan, parse_config, run_study
 from editscope.runner.store import ResultsStore
 from editscope.stats import excess_rate
+from locate_settings import EASY, REQ, STATS
 
-STATS = {"stats_tokens": 600, "stats_corpus": ["me_ppl_50"], "n_contexts": 2, "context_len": 4}
-EASY = {**STATS, "fact_token": "last", "v_lr": 1.0, "v_steps": 15, "v_fail_loss": 100.0, "clamp_norm_factor": 20}
-REQ = es.EditRequest("The capital of France is", "Rome", subject="France")
 METHOD_HP = {
     "ft": {"layers": [2, 3], "lr": 1e-2, "steps": 3},
     "ft-l": {"layer": 1},
@@ -282,6 +280,17 @@ def test_excess_over_placebo_is_the_hand_computed_difference(control_run):
     t = excess_table(res, "placebo")
     assert [r[0][0] for r in t.rows] == ["ft-m"] and "(2)" in t.rows[0][1][0]
     assert excess_table(res, "unrelated").rows[1][0][0] == "ft-m-strong"
+    # the CLI summary prints the same excess tables
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    r = CliRunner().invoke(app, ["report", str(control_run), "--format", "md"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert "excess over matched placebo" in flat and "excess over unrelated edits (same kind)" in flat
+    pooled = t.rows[0][4][0]  # "+v [lo, hi]" of the pooled locality column
+    assert pooled.split(" [")[0] in flat
 
 
 def test_margin_bins_and_pairwise_tests(control_run):
@@ -353,6 +362,17 @@ def test_seed38_table_puts_published_rows_beside_exact_intervals(tmp_path):
     assert cells["all"].n == 38 and (cells["all"].low, cells["all"].high) == pytest.approx((iv.low, iv.high))
     near = [r for r in rows if r["category"] == "near"]
     assert cells["near"].value == pytest.approx(sum(r["top1"] for r in near) / 10)
+    # the write-up placeholders quote the same cells, and the published figure
+    from editscope.report.document import DocumentError, fill
+    from editscope.report.render import _fmt
+
+    assert fill("{{seed38:seed-naive-ft:all}}", res, "run") == _fmt(cells["all"])
+    assert fill("{{seed38:published:naive FT:all}}", res, "run") == "0.868"
+    for bad, match in [("{{seed38:seed-naive-ft:nope}}", "COLUMN one of"), ("{{seed38:rome:all}}", "no method 'rome'"),
+                       ("{{seed38:published:magic FT:all}}", "no published setting 'magic FT'"),
+                       ("{{strength:seed-naive-ft:0.5}}", "no swept method"), ("{{strength:x:0.7}}", "LEVEL one of")]:
+        with pytest.raises(DocumentError, match=match):
+            fill(bad, res, "run")
 
 
 # ---- matched strength

@@ -30,6 +30,7 @@ from editscope.methods.locate import (
 )
 from editscope.models import tiny_model
 from editscope.scoring import (
+from locate_settings import EASY, REQ, STATS
     body_forward,
     continuation_nll,
     encode_pairs,
@@ -39,10 +40,6 @@ from editscope.scoring import (
     training_batch,
 )
 
-STATS = {"stats_tokens": 600, "stats_corpus": ["me_ppl_50"], "n_contexts": 2, "context_len": 4}
-# tiny random models learn slowly: a generous budget, and no failure threshold for the algebra tests
-EASY = {**STATS, "fact_token": "last", "v_lr": 1.0, "v_steps": 15, "v_fail_loss": 100.0, "clamp_norm_factor": 20}
-REQ = es.EditRequest("The capital of France is", "Rome", subject="France")
 
 
 @pytest.fixture(autouse=True)

@@ -176,6 +176,33 @@ def test_a_study_grown_by_appended_methods_resumes_in_place(tmp_path):
             run_study(parse_config(other), out, resume=True, progress=False)
 
 
+def test_controls_added_to_a_stored_study_resume_in_place(tmp_path):
+    first = parse_config({**STUDY, "methods": ["ft-m"], "edits": EDITS[:2]})
+    out = run_study(first, tmp_path / "run", progress=False)
+    before = _rows(out)
+    grown = parse_config({**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}],
+                          "edits": EDITS[:2], "controls": {"unrelated": 1}})
+    run_study(grown, out, resume=True, progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    try:
+        units = s.units()
+        assert s.get_meta("config_hash") == grown.config_hash() and s.get_meta("status") == "complete"
+    finally:
+        s.close()
+    by_method = {}
+    for u in units:
+        by_method.setdefault(u.method, []).append(u.unit)
+    assert sorted(by_method) == ["base", "ft-m", "placebo-ft-m", "unrelated-ft-m"]
+    assert sorted(by_method["unrelated-ft-m"]) == ["edit-0000-u00", "edit-0001-u00"]
+    assert set(before) <= set(_rows(out))  # the stored units kept as they were
+    # controls changed once stored, or removed: another study
+    for other in ({**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}], "edits": EDITS[:2],
+                   "controls": {"unrelated": 2}},
+                  {**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}], "edits": EDITS[:2]}):
+        with pytest.raises(RunFolderError, match="another study"):
+            run_study(parse_config(other), out, resume=True, progress=False)
+
+
 def _rows_of(path: Path):
     d = path.parent / "x"
     d.mkdir(exist_ok=True)
@@ -521,6 +548,49 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
                        ("{{table:nope}}", "unknown table"), ("{{frobnicate}}", "unknown placeholder")]:
         with pytest.raises(DocumentError, match=match):
             fill(bad, res, str(finished_run))
+
+
+def test_documents_read_companion_studies(finished_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+    from editscope.report.document import DocumentError, fill, write_document
+
+    main, companion = tmp_path / "runs" / "main", tmp_path / "runs" / "tiny"
+    shutil.copytree(finished_run, main)
+    shutil.copytree(finished_run, companion)
+    renamed = tmp_path / "elsewhere" / "run"
+    shutil.copytree(finished_run, renamed)
+    s = ResultsStore(renamed / "results.sqlite")
+    s.set_meta(name="not-tiny")
+    s.close()
+    tpl = tmp_path / "doc.md.in"
+    tpl.write_text("own {{cell:ft-m:far/answer_unchanged}}; companion {{from:tiny:cell:ft-m:far/answer_unchanged}} "
+                   "of {{from:tiny:meta:name}}\n")
+    res = load_results(finished_run)
+    own = fill("{{cell:ft-m:far/answer_unchanged}}", res, str(finished_run))
+    # found beside the run's folder by default
+    text = write_document(main, tpl, tmp_path / "doc" / "a.md").read_text()
+    assert text == f"own {own}; companion {own} of tiny\n"
+    # or given by name; a folder holding another study, a missing one and a name the template never reads are refused
+    assert write_document(main, tpl, tmp_path / "doc" / "b.md", runs={"tiny": str(companion)}).read_text() == text
+    for runs, match in [({"tiny": str(renamed)}, "holds the study 'not-tiny', not 'tiny'"),
+                        ({"tiny": str(tmp_path / "none")}, "holds no run; pass its folder with --with tiny="),
+                        ({"tiny": str(companion), "other": str(companion)}, "--with other: the template has no")]:
+        with pytest.raises(DocumentError, match=match):
+            write_document(main, tpl, tmp_path / "doc" / "c.md", runs=runs)
+    for bad, match in [("{{from:tiny}}", "write"), ("{{from:nope:meta:name}}", "no stored study 'nope'"),
+                       ("{{from:tiny:figure:blast_radius}}", "read only the document's own run"),
+                       ("{{from:tiny:cell:rome:far/unchanged}}", "no method 'rome'")]:
+        with pytest.raises(DocumentError, match=match):
+            fill(bad, res, str(main), others={"tiny": res})
+    cli = CliRunner()
+    r = cli.invoke(app, ["report", str(main), "--format", "md", "--doc", str(tpl), "--doc-out",
+                         str(tmp_path / "doc" / "d.md"), "--with", f"tiny={companion}"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "doc" / "d.md").read_text() == text
+    r = cli.invoke(app, ["report", str(main), "--format", "md", "--doc", str(tpl), "--with", "tiny"])
+    assert r.exit_code == 2 and "STUDY=RUN_DIR" in _flat(r.output)
 
 
 def test_export_and_unpack_keep_every_result(finished_run, tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from editscope.report.document import write_document
+from editscope.report.document import referenced_studies, write_document
 from editscope.report.results import load_results
 from editscope.runner import unpack_archive
 
@@ -30,10 +30,12 @@ def test_every_write_up_has_its_template_and_archive():
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.name for t in TEMPLATES])
 def test_write_up_numbers_match_the_stored_run(template, tmp_path):
     name = template.name[: -len(".md.in")]
-    run = unpack_archive(STUDIES / "runs" / f"{name}.sqlite.xz", tmp_path / "run")
+    run = unpack_archive(STUDIES / "runs" / f"{name}.sqlite.xz", tmp_path / "runs" / name)
     res = load_results(run)
     assert not res.partial, f"{name}: the stored run is partial"
     assert res.meta["name"] == name
+    for other in referenced_studies(template.read_text()):  # {{from:STUDY:...}}: found beside the run
+        assert load_results(unpack_archive(STUDIES / "runs" / f"{other}.sqlite.xz", tmp_path / "runs" / other)).meta["name"] == other
     out = write_document(run, template, tmp_path / "doc" / f"{name}.md")
     committed = (STUDIES / f"{name}.md").read_text()
     assert out.read_text() == committed, (

@@ -25,10 +25,22 @@ Placeholders (``{{kind:args}}``):
   rate (D draws)``; ``{{identity}}``: ``kept of n`` for the identity control;
   ``{{margin:METHOD:BIN}}``: answer-level locality in a base-margin bin (``<0.1``, ``0.1-1``,
   ``1-3``, ``>3``);
+* ``{{strength:METHOD:LEVEL}}``: a swept method's answer-level locality interpolated at
+  P(target) = LEVEL (see :mod:`editscope.report.strength`), ``value [low, high]`` or ``-`` where
+  its sweep does not reach that strength; ``{{seed38:METHOD:COLUMN}}``: a method's published-protocol
+  metric on the ``seed38`` suite (``target``, ``paraphrase``, ``near``, ``far``, ``general``,
+  ``all`` = the "5" rate over all 38), exact interval; ``{{seed38:published:SETTING:COLUMN}}``: the
+  published figure (``naive FT``, ``constrained FT``, ``low-rank FT``);
 * ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied to ``figures/<study>_<NAME>.png``
   next to the document);
 * ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
-* ``{{run_dir}}``: the run folder as given.
+* ``{{run_dir}}``: the run folder as given;
+* ``{{from:STUDY:PLACEHOLDER}}``: any placeholder above but ``figure``, filled from another stored
+  study (e.g. ``{{from:two-plus-two-controls:excess:rome:placebo}}``), so that a write-up can lead
+  with a companion study's numbers. ``STUDY`` is that study's name; its run folder is given to
+  :func:`write_document` (``editscope report --with STUDY=DIR``) or else found beside this run's
+  folder (``runs/two-plus-two-controls`` next to ``runs/two-plus-two``), and its stored name must
+  match.
 
 An unknown placeholder, method or column is an error that names it.
 """
@@ -37,6 +49,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from .plots import all_figures
@@ -59,9 +72,10 @@ from .render import (
 )
 from .attribution import CONTROL_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
 from ..metrics.edit_metrics import METRICS
+from ..runner.store import FILENAME
 from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
 
-_PLACEHOLDER = re.compile(r"\{\{([a-z_]+)(?::([^}]*))?\}\}")
+_PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)(?::([^}]*))?\}\}")
 
 
 class DocumentError(ValueError):
@@ -83,12 +97,31 @@ def _column(res: StudyResults, method: str, key: str):
     return col.cells[method]
 
 
+def referenced_studies(template: str) -> list[str]:
+    """The other studies a template's ``{{from:STUDY:...}}`` placeholders read, in order of first use."""
+    names = [(m.group(2) or "").split(":", 1)[0] for m in _PLACEHOLDER.finditer(template) if m.group(1) == "from"]
+    return list(dict.fromkeys(names))
+
+
 def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None = None,
-         figures: dict[str, list[Path]] | None = None) -> str:
-    """Replace every placeholder in ``template`` with the run's numbers (see the module docstring)."""
+         figures: dict[str, list[Path]] | None = None, others: Mapping[str, StudyResults] | None = None) -> str:
+    """Replace every placeholder in ``template`` with the run's numbers (see the module docstring).
+    ``others``: the loaded companion studies that ``{{from:STUDY:...}}`` placeholders read, by name."""
 
     def one(m: re.Match) -> str:
         kind, args = m.group(1), (m.group(2) or "")
+        if kind == "from":
+            study, _, inner = args.partition(":")
+            if not inner:
+                raise DocumentError(f"{{{{from:{args}}}}}: write {{{{from:STUDY:PLACEHOLDER}}}}, e.g. "
+                                    "{{from:two-plus-two-controls:identity}}")
+            if study not in (others or {}):
+                raise DocumentError(f"{{{{from:{args}}}}}: no stored study {study!r} was given; have "
+                                    f"{sorted(others or {})} (editscope report --with {study}=RUN_DIR)")
+            ikind = inner.split(":", 1)[0]
+            if ikind in ("figure", "from"):
+                raise DocumentError(f"{{{{from:{args}}}}}: {ikind} placeholders read only the document's own run")
+            return fill("{{" + inner + "}}", others[study], str(others[study].run_dir))
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
         if kind == "table":
             makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
@@ -159,6 +192,41 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 raise DocumentError(f"{{{{margin:{args}}}}}: no method {bits[0]!r} in this run")
             c = margin_locality(res, bits[0]).get(bits[1])
             return f"{_fmt(c)} (n={c.n})" if c is not None else "-"
+        if kind == "strength":
+            from .strength import LEVELS, matched_strength
+
+            bits = args.split(":")
+            per = matched_strength(res)
+            try:
+                level = float(bits[1]) if len(bits) == 2 else None
+            except ValueError:
+                level = None
+            if level not in LEVELS:
+                raise DocumentError(f"{{{{strength:{args}}}}}: write {{{{strength:METHOD:LEVEL}}}} with LEVEL one of "
+                                    f"{', '.join(f'{lv:g}' for lv in LEVELS)}")
+            if bits[0] not in per:
+                raise DocumentError(f"{{{{strength:{args}}}}}: no swept method {bits[0]!r} in this run; have {sorted(per)}")
+            return _fmt(per[bits[0]][level])
+        if kind == "seed38":
+            from .replication import COLUMNS, has_seed38, replication_rows, seed38_cells
+
+            bits = args.split(":")
+            cols = [c for c, _, _ in COLUMNS]
+            if not has_seed38(res):
+                raise DocumentError(f"{{{{seed38:{args}}}}}: this run has no seed38 probe set")
+            if len(bits) not in (2, 3) or bits[-1] not in cols or (len(bits) == 3) != (bits[0] == "published"):
+                raise DocumentError(f"{{{{seed38:{args}}}}}: write {{{{seed38:METHOD:COLUMN}}}} or "
+                                    f"{{{{seed38:published:SETTING:COLUMN}}}} with COLUMN one of {cols}")
+            if len(bits) == 3:
+                pub = {label.split(" (")[0]: cells for label, source, cells in replication_rows(res)
+                       if source == "published"}
+                if bits[1] not in pub:
+                    raise DocumentError(f"{{{{seed38:{args}}}}}: no published setting {bits[1]!r}; have {sorted(pub)}")
+                v = pub[bits[1]].get(bits[2])
+                return "-" if v is None else f"{v:.3f}"
+            if bits[0] not in res.methods:
+                raise DocumentError(f"{{{{seed38:{args}}}}}: no method {bits[0]!r} in this run")
+            return _fmt(seed38_cells(res, bits[0])[bits[1]])
         if kind == "breakdown":
             bits = args.split(":")
             if len(bits) not in (2, 3):
@@ -206,17 +274,44 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
     return _PLACEHOLDER.sub(one, template)
 
 
-def write_document(run_dir: str | Path, template: str | Path, out: str | Path, reference: str | None = None) -> Path:
-    """Fill ``template`` from ``run_dir`` into ``out``; figures go to ``<out dir>/figures``."""
+def load_companions(template: str, run_dir: str | Path,
+                    runs: Mapping[str, str | Path] | None = None) -> dict[str, StudyResults]:
+    """Load every study the template's ``{{from:STUDY:...}}`` placeholders read: from ``runs``
+    (name -> run folder) or else the folder ``STUDY`` beside ``run_dir``. A missing folder or a
+    folder holding another study is an error naming the study and the fix."""
+    runs = dict(runs or {})
+    out: dict[str, StudyResults] = {}
+    for name in referenced_studies(template):
+        where = Path(runs.get(name) or Path(run_dir).resolve().parent / name)
+        if not (where / FILENAME).is_file():
+            raise DocumentError(f"the template reads the stored study {name!r} ({{{{from:{name}:...}}}}) but {where} "
+                                f"holds no run; pass its folder with --with {name}=RUN_DIR")
+        other = load_results(where)
+        if other.meta.get("name") != name:
+            raise DocumentError(f"{where} holds the study {other.meta.get('name')!r}, not {name!r}; pass the right "
+                                f"folder with --with {name}=RUN_DIR")
+        out[name] = other
+    unused = sorted(set(runs) - set(out))
+    if unused:
+        raise DocumentError(f"--with {', '.join(unused)}: the template has no {{{{from:NAME:...}}}} placeholder for "
+                            f"{'it' if len(unused) == 1 else 'them'}; it reads {sorted(out) or 'no other study'}")
+    return out
+
+
+def write_document(run_dir: str | Path, template: str | Path, out: str | Path, reference: str | None = None,
+                   runs: Mapping[str, str | Path] | None = None) -> Path:
+    """Fill ``template`` from ``run_dir`` into ``out``; figures go to ``<out dir>/figures``.
+    ``runs``: companion studies' run folders by study name (see ``{{from:STUDY:...}}``)."""
     res = load_results(run_dir, reference)
     out = Path(out)
     text = Path(template).read_text()
+    others = load_companions(text, run_dir, runs)
     wanted = {m.group(2) for m in _PLACEHOLDER.finditer(text) if m.group(1) == "figure"}
     figures = all_figures(res, Path(run_dir) / "figures", wanted)  # only those the text shows
-    text = fill(text, res, str(run_dir), out.parent / "figures", figures)
+    text = fill(text, res, str(run_dir), out.parent / "figures", figures, others)
     out.parent.mkdir(parents=True, exist_ok=True)  # a write-up without figures creates no figure folder
     out.write_text(text)
     return out
 
 
-__all__ = ["DocumentError", "fill", "write_document"]
+__all__ = ["DocumentError", "fill", "load_companions", "referenced_studies", "write_document"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics.edit_metrics import METRICS, aggregate, summarize
+from ..runner.config import StudyConfig
 from ..runner.store import FILENAME, ResultsStore
 from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval, wilson_interval
 
@@ -39,26 +40,20 @@ def unit_root(unit: str) -> str:
     return m.group(1) if m else unit
 
 
-def planned_labels(config: dict[str, Any]) -> list[str]:
-    """Every method label a stored study config runs, controls included, in run order."""
-    from ..runner.config import StudyConfig
-
+def parse_stored_config(config: dict[str, Any]) -> StudyConfig | None:
+    """The stored study config as a :class:`StudyConfig`, parsed once per report; None for a
+    config written by another version that no longer validates (its plain labels still report)."""
     try:
-        return [m.name for m in StudyConfig.model_validate(config).all_methods()]
-    except Exception:  # noqa: BLE001 - a config from another version: its plain labels
-        return [m.get("label") or m["method"] for m in config.get("methods", [])]
+        return StudyConfig.model_validate(config)
+    except Exception:  # noqa: BLE001 - any validation failure means "another version"
+        return None
 
 
-def control_map(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Control label -> ``(kind, label of the controlled method)`` from a stored study config
-    (see :meth:`editscope.runner.config.StudyConfig.control_map`); empty for studies without
-    controls."""
-    from ..runner.config import StudyConfig
-
-    if not any(m.get("match") or m.get("method") in ("identity", "placebo") for m in config.get("methods", [])) \
-            and not config.get("controls"):
-        return {}
-    return StudyConfig.model_validate(config).control_map()
+def planned_labels(config: dict[str, Any], study: StudyConfig | None) -> list[str]:
+    """Every method label a stored study runs, controls included, in run order."""
+    if study is not None:
+        return [m.name for m in study.all_methods()]
+    return [m.get("label") or m["method"] for m in config.get("methods", [])]
 
 
 @dataclass
@@ -125,6 +120,7 @@ class StudyResults:
     tests: list[Test]
     reference: str | None
     controls: dict[str, tuple[str, str]] = field(default_factory=dict)
+    study: StudyConfig | None = None  # ``config`` parsed (None: written by a version that no longer validates)
 
     @property
     def edit_methods(self) -> list[str]:
@@ -328,7 +324,8 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
     try:
         meta = store.meta()
         config = meta.get("config", {})
-        planned = planned_labels(config)
+        study = parse_stored_config(config)
+        planned = planned_labels(config, study)
         units = store.units()
         present = {u.method for u in units}
         methods = [m for m in planned if m in present]
@@ -336,7 +333,7 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         if ref is not None and ref not in methods:
             raise ValueError(f"reference method {ref!r} has no results in {run_dir}; have {methods}")
         res = StudyResults(run_dir, meta, config, methods, store.rows(), store.scalars(), store.events(), units,
-                           None, [], [], ref, control_map(config))
+                           None, [], [], ref, study.control_map() if study else {}, study)
     finally:
         store.close()
     res.columns = _columns(res)

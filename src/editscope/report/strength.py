@@ -29,11 +29,7 @@ class StrengthPoint:
 
 def sweep_groups(res: StudyResults) -> dict[str, tuple[str, list[str]]]:
     """Swept method -> (hyperparameter, its settings' labels), from the stored config."""
-    from ..runner.config import StudyConfig
-
-    if not any(m.get("sweep") for m in res.config.get("methods", [])):
-        return {}
-    return StudyConfig.model_validate(res.config).sweeps()
+    return res.study.sweeps() if res.study is not None else {}
 
 
 def p_target(res: StudyResults, method: str) -> float | None:

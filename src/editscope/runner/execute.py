@@ -57,21 +57,28 @@ def unit_seed(seed: int, method: str, unit: str) -> int:
 
 
 def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
-    """``config`` is the stored study with methods appended at the end, everything else equal: a
-    hyperparameter search grown by new grid points, which ``--resume`` may continue in place."""
+    """``config`` is the stored study grown in place, everything else equal: methods appended at
+    the end (a hyperparameter search grown by new grid points, more methods), and/or unrelated-edit
+    ``controls:`` added to a study that had none. Either only adds units, so ``--resume`` may
+    continue it in place; reordered, removed or changed methods or changed controls may not."""
     new = config.model_dump(mode="json")
     old_methods, new_methods = stored.get("methods", []), new["methods"]
-    if not old_methods or len(new_methods) <= len(old_methods) or new_methods[:len(old_methods)] != old_methods:
+    if not old_methods or new_methods[:len(old_methods)] != old_methods:
         return False
-    rest = lambda d: {k: v for k, v in d.items() if k not in ("methods", "criterion")}  # noqa: E731
+    controls_added = "controls" not in stored and "controls" in new
+    if len(new_methods) == len(old_methods) and not controls_added:
+        return False
+    if not controls_added and stored.get("controls") != new.get("controls"):
+        return False
+    rest = lambda d: {k: v for k, v in d.items() if k not in ("methods", "criterion", "controls")}  # noqa: E731
     return rest(stored) == rest(new)
 
 
 def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, force: bool = False) -> ResultsStore:
     """Create or reopen the store in ``out``. Refuses a folder holding another study's run (unless
     ``force``, which moves the old file aside, never deletes it) or this study's run without
-    ``resume``. With ``resume``, a study whose only change is methods appended to its list is
-    extended in place (see :func:`extends`)."""
+    ``resume``. With ``resume``, a study whose only change is methods appended to its list or
+    controls added is extended in place (see :func:`extends`)."""
     out = Path(out)
     path = out / FILENAME
     if path.exists():
@@ -89,7 +96,9 @@ def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, forc
             return store
         if store is not None and resume and extends(store.get_meta("config") or {}, config):
             added = len(config.methods) - len((store.get_meta("config") or {}).get("methods", []))
-            log.warning("%s: extending the stored study with %d appended method(s); done units are kept", out, added)
+            log.warning("%s: extending the stored study with %d appended method(s)%s; done units are kept", out,
+                        added, " and unrelated-edit controls" if "controls" not in (store.get_meta("config") or {})
+                        and config.controls is not None else "")
             store.set_meta(config_hash=config.config_hash(), config=config.model_dump(mode="json"),
                            extended=now_iso())
             (out / "study.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
