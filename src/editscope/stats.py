@@ -71,8 +71,28 @@ _CHUNK_ELEMENTS = 1 << 22
 # --------------------------------------------------------------------------- #
 
 
+class _Fields:
+    """``to_dict`` for the frozen result dataclasses below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain ``dict`` (floats may be ``nan``)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+class _Estimate(_Fields):
+    """A result with ``value``, ``low``, ``high``, ``n`` and ``confidence`` fields, viewed as an
+    :class:`Interval` whose method name is ``interval_method``."""
+
+    interval_method: str = ""
+
+    def interval(self) -> Interval:
+        """The estimate and its bounds as an :class:`Interval`."""
+        return Interval(value=self.value, low=self.low, high=self.high, n=self.n,  # type: ignore[attr-defined]
+                        confidence=self.confidence, method=self.interval_method)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class Interval:
+class Interval(_Fields):
     """A point estimate with a two-sided confidence interval.
 
     Attributes:
@@ -94,13 +114,9 @@ class Interval:
     confidence: float
     method: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a plain ``dict`` (floats may be ``nan``)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class McNemarResult:
+class McNemarResult(_Fields):
     """Outcome of :func:`mcnemar_exact`.
 
     Attributes:
@@ -117,13 +133,9 @@ class McNemarResult:
     statistic: int
     pvalue: float
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a plain ``dict``."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class BootstrapResult:
+class BootstrapResult(_Estimate):
     """Outcome of :func:`paired_bootstrap`.
 
     Attributes:
@@ -152,24 +164,11 @@ class BootstrapResult:
     confidence: float
     seed: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a plain ``dict``."""
-        return asdict(self)
-
-    def interval(self) -> Interval:
-        """The difference and its bounds as an :class:`Interval`."""
-        return Interval(
-            value=self.value,
-            low=self.low,
-            high=self.high,
-            n=self.n,
-            confidence=self.confidence,
-            method="paired-bootstrap-percentile",
-        )
+    interval_method = "paired-bootstrap-percentile"  # class attribute, not a field
 
 
 @dataclass(frozen=True)
-class ExcessResult:
+class ExcessResult(_Estimate):
     """Outcome of :func:`excess_rate`.
 
     Attributes:
@@ -199,20 +198,9 @@ class ExcessResult:
     confidence: float
     method: str = "two-level-bootstrap"
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the fields as a plain ``dict``."""
-        return asdict(self)
-
-    def interval(self) -> Interval:
-        """The excess and its bounds as an :class:`Interval` (``n`` = probes)."""
-        return Interval(
-            value=self.value,
-            low=self.low,
-            high=self.high,
-            n=self.n,
-            confidence=self.confidence,
-            method=self.method,
-        )
+    @property
+    def interval_method(self) -> str:  # type: ignore[override]
+        return self.method
 
 
 # --------------------------------------------------------------------------- #
