@@ -17,7 +17,9 @@ The vocabulary projection is applied only at positions whose logits are needed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -301,11 +303,25 @@ def teacher_forced_hidden(model: Model, seqs: Sequence[Sequence[int]], side: Pad
     return hidden, starts
 
 
-def body_forward(model: Model, input_ids, attention_mask, position_ids, **kwargs):
-    """Run the model body (no vocabulary projection); returns the HF base-model output."""
-    return model.module("body")(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
-    )
+@functools.cache
+def _cache_argument(body_type: type) -> str:
+    """The keyword a model body takes its KV cache by: ``cache`` in recent transformers 5.x
+    (``past_key_values`` still works there but warns on every call), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(body_type.forward).parameters else "past_key_values"
+
+
+def body_forward(model: Model, input_ids, attention_mask, position_ids, *, kv_cache=None, **kwargs):
+    """Run the model body (no vocabulary projection); returns the HF base-model output.
+    ``kv_cache``: a KV cache (:func:`kv_cache_of` an earlier output, or a ``Cache``) to continue from."""
+    body = model.module("body")
+    if kv_cache is not None:
+        kwargs[_cache_argument(type(body))] = kv_cache
+    return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+
+
+def kv_cache_of(out):
+    """The KV cache of a :func:`body_forward` output made with ``use_cache=True``, under either name."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 @torch.inference_mode()
@@ -485,7 +501,7 @@ def greedy_continuations(
     for batch in plan_batches([len(s) + max_new_tokens for s in seqs], batch_size, max_tokens):
         ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], pad_id(model), "left", model.device)
         out = body_forward(model, ids, mask, pos, use_cache=True)
-        cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+        cache, h = kv_cache_of(out), out.last_hidden_state[:, -1]
         gen = [[] for _ in batch]
         lps = [[] for _ in batch]
         done = torch.zeros(len(batch), dtype=torch.bool)
@@ -507,8 +523,8 @@ def greedy_continuations(
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos[:, -1:] + 1
-            out = body_forward(model, nxt[:, None], mask, pos, past_key_values=cache, use_cache=True)
-            cache, h = out.past_key_values, out.last_hidden_state[:, -1]
+            out = body_forward(model, nxt[:, None], mask, pos, kv_cache=cache, use_cache=True)
+            cache, h = kv_cache_of(out), out.last_hidden_state[:, -1]
         for b, i in enumerate(batch):
             results[i] = Generation(
                 token_ids=tuple(gen[b]), token_logprobs=tuple(lps[b]),

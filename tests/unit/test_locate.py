@@ -30,7 +30,6 @@ from editscope.methods.locate import (
 )
 from editscope.models import tiny_model
 from editscope.scoring import (
-from locate_settings import EASY, REQ, STATS
     body_forward,
     continuation_nll,
     encode_pairs,
@@ -39,6 +38,7 @@ from locate_settings import EASY, REQ, STATS
     token_index_at,
     training_batch,
 )
+from locate_settings import EASY, REQ, STATS
 
 
 

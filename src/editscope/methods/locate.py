@@ -33,6 +33,7 @@ from ..scoring import (
     TrainingBatch,
     pad_id,
     body_forward,
+    kv_cache_of,
     continuation_nll,
     encode_pairs,
     encode_prompts,
@@ -211,7 +212,7 @@ class ResidualProblem:
             self.key = k_in[0][:n, P].float().mean(0)  # == keys(model, layer, [request], templates)[0]
             self.entering = entering[0][:, P:]
             keep = self.mask[:, None, :P, None].to(self.entering.dtype)  # pad columns: zeros, never NaN
-            cache = out.past_key_values
+            cache = kv_cache_of(out)
             self.prefix = [(lay.keys[:, :, :P] * keep, lay.values[:, :, :P] * keep) for lay in cache.layers]
             self.kl_base = None
             if self.has_kl:
@@ -227,7 +228,7 @@ class ResidualProblem:
         with skip_modules(self.below, m.arch.block_returns_tuple), \
                 replace_input(m.module("layer", self.layer), self.entering), \
                 add_to_output(m.module("mlp_out", self.layer), self.rows, self.cols, delta):
-            h = body_forward(m, self.ids, self.mask, self.pos, past_key_values=cache, use_cache=True).last_hidden_state
+            h = body_forward(m, self.ids, self.mask, self.pos, kv_cache=cache, use_cache=True).last_hidden_state
         nll = continuation_nll(m, self.batch, hidden=h)
         kl = torch.log_softmax(logits_from_hidden(m, h[-1:, self.kl_col]), -1) if self.has_kl else None
         return nll, kl
