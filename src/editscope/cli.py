@@ -2,21 +2,66 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+
+from .errors import EXIT_INPUT, EXIT_INTERRUPTED, describe
+
+console = Console()
+err_console = Console(stderr=True)
+#: set by ``--debug`` or ``EDITSCOPE_DEBUG=1``: errors propagate with their traceback
+_debug = {"on": False}
+
+
+def _debug_on() -> bool:
+    return _debug["on"] or os.environ.get("EDITSCOPE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _OneErrorPath(TyperGroup):
+    """Every command's errors leave through here: one or a few lines naming the culprit and the
+    fix, exit code 2 for bad input and 1 for a failure during work (see :mod:`editscope.errors`);
+    Ctrl-C says where it stopped (exit 130); a traceback only with ``--debug``."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException, click.exceptions.Exit, click.ClickException,
+                click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            if _debug_on():
+                raise
+            err_console.print("[yellow]interrupted[/]: nothing was left half-written (a run keeps every finished "
+                              "unit; continue it with `editscope run CONFIG --out DIR --resume`)")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as e:  # noqa: BLE001 - the one place where any error becomes a message
+            if _debug_on():
+                raise
+            code, message = describe(e)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+            raise typer.Exit(code) from None
+
 
 app = typer.Typer(
+    cls=_OneErrorPath,
     help="editscope: edit what a language model knows, and measure everything else the edit changed.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
 
 # Options shared by every command that loads a model.
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="model name, hub id or directory")]
@@ -33,16 +78,51 @@ DEMO_PROMPTS = [
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(
+    debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error (also EDITSCOPE_DEBUG=1)")] = False,
+) -> None:
     """Quiet the libraries: editscope prints its own progress and results."""
     from transformers.utils import logging as hf_logging
 
+    _debug["on"] = debug
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # deprecation notices from transformers are for editscope's developers
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|transformers)\b")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(torch|transformers)\b")
 
 
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code=2)
+def _at_least(value: int, flag: str, minimum: int) -> None:
+    if value < minimum:
+        _fail(f"{flag} {value}: must be at least {minimum}")
+
+
+@contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while a step that can take a while runs."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        bar.add_task(what, total=None)
+        yield
+
+
+def _check_output_file(path: str, flag: str) -> None:
+    """An output file the command will write: its folder must exist; an existing folder is refused."""
+    p = Path(path)
+    for q in p.parents:
+        if q.exists() and not q.is_dir():
+            _fail(f"{flag} {path}: {q} is a file, not a folder")
+    if p.is_dir():
+        _fail(f"{flag} {path}: is a folder; give a file name")
+    if not p.parent.is_dir():
+        _fail(f"{flag} {path}: the folder {p.parent} does not exist; create it first")
+
+
+def _fail(message: str, code: int = EXIT_INPUT) -> None:
+    """Refuse with one line (exit code 2: bad input, unless ``code`` says otherwise)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code=code)
 
 
 @app.command()
@@ -73,14 +153,16 @@ def peek(
     """Show a model's greedy answers and its top-k next tokens with probabilities."""
     from . import greedy_continuations, load_model, top_k_next_tokens
 
+    from .models.model import resolve_dtype
+
     prompts = prompts or DEMO_PROMPTS
-    try:
+    _at_least(new_tokens, "--new-tokens", 1)
+    _at_least(k, "--k", 1)
+    resolve_dtype(dtype)
+    with _working(f"loading {model}"):
         m = load_model(model, dtype=dtype)
-        gens = greedy_continuations(m, prompts, new_tokens)
-        tops = top_k_next_tokens(m, prompts, k)
-    except (ValueError, RuntimeError, ImportError, OSError) as e:
-        _fail(str(e))
-        return
+    gens = greedy_continuations(m, prompts, new_tokens)
+    tops = top_k_next_tokens(m, prompts, k)
     table = Table(title=f"{m.name}: greedy answers and top-{k} next tokens")
     table.add_column("prompt")
     table.add_column("greedy continuation")
@@ -144,32 +226,45 @@ def eval_cmd(
     from . import EditRequest, evaluate, load_edit, load_model
     from .probes.registry import get_suite, suite_info
 
+    from .methods.handle import read_saved_edit
+    from .models.model import resolve_dtype
+
+    # everything the user typed is checked before the model loads
+    info = suite_info(suite)
     kwargs: dict = {}
+    if prompt is not None or target is not None:
+        if prompt is None or target is None:
+            _fail("give both --prompt and --target to define the edit")
+        kwargs["edit"] = EditRequest(prompt=prompt, target_new=target)
+    elif info.needs_edit:
+        kwargs["edit"] = None
+    if n is not None:
+        _at_least(n, "--n", 0)
+    if limit is not None:
+        _at_least(limit, "--limit", 1)
+    for key, value in (("n", n), ("source", source), ("limit", limit)):
+        if value is not None:
+            kwargs[key] = value
+    resolve_dtype(dtype)
+    if edit is not None:
+        read_saved_edit(edit)
+    if rows:
+        _check_output_file(rows, "--rows")
     try:
-        info = suite_info(suite)
-        if prompt is not None or target is not None:
-            if prompt is None or target is None:
-                _fail("give both --prompt and --target to define the edit")
-            kwargs["edit"] = EditRequest(prompt=prompt, target_new=target)
-        elif info.needs_edit:
-            kwargs["edit"] = None
-        for key, value in (("n", n), ("source", source), ("limit", limit)):
-            if value is not None:
-                kwargs[key] = value
         probes = get_suite(suite, **kwargs)
-        if len(probes) == 0:
-            _fail(f"suite {suite!r} yielded no probes with {kwargs}")
-        m = load_model(model, dtype=dtype)
-        result = evaluate(m, probes)  # the base (cached on disk after the first run)
-        if edit is not None:
-            load_edit(m, edit)
-            result = evaluate(m, probes)
     except TypeError as e:
         _fail(f"suite {suite!r} does not take these options ({', '.join(kwargs)}): {e}")
         return
-    except (ValueError, KeyError, RuntimeError, ImportError, OSError) as e:
-        _fail(str(e))
-        return
+    if len(probes) == 0:
+        _fail(f"suite {suite!r} yielded no probes with {kwargs}")
+    with _working(f"loading {model}"):
+        m = load_model(model, dtype=dtype)
+    with _working(f"base model on {len(probes)} probes (cached after the first run)"):
+        result = evaluate(m, probes)
+    if edit is not None:
+        load_edit(m, edit)
+        with _working(f"edited model on {len(probes)} probes"):
+            result = evaluate(m, probes)
     summary = result.summary()
     title = f"{m.name}{' + ' + edit if edit else ''} on {suite} ({len(probes)} probes)"
     if rows:
@@ -195,20 +290,28 @@ def downstream(
     from . import load_model
     from .metrics import TASKS, run_task
 
-    try:
+    from .models.model import resolve_dtype
+
+    for name in task:
+        if name not in TASKS:
+            close = difflib.get_close_matches(name, list(TASKS), n=1)
+            _fail(f"--task {name!r}: unknown task.{f' Did you mean {close[0]!r}?' if close else ''} "
+                  f"Tasks: {', '.join(TASKS)}")
+    if limit is not None:
+        _at_least(limit, "--limit", 1)
+    resolve_dtype(dtype)
+    with _working(f"loading {model}"):
         m = load_model(model, dtype=dtype)
-        table = Table(title=f"{m.name} downstream (zero-shot)")
-        for col in ("task", "n", "metric", "value [95% interval]", "seconds"):
-            table.add_column(col)
-        for name in task:
+    table = Table(title=f"{m.name} downstream (zero-shot)")
+    for col in ("task", "n", "metric", "value [95% interval]", "seconds"):
+        table.add_column(col)
+    for name in task:
+        with _working(f"{name}: scoring"):
             r = run_task(m, name, limit=limit)
-            for metric, value in r.metrics.items():
-                iv = r.intervals.get(metric)
-                cell = f"{value:.3f}" + (f" [{iv.low:.3f}, {iv.high:.3f}]" if iv else "")
-                table.add_row(name, str(r.n), metric, cell, f"{r.seconds:.1f}")
-    except (ValueError, KeyError, RuntimeError, OSError) as e:
-        _fail(f"{e} (tasks: {', '.join(TASKS)})")
-        return
+        for metric, value in r.metrics.items():
+            iv = r.intervals.get(metric)
+            cell = f"{value:.3f}" + (f" [{iv.low:.3f}, {iv.high:.3f}]" if iv else "")
+            table.add_row(name, str(r.n), metric, cell, f"{r.seconds:.1f}")
     console.print(table)
 
 
@@ -223,12 +326,16 @@ def ppl(
     from . import load_model
     from .metrics import is_collapsed, load_corpus, perplexity
 
-    try:
+    from .models.model import resolve_dtype
+
+    if limit is not None:
+        _at_least(limit, "--limit", 1)
+    resolve_dtype(dtype)
+    texts = load_corpus(corpus, limit=limit)
+    with _working(f"loading {model}"):
         m = load_model(model, dtype=dtype)
-        r = perplexity(m, load_corpus(corpus, limit=limit))
-    except (ValueError, KeyError, RuntimeError, OSError) as e:
-        _fail(str(e))
-        return
+    with _working(f"perplexity over {len(texts)} documents"):
+        r = perplexity(m, texts)
     console.print(f"{m.name} on {escape(corpus)}: perplexity {r.ppl:.2f} over {r.n_tokens} tokens "
                   f"({r.n_documents} documents; mean per-document {r.mean_document_ppl:.2f}); "
                   f"collapsed (> 1000): {is_collapsed(r.ppl)}")
@@ -259,6 +366,8 @@ def methods(
 
     if arch not in ARCH_SPECS:
         _fail(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCH_SPECS))}")
+    if layers < 1:
+        _fail(f"--layers {layers}: a model has at least 1 block (the default model has 30)")
     spec = ARCH_SPECS[arch]
     table = Table(title="edit methods")
     for col in ("method", "family", "requests", "what it does / touches"):
@@ -300,18 +409,25 @@ def edit(
 ) -> None:
     """Apply one edit and show the model's answer before and after."""
     from . import EditRequest, apply_edit, greedy_continuations, load_model
+    from .methods.base import check_hparams
+    from .methods.handle import check_save_folder
+    from .models.model import resolve_dtype
 
+    # everything the user typed is checked before the model loads or the edit runs
     hp = _parse_hparams(hparam)
-    try:
-        req = EditRequest(prompt=prompt, target_new=target, subject=subject, target_true=target_true)
+    check_hparams(method, hp)
+    _at_least(new_tokens, "--new-tokens", 1)
+    resolve_dtype(dtype)
+    req = EditRequest(prompt=prompt, target_new=target, subject=subject, target_true=target_true)
+    if save:
+        check_save_folder(save)
+    with _working(f"loading {model}"):
         m = load_model(model, dtype=dtype)
-        before = greedy_continuations(m, [prompt], new_tokens)[0].text
+    before = greedy_continuations(m, [prompt], new_tokens)[0].text
+    with _working(f"editing with {method}"):
         handle = apply_edit(m, [req], method, **hp)
-        after = greedy_continuations(m, [prompt], new_tokens)[0].text
-        out = handle.save(save) if save else None
-    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
-        _fail(str(e))
-        return
+    after = greedy_continuations(m, [prompt], new_tokens)[0].text
+    out = handle.save(save) if save else None
     table = Table(title=f"{m.name}: {method} edit {prompt!r} -> {target!r}")
     for col in ("", "greedy answer", "target loss (nats/token)"):
         table.add_column(col)
@@ -340,14 +456,16 @@ def run(
     report: Annotated[bool, typer.Option(help="write the report when the run finishes")] = True,
 ) -> None:
     """Run a study: methods x edits x probe suites under a protocol, into a resumable results store."""
-    from .runner import ConfigError, RunFolderError, StoreError, build_plan, load_config, run_study
+    from . import runner
+    from .runner.execute import check_run_folder
+    from .runner.store import FILENAME, ResultsStore
 
-    try:
-        cfg = load_config(config)
-        plan = build_plan(cfg)
-    except ConfigError as e:
-        _fail(str(e))
+    cfg = runner.load_config(config)
+    plan = runner.build_plan(cfg)
     out_dir = out or f"runs/{cfg.name}"
+    check_run_folder(out_dir)
+    if (Path(out_dir) / FILENAME).exists() and not force:
+        ResultsStore(Path(out_dir) / FILENAME).close()  # a results file that is not ours: refused now
     per_unit = sum(len(ps) for _, ps in plan.eval_sets(plan.units[1]).values()) if len(plan.units) > 1 else 0
     evaluated = [u for u in plan.units if u.evaluate and u.method != "base"]
     console.print(f"study [bold]{escape(cfg.name)}[/] (config hash {cfg.config_hash()}): model {escape(cfg.model.name)}, "
@@ -359,9 +477,13 @@ def run(
         _estimate(cfg, plan, per_unit, evaluated)
         return
     try:
-        path = run_study(cfg, out_dir, resume=resume, force=force)
-    except (ConfigError, RunFolderError, StoreError) as e:
-        _fail(str(e))
+        path = runner.run_study(cfg, out_dir, resume=resume, force=force)
+    except KeyboardInterrupt:
+        if _debug_on():
+            raise
+        err_console.print(f"[yellow]interrupted[/]: every finished unit is stored in {escape(out_dir)}; continue with "
+                          f"`editscope run {escape(config)} --out {escape(out_dir)} --resume`")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(f"results: {escape(str(path))}/results.sqlite")
     if report:
         _report(path, ("md", "html", "latex"), None)
@@ -397,10 +519,7 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
 def _report(run_dir, formats, reference) -> None:
     from .report import write_report
 
-    try:
-        paths = write_report(run_dir, tuple(formats), reference)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    paths = write_report(run_dir, tuple(formats), reference)
     from .report.attribution import CONTROL_KINDS, KIND_LABEL
     from .report.render import excess_table, main_table
     from .report.results import load_results
@@ -464,9 +583,13 @@ def report_cmd(
                        "(repeatable; default: the folder STUDY beside RUN_DIR)")] = None,
 ) -> None:
     """Write report.md, report.html and latex/ for a run (complete or partial) and print the summary table."""
-    from .report.document import DocumentError, write_document
-    from .runner import StoreError
+    from .report.document import write_document
 
+    from .report.render import FORMATS
+
+    for f in fmt or ():
+        if f not in FORMATS:
+            _fail(f"--format {f!r}: unknown report format; use {', '.join(FORMATS)}")
     runs = {}
     for item in with_runs or []:
         name, sep, folder = item.partition("=")
@@ -475,13 +598,10 @@ def report_cmd(
         runs[name] = folder
     if runs and not doc:
         _fail("--with names companion studies for a --doc template; give --doc TEMPLATE too")
-    try:
-        _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
-        if doc:
-            target = doc_out or (doc[:-3] if doc.endswith(".in") else doc + ".md")
-            console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs)))}")
-    except (StoreError, DocumentError, FileNotFoundError) as e:
-        _fail(str(e))
+    _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
+    if doc:
+        target = doc_out or (doc[:-3] if doc.endswith(".in") else doc + ".md")
+        console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs)))}")
 
 
 @app.command()
@@ -490,12 +610,9 @@ def export(
     out: Annotated[str, typer.Argument(help="archive to write, NAME.sqlite.xz")],
 ) -> None:
     """Write a compact xz copy of a run's results store (to commit next to a write-up)."""
-    from .runner import StoreError, export_archive
+    from .runner import export_archive
 
-    try:
-        path = export_archive(run_dir, out)
-    except (StoreError, ValueError) as e:
-        _fail(str(e))
+    path = export_archive(run_dir, out)
     console.print(f"archive: {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -505,12 +622,9 @@ def unpack(
     run_dir: Annotated[str, typer.Argument(help="empty folder to restore the run into (then `editscope report` it)")],
 ) -> None:
     """Restore an exported results store into a run folder."""
-    from .runner import StoreError, unpack_archive
+    from .runner import unpack_archive
 
-    try:
-        console.print(f"run folder: {escape(str(unpack_archive(archive, run_dir)))}")
-    except (StoreError, FileNotFoundError) as e:
-        _fail(str(e))
+    console.print(f"run folder: {escape(str(unpack_archive(archive, run_dir)))}")
 
 
 def main() -> None:  # pragma: no cover - entry point

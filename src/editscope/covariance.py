@@ -30,6 +30,7 @@ import torch
 from .hooks import StopForward, capture_input, stop_after
 from .models.default import cache_root
 from .models.model import Model
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ DEFAULT_N_TOKENS = 100_000
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-class KeyStatsError(ValueError):
+class KeyStatsError(InputError, ValueError):
     """Statistics that cannot be computed or used for this model/layer."""
 
 

@@ -44,6 +44,8 @@ from .scoring import (
     score_encoded,
 )
 
+from .errors import WorkError
+
 log = logging.getLogger(__name__)
 
 ENGINE_VERSION = 2
@@ -52,7 +54,7 @@ DEFAULT_TOP_K = 64
 UNSCORED_BY_DEFAULT = frozenset({"far"})
 
 
-class BaseNotAvailableError(RuntimeError):
+class BaseNotAvailableError(WorkError, RuntimeError):
     """The model is edited and the base outputs for this probe set were never computed."""
 
 

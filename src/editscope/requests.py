@@ -38,6 +38,11 @@ def _require_text(value: Any, name: str, where: str = "") -> None:
         raise TypeError(f"{where}{name} must be a string, got {type(value).__name__}")
     if not value.strip():
         raise ValueError(f"{where}{name} is empty; give a non-blank string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a command-line argument whose bytes were not UTF-8
+        raise ValueError(f"{where}{name} {value!r} holds bytes that are not valid UTF-8 (at character {e.start}); "
+                         "give the text as UTF-8") from None
 
 
 @dataclass(frozen=True)

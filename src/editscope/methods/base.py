@@ -26,23 +26,24 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
+from ..errors import InputError, WorkError
 
 
-class EditFailed(RuntimeError):
+class EditFailed(WorkError, RuntimeError):
     """An edit was rolled back (non-finite weights, a target loss that got worse, a method error).
 
     The model's weights are exactly what they were before the edit was attempted.
     """
 
 
-class UnknownMethodError(ValueError):
+class UnknownMethodError(InputError, ValueError):
     """A method name that is not registered."""
 
     def __str__(self) -> str:
         return str(self.args[0])
 
 
-class HparamError(ValueError):
+class HparamError(InputError, ValueError):
     """A hyperparameter that is unknown, of the wrong type or out of range."""
 
 
@@ -146,6 +147,21 @@ def get_method(name: str) -> EditMethod:
     close = difflib.get_close_matches(key, list(METHODS), n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise UnknownMethodError(f"unknown edit method {name!r}.{hint} Known: {', '.join(sorted(METHODS))}")
+
+
+def check_hparams(name: str, given: dict[str, Any]) -> None:
+    """Refuse, before any model is loaded, hyperparameters that method ``name`` does not have or
+    values it would not accept (:class:`HparamError` with "did you mean"); fields left out are
+    filled later from the architecture's defaults and are not checked here."""
+    cls = type(get_method(name))
+    try:
+        cls.Hparams(**given)
+    except ValidationError as e:
+        errors = [err for err in e.errors() if err["type"] != "missing" and err["loc"]]
+        if errors:
+            raise HparamError(_explain(cls.name, cls.Hparams, ValidationError.from_exception_data(
+                e.title, [{k: err[k] for k in ("type", "loc", "input", "ctx") if k in err} for err in errors])
+                )) from None
 
 
 def list_methods() -> list[dict[str, Any]]:

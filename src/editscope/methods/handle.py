@@ -24,17 +24,18 @@ import torch
 
 from ..models.model import Model, tensor_digest
 from ..requests import EditRequest
+from ..errors import InputError, WorkError
 
 MANIFEST = "manifest.json"
 DELTA = "delta.safetensors"
 FORMAT_VERSION = 1
 
 
-class EditHandleError(RuntimeError):
+class EditHandleError(WorkError, RuntimeError):
     """An operation on an edit handle that would corrupt weights (undo twice, out of order, ...)."""
 
 
-class EditLoadError(ValueError):
+class EditLoadError(InputError, ValueError):
     """A saved edit that does not fit this model (other base weights, other tensors) or is not ours."""
 
 
@@ -192,11 +193,7 @@ class EditHandle:
         from safetensors.torch import save_file
 
         self._require_latest("save")
-        out = Path(path).expanduser()
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"{out} exists and is not a folder; give a folder path for the saved edit")
-        if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-            raise FileExistsError(f"{out} holds other files; save the edit into an empty or new folder")
+        out = check_save_folder(path)
         out.mkdir(parents=True, exist_ok=True)
         params = parameters(self.model, self.names)
         deltas = {n: exact_delta(self._before[n], params[n].detach()).contiguous().cpu()  # type: ignore[index]
@@ -230,6 +227,54 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+class EditSaveError(InputError, FileExistsError):
+    """A folder an edit cannot be saved into (a file, under a file, or holding other files)."""
+
+
+def check_save_folder(path: str | os.PathLike) -> Path:
+    """The folder an edit will be saved into, checked before the edit runs: new, empty, or an
+    earlier saved edit (replaced); never a file, a path under a file or a folder of other files."""
+    out = Path(path).expanduser()
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise EditSaveError(f"--save {out}: {'it' if p == out else p} is a file, not a folder; give a new or "
+                                "empty folder for the saved edit")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise EditSaveError(f"--save {out}: holds other files; save the edit into a new or empty folder")
+    return out
+
+
+def read_saved_edit(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a saved edit folder, checked (manifest JSON, format, and a readable
+    ``delta.safetensors`` holding exactly the manifest's tensors) without loading any model."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(path).expanduser()
+    mpath = folder / MANIFEST
+    if not mpath.is_file() or not (folder / DELTA).is_file():
+        raise EditLoadError(f"{folder} is not a saved edit (needs {MANIFEST} and {DELTA}); save one with "
+                            "`editscope edit --save DIR` or handle.save(dir)")
+    try:
+        man = json.loads(mpath.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EditLoadError(f"{mpath} is not valid JSON ({e}); the saved edit is damaged") from None
+    if not isinstance(man, dict) or man.get("format") != "editscope-edit":
+        raise EditLoadError(f"{mpath} is not an editscope edit manifest")
+    if man.get("format_version", 0) > FORMAT_VERSION:
+        raise EditLoadError(f"{folder} was saved by a newer editscope (format {man['format_version']}); upgrade editscope")
+    missing = [k for k in ("method", "hparams", "requests", "tensors", "base_fingerprint") if k not in man]
+    if missing:
+        raise EditLoadError(f"{mpath} lacks {', '.join(missing)}; the saved edit is damaged")
+    try:
+        with safe_open(str(folder / DELTA), framework="pt") as f:
+            keys = sorted(f.keys())
+    except (SafetensorError, OSError) as e:
+        raise EditLoadError(f"{folder / DELTA} cannot be read ({e}); the saved edit is damaged") from None
+    if keys != sorted(man["tensors"]):
+        raise EditLoadError(f"{folder / DELTA} holds other tensors than its manifest lists; the saved edit is damaged")
+    return man
+
+
 def load_edit(model: Model, path: str | os.PathLike) -> EditHandle:
     """Re-apply an edit saved by :meth:`EditHandle.save`; returns its (undoable) handle.
 
@@ -239,17 +284,7 @@ def load_edit(model: Model, path: str | os.PathLike) -> EditHandle:
     from safetensors import safe_open
 
     folder = Path(path).expanduser()
-    mpath = folder / MANIFEST
-    if not mpath.is_file() or not (folder / DELTA).is_file():
-        raise EditLoadError(f"{folder} is not a saved edit (needs {MANIFEST} and {DELTA}); save one with handle.save(dir)")
-    try:
-        man = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise EditLoadError(f"{mpath} is not valid JSON ({e}); the saved edit is damaged") from None
-    if man.get("format") != "editscope-edit":
-        raise EditLoadError(f"{mpath} is not an editscope edit manifest")
-    if man.get("format_version", 0) > FORMAT_VERSION:
-        raise EditLoadError(f"{folder} was saved by a newer editscope (format {man['format_version']}); upgrade editscope")
+    man = read_saved_edit(folder)
     if man["base_fingerprint"] != model.base_fingerprint:
         raise EditLoadError(
             f"{folder} was made on a model with base fingerprint {man['base_fingerprint'][:12]}..., but this "
@@ -265,8 +300,6 @@ def load_edit(model: Model, path: str | os.PathLike) -> EditHandle:
             f"{len(stale)} tensor(s) the edit changes (e.g. {stale[0]}) are not in the state it was made on; "
             "apply the edits saved before it first, or undo the ones applied since")
     with safe_open(str(folder / DELTA), framework="pt") as f:
-        if sorted(f.keys()) != sorted(names):
-            raise EditLoadError(f"{folder / DELTA} holds other tensors than its manifest lists; the saved edit is damaged")
         deltas = {n: f.get_tensor(n) for n in names}
     for n, p in params.items():
         if tuple(deltas[n].shape) != tuple(p.shape):

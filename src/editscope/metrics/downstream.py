@@ -82,6 +82,7 @@ from ..models.model import Model
 from ..paths import data_path
 from ..scoring import score_continuations
 from ..stats import Interval, wilson_interval
+from ..errors import InputError
 
 __all__ = [
     "TASKS",
@@ -105,7 +106,7 @@ __all__ = [
 NORMALIZATIONS = ("chars", "bytes", "tokens", None)
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError, ValueError):
     """A task file record lacks a field or has a value of the wrong kind."""
 
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError
 
-class UnsupportedArchitectureError(ValueError):
+
+class UnsupportedArchitectureError(InputError, ValueError):
     """The model's ``model_type`` has no :class:`ArchSpec`."""
 
 

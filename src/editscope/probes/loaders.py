@@ -45,6 +45,7 @@ from typing import Any
 
 from ..paths import data_path
 from ..requests import EditRequest, Probe, ProbeSet
+from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class EditDataset(Sequence[EditCase]):
         return ProbeSet(out, name=self.name)
 
 
-class RecordError(ValueError):
+class RecordError(InputError, ValueError):
     """A record that does not fit the expected schema. ``record`` names it, ``field`` the field."""
 
     def __init__(self, message: str, *, field: str | None = None, record: str | None = None) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from ..requests import ProbeSet
 from .arithmetic import arithmetic
 from .facts import facts
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class SuiteInfo:
     needs_edit: bool = False
 
 
-class UnknownSuiteError(KeyError, ValueError):
+class UnknownSuiteError(InputError, KeyError, ValueError):
     """An unknown suite name (a KeyError and a ValueError; the message suggests the nearest)."""
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -74,11 +74,12 @@ from .attribution import CONTROL_KINDS, MARGIN_BINS, excess, identity_exceptions
 from ..metrics.edit_metrics import METRICS
 from ..runner.store import FILENAME
 from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
+from ..errors import InputError
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)(?::([^}]*))?\}\}")
 
 
-class DocumentError(ValueError):
+class DocumentError(InputError, ValueError):
     """A template placeholder that the run cannot fill."""
 
 

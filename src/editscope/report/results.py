@@ -14,7 +14,7 @@ from typing import Any
 
 from ..metrics.edit_metrics import METRICS, aggregate, summarize
 from ..runner.config import StudyConfig
-from ..runner.store import FILENAME, ResultsStore
+from ..runner.store import FILENAME, ResultsStore, StoreError
 from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval, wilson_interval
 
 CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general")
@@ -327,6 +327,10 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         study = parse_stored_config(config)
         planned = planned_labels(config, study)
         units = store.units()
+        if not units:
+            raise StoreError(f"{run_dir}: the run {meta.get('name')!r} has no finished unit yet (it stopped before the "
+                             f"base model was evaluated), so there is nothing to report; continue it with `editscope run "
+                             f"CONFIG --out {run_dir} --resume`")
         present = {u.method for u in units}
         methods = [m for m in planned if m in present]
         ref = reference or config.get("reference") or (methods[0] if methods else None)

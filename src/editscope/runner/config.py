@@ -22,6 +22,7 @@ Errors name the file, the key path, what was expected and what was given
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -29,11 +30,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from ..methods.base import get_method
+from ..methods.base import HparamError, check_hparams, get_method
 from ..probes.registry import _lookup as lookup_suite
+from ..errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A study file that cannot be run; the message says where and how to fix it."""
 
 
@@ -50,6 +52,10 @@ class ModelSpec(_Strict):
 
 
 CONTROL_METHODS = frozenset({"placebo", "identity"})
+
+
+#: placebo hyperparameters the runner sets from ``match:`` and ``draws:``
+RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "draw")
 
 
 class MethodSpec(_Strict):
@@ -78,12 +84,21 @@ class MethodSpec(_Strict):
             raise ValueError(f"`match:` applies to method 'placebo' only (got it on {self.method!r})")
         if not is_placebo and self.draws != 1:
             raise ValueError(f"`draws:` applies to method 'placebo' only (got it on {self.method!r})")
-        for key in ("match", "match_hparams", "match_seed", "draw"):
+        for key in RUNNER_SET_HPARAMS:
             if is_placebo and key in self.hparams:
                 raise ValueError(f"hparams.{key}: set by the runner from `match:` and `draws:`; remove it")
+        self._check_hparams()
         if self.sweep is not None:
             self._check_sweep()
         return self
+
+    def _check_hparams(self) -> None:
+        """Every hyperparameter is one the method has, with a valid value: a typo stops the study
+        at --dry-run, not after the methods before it have run."""
+        try:
+            check_hparams(self.method, self.hparams)
+        except HparamError as e:
+            raise ValueError("; ".join(f"hparams.{line.strip()}" for line in str(e).splitlines()[1:])) from None
 
     def _check_sweep(self) -> None:
         cls = type(get_method(self.method))
@@ -402,14 +417,22 @@ def parse_config(data: Any, where: str = "config") -> StudyConfig:
 
 
 def load_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study file (YAML or JSON)."""
+    """Read and validate a study file (YAML or JSON, UTF-8)."""
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a study file; give the YAML file (e.g. examples/quickstart.yaml)")
     if not p.is_file():
         raise ConfigError(f"{p}: no such study file")
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save the study file as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"{p}: the study file is empty; see examples/quickstart.yaml for the keys")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     return parse_config(data, str(p))

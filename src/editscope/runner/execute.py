@@ -30,11 +30,12 @@ from ..models.model import Model, fingerprint_of, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
 from .store import FILENAME, ResultsStore, StoreError, now_iso
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(InputError, RuntimeError):
     """The output folder holds something this run must not overwrite."""
 
 
@@ -74,12 +75,34 @@ def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
     return rest(stored) == rest(new)
 
 
+#: what a run folder may hold besides its store: editscope's own outputs
+RUN_FOLDER_FILES = ("study.json", "report.md", "report.html", "latex", "figures")
+
+
+def check_run_folder(out: str | Path) -> Path:
+    """Refuse, before any work, an ``--out`` that is a file, lies under a file, or is a folder
+    holding files that are not an editscope run's (a store is checked when it is opened)."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise RunFolderError(f"--out {out}: {'it' if p == out else p} is a file, not a folder; give a new or "
+                                 "empty folder, or the folder of the run to --resume")
+    if out.is_dir() and not (out / FILENAME).exists():
+        foreign = sorted(e.name for e in out.iterdir()
+                         if e.name not in RUN_FOLDER_FILES and not e.name.startswith(FILENAME))
+        if foreign:
+            raise RunFolderError(f"--out {out}: holds other files ({', '.join(foreign[:3])}"
+                                 f"{', ...' if len(foreign) > 3 else ''}) and no editscope run; give a new or empty "
+                                 "folder (editscope never writes into a folder that is not a run's)")
+    return out
+
+
 def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, force: bool = False) -> ResultsStore:
     """Create or reopen the store in ``out``. Refuses a folder holding another study's run (unless
     ``force``, which moves the old file aside, never deletes it) or this study's run without
     ``resume``. With ``resume``, a study whose only change is methods appended to its list or
     controls added is extended in place (see :func:`extends`)."""
-    out = Path(out)
+    out = check_run_folder(out)
     path = out / FILENAME
     if path.exists():
         try:

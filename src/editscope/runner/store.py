@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 STORE_FORMAT = "editscope-results-1"
 FILENAME = "results.sqlite"
 
@@ -61,7 +63,7 @@ _ADDED_COLUMNS = {"base_margin": "REAL"}
 _BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
 
 
-class StoreError(RuntimeError):
+class StoreError(InputError, RuntimeError):
     """A results file that is not ours, or belongs to another study."""
 
 
@@ -84,6 +86,9 @@ class ResultsStore:
 
     def __init__(self, path: str | Path, *, create: bool = False):
         self.path = Path(path)
+        parent = self.path.parent
+        if parent.exists() and not parent.is_dir():
+            raise StoreError(f"{parent}: is a file, not a run folder; give the folder `editscope run --out` wrote")
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
         if self.path.exists():
@@ -224,7 +229,8 @@ def _check_ours(path: Path) -> None:
     # Only through sqlite3: opening and closing the file with open() would drop SQLite's POSIX
     # locks held by other connections of this process.
     if path.stat().st_size == 0:
-        return
+        raise StoreError(f"{path}: an empty file, not an editscope results store; move it away or pick another "
+                         "--out folder")
     db = sqlite3.connect(path)
     why = ""
     try:
@@ -271,26 +277,28 @@ def export_archive(run_dir: str | Path, out: str | Path) -> Path:
 
 
 def unpack_archive(archive: str | Path, run_dir: str | Path) -> Path:
-    """Restore an :func:`export_archive` file as ``run_dir/results.sqlite`` (``run_dir`` must not
-    hold a store yet); returns ``run_dir``, ready for ``editscope report``."""
+    """Restore an :func:`export_archive` file as ``run_dir/results.sqlite``; ``run_dir`` must be
+    new or empty. The archive is decompressed and checked in a temporary folder first, so a damaged
+    archive leaves nothing behind. Returns ``run_dir``, ready for ``editscope report``."""
     archive, run_dir = Path(archive), Path(run_dir)
-    target = run_dir / FILENAME
-    if target.exists():
-        raise StoreError(f"{target} exists; unpack into an empty folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(FILENAME + ".tmp")
-    try:
-        with lzma.open(archive, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    except lzma.LZMAError as e:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"{archive}: not an xz archive of a results store ({e})") from None
-    try:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise StoreError(f"{run_dir}: is a file; give a new or empty folder to unpack the run into")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise StoreError(f"{run_dir}: holds other files; unpack into a new or empty folder")
+    if not archive.is_file():
+        raise StoreError(f"{archive}: no such archive (write one with `editscope export RUN {archive.name}`)")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d) / FILENAME
+        try:
+            with lzma.open(archive, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except lzma.LZMAError as e:
+            raise StoreError(f"{archive}: not an xz archive of a results store ({e})") from None
+        except EOFError:
+            raise StoreError(f"{archive}: the xz archive is truncated (damaged or still being copied)") from None
         _check_ours(tmp)
-    except StoreError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp, run_dir / FILENAME)
     return run_dir
 
 
