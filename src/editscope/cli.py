@@ -461,7 +461,8 @@ def run(
     from .runner.store import FILENAME, ResultsStore
 
     cfg = runner.load_config(config)
-    plan = runner.build_plan(cfg)
+    with _working("reading the study's edits and probe sets"):
+        plan = runner.build_plan(cfg)
     out_dir = out or f"runs/{cfg.name}"
     check_run_folder(out_dir)
     if (Path(out_dir) / FILENAME).exists() and not force:
@@ -496,12 +497,14 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
     from .evaluation import evaluate
     from .runner import load_study_model
 
-    model = load_study_model(cfg)
+    with _working(f"loading {cfg.model.name}"):
+        model = load_study_model(cfg)
     every = [p for _, ps in plan.all_sets().values() for p in ps]
     probes = every[:: max(1, len(every) // 200)][:200]  # an even sample across all probe sets
-    evaluate(model, probes[:4], use_cache=False)  # warm-up: first-call overheads are not per probe
-    t = time.perf_counter()
-    evaluate(model, probes[4:], use_cache=False)
+    with _working(f"calibrating: the base model on {len(probes)} sample probes"):
+        evaluate(model, probes[:4], use_cache=False)  # warm-up: first-call overheads are not per probe
+        t = time.perf_counter()
+        evaluate(model, probes[4:], use_cache=False)
     s_probe = (time.perf_counter() - t) / len(probes[4:])
     scale = sum(p.numel() for p in model.hf.parameters()) / 135e6
     by_label = {m.name: m for m in cfg.method_specs()}

@@ -609,7 +609,7 @@ def test_export_and_unpack_keep_every_result(finished_run, tmp_path):
     assert ResultsStore(tmp_path / "back" / "results.sqlite").meta() == ResultsStore(finished_run / "results.sqlite").meta()
     # refusals: an occupied folder, a file that is not an archive, a wrong archive name
     r = cli.invoke(app, ["unpack", str(archive), str(tmp_path / "back")])
-    assert r.exit_code != 0 and "exists" in _flat(r.output)
+    assert r.exit_code == 2 and "holds other files" in _flat(r.output)
     junk = tmp_path / "junk.sqlite.xz"
     junk.write_bytes(b"not xz at all")
     r = cli.invoke(app, ["unpack", str(junk), str(tmp_path / "j")])

@@ -333,9 +333,11 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
                              f"CONFIG --out {run_dir} --resume`")
         present = {u.method for u in units}
         methods = [m for m in planned if m in present]
-        ref = reference or config.get("reference") or (methods[0] if methods else None)
-        if ref is not None and ref not in methods:
-            raise ValueError(f"reference method {ref!r} has no results in {run_dir}; have {methods}")
+        if reference is not None and reference != "base" and reference not in methods:
+            raise ValueError(f"--reference {reference!r} has no results in {run_dir}; have {['base', *methods]}")
+        # a partial run may not have reached the study's reference yet: test against the first method
+        stored_ref = config.get("reference") if config.get("reference") in methods else None
+        ref = reference or stored_ref or (methods[0] if methods else None)
         res = StudyResults(run_dir, meta, config, methods, store.rows(), store.scalars(), store.events(), units,
                            None, [], [], ref, study.control_map() if study else {}, study)
     finally:

@@ -26,9 +26,19 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ..methods.base import HparamError, check_hparams, get_method
 from ..probes.registry import _lookup as lookup_suite
@@ -248,12 +258,25 @@ class ControlsSpec(_Strict):
 UNRELATED_PREFIX = {"unrelated": "unrelated-", "unrelated_other": "unrelated-other-"}
 
 
+def _edit_kind(v: Any) -> str:
+    """An edits entry with a ``dataset:`` key is a dataset slice, anything else an inline edit, so
+    that a bad entry gets the errors of its own kind only."""
+    if isinstance(v, dict):
+        return "dataset" if "dataset" in v else "inline"
+    return "dataset" if isinstance(v, DatasetEdits) else "inline"
+
+
+_EDIT_TAGS = ("inline", "dataset")
+EditEntry = Annotated[Annotated[InlineEdit, Tag("inline")] | Annotated[DatasetEdits, Tag("dataset")],
+                      Discriminator(_edit_kind)]
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     model: ModelSpec = Field(default_factory=ModelSpec)
     seed: int = 0
     methods: list[MethodSpec] = Field(min_length=1)
-    edits: list[InlineEdit | DatasetEdits] = Field(min_length=1)
+    edits: list[EditEntry] = Field(min_length=1)
     probes: list[ProbeSpec] = Field(default_factory=list)
     metrics: list[str] | None = Field(None, description="metrics shown in the report; default all")
     reference: str | None = Field(None, description="method label the report tests the others against")
@@ -392,7 +415,11 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def _explain(e: ValidationError, where: str) -> ConfigError:
     lines = []
     for err in e.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in {"InlineEdit", "DatasetEdits"})))
+        parts = err["loc"]
+        # union members and tagged-union tags are pydantic's bookkeeping, not keys of the file
+        loc = tuple(p for i, p in enumerate(parts)
+                    if not (isinstance(p, str) and ("[" in p or p in {"InlineEdit", "DatasetEdits"}
+                                                    or (p in _EDIT_TAGS and i > 0 and isinstance(parts[i - 1], int)))))
         got = err.get("input")
         got_s = "" if isinstance(got, dict) and err["type"] != "extra_forbidden" else f" (got {json.dumps(got, default=str)[:80]})"
         msg = err["msg"].removeprefix("Value error, ")
