@@ -65,6 +65,7 @@ def scratch(tmp_path, monkeypatch):
     (s / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
     (s / "binary.yaml").write_bytes(os.urandom(512))
     (s / "empty.yaml").write_text("")
+    (s / "broken.json").write_text('[{"requested_rewrite": {"prompt": "x"')
     (s / "bad.xz").write_bytes(b"this is not xz")
     (s / "truncated.xz").write_bytes(lzma.compress(b"SQLite format 3\x00" + b"\x00" * 5000)[:40])
     (s / "template.md.in").write_text("# {{meta:name}}\n{{frobnicate}}\n")
@@ -181,6 +182,9 @@ CASES = [
     (["eval", "--suite", "arithmetic", "--rows", "notes.txt/rows.jsonl"], 2, r"--rows.*notes\.txt"),
     (["eval", "--suite", "arithmetic", "--dtype", "int3"], 2, r"dtype.*int3"),
     (["eval", "--suite", "counterfact", "--source", "missing.json"], 2, r"missing\.json"),
+    (["eval", "--suite", "counterfact", "--source", "notes.txt"], 2, r"notes\.txt"),
+    (["eval", "--suite", "counterfact", "--source", "broken.json"], 2, r"broken\.json"),
+    (["eval", "--suite", "counterfact", "--source", "foreign"], 2, r"foreign.*directory"),
     # ppl / downstream / peek
     (["ppl", "--corpus", "me_ppl_5O"], 2, r"me_ppl_5O"),
     (["ppl", "--corpus", "me_ppl_50", "--limit", "0"], 2, r"--limit.*at least 1"),

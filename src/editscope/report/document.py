@@ -122,7 +122,10 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             ikind = inner.split(":", 1)[0]
             if ikind in ("figure", "from"):
                 raise DocumentError(f"{{{{from:{args}}}}}: {ikind} placeholders read only the document's own run")
-            return fill("{{" + inner + "}}", others[study], str(others[study].run_dir))
+            try:
+                return fill("{{" + inner + "}}", others[study], str(others[study].run_dir))
+            except DocumentError as e:
+                raise DocumentError(f"from the stored study {study!r}: {e}") from None
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
         if kind == "table":
             makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
