@@ -151,6 +151,17 @@ def test_output_folders_are_never_overwritten(tmp_path):
         run_study(cfg, alien, progress=False)
 
 
+def _resume_grown(grown, out):
+    """Resume ``grown`` in ``out``; the store then carries its hash and is complete. Returns its units."""
+    run_study(grown, out, resume=True, progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    try:
+        assert s.get_meta("config_hash") == grown.config_hash() and s.get_meta("status") == "complete"
+        return s.units()
+    finally:
+        s.close()
+
+
 def test_a_study_grown_by_appended_methods_resumes_in_place(tmp_path):
     first = parse_config({**STUDY, "methods": ["ft-m"]})
     out = run_study(first, tmp_path / "run", progress=False)
@@ -158,13 +169,7 @@ def test_a_study_grown_by_appended_methods_resumes_in_place(tmp_path):
     grown = parse_config({**STUDY, "methods": ["ft-m", {"method": "ft-m", "label": "ft-m-2", "hparams": {"lr": 0.05}}]})
     with pytest.raises(RunFolderError, match="another study"):
         run_study(grown, out, progress=False)  # without --resume: refused as before
-    run_study(grown, out, resume=True, progress=False)
-    s = ResultsStore(out / "results.sqlite")
-    try:
-        units = s.units()
-        assert s.get_meta("config_hash") == grown.config_hash() and s.get_meta("status") == "complete"
-    finally:
-        s.close()
+    units = _resume_grown(grown, out)
     assert sorted({u.method for u in units}) == ["base", "ft-m", "ft-m-2"]
     assert [u for u in units if u.method == "ft-m"] and len(units) == 1 + 2 * len(STUDY["edits"])
     after = _rows(out)
@@ -182,13 +187,7 @@ def test_controls_added_to_a_stored_study_resume_in_place(tmp_path):
     before = _rows(out)
     grown = parse_config({**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}],
                           "edits": EDITS[:2], "controls": {"unrelated": 1}})
-    run_study(grown, out, resume=True, progress=False)
-    s = ResultsStore(out / "results.sqlite")
-    try:
-        units = s.units()
-        assert s.get_meta("config_hash") == grown.config_hash() and s.get_meta("status") == "complete"
-    finally:
-        s.close()
+    units = _resume_grown(grown, out)
     by_method = {}
     for u in units:
         by_method.setdefault(u.method, []).append(u.unit)
