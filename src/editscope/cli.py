@@ -482,8 +482,15 @@ def run(
     except KeyboardInterrupt:
         if _debug_on():
             raise
-        err_console.print(f"[yellow]interrupted[/]: every finished unit is stored in {escape(out_dir)}; continue with "
-                          f"`editscope run {escape(config)} --out {escape(out_dir)} --resume`")
+        stored = "every finished unit"
+        if (Path(out_dir) / FILENAME).is_file():
+            s = ResultsStore(Path(out_dir) / FILENAME)
+            try:
+                stored = f"{len(s.units())} of {len(plan.units)} units"
+            finally:
+                s.close()
+        err_console.print(f"[yellow]interrupted[/]: {stored} stored in {escape(out_dir)}; continue with "
+                          f"`editscope run {escape(config)} --out {escape(out_dir)} --resume`", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(f"results: {escape(str(path))}/results.sqlite")
     if report:

@@ -260,13 +260,19 @@ def test_debug_shows_the_traceback_and_exit_codes_are_documented(scratch):
 def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(scratch, monkeypatch):
     import editscope.runner as runner
 
-    def interrupted(*a, **k):
+    real = runner.run_study
+    good = study(scratch, "good3.yaml", edits=[{"prompt": "2+2=", "target_new": "5"}, {"prompt": "1+1=", "target_new": "3"}])
+
+    def interrupted(cfg, out, **kw):  # the base unit finishes, then Ctrl-C
+        from editscope.runner import parse_config
+
+        real(parse_config({**GOOD_STUDY, "methods": ["ft-m"], "edits": cfg.model_dump()["edits"][:1]}), out, **kw)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_study", interrupted)
-    good = study(scratch, "good3.yaml")
-    flat = drive(scratch, ["run", good, "--out", "runs/x"], 130, r"interrupted.*--resume", may_write="runs")
-    assert "runs/x" in flat and "good3.yaml" in flat
+    flat = drive(scratch, ["run", good, "--out", "runs/x"], 130, r"interrupted: \d+ of 3 units stored in runs/x.*--resume",
+                 may_write="runs")
+    assert "good3.yaml" in flat
 
 
 def test_a_run_killed_before_its_first_unit_reports_what_it_has(scratch):
