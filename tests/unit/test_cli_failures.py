@@ -248,6 +248,12 @@ def test_an_unusable_cache_folder_is_named(scratch, tmp_path):
         drive(scratch, ["ppl", "--corpus", "me_ppl_50", "--limit", "1"], 2, pattern, env={"EDITSCOPE_CACHE": cache})
 
 
+def test_a_shared_data_folder_that_is_not_there_is_named(scratch):
+    for shared in (str(scratch / "nowhere"), str(scratch / "notes.txt")):
+        for args in (["eval", "--suite", "counterfact", "--limit", "3"], ["ppl", "--corpus", "me_ppl_50"]):
+            drive(scratch, args, 2, r"does not exist.*EDITSCOPE_SHARED", env={"EDITSCOPE_SHARED": shared})
+
+
 def test_debug_shows_the_traceback_and_exit_codes_are_documented(scratch):
     r = CliRunner().invoke(app, ["--debug", "report", str(scratch / "junk-store")])
     assert r.exit_code != 0 and r.exception is not None and not isinstance(r.exception, SystemExit)
