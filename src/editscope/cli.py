@@ -6,8 +6,6 @@ import difflib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +17,11 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .errors import EXIT_INPUT, EXIT_INTERRUPTED, describe
+from .progress import stderr_console
+from .progress import working as _working
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = stderr_console
 #: set by ``--debug`` or ``EDITSCOPE_DEBUG=1``: errors propagate with their traceback
 _debug = {"on": False}
 
@@ -94,17 +94,6 @@ def _setup(
 def _at_least(value: int, flag: str, minimum: int) -> None:
     if value < minimum:
         _fail(f"{flag} {value}: must be at least {minimum}")
-
-
-@contextmanager
-def _working(what: str) -> Iterator[None]:
-    """A spinner with the elapsed time on stderr while a step that can take a while runs."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
-                  transient=True) as bar:
-        bar.add_task(what, total=None)
-        yield
 
 
 def _check_output_file(path: str, flag: str) -> None:

@@ -29,6 +29,7 @@ from ..metrics.perplexity import is_collapsed, perplexity
 from ..models.model import Model, fingerprint_of, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
+from ..progress import working
 from .store import FILENAME, ResultsStore, StoreError, now_iso
 from ..errors import InputError
 
@@ -357,15 +358,18 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
     plan = build_plan(config)
     store = open_run(out, config, resume=resume, force=force)
     try:
-        model = model if model is not None else load_study_model(config)
+        if model is None:
+            with working(f"loading {config.model.name}", progress):
+                model = load_study_model(config)
         fp = store.get_meta("model_fingerprint")
         if fp is not None and fp != model.base_fingerprint:
             raise RunFolderError(f"{out}: the stored run used base weights {fp}, this model is "
                                  f"{model.base_fingerprint}; resume with the same model or use --force")
         store.set_meta(model_fingerprint=model.base_fingerprint, model_name=model.name, status="running")
         done = store.done()
-        _prefetch_statistics(model, [m for m in plan.methods
-                                     if any((m.name, u.unit) not in done for u in plan.units_of(m.name))], config)
+        with working("key statistics for the locate-then-edit methods (cached after the first run)", progress):
+            _prefetch_statistics(model, [m for m in plan.methods
+                                         if any((m.name, u.unit) not in done for u in plan.units_of(m.name))], config)
         with _progress(plan, progress) as on_unit:
             runner = Runner(plan, store, model, on_unit)
             runner.run_base(done)

@@ -1,0 +1,29 @@
+"""Progress display shared by the CLI and the study runner (rich, on stderr)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+
+#: progress and status lines go to stderr, so that stdout keeps only results (tables, JSON)
+stderr_console = Console(stderr=True)
+
+
+@contextmanager
+def working(what: str, enabled: bool = True) -> Iterator[None]:
+    """A transient spinner with the elapsed time while a step that can take a while runs (loading
+    or converting a model, key statistics, an edit, a perplexity pass); nothing when disabled."""
+    if not enabled:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=stderr_console,
+                  transient=True) as bar:
+        bar.add_task(what, total=None)
+        yield
+
+
+__all__ = ["stderr_console", "working"]
