@@ -48,6 +48,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
     """``(exit code, one-line message)`` for any exception reaching the CLI: editscope's own
     errors as they are, the usual Python/OS errors turned into a sentence that names the file,
     and anything else marked as unexpected (rerun with ``--debug`` for the traceback)."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1:  # str(KeyError) would quote the message
+        return getattr(exc, "exit_code", EXIT_INPUT), str(exc.args[0])
     if isinstance(exc, EditscopeError):
         return exc.exit_code, str(exc)
     if isinstance(exc, UnicodeDecodeError):
@@ -61,8 +63,6 @@ def describe(exc: BaseException) -> tuple[int, str]:
         if exc.errno == errno.ENOSPC:
             return EXIT_FAILURE, f"no space left on the device{where}; free some space and rerun (--resume for a run)"
         return EXIT_FAILURE, f"{text}{where}"
-    if isinstance(exc, KeyError) and len(exc.args) == 1:
-        return EXIT_INPUT, str(exc.args[0])
     if isinstance(exc, (ValueError, TypeError)):
         return EXIT_INPUT, str(exc)
     if isinstance(exc, MemoryError):

@@ -102,7 +102,7 @@ def test_cli_models_and_peek():
                          text=True, check=True).stdout
     assert "Paris" in out and "top-3" in out
     bad = subprocess.run(exe + ["peek", "-m", "nope"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "Known names" in bad.stdout
+    assert bad.returncode == 2 and "Known names" in bad.stderr and "Traceback" not in bad.stderr  # errors go to stderr
 
 
 def test_cli_eval_offline_on_the_default_model():
@@ -120,4 +120,4 @@ def test_cli_eval_offline_on_the_default_model():
     table = subprocess.run(exe + ["suites"], capture_output=True, text=True, check=True).stdout
     assert "counterfact" in table and "arithmetic" in table
     bad = subprocess.run(exe + ["eval", "-s", "arithmetc"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "did you mean 'arithmetic'" in bad.stdout.replace("\n", " ")
+    assert bad.returncode == 2 and "did you mean 'arithmetic'" in bad.stderr.replace("\n", " ") and not bad.stdout
