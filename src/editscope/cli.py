@@ -17,6 +17,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .errors import EXIT_INPUT, EXIT_INTERRUPTED, describe
+from .paths import file_in_the_way
 from .progress import stderr_console
 from .progress import working as _working
 
@@ -99,9 +100,9 @@ def _at_least(value: int, flag: str, minimum: int) -> None:
 def _check_output_file(path: str, flag: str) -> None:
     """An output file the command will write: its folder must exist; an existing folder is refused."""
     p = Path(path)
-    for q in p.parents:
-        if q.exists() and not q.is_dir():
-            _fail(f"{flag} {path}: {q} is a file, not a folder")
+    blocker = file_in_the_way(p.parent)
+    if blocker is not None:
+        _fail(f"{flag} {path}: {blocker} is a file, not a folder")
     if p.is_dir():
         _fail(f"{flag} {path}: is a folder; give a file name")
     if not p.parent.is_dir():
@@ -515,15 +516,15 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
                   "(rough: perplexity/downstream and regeneration of changed probes not included)")
 
 
-def _report(run_dir, formats, reference) -> None:
+def _report(run_dir, formats, reference):
+    """Write the report of ``run_dir`` and print its summary; returns the loaded results (loaded once)."""
     from .report import write_report
-
-    paths = write_report(run_dir, tuple(formats), reference)
     from .report.attribution import CONTROL_KINDS, KIND_LABEL
     from .report.render import excess_table, main_table
     from .report.results import load_results
 
     res = load_results(run_dir, reference)
+    paths = write_report(run_dir, tuple(formats), reference, results=res)
     title = f"{res.meta.get('name')}" + (" (PARTIAL RUN)" if res.partial else "")
     print_table(main_table(res, interval=False, short=True), title)
     console.print("values only (intervals, paired tests and figures are in the report); efficacy columns: exact "
@@ -536,6 +537,7 @@ def _report(run_dir, formats, reference) -> None:
         console.print(f"[yellow]partial run[/]: {len(res.units)} units stored; `editscope run ... --resume` continues it")
     for k, p in paths.items():
         console.print(f"{k}: {escape(str(p))}")
+    return res
 
 
 def print_table(t, title: str | None) -> None:
@@ -597,10 +599,10 @@ def report_cmd(
         runs[name] = folder
     if runs and not doc:
         _fail("--with names companion studies for a --doc template; give --doc TEMPLATE too")
-    _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
+    res = _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
     if doc:
         target = doc_out or (doc[:-3] if doc.endswith(".in") else doc + ".md")
-        console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs)))}")
+        console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs, results=res)))}")
 
 
 @app.command()

@@ -17,6 +17,16 @@ def shared_dir() -> Path:
     return repo_root.parent / "shared"
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The first of ``path`` and its parents that exists but is not a folder: a file where a
+    folder must be (``notes.txt`` for ``notes.txt/run``); None when every existing one is a folder."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            return None if q.is_dir() else q
+    return None
+
+
 def data_path(*parts: str) -> Path:
     """A path under ``<shared>/data``; a clear error when it does not exist."""
     p = shared_dir() / "data" / Path(*parts)

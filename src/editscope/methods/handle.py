@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..models.model import Model, tensor_digest
+from ..paths import file_in_the_way
 from ..requests import EditRequest
 from ..errors import InputError, WorkError
 
@@ -235,10 +236,10 @@ def check_save_folder(path: str | os.PathLike) -> Path:
     """The folder an edit will be saved into, checked before the edit runs: new, empty, or an
     earlier saved edit (replaced); never a file, a path under a file or a folder of other files."""
     out = Path(path).expanduser()
-    for p in (out, *out.parents):
-        if p.exists() and not p.is_dir():
-            raise EditSaveError(f"--save {out}: {'it' if p == out else p} is a file, not a folder; give a new or "
-                                "empty folder for the saved edit")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise EditSaveError(f"--save {out}: {'it' if blocker == out else blocker} is a file, not a folder; give a "
+                            "new or empty folder for the saved edit")
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise EditSaveError(f"--save {out}: holds other files; save the edit into a new or empty folder")
     return out

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CacheDirError, InputError
+from ..paths import file_in_the_way
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,12 @@ def cache_root() -> Path:
 
         root, what = Path(user_cache_dir("editscope")), f"the cache folder {user_cache_dir('editscope')}"
     fix = "point EDITSCOPE_CACHE at a writable folder"
-    for p in (root, *root.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise CacheDirError(f"{what}: {'it' if p == root else p} is a file, not a folder; {fix}")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise CacheDirError(f"{what}: {p} is not writable; {fix}")
-            break
+    blocker = file_in_the_way(root)
+    if blocker is not None:
+        raise CacheDirError(f"{what}: {'it' if blocker == root else blocker} is a file, not a folder; {fix}")
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise CacheDirError(f"{what}: {existing} is not writable; {fix}")
     return root
 
 

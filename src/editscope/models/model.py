@@ -265,9 +265,9 @@ def load_model(
         ).to(dev)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as e:
-        if not local and isinstance(e, OSError):
-            raise _hub_error(name, e) from e
         if not local:
+            if isinstance(e, OSError):
+                raise _hub_error(name, e) from e
             raise
         raise CorruptFileError(f"{source}: the model folder cannot be loaded ({type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''}); check config.json, the tokenizer files "

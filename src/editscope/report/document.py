@@ -303,10 +303,11 @@ def load_companions(template: str, run_dir: str | Path,
 
 
 def write_document(run_dir: str | Path, template: str | Path, out: str | Path, reference: str | None = None,
-                   runs: Mapping[str, str | Path] | None = None) -> Path:
+                   runs: Mapping[str, str | Path] | None = None, results: StudyResults | None = None) -> Path:
     """Fill ``template`` from ``run_dir`` into ``out``; figures go to ``<out dir>/figures``.
-    ``runs``: companion studies' run folders by study name (see ``{{from:STUDY:...}}``)."""
-    res = load_results(run_dir, reference)
+    ``runs``: companion studies' run folders by study name (see ``{{from:STUDY:...}}``);
+    ``results``: the run already loaded with :func:`load_results`."""
+    res = results if results is not None else load_results(run_dir, reference)
     out = Path(out)
     text = Path(template).read_text()
     others = load_companions(text, run_dir, runs)

@@ -415,13 +415,14 @@ FORMATS = ("md", "html", "latex")
 
 
 def write_report(run_dir: str | Path, formats: tuple[str, ...] = FORMATS, reference: str | None = None,
-                 compile_pdf: bool = False) -> dict[str, Path]:
-    """Write the report of ``run_dir`` (see the module docstring); returns format -> path."""
+                 compile_pdf: bool = False, results: StudyResults | None = None) -> dict[str, Path]:
+    """Write the report of ``run_dir`` (see the module docstring); returns format -> path.
+    ``results``: the run already loaded with :func:`load_results` (``reference`` is then its own)."""
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unknown report format(s) {bad}; use {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
-    res = load_results(run_dir, reference)
+    res = results if results is not None else load_results(run_dir, reference)
     figures = all_figures(res, run_dir / "figures")
     out: dict[str, Path] = {}
     if "md" in formats:

@@ -29,6 +29,7 @@ from ..metrics.perplexity import is_collapsed, perplexity
 from ..models.model import Model, fingerprint_of, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
+from ..paths import file_in_the_way
 from ..progress import working
 from .store import FILENAME, ResultsStore, StoreError, now_iso
 from ..errors import InputError
@@ -84,10 +85,10 @@ def check_run_folder(out: str | Path) -> Path:
     """Refuse, before any work, an ``--out`` that is a file, lies under a file, or is a folder
     holding files that are not an editscope run's (a store is checked when it is opened)."""
     out = Path(out)
-    for p in (out, *out.parents):
-        if p.exists() and not p.is_dir():
-            raise RunFolderError(f"--out {out}: {'it' if p == out else p} is a file, not a folder; give a new or "
-                                 "empty folder, or the folder of the run to --resume")
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise RunFolderError(f"--out {out}: {'it' if blocker == out else blocker} is a file, not a folder; give a "
+                             "new or empty folder, or the folder of the run to --resume")
     if out.is_dir() and not (out / FILENAME).exists():
         foreign = sorted(e.name for e in out.iterdir()
                          if e.name not in RUN_FOLDER_FILES and not e.name.startswith(FILENAME))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..paths import file_in_the_way
 
 STORE_FORMAT = "editscope-results-1"
 FILENAME = "results.sqlite"
@@ -86,9 +87,9 @@ class ResultsStore:
 
     def __init__(self, path: str | Path, *, create: bool = False):
         self.path = Path(path)
-        parent = self.path.parent
-        if parent.exists() and not parent.is_dir():
-            raise StoreError(f"{parent}: is a file, not a run folder; give the folder `editscope run --out` wrote")
+        blocker = file_in_the_way(self.path.parent)
+        if blocker is not None:
+            raise StoreError(f"{blocker}: is a file, not a run folder; give the folder `editscope run --out` wrote")
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
         if self.path.exists():
@@ -281,8 +282,9 @@ def unpack_archive(archive: str | Path, run_dir: str | Path) -> Path:
     new or empty. The archive is decompressed and checked in a temporary folder first, so a damaged
     archive leaves nothing behind. Returns ``run_dir``, ready for ``editscope report``."""
     archive, run_dir = Path(archive), Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise StoreError(f"{run_dir}: is a file; give a new or empty folder to unpack the run into")
+    blocker = file_in_the_way(run_dir)
+    if blocker is not None:
+        raise StoreError(f"{blocker}: is a file; give a new or empty folder to unpack the run into")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise StoreError(f"{run_dir}: holds other files; unpack into a new or empty folder")
     if not archive.is_file():
