@@ -360,7 +360,7 @@ def methods(
         _fail(f"--layers {layers}: a model has at least 1 block (the default model has 30)")
     spec = ARCH_SPECS[arch]
     table = Table(title="edit methods")
-    for col in ("method", "family", "requests", "what it does / touches"):
+    for col in ("method", "family", "kind", "requests", "what it does / touches"):
         table.add_column(col)
     lines = []
     for info in list_methods():
@@ -375,7 +375,9 @@ def methods(
         batch = "one at a time" if info["one_at_a_time"] else "batch"
         if info["needs_subject"]:
             batch += ", needs subject"
-        table.add_row(info["name"], info["family"], batch, escape(info["summary"]))
+        if not info["sequential"]:
+            batch += ", no sequential"
+        table.add_row(info["name"], info["family"], info["kind"], batch, escape(info["summary"]))
         lines.append(f"[bold]{info['name']}[/]: {escape(defaults)}")
     console.print(table)
     console.print(f"\ndefault hyperparameters for {arch} with {layers} blocks "

@@ -104,7 +104,15 @@ def _chunks(model: Model, corpora: list[list[str]], n_tokens: int, seq_len: int)
 
 
 def _check_base(model: Model, layer: int) -> None:
+    from .interventions import ModuleIntervention, installed
     from .methods.handle import active_edits
+
+    for iv in installed(model).values():  # corpus text is read raw: input interventions do not apply
+        if isinstance(iv, ModuleIntervention) and iv.layer < layer:
+            raise KeyStatsError(
+                f"key statistics describe the base model, but an installed {iv.type_name} intervention ({iv.site}) "
+                f"changes what layer {layer}'s keys see. Compute them before editing (es.key_statistics(model, "
+                f"{layer})) or undo the edit first")
 
     prefixes = tuple(model.arch.name("layer", i) + "." for i in range(layer + 1))
     for h in active_edits(model):

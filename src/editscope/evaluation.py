@@ -32,7 +32,7 @@ import torch
 
 from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
 from .models.default import cache_root
-from .models.model import Model, fingerprint_of, tensor_digests
+from .models.model import Model, tensor_digests
 from .requests import Probe, ProbeSet, resolve_sep
 from .scoring import (
     EncodedPair,
@@ -406,7 +406,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
     alias_of = [aliases(p) for p in probes]
     watch_aliases = _watch_aliases(probes, watch)
     now = digests if digests is not None else tensor_digests(model.hf)
-    current_fp = fingerprint_of(now)
+    current_fp = model.state_key(now)  # weights and installed interventions
     scored = scored_mask(probes, score_targets)
     phash = probes_hash(probes, watch, top_k)
     path = _cache_path(base_fp, phash)

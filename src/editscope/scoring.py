@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import capture_input, replace_input, skip_modules
+from .interventions import has_input_interventions, installed, transform_prompt
 from .models.model import Model, fingerprint_of, tensor_digests
 
 PaddingSide = str  # "left" | "right"
@@ -115,7 +116,7 @@ def _strip_trailing_specials(ids: list[int], special: list[int]) -> list[int]:
 
 def encode_prompts(model: Model, prompts: Sequence[str], field: str = "prompt") -> list[list[int]]:
     """Token ids of each right-stripped prompt (with the tokenizer's usual leading specials)."""
-    texts = [_check_text(p, field, i).rstrip() for i, p in enumerate(prompts)]
+    texts = [transform_prompt(model, _check_text(p, field, i)).rstrip() for i, p in enumerate(prompts)]
     enc = model.tokenizer(texts, add_special_tokens=True, return_special_tokens_mask=True)
     out = []
     for i, (ids, sp) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
@@ -132,7 +133,9 @@ def encode_pairs(model: Model, prompts: Sequence[str], continuations: Sequence[s
     for i, c in enumerate(continuations):
         if not isinstance(c, str) or not c:
             raise ValueError(f"continuation[{i}] is empty; every continuation needs text")
-    stripped = [_check_text(p, "prompt", i).rstrip() for i, p in enumerate(prompts)]
+    # The one tokenization point: installed input interventions (e.g. IKE's demonstrations) apply here.
+    prompts = [transform_prompt(model, _check_text(p, "prompt", i)) for i, p in enumerate(prompts)]
+    stripped = [p.rstrip() for p in prompts]
     fulls = [p + c for p, c in zip(prompts, continuations)]
     tok = model.tokenizer
     enc = tok(fulls, add_special_tokens=True, return_offsets_mapping=True, return_special_tokens_mask=True)
@@ -250,13 +253,13 @@ def plan_layer_caches(model: Model, key: str, keep_hidden: int | None, increment
     """
     kept = model.meta.setdefault("layer_caches", {})
     now = tensor_digests(model.hf) if now is None else now
-    if fingerprint_of(now) == model.base_fingerprint:
+    if fingerprint_of(now) == model.base_fingerprint and not installed(model):
         if keep_hidden is None or (key, keep_hidden) in kept:
             return None, None
         if not 0 <= keep_hidden < model.n_layers:
             raise ValueError(f"keep_hidden={keep_hidden} is outside the model (0..{model.n_layers - 1})")
         return LayerCache(keep_hidden), None
-    if not incremental:
+    if not incremental or has_input_interventions(model):  # other token sequences: nothing kept fits
         return None, None
     first = model.first_changed_layer(model.changed_tensors(now)) or 0
     usable = [c for (k, layer), c in kept.items() if k == key and layer <= first]

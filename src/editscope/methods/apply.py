@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..interventions import installed
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import encode_pairs, score_encoded
@@ -35,6 +36,13 @@ def _requests(requests: EditRequest | Sequence[EditRequest]) -> list[EditRequest
         if not isinstance(r, EditRequest):
             raise TypeError(f"requests[{i}] is {type(r).__name__}, expected EditRequest(prompt=..., target_new=...)")
     return out
+
+
+def nonfinite_interventions(model: Model, handle: EditHandle) -> list[str]:
+    """``site/tensor`` names of non-finite floating tensors in the interventions this edit changed."""
+    live = installed(model)
+    return [f"{site}/{k}" for site in handle._changed_sites() if site in live
+            for k, t in live[site].tensors().items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def target_losses(model: Model, requests: Sequence[EditRequest]) -> list[float]:
@@ -73,9 +81,9 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
     hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
     m.check(model, reqs, hp)
     names = m.touched(model, hp)
-    if not names and not m.touches_nothing:
+    if not names and not m.touches_nothing and m.kind == "weights":
         raise ValueError(f"method {m.name!r} with these hyperparameters touches no parameters")
-    handle = EditHandle.snapshot(model, m.name, hp.model_dump(), reqs, names)
+    handle = EditHandle.snapshot(model, m.name, hp.model_dump(), reqs, names, kind=m.kind)
     before = target_losses(model, reqs)
     t0 = time.perf_counter()
     try:
@@ -87,6 +95,7 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
         raise EditFailed(f"{m.name} failed and was rolled back: {type(e).__name__}: {e}") from e
     seconds = time.perf_counter() - t0
     bad = [n for n, p in parameters(model, names).items() if not torch.isfinite(p).all()]
+    bad += nonfinite_interventions(model, handle)
     if bad:
         handle.restore()
         raise EditFailed(f"{m.name} produced non-finite weights in {len(bad)} tensor(s) (e.g. {bad[0]}); "

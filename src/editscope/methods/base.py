@@ -9,9 +9,13 @@ A method is a subclass of :class:`EditMethod` registered with :func:`register_me
   fields the user did not give;
 * :meth:`EditMethod.touched`: the parameter names it will change. :func:`editscope.apply_edit`
   snapshots exactly those before the edit, so every method is undoable without its own bookkeeping;
-* :meth:`EditMethod.run`: change those parameters in place.
+* :meth:`EditMethod.run`: change those parameters in place (``kind = "weights"``), or build or
+  grow its intervention and put it on the model with :func:`editscope.interventions.put`
+  (``kind = "module"`` / ``"input"``);
+* capability flags: ``kind``, ``one_at_a_time`` (no batches), ``supports_sequential``.
 
-Methods never snapshot, restore or guard weights themselves: :mod:`editscope.methods.apply` does it.
+Methods never snapshot, restore or guard weights or interventions themselves:
+:mod:`editscope.methods.apply` and :class:`~editscope.methods.handle.EditHandle` do it.
 """
 
 from __future__ import annotations
@@ -83,6 +87,17 @@ class EditMethod(ABC):
     guard_target: ClassVar[bool] = True
     #: the method may touch no parameter at all (the identity control)
     touches_nothing: ClassVar[bool] = False
+    #: what an edit is: "weights" (a delta), "module" (an installed module intervention) or
+    #: "input" (a prompt transform); see DESIGN.md "Edit kinds"
+    kind: ClassVar[str] = "weights"
+    #: edits can stack on the model one after another (the sequential protocol)
+    supports_sequential: ClassVar[bool] = True
+
+    @classmethod
+    def capabilities(cls) -> dict[str, Any]:
+        """``{"kind", "batch", "sequential", "needs_subject"}``: what the method can be asked to do."""
+        return {"kind": cls.kind, "batch": not cls.one_at_a_time, "sequential": cls.supports_sequential,
+                "needs_subject": cls.needs_subject}
 
     @classmethod
     def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
@@ -108,13 +123,17 @@ class EditMethod(ABC):
         share settings in one corpus pass instead of one per method."""
         return None
 
-    @abstractmethod
     def touched(self, model: Model, hp: Hparams) -> list[str]:
-        """Names (as in ``model.hf.named_parameters()``) of every parameter :meth:`run` may change."""
+        """Names (as in ``model.hf.named_parameters()``) of every parameter :meth:`run` may change
+        (weight methods must override; interventions change none)."""
+        if self.kind == "weights":
+            raise NotImplementedError(f"{type(self).__name__} must say which parameters it touches")
+        return []
 
     @abstractmethod
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Hparams) -> dict[str, Any]:
-        """Edit the touched parameters in place; return what happened (losses, steps, ...)."""
+        """Edit the touched parameters in place, or put the method's intervention on the model;
+        return what happened (losses, steps, ...)."""
 
     def on_applied(self, model: Model, handle: Any) -> None:
         """Called once the edit passed the guard (methods with per-model state, e.g. AlphaEdit's keys)."""
@@ -165,13 +184,14 @@ def check_hparams(name: str, given: dict[str, Any]) -> None:
 
 
 def list_methods() -> list[dict[str, Any]]:
-    """``[{"name", "family", "summary", "one_at_a_time", "needs_subject", "hparams"}, ...]``;
-    ``hparams`` maps each field to its architecture-independent default."""
+    """``[{"name", "family", "summary", "kind", "batch", "sequential", "one_at_a_time",
+    "needs_subject", "required", "hparams"}, ...]``; ``hparams`` maps each field to its
+    architecture-independent default."""
     out = []
     for name, cls in METHODS.items():
         defaults = {k: f.default for k, f in cls.Hparams.model_fields.items() if not f.is_required()}
-        out.append({"name": name, "family": cls.family, "summary": cls.summary,
-                    "one_at_a_time": cls.one_at_a_time, "needs_subject": cls.needs_subject,
+        out.append({"name": name, "family": cls.family, "summary": cls.summary, **cls.capabilities(),
+                    "one_at_a_time": cls.one_at_a_time,
                     "required": [k for k, f in cls.Hparams.model_fields.items() if f.is_required()],
                     "hparams": defaults})
     return out

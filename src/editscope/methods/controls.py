@@ -53,7 +53,7 @@ def matched_delta(model: Model, requests: Sequence[EditRequest], method: str, hp
     Cached on the model (the last few), keyed by the current weights and every input."""
     from .apply import apply_edit
 
-    key = (model.fingerprint(), method, json.dumps(hparams, sort_keys=True, default=str), seed,
+    key = (model.state_key(), method, json.dumps(hparams, sort_keys=True, default=str), seed,
            _request_key(requests))
     cache: dict = model.meta.setdefault(_CACHE_KEY, {})
     if key not in cache:

@@ -491,9 +491,15 @@ class AlphaEdit(_Spread):
         return dw, {"nullspace_dim": dim}
 
     def on_applied(self, model: Model, handle: Any) -> None:
+        """Register the edit's keys (preserved by later edits); a loaded edit brings them in
+        ``handle.extras`` (saved with it), so re-loading re-registers them."""
+        pending = getattr(self, "_pending", [])
+        if pending:
+            handle.extras = {f"keys.{layer}.{i}": k for i, (layer, k) in enumerate(pending)}
         store = model.meta.setdefault("alphaedit_keys", {})
-        for layer, k in getattr(self, "_pending", []):
-            store.setdefault(layer, []).append((id(handle), k))
+        for name, k in handle.extras.items():
+            if name.startswith("keys."):
+                store.setdefault(int(name.split(".")[1]), []).append((id(handle), k))
         self._pending = []
 
     def on_undo(self, model: Model, handle: Any) -> None:

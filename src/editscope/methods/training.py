@@ -15,7 +15,8 @@ import torch
 
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import EncodedPair, continuation_nll, encode_pairs, training_batch
+from ..hooks import StopForward, capture_input, replace_input, skip_modules, stop_after
+from ..scoring import EncodedPair, TrainingBatch, body_forward, continuation_nll, encode_pairs, training_batch
 
 Objective = Callable[[], torch.Tensor]
 
@@ -48,22 +49,46 @@ def target_objective(model: Model, requests: Sequence[EditRequest], mode: str = 
     return pairs_objective(model, pairs, mode)
 
 
+@contextmanager
+def frozen_below(model: Model, batch: TrainingBatch, layer: int) -> Iterator[None]:
+    """Inside the block, forwards of exactly ``batch`` skip blocks ``0..layer-1`` and feed block
+    ``layer`` the states they produced once, up front (no grad). Exact, and much cheaper, when
+    only parameters or interventions at or above ``layer`` train (GRACE, WISE at a late layer)."""
+    if layer <= 0:
+        yield
+        return
+    entry = model.module("layer", layer)
+    with torch.no_grad(), capture_input(entry) as seen, stop_after(entry):
+        try:
+            body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False)
+        except StopForward:
+            pass
+    below = [model.module("layer", i) for i in range(layer)]
+    with skip_modules(below, model.arch.block_returns_tuple), replace_input(entry, seen[0]):
+        yield
+
+
 def optimise(params: Sequence[torch.nn.Parameter], objective: Objective, *, lr: float, steps: int,
              stop_loss: float = 0.0, linf: float | None = None,
              extra: Callable[[], torch.Tensor] | None = None, weight: float = 1.0,
-             optimizer: str = "adam", weight_decay: float = 0.0) -> dict[str, Any]:
-    """Adam (or AdamW with ``weight_decay``, ``optimizer="adamw"``) on ``params`` minimising ``objective() + weight * extra()`` for at most ``steps`` steps.
+             optimizer: str = "adam", weight_decay: float = 0.0,
+             center: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+    """Adam (AdamW with ``optimizer="adamw"``, plain SGD with ``"sgd"``) on ``params`` minimising
+    ``objective() + weight * extra()`` for at most ``steps`` steps.
 
     Stops early once the objective (the edit loss alone) is at or below ``stop_loss``. With
-    ``linf``, each parameter is projected after every step onto ``[start - linf, start + linf]``
-    elementwise (the norm constraint of Zhu et al., 2020). Returns ``{"steps", "loss_first",
-    "loss_last", "losses"}`` (losses: the edit objective before each step).
+    ``linf``, each parameter is projected after every step onto ``[c - linf, c + linf]``
+    elementwise, ``c`` its starting value or ``center`` (the norm constraint of Zhu et al., 2020).
+    Returns ``{"steps", "loss_first", "loss_last", "losses"}`` (losses: the edit objective before
+    each step).
     """
     params = list(params)
-    start = [p.detach().clone() for p in params] if linf is not None else []
-    if optimizer not in ("adam", "adamw"):
-        raise ValueError(f"optimizer={optimizer!r}: use 'adam' or 'adamw'")
+    start = ([c.detach() for c in center] if center is not None else [p.detach().clone() for p in params]) \
+        if linf is not None else []
+    if optimizer not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"optimizer={optimizer!r}: use 'adam', 'adamw' or 'sgd'")
     opt = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if optimizer == "adamw"
+           else torch.optim.SGD(params, lr=lr, weight_decay=weight_decay) if optimizer == "sgd"
            else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
     losses: list[float] = []
     for _ in range(steps):

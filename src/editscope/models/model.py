@@ -150,6 +150,21 @@ class Model:
             self.meta["base_digests"] = tensor_digests(self.hf)
         return fingerprint_of(self.meta["base_digests"])
 
+    def state_key(self, digests: dict[str, str] | None = None) -> str:
+        """What the model computes, as one key: the weights fingerprint when nothing is installed,
+        else a hash of it and the identities of the installed interventions (GRACE codebooks, IKE
+        contexts, ...). Every cache of model outputs keys on it. ``digests``: the current
+        :func:`tensor_digests`, if already computed."""
+        from ..interventions import identities
+
+        fp = fingerprint_of(digests) if digests is not None else self.fingerprint()
+        ids = identities(self)
+        if not ids:
+            return fp
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps([fp, sorted(ids.items())]).encode())
+        return h.hexdigest()
+
     def clear_caches(self) -> None:
         """Free the hidden states kept in memory by ``evaluate(..., keep_hidden=l)``."""
         self.meta.pop("layer_caches", None)
@@ -163,14 +178,23 @@ class Model:
         return sorted(n for n in set(base) | set(now) if base.get(n) != now.get(n))
 
     def first_changed_layer(self, changed: list[str] | None = None) -> int | None:
-        """Lowest block index whose weights differ from the base; ``n_layers`` when only the final
-        norm or head changed, 0 when anything before the first block changed, None when nothing did.
+        """Lowest block index whose weights differ from the base or whose output an installed
+        intervention changes; ``n_layers`` when only the final norm or head changed, 0 when
+        anything before the first block changed (an input intervention: 0), None when nothing did.
 
         Blocks below it compute exactly what the base computed, so their outputs can be reused.
         """
+        from ..interventions import first_intervened_layer
+
         changed = self.changed_tensors() if changed is None else changed
+        intervened = first_intervened_layer(self)
         if not changed:
-            return None
+            return intervened
+        weights = self._first_weight_layer(changed)
+        return weights if intervened is None else min(intervened, weights)
+
+    def _first_weight_layer(self, changed: list[str]) -> int:
+        """Lowest block among the changed tensor names (``n_layers``: final norm/head only)."""
         prefixes = [self.arch.name("layer", i) + "." for i in range(self.n_layers)]
         tail = (self.arch.final_norm + ".", self.arch.lm_head + ".")
         lowest = self.n_layers

@@ -332,6 +332,17 @@ class StudyConfig(_Strict):
             if m.match is not None and m.match not in edit_labels:
                 raise ValueError(f"methods[{i}].match: {m.match!r} is not the label of an edit method in this study "
                                  f"(have {edit_labels}); a placebo matches a method the study runs")
+            if m.match is not None:
+                matched = next(x for x in self.method_specs() if x.name == m.match)
+                kind = type(get_method(matched.method)).kind
+                if kind != "weights":
+                    raise ValueError(f"methods[{i}].match: {m.match!r} ({matched.method}) is a {kind} intervention, not "
+                                     "a weight delta; a placebo matches a weight-delta method (rome, memit, ft-m, ...). "
+                                     "For an intervention, the identity control and unrelated edits are the controls")
+            cls = type(get_method(m.method))
+            if self.protocol.kind == "sequential" and not cls.supports_sequential:
+                raise ValueError(f"methods[{i}]: {m.method!r} does not support the sequential protocol (its edits do "
+                                 "not stack); run it with protocol kind 'single' or 'batch'")
             if m.draws > 1 and self.protocol.kind == "sequential":
                 raise ValueError(f"methods[{i}].draws={m.draws}: a sequential study runs one placebo chain per entry; "
                                  "use several placebo entries with distinct labels and hparams.seed")

@@ -24,9 +24,10 @@ import torch
 from ..evaluation import evaluate
 from ..methods import EditFailed, apply_edit
 from ..methods.base import METHODS, get_method
+from ..interventions import Intervention, install, installed, remove_all
 from ..methods.handle import active_edits
 from ..metrics.perplexity import is_collapsed, perplexity
-from ..models.model import Model, fingerprint_of, tensor_digests
+from ..models.model import Model, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
 from ..paths import file_in_the_way
@@ -245,7 +246,7 @@ class Runner:
         rows = self._evaluate(unit, digests) if eval_ else {}
         scalars = self._scalars() if eval_ else {}
         scalars.update(extra_scalars or {})
-        fp = fingerprint_of(digests)
+        fp = self.model.state_key(digests)
         self.store.add_unit(method, unit.unit, unit.step, unit.edits, status, seconds_edit=seconds_edit,
                             seconds_eval=time.perf_counter() - t, fingerprint=fp, info=info or {},
                             rows=rows, scalars=scalars, events=events)
@@ -281,13 +282,14 @@ class Runner:
             finally:
                 for h in reversed(handles):
                     h.undo()
-            if self.model.fingerprint() != self.base_fp:
+            if self.model.state_key() != self.base_fp:
                 raise RuntimeError(f"{method.name}: undo did not restore the base model after {unit.unit}")
 
     def _run_sequential(self, method: MethodSpec, units: list[UnitPlan], done: set) -> None:
         proto = self.config.protocol
         stored = {u.unit: u for u in self.store.units(method.name)}
         saved = {k: v.detach().clone() for k, v in self.model.hf.state_dict().items()}
+        saved_ivs = {site: iv.copy() for site, iv in installed(self.model).items()}
         try:
             for unit in units:
                 prev = stored.get(unit.unit)
@@ -300,7 +302,7 @@ class Runner:
                         handles, _, failure = self._apply(method, unit, [])
                         for h in handles:
                             h.release()
-                        if failure or self.model.fingerprint() != prev.fingerprint:
+                        if failure or self.model.state_key() != prev.fingerprint:
                             raise RuntimeError(
                                 f"resume of {method.name}: re-applying {unit.unit} did not reproduce the stored "
                                 "model state (non-deterministic method or changed code); start over with --force")
@@ -333,14 +335,17 @@ class Runner:
                         self.on_unit(u, {"status": "stopped"})
                     return
         finally:
-            _restore_all(self.model, saved)
+            _restore_all(self.model, saved, saved_ivs)
 
 
-def _restore_all(model: Model, state: dict[str, torch.Tensor]) -> None:
-    """Put every weight back and drop the (released) edits from the model's edit stack."""
+def _restore_all(model: Model, state: dict[str, torch.Tensor], ivs: dict[str, Intervention]) -> None:
+    """Put every weight and intervention back and drop the (released) edits from the model's edit stack."""
     with torch.no_grad():
         for k, v in model.hf.state_dict().items():
             v.copy_(state[k])
+    remove_all(model)
+    for iv in ivs.values():
+        install(model, iv)
     for h in reversed(active_edits(model)):
         if h.method in METHODS:
             METHODS[h.method]().on_undo(model, h)
