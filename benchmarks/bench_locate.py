@@ -1,9 +1,17 @@
-"""ROME / MEMIT / AlphaEdit on the default model: key statistics cost, their token-count
-sensitivity, and edit quality on CounterFact (single-edit protocol, probability scores as ROME).
+"""ROME / MEMIT / AlphaEdit (and GRACE, WISE, IKE) on the default model: key statistics cost, their
+token-count sensitivity, and edit quality on CounterFact (probability scores as ROME), single-edit
+and sequential.
 
     python benchmarks/bench_locate.py --n 200            # the issue's protocol (long on 2 CPU cores)
     python benchmarks/bench_locate.py --n 30 --methods rome
     python benchmarks/bench_locate.py --n 25 --methods rome --skip-stats --hparam v_lr=1.0
+    python benchmarks/bench_locate.py --n 25 --skip-stats --methods grace wise ike
+    python benchmarks/bench_locate.py --n 100 --skip-stats --sequential --methods grace wise alphaedit
+
+``--sequential``: the n edits are applied one after another without undo (methods whose edits do not
+stack are skipped), then every record is scored on the final model: retention of the early edits
+after the later ones, and what n edits together did to the neighbourhood. IKE's demonstration pool
+is moved past the evaluated records (``pool_offset``) so that no evaluated record is in it.
 
 1. Key statistics at ROME's default layer over 10k / 30k / 100k tokens (computed cold, not from the
    cache): seconds, and how much ROME's solved update for the first CounterFact edit changes
@@ -81,6 +89,7 @@ def main() -> None:
     ap.add_argument("--skip-stats", action="store_true", help="skip the statistics timing/sensitivity part")
     ap.add_argument("--layer-sweep", type=int, nargs="*", default=None,
                     help="instead: ROME at these layers on the first --n records (how the default layer was chosen)")
+    ap.add_argument("--sequential", action="store_true", help="apply the n edits one after another, score at the end")
     ap.add_argument("--hparam", action="append", default=[], metavar="K=V",
                     help="override a hyperparameter of every method (JSON value), e.g. --hparam v_lr=1.0")
     args = ap.parse_args()
@@ -114,23 +123,39 @@ def main() -> None:
     print(f"{'method':10s} {'ES (efficacy)':>24s} {'PS (paraphrase)':>24s} {'NS (neighbourhood)':>24s} "
           f"{'NS/base':>8s} {'median s':>9s} {'failed':>7s}")
     for name in args.methods:
+        hp = {**overrides, **({"pool_offset": args.n} if name == "ike" else {})}
+        if args.sequential and not type(es.methods.get_method(name)).supports_sequential:
+            print(f"{name:10s} (edits do not stack: no sequential protocol)")
+            continue
         got: dict[str, list[bool]] = {"target": [], "paraphrase": [], "near": []}
-        times, failed = [], 0
+        times, failed, handles, ok = [], 0, [], []
         for case in cases:
             t = time.perf_counter()
             try:
-                h = es.apply_edit(model, case.requests, name, **overrides)
+                h = es.apply_edit(model, case.requests, name, **hp)
             except es.EditFailed:
                 failed += 1
                 times.append(time.perf_counter() - t)
-                got["target"].append(False)
-                got["paraphrase"].append(False)
+                ok.append(False)
                 continue
             times.append(time.perf_counter() - t)
+            ok.append(True)
+            if args.sequential:
+                handles.append(h)
+                continue
             for cat, v in prob_scores(model, case).items():
                 got[cat] += v
             h.undo()
-        assert model.fingerprint() == fp
+        if args.sequential:  # every record on the final model; a rolled-back edit still fails ES and PS
+            for case, applied in zip(cases, ok):
+                for cat, v in prob_scores(model, case).items():
+                    got[cat] += v if applied or cat == "near" else [False] * len(v)
+            for h in reversed(handles):
+                h.undo()
+        else:
+            got["target"] += [False] * failed
+            got["paraphrase"] += [False] * failed
+        assert model.state_key() == fp
         ns_ratio = (sum(got["near"]) / len(got["near"])) / (sum(base["near"]) / len(base["near"]))
         if overrides:
             name = f"{name} {overrides}"

@@ -17,6 +17,8 @@ The vocabulary projection is applied only at positions whose logits are needed.
 
 from __future__ import annotations
 
+import copy
+
 import functools
 import hashlib
 import inspect
@@ -282,17 +284,24 @@ def sequences_key(seqs: Sequence[Sequence[int]], batch_size: int, max_tokens: in
 
 def teacher_forced_hidden(model: Model, seqs: Sequence[Sequence[int]], side: PaddingSide,
                           capture: LayerCache | None = None, resume: LayerCache | None = None,
-                          batch_key: tuple[int, ...] = ()):
+                          batch_key: tuple[int, ...] = (), prefix: SharedPrefix | None = None):
     """Final hidden states ``[B, T, d]`` of a padded batch, and each row's first real column.
 
     With right padding every pad follows all real tokens of its row, so causal attention alone
     already hides it from them: the mask is dropped, letting attention use its causal fast path
     (real-token outputs are unchanged; pad outputs are never read). ``capture``/``resume`` store or
     reuse the states entering one block (see :class:`LayerCache`), keyed by ``batch_key``.
+    ``prefix``: ``seqs`` continue this shared prefix (right padding only; positions are offset by
+    its length and the returned states cover only ``seqs``).
     """
     ids, mask, pos, starts = pad_batch(seqs, pad_id(model), side, model.device)
     if side == "right":
         mask = None
+    kv = None
+    if prefix is not None:
+        if side != "right" or capture is not None or resume is not None:
+            raise ValueError("a shared prefix needs right padding and no capture/resume")
+        pos, kv = pos + prefix.length, prefix.for_batch(len(seqs))
     with ExitStack() as stack:
         if capture is not None:
             seen = stack.enter_context(capture_input(model.module("layer", capture.layer)))
@@ -300,7 +309,7 @@ def teacher_forced_hidden(model: Model, seqs: Sequence[Sequence[int]], side: Pad
             layers = [model.module("layer", i) for i in range(resume.layer)]
             stack.enter_context(skip_modules(layers, model.arch.block_returns_tuple))
             stack.enter_context(replace_input(model.module("layer", resume.layer), resume.states[batch_key]))
-        hidden = body_forward(model, ids, mask, pos, use_cache=False).last_hidden_state
+        hidden = body_forward(model, ids, mask, pos, kv_cache=kv, use_cache=kv is not None).last_hidden_state
     if capture is not None:
         capture.states[batch_key] = seen[0]
     return hidden, starts
@@ -325,6 +334,47 @@ def body_forward(model: Model, input_ids, attention_mask, position_ids, *, kv_ca
 def kv_cache_of(out):
     """The KV cache of a :func:`body_forward` output made with ``use_cache=True``, under either name."""
     return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+#: a token prefix shared by every sequence of a call and at least this long is run once and reused
+#: through a KV cache (an in-context edit puts the same demonstrations before every prompt)
+SHARED_PREFIX_MIN = 16
+#: with a shared prefix, a batch holds at most this many (prefix + own) tokens: each row carries a
+#: copy of the prefix's keys and values (about 23 MB per row for 500 prefix tokens on the default model)
+SHARED_PREFIX_BATCH_TOKENS = 16384
+
+
+@dataclass
+class SharedPrefix:
+    """The KV cache of ``length`` tokens every sequence of a call starts with (batch of one)."""
+
+    length: int
+    cache: Any
+
+    @classmethod
+    def of(cls, model: Model, seqs: Sequence[Sequence[int]], limit: int) -> SharedPrefix | None:
+        """The shared prefix of ``seqs`` (at most ``limit`` tokens), run through the model, or None
+        when there are fewer than two sequences or it is shorter than :data:`SHARED_PREFIX_MIN`."""
+        if len(seqs) < 2 or limit < SHARED_PREFIX_MIN:
+            return None
+        first, n = seqs[0], min(limit, min(len(x) for x in seqs))
+        for x in seqs[1:]:
+            k = 0
+            while k < n and x[k] == first[k]:
+                k += 1
+            n = k
+            if n < SHARED_PREFIX_MIN:
+                return None
+        ids = torch.tensor([list(first[:n])], device=model.device)
+        out = body_forward(model, ids, None, torch.arange(n, device=model.device)[None], use_cache=True)
+        return cls(n, kv_cache_of(out))
+
+    def for_batch(self, rows: int):
+        """A copy of the cache for a batch of ``rows`` sequences (the model appends to it)."""
+        cache = copy.deepcopy(self.cache)
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        return cache
 
 
 @torch.inference_mode()
@@ -378,14 +428,20 @@ def score_encoded(
             capture.key, capture.states = key, {}
         if resume is not None and resume.key != key:
             raise ValueError("resume= holds states of other pairs or batching; capture them on these pairs")
+    prefix = None
+    if capture is None and resume is None and padding_side == "right":
+        prefix = SharedPrefix.of(model, seqs, min(len(p.prompt_ids) for p in pairs) - 1)
+    shift = prefix.length if prefix is not None else 0
+    seqs = [s[shift:] for s in seqs]
     results: list[ContinuationScore | None] = [None] * len(pairs)
-    for batch in plan_batches([len(s) for s in seqs], batch_size, max_tokens):
+    budget = max_tokens if prefix is None else max(max_tokens, SHARED_PREFIX_BATCH_TOKENS)
+    for batch in plan_batches([len(s) + shift for s in seqs], batch_size, budget):
         hidden, starts = teacher_forced_hidden(model, [seqs[i] for i in batch], padding_side,
-                                               capture=capture, resume=resume, batch_key=tuple(batch))
+                                               capture=capture, resume=resume, batch_key=tuple(batch), prefix=prefix)
         rows, cols, targets, spans = [], [], [], []
         for b, i in enumerate(batch):
             p, c = len(pairs[i].prompt_ids), len(pairs[i].cont_ids)
-            first = starts[b] + p - 1  # position whose output predicts the first continuation token
+            first = starts[b] + p - 1 - shift  # position whose output predicts the first continuation token
             rows += [b] * c
             cols += range(first, first + c)
             targets += pairs[i].cont_ids
@@ -501,9 +557,16 @@ def greedy_continuations(
         _check_length(model, len(s) + max_new_tokens, "prompt", i)
     eos = model.tokenizer.eos_token_id
     results: list[Generation | None] = [None] * len(seqs)
-    for batch in plan_batches([len(s) + max_new_tokens for s in seqs], batch_size, max_tokens):
-        ids, mask, pos, _ = pad_batch([seqs[i] for i in batch], pad_id(model), "left", model.device)
-        out = body_forward(model, ids, mask, pos, use_cache=True)
+    prefix = SharedPrefix.of(model, seqs, min(len(s) for s in seqs) - 1)
+    shift = prefix.length if prefix is not None else 0
+    budget = max_tokens if prefix is None else max(max_tokens, SHARED_PREFIX_BATCH_TOKENS)
+    for batch in plan_batches([len(s) + max_new_tokens for s in seqs], batch_size, budget):
+        ids, mask, pos, _ = pad_batch([seqs[i][shift:] for i in batch], pad_id(model), "left", model.device)
+        kv = None
+        if prefix is not None:
+            kv, pos = prefix.for_batch(len(batch)), pos + shift
+            mask = torch.cat([torch.ones(len(batch), shift, dtype=mask.dtype, device=mask.device), mask], dim=1)
+        out = body_forward(model, ids, mask, pos, kv_cache=kv, use_cache=True)
         cache, h = kv_cache_of(out), out.last_hidden_state[:, -1]
         gen = [[] for _ in batch]
         lps = [[] for _ in batch]

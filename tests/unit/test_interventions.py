@@ -313,3 +313,27 @@ def test_runner_single_and_sequential_with_interventions(tmp_path, pool):
             "each edited state is keyed as edited"
         assert len({u.fingerprint for u in units if u.method == "grace"}) == 3
         s.close()
+
+
+def test_a_shared_prefix_runs_once_and_scores_like_full_passes(monkeypatch):
+    import editscope.scoring as sc
+
+    m = tiny_model("llama")
+    context = "New Fact: 2+2=5\nPrompt: 1+1=2\n\nNew Fact: 2+2=5\nPrompt: "
+    prompts = [context + p for p in ["3+3=", "1+2=", "The sky is", "2+2="]]
+    pairs = sc.encode_pairs(m, prompts, ["6", "3", " blue", "5"])
+    with torch.inference_mode():
+        shared = sc.score_encoded(m, pairs, batch_size=2)
+        gen_shared = sc.greedy_continuations(m, prompts, 4, batch_size=3, stop_at_eos=False)
+    monkeypatch.setattr(sc, "SHARED_PREFIX_MIN", 10_000)
+    with torch.inference_mode():
+        full = sc.score_encoded(m, pairs, batch_size=2)
+        gen_full = sc.greedy_continuations(m, prompts, 4, batch_size=3, stop_at_eos=False)
+    assert sc.SharedPrefix.of(m, [list(p.prompt_ids) for p in pairs], 100) is None  # switched off here
+    for a, b in zip(shared, full):
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4) and a.argmax_ids == b.argmax_ids
+    assert [g.token_ids for g in gen_shared] == [g.token_ids for g in gen_full]
+    monkeypatch.undo()
+    n = len(pairs[0].prompt_ids)
+    pre = sc.SharedPrefix.of(m, [list(p.prompt_ids) for p in pairs], n - 1)
+    assert pre is not None and sc.SHARED_PREFIX_MIN <= pre.length < n

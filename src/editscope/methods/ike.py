@@ -17,8 +17,8 @@ demonstration and ``New Fact: {edit prompt}{target}\\nPrompt: {edit prompt}\\n\\
 retrieval, over all three types). Records whose prompt is an edited prompt are left out.
 
 Choices and deviations, documented: the most similar demonstration is placed *last*, nearest to
-the query (the original code's order; EasyEdit puts it first); the pool is the first
-``pool_limit`` records (EasyEdit uses its whole training split); several requests in one edit
+the query (the original code's order; EasyEdit puts it first); the pool is ``pool_limit``
+records from ``pool_offset`` on (EasyEdit uses its whole training split); several requests in one edit
 are several ``New Fact:`` lines. IKE edits do not stack (no sequential protocol): a second IKE edit
 on a model that has one is refused; edit the facts together in one batch instead. Perplexity on
 corpus text is not conditioned on the context (it is not a prompt), so it equals the base's.
@@ -58,13 +58,14 @@ def fact(prompt: str, continuation: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def demonstration_pool(pool: str, limit: int | None) -> tuple[tuple[str, str], ...]:
+def demonstration_pool(pool: str, limit: int | None, offset: int = 0) -> tuple[tuple[str, str], ...]:
     """``((edited prompt, demonstration text), ...)``: the pool's copy/update/retain demonstrations."""
     from ..probes.loaders import load_counterfact, load_zsre
 
     loader = {"counterfact": load_counterfact, "zsre": load_zsre}.get(pool)
     try:
-        cases = loader(limit=limit) if loader is not None else load_counterfact(pool, limit=limit)
+        cases = (loader(limit=limit, offset=offset) if loader is not None
+                 else load_counterfact(pool, limit=limit, offset=offset))
     except InputError as e:
         raise HparamError(f"pool={pool!r}: the demonstration pool cannot be read: {e}") from None
     except OSError as e:
@@ -91,6 +92,7 @@ class IKEHparams(Hparams):
     pool: str = Field("counterfact", min_length=1,
                       description="'counterfact', 'zsre' (shared data) or a CounterFact-form file")
     pool_limit: int | None = Field(2000, ge=1, description="records of the pool used (None: all)")
+    pool_offset: int = Field(0, ge=0, description="records of the pool skipped first (keep evaluated records out)")
     encoder: str = Field(DEFAULT_ENCODER, min_length=1, description="sentence-transformers encoder for retrieval")
 
 
@@ -108,13 +110,13 @@ class IKE(EditMethod):
             raise HparamError("ike edits do not stack: this model already has an IKE edit. Undo it, or edit the "
                               "facts together in one batch (one IKE edit with several requests)")
         if hp.k:
-            demonstration_pool(hp.pool, hp.pool_limit)  # a missing or empty pool fails here, before anything
+            demonstration_pool(hp.pool, hp.pool_limit, hp.pool_offset)  # a missing or empty pool fails here, before anything
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: IKEHparams) -> dict[str, Any]:
         facts = [fact(r.prompt, r.continuation) for r in requests]
         demos: list[str] = []
         if hp.k:
-            pool = demonstration_pool(hp.pool, hp.pool_limit)
+            pool = demonstration_pool(hp.pool, hp.pool_limit, hp.pool_offset)
             edited = {r.prompt.strip() for r in requests}
             usable = [text for prompt, text in pool if prompt.strip() not in edited]
             vecs = embed(usable, hp.encoder)
