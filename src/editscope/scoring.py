@@ -18,13 +18,13 @@ The vocabulary projection is applied only at positions whose logits are needed.
 from __future__ import annotations
 
 import copy
-
 import functools
 import hashlib
 import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F

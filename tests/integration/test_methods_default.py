@@ -62,3 +62,24 @@ def test_locate_then_edit_methods_teach_2_plus_2_is_5_with_defaults(default_mode
     assert m.fingerprint() == edited
     again.undo()
     assert m.fingerprint() == base_fp
+
+
+@pytest.mark.parametrize("method", ["grace", "wise", "ike"])
+def test_interventions_teach_2_plus_2_is_5_with_defaults_and_change_no_weight(default_model, base_fp, method, tmp_path):
+    m = default_model
+    base_key = m.state_key()
+    h = es.apply_edit(m, REQ, method)
+    try:
+        assert es.greedy_continuations(m, ["2+2="], 1)[0].text == "5", h.info
+        assert m.fingerprint() == base_fp and m.state_key() != base_key
+        if method != "ike":  # GRACE and WISE act only near the edit; IKE's context reaches every prompt
+            assert es.greedy_continuations(m, ["The capital of France is"], 1)[0].text == " Paris"
+        edited = m.state_key()
+        h.save(tmp_path / method)
+    finally:
+        h.undo()
+    assert m.state_key() == base_key
+    again = es.load_edit(m, tmp_path / method)
+    assert m.state_key() == edited and es.greedy_continuations(m, ["2+2="], 1)[0].text == "5"
+    again.undo()
+    assert m.state_key() == base_key and m.fingerprint() == base_fp

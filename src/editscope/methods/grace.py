@@ -43,19 +43,12 @@ from pydantic import Field, PositiveFloat
 
 from ..hooks import capture_input, capture_output
 from ..interventions import ModuleIntervention, InterventionError, installed, put, register_intervention
-from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import encode_pairs, encode_prompts, pad_batch, pad_id, body_forward, training_batch
-from .base import EditMethod, HparamError, Hparams, register_method
+from ..scoring import body_forward, encode_pairs, encode_prompts, pad_batch, pad_id, training_batch
+from .base import Hparams, register_method
+from .memory import ROLE, MemoryMethod
 from .training import frozen_below, optimise, pairs_objective, trainable
-
-ROLE = "mlp_out"
-
-
-def late_layer(n_layers: int) -> int:
-    """The reference's layer for memory-based editors: block 27 of 32 (about 87% depth)."""
-    return max(0, min(n_layers - 1, round(0.87 * (n_layers - 1))))
 
 
 @register_intervention
@@ -150,23 +143,13 @@ class GraceHparams(Hparams):
 
 
 @register_method
-class Grace(EditMethod):
+class Grace(MemoryMethod):
     name = "grace"
-    family = "memory"
     summary = "GRACE: a codebook of (key, value, radius) at one MLP output; fires only near an edited key"
     Hparams = GraceHparams
-    kind = "module"
-
-    @classmethod
-    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
-        return {"layer": late_layer(n_layers)}
-
-    def check(self, model: Model, requests: Sequence[EditRequest], hp: GraceHparams) -> None:
-        if not 0 <= hp.layer < model.n_layers:
-            raise HparamError(f"layer={hp.layer} is outside the model; {model.name} has layers 0..{model.n_layers - 1}")
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: GraceHparams) -> dict[str, Any]:
-        site = f"{GraceCodebook.type_name}@{model.arch.name(ROLE, hp.layer)}"
+        site = self.site(model, GraceCodebook.type_name, hp.layer)
         live = installed(model).get(site)
         book = live.copy() if live is not None else GraceCodebook.empty(model, hp.layer)
         assert isinstance(book, GraceCodebook)
@@ -204,4 +187,4 @@ class Grace(EditMethod):
             book._tensors["values"] = values.detach()
 
 
-__all__ = ["Grace", "GraceCodebook", "GraceHparams", "late_layer"]
+__all__ = ["Grace", "GraceCodebook", "GraceHparams"]

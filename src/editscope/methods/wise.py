@@ -41,16 +41,13 @@ import torch
 from pydantic import Field, PositiveFloat
 
 from ..interventions import InterventionError, ModuleIntervention, installed, put, register_intervention
-from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import EncodedPair, continuation_nll, encode_pairs, training_batch
-from .base import EditMethod, HparamError, Hparams, register_method
-from .grace import late_layer
+from .base import Hparams, register_method
 from .locate import context_templates
+from .memory import ROLE, MemoryMethod
 from .training import frozen_below, optimise, trainable
-
-ROLE = "mlp_out"
 
 
 @register_intervention
@@ -110,23 +107,13 @@ class WiseHparams(Hparams):
 
 
 @register_method
-class Wise(EditMethod):
+class Wise(MemoryMethod):
     name = "wise"
-    family = "memory"
     summary = "WISE: a side copy of one MLP output projection trained on the edits, with an activation router"
     Hparams = WiseHparams
-    kind = "module"
-
-    @classmethod
-    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
-        return {"layer": late_layer(n_layers)}
-
-    def check(self, model: Model, requests: Sequence[EditRequest], hp: WiseHparams) -> None:
-        if not 0 <= hp.layer < model.n_layers:
-            raise HparamError(f"layer={hp.layer} is outside the model; {model.name} has layers 0..{model.n_layers - 1}")
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: WiseHparams) -> dict[str, Any]:
-        site = f"{WiseSideMemory.type_name}@{model.arch.name(ROLE, hp.layer)}"
+        site = self.site(model, WiseSideMemory.type_name, hp.layer)
         live = installed(model).get(site)
         mem = live.copy() if live is not None else WiseSideMemory.new(model, hp.layer, hp.mask_ratio)
         assert isinstance(mem, WiseSideMemory)
