@@ -50,7 +50,23 @@ def test_edit_saves_and_eval_with_the_saved_edit_reports_changes(model_dir, tmp_
     assert data["summary"]["all"]["unchanged"]["n"] == data["n_probes"]
 
 
+def test_a_grace_edit_saves_and_evaluates_as_an_intervention(model_dir, tmp_path):
+    out = runner.invoke(app, ["edit", "--model", str(model_dir), "--method", "grace", "--prompt", "2+2=",
+                              "--target", "5", "--hparam", "layer=1", "--save", str(tmp_path / "g")], terminal_width=300)
+    assert out.exit_code == 0, out.output
+    man = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert man["kind"] == "module" and man["tensors"] == {} and list(man["interventions"]) == [
+        "grace@model.layers.1.mlp.down_proj"]
+    res = runner.invoke(app, ["eval", "--model", str(model_dir), "-s", "facts", "--edit", str(tmp_path / "g"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["fingerprint"] != data["base_fingerprint"], "the intervened model is not scored as the base"
+    methods = runner.invoke(app, ["methods"], terminal_width=400)
+    assert all(w in methods.output for w in ("grace", "wise", "ike", "module", "input", "sequential"))
+
+
 @pytest.mark.parametrize("args, match", [
+    (["--method", "grace", "--hparam", "eps=0"], "eps"),
     (["--method", "rome2"], "unknown edit method"),
     (["--method", "ft", "--hparam", "lrr=1"], "Did you mean 'lr'"),
     (["--method", "ft", "--hparam", "lr"], "NAME=VALUE"),
