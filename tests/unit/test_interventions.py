@@ -178,6 +178,22 @@ def test_grace_keeps_a_hundred_sequential_edits_exactly():
     assert target_losses(m, reqs) == pytest.approx(right_after, abs=1e-5), "GRACE edits do not interfere"
 
 
+def test_wise_keeps_editing_one_side_memory_over_a_hundred_sequential_edits():
+    m = tiny_model("llama")
+    reqs = [es.EditRequest(f"{a}+{b}=", str((a + b + 1) % 10)) for a in range(10) for b in range(10)]
+    thresholds = []
+    for r in reqs:
+        es.apply_edit(m, r, "wise", layer=1, n_templates=1, steps=3, guard_tolerance=100)
+        mem = next(iter(installed(m).values()))
+        thresholds.append(float(mem.tensors()["threshold"]))
+    assert len(installed(m)) == 1 and mem.config["edits"] == 100 and len(active_edits(m)) == 100
+    assert all(b <= a for a, b in zip(thresholds, thresholds[1:])), "the threshold is a running minimum"
+    assert torch.isfinite(mem.tensors()["delta"]).all()
+    for h in reversed(active_edits(m)):
+        h.undo()
+    assert not installed(m)
+
+
 def test_wise_routes_only_inputs_that_activate_the_side_memory():
     m = tiny_model("llama")
     es.apply_edit(m, REQ, "wise", layer=1, n_templates=2, steps=30)
