@@ -12,7 +12,7 @@ from editscope.interventions import InterventionError, installed, transform_prom
 from editscope.methods import EditHandleError, EditLoadError, HparamError, active_edits, get_method, list_methods
 from editscope.methods.grace import GraceCodebook
 from editscope.models import tiny_model
-from editscope.runner import ConfigError, parse_config, run_study, ResultsStore
+from editscope.runner import ConfigError, ResultsStore, build_plan, parse_config, run_study
 from editscope.scoring import encode_prompts, pad_batch, pad_id, body_forward
 
 REQ = es.EditRequest("2+2=", "5")
@@ -356,3 +356,39 @@ def test_a_shared_prefix_runs_once_and_scores_like_full_passes(monkeypatch):
     n = len(pairs[0].prompt_ids)
     pre = sc.SharedPrefix.of(m, [list(p.prompt_ids) for p in pairs], n - 1)
     assert pre is not None and sc.SHARED_PREFIX_MIN <= pre.length < n
+
+
+def test_the_runner_evaluates_late_edits_from_kept_states_with_the_full_pass_results(tmp_path, monkeypatch):
+    import editscope.runner.execute as ex
+
+    study = {"name": "late", "model": "tiny:llama", "seed": 0, "edits": [{"prompt": "2+2=", "target_new": "5"}],
+             "methods": [{"method": "grace", "hparams": {"layer": 1}},
+                         {"method": "ft-m", "hparams": {"layer": 1, "lr": 0.1}}],
+             "probes": [{"suite": "arithmetic", "args": {"n": 3, "paraphrases": False}}]}
+    cfg = parse_config(study, "s.yaml")
+    m = tiny_model("llama")
+    assert ex.shared_first_block(m, build_plan(cfg).methods) == 1
+    assert ex.shared_first_block(m, parse_config({**study, "methods": ["ft"]}, "s.yaml").methods) is None
+    assert ex.shared_first_block(m, parse_config({**study, "methods": ["grace", "ike"]}, "s.yaml").methods) == 1
+    seen = []
+    real = ex.evaluate
+
+    def spy(model, probes, **kw):
+        res = real(model, probes, **kw)
+        seen.append(res.resumed_from)
+        return res
+
+    monkeypatch.setattr(ex, "evaluate", spy)
+    fast = run_study(cfg, tmp_path / "fast", progress=False)
+    assert seen.count(1) == 2, "both edits were evaluated from block 1"
+    monkeypatch.setattr(ex, "shared_first_block", lambda model, methods: None)
+    slow = run_study(cfg, tmp_path / "slow", progress=False)
+    assert seen[-2:] == [None, None]
+
+    def rows(run):
+        s = ResultsStore(run / "results.sqlite")
+        out = sorted(json.dumps(r, sort_keys=True) for r in s.rows())
+        s.close()
+        return out
+
+    assert rows(fast) == rows(slow)

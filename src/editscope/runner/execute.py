@@ -170,14 +170,16 @@ class Runner:
         self.on_unit = on_unit or (lambda u, info: None)
         self.base_fp = model.base_fingerprint
         self.base_guard_ppl: float | None = None
+        self.keep_hidden: int | None = None  # see shared_first_block
 
     # ---- measurements
     def _evaluate(self, unit: UnitPlan, digests: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
         sets = self.plan.all_sets() if unit.method == "base" else self.plan.eval_sets(unit)
         digests = digests if digests is not None else tensor_digests(self.model.hf)
         out = {}
+        keep = self.keep_hidden if unit.method == "base" else None
         for name, (edit_index, ps) in sets.items():
-            res = evaluate(self.model, ps, digests=digests)
+            res = evaluate(self.model, ps, digests=digests, keep_hidden=keep)
             out[name] = [{**r, "edit_index": edit_index} for r in res.rows]
         return out
 
@@ -338,6 +340,37 @@ class Runner:
             _restore_all(self.model, saved, saved_ivs)
 
 
+def first_block(model: Model, spec: MethodSpec) -> int:
+    """Lowest block an edit by ``spec`` can change (0 when it may change anything: input
+    interventions, placebos, hyperparameters that do not resolve)."""
+    from ..methods.base import get_method
+
+    m = get_method(spec.method)
+    if spec.match is not None or m.kind == "input":
+        return 0
+    try:
+        hp = type(m).resolve_hparams(model.arch, model.n_layers, dict(spec.hparams))
+        if m.kind == "module":
+            return int(getattr(hp, "layer", 0))
+        names = m.touched(model, hp)
+    except Exception:  # the unit itself reports bad hyperparameters
+        return 0
+    return model.first_changed_layer(names) or 0 if names else 0
+
+
+def shared_first_block(model: Model, methods: list[MethodSpec]) -> int | None:
+    """The block whose input the base evaluation keeps, so that every edit that changes only blocks
+    at or above it is evaluated from there (exactly the full pass): the lowest first block of the
+    methods, or None when one of them may change block 0 (nothing to gain)."""
+    from ..methods.base import get_method
+
+    # input interventions never resume (other token sequences) and the identity changes nothing
+    blocks = [first_block(model, m) for m in methods
+              if get_method(m.method).kind != "input" and get_method(m.method).name != "identity"]
+    low = min(blocks, default=0)
+    return low if 0 < low < model.n_layers else None
+
+
 def _restore_all(model: Model, state: dict[str, torch.Tensor], ivs: dict[str, Intervention]) -> None:
     """Put every weight and intervention back and drop the (released) edits from the model's edit stack."""
     with torch.no_grad():
@@ -373,14 +406,16 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                                  f"{model.base_fingerprint}; resume with the same model or use --force")
         store.set_meta(model_fingerprint=model.base_fingerprint, model_name=model.name, status="running")
         done = store.done()
+        pending = [m for m in plan.methods if any((m.name, u.unit) not in done for u in plan.units_of(m.name))]
         with working("key statistics for the locate-then-edit methods (cached after the first run)", progress):
-            _prefetch_statistics(model, [m for m in plan.methods
-                                         if any((m.name, u.unit) not in done for u in plan.units_of(m.name))], config)
+            _prefetch_statistics(model, pending, config)
         with _progress(plan, progress) as on_unit:
             runner = Runner(plan, store, model, on_unit)
+            runner.keep_hidden = shared_first_block(model, pending)
             runner.run_base(done)
             for m in plan.methods:
                 runner.run_method(m, done)
+        model.clear_caches()
         store.set_meta(status="complete", finished=now_iso())
     finally:
         store.close()
