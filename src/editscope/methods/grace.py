@@ -42,7 +42,7 @@ import torch
 from pydantic import Field, PositiveFloat
 
 from ..hooks import capture_input, capture_output
-from ..interventions import ModuleIntervention, InterventionError, installed, put, register_intervention
+from ..interventions import InterventionError, ModuleIntervention, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import body_forward, encode_pairs, encode_prompts, pad_batch, pad_id, training_batch
@@ -149,10 +149,7 @@ class Grace(MemoryMethod):
     Hparams = GraceHparams
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: GraceHparams) -> dict[str, Any]:
-        site = self.site(model, GraceCodebook.type_name, hp.layer)
-        live = installed(model).get(site)
-        book = live.copy() if live is not None else GraceCodebook.empty(model, hp.layer)
-        assert isinstance(book, GraceCodebook)
+        site, book = self.working_copy(model, GraceCodebook, hp.layer, lambda: GraceCodebook.empty(model, hp.layer))
         module = model.module(ROLE, hp.layer)
         actions, losses = [], []
         for r in requests:

@@ -3,8 +3,10 @@ default depth."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from ..interventions import Intervention, installed
 
 from ..models.arch import ArchSpec
 from ..models.model import Model
@@ -13,6 +15,7 @@ from .base import EditMethod, HparamError, Hparams
 
 #: the ArchSpec role whose output a memory intervention rewrites
 ROLE = "mlp_out"
+I = TypeVar("I", bound=Intervention)
 
 
 def late_layer(n_layers: int) -> int:
@@ -39,3 +42,13 @@ class MemoryMethod(EditMethod):
     def site(model: Model, type_name: str, layer: int) -> str:
         """The intervention site of ``type_name`` at ``layer``'s MLP output."""
         return f"{type_name}@{model.arch.name(ROLE, layer)}"
+
+    def working_copy(self, model: Model, kind: type[I], layer: int, fresh: Callable[[], I]) -> tuple[str, I]:
+        """``(site, memory)``: a copy of the ``kind`` memory installed at ``layer`` (sequential edits
+        grow it) or ``fresh()``; the edit changes the copy and puts it on the model."""
+        site = self.site(model, kind.type_name, layer)
+        live = installed(model).get(site)
+        mem = live.copy() if live is not None else fresh()
+        if not isinstance(mem, kind):
+            raise TypeError(f"{site} holds a {type(mem).__name__}, not a {kind.__name__}")
+        return site, mem

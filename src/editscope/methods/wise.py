@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from pydantic import Field, PositiveFloat
 
-from ..interventions import InterventionError, ModuleIntervention, installed, put, register_intervention
+from ..interventions import InterventionError, ModuleIntervention, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import EncodedPair, continuation_nll, encode_pairs, training_batch
@@ -113,10 +113,8 @@ class Wise(MemoryMethod):
     Hparams = WiseHparams
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: WiseHparams) -> dict[str, Any]:
-        site = self.site(model, WiseSideMemory.type_name, hp.layer)
-        live = installed(model).get(site)
-        mem = live.copy() if live is not None else WiseSideMemory.new(model, hp.layer, hp.mask_ratio)
-        assert isinstance(mem, WiseSideMemory)
+        site, mem = self.working_copy(model, WiseSideMemory, hp.layer,
+                                      lambda: WiseSideMemory.new(model, hp.layer, hp.mask_ratio))
         templates = context_templates(model, hp.n_templates, hp.template_length)
         edit_pairs = encode_pairs(model, [t.replace("{}", r.prompt) for r in requests for t in templates],
                                   [r.continuation for r in requests for _ in templates])
