@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .errors import InputError
+from .hooks import _hidden_from
 
 if TYPE_CHECKING:
     from .models.model import Model
@@ -170,7 +171,7 @@ def installed(model: Model) -> dict[str, Intervention]:
 
 def _hook_for(iv: ModuleIntervention):
     def hook(module, args, kwargs, output):
-        x = args[0] if args else kwargs["hidden_states"] if "hidden_states" in kwargs else next(iter(kwargs.values()))
+        x = _hidden_from(args, kwargs)
         if isinstance(output, tuple):
             return (iv.output(x, output[0]), *output[1:])
         return iv.output(x, output)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .hooks import capture_input, replace_input, skip_modules
+from .hooks import StopForward, capture_input, replace_input, skip_modules, stop_after
 from .interventions import has_input_interventions, installed, transform_prompt
 from .models.model import Model, fingerprint_of, tensor_digests
 
@@ -331,6 +331,16 @@ def body_forward(model: Model, input_ids, attention_mask, position_ids, *, kv_ca
     return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
 
 
+def forward_until(model: Model, module: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> None:
+    """Run the body on right-padded ``input_ids`` only as far as ``module`` (hooks placed on it or
+    below see what a full pass would show them; nothing above it is computed)."""
+    with stop_after(module):
+        try:
+            body_forward(model, input_ids, None, position_ids, use_cache=False)
+        except StopForward:
+            pass
+
+
 def kv_cache_of(out):
     """The KV cache of a :func:`body_forward` output made with ``use_cache=True``, under either name."""
     return out["cache"] if "cache" in out else out["past_key_values"]
@@ -357,12 +367,11 @@ class SharedPrefix:
         when there are fewer than two sequences or it is shorter than :data:`SHARED_PREFIX_MIN`."""
         if len(seqs) < 2 or limit < SHARED_PREFIX_MIN:
             return None
-        first, n = seqs[0], min(limit, min(len(x) for x in seqs))
+        first, n = list(seqs[0]), min(limit, min(len(x) for x in seqs))
         for x in seqs[1:]:
-            k = 0
-            while k < n and x[k] == first[k]:
-                k += 1
-            n = k
+            if list(x[:n]) == first[:n]:  # the common case once a prefix is shared: one C-level compare
+                continue
+            n = next(k for k in range(n) if x[k] != first[k])
             if n < SHARED_PREFIX_MIN:
                 return None
         ids = torch.tensor([list(first[:n])], device=model.device)

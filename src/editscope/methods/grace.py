@@ -45,7 +45,7 @@ from ..hooks import capture_input, capture_output
 from ..interventions import InterventionError, ModuleIntervention, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import body_forward, encode_pairs, encode_prompts, pad_batch, pad_id, training_batch
+from ..scoring import encode_pairs, encode_prompts, forward_until, pad_batch, pad_id, training_batch
 from .base import Hparams, register_method
 from .memory import ROLE, MemoryMethod
 from .training import frozen_below, optimise, pairs_objective, trainable
@@ -156,7 +156,7 @@ class Grace(MemoryMethod):
             ids = encode_prompts(model, [r.prompt])
             x, mask, pos, _ = pad_batch(ids, pad_id(model), "right", model.device)
             with torch.no_grad(), capture_input(module) as keys_in, capture_output(module) as outs:
-                body_forward(model, x, None, pos, use_cache=False)
+                forward_until(model, module, x, pos)  # nothing above the codebook's module is needed
             j, action = book.add(keys_in[0][0, -1], r.continuation, hp.eps, hp.expand)
             if action in ("added", "split"):
                 init = outs[0][0, -1].float().cpu() if hp.value_init == "warm" else torch.rand(book._tensors["values"].shape[1])

@@ -25,11 +25,12 @@ import torch
 from pydantic import Field, PositiveFloat, field_validator
 
 from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics_many, solve_psd
-from ..hooks import StopForward, add_to_output, capture_input, capture_output, replace_input, skip_modules, stop_after
+from ..hooks import add_to_output, capture_input, capture_output, replace_input, skip_modules
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import (
+    forward_until,
     TrainingBatch,
     pad_id,
     body_forward,
@@ -84,16 +85,6 @@ def context_templates(model: Model, n: int, length: int, seed: int = 0) -> list[
     return memo[key]
 
 
-def _forward_until(model: Model, module: torch.nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor) -> None:
-    """Run the body on right-padded ``input_ids`` only as far as ``module`` (hooks placed on it or
-    below see what a full pass would show them; nothing above it is computed)."""
-    with stop_after(module):
-        try:
-            body_forward(model, input_ids, None, position_ids, use_cache=False)
-        except StopForward:
-            pass
-
-
 def _fill(template: str, text: str) -> str:
     return template.replace("{}", text)
 
@@ -139,7 +130,7 @@ def keys(model: Model, layer: int, requests: Sequence[EditRequest], templates: S
     x, _, p, starts = pad_batch(ids, 0, "right", model.device)
     proj = model.module("mlp_out", layer)
     with torch.inference_mode(), capture_input(proj) as seen:
-        _forward_until(model, proj, x, p)
+        forward_until(model, proj, x, p)
     k = seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
     out = torch.zeros(len(requests), k.shape[-1], device=k.device)
     out.index_add_(0, torch.tensor(owner, device=k.device), k)
@@ -333,7 +324,7 @@ def residual_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_
     x, _, p, _ = pad_batch(ids, 0, "right", model.device)
     block = model.module("layer", layer)
     with torch.inference_mode(), capture_output(block) as seen:
-        _forward_until(model, block, x, p)
+        forward_until(model, block, x, p)
     return seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
 
 

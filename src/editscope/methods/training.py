@@ -15,8 +15,8 @@ import torch
 
 from ..models.model import Model
 from ..requests import EditRequest
-from ..hooks import StopForward, capture_input, replace_input, skip_modules, stop_after
-from ..scoring import EncodedPair, TrainingBatch, body_forward, continuation_nll, encode_pairs, training_batch
+from ..hooks import capture_input, replace_input, skip_modules
+from ..scoring import EncodedPair, TrainingBatch, continuation_nll, encode_pairs, forward_until, training_batch
 
 Objective = Callable[[], torch.Tensor]
 
@@ -58,11 +58,8 @@ def frozen_below(model: Model, batch: TrainingBatch, layer: int) -> Iterator[Non
         yield
         return
     entry = model.module("layer", layer)
-    with torch.no_grad(), capture_input(entry) as seen, stop_after(entry):
-        try:
-            body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False)
-        except StopForward:
-            pass
+    with torch.no_grad(), capture_input(entry) as seen:
+        forward_until(model, entry, batch.input_ids, batch.position_ids)
     below = [model.module("layer", i) for i in range(layer)]
     with skip_modules(below, model.arch.block_returns_tuple), replace_input(entry, seen[0]):
         yield

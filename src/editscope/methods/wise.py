@@ -43,7 +43,7 @@ from pydantic import Field, PositiveFloat
 from ..interventions import InterventionError, ModuleIntervention, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import EncodedPair, continuation_nll, encode_pairs, training_batch
+from ..scoring import continuation_nll, encode_pairs, training_batch
 from .base import Hparams, register_method
 from .locate import context_templates
 from .memory import ROLE, MemoryMethod
@@ -119,9 +119,8 @@ class Wise(MemoryMethod):
         edit_pairs = encode_pairs(model, [t.replace("{}", r.prompt) for r in requests for t in templates],
                                   [r.continuation for r in requests for _ in templates])
         unrelated = [t.replace("{}", "").strip() for t in templates[1:]] or ["The weather today is mild and dry."]
-        loc_pairs = [EncodedPair(p.prompt_ids, p.cont_ids) for p in
-                     encode_pairs(model, [u.rsplit(" ", 1)[0] or u for u in unrelated],
-                                  [" " + u.rsplit(" ", 1)[-1] if " " in u else "." for u in unrelated])]
+        loc_pairs = encode_pairs(model, [u.rsplit(" ", 1)[0] or u for u in unrelated],
+                                 [" " + u.rsplit(" ", 1)[-1] if " " in u else "." for u in unrelated])
         batch = training_batch(model, edit_pairs + loc_pairs)
         n_edit = len(edit_pairs)
         predicting = torch.zeros(batch.input_ids.shape, dtype=torch.bool)
