@@ -2,7 +2,7 @@
 
 from . import suites
 from .evaluation import EvalResult, evaluate
-from .methods import EditFailed, EditHandle, apply_edit, list_methods, load_edit
+from .methods import EditFailed, EditHandle, apply_edit, list_methods, load_edit, prepare_edits
 from .models import ArchSpec, Model, load_model
 from .probes import list_suites
 from .requests import EditRequest, Probe, ProbeSet
@@ -18,7 +18,7 @@ from .scoring import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "EditRequest", "apply_edit", "list_methods",
+    "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "EditRequest", "apply_edit", "list_methods", "prepare_edits",
     "load_edit", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
     "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
     "top_k_next_tokens", "__version__",

@@ -19,6 +19,7 @@ from editscope.hooks import add_to_output
 from editscope.methods.locate import (
     KL_TEMPLATE,
     LocateHparams,
+    ResidualBatch,
     ResidualProblem,
     alphaedit_update,
     context_templates,
@@ -214,7 +215,7 @@ def test_residual_objective_with_a_prefix_cache_equals_full_forwards(model_type,
     layer, templates = 1, context_templates(m, 4, 5)
     prob = ResidualProblem(m, layer, req, templates, LocateHparams(n_contexts=4, context_len=5))
     delta = (torch.randn(m.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.5).requires_grad_()
-    nll, kl = prob.forward(delta)
+    nll, (kl,) = ResidualBatch([prob]).forward(delta[None])
     (nll.sum() + 0.1 * kl.sum()).backward()
     grad, delta.grad = delta.grad.clone(), None
 
@@ -228,8 +229,8 @@ def test_residual_objective_with_a_prefix_cache_equals_full_forwards(model_type,
     with add_to_output(m.module("mlp_out", layer), torch.tensor([0]), torch.tensor(kl_pos), delta):
         h = body_forward(m, torch.tensor(encode_prompts(m, [kl_text])), None, None, use_cache=False).last_hidden_state
     kl_ref = torch.log_softmax(logits_from_hidden(m, h[:, -1]), -1)
-    (nll_ref.sum() + 0.1 * kl_ref.sum()).backward()
-    assert torch.allclose(nll, nll_ref, atol=1e-5)
+    (nll_ref.mean() + 0.1 * kl_ref.sum()).backward()
+    assert torch.allclose(nll, nll_ref.mean(), atol=1e-5)
     assert torch.allclose(kl, kl_ref, atol=1e-5)
     assert grad.norm() > 0
     assert torch.allclose(grad, delta.grad, rtol=1e-4, atol=1e-6)

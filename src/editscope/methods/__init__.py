@@ -1,7 +1,7 @@
 """Edit methods behind one interface (:mod:`.base`), applied and guarded by :func:`apply_edit`."""
 
 from . import controls, finetune, grace, ike, locate, lora, wise  # noqa: F401  (register the methods)
-from .apply import apply_edit, target_losses
+from .apply import apply_edit, prepare_edits, target_losses
 from .base import (
     METHODS,
     EditFailed,
@@ -18,6 +18,6 @@ from .handle import EditHandle, EditHandleError, EditLoadError, active_edits, lo
 
 __all__ = [
     "METHODS", "EditFailed", "EditHandle", "EditHandleError", "EditLoadError", "EditMethod", "HparamError",
-    "Hparams", "UnknownMethodError", "active_edits", "apply_edit", "get_method", "list_methods", "load_edit",
+    "Hparams", "UnknownMethodError", "active_edits", "apply_edit", "get_method", "prepare_edits", "list_methods", "load_edit",
     "register_method", "resolved_defaults", "target_losses",
 ]

@@ -51,6 +51,22 @@ def target_losses(model: Model, requests: Sequence[EditRequest]) -> list[float]:
     return [-s.logprob / len(s.token_ids) for s in score_encoded(model, pairs)]
 
 
+def prepare_edits(model: Model, requests: EditRequest | Sequence[EditRequest], method: str, **hparams: Any) -> None:
+    """Let the coming single edits of ``requests`` with ``method`` and ``hparams`` share one batched
+    computation (e.g. ROME/MEMIT/AlphaEdit's target-residual optimisation) on the current weights.
+
+    Each later ``apply_edit(model, request, method, **hparams)`` then takes its precomputed part
+    instead of computing it, as long as the model is bit-identical to now (edit, evaluate, undo,
+    next); otherwise it computes as usual. Results equal one-at-a-time edits up to float rounding.
+    Methods without a batched part ignore this. Raises what ``apply_edit`` raises for bad input.
+    """
+    reqs = _requests(requests)
+    m = get_method(method)
+    hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
+    m.check(model, reqs, hp)
+    m.prepare(model, reqs, hp)
+
+
 def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], method: str, *,
                guard_tolerance: float = DEFAULT_GUARD_TOLERANCE, **hparams: Any) -> EditHandle:
     """Apply ``requests`` to ``model`` in place with ``method``; returns the undoable handle.

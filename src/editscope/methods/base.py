@@ -135,6 +135,12 @@ class EditMethod(ABC):
         """Edit the touched parameters in place, or put the method's intervention on the model;
         return what happened (losses, steps, ...)."""
 
+    def prepare(self, model: Model, requests: Sequence[EditRequest], hp: Hparams) -> None:
+        """Precompute, in one batch on the current weights, what the next edits of ``requests``
+        (applied one at a time with the same ``hp``, each undone before the next) would each
+        compute alone; an edit uses its part only while the weights are bit-identical. Default:
+        nothing (the locate-then-edit methods batch their target residuals)."""
+
     def on_applied(self, model: Model, handle: Any) -> None:
         """Called once the edit passed the guard (methods with per-model state, e.g. AlphaEdit's keys)."""
 

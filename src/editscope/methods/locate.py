@@ -27,7 +27,7 @@ from pydantic import Field, PositiveFloat, field_validator
 from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics_many, solve_psd
 from ..hooks import add_to_output, capture_input, capture_output, replace_input, skip_modules
 from ..models.arch import ArchSpec
-from ..models.model import Model
+from ..models.model import Model, StateWatch
 from ..requests import EditRequest
 from ..scoring import (
     forward_until,
@@ -146,7 +146,7 @@ class ResidualProblem:
     prefix (tokens before the key, right-padded to ``P``) is run once and kept as a key/value cache,
     and each optimisation step runs only the suffix (key token onward, so the key is column 0)
     through blocks ``layer..``. The objective equals a full forward of every row exactly in exact
-    arithmetic (tests compare both).
+    arithmetic (tests compare both). :class:`ResidualBatch` runs it (one problem or many).
     """
 
     def __init__(self, model: Model, layer: int, request: EditRequest, templates: Sequence[str], hp: LocateHparams):
@@ -193,8 +193,6 @@ class ResidualProblem:
             pair=torch.tensor(which, device=dev), last_prompt=torch.zeros(n, dtype=torch.long, device=dev),
             cont_ids=[p.cont_ids for p in pairs])
         self.kl_col = len(seqs[-1]) - 1 - kps[-1] if self.has_kl else None
-        self.rows = torch.arange(len(seqs), device=dev)
-        self.cols = torch.zeros(len(seqs), dtype=torch.long, device=dev)
         mlp_out = model.module("mlp_out", layer)
         with torch.no_grad(), capture_input(model.module("layer", layer)) as entering, \
                 capture_input(mlp_out) as k_in, capture_output(mlp_out) as seen:
@@ -211,65 +209,216 @@ class ResidualProblem:
                 self.kl_base = torch.log_softmax(logits_from_hidden(model, h), -1)
         self.below = [model.module("layer", i) for i in range(layer)]
 
-    def forward(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(target NLL per context [n_contexts] in nats/token, KL prompt log-probs [1, V] or None)``
-        with ``delta`` ``[d]`` added to ``layer``'s MLP output at every row's key token."""
+
+class ResidualBatch:
+    """Several :class:`ResidualProblem` s run as one batch: rows concatenated, prefixes and suffixes
+    right-padded (masked) to the longest, each row adding its own request's ``delta``.
+
+    Rows never attend to each other, so request ``k``'s objective depends on ``deltas[k]`` alone and
+    equals its problem run by itself up to float rounding (tests compare them).
+    """
+
+    def __init__(self, problems: Sequence[ResidualProblem]):
+        if not problems:
+            raise ValueError("ResidualBatch needs at least one problem")
+        first = problems[0]
+        if any(p.model is not first.model or p.layer != first.layer for p in problems):
+            raise ValueError("the problems of a ResidualBatch must share the model and the layer")
+        self.model, self.layer, self.problems = first.model, first.layer, list(problems)
+        self._cache_cls, self.below = first._cache_cls, first.below
+        P, S = max(p.P for p in problems), max(p.ids.shape[1] for p in problems)
+        pad = pad_id(first.model)
+
+        def right(t: torch.Tensor, width: int, dim: int, value: float = 0) -> torch.Tensor:
+            missing = width - t.shape[dim]
+            if not missing:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t, t.new_full(shape, value)], dim)
+
+        self.ids = torch.cat([right(p.ids, S, 1, pad) for p in problems])
+        self.pos = torch.cat([right(p.pos, S, 1) for p in problems])
+        self.mask = torch.cat([torch.cat([right(p.mask[:, :p.P], P, 1), right(p.mask[:, p.P:], S, 1)], 1)
+                               for p in problems])
+        self.entering = torch.cat([right(p.entering, S, 1) for p in problems])
+        self.prefix = [(torch.cat([right(p.prefix[i][0], P, 2) for p in problems]),
+                        torch.cat([right(p.prefix[i][1], P, 2) for p in problems]))
+                       for i in range(len(first.prefix))]
+        dev = first.model.device
+        row0 = torch.tensor([0] + [p.ids.shape[0] for p in problems]).cumsum(0).tolist()
+        pair0 = torch.tensor([0] + [p.batch.n_pairs for p in problems]).cumsum(0).tolist()
+        self.owner = torch.cat([torch.full((p.ids.shape[0],), k, dtype=torch.long) for k, p in enumerate(problems)]).to(dev)
+        self.rows = torch.arange(len(self.ids), device=dev)
+        self.cols = torch.zeros(len(self.ids), dtype=torch.long, device=dev)
+        self.batch = TrainingBatch(
+            input_ids=self.ids, position_ids=self.pos,
+            rows=torch.cat([p.batch.rows + row0[k] for k, p in enumerate(problems)]),
+            cols=torch.cat([p.batch.cols for p in problems]),
+            targets=torch.cat([p.batch.targets for p in problems]),
+            pair=torch.cat([p.batch.pair + pair0[k] for k, p in enumerate(problems)]),
+            last_prompt=torch.zeros(pair0[-1], dtype=torch.long, device=dev),
+            cont_ids=[c for p in problems for c in p.batch.cont_ids])
+        self.pair_owner = torch.cat([torch.full((p.batch.n_pairs,), k, dtype=torch.long)
+                                     for k, p in enumerate(problems)]).to(dev)
+        # the KL row is each problem's last row
+        self.kl_at = [(k, row0[k + 1] - 1, p.kl_col) for k, p in enumerate(problems) if p.has_kl]
+
+    def forward(self, deltas: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """``(target NLL per problem [K] in nats/token (mean over its contexts), KL prompt
+        log-probs [1, V] per problem or None)`` with ``deltas[k]`` (``[K, d]``) added to ``layer``'s
+        MLP output at the key token of problem ``k``'s rows."""
         m = self.model
         cache = self._cache_cls(ddp_cache_data=self.prefix)
         with skip_modules(self.below, m.arch.block_returns_tuple), \
                 replace_input(m.module("layer", self.layer), self.entering), \
-                add_to_output(m.module("mlp_out", self.layer), self.rows, self.cols, delta):
+                add_to_output(m.module("mlp_out", self.layer), self.rows, self.cols, deltas[self.owner]):
             h = body_forward(m, self.ids, self.mask, self.pos, kv_cache=cache, use_cache=True).last_hidden_state
-        nll = continuation_nll(m, self.batch, hidden=h)
-        kl = torch.log_softmax(logits_from_hidden(m, h[-1:, self.kl_col]), -1) if self.has_kl else None
-        return nll, kl
+        per_pair = continuation_nll(m, self.batch, hidden=h)
+        k_count = len(self.problems)
+        total = torch.zeros(k_count, dtype=per_pair.dtype, device=per_pair.device).index_add(0, self.pair_owner, per_pair)
+        counts = torch.bincount(self.pair_owner, minlength=k_count).to(per_pair.dtype)
+        kl: list[torch.Tensor | None] = [None] * k_count
+        if self.kl_at:
+            rows = torch.tensor([r for _, r, _ in self.kl_at], device=h.device)
+            cols = torch.tensor([c for _, _, c in self.kl_at], device=h.device)
+            logp = torch.log_softmax(logits_from_hidden(m, h[rows, cols]), -1)
+            for j, (k, _, _) in enumerate(self.kl_at):
+                kl[k] = logp[j:j + 1]
+        return total / counts, kl
+
+
+def optimise_residuals(model: Model, problems: Sequence[ResidualProblem], requests: Sequence[EditRequest],
+                       hp: LocateHparams) -> list[tuple[torch.Tensor, dict[str, Any]] | EditFailed]:
+    """Adam on each problem's ``delta`` ``[d]``: target NLL + ``kl_factor`` x KL + weight decay,
+    norm clamped to ``clamp_norm_factor * ||v||``, each stopping at ``v_stop_loss`` on its own.
+
+    The problems run as one :class:`ResidualBatch` (rebuilt without the finished ones); each keeps
+    its own Adam state, so every result is what that problem gets alone (up to float rounding).
+    Returns per problem ``(delta, info)``, or the :class:`EditFailed` it raises alone (target NLL
+    still above ``hp.v_fail_loss`` after ``hp.v_steps``).
+    """
+    deltas = [torch.zeros(model.config.hidden_size, device=model.device, requires_grad=True) for _ in problems]
+    opt = torch.optim.Adam(deltas, lr=hp.v_lr)
+    v_norm = [p.v0.norm() for p in problems]
+    max_norm = [hp.clamp_norm_factor * float(n) for n in v_norm]
+    hist: list[list[float]] = [[] for _ in problems]
+    live = list(range(len(problems)))
+    batch = ResidualBatch(problems)
+    with trainable(model):  # no parameter gradients: only the deltas are optimised
+        for step in range(hp.v_steps + 1):
+            opt.zero_grad(set_to_none=True)
+            nll, kl_new = batch.forward(torch.stack([deltas[k] for k in live]))
+            loss, still = None, []
+            for j, k in enumerate(live):
+                hist[k].append(nll[j].item())
+                if hist[k][-1] <= hp.v_stop_loss or step == hp.v_steps:
+                    continue
+                still.append(k)
+                term = nll[j] + hp.v_weight_decay * deltas[k].norm() ** 2 / (v_norm[k] ** 2 + 1e-12)
+                if kl_new[j] is not None:
+                    term = term + hp.kl_factor * torch.nn.functional.kl_div(
+                        kl_new[j], problems[k].kl_base, log_target=True, reduction="batchmean")
+                loss = term if loss is None else loss + term
+            if not still:
+                break
+            loss.backward()
+            for k in live:
+                if k not in still:
+                    deltas[k].grad = None  # finished: Adam leaves it as it is
+            opt.step()
+            with torch.no_grad():
+                for k in still:
+                    n = deltas[k].norm()
+                    if n > max_norm[k]:
+                        deltas[k].mul_(max_norm[k] / n)
+            if len(still) < len(live):
+                live = still
+                batch = ResidualBatch([problems[k] for k in live])
+    out: list[tuple[torch.Tensor, dict[str, Any]] | EditFailed] = []
+    for k, (delta, r) in enumerate(zip(deltas, requests)):
+        delta = delta.detach()
+        if hist[k][-1] > hp.v_fail_loss:
+            out.append(EditFailed(
+                f"could not make the model produce {r.target_new!r} after {r.prompt!r} within "
+                f"v_steps={hp.v_steps}: target NLL reached {hist[k][-1]:.3f} nats/token "
+                f"(limit v_fail_loss={hp.v_fail_loss}); raise v_steps or v_lr"))
+            continue
+        out.append((delta, {"v_steps": len(hist[k]) - 1, "v_loss_first": hist[k][0], "v_loss_last": hist[k][-1],
+                            "delta_norm": float(delta.norm()), "v_norm": float(v_norm[k])}))
+    return out
 
 
 def optimise_residual(model: Model, prob: ResidualProblem, request: EditRequest, hp: LocateHparams
                       ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Adam on ``delta`` ``[d]`` for one :class:`ResidualProblem`: target NLL + ``kl_factor`` x KL
-    + weight decay, norm clamped to ``clamp_norm_factor * ||v||``, stopping at ``v_stop_loss``.
-
-    Raises EditFailed when the target NLL stays above ``hp.v_fail_loss`` within ``hp.v_steps``.
-    """
-    v0 = prob.v0
-    delta = torch.zeros(model.config.hidden_size, device=model.device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    max_norm = hp.clamp_norm_factor * float(v0.norm())
-    nll_hist = []
-    with trainable(model):  # no parameter gradients: only delta is optimised
-        for step in range(hp.v_steps + 1):
-            opt.zero_grad(set_to_none=True)
-            nll, kl_new = prob.forward(delta)
-            nll = nll.mean()
-            nll_hist.append(nll.item())
-            if nll_hist[-1] <= hp.v_stop_loss or step == hp.v_steps:
-                break
-            loss = nll + hp.v_weight_decay * delta.norm() ** 2 / (v0.norm() ** 2 + 1e-12)
-            if kl_new is not None:
-                loss = loss + hp.kl_factor * torch.nn.functional.kl_div(
-                    kl_new, prob.kl_base, log_target=True, reduction="batchmean")
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                n = delta.norm()
-                if n > max_norm:
-                    delta.mul_(max_norm / n)
-    delta = delta.detach()
-    if nll_hist[-1] > hp.v_fail_loss:
-        raise EditFailed(f"could not make the model produce {request.target_new!r} after {request.prompt!r} within "
-                         f"v_steps={hp.v_steps}: target NLL reached {nll_hist[-1]:.3f} nats/token "
-                         f"(limit v_fail_loss={hp.v_fail_loss}); raise v_steps or v_lr")
-    return delta, {"v_steps": len(nll_hist) - 1, "v_loss_first": nll_hist[0], "v_loss_last": nll_hist[-1],
-                   "delta_norm": float(delta.norm()), "v_norm": float(v0.norm())}
+    """:func:`optimise_residuals` for one problem; raises its EditFailed."""
+    (got,) = optimise_residuals(model, [prob], [request], hp)
+    if isinstance(got, EditFailed):
+        raise got
+    return got
 
 
 def target_residuals(model: Model, layer: int, requests: Sequence[EditRequest], templates: Sequence[str],
                      hp: LocateHparams) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """``delta`` per request (``[n, d]``): what to add to the residual at ``layer`` (at the key
-    token) so that the model produces the target; and per-request optimisation info."""
-    out = [optimise_residual(model, ResidualProblem(model, layer, r, templates, hp), r, hp) for r in requests]
-    return torch.stack([d for d, _ in out]), [i for _, i in out]
+    token) so that the model produces the target; and per-request optimisation info. The requests
+    are optimised as one batch; the first that cannot be reached raises EditFailed."""
+    got: list[Any] = []
+    for r in requests:
+        sol = take_prepared(model, layer, r, hp)
+        got.append(sol[0] if sol is not None else None)
+    todo = [i for i, g in enumerate(got) if g is None]
+    if todo:
+        probs = [ResidualProblem(model, layer, requests[i], templates, hp) for i in todo]
+        for i, res in zip(todo, optimise_residuals(model, probs, [requests[i] for i in todo], hp)):
+            got[i] = res
+    for g in got:
+        if isinstance(g, EditFailed):
+            raise g
+    return torch.stack([d for d, _ in got]), [i for _, i in got]
+
+
+# --------------------------------------------------------------------------------------------
+# residuals prepared in one batch for edits applied one at a time later (single protocol, mining)
+
+_PREPARED = "prepared_residuals"
+
+
+def _residual_key(layer: int, request: EditRequest, hp: LocateHparams) -> tuple:
+    fields = {k: v for k, v in hp.model_dump().items() if k in LocateHparams.model_fields and not k.startswith("stats_")}
+    return layer, request, tuple(sorted((k, str(v)) for k, v in fields.items()))
+
+
+def prepare_residuals(model: Model, layer: int, requests: Sequence[EditRequest], hp: LocateHparams) -> None:
+    """Optimise every request's target residual at ``layer`` as one batch on the current weights
+    and keep them for the edits that follow: :func:`take_prepared` hands request ``r``'s result to
+    the first edit of ``r`` with the same hyperparameters while the model is still bit-identical
+    (checked by a :class:`StateWatch`), i.e. the single protocol's edit-evaluate-undo loop."""
+    templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+    todo = list(dict.fromkeys(requests))
+    probs = [ResidualProblem(model, layer, r, templates, hp) for r in todo]
+    watch = StateWatch.take(model)
+    store = model.meta.setdefault(_PREPARED, {})
+    for r, p, res in zip(todo, probs, optimise_residuals(model, probs, todo, hp)):
+        store[_residual_key(layer, r, hp)] = (res, p.key, watch)
+
+
+def take_prepared(model: Model, layer: int, request: EditRequest, hp: LocateHparams
+                  ) -> tuple[tuple[torch.Tensor, dict[str, Any]] | EditFailed, torch.Tensor] | None:
+    """The prepared ``((delta, info) or EditFailed, key)`` of ``request`` (removed from the store),
+    or None when none was prepared or the weights changed since (stale entries are dropped)."""
+    store = model.meta.get(_PREPARED)
+    if not store:
+        return None
+    entry = store.pop(_residual_key(layer, request, hp), None)
+    if entry is None:
+        return None
+    res, key, watch = entry
+    if not watch.holds(model):
+        for k in [k for k, e in store.items() if e[2] is watch]:
+            del store[k]
+        return None
+    return res, key
 
 
 def rome_update(w: torch.Tensor, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -387,12 +536,22 @@ class ROME(_Locate):
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         c = _stats(model, [hp.layer], hp)[hp.layer]
-        templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
-        prob = ResidualProblem(model, hp.layer, requests[0], templates, hp)  # its pass also yields the key
-        delta, info = optimise_residual(model, prob, requests[0], hp)
-        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, prob.key, delta)
+        prepared = take_prepared(model, hp.layer, requests[0], hp)
+        if prepared is None:
+            templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+            prob = ResidualProblem(model, hp.layer, requests[0], templates, hp)  # its pass also yields the key
+            (delta, info), key = optimise_residual(model, prob, requests[0], hp), prob.key
+        else:
+            res, key = prepared
+            if isinstance(res, EditFailed):
+                raise res
+            delta, info = res
+        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, key, delta)
         _apply(model, hp.layer, dw)
-        return {**info, "ridge": ridge, "key_norm": float(prob.key.norm())}
+        return {**info, "ridge": ridge, "key_norm": float(key.norm()), "prepared": prepared is not None}
+
+    def prepare(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
+        prepare_residuals(model, hp.layer, requests, hp)
 
 
 class MEMITHparams(LocateHparams):
@@ -423,6 +582,9 @@ class _Spread(_Locate):
     def solve(self, model: Model, layer: int, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor,
               hp: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
+
+    def prepare(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
+        prepare_residuals(model, list(hp.layers)[-1], requests, hp)
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         layers = list(hp.layers)
@@ -500,5 +662,5 @@ class AlphaEdit(_Spread):
 
 
 __all__ = ["ROME", "MEMIT", "AlphaEdit", "context_templates", "keys", "target_residuals", "ResidualProblem",
-           "optimise_residual", "rome_update",
+           "ResidualBatch", "optimise_residual", "optimise_residuals", "prepare_residuals", "take_prepared", "rome_update",
            "memit_update", "alphaedit_update", "nullspace_projector", "residual_at"]

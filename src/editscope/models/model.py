@@ -94,6 +94,37 @@ def weights_fingerprint(module: nn.Module) -> str:
 
 
 @dataclass
+class StateWatch:
+    """What a model computed at one moment, checked again cheaply: per-tensor version counters
+    (bumped by every in-place write) and content digests, plus the installed interventions.
+
+    :meth:`holds` re-hashes only the tensors written since (an edit and its undo touch a few), so
+    results computed on some weights can be reused exactly while the weights are bit-identical.
+    """
+
+    versions: dict[str, int]
+    digests: dict[str, str]
+    interventions: dict[str, str]
+
+    @classmethod
+    def take(cls, model: Model) -> StateWatch:
+        from ..interventions import identities
+
+        live = model.hf.state_dict(keep_vars=True)
+        return cls({n: t._version for n, t in live.items()}, tensor_digests(model.hf), identities(model))
+
+    def holds(self, model: Model) -> bool:
+        """True iff every tensor is bit-identical to when the watch was taken and the same
+        interventions are installed."""
+        from ..interventions import identities
+
+        live = model.hf.state_dict(keep_vars=True)
+        if live.keys() != self.versions.keys() or identities(model) != self.interventions:
+            return False
+        return all(t._version == self.versions[n] or tensor_digest(t) == self.digests[n] for n, t in live.items())
+
+
+@dataclass
 class Model:
     """A causal LM ready for scoring and editing.
 

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_table  # noqa: E402
 from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
 
 BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
@@ -244,8 +245,40 @@ def strength_plot(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "strength")
 
 
+def collapse_plot(res: StudyResults, out: Path) -> list[Path]:
+    """Per-edit perplexity of every method on a log scale (one point per unit, jittered), with the
+    base model's perplexity, ``ratio`` x it and the absolute collapse line: single/batch runs with
+    at least two units of some method (a mean hides the outliers this shows)."""
+    if res.protocol == "sequential":
+        return []
+    proto = res.config.get("protocol", {})
+    threshold, ratio = float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+    table = [r for r in collapse_table(res, threshold, ratio) if r.n >= 2]
+    corpora = sorted({r.corpus for r in table})
+    if not corpora:
+        return []
+    corpus = corpora[0]
+    rows = [r for r in table if r.corpus == corpus]
+    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.4))
+    for i, r in enumerate(rows):
+        ys = [u.value for u in r.values]
+        ax.scatter(i + rng.uniform(-0.25, 0.25, len(ys)), ys, s=8, alpha=0.6)
+    base = rows[0].base
+    if base:
+        ax.axhline(base, color="grey", lw=1, label=f"base {base:.1f}")
+        ax.axhline(ratio * base, color="#f4a261", lw=1, ls="--", label=f"{ratio:g}x base")
+    ax.axhline(threshold, color="#c1121f", lw=1, ls=":", label=f"collapse ({threshold:g})")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), [r.method for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"perplexity ({corpus.removeprefix('ppl:')}), per edit")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "collapse")
+
+
 FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "strength": strength_plot, "sequential": sequential_curves_plot, "categories": category_bars,
-           "frontier": frontier}
+           "frontier": frontier, "collapse": collapse_plot}
 
 
 def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None) -> dict[str, list[Path]]:
@@ -254,4 +287,4 @@ def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]
+__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "collapse_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]

@@ -25,6 +25,7 @@ from .attribution import (
 )
 from .replication import COLUMNS as SEED38_COLUMNS
 from .replication import has_seed38, replication_rows
+from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
 from .results import LOCALITY, Cell, StudyResults, breakdown, criterion_rows, load_results
 
 
@@ -263,10 +264,45 @@ def strength_table(res: StudyResults) -> Table | None:
                  rows)
 
 
+def _iv(count: int | None, iv) -> str:
+    return "-" if count is None else f"{count} ({iv.value:.1%} [{iv.low:.1%}, {iv.high:.1%}])"
+
+
+def collapse_tables(res: StudyResults) -> list[Table]:
+    """Collapse accounting (single/batch: per-unit perplexity as a distribution, the worst edits;
+    sequential: collapse points). Empty without perplexity; the study's protocol thresholds."""
+    proto = res.config.get("protocol", {})
+    threshold, ratio = float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+    out = []
+    points = collapse_points(res, threshold, ratio)
+    if points:
+        rows = [[(p.method, False), (p.corpus.removeprefix("ppl:"), False), (f"{p.base:.2f}" if p.base else "-", False),
+                 (str(p.steps), False), (f"{p.final:.2f}", False), (str(p.collapsed_at or "never"), False),
+                 (str(p.doubled_at or "never"), False)] for p in points]
+        return [Table("collapse-points", f"Sequential collapse points: edits applied when perplexity first reached "
+                                         f"{threshold:g} (collapsed) or {ratio:g}x the base model's (doubled).",
+                      ["method", "corpus", "base", "edits", "final ppl", "collapsed at", "doubled at"], rows)]
+    table = collapse_table(res, threshold, ratio)
+    if not table:
+        return out
+    rows = [[(r.method, False), (r.corpus.removeprefix("ppl:"), False), (str(r.n), False),
+             (_iv(r.collapsed, r.collapsed_iv), r.collapsed > 0), (_iv(r.doubled, r.doubled_iv), bool(r.doubled)),
+             (f"{r.median:.2f}", False), (f"{r.p90:.2f}", False), (f"{r.maximum:.2f}", False)] for r in table]
+    out.append(Table("collapse", f"Collapse accounting per method: units with perplexity >= {threshold:g} (collapsed) "
+                                 f"and >= {ratio:g}x the base model's (doubled), count (share [exact 95% interval]), "
+                                 "and the distribution over units.",
+                     ["method", "corpus", "units", "collapsed", "doubled", "median", "p90", "max"], rows))
+    worst = [[(r.method, False), (r.corpus.removeprefix("ppl:"), False), (u.unit, False), (f"{u.value:.2f}", False),
+              ("; ".join(u.requests)[:120] or "-", False)] for r in table for u in r.worst]
+    out.append(Table("collapse-worst", "The highest-perplexity edits per method and corpus.",
+                     ["method", "corpus", "unit", "perplexity", "edit"], worst))
+    return out
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
-                        criterion_table(res),
+                        criterion_table(res), *collapse_tables(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]

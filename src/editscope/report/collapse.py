@@ -1,0 +1,144 @@
+"""Collapse accounting: per-edit perplexity as a distribution, not a mean.
+
+"The Butterfly Effect of Model Editing" treats perplexity on ME-PPL as the surrogate for model
+collapse: a few single edits send it to the thousands while the mean over edits hides them. For
+every method and perplexity corpus of a stored run this module counts the units whose perplexity
+is at or above an absolute threshold (default 1000) and those at or above ``ratio`` x the base
+model's (default 2, "doubled"), each with an exact (Clopper-Pearson) 95% interval, and lists the
+worst ``k`` edits with their requests. In a sequential run the same thresholds give each method's
+collapse point: the first number of edits after which perplexity crossed them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ..stats import Interval, clopper_pearson
+from .results import StudyResults
+
+DEFAULT_THRESHOLD = 1000.0
+DEFAULT_RATIO = 2.0
+DEFAULT_WORST = 5
+
+
+@dataclass(frozen=True)
+class UnitPerplexity:
+    """One unit's perplexity on one corpus, with the edit(s) it made (``prompt -> target``)."""
+
+    unit: str
+    step: int
+    value: float
+    requests: list[str]
+
+
+@dataclass
+class CollapseRow:
+    """One method on one corpus: counts of collapsed and doubled units and the distribution."""
+
+    method: str
+    corpus: str
+    base: float | None
+    n: int
+    collapsed: int
+    collapsed_iv: Interval
+    doubled: int | None
+    doubled_iv: Interval | None
+    median: float
+    p90: float
+    maximum: float
+    worst: list[UnitPerplexity] = field(default_factory=list)
+    values: list[UnitPerplexity] = field(default_factory=list, repr=False)
+
+
+@dataclass(frozen=True)
+class CollapsePoint:
+    """Sequential: the first step (edits applied) at which perplexity crossed each line."""
+
+    method: str
+    corpus: str
+    base: float | None
+    steps: int
+    final: float
+    collapsed_at: int | None
+    doubled_at: int | None
+
+
+def check_thresholds(threshold: float, ratio: float) -> None:
+    """Refuse a threshold <= 0 or a ratio <= 1 (naming the field)."""
+    if not threshold > 0:
+        raise ValueError(f"collapse threshold={threshold}: must be a perplexity > 0 (the published line is 1000)")
+    if not ratio > 1:
+        raise ValueError(f"collapse ratio={ratio}: must be > 1 (perplexity this many times the base model's; e.g. 2)")
+
+
+def _requests_by_unit(res: StudyResults) -> dict[tuple[str, str], list[str]]:
+    """``(method, unit) -> ["prompt -> target", ...]`` read from each unit's target rows."""
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in res.rows:
+        if r["category"] == "target":
+            text = f"{r['prompt']} -> {r['target']}"
+            key = (r["method"], r["unit"])
+            if text not in out[key]:
+                out[key].append(text)
+    return out
+
+
+def _base(res: StudyResults) -> dict[str, float]:
+    return {s["name"]: float(s["value"]) for s in res.scalars
+            if s["method"] == "base" and s["value"] is not None and s["name"].startswith("ppl:")}
+
+
+def _per_unit(res: StudyResults) -> dict[tuple[str, str], list[UnitPerplexity]]:
+    reqs = _requests_by_unit(res)
+    out: dict[tuple[str, str], list[UnitPerplexity]] = defaultdict(list)
+    for s in res.scalars:
+        if s["method"] == "base" or s["value"] is None or not s["name"].startswith("ppl:"):
+            continue
+        out[(s["method"], s["name"])].append(
+            UnitPerplexity(s["unit"], s["step"], float(s["value"]), reqs.get((s["method"], s["unit"]), [])))
+    return out
+
+
+def collapse_table(res: StudyResults, threshold: float = DEFAULT_THRESHOLD, ratio: float = DEFAULT_RATIO,
+                   worst: int = DEFAULT_WORST) -> list[CollapseRow]:
+    """Per method (study order) and perplexity corpus, over its units (single/batch protocol; a
+    sequential run counts its evaluated steps). Empty when the run measured no perplexity."""
+    check_thresholds(threshold, ratio)
+    base = _base(res)
+    per = _per_unit(res)
+    out = []
+    for m in res.methods:
+        for corpus in sorted({c for mm, c in per if mm == m}):
+            units = per[(m, corpus)]
+            vals = sorted(u.value for u in units)
+            b = base.get(corpus)
+            collapsed = sum(v >= threshold for v in vals)
+            doubled = sum(v >= ratio * b for v in vals) if b else None
+            q = statistics.quantiles(vals, n=10, method="inclusive")[-1] if len(vals) > 1 else vals[0]
+            out.append(CollapseRow(
+                m, corpus, b, len(vals), collapsed, clopper_pearson(collapsed, len(vals)),
+                doubled, clopper_pearson(doubled, len(vals)) if doubled is not None else None,
+                statistics.median(vals), q, vals[-1],
+                sorted(units, key=lambda u: -u.value)[:worst], units))
+    return out
+
+
+def collapse_points(res: StudyResults, threshold: float = DEFAULT_THRESHOLD,
+                    ratio: float = DEFAULT_RATIO) -> list[CollapsePoint]:
+    """Sequential runs: per method and corpus, the first step at or above each line (None: never)."""
+    check_thresholds(threshold, ratio)
+    if res.protocol != "sequential":
+        return []
+    base = _base(res)
+    per = _per_unit(res)
+    out = []
+    for m in res.methods:
+        for corpus in sorted({c for mm, c in per if mm == m}):
+            curve = sorted((u.step, u.value) for u in per[(m, corpus)])
+            b = base.get(corpus)
+            first = (lambda line: next((st for st, v in curve if v >= line), None))
+            out.append(CollapsePoint(m, corpus, b, curve[-1][0], curve[-1][1], first(threshold),
+                                     first(ratio * b) if b else None))
+    return out

@@ -1,0 +1,79 @@
+"""Collapse accounting on hand-built stores: counts, exact intervals, the worst edits, collapse points."""
+
+import pytest
+
+from editscope.report.collapse import collapse_points, collapse_table
+from editscope.report.render import collapse_tables
+from editscope.report.results import load_results
+from editscope.runner.config import parse_config
+from editscope.runner.store import FILENAME, ResultsStore
+from editscope.stats import clopper_pearson
+
+PPL = [21.0, 25.0, 41.0, 1500.0, 30.0, 2000.0, 19.0, 22.0, 45.0, 23.0]  # base 20: 2 collapse, 4 double
+
+
+def _target_row(i: int) -> dict:
+    return {"index": 0, "edit_index": i, "category": "target", "prompt": f"prompt {i} is", "target": f"new{i}",
+            "meta": {}, "logprob": -0.1, "n_tokens": 1, "top1": True}
+
+
+def _store(tmp_path, protocol: dict, ppl: list[float]):
+    cfg = parse_config({"name": "hand", "model": "smollm2-135m", "methods": ["rome"],
+                        "edits": [{"prompt": f"prompt {i} is", "target_new": f"new{i}"} for i in range(len(ppl))],
+                        "probes": ["facts"], "perplexity": {"corpus": "me_ppl_50"}, "protocol": protocol})
+    s = ResultsStore(tmp_path / FILENAME, create=True)
+    s.set_meta(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), name="hand", status="complete")
+    s.add_unit("base", "base", 0, [], "ok", scalars={"ppl:me_ppl_50": (20.0, {})})
+    for i, v in enumerate(ppl):
+        if protocol["kind"] == "single":
+            s.add_unit("rome", f"edit-{i:04d}", 0, [i], "ok", rows={"case": [_target_row(i)]},
+                       scalars={"ppl:me_ppl_50": (v, {})})
+        else:
+            s.add_unit("rome", f"step-{i + 1:04d}", i + 1, list(range(i + 1)), "ok", rows={"case": [_target_row(i)]},
+                       scalars={"ppl:me_ppl_50": (v, {})})
+    s.close()
+    return load_results(tmp_path)
+
+
+def test_collapse_counts_intervals_and_the_worst_edits(tmp_path):
+    res = _store(tmp_path, {"kind": "single"}, PPL)
+    (row,) = collapse_table(res, threshold=1000, ratio=2, worst=3)
+    assert (row.method, row.corpus, row.n, row.base) == ("rome", "ppl:me_ppl_50", 10, 20.0)
+    assert row.collapsed == 2 and row.doubled == 4
+    ref = clopper_pearson(2, 10)
+    assert (row.collapsed_iv.low, row.collapsed_iv.high) == (ref.low, ref.high)
+    assert row.collapsed_iv.low < 0.2 < row.collapsed_iv.high
+    assert [u.value for u in row.worst] == [2000.0, 1500.0, 45.0]
+    assert row.worst[0].requests == ["prompt 5 is -> new5"]
+    assert row.median == pytest.approx(27.5) and row.maximum == 2000.0
+    # a stricter line: nothing collapses; a ratio of 1.5 doubles five (30 too)
+    (row,) = collapse_table(res, threshold=5000, ratio=1.5)
+    assert row.collapsed == 0 and row.doubled == 5 and row.collapsed_iv.low == 0.0
+    tables = {t.name: t for t in collapse_tables(res)}
+    assert set(tables) == {"collapse", "collapse-worst"}
+    assert tables["collapse"].rows[0][3][0].startswith("2 (20.0% [")
+
+
+def test_sequential_collapse_points(tmp_path):
+    res = _store(tmp_path, {"kind": "sequential"}, [21.0, 30.0, 45.0, 900.0, 1200.0, 30.0])
+    (p,) = collapse_points(res, threshold=1000, ratio=2)
+    assert (p.doubled_at, p.collapsed_at, p.steps, p.final) == (3, 5, 6, 30.0)
+    (p,) = collapse_points(res, threshold=5000, ratio=100)
+    assert p.collapsed_at is None and p.doubled_at is None
+    assert [t.name for t in collapse_tables(res)] == ["collapse-points"]
+
+
+@pytest.mark.parametrize("kw, match", [({"threshold": 0}, "threshold"), ({"threshold": -5}, "threshold"),
+                                       ({"ratio": 1.0}, "ratio")])
+def test_bad_thresholds_are_refused(tmp_path, kw, match):
+    res = _store(tmp_path, {"kind": "single"}, PPL[:3])
+    with pytest.raises(ValueError, match=match):
+        collapse_table(res, **kw)
+
+
+def test_the_collapse_figure_is_drawn_for_per_edit_perplexity(tmp_path):
+    from editscope.report.plots import collapse_plot
+
+    res = _store(tmp_path, {"kind": "single"}, PPL)
+    paths = collapse_plot(res, tmp_path / "fig")
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in paths)
