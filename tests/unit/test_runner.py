@@ -122,6 +122,33 @@ def test_single_run_is_deterministic_and_undoes_every_edit(tmp_path):
     s.close()
 
 
+def test_single_protocol_batches_rome_residuals_and_stores_what_one_at_a_time_gives(tmp_path, monkeypatch):
+    import editscope.runner.execute as execute
+
+    hp = {"layer": 1, "n_contexts": 2, "context_len": 4, "stats_tokens": 600, "stats_corpus": ["me_ppl_50"],
+          "v_lr": 1.0, "v_steps": 6, "v_fail_loss": 100.0}
+    spec = {**STUDY, "methods": [{"method": "rome", "hparams": hp}]}
+    batched = run_study(parse_config(spec), tmp_path / "batched", progress=False)
+    monkeypatch.setattr(execute, "PREPARE_CHUNK", 1)  # a chunk of one: nothing to batch
+    alone = run_study(parse_config(spec), tmp_path / "alone", progress=False)
+    infos = {d: [u.info.get("prepared") for u in ResultsStore(d / "results.sqlite").units("rome")]
+             for d in (batched, alone)}
+    assert infos[batched] == [True] * 3 and infos[alone] == [False] * 3
+    a, b = ResultsStore(batched / "results.sqlite").rows(method="rome"), ResultsStore(alone / "results.sqlite").rows(method="rome")
+    assert [(r["unit"], r["index"], r["greedy"]) for r in a] == [(r["unit"], r["index"], r["greedy"]) for r in b]
+    assert max(abs(x["logprob"] - y["logprob"]) for x, y in zip(a, b) if x["logprob"] is not None) < 1e-3
+    # every ROME unit stores its update's anatomy: one touched matrix, rank one
+    sc = [x for x in ResultsStore(batched / "results.sqlite").scalars() if x["method"] == "rome"]
+    ranks = [x["value"] for x in sc if x["name"] == "delta:effective_rank"]
+    assert len(ranks) == 3 and all(r == pytest.approx(1.0, abs=1e-3) for r in ranks)
+    assert all(x["value"] > 0 for x in sc if x["name"] in ("delta:fro", "delta:relative"))
+    from editscope.report.anatomy import anatomy_table
+    from editscope.report.results import load_results
+
+    (row,) = anatomy_table(load_results(batched))
+    assert row.method == "rome" and row.n == 3 and row.effective_rank == pytest.approx(1.0, abs=1e-3)
+
+
 def test_output_folders_are_never_overwritten(tmp_path):
     cfg = parse_config(STUDY)
     out = run_study(cfg, tmp_path / "run", progress=False)

@@ -225,6 +225,14 @@ class EditHandle:
         params = parameters(self.model, self.names)
         return {n: (params[n].detach() - self._before[n]) for n in self.names}  # type: ignore[index]
 
+    def weights_before(self) -> dict[str, torch.Tensor]:
+        """The touched parameters as they were before this edit (the undo snapshot; do not modify)."""
+        if self.kind != "weights":
+            raise EditHandleError(f"a {self.method} edit is a {self.kind} intervention: it changed no weight")
+        if self._before is None:
+            raise EditHandleError("this edit was undone or released: its snapshot of the weights is gone")
+        return dict(self._before)
+
     def manifest(self) -> dict[str, Any]:
         from .. import __version__
 

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from .anatomy import anatomy_curves, unit_scalars  # noqa: E402
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_table  # noqa: E402
 from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
 
@@ -277,8 +278,48 @@ def collapse_plot(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "collapse")
 
 
+def anatomy_plot(res: StudyResults, out: Path) -> list[Path]:
+    """Sequential: each method's update norm (and cumulative distance from the base) against the
+    edits applied; single/batch: perplexity against update norm, one point per edit (log-log)."""
+    if res.protocol == "sequential":
+        curves = anatomy_curves(res)
+        if not curves:
+            return []
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        for m, c in curves.items():
+            line = ax.plot(*zip(*c["delta:fro"]), lw=1, label=f"{m} (step)")[0] if "delta:fro" in c else None
+            if "cumulative:fro" in c:
+                ax.plot(*zip(*c["cumulative:fro"]), lw=1, ls="--", color=line.get_color() if line else None,
+                        label=f"{m} (from base)")
+        ax.set_xlabel("edits applied")
+        ax.set_ylabel("||dW||_F")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        return _save(fig, out, "anatomy")
+    points = {}
+    for m in res.methods:
+        units = unit_scalars(res, m).values()
+        xy = [(u["delta:fro"], v) for u in units if "delta:fro" in u
+              for k, v in u.items() if k.startswith("ppl:")]
+        if len(xy) >= 2:
+            points[m] = xy
+    if not points:
+        return []
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for m, xy in points.items():
+        ax.scatter(*zip(*xy), s=10, alpha=0.6, label=m)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("update norm ||dW||_F")
+    ax.set_ylabel("perplexity after the edit")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "anatomy")
+
+
 FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "strength": strength_plot, "sequential": sequential_curves_plot, "categories": category_bars,
-           "frontier": frontier, "collapse": collapse_plot}
+           "frontier": frontier, "collapse": collapse_plot, "anatomy": anatomy_plot}
 
 
 def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None) -> dict[str, list[Path]]:
@@ -287,4 +328,4 @@ def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "collapse_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]
+__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "collapse_plot", "anatomy_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]

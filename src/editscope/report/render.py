@@ -25,6 +25,7 @@ from .attribution import (
 )
 from .replication import COLUMNS as SEED38_COLUMNS
 from .replication import has_seed38, replication_rows
+from .anatomy import anatomy_table
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
 from .results import LOCALITY, Cell, StudyResults, breakdown, criterion_rows, load_results
 
@@ -299,10 +300,27 @@ def collapse_tables(res: StudyResults) -> list[Table]:
     return out
 
 
+def anatomy_table_(res: StudyResults) -> Table | None:
+    """Weight-change anatomy per method (weight edits only; None without any)."""
+    ratio = float(res.config.get("protocol", {}).get("ratio") or DEFAULT_RATIO)
+    rows = anatomy_table(res, ratio)
+    if not rows:
+        return None
+    f = lambda v, fmt="{:.3g}": "-" if v is None else fmt.format(v)  # noqa: E731
+    body = [[(r.method, False), (str(r.n), False), (f(r.fro), False), (f(r.relative), False), (f(r.effective_rank, "{:.2f}"), False),
+             (f(r.fro_doubled), False), (f(r.fro_stable), False),
+             ("-" if r.spearman is None else f"{r.spearman:+.2f} (p={r.spearman_p:.2g})", False)] for r in rows]
+    return Table("anatomy", "Weight-change anatomy (medians over units): Frobenius norm of the update, relative to the "
+                            "touched weights, effective rank of the largest update; the norm of the edits that "
+                            f"{ratio:g}x'd perplexity against the others; Spearman's rho of norm with perplexity.",
+                 ["method", "units", "||dW||", "||dW||/||W||", "eff. rank", "||dW|| (ppl doubled)", "||dW|| (others)",
+                  "rho(||dW||, ppl)"], body)
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
-                        criterion_table(res), *collapse_tables(res),
+                        criterion_table(res), *collapse_tables(res), anatomy_table_(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]

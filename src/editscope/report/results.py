@@ -23,6 +23,10 @@ LEAK = "leak"  # pseudo-category: output rate of the edit target on locality pro
 LOCALITY = "locality"  # pseudo-category: every probe of a locality category (all but EFFICACY)
 
 
+#: weight-change scalars (see editscope.metrics.weight_change): reported in their own table
+ANATOMY_PREFIXES = ("delta:", "cumulative:")
+
+
 def headline_metric(category: str) -> str:
     """The metric a category is judged by: exact top-1 for what should change, ``answer_unchanged``
     for what should not (the answer, e.g. the number, identical to the base model's own; the
@@ -244,12 +248,12 @@ def _columns(res: StudyResults) -> list[Column]:
     by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     last_step: dict[str, int] = {}
     for s in res.scalars:
-        if s["name"] == "guard_ppl" or s["value"] is None:
+        if s["name"] == "guard_ppl" or s["value"] is None or s["name"].startswith(ANATOMY_PREFIXES):
             continue
         if res.protocol == "sequential" and s["method"] != "base":
             last_step[s["method"]] = max(last_step.get(s["method"], 0), s["step"])
     for s in res.scalars:
-        if s["name"] == "guard_ppl" or s["value"] is None:
+        if s["name"] == "guard_ppl" or s["value"] is None or s["name"].startswith(ANATOMY_PREFIXES):
             continue
         if res.protocol == "sequential" and s["method"] != "base" and s["step"] != last_step.get(s["method"]):
             continue

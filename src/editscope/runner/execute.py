@@ -22,11 +22,12 @@ from typing import Any
 import torch
 
 from ..evaluation import evaluate
-from ..methods import EditFailed, apply_edit
-from ..methods.base import METHODS, get_method
+from ..methods import EditFailed, apply_edit, prepare_edits
+from ..methods.base import METHODS, EditMethod, get_method
 from ..interventions import Intervention, install, installed, remove_all
 from ..methods.handle import active_edits
 from ..metrics.perplexity import is_collapsed, perplexity
+from ..metrics.weight_change import anatomy_scalars
 from ..models.model import Model, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
@@ -79,6 +80,10 @@ def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
 
 
 #: what a run folder may hold besides its store: editscope's own outputs
+#: single protocol: the units whose shared computation (ROME/MEMIT/AlphaEdit's target residuals) is
+#: batched together on the base weights (es.prepare_edits) before they are applied one by one
+PREPARE_CHUNK = 16
+
 RUN_FOLDER_FILES = ("study.json", "report.md", "report.html", "latex", "figures")
 
 
@@ -233,6 +238,41 @@ class Runner:
             events.append(("edit_failed", {"error": failure, "edits": list(unit.edits)}))
         return handles, time.perf_counter() - t, failure
 
+    def _prepare(self, method: MethodSpec, units: list[UnitPlan]) -> None:
+        """Let the coming single-request units of a method with a batched part share it (see
+        :func:`editscope.methods.prepare_edits`); each edit still equals what it gets alone. A
+        failure here costs nothing: every edit then computes its own part (and reports its error)."""
+        m = get_method(method.method)
+        if type(m).prepare is EditMethod.prepare or method.match is not None or self.config.protocol.kind != "single":
+            return
+        reqs = [r for u in units for r in (u.requests or [q for i in u.edits for q in self.plan.edits[i].requests])]
+        if len(reqs) < 2 or len(reqs) != len(units):
+            return
+        try:
+            prepare_edits(self.model, reqs, method.method, **dict(method.hparams))
+        except (EditFailed, InputError, ValueError) as e:
+            logging.getLogger(__name__).info("%s: batched preparation skipped (%s)", method.name, e)
+
+    def _anatomy(self, handles: list, base: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, tuple[float | None, dict[str, Any]]]:
+        """The unit's weight-change scalars (``delta:*``, :mod:`editscope.metrics.weight_change`) of
+        its edits together; with ``base`` (sequential) also ``cumulative:fro``, the distance of
+        the tensors this step touched from the base weights. Nothing for interventions."""
+        if not handles or any(h.kind != "weights" for h in handles):
+            return {}
+        before: dict[str, torch.Tensor] = {}
+        delta: dict[str, torch.Tensor] = {}
+        for h in handles:
+            for n, d in h.delta().items():
+                before.setdefault(n, h.weights_before()[n])
+                delta[n] = delta[n] + d if n in delta else d
+        out = anatomy_scalars(before, delta)
+        if base is not None and delta:
+            now = dict(self.model.hf.named_parameters())
+            per = {n: float((now[n].detach() - base[n]).double().norm()) for n in delta if n in base}
+            out["cumulative:fro"] = (sum(v ** 2 for v in per.values()) ** 0.5, per)
+        return out
+
     def _info(self, handles: list) -> dict[str, Any]:
         info: dict[str, Any] = {}
         for h in handles:
@@ -272,15 +312,20 @@ class Runner:
         if self.config.protocol.kind == "sequential":
             self._run_sequential(method, units, done)
             return
+        pending = [u for u in units if (method.name, u.unit) not in done]
         for unit in units:
             if (method.name, unit.unit) in done:
                 self.on_unit(unit, {"status": "done", "resumed": True})
                 continue
+            if pending and unit is pending[0]:
+                self._prepare(method, pending[:PREPARE_CHUNK])
+                del pending[:PREPARE_CHUNK]
             events: list = []
             handles, secs, failure = self._apply(method, unit, events)
             try:
                 self._record(method.name, unit, "failed" if failure else "done", seconds_edit=secs,
-                             info={**self._info(handles), **({"error": failure} if failure else {})}, events=events)
+                             info={**self._info(handles), **({"error": failure} if failure else {})}, events=events,
+                             extra_scalars=self._anatomy(handles))
             finally:
                 for h in reversed(handles):
                     h.undo()
@@ -312,7 +357,7 @@ class Runner:
                     continue
                 events: list = []
                 handles, secs, failure = self._apply(method, unit, events)
-                status, extra = ("failed" if failure else "done"), {}
+                status, extra = ("failed" if failure else "done"), self._anatomy(handles, saved)
                 check = proto.guard != "off" and (unit.step % proto.guard_every == 0 or unit.step == len(units))
                 if check and not failure:
                     ppl = self._guard_ppl()
@@ -325,6 +370,7 @@ class Runner:
                             for h in reversed(handles):
                                 h.undo()
                             handles, status = [], "skipped"
+                            extra.pop("cumulative:fro", None)  # the model is back where it was
                         else:
                             status = "stopped"
                 for h in handles:
