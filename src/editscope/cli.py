@@ -346,6 +346,38 @@ def _parse_hparams(items: list[str] | None) -> dict:
 
 
 @app.command()
+def mine(
+    dataset: Annotated[str, typer.Argument(help="counterfact | zsre | mquake | jsonl")],
+    out: Annotated[str, typer.Option("--out", "-o", help="the mined dataset file to write (JSON)")],
+    method: Annotated[str, typer.Option(help="edit method (see `editscope methods`)")] = "rome",
+    model: ModelOpt = "smollm2-135m",
+    source: Annotated[str | None, typer.Option(help="dataset file or hub id (default: the copy in ../shared/data)")] = None,
+    limit: Annotated[int | None, typer.Option(help="first N records")] = None,
+    offset: Annotated[int, typer.Option(help="skip this many records first")] = 0,
+    corpus: Annotated[str, typer.Option(help="perplexity corpus measured after each edit")] = "me_ppl_50",
+    threshold: Annotated[float, typer.Option(help="keep edits with perplexity >= this (collapse)")] = 1000.0,
+    ratio: Annotated[float | None, typer.Option(help="also keep edits with perplexity >= ratio x the base model's")] = None,
+    hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
+    store: Annotated[str | None, typer.Option(help="resumable study folder (default OUT.mining)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing output file")] = False,
+) -> None:
+    """Mine hard cases: edit each record on the base model, keep those whose perplexity collapses or
+    doubles, write them as a dataset file with provenance (resumable: rerun the same command)."""
+    from .methods.base import check_hparams
+    from .mining import mine as run_mine
+
+    hp = _parse_hparams(hparam)
+    check_hparams(method, hp)
+    if limit is not None:
+        _at_least(limit, "--limit", 1)
+    result = run_mine(dataset, method, out, model=model, source=source, limit=limit, offset=offset, corpus=corpus,
+                      threshold=threshold, ratio=ratio, hparams=hp, store=store, force=force, progress=True)
+    console.print(result.summary())
+    for rec in sorted(result.kept, key=lambda r: -r["mined"]["ppl"])[:10]:
+        console.print(f"  ppl {rec['mined']['ppl']:10.2f}  {escape(str(rec.get('prompt') or rec.get('src') or rec.get('requested_rewrite', '')))[:90]}")
+
+
+@app.command()
 def methods(
     arch: Annotated[str, typer.Option(help="architecture (model_type) whose defaults to show")] = "llama",
     layers: Annotated[int, typer.Option(help="number of blocks of the model whose defaults to show")] = 30,

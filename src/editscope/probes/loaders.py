@@ -397,6 +397,8 @@ def _run(name: str, source_str: str, raws: list[_Raw], limit: int | None, offset
         n_loaded += 1
         if case is not None:
             case.meta.setdefault("record", raw.label)
+            if isinstance(raw.obj.get("mined"), dict):  # written by editscope mine: its provenance
+                case.meta["mined"] = raw.obj["mined"]
             cases.append(case)
     report = LoadReport(source=source_str, n_records=len(window), n_loaded=n_loaded,
                         skipped=skipped, offset=offset, n_available=len(raws))
@@ -483,6 +485,11 @@ def _counterfact_record(rec: dict, index: int) -> EditCase:
                       "(MEND/EasyEdit form)", field="requested_rewrite")
 
 
+#: each dataset's file in ../shared/data (folder, file name)
+DEFAULT_FILES = {"counterfact": ("counterfact", "counterfact-edit.json"), "zsre": ("zsre", "zsre_mend_train-1k.json"),
+                 "mquake": ("mquake_hard", "MQuAKE-hard.json")}
+
+
 def load_counterfact(source: str | Path | None = None, *, limit: int | None = None, offset: int = 0,
                      strict: bool = False, split: str = "train") -> EditDataset:
     """CounterFact, in either form, detected per record.
@@ -500,7 +507,7 @@ def load_counterfact(source: str | Path | None = None, *, limit: int | None = No
 
     The request gets ``subject`` and ``target_true``. ``split`` is used only for hub ids.
     """
-    src, raws = _resolve(source, lambda: data_path("counterfact", "counterfact-edit.json"), split)
+    src, raws = _resolve(source, lambda: data_path(*DEFAULT_FILES["counterfact"]), split)
     return _run("counterfact", src, raws, limit, offset, strict, _counterfact_record)
 
 
@@ -547,7 +554,7 @@ def load_zsre(source: str | Path | None = None, *, limit: int | None = None, off
     otherwise the request has no subject and ``meta["subject_note"]`` says why. ``case_id`` is
     the record index (the file has no ids) unless the record carries one.
     """
-    src, raws = _resolve(source, lambda: data_path("zsre", "zsre_mend_train-1k.json"), split)
+    src, raws = _resolve(source, lambda: data_path(*DEFAULT_FILES["zsre"]), split)
     return _run("zsre", src, raws, limit, offset, strict, _zsre_record)
 
 
@@ -629,7 +636,7 @@ def load_mquake(source: str | Path | None = None, *, limit: int | None = None, o
     ``meta["hop"]``, ``meta["aliases"]``, and the pre-edit answer of the same hop when
     ``single_hops`` is present). Score them with :func:`answer_matches` and the accuracy helpers.
     """
-    src, raws = _resolve(source, lambda: data_path("mquake_hard", "MQuAKE-hard.json"), split)
+    src, raws = _resolve(source, lambda: data_path(*DEFAULT_FILES["mquake"]), split)
     return _run("mquake", src, raws, limit, offset, strict, _mquake_record)
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -451,6 +452,11 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
             raise RunFolderError(f"{out}: the stored run used base weights {fp}, this model is "
                                  f"{model.base_fingerprint}; resume with the same model or use --force")
         store.set_meta(model_fingerprint=model.base_fingerprint, model_name=model.name, status="running")
+        from ..mining import check_mined_provenance
+
+        for warning in check_mined_provenance([e.meta for e in plan.edits], model.base_fingerprint):
+            logging.getLogger(__name__).warning("%s", warning)
+            print(f"warning: {warning}", file=sys.stderr)
         done = store.done()
         pending = [m for m in plan.methods if any((m.name, u.unit) not in done for u in plan.units_of(m.name))]
         with working("key statistics for the locate-then-edit methods (cached after the first run)", progress):

@@ -9,6 +9,7 @@ Units: the base evaluation (method ``base``); then per method, ``single``: one u
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..probes.registry import _lookup as lookup_suite
 from ..probes.registry import get_suite
@@ -25,6 +26,7 @@ class EditItem:
     requests: list[EditRequest]
     label: str
     probe_sets: dict[str, ProbeSet] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # a dataset case's meta (record label, mined provenance)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def build_plan(config: StudyConfig) -> Plan:
             raise ConfigError(f"edits[{j}] ({src.dataset}): no records loaded ({ds.report.summary()}); check "
                               "source/offset/limit")
         for case in ds:
-            item = EditItem(len(items), list(case.requests), f"{src.dataset}:{case.case_id}")
+            item = EditItem(len(items), list(case.requests), f"{src.dataset}:{case.case_id}", meta=dict(case.meta))
             if src.case_probes and len(case.probes):
                 item.probe_sets["case"] = case.probes
             items.append(item)
@@ -144,9 +146,10 @@ def build_plan(config: StudyConfig) -> Plan:
             if not len(ps):
                 raise ConfigError(f"probes: suite {spec.suite!r} with args {spec.args} yields no probes")
             global_sets[name] = ps
-    if not global_sets and not any(e.probe_sets for e in items):
-        raise ConfigError("probes: nothing to evaluate; add a suite under `probes:` (e.g. facts) or dataset "
-                          "edits with their case probes")
+    if not global_sets and not any(e.probe_sets for e in items) and config.perplexity is None \
+            and not config.downstream:
+        raise ConfigError("probes: nothing to evaluate; add a suite under `probes:` (e.g. facts), dataset "
+                          "edits with their case probes, `perplexity:` or `downstream:`")
     units = [UnitPlan("base", "base", 0, ())]
     for m in config.method_specs():
         units += _method_units(config, m, len(items))

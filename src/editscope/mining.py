@@ -1,0 +1,123 @@
+"""Hard-case mining: edit every case of a dataset on the base model, keep the ones that wreck perplexity.
+
+"The Butterfly Effect of Model Editing" mines the single edits that collapse a model (perplexity on
+ME-PPL_50 above a threshold). :func:`mine` runs it as an ordinary study (single protocol, the
+dataset's edits, perplexity after each, no probes) in a store folder, so a killed miner resumes
+where it stopped and its per-edit weight-change anatomy is stored too; then it writes the cases
+whose perplexity reached ``threshold`` (or ``ratio`` x the base model's) as a dataset file in the
+source's own record form (CounterFact, zsRE, ...), each record carrying a ``mined`` block with the
+provenance (model fingerprint, method, hyperparameters, corpus, thresholds, its perplexity).
+Studies load the file like any dataset of that kind; one loaded with another model gets a warning
+naming both fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .report.collapse import check_thresholds
+from .runner.config import parse_config
+from .runner.execute import run_study
+from .runner.store import FILENAME, ResultsStore
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("counterfact", "zsre", "mquake", "jsonl")
+
+
+@dataclass
+class MineResult:
+    out: Path
+    store: Path
+    n_cases: int
+    n_failed: int
+    base_ppl: float
+    kept: list[dict[str, Any]]  # the written records (with their ``mined`` block)
+
+    def summary(self) -> str:
+        return (f"{len(self.kept)} of {self.n_cases} edits kept ({self.n_failed} rolled back), base perplexity "
+                f"{self.base_ppl:.2f}; written to {self.out}")
+
+
+def _raw_records(dataset: str, source: str | None) -> dict[str, Any]:
+    """``record label -> raw record`` of the dataset file (labels as the loaders give them)."""
+    from .paths import data_path
+    from .probes import loaders
+
+    default = (lambda: Path(str(source))) if dataset == "jsonl" else (lambda: data_path(*loaders.DEFAULT_FILES[dataset]))
+    _, raws = loaders._resolve(source, default, "train", prefer_jsonl=dataset == "jsonl")
+    return {r.label: r.obj for r in raws}
+
+
+def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-135m", source: str | None = None,
+         limit: int | None = None, offset: int = 0, corpus: str = "me_ppl_50", threshold: float = 1000.0,
+         ratio: float | None = None, hparams: dict[str, Any] | None = None, store: str | Path | None = None,
+         force: bool = False, progress: bool = True) -> MineResult:
+    """Mine ``dataset`` (``counterfact`` | ``zsre`` | ``mquake`` | ``jsonl``) with ``method`` and
+    write the kept cases to ``out`` (JSON list). ``store``: the resumable study folder (default
+    ``<out>.mining``). A case is kept when its perplexity on ``corpus`` is >= ``threshold`` or,
+    with ``ratio``, >= ``ratio`` x the base model's. Refuses an existing ``out`` unless ``force``."""
+    if dataset not in DATASETS:
+        raise InputError(f"dataset={dataset!r}: mine one of {', '.join(DATASETS)}")
+    check_thresholds(threshold, ratio if ratio is not None else 2.0)
+    out = Path(out)
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} exists; pass --force (force=True) to overwrite it, or choose another output file")
+    store = Path(store) if store is not None else out.with_name(out.name + ".mining")
+    config = parse_config({
+        "name": f"mine-{method}-{dataset}", "model": model, "methods": [{"method": method, "hparams": hparams or {}}],
+        "edits": [{"dataset": dataset, "source": source, "limit": limit, "offset": offset, "case_probes": False}],
+        "perplexity": {"corpus": corpus}, "protocol": {"kind": "single"}}, where="mine")
+    from .runner.plan import build_plan
+
+    plan = build_plan(config)
+    if not plan.edits:
+        raise InputError(f"{dataset} {source or '(default file)'}: no record has the fields an edit needs "
+                         "(prompt, target_new; CounterFact also subject, ground_truth); nothing to mine")
+    run_study(config, store, resume=(store / FILENAME).exists(), progress=progress)
+    s = ResultsStore(store / FILENAME)
+    try:
+        fingerprint = s.get_meta("model_fingerprint")
+        scalars = s.scalars()
+        units = {u.unit: u for u in s.units()}
+    finally:
+        s.close()
+    key = f"ppl:{corpus}"
+    base = next(x["value"] for x in scalars if x["method"] == "base" and x["name"] == key)
+    raws = _raw_records(dataset, source)
+    kept, failed = [], 0
+    for x in scalars:
+        if x["method"] == "base" or x["name"] != key or x["value"] is None:
+            continue
+        u = units[x["unit"]]
+        if u.status == "failed":
+            failed += 1
+            continue
+        ppl = float(x["value"])
+        if ppl >= threshold or (ratio is not None and ppl >= ratio * base):
+            item = plan.edits[u.edits[0]]
+            record = dict(raws[item.meta["record"]])
+            record["mined"] = {"ppl": ppl, "base_ppl": base, "corpus": corpus, "threshold": threshold, "ratio": ratio,
+                               "method": method, "hparams": hparams or {}, "model": model,
+                               "model_fingerprint": fingerprint, "source": source or f"{dataset} (default)",
+                               "unit": u.unit}
+            kept.append(record)
+    failed += sum(1 for u in units.values() if u.method != "base" and u.status == "failed"
+                  and not any(x["unit"] == u.unit and x["name"] == key for x in scalars))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(kept, indent=1, ensure_ascii=False))
+    tmp.replace(out)
+    return MineResult(out, store, len(plan.edits), failed, base, kept)
+
+
+def check_mined_provenance(metas: list[dict[str, Any]], fingerprint: str) -> list[str]:
+    """Warnings for edits mined on another model (their ``mined.model_fingerprint`` differs)."""
+    seen = {m["mined"].get("model_fingerprint") for m in metas if isinstance(m.get("mined"), dict)}
+    return [f"these edits were mined on a model with fingerprint {fp}, but the study runs a model with fingerprint "
+            f"{fingerprint}: the hard cases of one model need not be hard for another" for fp in sorted(seen - {fingerprint, None})]
