@@ -77,3 +77,33 @@ def test_the_collapse_figure_is_drawn_for_per_edit_perplexity(tmp_path):
     res = _store(tmp_path, {"kind": "single"}, PPL)
     paths = collapse_plot(res, tmp_path / "fig")
     assert sorted(p.suffix for p in paths) == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_perplexity_downstream_correlation_over_sequential_steps(tmp_path):
+    import math
+
+    from scipy import stats as sps
+
+    from editscope.report.correlation import correlate, ppl_downstream_correlations
+    from editscope.report.plots import ppl_downstream_plot
+
+    ppl = [20.0, 24.0, 31.0, 60.0, 150.0, 900.0]
+    acc = [0.80, 0.79, 0.75, 0.70, 0.55, 0.30]
+    res = _store(tmp_path, {"kind": "sequential"}, ppl)
+    s = ResultsStore(tmp_path / FILENAME)
+    with s.transaction() as db:  # the downstream accuracy of every step
+        for i, a in enumerate(acc):
+            uid = db.execute("SELECT id FROM units WHERE unit = ?", (f"step-{i + 1:04d}",)).fetchone()[0]
+            db.execute("INSERT INTO scalars(unit_id, name, value, detail) VALUES (?, 'piqa:acc', ?, '{}')", (uid, a))
+    s.close()
+    res = load_results(tmp_path)
+    rows = ppl_downstream_correlations(res)
+    assert [(c.method, c.task, c.n) for c in rows] == [("rome", "piqa:acc", 6), ("all", "piqa:acc", 6)]
+    c = rows[0]
+    assert c.spearman == pytest.approx(-1.0)
+    assert c.pearson == pytest.approx(sps.pearsonr([math.log(p) for p in ppl], acc).statistic)
+    assert c.pearson_low < c.pearson < c.pearson_high <= 0
+    z, se = math.atanh(c.pearson), 1 / math.sqrt(3)
+    assert c.pearson_low == pytest.approx(math.tanh(z - 1.959964 * se), abs=1e-5)
+    assert correlate([(1.0, 0.5)] * 3) is None  # too few / constant
+    assert ppl_downstream_plot(res, tmp_path / "fig")

@@ -23,6 +23,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from .anatomy import anatomy_curves, unit_scalars  # noqa: E402
+from .correlation import ppl_downstream_correlations  # noqa: E402
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_table  # noqa: E402
 from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
 
@@ -318,8 +319,31 @@ def anatomy_plot(res: StudyResults, out: Path) -> list[Path]:
     return _save(fig, out, "anatomy")
 
 
+def ppl_downstream_plot(res: StudyResults, out: Path) -> list[Path]:
+    """Sequential: each downstream task's accuracy against perplexity (log) at the evaluated steps,
+    one colour per method, with the pooled Spearman rho in the panel title."""
+    cors = ppl_downstream_correlations(res)
+    tasks = sorted({c.task for c in cors})
+    if not tasks:
+        return []
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for c in cors:
+            if c.task == task and c.method != "all":
+                ax.scatter(*zip(*c.points), s=12, alpha=0.7, label=c.method)
+        pooled = next((c for c in cors if c.task == task and c.method == "all"), None)
+        ax.set_title(f"{task}" + (f" (pooled rho {pooled.spearman:+.2f})" if pooled else ""), fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"perplexity ({cors[0].corpus.removeprefix('ppl:')})")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "ppl_downstream")
+
+
 FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "strength": strength_plot, "sequential": sequential_curves_plot, "categories": category_bars,
-           "frontier": frontier, "collapse": collapse_plot, "anatomy": anatomy_plot}
+           "frontier": frontier, "collapse": collapse_plot, "anatomy": anatomy_plot,
+           "ppl_downstream": ppl_downstream_plot}
 
 
 def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None) -> dict[str, list[Path]]:
@@ -328,4 +352,4 @@ def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "collapse_plot", "anatomy_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]
+__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "collapse_plot", "anatomy_plot", "ppl_downstream_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]

@@ -26,6 +26,7 @@ from .attribution import (
 from .replication import COLUMNS as SEED38_COLUMNS
 from .replication import has_seed38, replication_rows
 from .anatomy import anatomy_table
+from .correlation import ppl_downstream_correlations
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
 from .results import LOCALITY, Cell, StudyResults, breakdown, criterion_rows, load_results
 
@@ -317,10 +318,25 @@ def anatomy_table_(res: StudyResults) -> Table | None:
                   "rho(||dW||, ppl)"], body)
 
 
+def correlation_table(res: StudyResults) -> Table | None:
+    """Perplexity vs downstream accuracy over a sequential run's evaluated steps (None otherwise)."""
+    rows = ppl_downstream_correlations(res)
+    if not rows:
+        return None
+    body = [[(c.method, c.method == "all"), (c.task, False), (str(c.n), False),
+             (f"{c.pearson:+.2f} [{c.pearson_low:+.2f}, {c.pearson_high:+.2f}]", False), (f"{c.pearson_p:.2g}", False),
+             (f"{c.spearman:+.2f} [{c.spearman_low:+.2f}, {c.spearman_high:+.2f}]", False), (f"{c.spearman_p:.2g}", False)]
+            for c in rows]
+    return Table("ppl-downstream", f"Perplexity ({rows[0].corpus}) against downstream accuracy over the evaluated steps: "
+                                   "Pearson's r of log-perplexity and Spearman's rho, 95% intervals (Fisher z); "
+                                   "negative: accuracy falls as perplexity rises.",
+                 ["method", "task", "steps", "Pearson r (log ppl)", "p", "Spearman rho", "p"], body)
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
-                        criterion_table(res), *collapse_tables(res), anatomy_table_(res),
+                        criterion_table(res), *collapse_tables(res), anatomy_table_(res), correlation_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]
