@@ -17,9 +17,17 @@ from .scoring import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "mine":  # hard-case mining runs a study: imported on first use
+        from .mining import mine
+
+        return mine
+    raise AttributeError(f"module 'editscope' has no attribute {name!r}")
+
 __all__ = [
     "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "EditRequest", "apply_edit", "list_methods", "prepare_edits",
     "load_edit", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
     "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
-    "top_k_next_tokens", "__version__",
+    "top_k_next_tokens", "mine", "__version__",
 ]

@@ -532,11 +532,13 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
         model = load_study_model(cfg)
     every = [p for _, ps in plan.all_sets().values() for p in ps]
     probes = every[:: max(1, len(every) // 200)][:200]  # an even sample across all probe sets
-    with _working(f"calibrating: the base model on {len(probes)} sample probes"):
-        evaluate(model, probes[:4], use_cache=False)  # warm-up: first-call overheads are not per probe
-        t = time.perf_counter()
-        evaluate(model, probes[4:], use_cache=False)
-    s_probe = (time.perf_counter() - t) / len(probes[4:])
+    s_probe = 0.0
+    if len(probes) > 4:  # a study may measure only perplexity/downstream
+        with _working(f"calibrating: the base model on {len(probes)} sample probes"):
+            evaluate(model, probes[:4], use_cache=False)  # warm-up: first-call overheads are not per probe
+            t = time.perf_counter()
+            evaluate(model, probes[4:], use_cache=False)
+        s_probe = (time.perf_counter() - t) / len(probes[4:])
     scale = sum(p.numel() for p in model.hf.parameters()) / 135e6
     by_label = {m.name: m for m in cfg.method_specs()}
     # a placebo's unit costs its matched method's edit once per unit (its draws reuse the delta)

@@ -85,16 +85,22 @@ def _requests_by_unit(res: StudyResults) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def _is_ppl(name: str, guard: bool) -> bool:
+    return name.startswith("ppl:") or (guard and name == "guard_ppl")
+
+
 def _base(res: StudyResults) -> dict[str, float]:
     return {s["name"]: float(s["value"]) for s in res.scalars
-            if s["method"] == "base" and s["value"] is not None and s["name"].startswith("ppl:")}
+            if s["method"] == "base" and s["value"] is not None and _is_ppl(s["name"], True)}
 
 
-def _per_unit(res: StudyResults) -> dict[tuple[str, str], list[UnitPerplexity]]:
+def _per_unit(res: StudyResults, guard: bool = False) -> dict[tuple[str, str], list[UnitPerplexity]]:
+    """Per (method, corpus) the units' perplexities; ``guard``: also the sequential guard's
+    ``guard_ppl`` (measured after every edit, where ``ppl:*`` may be measured every k)."""
     reqs = _requests_by_unit(res)
     out: dict[tuple[str, str], list[UnitPerplexity]] = defaultdict(list)
     for s in res.scalars:
-        if s["method"] == "base" or s["value"] is None or not s["name"].startswith("ppl:"):
+        if s["method"] == "base" or s["value"] is None or not _is_ppl(s["name"], guard):
             continue
         out[(s["method"], s["name"])].append(
             UnitPerplexity(s["unit"], s["step"], float(s["value"]), reqs.get((s["method"], s["unit"]), [])))
@@ -127,12 +133,13 @@ def collapse_table(res: StudyResults, threshold: float = DEFAULT_THRESHOLD, rati
 
 def collapse_points(res: StudyResults, threshold: float = DEFAULT_THRESHOLD,
                     ratio: float = DEFAULT_RATIO) -> list[CollapsePoint]:
-    """Sequential runs: per method and corpus, the first step at or above each line (None: never)."""
+    """Sequential runs: per method and corpus (the configured ``ppl:*`` and the guard's
+    ``guard_ppl``), the first step at or above each line (None: never)."""
     check_thresholds(threshold, ratio)
     if res.protocol != "sequential":
         return []
     base = _base(res)
-    per = _per_unit(res)
+    per = _per_unit(res, guard=True)
     out = []
     for m in res.methods:
         for corpus in sorted({c for mm, c in per if mm == m}):
