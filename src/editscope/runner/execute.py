@@ -29,7 +29,7 @@ from ..interventions import Intervention, install, installed, remove_all
 from ..methods.handle import active_edits
 from ..metrics.perplexity import is_collapsed, perplexity
 from ..metrics.weight_change import anatomy_scalars
-from ..models.model import Model, tensor_digests
+from ..models.model import Model, StateWatch, tensor_digests
 from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
 from ..paths import file_in_the_way
@@ -177,6 +177,14 @@ class Runner:
         self.base_fp = model.base_fingerprint
         self.base_guard_ppl: float | None = None
         self.keep_hidden: int | None = None  # see shared_first_block
+        # The weights' digests are kept current from the edit handles (each knows the digests of the
+        # tensors it wrote) instead of re-hashing the model per unit; a watch checks each undo.
+        self.base_watch = StateWatch.take(model)
+        self.digests = dict(self.base_watch.digests)
+        by_storage: dict[int, list[str]] = {}
+        for name, t in model.hf.state_dict(keep_vars=True).items():
+            by_storage.setdefault(t.data_ptr(), []).append(name)
+        self._aliases = {n: names for names in by_storage.values() for n in names}  # tied weights
 
     # ---- measurements
     def _evaluate(self, unit: UnitPlan, digests: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -274,6 +282,15 @@ class Runner:
             out["cumulative:fro"] = (sum(v ** 2 for v in per.values()) ** 0.5, per)
         return out
 
+    def _digests_with(self, handles: list) -> dict[str, str]:
+        """The current weights' digests: ``self.digests`` with what ``handles`` wrote on top."""
+        out = dict(self.digests)
+        for h in handles:
+            for n, d in h.after_digests.items():
+                for alias in self._aliases.get(n, [n]):
+                    out[alias] = d
+        return out
+
     def _info(self, handles: list) -> dict[str, Any]:
         info: dict[str, Any] = {}
         for h in handles:
@@ -283,9 +300,10 @@ class Runner:
         return info
 
     def _record(self, method: str, unit: UnitPlan, status: str, *, seconds_edit=None, eval_=True,
-                info=None, events=(), extra_scalars=None) -> None:
+                info=None, events=(), extra_scalars=None, digests: dict[str, str] | None = None) -> None:
         t = time.perf_counter()
-        digests = tensor_digests(self.model.hf)  # one hash of the weights serves every probe set
+        if digests is None:
+            digests = tensor_digests(self.model.hf)  # one hash of the weights serves every probe set
         rows = self._evaluate(unit, digests) if eval_ else {}
         scalars = self._scalars() if eval_ else {}
         scalars.update(extra_scalars or {})
@@ -326,11 +344,11 @@ class Runner:
             try:
                 self._record(method.name, unit, "failed" if failure else "done", seconds_edit=secs,
                              info={**self._info(handles), **({"error": failure} if failure else {})}, events=events,
-                             extra_scalars=self._anatomy(handles))
+                             extra_scalars=self._anatomy(handles), digests=self._digests_with(handles))
             finally:
                 for h in reversed(handles):
                     h.undo()
-            if self.model.state_key() != self.base_fp:
+            if not self.base_watch.holds(self.model):
                 raise RuntimeError(f"{method.name}: undo did not restore the base model after {unit.unit}")
 
     def _run_sequential(self, method: MethodSpec, units: list[UnitPlan], done: set) -> None:
@@ -348,9 +366,10 @@ class Runner:
                         return
                     if prev.status == "done":
                         handles, _, failure = self._apply(method, unit, [])
+                        self.digests = self._digests_with(handles)
                         for h in handles:
                             h.release()
-                        if failure or self.model.state_key() != prev.fingerprint:
+                        if failure or self.model.state_key(self.digests) != prev.fingerprint:
                             raise RuntimeError(
                                 f"resume of {method.name}: re-applying {unit.unit} did not reproduce the stored "
                                 "model state (non-deterministic method or changed code); start over with --force")
@@ -374,17 +393,19 @@ class Runner:
                             extra.pop("cumulative:fro", None)  # the model is back where it was
                         else:
                             status = "stopped"
+                self.digests = self._digests_with(handles)
                 for h in handles:
                     h.release()
                 self._record(method.name, unit, status, seconds_edit=secs, eval_=unit.evaluate or status == "stopped",
                              info={**self._info(handles), **({"error": failure} if failure else {})},
-                             events=events, extra_scalars=extra)
+                             events=events, extra_scalars=extra, digests=self.digests)
                 if status == "stopped":
                     for u in units[units.index(unit) + 1:]:
                         self.on_unit(u, {"status": "stopped"})
                     return
         finally:
             _restore_all(self.model, saved, saved_ivs)
+            self.digests = dict(self.base_watch.digests)
 
 
 def first_block(model: Model, spec: MethodSpec) -> int:
