@@ -18,6 +18,7 @@ def _target_row(i: int) -> dict:
 
 
 def _store(tmp_path, protocol: dict, ppl: list[float]):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = parse_config({"name": "hand", "model": "smollm2-135m", "methods": ["rome"],
                         "edits": [{"prompt": f"prompt {i} is", "target_new": f"new{i}"} for i in range(len(ppl))],
                         "probes": ["facts"], "perplexity": {"corpus": "me_ppl_50"}, "protocol": protocol})
@@ -25,12 +26,14 @@ def _store(tmp_path, protocol: dict, ppl: list[float]):
     s.set_meta(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), name="hand", status="complete")
     s.add_unit("base", "base", 0, [], "ok", scalars={"ppl:me_ppl_50": (20.0, {})})
     for i, v in enumerate(ppl):
+        # an update norm that grows with perplexity, except one outlier
+        delta = {"delta:fro": (float(i + 1) if i != 3 else 0.5, {}), "cumulative:fro": (float(i + 1) * 2, {})}
         if protocol["kind"] == "single":
             s.add_unit("rome", f"edit-{i:04d}", 0, [i], "ok", rows={"case": [_target_row(i)]},
-                       scalars={"ppl:me_ppl_50": (v, {})})
+                       scalars={"ppl:me_ppl_50": (v, {}), **delta})
         else:
             s.add_unit("rome", f"step-{i + 1:04d}", i + 1, list(range(i + 1)), "ok", rows={"case": [_target_row(i)]},
-                       scalars={"ppl:me_ppl_50": (v, {})})
+                       scalars={"ppl:me_ppl_50": (v, {}), **delta})
     s.close()
     return load_results(tmp_path)
 
@@ -107,3 +110,26 @@ def test_perplexity_downstream_correlation_over_sequential_steps(tmp_path):
     assert c.pearson_low == pytest.approx(math.tanh(z - 1.959964 * se), abs=1e-5)
     assert correlate([(1.0, 0.5)] * 3) is None  # too few / constant
     assert ppl_downstream_plot(res, tmp_path / "fig")
+
+
+def test_anatomy_table_and_figures_from_stored_update_norms(tmp_path):
+    import statistics
+
+    from editscope.report.anatomy import anatomy_curves, anatomy_table
+    from editscope.report.plots import anatomy_plot
+
+    res = _store(tmp_path / "single", {"kind": "single"}, PPL)
+    (row,) = anatomy_table(res)
+    norms = [float(i + 1) if i != 3 else 0.5 for i in range(len(PPL))]
+    doubled = [n for n, v in zip(norms, PPL) if v >= 40]
+    assert row.n == 10 and row.fro == statistics.median(norms)
+    assert row.fro_doubled == statistics.median(doubled)
+    assert row.fro_stable == statistics.median([n for n, v in zip(norms, PPL) if v < 40])
+    assert -1 <= row.spearman <= 1 and row.spearman_p is not None
+    assert anatomy_plot(res, tmp_path / "f1")
+    seq = _store(tmp_path / "seq", {"kind": "sequential"}, PPL[:4])
+    curves = anatomy_curves(seq)["rome"]
+    assert curves["cumulative:fro"] == [(1, 2.0), (2, 4.0), (3, 6.0), (4, 8.0)]
+    assert anatomy_plot(seq, tmp_path / "f2")
+    # anatomy scalars stay out of the headline columns
+    assert not any(c.key.startswith(("delta:", "cumulative:")) for c in res.columns)

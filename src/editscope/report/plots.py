@@ -42,6 +42,20 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _finish(fig, ax, out: Path, stem: str, xlabel: str, ylabel: str, *, logx: bool = False,
+            logy: bool = False) -> list[Path]:
+    """Label one-panel figure ``ax`` (log axes as asked), add the legend, save it as ``stem``."""
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, stem)
+
+
 def _grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
     """Grid probes (one per (op, a, b)) of the first edit that has arithmetic probes."""
     rows = [r for r in res.final_rows(method) if r["meta"].get("template") == "grid" and "a" in r["meta"]]
@@ -292,12 +306,7 @@ def anatomy_plot(res: StudyResults, out: Path) -> list[Path]:
             if "cumulative:fro" in c:
                 ax.plot(*zip(*c["cumulative:fro"]), lw=1, ls="--", color=line.get_color() if line else None,
                         label=f"{m} (from base)")
-        ax.set_xlabel("edits applied")
-        ax.set_ylabel("||dW||_F")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        return _save(fig, out, "anatomy")
+        return _finish(fig, ax, out, "anatomy", "edits applied", "||dW||_F", logy=True)
     points = {}
     for m in res.methods:
         units = unit_scalars(res, m).values()
@@ -310,13 +319,7 @@ def anatomy_plot(res: StudyResults, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     for m, xy in points.items():
         ax.scatter(*zip(*xy), s=10, alpha=0.6, label=m)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("update norm ||dW||_F")
-    ax.set_ylabel("perplexity after the edit")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, out, "anatomy")
+    return _finish(fig, ax, out, "anatomy", "update norm ||dW||_F", "perplexity after the edit", logx=True, logy=True)
 
 
 def ppl_downstream_plot(res: StudyResults, out: Path) -> list[Path]:
