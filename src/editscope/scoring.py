@@ -334,9 +334,10 @@ def _grouped_query_sdpa(model: Model) -> Iterator[None]:
     With a mask, transformers copies every key/value head ``n_heads / n_kv_heads`` times before
     calling SDPA (CUDA's fast kernels refuse masked GQA); torch's CPU kernel takes ``enable_gqa``
     with a mask and gives the same numbers without the copies. With a long shared context (an IKE
-    edit's demonstrations) the copies were half the evaluation time: 1.7x faster, identical
-    log-probabilities on 300 arithmetic probes. Not under autograd (its backward was 30% slower in
-    ROME's residual optimisation), and a user's own setting of the variable wins.
+    edit's demonstrations, 300 arithmetic probes) evaluation took 41.5 s with the copies and 25-36 s
+    without (four runs on a busy 2-core machine), with identical log-probabilities. Not under
+    autograd (its backward was 30% slower in ROME's residual optimisation), and a user's own setting
+    of the variable wins.
     """
     if _GQA_FLAG in os.environ or torch.is_grad_enabled() or model.device.type != "cpu":
         yield
