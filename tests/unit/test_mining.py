@@ -84,3 +84,23 @@ def test_an_existing_output_needs_force_and_records_without_fields_are_named(tmp
     bad.write_text(json.dumps([{"case_id": 1, "prompt": "x"}]))
     with pytest.raises(Exception, match="no records loaded|no record"):
         mine("counterfact", "ft-m", tmp_path / "y.json", model="tiny:llama", source=str(bad), progress=False)
+
+
+def test_the_mine_command_writes_the_file_and_refuses_bad_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "hard.json"
+    args = ["mine", "counterfact", "--out", str(out), "--method", "ft-m", "--model", "tiny:llama", "--limit", "2",
+            "--hparam", "lr=0.05", "--hparam", "steps=3", "--ratio", "1.0000001", "--threshold", "1e12"]
+    got = runner.invoke(app, args, terminal_width=200)
+    assert got.exit_code == 0, got.output
+    assert "of 2 edits kept" in got.output and out.exists()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+    bad = runner.invoke(app, [*args[:-4], "--threshold", "-1", "--force"])
+    assert bad.exit_code == 2 and "threshold" in bad.output
+    typo = runner.invoke(app, ["mine", "counterfact", "--out", str(tmp_path / "z.json"), "--method", "rme"])
+    assert typo.exit_code == 2 and "rome" in typo.output
