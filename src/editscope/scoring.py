@@ -119,8 +119,15 @@ def _strip_trailing_specials(ids: list[int], special: list[int]) -> list[int]:
 
 
 def encode_prompts(model: Model, prompts: Sequence[str], field: str = "prompt") -> list[list[int]]:
-    """Token ids of each right-stripped prompt (with the tokenizer's usual leading specials)."""
-    texts = [transform_prompt(model, _check_text(p, field, i)).rstrip() for i, p in enumerate(prompts)]
+    """Token ids of each right-stripped prompt (with the tokenizer's usual leading specials), as
+    the model reads it (installed input interventions applied)."""
+    texts = [transform_prompt(model, _check_text(p, field, i)) for i, p in enumerate(prompts)]
+    return _tokenize_prompts(model, texts, field)
+
+
+def _tokenize_prompts(model: Model, texts: Sequence[str], field: str = "prompt") -> list[list[int]]:
+    """:func:`encode_prompts` of texts that are already transformed (no intervention applied again)."""
+    texts = [t.rstrip() for t in texts]
     enc = model.tokenizer(texts, add_special_tokens=True, return_special_tokens_mask=True)
     out = []
     for i, (ids, sp) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"])):
@@ -156,7 +163,7 @@ def encode_pairs(model: Model, prompts: Sequence[str], continuations: Sequence[s
             continue
         out.append(EncodedPair(tuple(ids[:k]), tuple(cont)))
     if fallback:
-        p_ids = encode_prompts(model, [prompts[i] for i in fallback])
+        p_ids = _tokenize_prompts(model, [prompts[i] for i in fallback])  # prompts: transformed above
         rests = [fulls[i][len(stripped[i]):] for i in fallback]
         c_ids = tok(rests, add_special_tokens=False)["input_ids"]
         for i, pi, ci in zip(fallback, p_ids, c_ids):

@@ -13,7 +13,7 @@ from editscope.methods import EditHandleError, EditLoadError, HparamError, activ
 from editscope.methods.grace import GraceCodebook
 from editscope.models import tiny_model
 from editscope.runner import ConfigError, ResultsStore, build_plan, parse_config, run_study
-from editscope.scoring import encode_prompts, pad_batch, pad_id, body_forward
+from editscope.scoring import encode_pairs, encode_prompts, pad_batch, pad_id, body_forward
 
 REQ = es.EditRequest("2+2=", "5")
 FAST = {"grace": {"layer": 1}, "wise": {"layer": 1, "n_templates": 2, "steps": 20}, "ike": {"k": 2, "pool": "POOL"}}
@@ -91,6 +91,18 @@ def test_ike_changes_no_weight_and_transforms_every_prompt_at_the_tokenization_p
         es.apply_edit(m, es.EditRequest("3+3=", "7"), "ike", k=2, pool=pool)
     h.undo()
     assert transform_prompt(m, "3+3=") == "3+3="
+
+
+def test_an_input_intervention_applies_once_when_the_continuation_straddles_a_token(pool):
+    """A continuation that merges with the prompt's last token ("The cap" + "ital") takes the
+    tokenizer fallback; the prompt there was already transformed and must not be transformed again
+    (it was: IKE's demonstrations twice in such probes)."""
+    m = tiny_model("llama")
+    es.apply_edit(m, REQ, "ike", k=2, pool=pool)
+    straddling, plain = encode_pairs(m, ["The cap", "2+2="], ["ital", "5"])
+    assert not straddling.exact and plain.exact  # the fallback is really taken
+    assert list(straddling.prompt_ids) == encode_prompts(m, ["The cap"])[0]
+    assert m.tokenizer.decode(straddling.prompt_ids).count("New Fact: 2+2=5") == 1
 
 
 @pytest.mark.parametrize("method", ["grace", "wise"])
