@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .hooks import StopForward, capture_input, replace_input, skip_modules, stop_after
 from .interventions import has_input_interventions, installed, transform_prompt

@@ -119,8 +119,6 @@ class MethodSpec(_Strict):
         (key, values), = self.sweep.items()
         fields = sorted(cls.Hparams.model_fields)
         if key not in fields:
-            import difflib
-
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"sweep.{key}: not a hyperparameter of {cls.name!r}.{hint} Valid: {', '.join(fields)}")
