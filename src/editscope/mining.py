@@ -90,13 +90,12 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
     key = f"ppl:{corpus}"
     base = next(x["value"] for x in scalars if x["method"] == "base" and x["name"] == key)
     raws = _raw_records(dataset, source)
-    kept, failed = [], 0
+    kept = []
     for x in scalars:
         if x["method"] == "base" or x["name"] != key or x["value"] is None:
             continue
         u = units[x["unit"]]
-        if u.status == "failed":
-            failed += 1
+        if u.status == "failed":  # rolled back: the base model's perplexity
             continue
         ppl = float(x["value"])
         if ppl >= threshold or (ratio is not None and ppl >= ratio * base):
@@ -107,8 +106,7 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
                                "model_fingerprint": fingerprint, "source": source or f"{dataset} (default)",
                                "unit": u.unit}
             kept.append(record)
-    failed += sum(1 for u in units.values() if u.method != "base" and u.status == "failed"
-                  and not any(x["unit"] == u.unit and x["name"] == key for x in scalars))
+    failed = sum(u.method != "base" and u.status == "failed" for u in units.values())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(kept, indent=1, ensure_ascii=False))

@@ -226,8 +226,12 @@ class Runner:
                 "match_seed": unit_seed(self.config.seed, matched.name, unit.of_unit or unit.unit),
                 "draw": unit.draw or 0}
 
+    def _requests(self, unit: UnitPlan) -> list:
+        """What a unit applies: its own requests (a control's) or those of the study edits it covers."""
+        return list(unit.requests) if unit.requests else [r for i in unit.edits for r in self.plan.edits[i].requests]
+
     def _apply(self, method: MethodSpec, unit: UnitPlan, events: list) -> tuple[list, float, str | None]:
-        reqs = list(unit.requests) if unit.requests else [r for i in unit.edits for r in self.plan.edits[i].requests]
+        reqs = self._requests(unit)
         torch.manual_seed(unit_seed(self.config.seed, method.name, unit.unit))
         hparams = self._hparams(method, unit)
         t = time.perf_counter()
@@ -254,7 +258,7 @@ class Runner:
         m = get_method(method.method)
         if type(m).prepare is EditMethod.prepare or method.match is not None or self.config.protocol.kind != "single":
             return
-        reqs = [r for u in units for r in (u.requests or [q for i in u.edits for q in self.plan.edits[i].requests])]
+        reqs = [r for u in units for r in self._requests(u)]
         if len(reqs) < 2 or len(reqs) != len(units):
             return
         try:
@@ -272,8 +276,9 @@ class Runner:
         before: dict[str, torch.Tensor] = {}
         delta: dict[str, torch.Tensor] = {}
         for h in handles:
+            was = h.weights_before()
             for n, d in h.delta().items():
-                before.setdefault(n, h.weights_before()[n])
+                before.setdefault(n, was[n])
                 delta[n] = delta[n] + d if n in delta else d
         out = anatomy_scalars(before, delta)
         if base is not None and delta:
