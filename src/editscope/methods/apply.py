@@ -18,7 +18,7 @@ from ..interventions import installed
 from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import encode_pairs, score_encoded
-from .base import EditFailed, get_method
+from .base import EditFailed, EditMethod, get_method
 from .handle import EditHandle, parameters
 
 DEFAULT_GUARD_TOLERANCE = 0.5  # nats per target token
@@ -51,6 +51,26 @@ def target_losses(model: Model, requests: Sequence[EditRequest]) -> list[float]:
     return [-s.logprob / len(s.token_ids) for s in score_encoded(model, pairs)]
 
 
+def _validated(model: Model, requests: EditRequest | Sequence[EditRequest], method: str,
+               hparams: dict[str, Any], *, one_edit: bool) -> tuple[list[EditRequest], EditMethod, Any]:
+    """The requests, method and resolved hyperparameters of an edit, checked before any weight
+    changes. ``one_edit``: the requests are one edit (a one-at-a-time method takes one request);
+    otherwise each request is its own coming single edit (``prepare_edits``)."""
+    reqs = _requests(requests)
+    m = get_method(method)
+    if one_edit and m.one_at_a_time and len(reqs) > 1:
+        raise ValueError(f"method {m.name!r} edits one request at a time; got {len(reqs)}. Apply them one by "
+                         "one (sequentially), or use a batch method such as 'memit'")
+    if m.needs_subject:
+        missing = [i for i, r in enumerate(reqs) if r.subject is None]
+        if missing:
+            raise ValueError(f"method {m.name!r} needs EditRequest.subject (the span of the prompt to locate); "
+                             f"requests {missing[:5]} have none")
+    hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
+    m.check(model, reqs, hp)
+    return reqs, m, hp
+
+
 def prepare_edits(model: Model, requests: EditRequest | Sequence[EditRequest], method: str, **hparams: Any) -> None:
     """Let the coming single edits of ``requests`` with ``method`` and ``hparams`` share one batched
     computation (e.g. ROME/MEMIT/AlphaEdit's target-residual optimisation) on the current weights.
@@ -60,10 +80,7 @@ def prepare_edits(model: Model, requests: EditRequest | Sequence[EditRequest], m
     next); otherwise it computes as usual. Results equal one-at-a-time edits up to float rounding.
     Methods without a batched part ignore this. Raises what ``apply_edit`` raises for bad input.
     """
-    reqs = _requests(requests)
-    m = get_method(method)
-    hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
-    m.check(model, reqs, hp)
+    reqs, m, hp = _validated(model, requests, method, hparams, one_edit=False)
     m.prepare(model, reqs, hp)
 
 
@@ -82,20 +99,9 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
         UnknownMethodError, HparamError, ValueError, TypeError: before any weight changes.
         EditFailed: the edit was rolled back (non-finite weights, worse target loss, method error).
     """
-    reqs = _requests(requests)
-    m = get_method(method)
-    if m.one_at_a_time and len(reqs) > 1:
-        raise ValueError(f"method {m.name!r} edits one request at a time; got {len(reqs)}. Apply them one by "
-                         "one (sequentially), or use a batch method such as 'memit'")
-    if m.needs_subject:
-        missing = [i for i, r in enumerate(reqs) if r.subject is None]
-        if missing:
-            raise ValueError(f"method {m.name!r} needs EditRequest.subject (the span of the prompt to locate); "
-                             f"requests {missing[:5]} have none")
     if not guard_tolerance >= 0:
         raise ValueError(f"guard_tolerance={guard_tolerance} must be >= 0 (nats per token)")
-    hp = type(m).resolve_hparams(model.arch, model.n_layers, hparams)
-    m.check(model, reqs, hp)
+    reqs, m, hp = _validated(model, requests, method, hparams, one_edit=True)
     names = m.touched(model, hp)
     if not names and not m.touches_nothing and m.kind == "weights":
         raise ValueError(f"method {m.name!r} with these hyperparameters touches no parameters")

@@ -36,9 +36,9 @@ class AnatomyRow:
 def unit_scalars(res: StudyResults, method: str) -> dict[str, dict[str, float]]:
     """``unit -> {scalar name: value}`` for one method (every stored scalar of its units)."""
     out: dict[str, dict[str, float]] = defaultdict(dict)
-    for s in res.scalars:
-        if s["method"] == method and s["value"] is not None:
-            out[s["unit"]][s["name"]] = float(s["value"])
+    for (m, unit, _), values in res.scalar_values().items():
+        if m == method:
+            out[unit].update(values)
     return out
 
 
@@ -48,7 +48,7 @@ def _median(xs: list[float]) -> float | None:
 
 def anatomy_table(res: StudyResults, ratio: float = DEFAULT_RATIO) -> list[AnatomyRow]:
     """Per method with weight-change scalars (interventions have none)."""
-    base = {s["name"]: float(s["value"]) for s in res.scalars if s["method"] == "base" and s["value"] is not None}
+    base = res.base_scalars()
     out = []
     for m in res.methods:
         units = [u for u in unit_scalars(res, m).values() if "delta:fro" in u]

@@ -90,8 +90,7 @@ def _is_ppl(name: str, guard: bool) -> bool:
 
 
 def _base(res: StudyResults) -> dict[str, float]:
-    return {s["name"]: float(s["value"]) for s in res.scalars
-            if s["method"] == "base" and s["value"] is not None and _is_ppl(s["name"], True)}
+    return {k: v for k, v in res.base_scalars().items() if _is_ppl(k, True)}
 
 
 def _per_unit(res: StudyResults, guard: bool = False) -> dict[tuple[str, str], list[UnitPerplexity]]:
@@ -99,19 +98,25 @@ def _per_unit(res: StudyResults, guard: bool = False) -> dict[tuple[str, str], l
     ``guard_ppl`` (measured after every edit, where ``ppl:*`` may be measured every k)."""
     reqs = _requests_by_unit(res)
     out: dict[tuple[str, str], list[UnitPerplexity]] = defaultdict(list)
-    for s in res.scalars:
-        if s["method"] == "base" or s["value"] is None or not _is_ppl(s["name"], guard):
+    for (m, unit, step), values in res.scalar_values().items():
+        if m == "base":
             continue
-        out[(s["method"], s["name"])].append(
-            UnitPerplexity(s["unit"], s["step"], float(s["value"]), reqs.get((s["method"], s["unit"]), [])))
+        for name, value in values.items():
+            if _is_ppl(name, guard):
+                out[(m, name)].append(UnitPerplexity(unit, step, value, reqs.get((m, unit), [])))
     return out
 
 
 def collapse_table(res: StudyResults, threshold: float = DEFAULT_THRESHOLD, ratio: float = DEFAULT_RATIO,
                    worst: int = DEFAULT_WORST) -> list[CollapseRow]:
     """Per method (study order) and perplexity corpus, over its units (single/batch protocol; a
-    sequential run counts its evaluated steps). Empty when the run measured no perplexity."""
+    sequential run counts its evaluated steps). Empty when the run measured no perplexity.
+    Computed once per thresholds for ``res`` (the report's table and figure share it)."""
     check_thresholds(threshold, ratio)
+    return res.memo(("collapse_table", threshold, ratio, worst), lambda: _collapse_table(res, threshold, ratio, worst))
+
+
+def _collapse_table(res: StudyResults, threshold: float, ratio: float, worst: int) -> list[CollapseRow]:
     base = _base(res)
     per = _per_unit(res)
     out = []

@@ -64,9 +64,9 @@ def ppl_downstream_correlations(res: StudyResults) -> list[Correlation]:
     if res.protocol != "sequential":
         return []
     by: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
-    for s in res.scalars:
-        if s["method"] != "base" and s["value"] is not None:
-            by[(s["method"], s["step"])][s["name"]] = float(s["value"])
+    for (m, _, step), values in res.scalar_values().items():
+        if m != "base":
+            by[(m, step)].update(values)
     names = {k for v in by.values() for k in v}
     corpus = next((c for c in sorted(names) if c.startswith("ppl:")), "guard_ppl" if "guard_ppl" in names else None)
     tasks = sorted(n for n in names if n.endswith(":acc"))

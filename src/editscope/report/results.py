@@ -8,14 +8,17 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..metrics.edit_metrics import METRICS, aggregate, summarize
 from ..runner.config import StudyConfig
 from ..runner.store import FILENAME, ResultsStore, StoreError
 from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval, wilson_interval
+
+T = TypeVar("T")
 
 CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general")
 EFFICACY = {"target", "paraphrase", "portability", "portability-hop"}
@@ -176,6 +179,32 @@ class StudyResults:
                 rows = [r for r in rows if r["step"] == last]
             cache[method] = rows
         return cache[method]
+
+    def scalar_values(self) -> dict[tuple[str, str, int], dict[str, float]]:
+        """``(method, unit, step) -> {scalar name: value}`` over every stored scalar with a value, in
+        storage order (computed once). The base model's are under method ``"base"``."""
+        if "_scalar_values" not in self.__dict__:
+            out: dict[tuple[str, str, int], dict[str, float]] = defaultdict(dict)
+            for s in self.scalars:
+                if s["value"] is not None:
+                    out[(s["method"], s["unit"], s["step"])][s["name"]] = float(s["value"])
+            self.__dict__["_scalar_values"] = dict(out)
+        return self.__dict__["_scalar_values"]
+
+    def base_scalars(self) -> dict[str, float]:
+        """The base model's scalars by name (perplexities, downstream accuracies)."""
+        out: dict[str, float] = {}
+        for (m, _, _), v in self.scalar_values().items():
+            if m == "base":
+                out.update(v)
+        return out
+
+    def memo(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()`` once per ``key`` for these results (tables a report and a figure share)."""
+        cache = self.__dict__.setdefault("_memo", {})
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
 
     def summary(self, method: str) -> dict[str, dict[str, dict[str, float]]]:
         return summarize(self.final_rows(method), self.config.get("metrics"))
