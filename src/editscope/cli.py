@@ -118,18 +118,22 @@ def _fail(message: str, code: int = EXIT_INPUT) -> None:
 @app.command()
 def models() -> None:
     """List the built-in model names and the supported architectures."""
-    from .models import ARCH_SPECS, KNOWN_MODELS
-    from .models.default import is_cached
+    from .models import ARCH_SPECS, PACKAGED_MODELS, PackagedModelMissingError
 
     table = Table(title="built-in models")
     table.add_column("name")
     table.add_column("what")
     table.add_column("cached")
-    for name, what in KNOWN_MODELS.items():
-        table.add_row(name, what, "yes" if is_cached() else "no (built on first load)")
+    for name, src in PACKAGED_MODELS.items():
+        try:
+            src.identity()
+            state = "yes" if src.is_cached() else "no (built on first load)"
+        except PackagedModelMissingError:
+            state = f"not installed ({src.install})"
+        table.add_row(name, src.description, state)
     console.print(table)
-    console.print("Any hub id ('org/name') or local directory with safetensors also works, for these "
-                  f"architectures (model_type): {', '.join(sorted(ARCH_SPECS))}.")
+    console.print("Any local .gguf file, hub id ('org/name') or local directory with safetensors also works, for "
+                  f"these architectures (model_type): {', '.join(sorted(ARCH_SPECS))}.")
 
 
 @app.command()

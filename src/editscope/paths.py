@@ -1,9 +1,11 @@
-"""Where editscope finds the shared evaluation data (never copied into the repo)."""
+"""Where editscope finds the shared evaluation data (never copied into the repo) and keeps its cache."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .errors import CacheDirError
 
 ENV_SHARED = "EDITSCOPE_SHARED"
 
@@ -36,3 +38,25 @@ def data_path(*parts: str) -> Path:
             f"({shared_dir()}); set {ENV_SHARED}=/path/to/shared or pass the file path explicitly."
         )
     return p
+
+
+def cache_root() -> Path:
+    """Root of editscope's on-disk cache: ``$EDITSCOPE_CACHE`` or the user cache dir.
+
+    Raises :class:`CacheDirError` (naming the variable) when it cannot be a writable folder: it is
+    a file, lies under a file, or its nearest existing folder is not writable."""
+    env = os.environ.get("EDITSCOPE_CACHE")
+    if env:
+        root, what = Path(env).expanduser(), f"EDITSCOPE_CACHE={env}"
+    else:
+        from platformdirs import user_cache_dir
+
+        root, what = Path(user_cache_dir("editscope")), f"the cache folder {user_cache_dir('editscope')}"
+    fix = "point EDITSCOPE_CACHE at a writable folder"
+    blocker = file_in_the_way(root)
+    if blocker is not None:
+        raise CacheDirError(f"{what}: {'it' if blocker == root else blocker} is a file, not a folder; {fix}")
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise CacheDirError(f"{what}: {existing} is not writable; {fix}")
+    return root

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import editscope as es
-from editscope.models import default as default_mod
+from editscope.models.packaged import PACKAGED_MODELS
 from editscope.scoring import encode_pairs, encode_prompts
 
 pytestmark = pytest.mark.integration
@@ -79,18 +79,19 @@ def test_bf16_agrees_with_fp32_on_top1(default_model):
 
 def test_cache_corruption_is_detected_and_rebuilt(tmp_path, monkeypatch):
     """A truncated safetensors file in the cache is rebuilt from the GGUF, never used."""
-    good = default_mod.ensure_default_cache()
+    src = PACKAGED_MODELS["smollm2-135m"]
+    good = src.ensure_cache()
     monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path))
-    copy = default_mod.cache_dir()
+    copy = src.cache_dir()
     shutil.copytree(good, copy)
-    assert default_mod.is_cached()
+    assert src.is_cached()
     weights = copy / "model.safetensors"
     size = weights.stat().st_size
     with open(weights, "r+b") as f:
         f.truncate(size // 2)
-    assert not default_mod.is_cached()
+    assert not src.is_cached()
     m = es.load_model("smollm2-135m")
-    assert weights.stat().st_size == size and default_mod.is_cached()
+    assert weights.stat().st_size == size and src.is_cached()
     assert es.top_k_next_tokens(m, ["The capital of France is"], 1)[0][0][0] == " Paris"
 
 

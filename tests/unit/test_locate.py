@@ -205,7 +205,7 @@ def test_keys_are_averaged_over_contexts_at_the_subject_token():
     assert not torch.allclose(k1, last)
 
 
-@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gptj", "gpt_neox"])
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gptj", "gpt_neox", "gemma3_text"])
 @pytest.mark.parametrize("req", [REQ, es.EditRequest("The capital is", "Rome", subject="The")])
 def test_residual_objective_with_a_prefix_cache_equals_full_forwards(model_type, req):
     """The optimisation runs only the tokens from the key on, over cached prefixes; its loss and

