@@ -27,9 +27,7 @@ HP = {**STATS, "v_lr": 0.5, "v_steps": 20, "v_fail_loss": 100.0, "clamp_norm_fac
 STOP = {"llama": 6.3, "gpt2": 5.9}
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])

@@ -20,9 +20,7 @@ def model_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 def test_methods_lists_every_method_with_resolved_defaults():

@@ -1,14 +1,12 @@
 """Controls: the placebo (matched rank and norm), the identity edit (the evaluation's noise floor),
 unrelated-edit controls, their study keys, and the attribution report (excess, margins, pairs)."""
 
-import json
 import math
 import re
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import editscope as es
 from editscope.controls import numerical_rank, placebo_delta, unrelated_requests
@@ -26,7 +24,7 @@ from editscope.report.results import LOCALITY, load_results
 from editscope.runner import ConfigError, build_plan, parse_config, run_study
 from editscope.runner.store import ResultsStore
 from editscope.stats import excess_rate
-from locate_settings import EASY, REQ, STATS
+from locate_settings import EASY, REQ
 
 METHOD_HP = {
     "ft": {"layers": [2, 3], "lr": 1e-2, "steps": 3},
@@ -39,9 +37,7 @@ METHOD_HP = {
 }
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,7 @@ from editscope.metrics.edit_metrics import coarse_kl, says, summarize
 from editscope.models import tiny_model
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 PROBES = es.ProbeSet([

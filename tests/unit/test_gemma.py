@@ -12,9 +12,7 @@ PROBES = es.ProbeSet([es.Probe("The capital of France is", "Rome", "target"), es
                       es.Probe("The sky is", "blue", "far")], name="p")
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 @pytest.fixture(scope="module")

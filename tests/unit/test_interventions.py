@@ -21,9 +21,7 @@ PROBES = es.ProbeSet([es.Probe("2+2=", "5", "target"), es.Probe("3+3=", "6", "fa
                       es.Probe("1+2=", "3", "near"), es.Probe("The sky is", "blue", "far")], name="p")
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 @pytest.fixture

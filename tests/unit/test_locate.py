@@ -43,9 +43,7 @@ from locate_settings import EASY, REQ, STATS
 
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 def _random_psd(d, rank, seed=0):

@@ -27,9 +27,7 @@ FAST = {"ft": {"lr": 1e-2}, "ft-constrained": {"lr": 1e-2, "anchors": [("3+3=", 
         "ft-l": {"lr": 1e-1, "linf": 0.5}, "ft-m": {"lr": 1e-1}, "lora": {"lr": 5e-2}}
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 @pytest.fixture

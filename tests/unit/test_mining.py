@@ -11,9 +11,7 @@ from editscope.probes.loaders import load_counterfact
 HP = {"lr": 0.05, "steps": 3}  # ft-m: a few steps, enough to move perplexity differently per edit
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
 def _unit_ppl(store):
