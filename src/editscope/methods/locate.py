@@ -233,7 +233,7 @@ class ResidualBatch:
         P, S = max(p.P for p in problems), max(p.ids.shape[1] for p in problems)
         pad = pad_id(first.model)
 
-        def right(t: torch.Tensor, width: int, dim: int, value: float = 0, left: bool = False) -> torch.Tensor:
+        def pad_to(t: torch.Tensor, width: int, dim: int, value: float = 0, left: bool = False) -> torch.Tensor:
             missing = width - t.shape[dim]
             if not missing:
                 return t
@@ -242,13 +242,13 @@ class ResidualBatch:
             fill = t.new_full(shape, value)
             return torch.cat([fill, t] if left else [t, fill], dim)
 
-        self.ids = torch.cat([right(p.ids, S, 1, pad) for p in problems])
-        self.pos = torch.cat([right(p.pos, S, 1) for p in problems])
-        self.mask = torch.cat([torch.cat([right(p.mask[:, :p.P], P, 1, left=True), right(p.mask[:, p.P:], S, 1)], 1)
+        self.ids = torch.cat([pad_to(p.ids, S, 1, pad) for p in problems])
+        self.pos = torch.cat([pad_to(p.pos, S, 1) for p in problems])
+        self.mask = torch.cat([torch.cat([pad_to(p.mask[:, :p.P], P, 1, left=True), pad_to(p.mask[:, p.P:], S, 1)], 1)
                                for p in problems])
-        self.entering = torch.cat([right(p.entering, S, 1) for p in problems])
-        self.prefix = [(torch.cat([right(p.prefix[i][0], P, 2, left=True) for p in problems]),
-                        torch.cat([right(p.prefix[i][1], P, 2, left=True) for p in problems]))
+        self.entering = torch.cat([pad_to(p.entering, S, 1) for p in problems])
+        self.prefix = [(torch.cat([pad_to(p.prefix[i][0], P, 2, left=True) for p in problems]),
+                        torch.cat([pad_to(p.prefix[i][1], P, 2, left=True) for p in problems]))
                        for i in range(len(first.prefix))]
         dev = first.model.device
         row0 = torch.tensor([0] + [p.ids.shape[0] for p in problems]).cumsum(0).tolist()
