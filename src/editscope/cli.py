@@ -482,6 +482,9 @@ def run(
     force: Annotated[bool, typer.Option(help="start over in a folder holding another run (old results kept as .bak)")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate, print the plan and a time estimate; run nothing")] = False,
     report: Annotated[bool, typer.Option(help="write the report when the run finishes")] = True,
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="run the study on this model instead of the config's (a different study: "
+                              "named <study>-<model>, default folder runs/<study>-<model>)")] = None,
 ) -> None:
     """Run a study: methods x edits x probe suites under a protocol, into a resumable results store."""
     from . import runner
@@ -489,6 +492,8 @@ def run(
     from .runner.store import FILENAME, ResultsStore
 
     cfg = runner.load_config(config)
+    if model is not None:
+        cfg = cfg.on_model(model)
     with _working("reading the study's edits and probe sets"):
         plan = runner.build_plan(cfg)
     out_dir = out or f"runs/{cfg.name}"
@@ -517,8 +522,9 @@ def run(
                 stored = f"{len(s.units())} of {len(plan.units)} units"
             finally:
                 s.close()
+        again = f" --model {escape(model)}" if model is not None else ""
         err_console.print(f"[yellow]interrupted[/]: {stored} stored in {escape(out_dir)}; continue with "
-                          f"`editscope run {escape(config)} --out {escape(out_dir)} --resume`", soft_wrap=True)
+                          f"`editscope run {escape(config)}{again} --out {escape(out_dir)} --resume`", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(f"results: {escape(str(path))}/results.sqlite")
     if report:

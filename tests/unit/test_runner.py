@@ -506,6 +506,29 @@ def test_cli_run_dry_run_run_and_report(tmp_path):
     assert r.exit_code == 2 and "no results store" in _flat(r.output)
 
 
+def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    cfg = parse_config({**STUDY, "model": {"name": "tiny:llama", "revision": "abc123", "dtype": "float32"}})
+    assert cfg.on_model("tiny:llama") is cfg
+    other = cfg.on_model("tiny:gpt2")
+    assert other.name == "tiny-tiny-gpt2" and other.model.name == "tiny:gpt2" and other.model.revision is None
+    assert other.config_hash() != cfg.config_hash() and other.methods == cfg.methods
+    assert cfg.on_model("/models/gemma-3-270m.Q4_K_M.gguf").name == "tiny-gemma-3-270m.Q4_K_M"
+    with pytest.raises(ConfigError, match="--model: empty model name"):
+        cfg.on_model(" ")
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({**STUDY, "methods": ["ft-m"], "edits": EDITS[:1]}))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["run", str(study), "--model", "tiny:gpt2", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "model tiny:gpt2" in _flat(r.output) and not (tmp_path / "runs" / "tiny").exists()
+    res = load_results(tmp_path / "runs" / "tiny-tiny-gpt2")
+    assert res.meta["config"]["model"]["name"] == "tiny:gpt2" and res.meta["name"] == "tiny-tiny-gpt2"
+
+
 def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     from editscope.metrics.edit_metrics import METRICS
     from editscope.report.document import DocumentError, fill, write_document

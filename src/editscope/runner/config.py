@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -407,6 +408,20 @@ class StudyConfig(_Strict):
         for kind, spec in self.control_specs():
             out[spec.name] = (kind, spec.name.removeprefix(UNRELATED_PREFIX[kind]))
         return out
+
+    def on_model(self, model: str) -> StudyConfig:
+        """The same study on another model: a different study, so it gets its own name (the study's
+        name suffixed with the model's) and therefore its own default run folder and config hash. The
+        model's dtype, device and remote-code setting carry over; a pinned revision does not (it named a
+        commit of the old model). Unchanged when ``model`` is already the study's model."""
+        if not model.strip():
+            raise ConfigError("--model: empty model name; give a built-in name (editscope models), a .gguf "
+                              "path, a folder or a hub id")
+        if model == self.model.name:
+            return self
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model.rstrip("/\\")).name.removesuffix(".gguf")).strip("-.")
+        spec = self.model.model_copy(update={"name": model, "revision": None})
+        return self.model_copy(update={"model": spec, "name": f"{self.name}-{slug or 'model'}"})
 
     def config_hash(self) -> str:
         """Content hash of the normalised config (what a run folder is bound to)."""
