@@ -88,8 +88,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20, help="CounterFact records (first n)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batched", action="store_true", help="ROME/MEMIT/AlphaEdit: batched target residuals vs alone")
+    ap.add_argument("--model", default="smollm2-135m", help="built-in name, .gguf path, folder or hub id")
     args = ap.parse_args()
-    model = es.load_model("smollm2-135m", dtype=args.dtype)
+    model = es.load_model(args.model, dtype=args.dtype)
     cases = load_counterfact(limit=args.n)
     if args.batched:
         print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {len(cases)} CounterFact records, "

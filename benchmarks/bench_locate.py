@@ -92,9 +92,10 @@ def main() -> None:
     ap.add_argument("--sequential", action="store_true", help="apply the n edits one after another, score at the end")
     ap.add_argument("--hparam", action="append", default=[], metavar="K=V",
                     help="override a hyperparameter of every method (JSON value), e.g. --hparam v_lr=1.0")
+    ap.add_argument("--model", default="smollm2-135m", help="built-in name, .gguf path, folder or hub id")
     args = ap.parse_args()
     overrides = {k: json.loads(v) for k, v in (h.split("=", 1) for h in args.hparam)}
-    model = es.load_model("smollm2-135m")
+    model = es.load_model(args.model)
     cases = load_counterfact(limit=args.n)
     print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {cases.report.summary()}\n")
     if args.layer_sweep:

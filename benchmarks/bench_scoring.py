@@ -1,15 +1,16 @@
-"""Scoring throughput on the default model: the naive per-prompt way vs editscope, against this
+"""Scoring throughput on the default model (or ``--model``): the naive per-prompt way vs editscope, against this
 machine's measured matmul ceiling, all in one run (machines are noisy: compare ratios).
 
     python benchmarks/bench_scoring.py            # 1,000 pairs, fp32 and bf16
     python benchmarks/bench_scoring.py --n 200    # quicker
+    python benchmarks/bench_scoring.py --model gemma3-270m   # the second built-in (262k vocabulary)
 
 Pairs: half CounterFact prompts with their new targets, half "a+b=" sums (from ../shared/data).
 "Naive" is what typical research scripts do: one unpadded forward per pair with full-vocabulary
 logits at every position (logprob + teacher-forced top-1), and one ``model.generate`` per prompt
 for greedy answers. editscope computes the same quantities batched.
 FLOPs counted per real token: 2 x non-embedding parameters + attention (4 x layers x context x
-width), plus 2 x vocab x width at every position whose logits are computed.
+heads x head width), plus 2 x vocab x width at every position whose logits are computed.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ def make_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 def flops(model: es.Model, seq_lens: list[int], logit_positions: int) -> float:
     cfg = model.config
     d, L, V = cfg.hidden_size, model.n_layers, cfg.vocab_size
+    attn = cfg.num_attention_heads * (getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads)
     non_embed = sum(p.numel() for n, p in model.hf.named_parameters() if "embed" not in n and "lm_head" not in n)
     total = 0.0
     for s in seq_lens:
-        total += 2 * non_embed * s + 4 * L * d * s * (s + 1) / 2  # causal: token t attends to t+1 keys
+        total += 2 * non_embed * s + 4 * L * attn * s * (s + 1) / 2  # causal: token t attends to t+1 keys
     return total + 2 * V * d * logit_positions
 
 
@@ -101,6 +103,7 @@ def main() -> None:
     ap.add_argument("--gen-n", type=int, default=200, help="prompts for the greedy-generation comparison")
     ap.add_argument("--new-tokens", type=int, default=4)
     ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--model", default="smollm2-135m", help="built-in name, .gguf path, folder or hub id")
     args = ap.parse_args()
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -110,7 +113,7 @@ def main() -> None:
     for dt, g in ceil.items():
         print(f"matmul ceiling {str(dt):15s} {g:7.1f} GFLOP/s (2048^3, best of 5)")
 
-    model = es.load_model("smollm2-135m")
+    model = es.load_model(args.model)
     prompts, conts = make_pairs(args.n)
     pairs = encode_pairs(model, prompts, conts)
     lens = [len(p.prompt_ids) + len(p.cont_ids) for p in pairs]
@@ -123,7 +126,7 @@ def main() -> None:
     f_naive = flops(model, lens, n_tok)
     rows = [("naive: 1 forward/pair, fp32", t_naive, naive_tps, f_naive / t_naive / 1e9, ceil[torch.float32], 1.0)]
 
-    bf16 = None if args.no_bf16 else es.load_model("smollm2-135m", dtype="bfloat16")
+    bf16 = None if args.no_bf16 else es.load_model(args.model, dtype="bfloat16")
     agreement = {}
     f_es = flops(model, lens, n_cont)
     for dtype_name, m in (("fp32", model), ("bf16", bf16)):
