@@ -12,3 +12,11 @@ def default_model():
     import editscope as es
 
     return es.load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma_model():
+    """The second built-in model (gemma3-270m, fp32), loaded once per test session."""
+    import editscope as es
+
+    return es.load_model("gemma3-270m")
