@@ -99,6 +99,12 @@ def main() -> None:
     cases = load_counterfact(limit=args.n)
     print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {cases.report.summary()}\n")
     if args.layer_sweep:
+        base_sweep: dict[str, list[bool]] = {}
+        for case in cases:
+            for cat, v in prob_scores(model, case).items():
+                base_sweep.setdefault(cat, []).extend(v)
+        print(f"base model: ES {cell(base_sweep['target'])}  PS {cell(base_sweep['paraphrase'])}  "
+              f"NS {cell(base_sweep['near'])}\n")
         print(f"{'ROME layer':10s} {'ES':>24s} {'PS':>24s} {'NS':>24s} {'median s':>9s}")
         for layer in args.layer_sweep:
             got: dict[str, list[bool]] = {}

@@ -527,6 +527,27 @@ def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monk
     assert "model tiny:gpt2" in _flat(r.output) and not (tmp_path / "runs" / "tiny").exists()
     res = load_results(tmp_path / "runs" / "tiny-tiny-gpt2")
     assert res.meta["config"]["model"]["name"] == "tiny:gpt2" and res.meta["name"] == "tiny-tiny-gpt2"
+    # the cross-model table of a write-up: both runs side by side, every cell from its own store
+    from editscope.report.document import DocumentError, referenced_studies, write_document
+
+    r = CliRunner().invoke(app, ["run", str(study), "--no-report"])
+    assert r.exit_code == 0, r.output
+    tpl = tmp_path / "doc.md.in"
+    tpl.write_text("{{models:tiny,tiny-tiny-gpt2}}\n")
+    assert referenced_studies(tpl.read_text()) == ["tiny", "tiny-tiny-gpt2"]
+    text = write_document(tmp_path / "runs" / "tiny", tpl, tmp_path / "doc.md").read_text()
+    header, _, base, ftm = text.strip().splitlines()
+    assert header.startswith("| method | tiny-llama target | tiny-llama paraphrase | tiny-llama locality | tiny-llama ppl |")
+    assert "| tiny-gpt2 target |" in header
+    llama = load_results(tmp_path / "runs" / "tiny")
+    cells = [c.strip() for c in ftm.strip("|").split("|")]
+    want = next(c for c in llama.columns if c.key == "target/top1").cells["ft-m"]
+    assert cells[0] == "ft-m" and cells[1].startswith(f"{want.value:.3f}")
+    gpt2_loc = next(c for c in res.columns if c.key == "locality/answer_unchanged").cells["ft-m"]
+    assert cells[7].startswith(f"{gpt2_loc.value:.3f}") and base.startswith("| base | 0.000 | - | 1.000 [")
+    tpl.write_text("{{models:tiny}}\n")
+    with pytest.raises(DocumentError, match="two or more models"):
+        write_document(tmp_path / "runs" / "tiny", tpl, tmp_path / "doc.md")
 
 
 def test_documents_take_every_number_from_the_run(finished_run, tmp_path):

@@ -533,7 +533,7 @@ def _stats(model: Model, layers: Sequence[int], hp: LocateHparams) -> dict[int, 
 
 
 def _default_layer(arch: ArchSpec, n_layers: int) -> int:
-    """ROME's block: about a sixth of the depth (5 of 30 on the default model).
+    """ROME's block: ``arch.edit_depth`` of the depth; a sixth by default (5 of 30 on the default model).
 
     ROME's causal traces put factual recall in early-middle MLPs (EasyEdit's Llama-2-7B: 5 of 32;
     GPT-J: 5 of 28). On the default model, ``python benchmarks/bench_locate.py --n 6 --layer-sweep
@@ -541,7 +541,7 @@ def _default_layer(arch: ArchSpec, n_layers: int) -> int:
     0.83, 0.67 at layers 2, 5, 9, 14 (NS 0.50, 0.33, 0.50, 0.33; n=6, so only the paraphrase drop
     with depth is a signal): generalisation fades above the early blocks, as in the traces.
     """
-    return max(0, min(n_layers - 1, round(n_layers / 6)))
+    return max(0, min(n_layers - 1, round(n_layers * arch.edit_depth)))
 
 
 class ROMEHparams(LocateHparams):

@@ -50,6 +50,9 @@ class ArchSpec:
             MLP outputs before they are added to the residual stream; None where the outputs are
             added as they are. With them, a change of ``mlp_out``'s output reaches the residual
             through a normalisation, not one to one (see ``methods/locate.py``).
+        edit_depth: ROME's default block as a fraction of the depth (``round(edit_depth * n_layers)``;
+            MEMIT/AlphaEdit spread over the five blocks ending there), chosen per family from a
+            CounterFact layer sweep (``benchmarks/bench_locate.py --layer-sweep``; README).
     """
 
     model_types: tuple[str, ...]
@@ -69,6 +72,7 @@ class ArchSpec:
     block_returns_tuple: bool = False
     attn_post_norm: str | None = None
     mlp_post_norm: str | None = None
+    edit_depth: float = 1 / 6
 
     def templates(self) -> dict[str, str]:
         """All single-module templates by role name (``mlp_in`` expanded as ``mlp_in[i]``)."""

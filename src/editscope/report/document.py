@@ -41,6 +41,9 @@ Placeholders (``{{kind:args}}``):
   :func:`write_document` (``editscope report --with STUDY=DIR``) or else found beside this run's
   folder (``runs/two-plus-two-controls`` next to ``runs/two-plus-two``), and its stored name must
   match.
+* ``{{models:STUDY,STUDY[,...]}}``: the cross-model table of one study run on several models
+  (``editscope run CONFIG --model NAME``): per model efficacy, paraphrase, answer-level locality and
+  perplexity; the studies are found as for ``from``.
 
 An unknown placeholder, method or column is an error that names it.
 """
@@ -65,6 +68,7 @@ from .render import (
     identity_table,
     main_table,
     margin_table,
+    models_table,
     pairwise_table,
     seed38_table,
     strength_table,
@@ -99,8 +103,14 @@ def _column(res: StudyResults, method: str, key: str):
 
 
 def referenced_studies(template: str) -> list[str]:
-    """The other studies a template's ``{{from:STUDY:...}}`` placeholders read, in order of first use."""
-    names = [(m.group(2) or "").split(":", 1)[0] for m in _PLACEHOLDER.finditer(template) if m.group(1) == "from"]
+    """The other studies a template's ``{{from:STUDY:...}}`` and ``{{models:STUDY,...}}`` placeholders
+    read, in order of first use."""
+    names: list[str] = []
+    for m in _PLACEHOLDER.finditer(template):
+        if m.group(1) == "from":
+            names.append((m.group(2) or "").split(":", 1)[0])
+        elif m.group(1) == "models":
+            names += [n.strip() for n in (m.group(2) or "").split(",") if n.strip()]
     return list(dict.fromkeys(names))
 
 
@@ -126,6 +136,18 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 return fill("{{" + inner + "}}", others[study], str(others[study].run_dir))
             except DocumentError as e:
                 raise DocumentError(f"from the stored study {study!r}: {e}") from None
+        if kind == "models":
+            names = [n.strip() for n in args.split(",") if n.strip()]
+            if len(names) < 2:
+                raise DocumentError(f"{{{{models:{args}}}}}: write {{{{models:STUDY,STUDY[,...]}}}} with the same "
+                                    "study run on two or more models (editscope run CONFIG --model NAME)")
+            missing = [n for n in names if n not in (others or {})]
+            if missing:
+                raise DocumentError(f"{{{{models:{args}}}}}: no stored study {missing[0]!r} was given; have {sorted(others or {})}")
+            try:
+                return _md_table(models_table([others[n] for n in names]))  # type: ignore[index]
+            except ValueError as e:
+                raise DocumentError(f"{{{{models:{args}}}}}: {e}") from None
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
         if kind == "table":
             makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,

@@ -72,6 +72,33 @@ def main_table(res: StudyResults, interval: bool = True, short: bool = False) ->
                  _method_rows(res, cols, interval))
 
 
+#: the cross-model table's columns per study: (column key or "ppl:" for the study's perplexity, header)
+MODELS_COLUMNS = (("target/top1", "target"), ("paraphrase/top1", "paraphrase"),
+                  (f"{LOCALITY}/answer_unchanged", "locality"), ("ppl:", "ppl"))
+
+
+def models_table(studies: list[StudyResults]) -> Table:
+    """The same study on several models, side by side: per model (a study run with ``--model``)
+    efficacy, paraphrase top-1, answer-level locality and perplexity, each with its 95% interval.
+    Rows: the base model and every method of any of the studies, in the order they first appear;
+    "-" where a study lacks the method or the column."""
+    if len({s.meta.get("model_name") for s in studies}) != len(studies):
+        raise ValueError(f"models_table: the studies must be on different models; got "
+                         f"{[s.meta.get('model_name') for s in studies]}")
+    methods = list(dict.fromkeys(m for s in studies for m in s.methods))
+    header, picked = ["method"], []
+    for s in studies:
+        for key, label in MODELS_COLUMNS:
+            col = next((c for c in s.columns if (c.key.startswith(key) if key.endswith(":") else c.key == key)), None)
+            header.append(f"{s.meta.get('model_name')} {label}")
+            picked.append(col)
+    rows = [[(m, False), *[(_fmt(c.cells.get(m)) if c is not None else "-", False) for c in picked]]
+            for m in ["base", *methods]]
+    return Table("models", "The same study on each model (value [95% interval]): target and paraphrase exact top-1, "
+                           "locality = the answer unchanged from that model's own base output over every non-target "
+                           "probe, perplexity (lower is better).", header, rows)
+
+
 def downstream_table(res: StudyResults) -> Table | None:
     cols = [c for c in res.columns if ":" in c.key and not c.key.startswith("ppl:")]
     if not cols:
