@@ -9,7 +9,9 @@ import torch
 
 import editscope as es
 from editscope.models.packaged import PACKAGED_MODELS
-from editscope.scoring import encode_pairs, encode_prompts
+from editscope.scoring import encode_pairs
+
+from hf_reference import hf_greedy, hf_token_logprobs
 
 pytestmark = pytest.mark.integration
 
@@ -50,23 +52,15 @@ def test_batched_equals_one_by_one_and_the_naive_forward(default_model, side):
     prompts, conts = zip(*PROMPTS)
     batched = es.score_continuations(default_model, prompts, conts, batch_size=5, padding_side=side)
     for (p, c), b in zip(PROMPTS, batched):
-        pair = encode_pairs(default_model, [p], [c])[0]
-        with torch.no_grad():
-            logp = torch.log_softmax(default_model.hf(torch.tensor([pair.prompt_ids + pair.cont_ids])).logits[0], -1)
-        n = len(pair.prompt_ids)
-        ref = [float(logp[n - 1 + j, t]) for j, t in enumerate(pair.cont_ids)]
-        assert b.token_logprobs == pytest.approx(ref, abs=1e-4)
+        ref, greedy = hf_token_logprobs(default_model, p, c)
+        assert b.token_logprobs == pytest.approx(ref, abs=1e-4) and b.greedy_match == greedy
 
 
 def test_greedy_batched_equals_generate(default_model):
     prompts = [p for p, _ in PROMPTS]
     gens = es.greedy_continuations(default_model, prompts, 6, batch_size=4, stop_at_eos=False)
     for p, g in zip(prompts, gens):
-        ids = encode_prompts(default_model, [p])[0]
-        with torch.no_grad():
-            ref = default_model.hf.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
-                                            eos_token_id=None, pad_token_id=2)[0, len(ids):].tolist()
-        assert list(g.token_ids) == ref
+        assert list(g.token_ids) == hf_greedy(default_model, p, 6)
 
 
 def test_bf16_agrees_with_fp32_on_top1(default_model):

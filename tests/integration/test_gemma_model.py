@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import editscope as es
-from editscope.scoring import encode_pairs, encode_prompts
+
+from hf_reference import hf_greedy, hf_token_logprobs
 
 pytestmark = pytest.mark.integration
 
@@ -33,25 +34,15 @@ def test_scoring_equals_hf_forward(gemma_model, side):
     prompts, conts = zip(*PROMPTS)
     batched = es.score_continuations(gemma_model, prompts, conts, batch_size=4, padding_side=side)
     for (p, c), b in zip(PROMPTS, batched):
-        pair = encode_pairs(gemma_model, [p], [c])[0]
-        with torch.no_grad():
-            logits = gemma_model.hf(torch.tensor([pair.prompt_ids + pair.cont_ids])).logits[0]
-        logp = torch.log_softmax(logits.float(), -1)
-        n = len(pair.prompt_ids)
-        ref = [float(logp[n - 1 + j, t]) for j, t in enumerate(pair.cont_ids)]
-        assert b.token_logprobs == pytest.approx(ref, abs=1e-3)
-        assert b.greedy_match == all(int(logits[n - 1 + j].argmax()) == t for j, t in enumerate(pair.cont_ids))
+        ref, greedy = hf_token_logprobs(gemma_model, p, c)
+        assert b.token_logprobs == pytest.approx(ref, abs=1e-3) and b.greedy_match == greedy
 
 
 def test_greedy_batched_equals_generate(gemma_model):
     prompts = [p for p, _ in PROMPTS]
     gens = es.greedy_continuations(gemma_model, prompts, 5, batch_size=4, stop_at_eos=False)
     for p, g in zip(prompts, gens):
-        ids = encode_prompts(gemma_model, [p])[0]
-        with torch.no_grad():
-            ref = gemma_model.hf.generate(torch.tensor([ids]), max_new_tokens=5, do_sample=False, eos_token_id=None,
-                                          pad_token_id=gemma_model.tokenizer.pad_token_id)[0, len(ids):].tolist()
-        assert list(g.token_ids) == ref
+        assert list(g.token_ids) == hf_greedy(gemma_model, p, 5)
 
 
 REQ = es.EditRequest("2+2=", "5", subject="2+2", target_true="4")
