@@ -27,3 +27,23 @@ def hf_greedy(model: es.Model, prompt: str, new_tokens: int) -> list[int]:
         out = model.hf.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=None,
                                 pad_token_id=model.tokenizer.pad_token_id)
     return out[0, len(ids):].tolist()
+
+
+def assert_scoring_matches_hf(model: es.Model, pairs: list[tuple[str, str]], *, batch_size: int, side: str,
+                              abs_tol: float) -> None:
+    """editscope's batched scores of ``pairs`` equal HF's one-at-a-time forward: per-token log-probs
+    within ``abs_tol`` nats and the same teacher-forced greedy match."""
+    import pytest
+
+    prompts, conts = zip(*pairs)
+    batched = es.score_continuations(model, prompts, conts, batch_size=batch_size, padding_side=side)
+    for (p, c), b in zip(pairs, batched):
+        ref, greedy = hf_token_logprobs(model, p, c)
+        assert b.token_logprobs == pytest.approx(ref, abs=abs_tol) and b.greedy_match == greedy
+
+
+def assert_greedy_matches_generate(model: es.Model, prompts: list[str], new_tokens: int, *, batch_size: int) -> None:
+    """editscope's batched greedy decoding gives the tokens HF ``generate`` gives one prompt at a time."""
+    gens = es.greedy_continuations(model, prompts, new_tokens, batch_size=batch_size, stop_at_eos=False)
+    for p, g in zip(prompts, gens):
+        assert list(g.token_ids) == hf_greedy(model, p, new_tokens)

@@ -11,7 +11,7 @@ import editscope as es
 from editscope.models.packaged import PACKAGED_MODELS
 from editscope.scoring import encode_pairs
 
-from hf_reference import hf_greedy, hf_token_logprobs
+from hf_reference import assert_greedy_matches_generate, assert_scoring_matches_hf
 
 pytestmark = pytest.mark.integration
 
@@ -49,18 +49,11 @@ PROMPTS = [
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_batched_equals_one_by_one_and_the_naive_forward(default_model, side):
-    prompts, conts = zip(*PROMPTS)
-    batched = es.score_continuations(default_model, prompts, conts, batch_size=5, padding_side=side)
-    for (p, c), b in zip(PROMPTS, batched):
-        ref, greedy = hf_token_logprobs(default_model, p, c)
-        assert b.token_logprobs == pytest.approx(ref, abs=1e-4) and b.greedy_match == greedy
+    assert_scoring_matches_hf(default_model, PROMPTS, batch_size=5, side=side, abs_tol=1e-4)
 
 
 def test_greedy_batched_equals_generate(default_model):
-    prompts = [p for p, _ in PROMPTS]
-    gens = es.greedy_continuations(default_model, prompts, 6, batch_size=4, stop_at_eos=False)
-    for p, g in zip(prompts, gens):
-        assert list(g.token_ids) == hf_greedy(default_model, p, 6)
+    assert_greedy_matches_generate(default_model, [p for p, _ in PROMPTS], 6, batch_size=4)
 
 
 def test_bf16_agrees_with_fp32_on_top1(default_model):

@@ -8,7 +8,7 @@ import torch
 
 import editscope as es
 
-from hf_reference import hf_greedy, hf_token_logprobs
+from hf_reference import assert_greedy_matches_generate, assert_scoring_matches_hf
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +31,11 @@ def test_gemma_loads_as_a_builtin(gemma_model):
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_scoring_equals_hf_forward(gemma_model, side):
-    prompts, conts = zip(*PROMPTS)
-    batched = es.score_continuations(gemma_model, prompts, conts, batch_size=4, padding_side=side)
-    for (p, c), b in zip(PROMPTS, batched):
-        ref, greedy = hf_token_logprobs(gemma_model, p, c)
-        assert b.token_logprobs == pytest.approx(ref, abs=1e-3) and b.greedy_match == greedy
+    assert_scoring_matches_hf(gemma_model, PROMPTS, batch_size=4, side=side, abs_tol=1e-3)
 
 
 def test_greedy_batched_equals_generate(gemma_model):
-    prompts = [p for p, _ in PROMPTS]
-    gens = es.greedy_continuations(gemma_model, prompts, 5, batch_size=4, stop_at_eos=False)
-    for p, g in zip(prompts, gens):
-        assert list(g.token_ids) == hf_greedy(gemma_model, p, 5)
+    assert_greedy_matches_generate(gemma_model, [p for p, _ in PROMPTS], 5, batch_size=4)
 
 
 REQ = es.EditRequest("2+2=", "5", subject="2+2", target_true="4")

@@ -102,6 +102,11 @@ def _column(res: StudyResults, method: str, key: str):
     return col.cells[method]
 
 
+def _study_list(args: str) -> list[str]:
+    """The study names of ``{{models:STUDY,STUDY,...}}``."""
+    return [n.strip() for n in args.split(",") if n.strip()]
+
+
 def referenced_studies(template: str) -> list[str]:
     """The other studies a template's ``{{from:STUDY:...}}`` and ``{{models:STUDY,...}}`` placeholders
     read, in order of first use."""
@@ -110,7 +115,7 @@ def referenced_studies(template: str) -> list[str]:
         if m.group(1) == "from":
             names.append((m.group(2) or "").split(":", 1)[0])
         elif m.group(1) == "models":
-            names += [n.strip() for n in (m.group(2) or "").split(",") if n.strip()]
+            names += _study_list(m.group(2) or "")
     return list(dict.fromkeys(names))
 
 
@@ -137,7 +142,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             except DocumentError as e:
                 raise DocumentError(f"from the stored study {study!r}: {e}") from None
         if kind == "models":
-            names = [n.strip() for n in args.split(",") if n.strip()]
+            names = _study_list(args)
             if len(names) < 2:
                 raise DocumentError(f"{{{{models:{args}}}}}: write {{{{models:STUDY,STUDY[,...]}}}} with the same "
                                     "study run on two or more models (editscope run CONFIG --model NAME)")
