@@ -637,18 +637,54 @@ def report_cmd(
     for f in fmt or ():
         if f not in FORMATS:
             _fail(f"--format {f!r}: unknown report format; use {', '.join(FORMATS)}")
-    runs = {}
-    for item in with_runs or []:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            _fail(f"--with {item!r}: write --with STUDY=RUN_DIR (e.g. --with two-plus-two-controls=runs/two-plus-two-controls)")
-        runs[name] = folder
+    runs = _companion_runs(with_runs)
     if runs and not doc:
         _fail("--with names companion studies for a --doc template; give --doc TEMPLATE too")
     res = _report(run_dir, tuple(fmt or ("md", "html", "latex")), reference)
     if doc:
         target = doc_out or (doc[:-3] if doc.endswith(".in") else doc + ".md")
         console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs, results=res)))}")
+
+
+def _companion_runs(with_runs: list[str] | None) -> dict[str, str]:
+    runs = {}
+    for item in with_runs or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            _fail(f"--with {item!r}: write --with STUDY=RUN_DIR (e.g. --with two-plus-two-controls=runs/two-plus-two-controls)")
+        runs[name] = folder
+    return runs
+
+
+@app.command("paper")
+def paper_cmd(
+    run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run` (or unpacked from an archive)")],
+    template: Annotated[str, typer.Option(help="folder with sections/<name>.tex templates (and optional title.tex, "
+                                               "appendix/, macros.tex, references.bib, neurips_2025.sty)")],
+    out: Annotated[str, typer.Option(help="folder the draft is written to (main.tex, sections/, ...)")] = "paper_draft",
+    pdf: Annotated[bool, typer.Option("--pdf", help="also compile: pdflatex, bibtex, pdflatex x2")] = False,
+    reference: Annotated[str | None, typer.Option(help="method label the others are tested against")] = None,
+    with_runs: Annotated[list[str] | None, typer.Option(
+        "--with", help="STUDY=RUN_DIR: a companion study that {{from:STUDY:...}} placeholders read "
+                       "(repeatable; default: the folder STUDY beside RUN_DIR)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="write into an existing folder editscope did not write")] = False,
+) -> None:
+    """Write a paper draft (LaTeX, the paper brief's layout) filled from a stored study; --pdf compiles it."""
+    from .paper import compile_paper, write_paper
+
+    draft = write_paper(run_dir, template, out, reference=reference, runs=_companion_runs(with_runs), force=force)
+    for note in draft.notes:
+        console.print(f"[dim]{escape(note)}[/]")
+    console.print(f"paper draft: {escape(str(draft.main))}")
+    if pdf:
+        built = compile_paper(draft.main)
+        for kind, items in (("undefined reference", built.undefined_references),
+                            ("undefined citation", built.undefined_citations),
+                            ("overfull table", built.overfull_tables), ("overfull line", built.overfull_text),
+                            ("float taller than the page by", built.too_large_floats)):
+            for item in items:
+                console.print(f"[yellow]warning:[/] {kind}: {escape(item)}")
+        console.print(f"pdf: {escape(str(built.pdf))}")
 
 
 @app.command()

@@ -53,7 +53,9 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .plots import all_figures
 from .render import (
@@ -68,6 +70,7 @@ from .render import (
     identity_table,
     main_table,
     margin_table,
+    Table,
     models_table,
     pairwise_table,
     seed38_table,
@@ -85,6 +88,49 @@ _PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)(?::([^}]*))?\}\}")
 
 class DocumentError(InputError, ValueError):
     """A template placeholder that the run cannot fill."""
+
+
+class Sink(Protocol):
+    """How a filled placeholder is written in the document's format (Markdown here; LaTeX in
+    :mod:`editscope.paper`): scalar text, tables and figures."""
+
+    def text(self, s: str) -> str: ...
+
+    def table(self, t: Table | None, res: StudyResults) -> str: ...
+
+    def figure(self, name: str, paths: list[Path], res: StudyResults) -> str: ...
+
+
+@dataclass
+class MarkdownSink:
+    """Markdown: tables as pipe tables, figures as images copied to ``figure_dir`` (PNG)."""
+
+    figure_dir: Path | None = None
+
+    def text(self, s: str) -> str:
+        return s
+
+    def table(self, t: Table | None, res: StudyResults) -> str:
+        return _md_table(t) if t is not None else "(none)"
+
+    def figure(self, name: str, paths: list[Path], res: StudyResults) -> str:
+        png = next(p for p in paths if p.suffix == ".png")
+        if self.figure_dir is None:
+            return f"![{name}]({png})"
+        self.figure_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{res.meta.get('name', 'run')}_{png.name}"  # several write-ups may share the folder
+        shutil.copy(png, self.figure_dir / stem)
+        return f"![{name}]({self.figure_dir.name}/{stem})"
+
+
+@dataclass
+class _Tab:
+    table: Table | None
+
+
+@dataclass
+class _Raw:
+    text: str  # already written by the sink
 
 
 def _column(res: StudyResults, method: str, key: str):
@@ -120,11 +166,14 @@ def referenced_studies(template: str) -> list[str]:
 
 
 def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None = None,
-         figures: dict[str, list[Path]] | None = None, others: Mapping[str, StudyResults] | None = None) -> str:
+         figures: dict[str, list[Path]] | None = None, others: Mapping[str, StudyResults] | None = None,
+         sink: Sink | None = None) -> str:
     """Replace every placeholder in ``template`` with the run's numbers (see the module docstring).
-    ``others``: the loaded companion studies that ``{{from:STUDY:...}}`` placeholders read, by name."""
+    ``others``: the loaded companion studies that ``{{from:STUDY:...}}`` placeholders read, by name;
+    ``sink``: the output format (default Markdown, figures copied to ``figure_dir``)."""
+    sink = sink if sink is not None else MarkdownSink(figure_dir)
 
-    def one(m: re.Match) -> str:
+    def one(m: re.Match) -> str | _Tab | _Raw:
         kind, args = m.group(1), (m.group(2) or "")
         if kind == "from":
             study, _, inner = args.partition(":")
@@ -138,7 +187,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if ikind in ("figure", "from"):
                 raise DocumentError(f"{{{{from:{args}}}}}: {ikind} placeholders read only the document's own run")
             try:
-                return fill("{{" + inner + "}}", others[study], str(others[study].run_dir))
+                return _Raw(fill("{{" + inner + "}}", others[study], str(others[study].run_dir), sink=sink))
             except DocumentError as e:
                 raise DocumentError(f"from the stored study {study!r}: {e}") from None
         if kind == "models":
@@ -150,7 +199,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if missing:
                 raise DocumentError(f"{{{{models:{args}}}}}: no stored study {missing[0]!r} was given; have {sorted(others or {})}")
             try:
-                return _md_table(models_table([others[n] for n in names]))  # type: ignore[index]
+                return _Tab(models_table([others[n] for n in names]))  # type: ignore[index]
             except ValueError as e:
                 raise DocumentError(f"{{{{models:{args}}}}}: {e}") from None
         parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
@@ -162,8 +211,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}
             if args not in makers:
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
-            t = makers[args](res)
-            return _md_table(t) if t is not None else "(none)"
+            return _Tab(makers[args](res))
         if kind == "slice":
             bits = args.split(":", 3)
             if len(bits) != 4:
@@ -263,7 +311,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if len(bits) not in (2, 3):
                 raise DocumentError(f"{{{{breakdown:{args}}}}}: write {{{{breakdown:CATEGORY:META_KEY[:METRIC]}}}}")
             try:
-                return _md_table(breakdown_table(res, *bits))
+                return _Tab(breakdown_table(res, *bits))
             except (KeyError, ValueError) as e:
                 raise DocumentError(f"{{{{breakdown:{args}}}}}: {e}") from None
         if kind in ("cell", "value", "n"):
@@ -287,13 +335,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             paths = (figures or {}).get(args)
             if not paths:
                 raise DocumentError(f"no figure {args!r} in this run; have {sorted(figures or {})}")
-            png = next(p for p in paths if p.suffix == ".png")
-            if figure_dir is None:
-                return f"![{args}]({png})"
-            figure_dir.mkdir(parents=True, exist_ok=True)
-            name = f"{res.meta.get('name', 'run')}_{png.name}"  # several write-ups may share the folder
-            shutil.copy(png, figure_dir / name)
-            return f"![{args}]({figure_dir.name}/{name})"
+            return _Raw(sink.figure(args, paths, res))
         if kind == "meta":
             if args not in res.meta:
                 raise DocumentError(f"no run metadata {args!r}; have {sorted(res.meta)}")
@@ -302,7 +344,13 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             return run_dir
         raise DocumentError(f"unknown placeholder {m.group(0)!r}")
 
-    return _PLACEHOLDER.sub(one, template)
+    def written(m: re.Match) -> str:
+        out = one(m)
+        if isinstance(out, _Tab):
+            return sink.table(out.table, res)
+        return out.text if isinstance(out, _Raw) else sink.text(out)
+
+    return _PLACEHOLDER.sub(written, template)
 
 
 def load_companions(template: str, run_dir: str | Path,
@@ -346,4 +394,4 @@ def write_document(run_dir: str | Path, template: str | Path, out: str | Path, r
     return out
 
 
-__all__ = ["DocumentError", "fill", "load_companions", "referenced_studies", "write_document"]
+__all__ = ["DocumentError", "MarkdownSink", "Sink", "fill", "load_companions", "referenced_studies", "write_document"]

@@ -9,10 +9,11 @@ import base64
 import html
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 from .plots import all_figures
+from .table import Table
+from .tex import table_float, tex_escape
 from .attribution import (
     CONTROL_KINDS,
     KIND_LABEL,
@@ -28,15 +29,34 @@ from .replication import has_seed38, replication_rows
 from .anatomy import anatomy_table
 from .correlation import ppl_downstream_correlations
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
-from .results import LOCALITY, Cell, StudyResults, breakdown, criterion_rows, load_results
+from .results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
 
 
-@dataclass
-class Table:
-    name: str
-    caption: str
-    header: list[str]
-    rows: list[list[tuple[str, bool]]]  # (text, bold)
+def _grouped(labels: list[tuple[str, str]]) -> tuple[list[tuple[str, int]], list[str]]:
+    """(group, short header) per column -> merged group spans and the short headers."""
+    spans: list[tuple[str, int]] = []
+    for g, _ in labels:
+        if spans and spans[-1][0] == g and g:
+            spans[-1] = (g, spans[-1][1] + 1)
+        else:
+            spans.append((g, 1))
+    return spans, [s for _, s in labels]
+
+
+def _main_group(c: Column) -> tuple[str, str]:
+    """A main-table column's group and short header (for typeset tables)."""
+    if c.key.startswith("ppl:"):
+        return "perplexity", c.key.removeprefix("ppl:")
+    if ":" in c.key:
+        return "downstream", c.key.replace(":", " ")
+    cat, metric = c.key.split("/", 1)
+    if cat == LOCALITY:
+        return "all non-target", "answer" if metric == "answer_unchanged" else "output"
+    if cat == LEAK:
+        return "all non-target", "says target"
+    if cat in EFFICACY:
+        return f"efficacy ({metric})", cat
+    return "answer unchanged", cat
 
 
 def _fmt(cell, interval: bool = True) -> str:
@@ -64,12 +84,13 @@ def main_table(res: StudyResults, interval: bool = True, short: bool = False) ->
     which the per-category ones already show, so that it fits 80 columns."""
     cols = [c for c in res.columns if c.headline and not (short and c.key.startswith(f"{LOCALITY}/"))]
     header = ["method", *[(c.short or c.label) if short else c.label for c in cols]]
+    groups, sub = _grouped([_main_group(c) for c in cols])
     return Table("main", "Headline metrics per method (value [95% interval]; a single measurement has none); best "
                          "edited method in bold. Efficacy categories: exact top-1; locality categories: the answer "
                          "(first word of the greedy output) unchanged from the base model's; pooled locality also at "
                          "output level (whole greedy output); target output rate over locality probes (lower is "
                          f"better); perplexity (lower is better); downstream accuracy. {res.interval_note}.", header,
-                 _method_rows(res, cols, interval))
+                 _method_rows(res, cols, interval), groups, sub)
 
 
 #: the cross-model table's columns per study: (column key or "ppl:" for the study's perplexity, header)
@@ -86,17 +107,18 @@ def models_table(studies: list[StudyResults]) -> Table:
         raise ValueError(f"models_table: the studies must be on different models; got "
                          f"{[s.meta.get('model_name') for s in studies]}")
     methods = list(dict.fromkeys(m for s in studies for m in s.methods))
-    header, picked = ["method"], []
+    header, picked, labels = ["method"], [], []
     for s in studies:
         for key, label in MODELS_COLUMNS:
             col = next((c for c in s.columns if (c.key.startswith(key) if key.endswith(":") else c.key == key)), None)
             header.append(f"{s.meta.get('model_name')} {label}")
+            labels.append((str(s.meta.get("model_name")), label))
             picked.append(col)
     rows = [[(m, False), *[(_fmt(c.cells.get(m)) if c is not None else "-", False) for c in picked]]
             for m in ["base", *methods]]
     return Table("models", "The same study on each model (value [95% interval]): target and paraphrase exact top-1, "
                            "locality = the answer unchanged from that model's own base output over every non-target "
-                           "probe, perplexity (lower is better).", header, rows)
+                           "probe, perplexity (lower is better).", header, rows, *_grouped(labels))
 
 
 def downstream_table(res: StudyResults) -> Table | None:
@@ -441,27 +463,6 @@ def render_html(res: StudyResults, figures: dict[str, list[Path]], out: Path) ->
 
 # ---- LaTeX
 
-_TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                "<": r"\textless{}", ">": r"\textgreater{}"}
-
-
-def tex_escape(s: str) -> str:
-    return "".join(_TEX_SPECIAL.get(c, c) for c in s)
-
-
-def _tex_table(t: Table) -> str:
-    cols = "l" * len(t.header)
-    lines = [r"\begin{table}[t]", r"\centering", r"\scriptsize", r"\resizebox{\linewidth}{!}{%",
-             rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
-             " & ".join(rf"\textbf{{{tex_escape(h)}}}" for h in t.header) + r" \\", r"\midrule"]
-    for row in t.rows:
-        lines.append(" & ".join(rf"\textbf{{{tex_escape(x)}}}" if b else tex_escape(x) for x, b in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", rf"\caption{{{tex_escape(t.caption)}}}", rf"\label{{tab:{t.name}}}",
-              r"\end{table}", ""]
-    return "\n".join(lines)
-
-
 def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -> Path:
     for d in ("sections", "tables", "figures", "commands"):
         (out / d).mkdir(parents=True, exist_ok=True)
@@ -473,7 +474,7 @@ def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -
         rf"\newcommand{{\modelname}}{{\texttt{{{tex_escape(str(res.meta.get('model_name')))}}}}}" "\n")
     inputs = []
     for t in tables(res):
-        (out / "tables" / f"{t.name}.tex").write_text(_tex_table(t))
+        (out / "tables" / f"{t.name}.tex").write_text(table_float(t, f"tab:{t.name}"))
         inputs.append(rf"\input{{tables/{t.name}}}")
     figs = []
     for fname, paths in figures.items():
