@@ -1,21 +1,49 @@
-"""The committed write-ups under docs/studies: every number in them comes from their stored run.
+"""The committed write-ups under docs/studies and papers under docs/papers: every number in them
+comes from their stored run.
 
 Each ``docs/studies/<name>.md`` is produced by ``editscope report RUN --doc <name>.md.in`` from a run
 whose results store is committed as ``docs/studies/runs/<name>.sqlite.xz``. Re-filling the template
 from that archive must give the committed text exactly: a hand-edited number, a stale table or a
-write-up whose run was replaced fails here.
+write-up whose run was replaced fails here. Each ``docs/papers/<study>/`` holds LaTeX section
+templates and the draft ``editscope paper`` rendered from them (``paper_draft/``, PDF included):
+re-rendering from the archives must give the committed sources byte for byte, and they must compile
+with no undefined reference or citation and no overfull table.
 """
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from editscope.paper import compile_paper, write_paper
 from editscope.report.document import referenced_studies, write_document
-from editscope.report.results import load_results
+from editscope.report.results import StudyResults, load_results
 from editscope.runner import unpack_archive
 
-STUDIES = Path(__file__).resolve().parents[2] / "docs" / "studies"
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = ROOT / "docs" / "studies"
 TEMPLATES = sorted(STUDIES.glob("*.md.in"))
+PAPERS = sorted(p for p in (ROOT / "docs" / "papers").glob("*") if (p / "sections").is_dir())
+BUILD_FILES = {"main.aux", "main.log", "main.out", "main.bbl", "main.blg", "main.pdf", ".gitignore"}  # not rendered
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Every archive unpacked once into one runs/ folder (companions are found beside each other),
+    and each run loaded at most once: ``stored(name) -> (run folder, results)``."""
+    runs = tmp_path_factory.mktemp("stored") / "runs"
+    loaded: dict[str, StudyResults] = {}
+
+    def get(name: str) -> tuple[Path, StudyResults]:
+        run = runs / name
+        if not run.exists():
+            unpack_archive(STUDIES / "runs" / f"{name}.sqlite.xz", run)
+        if name not in loaded:
+            loaded[name] = load_results(run)
+        return run, loaded[name]
+
+    return get
 
 
 def test_every_write_up_has_its_template_and_archive():
@@ -28,18 +56,48 @@ def test_every_write_up_has_its_template_and_archive():
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.name for t in TEMPLATES])
-def test_write_up_numbers_match_the_stored_run(template, tmp_path):
+def test_write_up_numbers_match_the_stored_run(template, tmp_path, stored):
     name = template.name[: -len(".md.in")]
-    run = unpack_archive(STUDIES / "runs" / f"{name}.sqlite.xz", tmp_path / "runs" / name)
-    res = load_results(run)
+    run, res = stored(name)
     assert not res.partial, f"{name}: the stored run is partial"
     assert res.meta["name"] == name
     for other in referenced_studies(template.read_text()):  # {{from:STUDY:...}}: found beside the run
-        assert load_results(unpack_archive(STUDIES / "runs" / f"{other}.sqlite.xz", tmp_path / "runs" / other)).meta["name"] == other
-    out = write_document(run, template, tmp_path / "doc" / f"{name}.md")
+        assert stored(other)[1].meta["name"] == other
+    out = write_document(run, template, tmp_path / "doc" / f"{name}.md", results=res)
     committed = (STUDIES / f"{name}.md").read_text()
     assert out.read_text() == committed, (
         f"docs/studies/{name}.md differs from its template filled from runs/{name}.sqlite.xz; regenerate it "
         f"with `editscope report runs/{name} --doc docs/studies/{name}.md.in` (never edit numbers by hand)")
     for fig in (tmp_path / "doc" / "figures").glob("*.png"):
         assert (STUDIES / "figures" / fig.name).is_file(), f"figure {fig.name} is not committed"
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("paper", PAPERS, ids=[p.name for p in PAPERS])
+def test_paper_draft_is_regenerated_from_the_stored_runs_and_compiles(paper, tmp_path, stored):
+    """docs/papers/<study>/paper_draft equals ``editscope paper`` on the study's archive (every source,
+    table and figure byte for byte), and the sources compile cleanly."""
+    study = paper.name
+    run, res = stored(study)
+    text = "\n".join(p.read_text() for p in paper.rglob("*.tex") if "paper_draft" not in p.parts)
+    for other in referenced_studies(text):
+        stored(other)
+    out = tmp_path / "paper_draft"
+    draft = write_paper(run, paper, out, results=res)
+    committed = paper / "paper_draft"
+    fresh, kept = _files(out), _files(committed) - BUILD_FILES
+    assert fresh == kept, f"re-rendered files differ from the committed: only new {sorted(fresh - kept)}, only committed {sorted(kept - fresh)}"
+    for rel in sorted(fresh):
+        assert (out / rel).read_bytes() == (committed / rel).read_bytes(), (
+            f"docs/papers/{study}/paper_draft/{rel} differs from its re-rendering; regenerate with `editscope paper "
+            f"runs/{study} --template docs/papers/{study} --out docs/papers/{study}/paper_draft --pdf`")
+    assert (committed / "main.pdf").read_bytes()[:4] == b"%PDF"
+    if shutil.which("pdflatex") is None:
+        if os.environ.get("CI"):
+            pytest.fail("pdflatex missing in CI (.ci/run installs texlive-latex-recommended)")
+        pytest.skip("pdflatex not installed")
+    built = compile_paper(draft.main)
+    assert built.clean, (built.undefined_references, built.undefined_citations, built.overfull_tables, built.too_large_floats)

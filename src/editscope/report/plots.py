@@ -36,7 +36,9 @@ def _save(fig, out: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         p = out / f"{stem}.{ext}"
-        fig.savefig(p, dpi=130 if ext == "png" else None, bbox_inches="tight")
+        # no creation date: the same run draws the same bytes (committed figures stay comparable)
+        meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+        fig.savefig(p, dpi=130 if ext == "png" else None, bbox_inches="tight", metadata=meta)
         paths.append(p)
     plt.close(fig)
     return paths

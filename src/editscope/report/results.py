@@ -128,6 +128,14 @@ class StudyResults:
     reference: str | None
     controls: dict[str, tuple[str, str]] = field(default_factory=dict)
     study: StudyConfig | None = None  # ``config`` parsed (None: written by a version that no longer validates)
+    #: values derived from the (read-only) rows, computed once: see :meth:`cached`
+    _cache: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def cached(self, key: tuple, make):
+        """``make()`` computed once per key: the rows do not change after loading."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     @property
     def edit_methods(self) -> list[str]:
@@ -140,7 +148,9 @@ class StudyResults:
         if self.protocol != "single":
             return 1
         first = next(iter(self.edit_methods), None)
-        return len({unit_root(r["unit"]) for r in self.final_rows(first)}) if first else 1
+        if first is None:
+            return 1
+        return self.cached(("n_edits", first), lambda: len({unit_root(r["unit"]) for r in self.final_rows(first)}))
 
     @property
     def clustered(self) -> bool:
@@ -166,30 +176,32 @@ class StudyResults:
     def final_rows(self, method: str) -> list[dict[str, Any]]:
         """The rows a method is summarised by: all its units (single/batch), or the last evaluated
         step (sequential)."""
-        cache = self.__dict__.setdefault("_final", {})
-        if method not in cache:
-            if "_by_method" not in self.__dict__:
-                by: dict[str, list[dict[str, Any]]] = defaultdict(list)
-                for r in self.rows:
-                    by[r["method"]].append(r)
-                self.__dict__["_by_method"] = by
-            rows = self.__dict__["_by_method"].get(method, [])
+        def by_method() -> dict[str, list[dict[str, Any]]]:
+            by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for r in self.rows:
+                by[r["method"]].append(r)
+            return by
+
+        def final() -> list[dict[str, Any]]:
+            rows = self.cached(("by_method",), by_method).get(method, [])
             if self.protocol == "sequential" and method != "base" and rows:
                 last = max(r["step"] for r in rows)
                 rows = [r for r in rows if r["step"] == last]
-            cache[method] = rows
-        return cache[method]
+            return rows
+
+        return self.cached(("final_rows", method), final)
 
     def scalar_values(self) -> dict[tuple[str, str, int], dict[str, float]]:
         """``(method, unit, step) -> {scalar name: value}`` over every stored scalar with a value, in
         storage order (computed once). The base model's are under method ``"base"``."""
-        if "_scalar_values" not in self.__dict__:
+        def make() -> dict[tuple[str, str, int], dict[str, float]]:
             out: dict[tuple[str, str, int], dict[str, float]] = defaultdict(dict)
             for s in self.scalars:
                 if s["value"] is not None:
                     out[(s["method"], s["unit"], s["step"])][s["name"]] = float(s["value"])
-            self.__dict__["_scalar_values"] = dict(out)
-        return self.__dict__["_scalar_values"]
+            return dict(out)
+
+        return self.cached(("scalar_values",), make)
 
     def base_scalars(self) -> dict[str, float]:
         """The base model's scalars by name (perplexities, downstream accuracies)."""
@@ -310,7 +322,7 @@ def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> 
         rs = _category_rows(res.final_rows(m), cat)
         key = (lambda r: (r["probe_set"], r["index"])) if res.protocol == "sequential" else \
             (lambda r: (r["unit"], r["probe_set"], r["index"]))
-        return {key(r): METRICS[metric].fn(r) for r in rs}
+        return res.cached(("paired", m, cat, metric), lambda: {key(r): METRICS[metric].fn(r) for r in rs})
 
     a, b = table(ref), table(method)
     keys = [k for k in a if k in b and a[k] is not None and b[k] is not None]
