@@ -553,6 +553,7 @@ def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monk
 def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     from editscope.metrics.edit_metrics import METRICS
     from editscope.report.document import DocumentError, fill, write_document
+    from editscope.report.render import fmt_p
 
     tpl = tmp_path / "study.md.in"
     tpl.write_text("# Result\nconfig {{meta:config_hash}}; strong efficacy {{cell:ft-m-strong:target/top1}} "
@@ -565,7 +566,7 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     test = next(t for t in res.tests if t.method == "ft-m-strong" and t.column == "far/answer_unchanged")
     assert f"config {res.meta['config_hash']};" in text
     assert "strong efficacy 1.000 [" in text and f"far {far.value:.3f};" in text
-    assert f"difference {test.diff:+.3f}, p (Holm) {test.p_holm:.2g}" in text
+    assert f"difference {test.diff:+.3f}, p (Holm) {fmt_p(test.p_holm)}" in text
     assert "| ft-m-strong |" in text and "![blast_radius](figures/tiny_blast_radius.png)" in text
     assert (tmp_path / "doc" / "figures" / "tiny_blast_radius.png").exists()
     assert "{{" not in text

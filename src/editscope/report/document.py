@@ -61,6 +61,7 @@ from .plots import all_figures
 from .render import (
     _fmt,
     _md_table,
+    fmt_p,
     breakdown_table,
     criterion_table,
     detail_table,
@@ -330,7 +331,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if t is None:
                 raise DocumentError(f"no McNemar test of {parts[0]!r} on {parts[1]!r} against {res.reference!r}")
             which = "p (Holm)" if any(t is x for x in res.tests) else "p (single test, unadjusted)"
-            return f"difference {t.diff:+.3f}, {which} {t.p_holm:.2g}"
+            return f"difference {t.diff:+.3f}, {which} {fmt_p(t.p_holm)}"
         if kind == "figure":
             paths = (figures or {}).get(args)
             if not paths:

@@ -59,6 +59,11 @@ def _main_group(c: Column) -> tuple[str, str]:
     return "answer unchanged", cat
 
 
+def fmt_p(p: float) -> str:
+    """A p-value with two significant digits; one that underflowed to 0 is shown as ``<1e-300``."""
+    return "<1e-300" if p == 0 else f"{p:.2g}"
+
+
 def _fmt(cell, interval: bool = True) -> str:
     if cell is None:
         return "-"
@@ -156,7 +161,7 @@ def tests_table(res: StudyResults) -> Table | None:
     for t in res.tests:
         sig = t.p_holm < 0.05
         rows.append([(t.method, False), (t.column, False), (str(t.n), False), (f"{t.n01}/{t.n10}", False),
-                     (f"{t.diff:+.3f}", False), (f"{t.p:.2g}", False), (f"{t.p_holm:.2g}", sig)])
+                     (f"{t.diff:+.3f}", False), (fmt_p(t.p), False), (fmt_p(t.p_holm), sig)])
     return Table("mcnemar", f"Paired exact McNemar test of each method against {res.reference} on the same probes; "
                             "n01/n10: probes only the method / only the reference got right; p adjusted by Holm "
                             "over all tests in the table (bold: < 0.05).",
@@ -268,7 +273,7 @@ def pairwise_table(res: StudyResults) -> Table | None:
     if not tests:
         return None
     rows = [[(t.method, False), (str(t.n), False), (f"{t.n01}/{t.n10}", False), (f"{t.diff:+.3f}", False),
-             (f"{t.p_holm:.2g}", t.p_holm < 0.05), ("yes" if t.p_holm < 0.05 else "no", t.p_holm < 0.05)]
+             (fmt_p(t.p_holm), t.p_holm < 0.05), ("yes" if t.p_holm < 0.05 else "no", t.p_holm < 0.05)]
             for t in tests]
     return Table("pairwise", "Every pair of edit methods, paired exact McNemar on pooled answer-level locality "
                              "(same probes); difference = second minus first; p adjusted by Holm over all pairs.",
@@ -359,7 +364,7 @@ def anatomy_table_(res: StudyResults) -> Table | None:
     f = lambda v, fmt="{:.3g}": "-" if v is None else fmt.format(v)  # noqa: E731
     body = [[(r.method, False), (str(r.n), False), (f(r.fro), False), (f(r.relative), False), (f(r.effective_rank, "{:.2f}"), False),
              (f(r.fro_doubled), False), (f(r.fro_stable), False),
-             ("-" if r.spearman is None else f"{r.spearman:+.2f} (p={r.spearman_p:.2g})", False)] for r in rows]
+             ("-" if r.spearman is None else f"{r.spearman:+.2f} (p={fmt_p(r.spearman_p)})", False)] for r in rows]
     return Table("anatomy", "Weight-change anatomy (medians over units): Frobenius norm of the update, relative to the "
                             "touched weights, effective rank of the largest update; the norm of the edits that "
                             f"{ratio:g}x'd perplexity against the others; Spearman's rho of norm with perplexity.",
@@ -373,8 +378,8 @@ def correlation_table(res: StudyResults) -> Table | None:
     if not rows:
         return None
     body = [[(c.method, c.method == "all"), (c.task, False), (str(c.n), False),
-             (f"{c.pearson:+.2f} [{c.pearson_low:+.2f}, {c.pearson_high:+.2f}]", False), (f"{c.pearson_p:.2g}", False),
-             (f"{c.spearman:+.2f} [{c.spearman_low:+.2f}, {c.spearman_high:+.2f}]", False), (f"{c.spearman_p:.2g}", False)]
+             (f"{c.pearson:+.2f} [{c.pearson_low:+.2f}, {c.pearson_high:+.2f}]", False), (fmt_p(c.pearson_p), False),
+             (f"{c.spearman:+.2f} [{c.spearman_low:+.2f}, {c.spearman_high:+.2f}]", False), (fmt_p(c.spearman_p), False)]
             for c in rows]
     return Table("ppl-downstream", f"Perplexity ({rows[0].corpus}) against downstream accuracy over the evaluated steps: "
                                    "Pearson's r of log-perplexity and Spearman's rho, 95% intervals (Fisher z); "
