@@ -101,3 +101,41 @@ def test_paper_draft_is_regenerated_from_the_stored_runs_and_compiles(paper, tmp
         pytest.skip("pdflatex not installed")
     built = compile_paper(draft.main)
     assert built.clean, (built.undefined_references, built.undefined_citations, built.overfull_tables, built.too_large_floats)
+
+
+#: placeholder kinds that need controls, sweeps or the published protocol, quoted from the stored runs
+CONTROL_PLACEHOLDERS = [("two-plus-two-controls", "{{excess:rome:placebo}}"), ("two-plus-two-controls", "{{excess:rome:unrelated:near}}"),
+                        ("two-plus-two-controls", "{{excess_rates:rome:placebo}}"), ("two-plus-two-controls", "{{identity}}"),
+                        ("two-plus-two-controls", "{{margin:rome:1-3}}"), ("two-plus-two-strength", "{{strength:rome:0.5}}"),
+                        ("two-plus-two-seed38", "{{seed38:seed-naive-ft:all}}"),
+                        ("two-plus-two-seed38", "{{seed38:published:naive FT:all}}")]
+CONTROL_TABLES = [("two-plus-two-controls", "excess-placebo"), ("two-plus-two-controls", "excess-unrelated"),
+                  ("two-plus-two-controls", "margin"), ("two-plus-two-controls", "identity"),
+                  ("two-plus-two-controls", "pairwise"), ("two-plus-two-strength", "strength"), ("two-plus-two-seed38", "seed38")]
+
+
+def test_control_placeholders_have_their_latex_form(stored, tmp_path):
+    """Every placeholder kind a paper can use gives in LaTeX exactly its Markdown text, escaped; table
+    kinds become a booktabs file under tables/ with one row per Markdown row."""
+    from editscope.paper.draft import LONG_ROWS, LatexSink
+    from editscope.report.document import fill
+    from editscope.report.tex import tex_escape
+
+    (tmp_path / "tables").mkdir()
+    for study, placeholder in CONTROL_PLACEHOLDERS:
+        run, res = stored(study)
+        md = fill(placeholder, res, str(run))
+        assert md not in ("", "-") and "{{" not in md
+        assert fill(placeholder, res, str(run), sink=LatexSink(tmp_path, study)) == tex_escape(md), placeholder
+    for study, name in CONTROL_TABLES:
+        run, res = stored(study)
+        md = fill(f"{{{{table:{name}}}}}", res, str(run))
+        sink = LatexSink(tmp_path, study)
+        tex = fill(f"{{{{table:{name}}}}}", res, str(run), sink=sink)
+        if len(md.splitlines()) - 2 > LONG_ROWS:  # long: left for the appendix, a reference in the text
+            assert tex == rf"The full table is \tabref{{tab:{name}}} in \appref{{app:tables}}." and name in sink.moved
+            continue
+        assert tex == rf"\input{{tables/{name}}}", name
+        body = (tmp_path / "tables" / f"{name}.tex").read_text()
+        rows = body.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+        assert len(rows) == len(md.splitlines()) - 2 and r"\toprule" in body and rf"\label{{tab:{name}}}" in body

@@ -351,10 +351,43 @@ FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "strength": stre
            "ppl_downstream": ppl_downstream_plot}
 
 
+#: what each figure shows, for captions where no author wrote one (``editscope report --format latex``)
+CAPTIONS = {
+    "blast_radius": "Blast radius of each edit over the arithmetic grid (first operand down, second across): grey "
+                    "unchanged, orange changed, red now answers the edit target; the box marks the edited query.",
+    "excess": "Changed answers of each method against its controls (matched placebo, unrelated edits), 95% intervals: "
+              "the excess over a control is what the edit itself adds.",
+    "strength": "Answer-level locality against edit strength (mean P(target)) for each swept method; methods are "
+                "compared at equal strength along these curves.",
+    "sequential": "Efficacy, retention of earlier edits and locality as sequential edits accumulate.",
+    "categories": "Share of unchanged answers per probe category and method, 95% intervals.",
+    "frontier": "Paraphrase top-1 against answer-level locality per method, 95% intervals; grey points miss the "
+                "efficacy bar, the line joins the Pareto frontier.",
+    "collapse": "Perplexity of each edit (log scale) against the collapse threshold and the base model's perplexity.",
+    "anatomy": "Weight-change norm of each edit against perplexity (single edits) or the edit index (sequential).",
+    "ppl_downstream": "Perplexity against downstream accuracy over a sequential run's evaluated steps.",
+}
+
+
+def caption(res: StudyResults, name: str) -> str:
+    """A figure's default caption: what it shows, and for the frontier which methods are on it."""
+    text = CAPTIONS.get(name, name.replace("_", " ") + ".")
+    if name == "frontier":
+        pts = {}
+        for m in res.edit_methods:
+            loc, par = rate_cell(res, m, LOCALITY), rate_cell(res, m, "paraphrase")
+            if loc is not None and par is not None:
+                pts[m] = (loc.value, par.value)
+        front = pareto_front(pts)
+        if front:
+            text = f"The Pareto frontier holds {', '.join(front)}. " + text
+    return text
+
+
 def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None) -> dict[str, list[Path]]:
     """Draw the figures ``names`` (default all of :data:`FIGURES`) that apply to this run."""
     figs = {k: FIGURES[k](res, out) for k in (FIGURES if names is None else names) if k in FIGURES}
     return {k: v for k, v in figs.items() if v}
 
 
-__all__ = ["FIGURES", "all_figures", "blast_radius", "category_bars", "collapse_plot", "anatomy_plot", "ppl_downstream_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]
+__all__ = ["CAPTIONS", "FIGURES", "all_figures", "caption", "blast_radius", "category_bars", "collapse_plot", "anatomy_plot", "ppl_downstream_plot", "excess_plot", "frontier", "pareto_front", "sequential_curves_plot"]

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .plots import all_figures
+from .plots import all_figures, caption
 from .table import Table
 from .tex import table_float, tex_escape
 from .attribution import (
@@ -486,8 +486,8 @@ def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -
         pdf = next(p for p in paths if p.suffix == ".pdf")
         shutil.copy(pdf, out / "figures" / pdf.name)
         figs.append("\n".join([r"\begin{figure}[t]", r"\centering",
-                               rf"\includegraphics[width=\linewidth]{{figures/{pdf.stem}}}",
-                               rf"\caption{{{tex_escape(fname.replace('_', ' '))}.}}", rf"\label{{fig:{pdf.stem}}}",
+                               rf"\includegraphics[width=\linewidth,height=0.85\textheight,keepaspectratio]{{figures/{pdf.stem}}}",
+                               rf"\caption{{{tex_escape(caption(res, fname))}}}", rf"\label{{fig:{pdf.stem}}}",
                                r"\end{figure}"]))
     status = tex_escape(_status_line(res))
     prov = " ".join(tex_escape(x.replace("`", "")) + "." for x in _provenance(res))
