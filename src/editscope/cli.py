@@ -646,6 +646,48 @@ def report_cmd(
         console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs, results=res)))}")
 
 
+@app.command("trace")
+def trace_cmd(
+    prompt: Annotated[str, typer.Option(help="the prompt, e.g. 'The Eiffel Tower is located in the city of'")],
+    subject: Annotated[str, typer.Option(help="the span of the prompt to corrupt (exact substring)")],
+    model: ModelOpt = "smollm2-135m",
+    dtype: DtypeOpt = "float32",
+    target: Annotated[str | None, typer.Option(help="answer to score (its first token; default: the greedy next token)")] = None,
+    samples: Annotated[int, typer.Option(help="noise samples (seeded)")] = 10,
+    noise: Annotated[float, typer.Option(help="noise level, a multiple of the embedding standard deviation")] = 3.0,
+    window: Annotated[int, typer.Option(help="blocks restored together for the MLP and attention traces")] = 10,
+    kind: Annotated[list[str] | None, typer.Option(help="hidden | mlp | attn (repeatable; default all three)")] = None,
+    seed: Annotated[int, typer.Option(help="noise seed")] = 0,
+    out: Annotated[str, typer.Option(help="folder for trace.json and the heatmaps (trace.png, trace.pdf)")] = "trace",
+) -> None:
+    """Causal tracing (Meng et al., 2022): corrupt the subject, restore one state at a time, see where the answer comes back."""
+    from . import load_model
+    from .analysis.trace_plots import plot_trace
+    from .analysis.tracing import KINDS, trace
+    from .models.model import resolve_dtype
+
+    resolve_dtype(dtype)
+    with _working(f"loading {model}"):
+        m = load_model(model, dtype=dtype)
+    with _working("tracing"):
+        r = trace(m, prompt, subject, target, samples=samples, noise=noise, window=window,
+                  kinds=tuple(kind or KINDS), seed=seed)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trace.json").write_text(r.to_json())
+    paths = plot_trace(r, folder)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
+    console.print(f"{escape(repr(prompt))} -> {escape(repr(r.target))}: P clean {r.p_clean:.4f}, corrupted "
+                  f"{r.p_corrupt:.4f} (subject tokens {r.subject_range[0]}..{r.subject_range[1] - 1})")
+    for k in r.scores:
+        ie = r.indirect_effect(k)
+        t, layer = divmod(int(ie.argmax()), ie.shape[1])
+        console.print(f"  {k:6s} largest indirect effect {ie.max():+.4f} at token {t} ({escape(repr(r.tokens[t]))}), "
+                      f"block {layer}")
+    console.print(f"figures: {escape(', '.join(str(p) for p in paths))}")
+
+
 def _companion_runs(with_runs: list[str] | None) -> dict[str, str]:
     runs = {}
     for item in with_runs or []:

@@ -1,0 +1,369 @@
+"""Causal tracing (Meng et al., 2022, "Locating and Editing Factual Associations in GPT", section 2):
+where in the network does the model compute its answer?
+
+1. Clean run: the prompt as it is; record every block's output (the residual stream after the
+   block), every MLP output and every attention output, at every token.
+2. Corrupted runs: Gaussian noise of ``noise`` x the embedding standard deviation added to the
+   subject tokens' embeddings (``samples`` seeded draws, the same draws for every restore below).
+3. Restored runs: the corrupted run with one clean state put back: the residual stream at one
+   (token, block), or the MLP (attention) outputs of a window of ``window`` blocks around a block at
+   one token, as in the paper.
+
+The indirect effect of a state is P(target | restored) - P(target | corrupted); reported per kind
+as a [tokens, blocks] grid, the mean over the noise samples with a Student-t 95% interval. The target
+is the first token of ``target`` (default: the clean run's greedy next token). Every restore of one
+prompt runs through the model as rows of a few large batches (restore configuration x noise
+sample), each row patched by forward hooks; results are cached on disk by the model fingerprint and
+every setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..models.model import Model
+from ..paths import cache_root
+from ..scoring import body_forward, encode_pairs, encode_prompts, logits_from_hidden, token_index_at
+from ..stats import mean_interval
+
+KINDS = ("hidden", "mlp", "attn")
+KIND_LABEL = {"hidden": "residual stream (single state)", "mlp": "MLP output (window)", "attn": "attention output (window)"}
+LOW_CLEAN = 0.05  # below this clean probability the grid is reported, with a warning, not trusted
+VERSION = 1       # part of the cache key: bump when the algorithm changes
+
+
+class TraceError(InputError, ValueError):
+    """A trace that cannot be run as asked (subject not in the prompt, a window larger than the model, ...)."""
+
+
+@dataclass
+class TraceResult:
+    """One prompt's causal trace. Grids are ``[tokens, blocks]`` probabilities of the target after
+    restoring that state (mean over noise samples) with the 95% interval's bounds."""
+
+    prompt: str
+    subject: str
+    target: str                      # the target token's text
+    target_id: int
+    tokens: list[str]
+    subject_range: tuple[int, int]   # token indices [start, end) of the subject
+    p_clean: float
+    p_corrupt: float                 # mean over samples
+    p_corrupt_samples: list[float]
+    scores: dict[str, list[list[float]]]
+    low: dict[str, list[list[float]]]
+    high: dict[str, list[list[float]]]
+    samples: int
+    noise: float                     # multiple of the embedding standard deviation
+    noise_std: float                 # that standard deviation (embedding units)
+    window: int
+    seed: int
+    model: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def grid(self, kind: str) -> np.ndarray:
+        """P(target) after restoring each state of ``kind``, ``[tokens, blocks]``."""
+        return np.asarray(self.scores[kind], dtype=float)
+
+    def indirect_effect(self, kind: str) -> np.ndarray:
+        """P(restored) - P(corrupted), ``[tokens, blocks]``."""
+        return self.grid(kind) - self.p_corrupt
+
+    @property
+    def last_subject(self) -> int:
+        return self.subject_range[1] - 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TraceResult:
+        d = json.loads(text)
+        d["subject_range"] = tuple(d["subject_range"])
+        return cls(**d)
+
+
+def _window(layer: int, window: int, n_layers: int) -> range:
+    """The paper's window of ``window`` blocks around ``layer``: ``[layer - w//2, layer + ceil(w/2))``."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+def subject_range(model: Model, prompt: str, subject: str) -> tuple[int, int]:
+    """Token indices ``[start, end)`` of the first occurrence of ``subject`` in ``prompt``."""
+    at = prompt.find(subject) if subject else -1
+    if at < 0:
+        raise TraceError(f"subject {subject!r} not found in prompt {prompt!r}: it must be an exact substring "
+                         "(case and spaces included)")
+    try:
+        first, last = token_index_at(model, [prompt, prompt], [at, at + len(subject) - 1])
+    except ValueError as e:
+        raise TraceError(f"subject {subject!r} in prompt {prompt!r}: {e}") from None
+    return first, last + 1
+
+
+def embedding_std(model: Model, texts: Iterable[str]) -> float:
+    """Standard deviation of the embedding layer's outputs (scaled embeddings included) over every
+    token of ``texts``: the paper's noise unit, computed over the subjects traced."""
+    ids = [i for ids in encode_prompts(model, list(texts)) for i in ids]
+    if not ids:
+        raise TraceError("no tokens to measure the embedding standard deviation on")
+    with torch.no_grad():
+        emb = model.module("embed")(torch.tensor([ids], device=model.device)).float()
+    return float(emb.std())
+
+
+class _Patcher:
+    """Forward hooks that corrupt the subject embeddings and restore clean states row by row."""
+
+    def __init__(self, model: Model, clean: dict[str, list[torch.Tensor]], noise: torch.Tensor,
+                 subj: tuple[int, int]):
+        self.model, self.clean, self.noise, self.subj = model, clean, noise, subj
+        self.rows_noise: torch.Tensor | None = None   # [B] sample index per row (-1: no noise)
+        self.restore: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (kind, layer) -> rows, tokens
+
+    def _embed(self, mod, args, out):
+        s, e = self.subj
+        keep = self.rows_noise >= 0
+        if keep.any():
+            out = out.clone()
+            out[keep, s:e] += self.noise[self.rows_noise[keep]].to(out.dtype)
+        return out
+
+    def _state(self, kind: str, layer: int):
+        def hook(mod, args, out):
+            hit = self.restore.get((kind, layer))
+            if hit is None:
+                return out
+            rows, toks = hit
+            first = out[0] if isinstance(out, tuple) else out
+            first = first.clone()
+            first[rows, toks] = self.clean[kind][layer][toks].to(first.dtype)
+            return (first, *out[1:]) if isinstance(out, tuple) else first
+        return hook
+
+    def __enter__(self):
+        m = self.model
+        self.handles = [m.module("embed").register_forward_hook(self._embed)]
+        for layer in range(m.n_layers):
+            for kind, role in (("hidden", "layer"), ("mlp", "mlp"), ("attn", "attn")):
+                self.handles.append(m.module(role, layer).register_forward_hook(self._state(kind, layer)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def _clean_states(model: Model, ids: list[int]) -> tuple[dict[str, list[torch.Tensor]], torch.Tensor]:
+    """Every block's output, MLP output and attention output ``[T, d]`` of the clean run, and its
+    last-position next-token probabilities ``[V]``."""
+    states: dict[str, list[torch.Tensor]] = {k: [None] * model.n_layers for k in KINDS}  # type: ignore[list-item]
+    handles = []
+
+    def grab(kind: str, layer: int):
+        def hook(mod, args, out):
+            first = out[0] if isinstance(out, tuple) else out
+            states[kind][layer] = first[0].detach().clone()
+        return hook
+
+    for layer in range(model.n_layers):
+        for kind, role in (("hidden", "layer"), ("mlp", "mlp"), ("attn", "attn")):
+            handles.append(model.module(role, layer).register_forward_hook(grab(kind, layer)))
+    try:
+        probs = _last_probs(model, torch.tensor([ids], device=model.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return states, probs[0]
+
+
+def _last_probs(model: Model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Next-token probabilities ``[B, V]`` (float32) at the last position of unpadded rows."""
+    b, t = input_ids.shape
+    mask = torch.ones_like(input_ids)
+    pos = torch.arange(t, device=input_ids.device).expand(b, t)
+    with torch.no_grad():
+        hidden = body_forward(model, input_ids, mask, pos).last_hidden_state[:, -1]
+        return torch.softmax(logits_from_hidden(model, hidden), dim=-1)
+
+
+Restore = Sequence[tuple[str, int, int]]  # (kind, layer, token) states put back in one run
+
+
+def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, noise: torch.Tensor,
+                          subj: tuple[int, int], restores: Sequence[Restore], clean: dict[str, list[torch.Tensor]],
+                          batch_size: int = 64) -> np.ndarray:
+    """P(target) ``[len(restores), samples]`` for the corrupted prompt with each restore's clean
+    states put back, every (restore, noise sample) pair one row of a batch. ``noise``: ``[samples,
+    subject tokens, d]`` added to the subject embeddings (``samples`` = 0 rows of noise: pass a
+    ``[1, ...]`` zero tensor for an uncorrupted run)."""
+    n_samples = noise.shape[0]
+    rows = [(r, s) for r in range(len(restores)) for s in range(n_samples)]
+    out = np.zeros((len(restores), n_samples))
+    ids_t = torch.tensor(list(ids), device=model.device)
+    with _Patcher(model, clean, noise, subj) as patch:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            patch.rows_noise = torch.tensor([s for _, s in chunk], device=model.device)
+            by: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+            for b, (r, _) in enumerate(chunk):
+                for kind, layer, tok in restores[r]:
+                    rr, tt = by.setdefault((kind, layer), ([], []))
+                    rr.append(b)
+                    tt.append(tok)
+            patch.restore = {k: (torch.tensor(v[0], device=model.device), torch.tensor(v[1], device=model.device))
+                             for k, v in by.items()}
+            probs = _last_probs(model, ids_t.expand(len(chunk), -1))[:, target_id].cpu().numpy()
+            for (r, s), p in zip(chunk, probs):
+                out[r, s] = p
+    return out
+
+
+def _cache_path(model: Model, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_root() / "traces" / f"{digest}.json"
+
+
+def trace(model: Model, prompt: str, subject: str, target: str | None = None, *, samples: int = 10,
+          noise: float = 3.0, noise_std: float | None = None, window: int = 10, kinds: Sequence[str] = KINDS,
+          seed: int = 0, batch_size: int = 64, cache: bool = True) -> TraceResult:
+    """Causal trace of ``prompt`` (see the module docstring). ``noise_std``: the embedding standard
+    deviation the noise is a multiple of (default: over this prompt's subject tokens; pass
+    :func:`embedding_std` over many subjects to trace a dataset as the paper does). ``target``: the
+    answer whose first token is scored (default: the clean greedy next token)."""
+    if samples < 2:
+        raise TraceError(f"samples={samples}: need at least 2 noise samples for an interval")
+    if not noise > 0:
+        raise TraceError(f"noise={noise}: must be > 0 (a multiple of the embedding standard deviation; the paper uses 3)")
+    if not 1 <= window <= model.n_layers:
+        raise TraceError(f"window={window}: must be between 1 and the model's {model.n_layers} blocks")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise TraceError(f"kinds={list(kinds)}: choose from {', '.join(KINDS)}")
+    subj = subject_range(model, prompt, subject)
+    ids = encode_prompts(model, [prompt])[0]
+    std = noise_std if noise_std is not None else embedding_std(model, [subject])
+    clean, probs = _clean_states(model, ids)
+    if target is None:
+        target_id = int(probs.argmax())
+    else:
+        pair = encode_pairs(model, [prompt], [target])[0]
+        if not pair.cont_ids:
+            raise TraceError(f"target {target!r} encodes to no token after {prompt!r}")
+        target_id = pair.cont_ids[0]
+    tok = model.tokenizer
+    key = {"v": VERSION, "model": model.fingerprint(), "ids": ids, "subj": subj, "target": target_id,
+           "samples": samples, "noise": noise, "std": round(std, 8), "window": window, "kinds": list(kinds), "seed": seed}
+    path = _cache_path(model, key)
+    if cache and path.is_file():
+        return TraceResult.from_json(path.read_text())
+    gen = torch.Generator().manual_seed(seed)
+    d = clean["hidden"][0].shape[-1]
+    z = torch.randn(samples, subj[1] - subj[0], d, generator=gen) * (noise * std)
+    z = z.to(model.device)
+    n_tok, n_layers = len(ids), model.n_layers
+    restores: list[Restore] = [()]  # the corrupted run itself
+    where: list[tuple[str, int, int]] = []
+    for kind in kinds:
+        for t in range(n_tok):
+            for layer in range(n_layers):
+                span = [layer] if kind == "hidden" else list(_window(layer, window, n_layers))
+                restores.append([(kind, j, t) for j in span])
+                where.append((kind, t, layer))
+    p = patched_probabilities(model, ids, target_id, z, subj, restores, clean, batch_size)
+    p_clean = float(probs[target_id])
+    scores = {k: [[0.0] * n_layers for _ in range(n_tok)] for k in kinds}
+    low = {k: [[0.0] * n_layers for _ in range(n_tok)] for k in kinds}
+    high = {k: [[0.0] * n_layers for _ in range(n_tok)] for k in kinds}
+    for (kind, t, layer), row in zip(where, p[1:]):
+        iv = mean_interval(list(row))
+        scores[kind][t][layer], low[kind][t][layer], high[kind][t][layer] = iv.value, iv.low, iv.high
+    warnings = []
+    if p_clean < LOW_CLEAN:
+        warnings.append(f"the clean model gives the target {tok.decode([target_id])!r} only P = {p_clean:.4f}: the "
+                        "indirect effects are differences of small probabilities; trace a target the model predicts")
+    result = TraceResult(prompt, subject, tok.decode([target_id]), target_id, [tok.decode([i]) for i in ids], subj,
+                         p_clean, float(p[0].mean()), [float(x) for x in p[0]], scores, low, high, samples, noise, std,
+                         window, seed, str(getattr(model, "name", "")), warnings)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(result.to_json())
+    return result
+
+
+#: the paper's token categories for the average indirect effect
+TOKEN_CATEGORIES = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
+                    "further tokens", "last token")
+
+
+def token_category(r: TraceResult, t: int) -> str | None:
+    """The paper's category of token ``t`` in ``r``'s prompt (the last token wins over the others)."""
+    s, e = r.subject_range
+    if t == len(r.tokens) - 1:
+        return "last token"
+    if t == e - 1:
+        return "last subject token"
+    if t == s:
+        return "first subject token"
+    if s < t < e - 1:
+        return "middle subject tokens"
+    if t == e:
+        return "first subsequent token"
+    if t > e:
+        return "further tokens"
+    return None  # before the subject
+
+
+@dataclass
+class AverageEffect:
+    """Average indirect effect over traced prompts: ``[category, block]`` means with 95% intervals
+    (Student-t over prompts) and the number of prompts contributing to each category."""
+
+    kind: str
+    categories: tuple[str, ...]
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n: list[int]
+
+
+def average_indirect_effect(results: Sequence[TraceResult], kind: str) -> AverageEffect:
+    """The paper's summary: the indirect effect averaged over prompts per token category and block
+    (a prompt with several tokens in one category contributes their mean)."""
+    if not results:
+        raise TraceError("no traces to average")
+    n_layers = len(results[0].scores[kind][0])
+    per: dict[str, list[np.ndarray]] = {c: [] for c in TOKEN_CATEGORIES}
+    for r in results:
+        ie = r.indirect_effect(kind)
+        groups: dict[str, list[int]] = {}
+        for t in range(len(r.tokens)):
+            c = token_category(r, t)
+            if c is not None:
+                groups.setdefault(c, []).append(t)
+        for c, ts in groups.items():
+            per[c].append(ie[ts].mean(axis=0))
+    mean = np.full((len(TOKEN_CATEGORIES), n_layers), math.nan)
+    low, high = mean.copy(), mean.copy()
+    for i, c in enumerate(TOKEN_CATEGORIES):
+        if per[c]:
+            arr = np.stack(per[c])
+            for layer in range(n_layers):
+                iv = mean_interval(list(arr[:, layer])) if len(arr) > 1 else None
+                mean[i, layer] = arr[:, layer].mean()
+                low[i, layer] = iv.low if iv else mean[i, layer]
+                high[i, layer] = iv.high if iv else mean[i, layer]
+    return AverageEffect(kind, TOKEN_CATEGORIES, mean, low, high, [len(per[c]) for c in TOKEN_CATEGORIES])
+
+
+__all__ = ["AverageEffect", "KINDS", "TOKEN_CATEGORIES", "TraceError", "TraceResult", "average_indirect_effect",
+           "embedding_std", "patched_probabilities", "subject_range", "token_category", "trace"]

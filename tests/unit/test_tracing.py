@@ -1,0 +1,149 @@
+"""Causal tracing on tiny models: exact restoration, seeds, batching, windows, averages, bad input, CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from editscope.analysis.tracing import (
+    TOKEN_CATEGORIES,
+    TraceError,
+    TraceResult,
+    _clean_states,
+    _window,
+    average_indirect_effect,
+    patched_probabilities,
+    subject_range,
+    token_category,
+    trace,
+)
+from editscope.models.tiny import tiny_model
+from editscope.scoring import encode_prompts
+
+pytestmark = pytest.mark.usefixtures("tmp_cache")
+
+PROMPT, SUBJECT = "The capital of 2+2 is", "2+2"
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gpt_neox"])
+def model(request):
+    return tiny_model(request.param)
+
+
+def _noise(m, n_subj: int, samples: int = 3, seed: int = 0) -> torch.Tensor:
+    d = m.hf.config.hidden_size
+    return torch.randn(samples, n_subj, d, generator=torch.Generator().manual_seed(seed)) * 3.0
+
+
+def test_restoring_every_state_of_a_block_recovers_the_clean_output_exactly(model):
+    ids = encode_prompts(model, [PROMPT])[0]
+    subj = subject_range(model, PROMPT, SUBJECT)
+    clean, probs = _clean_states(model, ids)
+    target = int(probs.argmax())
+    z = _noise(model, subj[1] - subj[0])
+    restores = [(), *[[("hidden", layer, t) for t in range(len(ids))] for layer in range(model.n_layers)]]
+    p = patched_probabilities(model, ids, target, z, subj, restores, clean)
+    assert not np.allclose(p[0], probs[target].item(), atol=1e-4)  # the noise does change the answer's probability
+    assert np.allclose(p[1:], probs[target].item(), atol=1e-6)     # every block's full state puts it back exactly
+    # so does the last block's state at the last token alone, and with no noise nothing changes
+    last = patched_probabilities(model, ids, target, z, subj, [[("hidden", model.n_layers - 1, len(ids) - 1)]], clean)
+    assert np.allclose(last, probs[target].item(), atol=1e-6)
+    zero = patched_probabilities(model, ids, target, torch.zeros_like(z[:1]), subj, [()], clean)
+    assert np.allclose(zero, probs[target].item(), atol=1e-6)
+    # an MLP or attention output restored in every block at every token (noise only in the embeddings)
+    for kind in ("mlp", "attn"):
+        every = [(kind, layer, t) for layer in range(model.n_layers) for t in range(len(ids))]
+        got = patched_probabilities(model, ids, target, z, subj, [every], clean)
+        assert got.shape == (1, 3)
+
+
+def test_trace_is_seeded_and_batching_does_not_change_it(model):
+    a = trace(model, PROMPT, SUBJECT, samples=3, window=2, cache=False)
+    b = trace(model, PROMPT, SUBJECT, samples=3, window=2, cache=False, batch_size=1)
+    c = trace(model, PROMPT, SUBJECT, samples=3, window=2, cache=False, seed=1)
+    n_tok = len(encode_prompts(model, [PROMPT])[0])
+    for k in ("hidden", "mlp", "attn"):
+        assert a.grid(k).shape == (n_tok, model.n_layers)
+        assert np.allclose(a.grid(k), b.grid(k), atol=1e-6)
+        assert np.all(a.grid(k) >= np.array(a.low[k]) - 1e-12) and np.all(a.grid(k) <= np.array(a.high[k]) + 1e-12)
+    assert a.p_corrupt_samples == pytest.approx(b.p_corrupt_samples, abs=1e-6)
+    assert a.p_corrupt_samples != pytest.approx(c.p_corrupt_samples, abs=1e-9)
+    # the last block's residual state at the last token is the clean output
+    assert a.grid("hidden")[-1, -1] == pytest.approx(a.p_clean, abs=1e-6)
+    assert a.indirect_effect("hidden")[-1, -1] == pytest.approx(a.p_clean - a.p_corrupt, abs=1e-6)
+    assert a.subject_range[1] - a.subject_range[0] >= 2 and a.tokens[a.last_subject].strip() == "2"
+
+
+def test_results_are_cached_by_their_settings(monkeypatch):
+    m = tiny_model("llama")
+    first = trace(m, PROMPT, SUBJECT, samples=2, window=1)
+    import editscope.analysis.tracing as tracing
+
+    monkeypatch.setattr(tracing, "patched_probabilities", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = trace(m, PROMPT, SUBJECT, samples=2, window=1)
+    assert again == first and TraceResult.from_json(first.to_json()) == first
+    with pytest.raises(AssertionError, match="recomputed"):
+        trace(m, PROMPT, SUBJECT, samples=2, window=1, seed=5)
+
+
+def test_the_window_is_the_papers():
+    assert list(_window(0, 10, 30)) == list(range(0, 5))
+    assert list(_window(15, 10, 30)) == list(range(10, 20))
+    assert list(_window(29, 10, 30)) == list(range(24, 30))
+    assert list(_window(3, 1, 30)) == [3] and list(_window(3, 3, 30)) == [2, 3, 4]
+
+
+def test_bad_input_is_refused_with_the_fix():
+    m = tiny_model("llama")
+    for kwargs, match in [({"subject": "3+3"}, r"subject '3\+3' not found in prompt 'The capital of 2\+2 is'"),
+                          ({"window": 99}, r"window=99: must be between 1 and the model's 2 blocks"),
+                          ({"samples": 1}, "at least 2 noise samples"), ({"noise": 0.0}, "must be > 0"),
+                          ({"kinds": ("mlp", "ffn")}, "choose from hidden, mlp, attn")]:
+        args = {"prompt": PROMPT, "subject": SUBJECT, "window": 1, **kwargs}
+        with pytest.raises(TraceError, match=match):
+            trace(m, args.pop("prompt"), args.pop("subject"), cache=False, **args)
+    # a target the model does not predict: traced, with its low clean probability said, never divided by
+    r = trace(m, PROMPT, SUBJECT, " zebra", samples=2, window=1, cache=False)
+    assert r.p_clean < 0.05 and "only P =" in r.warnings[0]
+    assert np.isfinite(r.indirect_effect("hidden")).all()
+
+
+def _fake(tokens: int, subj: tuple[int, int], grid: np.ndarray, p_corrupt: float) -> TraceResult:
+    g = grid.tolist()
+    return TraceResult("p", "s", "t", 1, [f"t{i}" for i in range(tokens)], subj, 0.9, p_corrupt, [p_corrupt] * 2,
+                       {"hidden": g}, {"hidden": g}, {"hidden": g}, 2, 3.0, 1.0, 1, 0)
+
+
+def test_average_indirect_effect_groups_tokens_as_the_paper():
+    r1 = _fake(5, (1, 3), np.arange(10).reshape(5, 2) / 10, 0.1)   # tokens: before, first, last subj, next, last
+    r2 = _fake(4, (0, 3), np.ones((4, 2)) * 0.5, 0.2)               # first, middle, last subject, last
+    assert [token_category(r1, t) for t in range(5)] == [None, "first subject token", "last subject token",
+                                                         "first subsequent token", "last token"]
+    assert [token_category(r2, t) for t in range(4)] == ["first subject token", "middle subject tokens",
+                                                         "last subject token", "last token"]
+    e = average_indirect_effect([r1, r2], "hidden")
+    row = TOKEN_CATEGORIES.index("last subject token")
+    assert e.mean[row] == pytest.approx([(0.4 - 0.1 + 0.5 - 0.2) / 2, (0.5 - 0.1 + 0.5 - 0.2) / 2])
+    assert e.n == [2, 1, 2, 1, 0, 2]
+    assert np.isnan(e.mean[TOKEN_CATEGORIES.index("further tokens")]).all()
+    assert (e.low[row] <= e.mean[row]).all() and (e.high[row] >= e.mean[row]).all()
+    with pytest.raises(TraceError, match="no traces"):
+        average_indirect_effect([], "hidden")
+
+
+def test_cli_trace_writes_the_heatmaps(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import editscope
+    from editscope.cli import app
+
+    monkeypatch.setattr(editscope, "load_model", lambda name, dtype=None: tiny_model("llama"))
+    r = CliRunner().invoke(app, ["trace", "--prompt", PROMPT, "--subject", SUBJECT, "--samples", "2", "--window", "1",
+                                 "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    for name in ("trace.json", "trace.png", "trace.pdf"):
+        assert (tmp_path / "t" / name).stat().st_size > 0
+    assert "largest indirect effect" in r.output and "block" in r.output
+    res = TraceResult.from_json((tmp_path / "t" / "trace.json").read_text())
+    assert res.prompt == PROMPT and set(res.scores) == {"hidden", "mlp", "attn"}
+    r = CliRunner().invoke(app, ["trace", "--prompt", PROMPT, "--subject", "nope", "--window", "1", "--out", str(tmp_path / "u")])
+    assert r.exit_code == 2 and "not found in prompt" in r.output
