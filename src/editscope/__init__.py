@@ -23,11 +23,15 @@ def __getattr__(name: str):
         from .mining import mine
 
         return mine
+    if name == "trace":  # causal tracing (editscope.analysis.tracing)
+        from .analysis.tracing import trace
+
+        return trace
     raise AttributeError(f"module 'editscope' has no attribute {name!r}")
 
 __all__ = [
     "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "EditRequest", "apply_edit", "list_methods", "prepare_edits",
     "load_edit", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
     "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
-    "top_k_next_tokens", "mine", "__version__",
+    "top_k_next_tokens", "mine", "trace", "__version__",
 ]

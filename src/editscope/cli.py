@@ -670,7 +670,7 @@ def trace_cmd(
     with _working(f"loading {model}"):
         m = load_model(model, dtype=dtype)
     with _working("tracing"):
-        r = trace(m, prompt, subject, target, samples=samples, noise=noise, window=window,
+        r = trace(m, prompt, target, subject, samples=samples, noise=noise, window=window,
                   kinds=tuple(kind or KINDS), seed=seed)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

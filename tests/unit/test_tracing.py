@@ -57,9 +57,9 @@ def test_restoring_every_state_of_a_block_recovers_the_clean_output_exactly(mode
 
 
 def test_trace_is_seeded_and_batching_does_not_change_it(model):
-    a = trace(model, PROMPT, SUBJECT, samples=3, window=2, cache=False)
-    b = trace(model, PROMPT, SUBJECT, samples=3, window=2, cache=False, batch_size=1)
-    c = trace(model, PROMPT, SUBJECT, samples=3, window=2, cache=False, seed=1)
+    a = trace(model, PROMPT, None, SUBJECT, samples=3, window=2, cache=False)
+    b = trace(model, PROMPT, None, SUBJECT, samples=3, window=2, cache=False, batch_size=1)
+    c = trace(model, PROMPT, None, SUBJECT, samples=3, window=2, cache=False, seed=1)
     n_tok = len(encode_prompts(model, [PROMPT])[0])
     for k in ("hidden", "mlp", "attn"):
         assert a.grid(k).shape == (n_tok, model.n_layers)
@@ -75,14 +75,14 @@ def test_trace_is_seeded_and_batching_does_not_change_it(model):
 
 def test_results_are_cached_by_their_settings(monkeypatch):
     m = tiny_model("llama")
-    first = trace(m, PROMPT, SUBJECT, samples=2, window=1)
+    first = trace(m, PROMPT, None, SUBJECT, samples=2, window=1)
     import editscope.analysis.tracing as tracing
 
     monkeypatch.setattr(tracing, "patched_probabilities", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
-    again = trace(m, PROMPT, SUBJECT, samples=2, window=1)
+    again = trace(m, PROMPT, None, SUBJECT, samples=2, window=1)
     assert again == first and TraceResult.from_json(first.to_json()) == first
     with pytest.raises(AssertionError, match="recomputed"):
-        trace(m, PROMPT, SUBJECT, samples=2, window=1, seed=5)
+        trace(m, PROMPT, None, SUBJECT, samples=2, window=1, seed=5)
 
 
 def test_the_window_is_the_papers():
@@ -100,9 +100,9 @@ def test_bad_input_is_refused_with_the_fix():
                           ({"kinds": ("mlp", "ffn")}, "choose from hidden, mlp, attn")]:
         args = {"prompt": PROMPT, "subject": SUBJECT, "window": 1, **kwargs}
         with pytest.raises(TraceError, match=match):
-            trace(m, args.pop("prompt"), args.pop("subject"), cache=False, **args)
+            trace(m, args.pop("prompt"), None, args.pop("subject"), cache=False, **args)
     # a target the model does not predict: traced, with its low clean probability said, never divided by
-    r = trace(m, PROMPT, SUBJECT, " zebra", samples=2, window=1, cache=False)
+    r = trace(m, PROMPT, " zebra", SUBJECT, samples=2, window=1, cache=False)
     assert r.p_clean < 0.05 and "only P =" in r.warnings[0]
     assert np.isfinite(r.indirect_effect("hidden")).all()
 

@@ -233,13 +233,14 @@ def _cache_path(model: Model, key: dict) -> Path:
     return cache_root() / "traces" / f"{digest}.json"
 
 
-def trace(model: Model, prompt: str, subject: str, target: str | None = None, *, samples: int = 10,
+def trace(model: Model, prompt: str, target: str | None, subject: str, *, samples: int = 10,
           noise: float = 3.0, noise_std: float | None = None, window: int = 10, kinds: Sequence[str] = KINDS,
           seed: int = 0, batch_size: int = 64, cache: bool = True) -> TraceResult:
-    """Causal trace of ``prompt`` (see the module docstring). ``noise_std``: the embedding standard
+    """Causal trace of ``prompt`` with ``subject`` corrupted (see the module docstring): how much of
+    P(``target``) each state restores. ``target``: the answer whose first token is scored (None: the
+    clean greedy next token). ``noise_std``: the embedding standard
     deviation the noise is a multiple of (default: over this prompt's subject tokens; pass
-    :func:`embedding_std` over many subjects to trace a dataset as the paper does). ``target``: the
-    answer whose first token is scored (default: the clean greedy next token)."""
+    :func:`embedding_std` over many subjects to trace a dataset as the paper does)."""
     if samples < 2:
         raise TraceError(f"samples={samples}: need at least 2 noise samples for an interval")
     if not noise > 0:
