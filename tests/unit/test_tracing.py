@@ -147,3 +147,17 @@ def test_cli_trace_writes_the_heatmaps(monkeypatch, tmp_path):
     assert res.prompt == PROMPT and set(res.scores) == {"hidden", "mlp", "attn"}
     r = CliRunner().invoke(app, ["trace", "--prompt", PROMPT, "--subject", "nope", "--window", "1", "--out", str(tmp_path / "u")])
     assert r.exit_code == 2 and "not found in prompt" in r.output
+
+
+@pytest.mark.parametrize("arch", ["llama", "gptj"])
+def test_starting_rows_at_their_first_restored_block_changes_nothing(arch):
+    m = tiny_model(arch)
+    ids = encode_prompts(m, [PROMPT])[0]
+    subj = subject_range(m, PROMPT, SUBJECT)
+    clean, probs = _clean_states(m, ids)
+    z = _noise(m, subj[1] - subj[0])
+    restores = [(), [("hidden", 0, subj[0])], [("mlp", 0, 3), ("mlp", 1, 3)], [("attn", 1, len(ids) - 1)], [("hidden", 0, 0)]]
+    target = int(probs.argmax())
+    fast = patched_probabilities(m, ids, target, z, subj, restores, clean, batch_size=4)
+    full = patched_probabilities(m, ids, target, z, subj, restores, clean, batch_size=4, skip_early=False)
+    assert np.allclose(fast, full, atol=1e-6) and not np.allclose(fast[0], fast[1])

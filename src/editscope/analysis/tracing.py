@@ -199,20 +199,54 @@ def _last_probs(model: Model, input_ids: torch.Tensor) -> torch.Tensor:
 Restore = Sequence[tuple[str, int, int]]  # (kind, layer, token) states put back in one run
 
 
+def _start_layer(restore: Restore) -> int:
+    """The first block a restore touches: every block before it runs exactly as the corrupted run."""
+    return min((layer for _, layer, _ in restore), default=0)
+
+
+def _corrupted_block_inputs(model: Model, ids_t: torch.Tensor, patch: _Patcher, n_samples: int) -> list[torch.Tensor]:
+    """The hidden states entering every block in the corrupted run, ``[samples, T, d]`` per block."""
+    from contextlib import ExitStack
+
+    from ..hooks import capture_input
+
+    patch.rows_noise = torch.arange(n_samples, device=model.device)
+    patch.restore = {}
+    with ExitStack() as stack:
+        seen = [stack.enter_context(capture_input(model.module("layer", j))) for j in range(model.n_layers)]
+        _last_probs(model, ids_t.expand(n_samples, -1))
+    return [s[0] for s in seen]
+
+
 def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, noise: torch.Tensor,
                           subj: tuple[int, int], restores: Sequence[Restore], clean: dict[str, list[torch.Tensor]],
-                          batch_size: int = 64) -> np.ndarray:
+                          batch_size: int = 64, skip_early: bool = True) -> np.ndarray:
     """P(target) ``[len(restores), samples]`` for the corrupted prompt with each restore's clean
     states put back, every (restore, noise sample) pair one row of a batch. ``noise``: ``[samples,
-    subject tokens, d]`` added to the subject embeddings (``samples`` = 0 rows of noise: pass a
-    ``[1, ...]`` zero tensor for an uncorrupted run)."""
+    subject tokens, d]`` added to the subject embeddings (a zero tensor for an uncorrupted run).
+
+    ``skip_early``: blocks before a restore's first block compute exactly what the corrupted run
+    computed, so rows are grouped by that block and start from the corrupted run's hidden states
+    there (the blocks before it are skipped): about half the work, the same numbers to float
+    precision."""
+    from ..hooks import replace_input, skip_modules
+
     n_samples = noise.shape[0]
     rows = [(r, s) for r in range(len(restores)) for s in range(n_samples)]
+    start = {r: (_start_layer(restores[r]) if skip_early else 0) for r in range(len(restores))}
+    rows.sort(key=lambda rs: start[rs[0]])
     out = np.zeros((len(restores), n_samples))
     ids_t = torch.tensor(list(ids), device=model.device)
+    blocks = [model.module("layer", j) for j in range(model.n_layers)]
     with _Patcher(model, clean, noise, subj) as patch:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+        corrupted_in = _corrupted_block_inputs(model, ids_t, patch, n_samples) if skip_early else None
+        i = 0
+        while i < len(rows):
+            l0 = start[rows[i][0]]
+            chunk = [rows[i]]
+            while i + len(chunk) < len(rows) and len(chunk) < batch_size and start[rows[i + len(chunk)][0]] == l0:
+                chunk.append(rows[i + len(chunk)])
+            i += len(chunk)
             patch.rows_noise = torch.tensor([s for _, s in chunk], device=model.device)
             by: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
             for b, (r, _) in enumerate(chunk):
@@ -222,8 +256,14 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
                     tt.append(tok)
             patch.restore = {k: (torch.tensor(v[0], device=model.device), torch.tensor(v[1], device=model.device))
                              for k, v in by.items()}
-            probs = _last_probs(model, ids_t.expand(len(chunk), -1))[:, target_id].cpu().numpy()
-            for (r, s), p in zip(chunk, probs):
+            x = ids_t.expand(len(chunk), -1)
+            if corrupted_in is not None and l0 > 0:
+                entering = corrupted_in[l0][patch.rows_noise]
+                with skip_modules(blocks[:l0], model.arch.block_returns_tuple), replace_input(blocks[l0], entering):
+                    probs = _last_probs(model, x)
+            else:
+                probs = _last_probs(model, x)
+            for (r, s), p in zip(chunk, probs[:, target_id].cpu().numpy()):
                 out[r, s] = p
     return out
 
