@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from .errors import EXIT_INPUT, EXIT_INTERRUPTED, describe
 from .paths import file_in_the_way
 from .progress import stderr_console
+from .progress import counting_bar
 from .progress import working as _working
 
 console = Console()
@@ -648,31 +649,71 @@ def report_cmd(
 
 @app.command("trace")
 def trace_cmd(
-    prompt: Annotated[str, typer.Option(help="the prompt, e.g. 'The Eiffel Tower is located in the city of'")],
-    subject: Annotated[str, typer.Option(help="the span of the prompt to corrupt (exact substring)")],
+    prompt: Annotated[str | None, typer.Option(help="the prompt, e.g. 'The Eiffel Tower is located in the city of'")] = None,
+    subject: Annotated[str | None, typer.Option(help="the span of the prompt to corrupt (exact substring)")] = None,
     model: ModelOpt = "smollm2-135m",
     dtype: DtypeOpt = "float32",
     target: Annotated[str | None, typer.Option(help="answer to score (its first token; default: the greedy next token)")] = None,
+    dataset: Annotated[str | None, typer.Option(help="trace a dataset's edit requests instead (counterfact, zsre, mquake, jsonl)")] = None,
+    source: Annotated[str | None, typer.Option(help="the dataset's file (default: its file under ../shared/data)")] = None,
+    arithmetic: Annotated[str | None, typer.Option(help="trace 'a op b=' for these operators instead, e.g. '+' or '+-*'")] = None,
+    operands: Annotated[int, typer.Option(help="with --arithmetic: operands 0..N-1")] = 10,
+    limit: Annotated[int | None, typer.Option(help="with --dataset/--arithmetic: stop after this many traces")] = None,
+    offset: Annotated[int, typer.Option(help="with --dataset: first record")] = 0,
+    all_facts: Annotated[bool, typer.Option("--all", help="with --dataset: also facts the model does not know "
+                                                          "(default: only those whose answer is its top-1, as the paper)")] = False,
     samples: Annotated[int, typer.Option(help="noise samples (seeded)")] = 10,
     noise: Annotated[float, typer.Option(help="noise level, a multiple of the embedding standard deviation")] = 3.0,
     window: Annotated[int, typer.Option(help="blocks restored together for the MLP and attention traces")] = 10,
     kind: Annotated[list[str] | None, typer.Option(help="hidden | mlp | attn (repeatable; default all three)")] = None,
     seed: Annotated[int, typer.Option(help="noise seed")] = 0,
-    out: Annotated[str, typer.Option(help="folder for trace.json and the heatmaps (trace.png, trace.pdf)")] = "trace",
+    out: Annotated[str, typer.Option(help="folder for the trace(s) and figures (a dataset trace resumes there)")] = "trace",
 ) -> None:
-    """Causal tracing (Meng et al., 2022): corrupt the subject, restore one state at a time, see where the answer comes back."""
+    """Causal tracing (Meng et al., 2022): corrupt the subject, restore one state at a time, see where the answer comes back.
+
+    One prompt (--prompt, --subject) or many (--dataset counterfact, --arithmetic +): many are stored in
+    OUT/traces.jsonl case by case (rerun the command to resume) and summarised as the average indirect effect."""
     from . import load_model
-    from .analysis.trace_plots import plot_trace
-    from .analysis.tracing import KINDS, trace
+    from .analysis.trace_plots import plot_average, plot_trace
+    from .analysis.tracing import KINDS, average_indirect_effect, trace
     from .models.model import resolve_dtype
 
+    many = dataset is not None or arithmetic is not None
+    if dataset is not None and arithmetic is not None:
+        _fail("give --dataset or --arithmetic, not both")
+    if not many and (prompt is None or subject is None):
+        _fail("give --prompt and --subject (one prompt), or --dataset NAME / --arithmetic OPS (many)")
+    if many and (prompt is not None or subject is not None):
+        _fail("--prompt/--subject trace one prompt; leave them out with --dataset/--arithmetic")
+    kinds = tuple(kind or KINDS)
     resolve_dtype(dtype)
     with _working(f"loading {model}"):
         m = load_model(model, dtype=dtype)
-    with _working("tracing"):
-        r = trace(m, prompt, target, subject, samples=samples, noise=noise, window=window,
-                  kinds=tuple(kind or KINDS), seed=seed)
     folder = Path(out)
+    if many:
+        from .analysis.trace_study import arithmetic_cases, dataset_cases, trace_cases
+
+        cases = dataset_cases(dataset, source, offset=offset) if dataset else arithmetic_cases(tuple(arithmetic), range(operands))
+        what = f"{dataset} from record {offset}" if dataset else f"'a{arithmetic}b=' for a, b < {operands}"
+        with counting_bar() as bar:
+            task = bar.add_task("tracing", total=limit or len(cases))
+            results = trace_cases(m, cases, folder, limit=limit, known_only=dataset is not None and not all_facts,
+                                  samples=samples, noise=noise, window=window, kinds=kinds, seed=seed, description=what,
+                                  on_case=lambda done, seen, c, status: bar.update(task, completed=done if limit else seen))
+        if not results:
+            _fail(f"no case of {what} could be traced (see {folder / 'traces.jsonl'} for the reasons)", code=1)
+        effects = [average_indirect_effect(results, k) for k in kinds]
+        paths = plot_average(effects, len(results), folder)
+        console.print(f"{len(results)} traces in {escape(str(folder))} ({what})")
+        for e in effects:
+            row = e.categories.index("last subject token")
+            peak = int(e.mean[row].argmax())
+            console.print(f"  {e.kind:6s} average indirect effect at the last subject token peaks at block {peak}: "
+                          f"{e.mean[row][peak]:+.4f} [{e.low[row][peak]:+.4f}, {e.high[row][peak]:+.4f}]")
+        console.print(f"figures: {escape(', '.join(str(p) for p in paths))}")
+        return
+    with _working("tracing"):
+        r = trace(m, prompt, target, subject, samples=samples, noise=noise, window=window, kinds=kinds, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "trace.json").write_text(r.to_json())
     paths = plot_trace(r, folder)

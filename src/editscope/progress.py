@@ -26,4 +26,13 @@ def working(what: str, enabled: bool = True) -> Iterator[None]:
         yield
 
 
-__all__ = ["stderr_console", "working"]
+def counting_bar():
+    """A progress bar with a count and the elapsed and remaining time, on stderr: ``with
+    counting_bar() as bar: task = bar.add_task("what", total=n); bar.update(task, completed=k)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=stderr_console)
+
+
+__all__ = ["counting_bar", "stderr_console", "working"]

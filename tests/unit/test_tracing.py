@@ -161,3 +161,42 @@ def test_starting_rows_at_their_first_restored_block_changes_nothing(arch):
     fast = patched_probabilities(m, ids, target, z, subj, restores, clean, batch_size=4)
     full = patched_probabilities(m, ids, target, z, subj, restores, clean, batch_size=4, skip_early=False)
     assert np.allclose(fast, full, atol=1e-6) and not np.allclose(fast[0], fast[1])
+
+
+def test_trace_studies_store_each_case_once_and_resume_after_a_kill(tmp_path):
+    import json
+
+    from editscope.analysis.trace_study import arithmetic_cases, dataset_cases, load_traces, read_traces, trace_cases
+
+    m = tiny_model("llama")
+    cases = arithmetic_cases("+", range(3))
+    assert [c.prompt for c in cases[:4]] == ["0+0=", "0+1=", "0+2=", "1+0="] and cases[0].subject == "0+0"
+    out = tmp_path / "arith"
+    got = trace_cases(m, cases, out, limit=3, samples=2, window=1, known_only=False)
+    assert len(got) == 3 and [r.prompt for r in got] == ["0+0=", "0+1=", "0+2="]
+    # a kill mid-write leaves a torn line: it is dropped and that case traced again, none twice
+    path = out / "traces.jsonl"
+    path.write_text(path.read_text() + '{"case": "1+0", "status": "tra')
+    got = trace_cases(m, cases, out, limit=5, samples=2, window=1, known_only=False)
+    _, lines = read_traces(out)
+    assert [ln["case"] for ln in lines] == ["0+0", "0+1", "0+2", "1+0", "1+1"] and len(got) == 5
+    again = trace_cases(m, cases, out, limit=5, samples=2, window=1, known_only=False)
+    assert [r.to_json() for r in again] == [r.to_json() for r in got]  # nothing recomputed or appended
+    meta, _ = load_traces(out)
+    assert meta["settings"]["samples"] == 2 and meta["noise_std"] > 0
+    with pytest.raises(TraceError, match="another model or settings"):
+        trace_cases(m, cases, out, samples=3, window=1, known_only=False)
+    # a dataset: only facts the model knows are traced unless asked; the rest are recorded as skipped
+    records = [{"case_id": i, "prompt": f"{s} is located in", "subject": s, "target_new": "Rome", "ground_truth": "Paris",
+                "rephrase_prompt": f"{s} can be found in", "locality_prompt": "2+2=", "locality_ground_truth": "4"}
+               for i, s in enumerate(["The tower", "The bridge"])]
+    src = tmp_path / "cf.json"
+    src.write_text(json.dumps(records))
+    facts = dataset_cases("counterfact", str(src))
+    assert [(c.subject, c.target) for c in facts] == [("The tower", "Paris"), ("The bridge", "Paris")]
+    assert trace_cases(m, facts, tmp_path / "known", samples=2, window=1) == []
+    _, lines = read_traces(tmp_path / "known")
+    assert [ln["status"] for ln in lines] == ["skipped", "skipped"] and "not known" in lines[0]["reason"]
+    assert len(trace_cases(m, facts, tmp_path / "all", samples=2, window=1, known_only=False)) == 2
+    with pytest.raises(TraceError, match="use \\+ - \\*"):
+        arithmetic_cases("/")

@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EditCase", "EditDataset", "LoadReport", "RecordError",
-    "load_counterfact", "load_zsre", "load_mquake", "load_jsonl",
+    "load_counterfact", "load_zsre", "load_mquake", "load_jsonl", "load_edit_dataset", "EDIT_DATASETS",
     "edit_wise_accuracy", "instance_wise_accuracy", "multi_hop_accuracy", "answer_matches",
     "normalize_answer",
 ]
@@ -879,6 +879,21 @@ def _suite_factory(loader: Callable[..., EditDataset], name: str) -> Callable[..
     factory.__name__ = f"{name}_suite"
     factory.__doc__ = f"The probes of :func:`{loader.__name__}` as one ProbeSet (same arguments)."
     return factory
+
+
+#: edit datasets by name (study files' ``edits: [{dataset: NAME}]``, ``editscope trace --dataset``)
+EDIT_DATASETS = {"counterfact": load_counterfact, "zsre": load_zsre, "mquake": load_mquake, "jsonl": load_jsonl}
+
+
+def load_edit_dataset(name: str, source: str | Path | None = None, *, limit: int | None = None,
+                      offset: int = 0) -> EditDataset:
+    """The edit dataset ``name`` (one of :data:`EDIT_DATASETS`) from ``source`` (default: its file
+    under ../shared/data, or the hub when online)."""
+    if name not in EDIT_DATASETS:
+        raise RecordError(f"unknown edit dataset {name!r}; use one of {', '.join(EDIT_DATASETS)}")
+    if name == "jsonl" and source is None:
+        raise RecordError("the jsonl dataset needs a source (a .jsonl path)")
+    return EDIT_DATASETS[name](source, limit=limit, offset=offset)
 
 
 def _register_suites() -> None:

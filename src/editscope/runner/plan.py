@@ -90,11 +90,9 @@ class Plan:
 def _load_dataset(spec: DatasetEdits):
     from ..probes import loaders
 
-    loader = {"counterfact": loaders.load_counterfact, "zsre": loaders.load_zsre, "mquake": loaders.load_mquake,
-              "jsonl": loaders.load_jsonl}[spec.dataset]
     if spec.dataset == "jsonl" and spec.source is None:
         raise ConfigError("edits: {dataset: jsonl} needs `source:` (a .jsonl path)")
-    return loader(spec.source, limit=spec.limit, offset=spec.offset)
+    return loaders.load_edit_dataset(spec.dataset, spec.source, limit=spec.limit, offset=spec.offset)
 
 
 def _suite_names(config: StudyConfig) -> list[str]:
