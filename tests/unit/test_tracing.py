@@ -200,3 +200,35 @@ def test_trace_studies_store_each_case_once_and_resume_after_a_kill(tmp_path):
     assert len(trace_cases(m, facts, tmp_path / "all", samples=2, window=1, known_only=False)) == 2
     with pytest.raises(TraceError, match="use \\+ - \\*"):
         arithmetic_cases("/")
+
+
+def test_trace_write_ups_take_every_number_from_the_stored_traces(tmp_path):
+    from editscope.analysis.trace_report import write_trace_document
+    from editscope.analysis.trace_study import arithmetic_cases, trace_cases
+
+    m = tiny_model("llama")
+    results = trace_cases(m, arithmetic_cases("+", range(2)), tmp_path / "arith", samples=2, window=1, known_only=False)
+    e = average_indirect_effect(results, "mlp")
+    row = TOKEN_CATEGORIES.index("last subject token")
+    peak = int(np.argmax(e.mean[row]))
+    tpl = tmp_path / "t.md.in"
+    tpl.write_text("n {{traces:arith:n}} of {{traces:arith:considered}}, samples {{traces:arith:meta:samples}}; "
+                   "mlp peak {{aie:arith:mlp:last subject token:peak}}; at 0 {{aie:arith:hidden:last token:0}}\n\n"
+                   "{{aie_table:arith}}\n\n{{figure:arith:average_effect}}\n{{figure:arith:trace:1+1}}\n")
+    out = write_trace_document(tpl, tmp_path / "doc" / "t.md", {"arith": tmp_path / "arith"})
+    text = out.read_text()
+    assert text.startswith("n 4 of 4, samples 2; ")
+    assert f"mlp peak block {peak}: {e.mean[row, peak]:+.4f} [{e.low[row, peak]:+.4f}, {e.high[row, peak]:+.4f}]" in text
+    h = average_indirect_effect(results, "hidden")
+    last = TOKEN_CATEGORIES.index("last token")
+    assert f"at 0 {h.mean[last, 0]:+.4f} [" in text
+    assert "| mlp | last subject token | 4 |" in text and "{{" not in text
+    assert (tmp_path / "doc" / "figures" / "arith_average_effect.png").is_file()
+    assert (tmp_path / "doc" / "figures" / "arith_trace_1-1.png").is_file()
+    for bad, match in [("{{aie:arith:mlp:middle of nowhere:peak}}", "unknown token category"),
+                       ("{{aie:nope:mlp:last token:peak}}", "no trace study 'nope'"),
+                       ("{{aie:arith:mlp:last token:99}}", "block '99' is not one of 0..1"),
+                       ("{{figure:arith:trace:9+9}}", "no traced case '9\\+9'"), ("{{traces:arith:meta:colour}}", "no metadata")]:
+        tpl.write_text(bad)
+        with pytest.raises(TraceError, match=match):
+            write_trace_document(tpl, tmp_path / "doc" / "bad.md", {"arith": tmp_path / "arith"})
