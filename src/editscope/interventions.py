@@ -22,6 +22,8 @@ intervened model for its base. Edit methods never install or remove intervention
 
 from __future__ import annotations
 
+from .registry import Registry
+
 import copy
 import hashlib
 import json
@@ -146,15 +148,12 @@ class InputIntervention(Intervention):
         """The prompt the model actually reads."""
 
 
-INTERVENTION_TYPES: dict[str, type[Intervention]] = {}
+INTERVENTION_TYPES: Registry[type[Intervention]] = Registry("intervention type")
 
 
 def register_intervention(cls: type[Intervention]) -> type[Intervention]:
     """Class decorator: make ``cls`` loadable from a saved edit by its ``type_name``."""
-    if cls.type_name in INTERVENTION_TYPES and INTERVENTION_TYPES[cls.type_name] is not cls:
-        raise ValueError(f"an intervention type {cls.type_name!r} is already registered")
-    INTERVENTION_TYPES[cls.type_name] = cls
-    return cls
+    return INTERVENTION_TYPES.register(cls.type_name, cls)
 
 
 def intervention_from_state(type_name: str, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Intervention:

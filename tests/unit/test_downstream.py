@@ -160,7 +160,7 @@ def test_task_names():
     with pytest.raises(ValueError) as e:
         load_task("piqa2")
     assert all(t in str(e.value) for t in TASKS)
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown downstream task .boolq.. Known: piqa"):
         run_task(None, "boolq")
 
 

@@ -42,7 +42,7 @@ def scratch_method():
 
     yield add
     for name in added:
-        METHODS.pop(name, None)
+        METHODS.unregister(name)
 
 
 def test_registry_lists_the_fine_tuning_family():

@@ -218,8 +218,8 @@ def test_unknown_suite_did_you_mean():
     with pytest.raises(KeyError) as ei:
         get_suite("arithmetc")
     msg = str(ei.value)
-    assert "did you mean 'arithmetic'" in msg and "facts" in msg
-    with pytest.raises(ValueError, match="known suites"):
+    assert "Did you mean 'arithmetic'?" in msg and "facts" in msg
+    with pytest.raises(ValueError, match="unknown suite 'nonsense-suite-xyz'. Known: arithmetic, facts"):
         get_suite("nonsense-suite-xyz")
     assert isinstance(ei.value, UnknownSuiteError)
 
@@ -234,7 +234,7 @@ def test_register_suite():
         with pytest.raises(TypeError):
             register_suite("bad", "not callable", 3)
     finally:
-        SUITES.pop("tiny-test", None)
+        SUITES.unregister("tiny-test")
 
 
 def test_public_namespace():

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
+from ..registry import Registry, UnknownNameError
 from ..errors import InputError, WorkError
 
 
@@ -148,7 +149,7 @@ class EditMethod(ABC):
         """Called when ``handle`` is undone, after its weights were restored."""
 
 
-METHODS: dict[str, type[EditMethod]] = {}
+METHODS: Registry[type[EditMethod]] = Registry("edit method")
 
 
 def register_method(cls: type[EditMethod]) -> type[EditMethod]:
@@ -156,22 +157,17 @@ def register_method(cls: type[EditMethod]) -> type[EditMethod]:
     for attr in ("name", "family", "summary", "Hparams"):
         if not hasattr(cls, attr):
             raise TypeError(f"{cls.__name__} must define {attr!r} to be registered as an edit method")
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise ValueError(f"an edit method named {cls.name!r} is already registered ({METHODS[cls.name].__name__})")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register(cls.name, cls)
 
 
 def get_method(name: str) -> EditMethod:
     """The registered method called ``name`` (case-insensitive; ``_`` and ``-`` are the same)."""
     if not isinstance(name, str):
         raise TypeError(f"method must be a method name (str), got {type(name).__name__}")
-    key = name.strip().lower().replace("_", "-")
-    if key in METHODS:
-        return METHODS[key]()
-    close = difflib.get_close_matches(key, list(METHODS), n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UnknownMethodError(f"unknown edit method {name!r}.{hint} Known: {', '.join(sorted(METHODS))}")
+    try:
+        return METHODS[name]()
+    except UnknownNameError as e:
+        raise UnknownMethodError(str(e)) from None
 
 
 def check_hparams(name: str, given: dict[str, Any]) -> None:

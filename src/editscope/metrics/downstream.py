@@ -68,6 +68,8 @@ files have none, so few-shot numbers are not the harness's few-shot numbers.
 
 from __future__ import annotations
 
+from ..registry import Registry
+
 import json
 import math
 import random
@@ -486,7 +488,7 @@ _MRPC = "Sentence 1: {sentence1}\nSentence 2: {sentence2}\nQuestion: Do both sen
 _RTE = "{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:"
 _BIN = ("acc", "acc_norm", "f1", "mcc")
 
-TASKS: dict[str, TaskSpec] = {s.name: s for s in [
+TASKS: Registry[TaskSpec] = Registry("downstream task", {s.name: s for s in [
     TaskSpec("piqa", "multiple_choice", ("piqa", "valid.jsonl"), "piqa",
              'Question: {goal}\\nAnswer: / " {sol1}" | " {sol2}" (labels: valid-labels.lst)',
              ("acc", "acc_norm"), _fmt_piqa),
@@ -521,14 +523,11 @@ TASKS: dict[str, TaskSpec] = {s.name: s for s in [
     TaskSpec("dialogue", "multiple_choice", ("glue_eval", "dialogue.jsonl"), "mutual",
              "detokenized article / \" \" + detokenized option (answers A-D)",
              ("acc", "acc_norm", "r@2", "mrr"), _fmt_dialogue),
-]}
+]})
 
 
 def _spec(name: str) -> TaskSpec:
-    key = str(name).lower()
-    if key not in TASKS:
-        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
-    return TASKS[key]
+    return TASKS[str(name)]
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any]]:

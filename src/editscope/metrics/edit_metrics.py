@@ -21,6 +21,8 @@ Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult
 
 from __future__ import annotations
 
+from ..registry import Registry
+
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -90,7 +92,7 @@ def _changed_kl(row):
     return (not same) and row["kl"] > KL_THRESHOLD
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in [
+METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
     Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"]),
     Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true")),
     Metric("ns", 1, "rate", "P(target) > P(target_new) (ROME NS)", lambda r: _alt(r, "target_new")),
@@ -103,7 +105,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl")),
     Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target")),
     Metric("changed_kl", 1, "rate", f"answer changed and first-token KL > {KL_THRESHOLD} nats", _changed_kl),
-]}
+]})
 
 
 def aggregate(values: Iterable[Any], kind: str, confidence: float = 0.95) -> dict[str, float] | None:

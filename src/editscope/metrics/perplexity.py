@@ -22,6 +22,8 @@ predicted positions, in chunks, so memory stays bounded for long corpora and lar
 
 from __future__ import annotations
 
+from ..registry import Registry
+
 import json
 import math
 from collections.abc import Sequence
@@ -45,12 +47,12 @@ __all__ = [
 ]
 
 #: Named corpora: name -> (path parts under the shared data folder, description).
-CORPORA: dict[str, tuple[tuple[str, ...], str]] = {
+CORPORA: Registry[tuple[tuple[str, ...], str]] = Registry("corpus", {
     "me_ppl_50": (("me_ppl", "ME-PPL_50.json"), "ME-PPL, 50 sentences (Yang et al. 2024)"),
     "me_ppl_1k": (("me_ppl", "ME-PPL_1k.json"), "ME-PPL, 1,000 sentences"),
     "me_ppl": (("me_ppl", "ME-PPL.json"), "ME-PPL, 10,000 sentences"),
     "wikitext2": (("wikitext2", "wiki.test.raw"), "WikiText-2 raw test split as one document"),
-}
+})
 
 #: Perplexity above which a model counts as collapsed (DESIGN.md; Yang et al. 2024).
 DEFAULT_COLLAPSE_THRESHOLD = 1000.0

@@ -11,6 +11,8 @@ and :meth:`ArchSpec.weight_out_in` always returns the ``[out, in]`` view so that
 
 from __future__ import annotations
 
+from ..registry import Registry
+
 from dataclasses import dataclass
 
 import torch
@@ -211,15 +213,15 @@ _GPT_NEOX = ArchSpec(
     parallel_block=True,
 )
 
-ARCH_SPECS: dict[str, ArchSpec] = {
+ARCH_SPECS: Registry[ArchSpec] = Registry("architecture", {
     t: spec for spec in (_LLAMA_LIKE, _GEMMA_SANDWICH, _GPT2, _GPTJ, _GPT_NEOX) for t in spec.model_types
-}
+})
 
 
 def arch_for(config) -> ArchSpec:
     """The :class:`ArchSpec` for a transformers config, or a clear error on an unknown family."""
     model_type = getattr(config, "model_type", None)
-    spec = ARCH_SPECS.get(model_type)
+    spec = ARCH_SPECS.get(model_type) if isinstance(model_type, str) else None
     if spec is None:
         raise UnsupportedArchitectureError(
             f"model_type={model_type!r} has no ArchSpec (supported: {', '.join(sorted(ARCH_SPECS))}). "
@@ -233,4 +235,4 @@ def arch_for(config) -> ArchSpec:
 def register_arch(spec: ArchSpec) -> None:
     """Register a user-defined :class:`ArchSpec` for its ``model_types`` (overrides built-ins)."""
     for t in spec.model_types:
-        ARCH_SPECS[t] = spec
+        ARCH_SPECS.register(t, spec, overwrite=True)

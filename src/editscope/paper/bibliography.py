@@ -302,7 +302,7 @@ DATA_KEYS: dict[str, tuple[str, ...]] = {
     "me_ppl": ("yang2024butterfly",), "wikitext": ("merity2017pointer",), "piqa": ("bisk2020piqa",),
     "hellaswag": ("zellers2019hellaswag",), "lambada": ("paperno2016lambada",), "sst2": ("socher2013recursive", "wang2019glue"),
     "glue": ("wang2019glue",), "rte": ("wang2019glue",), "mrpc": ("wang2019glue",), "qnli": ("wang2019glue",),
-    "cola": ("wang2019glue",), "boolq": ("wang2019glue",),
+    "cola": ("wang2019glue",),
 }
 #: built-in model name prefix -> its report
 MODEL_KEYS: dict[str, tuple[str, ...]] = {"smollm2": ("allal2025smollm2",), "gemma3": ("gemma2025gemma3",),

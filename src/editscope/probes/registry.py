@@ -7,7 +7,6 @@ zsRE, MQuAKE, ... in :mod:`editscope.probes.loaders`) register themselves with
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from ..requests import ProbeSet
 from .arithmetic import arithmetic
 from .facts import facts
 from ..errors import InputError
+from ..registry import Registry, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class UnknownSuiteError(InputError, KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-SUITES: dict[str, SuiteInfo] = {}
+SUITES: Registry[SuiteInfo] = Registry("suite")
 
 
 def register_suite(
@@ -59,24 +59,15 @@ def register_suite(
         raise ValueError(f"suite name must be a non-blank string without surrounding spaces, got {name!r}")
     if not callable(factory):
         raise TypeError(f"factory for suite {name!r} must be callable, got {type(factory).__name__}")
-    if name in SUITES and not overwrite:
-        raise ValueError(f"suite {name!r} is already registered; pass overwrite=True to replace it")
     info = SuiteInfo(name=name, description=str(description), factory=factory, needs_edit=bool(needs_edit))
-    SUITES[name] = info
-    return info
+    return SUITES.register(name, info, overwrite=overwrite)
 
 
 def _lookup(name: str) -> SuiteInfo:
-    if isinstance(name, str):
-        if name in SUITES:
-            return SUITES[name]
-        norm = name.strip().lower().replace("_", "-")
-        for key, info in SUITES.items():
-            if key.lower().replace("_", "-") == norm:
-                return info
-    close = difflib.get_close_matches(str(name), list(SUITES), n=3, cutoff=0.5)
-    hint = f" did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise UnknownSuiteError(f"unknown suite {name!r};{hint} known suites: {', '.join(SUITES) or '(none)'}")
+    try:
+        return SUITES[name]
+    except UnknownNameError as e:
+        raise UnknownSuiteError(str(e)) from None
 
 
 def get_suite(name: str, **kwargs: Any) -> ProbeSet:

@@ -41,6 +41,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..registry import PluginError, load_plugins
 from ..methods.base import HparamError, check_hparams, get_method
 from ..probes.registry import _lookup as lookup_suite
 from ..errors import InputError
@@ -284,12 +285,16 @@ class StudyConfig(_Strict):
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     criterion: CriterionSpec | None = Field(None, description="report-only: the bar an isolated edit must clear")
     controls: ControlsSpec | None = Field(None, description="unrelated-edit controls (placebo and identity are methods)")
+    plugins: list[str] = Field(default_factory=list, description="modules imported before validation: they register "
+                                                                  "methods, suites, metrics, tasks, corpora or architectures")
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
         d = handler(self)
         if self.controls is None:
             d.pop("controls", None)
+        if not self.plugins:  # added later: left out while empty, so stored studies keep their hash
+            d.pop("plugins", None)
         return d
 
     @field_validator("model", mode="before")
@@ -459,6 +464,13 @@ def parse_config(data: Any, where: str = "config") -> StudyConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys (name, model, methods, edits, ...), "
                           f"got {type(data).__name__}")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins):
+        raise ConfigError(f"{where}: plugins: give a list of module names to import (e.g. [mylab.methods]), got {plugins!r}")
+    try:
+        load_plugins(plugins)  # before validation: they may register the methods and suites named below
+    except PluginError as e:
+        raise ConfigError(f"{where}: plugins: {e}") from None
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as e:
