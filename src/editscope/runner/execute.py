@@ -359,8 +359,16 @@ class Runner:
     def _run_sequential(self, method: MethodSpec, units: list[UnitPlan], done: set) -> None:
         proto = self.config.protocol
         stored = {u.unit: u for u in self.store.units(method.name)}
-        saved = {k: v.detach().clone() for k, v in self.model.hf.state_dict().items()}
+        # base values of the tensors the chain touches, copied on first touch (not the whole model)
+        saved: dict[str, torch.Tensor] = {}
         saved_ivs = {site: iv.copy() for site, iv in installed(self.model).items()}
+
+        def keep_base(handles: list) -> None:
+            for h in handles:
+                if h.kind == "weights":
+                    for n, t in h.weights_before().items():
+                        if n not in saved:
+                            saved[n] = t.detach().clone()
         try:
             for unit in units:
                 prev = stored.get(unit.unit)
@@ -371,6 +379,7 @@ class Runner:
                         return
                     if prev.status == "done":
                         handles, _, failure = self._apply(method, unit, [])
+                        keep_base(handles)
                         self.digests = self._digests_with(handles)
                         for h in handles:
                             h.release()
@@ -382,6 +391,7 @@ class Runner:
                     continue
                 events: list = []
                 handles, secs, failure = self._apply(method, unit, events)
+                keep_base(handles)
                 status, extra = ("failed" if failure else "done"), self._anatomy(handles, saved)
                 check = proto.guard != "off" and (unit.step % proto.guard_every == 0 or unit.step == len(units))
                 if check and not failure:
@@ -411,6 +421,8 @@ class Runner:
         finally:
             _restore_all(self.model, saved, saved_ivs)
             self.digests = dict(self.base_watch.digests)
+        if not self.base_watch.holds(self.model):
+            raise RuntimeError(f"{method.name}: the sequential chain did not restore the base model")
 
 
 def first_block(model: Model, spec: MethodSpec) -> int:
@@ -445,10 +457,12 @@ def shared_first_block(model: Model, methods: list[MethodSpec]) -> int | None:
 
 
 def _restore_all(model: Model, state: dict[str, torch.Tensor], ivs: dict[str, Intervention]) -> None:
-    """Put every weight and intervention back and drop the (released) edits from the model's edit stack."""
+    """Put the weights in ``state`` (the touched ones) and every intervention back, and drop the
+    (released) edits from the model's edit stack."""
     with torch.no_grad():
         for k, v in model.hf.state_dict().items():
-            v.copy_(state[k])
+            if k in state:
+                v.copy_(state[k])
     remove_all(model)
     for iv in ivs.values():
         install(model, iv)
