@@ -108,4 +108,4 @@ def test_cli_eval_offline_on_the_default_model():
     table = subprocess.run(exe + ["suites"], capture_output=True, text=True, check=True).stdout
     assert "counterfact" in table and "arithmetic" in table
     bad = subprocess.run(exe + ["eval", "-s", "arithmetc"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "did you mean 'arithmetic'" in bad.stderr.replace("\n", " ") and not bad.stdout
+    assert bad.returncode == 2 and "Did you mean 'arithmetic'?" in bad.stderr.replace("\n", " ") and not bad.stdout

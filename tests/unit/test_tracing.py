@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("tmp_cache")
 PROMPT, SUBJECT = "The capital of 2+2 is", "2+2"
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2", "gpt_neox"])
+@pytest.fixture(scope="module", params=["llama", "gpt_neox"])
 def model(request):
     return tiny_model(request.param)
 

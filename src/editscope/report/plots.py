@@ -386,7 +386,9 @@ def caption(res: StudyResults, name: str) -> str:
 
 def all_figures(res: StudyResults, out: Path, names: Iterable[str] | None = None) -> dict[str, list[Path]]:
     """Draw the figures ``names`` (default all of :data:`FIGURES`) that apply to this run."""
-    figs = {k: FIGURES[k](res, out) for k in (FIGURES if names is None else names) if k in FIGURES}
+    # drawn once per loaded run and folder: a write-up and a paper of the same run share them
+    figs = {k: res.cached(("figure", k, str(out)), lambda k=k: FIGURES[k](res, out))
+            for k in (FIGURES if names is None else names) if k in FIGURES}
     return {k: v for k, v in figs.items() if v}
 
 

@@ -412,11 +412,15 @@ def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = Non
     keeps only probes whose ``meta`` matches every ``{key: value}`` (values compared as text; a
     list-valued entry matches when one element does), e.g. ``{"op": "+", "b": "2"}``."""
     metric = _metric_for(cat, metric)
-    rows = _category_rows(res.final_rows(method), cat)
-    if where:
-        rows = [r for r in rows
-                if all(k in r["meta"] and want in _meta_texts(r["meta"][k]) for k, want in where.items())]
-    return rows_cell(res, rows, metric)
+
+    def make() -> Cell | None:
+        rows = _category_rows(res.final_rows(method), cat)
+        if where:
+            rows = [r for r in rows
+                    if all(k in r["meta"] and want in _meta_texts(r["meta"][k]) for k, want in where.items())]
+        return rows_cell(res, rows, metric)
+
+    return res.cached(("rate_cell", method, cat, metric, tuple(sorted((where or {}).items()))), make)
 
 
 def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) -> dict[str, dict[str, Cell | None]]:
@@ -425,6 +429,10 @@ def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) 
     entry counts the probe under each of its elements; probes without the key are left out.
     Values are ordered by how many probes they hold (most first)."""
     metric = _metric_for(cat, metric)
+    return res.cached(("breakdown", cat, key, metric), lambda: _breakdown(res, cat, key, metric))
+
+
+def _breakdown(res: StudyResults, cat: str, key: str, metric: str) -> dict[str, dict[str, Cell | None]]:
     groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, int] = defaultdict(int)
     for m in ["base", *res.methods]:
