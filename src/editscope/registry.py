@@ -74,13 +74,16 @@ class Registry(Mapping[str, T], Generic[T]):
     def unregister(self, name: str) -> None:
         self._items.pop(normalise(name), None)
 
+    def _entry(self, name: object) -> tuple[str, T]:
+        """``(registered spelling, entry)`` of ``name``; :class:`UnknownNameError` when none."""
+        hit = self._items.get(normalise(name)) if isinstance(name, str) else None
+        if hit is None:
+            raise UnknownNameError(self._unknown(name))
+        return hit
+
     def resolve(self, name: str) -> str:
         """The registered spelling of ``name`` (:class:`UnknownNameError` when none)."""
-        if isinstance(name, str):
-            hit = self._items.get(normalise(name))
-            if hit is not None:
-                return hit[0]
-        raise UnknownNameError(self._unknown(name))
+        return self._entry(name)[0]
 
     def suggest(self, name: str, n: int = 3) -> list[str]:
         """The registered names nearest to ``name``."""
@@ -94,11 +97,7 @@ class Registry(Mapping[str, T], Generic[T]):
         return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(self) or '(none)'}"
 
     def __getitem__(self, name: str) -> T:
-        if isinstance(name, str):
-            hit = self._items.get(normalise(name))
-            if hit is not None:
-                return hit[1]
-        raise UnknownNameError(self._unknown(name))
+        return self._entry(name)[1]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and normalise(name) in self._items
