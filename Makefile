@@ -49,7 +49,7 @@ strength: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_strength.yaml --out runs/two-plus-two-strength --resume
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration"
