@@ -160,27 +160,36 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda k: points[k])
 
 
+def frontier_points(res: StudyResults) -> tuple[list[str], dict[str, tuple[float, float]], float]:
+    """The frontier plot's data: the edit methods with locality and paraphrase rates, the
+    (locality, paraphrase top-1) points of those that clear the efficacy bar (the study's
+    criterion, default 1: target top-1), and that bar."""
+    methods = [m for m in res.edit_methods if rate_cell(res, m, LOCALITY) is not None
+               and rate_cell(res, m, "paraphrase") is not None]
+    bar = (res.config.get("criterion") or {}).get("efficacy", 1.0)
+    pts = {}
+    for m in methods:
+        tgt = rate_cell(res, m, "target")
+        if tgt is not None and tgt.value >= bar - 1e-12:
+            pts[m] = (rate_cell(res, m, LOCALITY).value, rate_cell(res, m, "paraphrase").value)
+    return methods, pts, bar
+
+
 def frontier(res: StudyResults, out: Path) -> list[Path]:
     """Paraphrase top-1 against locality (share of all non-target probes unchanged), one point per
     method with 95% intervals as whiskers; grey points miss the efficacy bar (target top-1); the
     Pareto frontier over the others; the study's criterion as dashed lines. With more than 12
     methods only the frontier's points are named."""
-    methods = [m for m in res.edit_methods if rate_cell(res, m, LOCALITY) is not None
-               and rate_cell(res, m, "paraphrase") is not None]
+    methods, pts, bar = frontier_points(res)
     if len(methods) < 2:
         return []
     crit = res.config.get("criterion") or {}
-    bar = crit.get("efficacy", 1.0)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    pts: dict[str, tuple[float, float]] = {}
-    for i, m in enumerate(methods):
-        loc, par, tgt = rate_cell(res, m, LOCALITY), rate_cell(res, m, "paraphrase"), rate_cell(res, m, "target")
-        ok = tgt is not None and tgt.value >= bar - 1e-12
+    for m in methods:
+        loc, par = rate_cell(res, m, LOCALITY), rate_cell(res, m, "paraphrase")
         ax.errorbar(loc.value, par.value, xerr=[[loc.value - loc.low], [loc.high - loc.value]],
                     yerr=[[par.value - par.low], [par.high - par.value]], fmt="o", ms=4, capsize=2, lw=0.8,
-                    color="#1d3557" if ok else "#adb5bd")
-        if ok:
-            pts[m] = (loc.value, par.value)
+                    color="#1d3557" if m in pts else "#adb5bd")
     front = pareto_front(pts)
     crowded = len(methods) > 12  # a search: name only the frontier, the tables have the rest
     for i, m in enumerate(methods):
@@ -373,12 +382,7 @@ def caption(res: StudyResults, name: str) -> str:
     """A figure's default caption: what it shows, and for the frontier which methods are on it."""
     text = CAPTIONS.get(name, name.replace("_", " ") + ".")
     if name == "frontier":
-        pts = {}
-        for m in res.edit_methods:
-            loc, par = rate_cell(res, m, LOCALITY), rate_cell(res, m, "paraphrase")
-            if loc is not None and par is not None:
-                pts[m] = (loc.value, par.value)
-        front = pareto_front(pts)
+        front = pareto_front(frontier_points(res)[1])  # the same points the figure joins
         if front:
             text = f"The Pareto frontier holds {', '.join(front)}. " + text
     return text
