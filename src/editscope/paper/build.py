@@ -62,22 +62,23 @@ def _warnings(log: str) -> tuple[list[str], list[str], list[str], list[str]]:
     return sorted(set(refs)), sorted(set(cites)), tables, text
 
 
-def compile_paper(main: str | Path, timeout: int = 300) -> BuildReport:
-    """Build ``main.tex`` in its folder: pdflatex, bibtex, pdflatex twice. Raises
-    :class:`PaperBuildError` (file, line, log excerpt) when LaTeX or BibTeX fails, or when
-    pdflatex/bibtex is not installed (with the Debian packages that provide them)."""
+def compile_paper(main: str | Path, timeout: int = 300, bibtex: bool = True) -> BuildReport:
+    """Build ``main.tex`` in its folder: pdflatex, bibtex, pdflatex twice (``bibtex=False``, a
+    document without a bibliography: pdflatex twice). Raises :class:`PaperBuildError` (file, line,
+    log excerpt) when LaTeX or BibTeX fails, or when pdflatex/bibtex is not installed (with the
+    Debian packages that provide them)."""
     main = Path(main)
-    tools = {name: shutil.which(name) for name in ("pdflatex", "bibtex")}
+    tools = {name: shutil.which(name) for name in ("pdflatex", "bibtex") if bibtex or name == "pdflatex"}
     missing = [n for n, p in tools.items() if p is None]
     if missing:
         raise PaperBuildError(f"{', '.join(missing)} not found; install texlive-latex-recommended and "
                               "texlive-fonts-recommended (apt-get install texlive-latex-recommended texlive-fonts-recommended)")
     latex = [tools["pdflatex"], "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", main.stem]
-    steps = [latex, [tools["bibtex"], main.stem], latex, latex]
+    steps = [latex, [tools["bibtex"], main.stem], latex, latex] if bibtex else [latex, latex]
     passes = 0
     for cmd in steps:
         p = _run(cmd, main.parent, timeout)
-        if cmd[0] == tools["bibtex"]:
+        if cmd[0] == tools.get("bibtex"):
             if p.returncode >= 2:  # 1: warnings only
                 raise PaperBuildError(f"bibtex failed on {main.stem}.aux:\n{p.stdout[-1500:]}")
             continue
@@ -85,7 +86,8 @@ def compile_paper(main: str | Path, timeout: int = 300) -> BuildReport:
         if p.returncode != 0:
             log_path = main.with_suffix(".log")
             log = log_path.read_text(errors="replace") if log_path.exists() else p.stdout
-            raise PaperBuildError(f"pdflatex failed (pass {passes} of 3) in {main.parent}:\n{latex_error(log)}")
+            raise PaperBuildError(f"pdflatex failed (pass {passes} of {len(steps) - bibtex}) in {main.parent}:\n"
+                                  f"{latex_error(log)}")
     log = main.with_suffix(".log").read_text(errors="replace")
     refs, cites, tables, text = _warnings(log)
     blg = main.with_suffix(".blg")

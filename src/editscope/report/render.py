@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import shutil
-import subprocess
 from pathlib import Path
 
 from .plots import all_figures, caption
@@ -502,16 +501,12 @@ def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -
 
 
 def compile_latex(main: Path) -> Path:
-    """Run pdflatex twice in ``main``'s folder; returns the PDF. Raises RuntimeError with the log tail."""
-    exe = shutil.which("pdflatex")
-    if exe is None:
-        raise RuntimeError("pdflatex not found; install texlive-latex-recommended")
-    for _ in range(2):
-        p = subprocess.run([exe, "-interaction=nonstopmode", "-halt-on-error", main.name], cwd=main.parent,
-                           capture_output=True, text=True, timeout=180)
-        if p.returncode != 0:
-            raise RuntimeError("pdflatex failed:\n" + p.stdout[-2000:])
-    return main.with_suffix(".pdf")
+    """Run pdflatex twice in ``main``'s folder (the report bundle has no bibliography); returns the
+    PDF. Raises :class:`editscope.paper.PaperBuildError` (a RuntimeError) with the file, line and
+    log excerpt."""
+    from ..paper.build import compile_paper  # the one LaTeX build, shared with paper drafts
+
+    return compile_paper(main, bibtex=False).pdf
 
 
 FORMATS = ("md", "html", "latex")
