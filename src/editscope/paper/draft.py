@@ -28,8 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from ..report.document import DocumentError, _PLACEHOLDER, fill, load_companions
-from ..report.plots import all_figures
+from ..report.document import DocumentError, fill, load_companions, shown_figures
 from ..report.render import breakdown_table, tables
 from ..report.results import EFFICACY, StudyResults, load_results
 from ..report.table import Table
@@ -284,8 +283,7 @@ def write_paper(run_dir: str | Path, template: str | Path, out: str | Path, *, r
     style = _style(template, out, notes)
     study = str(res.meta.get("name"))
     sink = LatexSink(out, study)
-    wanted = {m.group(2) for m in _PLACEHOLDER.finditer(everything) if m.group(1) == "figure"}
-    figures = all_figures(res, Path(run_dir) / "figures", wanted)
+    figures = shown_figures(everything, res, run_dir)
 
     def filled(where: str, text: str) -> str:
         try:

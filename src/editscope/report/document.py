@@ -378,6 +378,13 @@ def load_companions(template: str, run_dir: str | Path,
     return out
 
 
+def shown_figures(template: str, res: StudyResults, run_dir: str | Path) -> dict[str, list[Path]]:
+    """Draw the figures a template's ``{{figure:NAME}}`` placeholders show (only those), into the run's
+    ``figures/`` folder: name -> [PNG, PDF]."""
+    wanted = {m.group(2) for m in _PLACEHOLDER.finditer(template) if m.group(1) == "figure"}
+    return all_figures(res, Path(run_dir) / "figures", wanted)
+
+
 def write_document(run_dir: str | Path, template: str | Path, out: str | Path, reference: str | None = None,
                    runs: Mapping[str, str | Path] | None = None, results: StudyResults | None = None) -> Path:
     """Fill ``template`` from ``run_dir`` into ``out``; figures go to ``<out dir>/figures``.
@@ -387,12 +394,11 @@ def write_document(run_dir: str | Path, template: str | Path, out: str | Path, r
     out = Path(out)
     text = Path(template).read_text()
     others = load_companions(text, run_dir, runs)
-    wanted = {m.group(2) for m in _PLACEHOLDER.finditer(text) if m.group(1) == "figure"}
-    figures = all_figures(res, Path(run_dir) / "figures", wanted)  # only those the text shows
+    figures = shown_figures(text, res, run_dir)
     text = fill(text, res, str(run_dir), out.parent / "figures", figures, others)
     out.parent.mkdir(parents=True, exist_ok=True)  # a write-up without figures creates no figure folder
     out.write_text(text)
     return out
 
 
-__all__ = ["DocumentError", "MarkdownSink", "Sink", "fill", "load_companions", "referenced_studies", "write_document"]
+__all__ = ["DocumentError", "MarkdownSink", "Sink", "fill", "shown_figures", "load_companions", "referenced_studies", "write_document"]
