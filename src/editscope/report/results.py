@@ -318,11 +318,12 @@ def _columns(res: StudyResults) -> list[Column]:
 
 def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> tuple[list[bool], list[bool]]:
 
+    key = (lambda r: (r["probe_set"], r["index"])) if res.protocol == "sequential" else \
+        (lambda r: (r["unit"], r["probe_set"], r["index"]))
+
     def table(m):
-        rs = _category_rows(res.final_rows(m), cat)
-        key = (lambda r: (r["probe_set"], r["index"])) if res.protocol == "sequential" else \
-            (lambda r: (r["unit"], r["probe_set"], r["index"]))
-        return res.cached(("paired", m, cat, metric), lambda: {key(r): METRICS[metric].fn(r) for r in rs})
+        return res.cached(("paired", m, cat, metric), lambda: {
+            key(r): METRICS[metric].fn(r) for r in _category_rows(res.final_rows(m), cat)})
 
     a, b = table(ref), table(method)
     keys = [k for k in a if k in b and a[k] is not None and b[k] is not None]
