@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import data_path
+from ..registry import Registry
 from ..requests import EditRequest, Probe, ProbeSet
 from ..errors import InputError
 
@@ -882,18 +883,18 @@ def _suite_factory(loader: Callable[..., EditDataset], name: str) -> Callable[..
 
 
 #: edit datasets by name (study files' ``edits: [{dataset: NAME}]``, ``editscope trace --dataset``)
-EDIT_DATASETS = {"counterfact": load_counterfact, "zsre": load_zsre, "mquake": load_mquake, "jsonl": load_jsonl}
+EDIT_DATASETS: Registry[Callable[..., EditDataset]] = Registry("edit dataset", {
+    "counterfact": load_counterfact, "zsre": load_zsre, "mquake": load_mquake, "jsonl": load_jsonl})
 
 
 def load_edit_dataset(name: str, source: str | Path | None = None, *, limit: int | None = None,
                       offset: int = 0) -> EditDataset:
     """The edit dataset ``name`` (one of :data:`EDIT_DATASETS`) from ``source`` (default: its file
     under ../shared/data, or the hub when online)."""
-    if name not in EDIT_DATASETS:
-        raise RecordError(f"unknown edit dataset {name!r}; use one of {', '.join(EDIT_DATASETS)}")
-    if name == "jsonl" and source is None:
+    loader = EDIT_DATASETS[name]  # an unknown name: UnknownNameError with the nearest
+    if loader is load_jsonl and source is None:
         raise RecordError("the jsonl dataset needs a source (a .jsonl path)")
-    return EDIT_DATASETS[name](source, limit=limit, offset=offset)
+    return loader(source, limit=limit, offset=offset)
 
 
 def _register_suites() -> None:
