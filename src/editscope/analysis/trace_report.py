@@ -20,7 +20,6 @@ An unknown set, kind, category or case is an error that names it and what there 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .tracing import KINDS, TOKEN_CATEGORIES, AverageEffect, TraceError, TraceResult, average_indirect_effect
-from .trace_study import load_traces, read_traces
+from .trace_study import read_traces, traced
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+):([^}]*)\}\}")
 
@@ -39,7 +38,7 @@ class TraceSet:
     def __init__(self, name: str, folder: str | Path):
         self.name, self.folder = name, Path(folder)
         self.meta, self.lines = read_traces(folder)
-        self.results: list[TraceResult] = load_traces(folder)[1]
+        self.results: list[TraceResult] = traced(self.lines)
         self._avg: dict[str, AverageEffect] = {}
 
     def average(self, kind: str) -> AverageEffect:
@@ -135,7 +134,7 @@ def fill_traces(template: str, sets: Mapping[str, TraceSet], figure_dir: Path | 
                 hit = [ln for ln in s.lines if ln["case"] == bits[2] and ln.get("status") == "traced"]
                 if not hit:
                     raise TraceError(f"{{{{{whole}}}}}: no traced case {bits[2]!r} in {s.name!r}")
-                r = TraceResult.from_json(json.dumps(hit[0]["trace"]))
+                r = traced(hit)[0]
                 paths = plot_trace(r, figure_dir, f"{s.name}_trace_{re.sub(r'[^A-Za-z0-9]+', '-', bits[2])}")
             else:
                 raise TraceError(f"{{{{{whole}}}}}: write {{{{figure:SET:average_effect}}}} or {{{{figure:SET:trace:CASE}}}}")

@@ -24,7 +24,7 @@ import torch
 
 from ..models.model import Model
 from ..scoring import encode_pairs, encode_prompts
-from .tracing import KINDS, TraceError, TraceResult, _clean_states, embedding_std, trace
+from .tracing import KINDS, TraceError, TraceResult, _last_probs, embedding_std, trace
 
 META = "meta.json"
 TRACES = "traces.jsonl"
@@ -89,10 +89,15 @@ def read_traces(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]
     return meta, lines
 
 
+def traced(lines: list[dict[str, Any]]) -> list[TraceResult]:
+    """The traces among stored lines (skipped cases left out)."""
+    return [TraceResult.from_json(json.dumps(ln["trace"])) for ln in lines if ln.get("status") == "traced"]
+
+
 def load_traces(folder: str | Path) -> tuple[dict[str, Any], list[TraceResult]]:
     """The stored traces of a study folder (skipped cases left out)."""
     meta, lines = read_traces(folder)
-    return meta, [TraceResult.from_json(json.dumps(ln["trace"])) for ln in lines if ln.get("status") == "traced"]
+    return meta, traced(lines)
 
 
 def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, limit: int | None = None,
@@ -132,7 +137,7 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
             status, reason, result = "traced", "", None
             if known_only and c.target is not None:
                 ids = encode_prompts(model, [c.prompt])[0]
-                _, probs = _clean_states(model, ids)
+                probs = _last_probs(model, torch.tensor([ids], device=model.device))[0]  # no states needed here
                 first = encode_pairs(model, [c.prompt], [c.target])[0].cont_ids[:1]
                 if not first or int(torch.argmax(probs)) != first[0]:
                     status, reason = "skipped", "not known: the model's top-1 next token is not the answer's first token"
@@ -153,4 +158,4 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
     return load_traces(out)[1]
 
 
-__all__ = ["TraceCase", "arithmetic_cases", "dataset_cases", "load_traces", "read_traces", "trace_cases"]
+__all__ = ["TraceCase", "arithmetic_cases", "dataset_cases", "load_traces", "read_traces", "trace_cases", "traced"]

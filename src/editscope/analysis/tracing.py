@@ -36,6 +36,7 @@ from ..scoring import body_forward, encode_pairs, encode_prompts, logits_from_hi
 from ..stats import mean_interval
 
 KINDS = ("hidden", "mlp", "attn")
+ROLES = {"hidden": "layer", "mlp": "mlp", "attn": "attn"}  # kind -> the ArchSpec module whose output it is
 KIND_LABEL = {"hidden": "residual stream (single state)", "mlp": "MLP output (window)", "attn": "attention output (window)"}
 LOW_CLEAN = 0.05  # below this clean probability the grid is reported, with a warning, not trusted
 VERSION = 1       # part of the cache key: bump when the algorithm changes
@@ -154,7 +155,7 @@ class _Patcher:
         m = self.model
         self.handles = [m.module("embed").register_forward_hook(self._embed)]
         for layer in range(m.n_layers):
-            for kind, role in (("hidden", "layer"), ("mlp", "mlp"), ("attn", "attn")):
+            for kind, role in ROLES.items():
                 self.handles.append(m.module(role, layer).register_forward_hook(self._state(kind, layer)))
         return self
 
@@ -176,7 +177,7 @@ def _clean_states(model: Model, ids: list[int]) -> tuple[dict[str, list[torch.Te
         return hook
 
     for layer in range(model.n_layers):
-        for kind, role in (("hidden", "layer"), ("mlp", "mlp"), ("attn", "attn")):
+        for kind, role in ROLES.items():
             handles.append(model.module(role, layer).register_forward_hook(grab(kind, layer)))
     try:
         probs = _last_probs(model, torch.tensor([ids], device=model.device))
