@@ -687,14 +687,15 @@ def trace_cmd(
         _fail("--prompt/--subject trace one prompt; leave them out with --dataset/--arithmetic")
     kinds = tuple(kind or KINDS)
     resolve_dtype(dtype)
-    with _working(f"loading {model}"):
-        m = load_model(model, dtype=dtype)
-    folder = Path(out)
-    if many:
+    if many:  # the cases are read (and refused) before the model is loaded
         from .analysis.trace_study import arithmetic_cases, dataset_cases, trace_cases
 
         cases = dataset_cases(dataset, source, offset=offset) if dataset else arithmetic_cases(tuple(arithmetic), range(operands))
         what = f"{dataset} from record {offset}" if dataset else f"'a{arithmetic}b=' for a, b < {operands}"
+    with _working(f"loading {model}"):
+        m = load_model(model, dtype=dtype)
+    folder = Path(out)
+    if many:
         with counting_bar() as bar:
             task = bar.add_task("tracing", total=limit or len(cases))
             results = trace_cases(m, cases, folder, limit=limit, known_only=dataset is not None and not all_facts,
