@@ -486,12 +486,24 @@ def run(
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="run the study on this model instead of the config's (a different study: "
                               "named <study>-<model>, default folder runs/<study>-<model>)")] = None,
+    backend: Annotated[str, typer.Option(help="where units run: local (this process) or ray (Ray workers; "
+                                              "pip install 'editscope[ray]')")] = "local",
+    address: Annotated[str | None, typer.Option(help="with --backend ray: a running cluster's HOST:PORT or 'auto' "
+                                                     "(default: start a local cluster)")] = None,
+    workers: Annotated[int | None, typer.Option(help="with --backend ray: workers (each loads the model once; "
+                                                     "default one per CPU of the cluster)")] = None,
 ) -> None:
     """Run a study: methods x edits x probe suites under a protocol, into a resumable results store."""
     from . import runner
     from .runner.execute import check_run_folder
     from .runner.store import FILENAME, ResultsStore
 
+    from .runner.execute import BACKENDS
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"{backend!r}: give one of {', '.join(BACKENDS)}", param_hint="--backend")
+    if backend == "local" and (address is not None or workers is not None):
+        raise typer.BadParameter("--address and --workers go with --backend ray", param_hint="--backend")
     cfg = runner.load_config(config)
     if model is not None:
         cfg = cfg.on_model(model)
@@ -512,7 +524,8 @@ def run(
         _estimate(cfg, plan, per_unit, evaluated)
         return
     try:
-        path = runner.run_study(cfg, out_dir, resume=resume, force=force)
+        path = runner.run_study(cfg, out_dir, resume=resume, force=force, backend=backend, address=address,
+                                workers=workers)
     except KeyboardInterrupt:
         if _debug_on():
             raise

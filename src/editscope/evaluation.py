@@ -358,6 +358,15 @@ def first_token_margin(top_logprobs: torch.Tensor) -> list[float | None]:
     return (top_logprobs[:, 0] - top_logprobs[:, 1]).double().tolist()
 
 
+def base_output_path(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
+                     top_k: int = DEFAULT_TOP_K) -> Path:
+    """The file :func:`evaluate` caches the base model's outputs for ``probes`` in (same defaults),
+    e.g. to ship them to workers that evaluate edits of the same base model."""
+    probes = list(probes)
+    watch = watch if watch is not None else _default_watch(probes)
+    return _cache_path(model.base_fingerprint, probes_hash(probes, watch, top_k))
+
+
 def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
              top_k: int = DEFAULT_TOP_K, use_cache: bool = True, keep_hidden: int | None = None,
              incremental: bool = True, score_targets: str | Collection[str] = "auto",
@@ -484,4 +493,4 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
 
 
 __all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "UNSCORED_BY_DEFAULT",
-           "compute_base_outputs", "evaluate", "scored_mask"]
+           "base_output_path", "compute_base_outputs", "evaluate", "scored_mask"]

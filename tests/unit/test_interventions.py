@@ -370,6 +370,7 @@ def test_a_shared_prefix_runs_once_and_scores_like_full_passes(monkeypatch):
 
 def test_the_runner_evaluates_late_edits_from_kept_states_with_the_full_pass_results(tmp_path, monkeypatch):
     import editscope.runner.execute as ex
+    import editscope.runner.units as units
 
     study = {"name": "late", "model": "tiny:llama", "seed": 0, "edits": [{"prompt": "2+2=", "target_new": "5"}],
              "methods": [{"method": "grace", "hparams": {"layer": 1}},
@@ -381,14 +382,14 @@ def test_the_runner_evaluates_late_edits_from_kept_states_with_the_full_pass_res
     assert ex.shared_first_block(m, parse_config({**study, "methods": ["ft"]}, "s.yaml").methods) is None
     assert ex.shared_first_block(m, parse_config({**study, "methods": ["grace", "ike"]}, "s.yaml").methods) == 1
     seen = []
-    real = ex.evaluate
+    real = units.evaluate
 
     def spy(model, probes, **kw):
         res = real(model, probes, **kw)
         seen.append(res.resumed_from)
         return res
 
-    monkeypatch.setattr(ex, "evaluate", spy)
+    monkeypatch.setattr(units, "evaluate", spy)
     fast = run_study(cfg, tmp_path / "fast", progress=False)
     assert seen.count(1) == 2, "both edits were evaluated from block 1"
     monkeypatch.setattr(ex, "shared_first_block", lambda model, methods: None)

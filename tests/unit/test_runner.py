@@ -121,13 +121,13 @@ def test_single_run_is_deterministic_and_undoes_every_edit(tmp_path):
 
 
 def test_single_protocol_batches_rome_residuals_and_stores_what_one_at_a_time_gives(tmp_path, monkeypatch):
-    import editscope.runner.execute as execute
+    import editscope.runner.units as units
 
     hp = {"layer": 1, "n_contexts": 2, "context_len": 4, "stats_tokens": 600, "stats_corpus": ["me_ppl_50"],
           "v_lr": 1.0, "v_steps": 6, "v_fail_loss": 100.0}
     spec = {**STUDY, "methods": [{"method": "rome", "hparams": hp}]}
     batched = run_study(parse_config(spec), tmp_path / "batched", progress=False)
-    monkeypatch.setattr(execute, "PREPARE_CHUNK", 1)  # a chunk of one: nothing to batch
+    monkeypatch.setattr(units, "PREPARE_CHUNK", 1)  # a chunk of one: nothing to batch
     alone = run_study(parse_config(spec), tmp_path / "alone", progress=False)
     infos = {d: [u.info.get("prepared") for u in ResultsStore(d / "results.sqlite").units("rome")]
              for d in (batched, alone)}
