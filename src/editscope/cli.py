@@ -82,15 +82,21 @@ DEMO_PROMPTS = [
 @app.callback()
 def _setup(
     debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error (also EDITSCOPE_DEBUG=1)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the libraries' warnings and logs "
+                                                                  "(torch, transformers, Ray)")] = False,
 ) -> None:
-    """Quiet the libraries: editscope prints its own progress and results."""
+    """Quiet the libraries: editscope prints its own progress and results (unless --verbose)."""
     from transformers.utils import logging as hf_logging
 
     _debug["on"] = debug
     hf_logging.disable_progress_bar()
+    if verbose:
+        hf_logging.set_verbosity_warning()
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return
     hf_logging.set_verbosity_error()  # deprecation notices from transformers are for editscope's developers
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|transformers)\b")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(torch|transformers)\b")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(torch|transformers|ray)\b")
 
 
 def _at_least(value: int, flag: str, minimum: int) -> None:

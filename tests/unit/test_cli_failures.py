@@ -299,7 +299,7 @@ def test_a_run_stopped_after_the_base_model_reports_with_any_reference(scratch):
     out = run_study(cfg, scratch / "runs" / "early", progress=False)
     con = sqlite3.connect(out / "results.sqlite")  # as if killed right after the base unit
     ids = [r[0] for r in con.execute("SELECT id FROM units WHERE method != 'base'")]
-    for table in ("rows", "scalars"):
+    for table in ("measures", "scalars"):
         con.executemany(f"DELETE FROM {table} WHERE unit_id = ?", [(i,) for i in ids])
     con.executemany("DELETE FROM units WHERE id = ?", [(i,) for i in ids])
     con.execute("UPDATE meta SET value = ? WHERE key = 'status'", (json.dumps("running"),))

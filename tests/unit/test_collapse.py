@@ -55,6 +55,18 @@ def test_collapse_counts_intervals_and_the_worst_edits(tmp_path):
     tables = {t.name: t for t in collapse_tables(res)}
     assert set(tables) == {"collapse", "collapse-worst"}
     assert tables["collapse"].rows[0][3][0].startswith("2 (20.0% [")
+    # the write-up placeholders read the same accounting
+    from editscope.report.document import DocumentError, fill
+
+    text = fill("{{collapse:rome:units}} | {{collapse:rome:collapsed}} | {{collapse:rome:max}} | {{collapse:rome:base}}\n"
+                "{{table:collapse-worst}}", res, str(tmp_path))
+    assert text.startswith("10 | 2 (20.0% [") and "| 2000.00 | 20.00" in text.splitlines()[0]
+    assert "prompt 5 is -> new5" in text
+    for bad, match in [("{{collapse:ft:units}}", "no collapse accounting for 'ft'"),
+                       ("{{collapse:rome:mean}}", "FIELD one of"),
+                       ("{{table:collapse-points}}", "has no such table")]:
+        with pytest.raises(DocumentError, match=match):
+            fill(bad, res, str(tmp_path))
 
 
 def test_sequential_collapse_points(tmp_path):

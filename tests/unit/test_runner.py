@@ -686,3 +686,27 @@ def test_export_and_unpack_keep_every_result(finished_run, tmp_path):
     assert not (tmp_path / "j" / "results.sqlite").exists()
     r = cli.invoke(app, ["export", str(finished_run), str(tmp_path / "run.zip")])
     assert r.exit_code != 0 and "must end in .sqlite.xz" in _flat(r.output)
+
+
+def test_the_lean_store_keeps_each_probe_once_and_reads_as_the_first_format(tmp_path):
+    """Format 2 keeps prompts, targets and base outputs once per probe; its rows read exactly as the
+    committed format-1 archive's, and it is smaller."""
+    from editscope.runner.store import STORE_FORMAT, convert_store, unpack_archive
+
+    archive = Path(__file__).resolve().parents[2] / "docs" / "studies" / "runs" / "two-plus-two-strength.sqlite.xz"
+    old = unpack_archive(archive, tmp_path / "v1") / "results.sqlite"
+    new = convert_store(old, tmp_path / "v2.sqlite")
+    a, b = ResultsStore(old), ResultsStore(new)
+    assert a.format == "editscope-results-1" and b.format == STORE_FORMAT == "editscope-results-2"
+    assert b.rows() == a.rows() and b.scalars() == a.scalars() and b.events() == a.events()
+    from dataclasses import astuple
+
+    assert [astuple(u)[1:] for u in b.units()] == [astuple(u)[1:] for u in a.units()] and b.meta() == {**a.meta(), "format": STORE_FORMAT}
+    n_probes = b.db.execute("SELECT COUNT(*) FROM probes").fetchone()[0]
+    assert n_probes == len({(r["probe_set"], r["index"]) for r in a.rows()}) < len(a.rows())
+    for s in (a, b):
+        s.db.execute("VACUUM")
+        s.close()
+    assert new.stat().st_size < 0.8 * old.stat().st_size
+    with pytest.raises(StoreError, match="exists"):
+        convert_store(old, new)

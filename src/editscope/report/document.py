@@ -33,6 +33,11 @@ Placeholders (``{{kind:args}}``):
   published figure (``naive FT``, ``constrained FT``, ``low-rank FT``);
 * ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied to ``figures/<study>_<NAME>.png``
   next to the document);
+* ``{{table:collapse}}``, ``{{table:collapse-worst}}``, ``{{table:collapse-points}}``,
+  ``{{table:anatomy}}``, ``{{table:ppl-downstream}}``: the collapse study's tables;
+  ``{{collapse:METHOD:FIELD}}``: one figure of a method's collapse accounting (``units``,
+  ``collapsed``, ``doubled``: ``count (share [low, high])``; ``median``, ``p90``, ``max``, ``base``:
+  perplexity);
 * ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
 * ``{{run_dir}}``: the run folder as given;
 * ``{{from:STUDY:PLACEHOLDER}}``: any placeholder above but ``figure``, filled from another stored
@@ -62,7 +67,10 @@ from .render import (
     _fmt,
     _md_table,
     fmt_p,
+    anatomy_table_,
     breakdown_table,
+    collapse_tables,
+    correlation_table,
     criterion_table,
     detail_table,
     downstream_table,
@@ -149,6 +157,37 @@ def _column(res: StudyResults, method: str, key: str):
     return col.cells[method]
 
 
+def _named(tables: list[Table], name: str) -> Table | None:
+    return next((t for t in tables if t.name == name), None)
+
+
+COLLAPSE_FIELDS = ("units", "collapsed", "doubled", "median", "p90", "max", "base")
+
+
+def _collapse_value(res: StudyResults, args: str) -> str:
+    """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
+    from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_table
+    from .render import _iv
+
+    method, _, field = args.partition(":")
+    if field not in COLLAPSE_FIELDS:
+        raise DocumentError(f"{{{{collapse:{args}}}}}: give {{{{collapse:METHOD:FIELD}}}} with FIELD one of "
+                            f"{', '.join(COLLAPSE_FIELDS)}")
+    proto = res.config.get("protocol", {})
+    rows = collapse_table(res, float(proto.get("threshold", DEFAULT_THRESHOLD)),
+                          float(proto.get("ratio") or DEFAULT_RATIO))
+    row = next((r for r in rows if r.method == method), None)
+    if row is None:
+        raise DocumentError(f"{{{{collapse:{args}}}}}: no collapse accounting for {method!r}; have "
+                            f"{sorted({r.method for r in rows})} (single or batch units with perplexity)")
+    if field == "units":
+        return str(row.n)
+    if field in ("collapsed", "doubled"):
+        return _iv(getattr(row, field), getattr(row, f"{field}_iv"))
+    value = {"median": row.median, "p90": row.p90, "max": row.maximum, "base": row.base}[field]
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _study_list(args: str) -> list[str]:
     """The study names of ``{{models:STUDY,STUDY,...}}``."""
     return [n.strip() for n in args.split(",") if n.strip()]
@@ -209,10 +248,19 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       "downstream": downstream_table, "events": events_table, "detail": detail_table,
                       "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
                       "seed38": seed38_table, "strength": strength_table,
+                      "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
+                      **{name: (lambda r, name=name: _named(collapse_tables(r), name))
+                         for name in ("collapse", "collapse-worst", "collapse-points")},
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}
             if args not in makers:
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
-            return _Tab(makers[args](res))
+            table = makers[args](res)
+            if table is None:
+                raise DocumentError(f"{{{{table:{args}}}}}: this run has no such table (no perplexity, weight edits, "
+                                    "sequential steps or downstream tasks for it)")
+            return _Tab(table)
+        if kind == "collapse":
+            return _collapse_value(res, args)
         if kind == "slice":
             bits = args.split(":", 3)
             if len(bits) != 4:

@@ -12,12 +12,20 @@ Tables:
   :class:`editscope.evaluation.EvalResult` rows), ``scalars`` (perplexity, downstream accuracies
   of a unit), ``events`` (guard actions, rolled-back edits).
 
+Formats: ``editscope-results-1`` keeps ``rows`` as a table (every prompt, target and base output
+again per unit). ``editscope-results-2`` (new stores) keeps what does not change from unit to unit
+once, in ``probes`` (probe set, index, a digest of the rest: edit index, category, prompt, target, meta, the base
+model's log-probability, top-1, greedy text and margin), and per unit only what it measured, in
+``measures`` (the greedy text only where it differs from the base's); ``rows`` is then a view
+with the columns of format 1, so every reader works on both. Both are read and resumed.
+
 A unit is written in one transaction together with everything it measured, so a killed run
 loses at most the unit in flight and a resumed run neither loses nor duplicates rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import os
@@ -34,7 +42,9 @@ from typing import Any
 from ..errors import InputError
 from ..paths import file_in_the_way
 
-STORE_FORMAT = "editscope-results-1"
+STORE_FORMAT = "editscope-results-2"
+#: every format this version reads and resumes (new stores are written in STORE_FORMAT)
+STORE_FORMATS = ("editscope-results-1", STORE_FORMAT)
 FILENAME = "results.sqlite"
 
 _SCHEMA = """
@@ -43,17 +53,44 @@ CREATE TABLE IF NOT EXISTS units (
     id INTEGER PRIMARY KEY, method TEXT NOT NULL, unit TEXT NOT NULL, step INTEGER NOT NULL,
     edits TEXT NOT NULL, status TEXT NOT NULL, seconds_edit REAL, seconds_eval REAL,
     fingerprint TEXT, info TEXT NOT NULL, UNIQUE(method, unit));
+CREATE TABLE IF NOT EXISTS scalars (
+    unit_id INTEGER NOT NULL REFERENCES units(id), name TEXT NOT NULL, value REAL, detail TEXT NOT NULL,
+    PRIMARY KEY(unit_id, name));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, unit_id INTEGER REFERENCES units(id), kind TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+_ROWS_TABLE_V1 = """
 CREATE TABLE IF NOT EXISTS rows (
     unit_id INTEGER NOT NULL REFERENCES units(id), probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL,
     edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
     logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, base_logprob REAL,
     base_top1 INTEGER, unchanged INTEGER, kl REAL, says_target INTEGER, greedy TEXT, base_greedy TEXT,
     is_base INTEGER, base_margin REAL, PRIMARY KEY(unit_id, probe_set, probe_index));
-CREATE TABLE IF NOT EXISTS scalars (
-    unit_id INTEGER NOT NULL REFERENCES units(id), name TEXT NOT NULL, value REAL, detail TEXT NOT NULL,
-    PRIMARY KEY(unit_id, name));
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY, unit_id INTEGER REFERENCES units(id), kind TEXT NOT NULL, detail TEXT NOT NULL);
+"""
+
+#: format 2: the fields of a row that depend only on the probe (and the base model), and the rest
+PROBE_FIELDS = ("edit_index", "category", "prompt", "target", "meta", "base_logprob", "base_top1", "base_greedy",
+                "base_margin")
+MEASURE_FIELDS = ("logprob", "n_tokens", "top1", "alt_kind", "alt_logprob", "unchanged", "kl", "says_target",
+                  "greedy", "is_base")
+
+_ROWS_TABLES_V2 = """
+CREATE TABLE IF NOT EXISTS probes (
+    id INTEGER PRIMARY KEY, probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL, digest TEXT NOT NULL,
+    edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
+    base_logprob REAL, base_top1 INTEGER, base_greedy TEXT, base_margin REAL,
+    UNIQUE(probe_set, probe_index, digest));
+CREATE TABLE IF NOT EXISTS measures (
+    unit_id INTEGER NOT NULL REFERENCES units(id), probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL,
+    probe_id INTEGER NOT NULL REFERENCES probes(id), logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, unchanged INTEGER, kl REAL,
+    says_target INTEGER, greedy TEXT, is_base INTEGER, PRIMARY KEY(unit_id, probe_set, probe_index));
+CREATE VIEW IF NOT EXISTS rows AS
+    SELECT m.unit_id, m.probe_set, m.probe_index, p.edit_index, p.category, p.prompt, p.target, p.meta,
+           m.logprob, m.n_tokens, m.top1, m.alt_kind, m.alt_logprob, p.base_logprob, p.base_top1, m.unchanged,
+           m.kl, m.says_target, COALESCE(m.greedy, p.base_greedy) AS greedy, p.base_greedy, m.is_base,
+           p.base_margin
+    FROM measures m JOIN probes p ON p.id = m.probe_id;
 """
 
 ROW_FIELDS = ("category", "prompt", "target", "meta", "logprob", "n_tokens", "top1", "alt_kind", "alt_logprob",
@@ -99,10 +136,16 @@ class ResultsStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
-        have = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
-        for col, kind in _ADDED_COLUMNS.items():
-            if col not in have:  # a store written before the column existed: its rows read None
-                self.db.execute(f"ALTER TABLE rows ADD COLUMN {col} {kind}")
+        self.format = self.get_meta("format") or STORE_FORMAT
+        self._probe_ids: dict[tuple[str, int, str], int] = {}
+        if self.format == STORE_FORMAT:
+            self.db.executescript(_ROWS_TABLES_V2)
+        else:
+            self.db.executescript(_ROWS_TABLE_V1)
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
+            for col, kind in _ADDED_COLUMNS.items():
+                if col not in have:  # a store written before the column existed: its rows read None
+                    self.db.execute(f"ALTER TABLE rows ADD COLUMN {col} {kind}")
         if self.get_meta("format") is None:
             with self.transaction():
                 self._set_meta("format", STORE_FORMAT)
@@ -118,6 +161,7 @@ class ResultsStore:
             yield self.db
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._probe_ids.clear()  # ids of probes written in this transaction are gone
             raise
         self.db.execute("COMMIT")
 
@@ -154,11 +198,7 @@ class ResultsStore:
                  json.dumps(dict(info or {}), default=str)))
             uid = int(cur.lastrowid)
             for pset, rs in (rows or {}).items():
-                db.executemany(
-                    f"INSERT INTO rows(unit_id, probe_set, probe_index, edit_index, {', '.join(ROW_FIELDS)}) "
-                    f"VALUES ({', '.join('?' * (4 + len(ROW_FIELDS)))})",
-                    [(uid, pset, r["index"], r.get("edit_index"), *(_db_value(f, r.get(f)) for f in ROW_FIELDS))
-                     for r in rs])
+                self._add_rows(db, uid, pset, rs)
             for name, (value, detail) in (scalars or {}).items():
                 db.execute("INSERT INTO scalars(unit_id, name, value, detail) VALUES (?, ?, ?, ?)",
                            (uid, name, value, json.dumps(dict(detail), default=str)))
@@ -166,6 +206,33 @@ class ResultsStore:
                 db.execute("INSERT INTO events(unit_id, kind, detail) VALUES (?, ?, ?)",
                            (uid, kind, json.dumps(dict(detail), default=str)))
         return uid
+
+    def _add_rows(self, db: sqlite3.Connection, uid: int, pset: str, rs: Sequence[Mapping[str, Any]]) -> None:
+        if self.format != STORE_FORMAT:
+            db.executemany(
+                f"INSERT INTO rows(unit_id, probe_set, probe_index, edit_index, {', '.join(ROW_FIELDS)}) "
+                f"VALUES ({', '.join('?' * (4 + len(ROW_FIELDS)))})",
+                [(uid, pset, r["index"], r.get("edit_index"), *(_db_value(f, r.get(f)) for f in ROW_FIELDS))
+                 for r in rs])
+            return
+        measures = []
+        for r in rs:
+            fields = tuple(_db_value(f, r.get(f)) for f in PROBE_FIELDS)
+            digest = hashlib.sha1(json.dumps(fields).encode()).hexdigest()[:16]
+            key = (pset, r["index"], digest)
+            pid = self._probe_ids.get(key)
+            if pid is None:
+                found = db.execute("SELECT id FROM probes WHERE probe_set = ? AND probe_index = ? AND digest = ?",
+                                   key).fetchone()
+                pid = found[0] if found else int(db.execute(
+                    f"INSERT INTO probes(probe_set, probe_index, digest, {', '.join(PROBE_FIELDS)}) "
+                    f"VALUES ({', '.join('?' * (3 + len(PROBE_FIELDS)))})", (*key, *fields)).lastrowid)
+                self._probe_ids[key] = pid
+            measures.append((uid, pset, r["index"], pid, *(
+                None if f == "greedy" and r.get(f) == r.get("base_greedy") else _db_value(f, r.get(f))
+                for f in MEASURE_FIELDS)))
+        db.executemany(f"INSERT INTO measures(unit_id, probe_set, probe_index, probe_id, {', '.join(MEASURE_FIELDS)}) "
+                       f"VALUES ({', '.join('?' * (4 + len(MEASURE_FIELDS)))})", measures)
 
     # ---- reading
     def units(self, method: str | None = None) -> list[Unit]:
@@ -243,9 +310,46 @@ def _check_ours(path: Path) -> None:
     if "not a database" in why:
         raise StoreError(f"{path}: not an editscope results store (not an SQLite file); move it away or pick "
                          "another --out folder")
-    if row is None or json.loads(row[0]) != STORE_FORMAT:
+    if row is None or json.loads(row[0]) not in STORE_FORMATS:
         raise StoreError(f"{path}: an SQLite file that is not an editscope results store ({STORE_FORMAT})"
                          f"{f' ({why})' if why else ''}; move it away or pick another --out folder")
+
+
+def convert_store(src: str | Path, dst: str | Path) -> Path:
+    """Write the store ``src`` (a ``results.sqlite`` of any readable format) again as a new store
+    ``dst`` in the current format, unit by unit, with the same meta, rows, scalars and events
+    (e.g. a format-1 store into the leaner format 2). ``dst`` must not exist."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        raise StoreError(f"{dst}: exists; give a new file")
+    old = ResultsStore(src)
+    new = ResultsStore(dst, create=True)
+    try:
+        meta = {k: v for k, v in old.meta().items() if k != "format"}
+        new.set_meta(**meta)
+        rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for r in old.rows():
+            rows.setdefault(f"{r['method']}/{r['unit']}", {}).setdefault(r["probe_set"], []).append(r)
+        scalars: dict[str, dict[str, tuple[float | None, dict[str, Any]]]] = {}
+        for x in old.scalars():
+            scalars.setdefault(f"{x['method']}/{x['unit']}", {})[x["name"]] = (x["value"], x["detail"])
+        events: dict[str | None, list[tuple[str, dict[str, Any]]]] = {}
+        for e in old.events():
+            key = None if e["method"] is None else f"{e['method']}/{e['unit']}"
+            events.setdefault(key, []).append((e["kind"], e["detail"]))
+        for u in old.units():
+            key = f"{u.method}/{u.unit}"
+            new.add_unit(u.method, u.unit, u.step, u.edits, u.status, seconds_edit=u.seconds_edit,
+                         seconds_eval=u.seconds_eval, fingerprint=u.fingerprint, info=u.info, rows=rows.get(key),
+                         scalars=scalars.get(key), events=events.get(key, ()))
+        with new.transaction() as db:
+            for kind, detail in events.get(None, []):
+                db.execute("INSERT INTO events(unit_id, kind, detail) VALUES (NULL, ?, ?)",
+                           (kind, json.dumps(detail, default=str)))
+    finally:
+        old.close()
+        new.close()
+    return dst
 
 
 ARCHIVE_SUFFIX = ".sqlite.xz"
@@ -308,5 +412,5 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-__all__ = ["ARCHIVE_SUFFIX", "FILENAME", "ROW_FIELDS", "ResultsStore", "STORE_FORMAT", "StoreError", "Unit",
-           "export_archive", "now_iso", "unpack_archive"]
+__all__ = ["ARCHIVE_SUFFIX", "FILENAME", "ROW_FIELDS", "ResultsStore", "STORE_FORMAT", "STORE_FORMATS", "StoreError", "Unit",
+           "convert_store", "export_archive", "now_iso", "unpack_archive"]
