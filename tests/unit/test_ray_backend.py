@@ -175,6 +175,17 @@ def test_bad_backend_input_is_refused_before_any_unit_runs(tmp_path, monkeypatch
         run_study(cfg, tmp_path / "w0", backend="ray", workers=0, progress=False)
     with pytest.raises(InputError, match="backend 'spark'"):
         run_study(cfg, tmp_path / "spark", backend="spark", progress=False)
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    (tmp_path / "s.yaml").write_text(json.dumps({**study("ray-bad", ["ft-m"]), "plugins": []}))
+    for args, match in [(["--backend", "spark"], "give one of local, ray"),
+                        (["--workers", "2"], "go with --backend ray"),
+                        (["--backend", "ray", "--address", "127.0.0.1:9"], "no Ray cluster answers there")]:
+        r = CliRunner().invoke(app, ["run", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "cli"), *args])
+        assert r.exit_code != 0 and match in " ".join(r.output.split()), (args, r.output)
+    (tmp_path / "s.yaml").unlink()
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(BackendError, match=r"pip install 'editscope\[ray\]'"):
         run_study(cfg, tmp_path / "noray", backend="ray", progress=False)

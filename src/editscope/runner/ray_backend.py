@@ -165,7 +165,9 @@ class RayExecutor:
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
         try:
             ray.init(address=None if self.address in (None, "", "local") else self.address,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     include_dashboard=False, log_to_driver=False,
+                     # Ray's own notices only with `editscope -v` (which lowers the root logger to INFO)
+                     logging_level=logging.INFO if logging.getLogger().isEnabledFor(logging.INFO) else logging.ERROR,
                      runtime_env={"env_vars": env})
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise BackendError(f"--address {self.address}: cannot connect to a Ray cluster ({e}); start one with "
@@ -191,9 +193,23 @@ class RayExecutor:
         actor_cls = ray.remote(num_cpus=threads, max_restarts=0)(StudyWorker)
         config_data = plan.config.model_dump(mode="json")
 
-        def new_worker(s: Stored):
-            return actor_cls.remote(config_data, s, threads)
+        workers: list[Any] = []
 
+        def new_worker(s: Stored):
+            workers.append(actor_cls.remote(config_data, s, threads))
+            return workers[-1]
+
+        try:
+            self._schedule(plan, stored, deliver, admit, current, new_worker)
+        finally:  # each holds a model: none outlives the run, even on a cluster the caller keeps
+            for w in workers:
+                ray.kill(w)
+
+    def _schedule(self, plan: Plan, stored: Stored, deliver: Callable[[Event], None],
+                  admit: Callable[[str, str], None], current: Callable[[], Stored],
+                  new_worker: Callable[[Stored], Any]) -> None:
+        ray = self.ray
+        n = self.workers or int(ray.cluster_resources().get("CPU", 1))
         first = new_worker(stored)
         fingerprint, name = self._get(first.identity.remote())
         admit(fingerprint, name)
@@ -212,42 +228,38 @@ class RayExecutor:
             w.start.remote(job.method, job.units, _for_method(current(), job.method))
             busy[w.next.remote()] = (w, job)
 
-        try:
-            while jobs or busy:
-                while jobs and idle:
-                    launch(idle.pop(), jobs.popleft())
-                ready, _ = ray.wait(list(busy), num_returns=1)
-                ref = ready[0]
-                w, job = busy.pop(ref)
-                try:
-                    ev = ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    job.attempts += 1
-                    if job.attempts >= MAX_ATTEMPTS:
-                        raise BackendError(f"{job.method}: {job.attempts} workers died running units {job.units[0]}.."
-                                           f"{job.units[-1]} ({e}); the store keeps every finished unit") from None
-                    left = job.units if job.chain else [u for u in job.units if (job.method, u) not in current().done]
-                    log.warning("a Ray worker died during %s; re-running %d unit(s) on a new worker",
-                                job.method, len(left))
-                    if left:
-                        jobs.appendleft(Job(job.method, left, job.chain, job.attempts))
-                    fresh = new_worker(stored)
-                    fresh.warm.remote(files_ref)
-                    idle.append(fresh)
-                    continue
-                except ray.exceptions.RayTaskError as e:
-                    raise e.as_instanceof_cause() from None
-                if ev is None:
-                    idle.append(w)
-                    continue
-                key = (ev.unit.method, ev.unit.unit)
-                if not (isinstance(ev, Skipped) and key in delivered):
-                    delivered.add(key)
-                    deliver(ev)
-                busy[w.next.remote()] = (w, job)
-        finally:
-            for w, _ in list(busy.values()):
-                ray.kill(w)
+        while jobs or busy:
+            while jobs and idle:
+                launch(idle.pop(), jobs.popleft())
+            ready, _ = ray.wait(list(busy), num_returns=1)
+            ref = ready[0]
+            w, job = busy.pop(ref)
+            try:
+                ev = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                job.attempts += 1
+                if job.attempts >= MAX_ATTEMPTS:
+                    raise BackendError(f"{job.method}: {job.attempts} workers died running units {job.units[0]}.."
+                                       f"{job.units[-1]} ({e}); the store keeps every finished unit") from None
+                left = job.units if job.chain else [u for u in job.units if (job.method, u) not in current().done]
+                log.warning("a Ray worker died during %s; re-running %d unit(s) on a new worker",
+                            job.method, len(left))
+                if left:
+                    jobs.appendleft(Job(job.method, left, job.chain, job.attempts))
+                fresh = new_worker(stored)
+                fresh.warm.remote(files_ref)
+                idle.append(fresh)
+                continue
+            except ray.exceptions.RayTaskError as e:
+                raise e.as_instanceof_cause() from None
+            if ev is None:
+                idle.append(w)
+                continue
+            key = (ev.unit.method, ev.unit.unit)
+            if not (isinstance(ev, Skipped) and key in delivered):
+                delivered.add(key)
+                deliver(ev)
+            busy[w.next.remote()] = (w, job)
 
     def _jobs(self, plan: Plan, stored: Stored, deliver: Callable[[Event], None],
               delivered: set[tuple[str, str]]) -> list[Job]:
