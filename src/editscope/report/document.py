@@ -254,11 +254,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}
             if args not in makers:
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
-            table = makers[args](res)
-            if table is None:
-                raise DocumentError(f"{{{{table:{args}}}}}: this run has no such table (no perplexity, weight edits, "
-                                    "sequential steps or downstream tasks for it)")
-            return _Tab(table)
+            return _Tab(makers[args](res))  # None (nothing to show in this run) fills as nothing
         if kind == "collapse":
             return _collapse_value(res, args)
         if kind == "slice":
