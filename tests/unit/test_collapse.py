@@ -62,7 +62,7 @@ def test_collapse_counts_intervals_and_the_worst_edits(tmp_path):
                 "{{table:collapse-worst}}", res, str(tmp_path))
     assert text.startswith("10 | 2 (20.0% [") and "| 2000.00 | 20.00" in text.splitlines()[0]
     assert "prompt 5 is -> new5" in text
-    assert fill("{{table:collapse-points}}", res, str(tmp_path)).strip() == ""  # a single run has no collapse points
+    assert fill("{{table:collapse-points}}", res, str(tmp_path)).strip() == "(none)"  # a single run has no collapse points
     for bad, match in [("{{collapse:ft:units}}", "no collapse accounting for 'ft'"),
                        ("{{collapse:rome:mean}}", "FIELD one of")]:
         with pytest.raises(DocumentError, match=match):
