@@ -57,10 +57,10 @@ strength: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_strength.yaml --out runs/two-plus-two-strength --resume
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not integration"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py
