@@ -2,8 +2,12 @@
 each (cold run folders, warm caches: the first run fills the model, statistics and base-output
 caches for both) and a check that both stored the same units.
 
-    python benchmarks/bench_backends.py                       # 16 CounterFact ROME edits + ME-PPL_50
-    python benchmarks/bench_backends.py --limit 32 --workers 2
+    python benchmarks/bench_backends.py                       # 32 CounterFact ROME edits + ME-PPL_50
+    python benchmarks/bench_backends.py --limit 64 --workers 1 2 --warm
+
+Units go to Ray workers in the chunks of 16 whose ROME residuals are batched (cut as the local
+backend cuts them, so that both store the same numbers): use at least 16 x workers records, or the
+extra workers have nothing to do.
 
 On one machine Ray's workers share its cores, so the figure to expect is the overhead (process
 start, imports and a model load per worker, a round trip per unit), not a speed-up; see
@@ -36,12 +40,15 @@ def scalars(run: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit", type=int, default=16, help="CounterFact records (one ROME edit each)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to try")
+    ap.add_argument("--limit", type=int, default=32, help="CounterFact records (one ROME edit each)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[2], help="Ray worker counts to try")
+    ap.add_argument("--warm", action="store_true", help="run the study once first to fill the caches (model, key "
+                                                        "statistics) when they may be cold")
     args = ap.parse_args()
     cfg = parse_config(study(args.limit))
     with tempfile.TemporaryDirectory() as d:
-        run_study(cfg, Path(d) / "warm", progress=False)  # fills every cache the timed runs read
+        if args.warm:
+            run_study(cfg, Path(d) / "warm", progress=False)  # fills every cache the timed runs read
         times, runs = {}, {}
         t = time.perf_counter()
         runs["local"] = run_study(cfg, Path(d) / "local", progress=False)
