@@ -262,10 +262,14 @@ class ResultsStore:
         if cond:
             q += " WHERE " + " AND ".join(cond)
         out = []
+        metas: dict[str, Any] = {}  # one parsed dict per distinct meta text (read-only; shared by its rows)
         for rec in self.db.execute(q + " ORDER BY u.id, r.probe_set, r.probe_index", args):
             d = dict(zip(("method", "unit", "step", "probe_set", "index", "edit_index"), rec[:6]))
             for f, v in zip(ROW_FIELDS, rec[6:]):
-                d[f] = json.loads(v) if f == "meta" else (bool(v) if f in _BOOL_FIELDS and v is not None else v)
+                if f == "meta":
+                    d[f] = metas[v] if v in metas else metas.setdefault(v, json.loads(v))
+                else:
+                    d[f] = bool(v) if f in _BOOL_FIELDS and v is not None else v
             out.append(d)
         return out
 
