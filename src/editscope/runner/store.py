@@ -263,7 +263,7 @@ class ResultsStore:
             q += " WHERE " + " AND ".join(cond)
         out = []
         metas: dict[str, Any] = {}  # one parsed dict per distinct meta text (read-only; shared by its rows)
-        for rec in self.db.execute(q + " ORDER BY u.id, r.probe_set, r.probe_index", args):
+        for rec in self.db.execute(q + " ORDER BY r.unit_id, r.probe_set, r.probe_index", args):
             d = dict(zip(("method", "unit", "step", "probe_set", "index", "edit_index"), rec[:6]))
             for f, v in zip(ROW_FIELDS, rec[6:]):
                 if f == "meta":
