@@ -200,16 +200,15 @@ class RayExecutor:
             return workers[-1]
 
         try:
-            self._schedule(plan, stored, deliver, admit, current, new_worker)
+            self._schedule(plan, stored, deliver, admit, current, new_worker, n)
         finally:  # each holds a model: none outlives the run, even on a cluster the caller keeps
             for w in workers:
                 ray.kill(w)
 
     def _schedule(self, plan: Plan, stored: Stored, deliver: Callable[[Event], None],
                   admit: Callable[[str, str], None], current: Callable[[], Stored],
-                  new_worker: Callable[[Stored], Any]) -> None:
+                  new_worker: Callable[[Stored], Any], n: int) -> None:
         ray = self.ray
-        n = self.workers or int(ray.cluster_resources().get("CPU", 1))
         first = new_worker(stored)
         fingerprint, name = self._get(first.identity.remote())
         admit(fingerprint, name)
