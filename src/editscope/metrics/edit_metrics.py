@@ -2,7 +2,9 @@
 
 Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult`) to a value, or to
 ``None`` where it does not apply (e.g. ``prob`` needs an alternative target). Aggregates carry their
-95% interval and n: rates use the Wilson interval, means the t-interval.
+95% interval and n: rates use the Wilson interval, means the t-interval. Each metric also has its
+column form (:attr:`Metric.column`: a DataFrame of rows -> one float per row, NaN where the row form
+gives None), which the report aggregates with; tests hold the two forms equal.
 
 | name | kind | definition |
 |---|---|---|
@@ -29,18 +31,26 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from ..stats import mean_interval, wilson_interval
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A named, versioned per-row metric. ``kind`` is ``"rate"`` (booleans) or ``"mean"``."""
+    """A named, versioned per-row metric. ``kind`` is ``"rate"`` (booleans) or ``"mean"``.
+
+    ``fn`` maps one row (a mapping) to its value or None; ``column`` maps a DataFrame of rows (the
+    row fields as columns, booleans as 1.0/0.0, missing as NaN) to a float Series on the same index:
+    1.0/0.0 for a rate, NaN where ``fn`` gives None."""
 
     name: str
     version: int
     kind: str
     description: str
     fn: Callable[[Mapping[str, Any]], Any]
+    column: Callable[[pd.DataFrame], pd.Series]
 
     @property
     def key(self) -> str:
@@ -92,19 +102,74 @@ def _changed_kl(row):
     return (not same) and row["kl"] > KL_THRESHOLD
 
 
+# -- column forms (one float per row; NaN = not applicable) --------------------------------------
+
+def _col(name: str) -> Callable[[pd.DataFrame], pd.Series]:
+    def get(df: pd.DataFrame) -> pd.Series:
+        if name not in df:
+            return pd.Series(np.nan, index=df.index)
+        return pd.to_numeric(df[name], errors="coerce").astype(float)
+    return get
+
+
+def _where(ok: pd.Series, values: pd.Series) -> pd.Series:
+    return values.astype(float).where(ok)
+
+
+def _alt_column(kind: str) -> Callable[[pd.DataFrame], pd.Series]:
+    def get(df: pd.DataFrame) -> pd.Series:
+        alt, lp = _col("alt_logprob")(df), _col("logprob")(df)
+        return _where(alt.notna() & (df.get("alt_kind") == kind), lp > alt)
+    return get
+
+
+def _margin_column(df: pd.DataFrame) -> pd.Series:
+    alt = _col("alt_logprob")(df)
+    return _where(alt.notna(), np.exp(_col("logprob")(df)) - np.exp(alt))
+
+
+def _delta_column(df: pd.DataFrame) -> pd.Series:
+    base = _col("base_logprob")(df)
+    return _where(base.notna(), _col("logprob")(df) - base)
+
+
+def _first_words(texts: pd.Series) -> pd.Series:
+    """:func:`first_word` of each text (computed once per distinct text)."""
+    words = {t: first_word(t) for t in texts.dropna().unique()}
+    return texts.map(words)
+
+
+def _answer_unchanged_column(df: pd.DataFrame) -> pd.Series:
+    unchanged = _col("unchanged")(df)
+    ok = unchanged.notna() & df["greedy"].notna() & df["base_greedy"].notna()
+    same = (unchanged == 1) | (_first_words(df["greedy"]) == _first_words(df["base_greedy"]))
+    return _where(ok, same)
+
+
+def _changed_kl_column(df: pd.DataFrame) -> pd.Series:
+    same, kl = _answer_unchanged_column(df), _col("kl")(df)
+    return _where(same.notna() & kl.notna(), (same == 0) & (kl > KL_THRESHOLD))
+
+
 METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
-    Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"]),
-    Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true")),
-    Metric("ns", 1, "rate", "P(target) > P(target_new) (ROME NS)", lambda r: _alt(r, "target_new")),
-    Metric("margin", 1, "mean", "P(target) - P(alternative) (ROME EM/PM/NM)", _margin),
-    Metric("logprob", 1, "mean", "log P(target | prompt), nats", lambda r: r["logprob"]),
-    Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta),
-    Metric("unchanged", 1, "rate", "greedy continuation identical to the base's", lambda r: r.get("unchanged")),
+    Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"], _col("top1")),
+    Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true"),
+           _alt_column("target_true")),
+    Metric("ns", 1, "rate", "P(target) > P(target_new) (ROME NS)", lambda r: _alt(r, "target_new"),
+           _alt_column("target_new")),
+    Metric("margin", 1, "mean", "P(target) - P(alternative) (ROME EM/PM/NM)", _margin, _margin_column),
+    Metric("logprob", 1, "mean", "log P(target | prompt), nats", lambda r: r["logprob"], _col("logprob")),
+    Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta, _delta_column),
+    Metric("unchanged", 1, "rate", "greedy continuation identical to the base's", lambda r: r.get("unchanged"),
+           _col("unchanged")),
     Metric("answer_unchanged", 1, "rate", "first word of the greedy continuation is the base's",
-           _answer_unchanged),
-    Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl")),
-    Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target")),
-    Metric("changed_kl", 1, "rate", f"answer changed and first-token KL > {KL_THRESHOLD} nats", _changed_kl),
+           _answer_unchanged, _answer_unchanged_column),
+    Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl"),
+           _col("kl")),
+    Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target"),
+           _col("says_target")),
+    Metric("changed_kl", 1, "rate", f"answer changed and first-token KL > {KL_THRESHOLD} nats", _changed_kl,
+           _changed_kl_column),
 ]})
 
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from ..metrics.edit_metrics import METRICS
 from ..stats import ExcessResult, excess_rate, holm
-from .results import EFFICACY, LOCALITY, Cell, StudyResults, Test, _category_rows, paired_test, rows_cell, unit_root
+from .results import (EFFICACY, LOCALITY, Cell, StudyResults, Test, _category_rows, category_index, index_cell,
+                      paired_test, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
 MARGIN_BINS = (("<0.1", 0.0, 0.1), ("0.1-1", 0.1, 1.0), ("1-3", 1.0, 3.0), (">3", 3.0, float("inf")))
@@ -43,7 +44,7 @@ def control_of(res: StudyResults, method: str, kind: str) -> str | None:
 
 
 def locality_categories(res: StudyResults) -> list[str]:
-    cats = sorted({r["category"] for r in res.rows if r["category"] not in EFFICACY})
+    cats = sorted(c for c in res.frame.df["category"].unique() if c not in EFFICACY)
     return [LOCALITY, *cats] if len(cats) > 1 else cats
 
 
@@ -107,15 +108,15 @@ def margin_locality(res: StudyResults, method: str, metric: str = "answer_unchan
                     cat: str = LOCALITY) -> dict[str, Cell | None]:
     """``metric`` over ``cat`` per base-margin bin (:data:`MARGIN_BINS`); empty when the store
     has no margins (written before they were recorded)."""
-    rows = _category_rows(res.final_rows(method), cat)
-    if not any(r.get("base_margin") is not None for r in rows):
+    idx = category_index(res, res.final_index(method), cat)
+    margins = res.frame.df.loc[idx, "base_margin"]
+    if not margins.notna().any():
         return {}
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        b = margin_bin(r.get("base_margin"))
-        if b is not None:
-            groups[b].append(r)
-    return {label: rows_cell(res, groups[label], metric) if groups[label] else None for label, _, _ in MARGIN_BINS}
+    out: dict[str, Cell | None] = {}
+    for label, lo, hi in MARGIN_BINS:
+        inside = idx[((margins >= lo) & (margins < hi)).to_numpy()]
+        out[label] = index_cell(res, inside, metric) if len(inside) else None
+    return out
 
 
 def identity_exceptions(res: StudyResults, limit: int = 20) -> tuple[int, int, list[dict[str, Any]]]:

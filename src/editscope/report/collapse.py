@@ -76,12 +76,10 @@ def check_thresholds(threshold: float, ratio: float) -> None:
 def _requests_by_unit(res: StudyResults) -> dict[tuple[str, str], list[str]]:
     """``(method, unit) -> ["prompt -> target", ...]`` read from each unit's target rows."""
     out: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for r in res.rows:
-        if r["category"] == "target":
-            text = f"{r['prompt']} -> {r['target']}"
-            key = (r["method"], r["unit"])
-            if text not in out[key]:
-                out[key].append(text)
+    df = res.frame.df
+    targets = df.loc[df["category"] == "target", ["method", "unit", "prompt", "target"]].drop_duplicates()
+    for m, u, p, t in targets.itertuples(index=False):
+        out[(m, u)].append(f"{p} -> {t}")
     return out
 
 

@@ -146,7 +146,7 @@ def _column(res: StudyResults, method: str, key: str):
     col = next((c for c in res.columns if c.key == key), None)
     if col is None and "/" in key:  # any CATEGORY/METRIC, not only the report's columns
         cat, metric = key.split("/", 1)
-        if metric in METRICS and (cat in (LOCALITY, "leak") or any(r["category"] == cat for r in res.rows)):
+        if metric in METRICS and (cat in (LOCALITY, "leak") or (res.frame.df["category"] == cat).any()):
             if method != "base" and method not in res.methods:
                 raise DocumentError(f"no method {method!r} in this run; have {res.methods}")
             return rate_cell(res, method, cat, metric)

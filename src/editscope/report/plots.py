@@ -60,14 +60,21 @@ def _finish(fig, ax, out: Path, stem: str, xlabel: str, ylabel: str, *, logx: bo
 
 def _grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
     """Grid probes (one per (op, a, b)) of the first edit that has arithmetic probes."""
-    rows = [r for r in res.final_rows(method) if r["meta"].get("template") == "grid" and "a" in r["meta"]]
-    if not rows:
+    return res.cached(("grid_rows", method), lambda: _find_grid_rows(res, method))
+
+
+def _find_grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
+    frame, df = res.frame, res.frame.df
+    idx = res.final_index(method)
+    grid = {i for i in df.loc[idx, "meta_id"].unique() if frame.metas[i].get("template") == "grid" and "a" in frame.metas[i]}
+    idx = idx[df.loc[idx, "meta_id"].isin(grid).to_numpy()]
+    if not len(idx):
         return [], None
-    first = min((r["edit_index"] for r in rows if r["edit_index"] is not None), default=None)
-    rows = [r for r in rows if r["edit_index"] == first]
+    edit = df.loc[idx, "edit_index"]
+    idx = idx[(edit == edit.min()).fillna(False).to_numpy(dtype=bool) if edit.notna().any() else edit.isna().to_numpy()]
     if res.protocol == "single":
-        unit = rows[0]["unit"]
-        rows = [r for r in rows if r["unit"] == unit]
+        idx = idx[(df.loc[idx, "unit"] == df.at[idx[0], "unit"]).to_numpy()]
+    rows = frame.to_rows(idx)
     target = next((r for r in rows if r["category"] == "target"), None)
     return rows, target
 

@@ -1,11 +1,11 @@
 """Read a run folder and compute what the report shows: per-method headline metrics with 95%
 intervals, paired exact McNemar tests against a reference method (Holm-corrected), perplexity and
-downstream changes, sequential curves. Numbers come only from the results store.
+downstream changes, sequential curves. Numbers come only from the results store; rates, summaries,
+breakdowns and paired tests are aggregated over the rows' DataFrame (:mod:`.frame`).
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..metrics.edit_metrics import METRICS, aggregate, summarize
+import pandas as pd
+
+from ..metrics.edit_metrics import METRICS
 from ..runner.config import StudyConfig
 from ..runner.store import FILENAME, ResultsStore, StoreError
-from ..stats import cluster_bootstrap_mean, holm, mcnemar_exact, mean_interval, wilson_interval
+from ..stats import holm, mcnemar_exact, mean_interval
+from .frame import Cell, RowFrame, meta_texts, paired_values, summarize_frame, unit_root, values_cell
 
 T = TypeVar("T")
 
@@ -37,16 +40,6 @@ def headline_metric(category: str) -> str:
     return "top1" if category in EFFICACY else "answer_unchanged"
 
 
-_UNIT_ROOT = re.compile(r"^((?:edit|batch|step)-\d+)")
-
-
-def unit_root(unit: str) -> str:
-    """The protocol unit a row belongs to: ``edit-0003`` for ``edit-0003``, a placebo's
-    ``edit-0003-d01`` and an unrelated edit's ``edit-0003-u02``."""
-    m = _UNIT_ROOT.match(unit)
-    return m.group(1) if m else unit
-
-
 def parse_stored_config(config: dict[str, Any]) -> StudyConfig | None:
     """The stored study config as a :class:`StudyConfig`, parsed once per report; None for a
     config written by another version that no longer validates (its plain labels still report)."""
@@ -61,14 +54,6 @@ def planned_labels(config: dict[str, Any], study: StudyConfig | None) -> list[st
     if study is not None:
         return [m.name for m in study.all_methods()]
     return [m.get("label") or m["method"] for m in config.get("methods", [])]
-
-
-@dataclass
-class Cell:
-    value: float
-    low: float
-    high: float
-    n: int
 
 
 @dataclass
@@ -118,7 +103,7 @@ class StudyResults:
     meta: dict[str, Any]
     config: dict[str, Any]
     methods: list[str]
-    rows: list[dict[str, Any]]
+    frame: RowFrame  # every stored row; as dicts: :attr:`rows`
     scalars: list[dict[str, Any]]
     events: list[dict[str, Any]]
     units: list[Any]
@@ -150,7 +135,8 @@ class StudyResults:
         first = next(iter(self.edit_methods), None)
         if first is None:
             return 1
-        return self.cached(("n_edits", first), lambda: len({unit_root(r["unit"]) for r in self.final_rows(first)}))
+        return self.cached(("n_edits", first),
+                           lambda: int(self.frame.df.loc[self.final_index(first), "root"].nunique()))
 
     @property
     def clustered(self) -> bool:
@@ -173,23 +159,28 @@ class StudyResults:
     def protocol(self) -> str:
         return self.config.get("protocol", {}).get("kind", "single")
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row as the dicts :meth:`ResultsStore.rows` returns (built once, on first use:
+        aggregations use :attr:`frame`)."""
+        return self.cached(("rows",), self.frame.to_rows)
+
+    def final_index(self, method: str) -> pd.Index:
+        """The frame labels of :meth:`final_rows`."""
+        def make() -> pd.Index:
+            df = self.frame.df
+            idx = df.index[df["method"] == method]
+            if self.protocol == "sequential" and method != "base" and len(idx):
+                steps = df.loc[idx, "step"]
+                idx = idx[steps == steps.max()]
+            return idx
+
+        return self.cached(("final_index", method), make)
+
     def final_rows(self, method: str) -> list[dict[str, Any]]:
         """The rows a method is summarised by: all its units (single/batch), or the last evaluated
-        step (sequential)."""
-        def by_method() -> dict[str, list[dict[str, Any]]]:
-            by: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for r in self.rows:
-                by[r["method"]].append(r)
-            return by
-
-        def final() -> list[dict[str, Any]]:
-            rows = self.cached(("by_method",), by_method).get(method, [])
-            if self.protocol == "sequential" and method != "base" and rows:
-                last = max(r["step"] for r in rows)
-                rows = [r for r in rows if r["step"] == last]
-            return rows
-
-        return self.cached(("final_rows", method), final)
+        step (sequential), as dicts."""
+        return self.cached(("final_rows", method), lambda: self.frame.to_rows(self.final_index(method)))
 
     def scalar_values(self) -> dict[tuple[str, str, int], dict[str, float]]:
         """``(method, unit, step) -> {scalar name: value}`` over every stored scalar with a value, in
@@ -219,29 +210,37 @@ class StudyResults:
         return cache[key]
 
     def summary(self, method: str) -> dict[str, dict[str, dict[str, float]]]:
-        return summarize(self.final_rows(method), self.config.get("metrics"))
-
-
-def _cell(agg: dict[str, float] | None) -> Cell | None:
-    return Cell(agg["value"], agg["low"], agg["high"], int(agg["n"])) if agg else None
+        """:func:`editscope.metrics.summarize` of the method's final rows."""
+        return self.cached(("summary", method), lambda: summarize_frame(
+            self.frame, self.final_index(method), self.config.get("metrics")))
 
 
 def rows_cell(res: StudyResults, rows: list[dict[str, Any]], metric: str) -> Cell | None:
-    """A rate of ``metric`` over ``rows``: Wilson over probes, or a cluster bootstrap over edits
-    when the study has several (:attr:`StudyResults.clustered`)."""
+    """A rate of ``metric`` over ``rows`` (row dicts): Wilson over probes, or a cluster bootstrap
+    over edits when the study has several (:attr:`StudyResults.clustered`)."""
     fn = METRICS[metric].fn
-    pairs = [(v, unit_root(r["unit"])) for r in rows if (v := fn(r)) is not None]
-    if not pairs:
-        return None
-    clusters = {c for _, c in pairs}
-    if res.clustered and len(clusters) >= 2:
-        vals = [float(bool(v)) for v, _ in pairs]
-        iv = cluster_bootstrap_mean(vals, [c for _, c in pairs])
-        if iv.low == iv.high:  # every edit alike (e.g. all 1): the bootstrap cannot see beyond its few clusters
-            w = wilson_interval(round(iv.value * len(clusters)), len(clusters))
-            return Cell(iv.value, min(w.low, iv.value), max(w.high, iv.value), iv.n)
-        return Cell(iv.value, iv.low, iv.high, iv.n)
-    return _cell(aggregate((v for v, _ in pairs), "rate"))
+    values = pd.Series([fn(r) for r in rows], dtype=float)
+    clusters = pd.Series([unit_root(r["unit"]) for r in rows], dtype=object) if res.clustered else None
+    return values_cell(values, clusters)
+
+
+def index_cell(res: StudyResults, index: pd.Index, metric: str) -> Cell | None:
+    """:func:`rows_cell` of the frame rows ``index``."""
+    return values_cell(res.frame.metric(metric).loc[index],
+                       res.frame.df.loc[index, "root"] if res.clustered else None)
+
+
+def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:
+    """The labels of ``index`` in a category or pseudo-category (:data:`LEAK`, :data:`LOCALITY`)."""
+    df = res.frame.df
+    cats = df.loc[index, "category"]
+    if cat == LEAK:
+        keep = ~cats.isin(EFFICACY) & df.loc[index, "says_target"].notna()
+    elif cat == LOCALITY:
+        keep = ~cats.isin(EFFICACY)
+    else:
+        keep = cats == cat
+    return index[keep.to_numpy()]
 
 
 def _leak_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -262,7 +261,8 @@ def _category_rows(rows: list[dict[str, Any]], cat: str) -> list[dict[str, Any]]
 
 
 def _columns(res: StudyResults) -> list[Column]:
-    cats = sorted({r["category"] for r in res.rows},
+    df = res.frame.df
+    cats = sorted(df["category"].unique(),
                   key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else len(CATEGORY_ORDER), c))
     cols = []
     everyone = ["base", *res.methods]
@@ -270,8 +270,7 @@ def _columns(res: StudyResults) -> list[Column]:
         metric = headline_metric(cat)
         col = Column(f"{cat}/{metric}", f"{cat} {metric}", True, short=cat[:10])
         for m in everyone:
-            rs = [r for r in res.final_rows(m) if r["category"] == cat]
-            col.cells[m] = rows_cell(res, rs, metric)
+            col.cells[m] = index_cell(res, category_index(res, res.final_index(m), cat), metric)
         cols.append(col)
     if len([c for c in cats if c not in EFFICACY]) > 1:
         for metric, label, short in (("answer_unchanged", "locality answer unchanged (all non-target probes)",
@@ -281,10 +280,10 @@ def _columns(res: StudyResults) -> list[Column]:
             for m in everyone:
                 col.cells[m] = rate_cell(res, m, LOCALITY, metric)
             cols.append(col)
-    if any(r.get("says_target") is not None for r in res.rows):
+    if "says_target" in df and df["says_target"].notna().any():
         col = Column(f"{LEAK}/says_target", "target output rate (locality probes)", False, short="says target")
         for m in everyone:
-            col.cells[m] = rows_cell(res, _leak_rows(res.final_rows(m)), "says_target")
+            col.cells[m] = rate_cell(res, m, LEAK, "says_target")
         cols.append(col)
     by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     last_step: dict[str, int] = {}
@@ -317,17 +316,16 @@ def _columns(res: StudyResults) -> list[Column]:
 
 
 def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> tuple[list[bool], list[bool]]:
+    """``ref``'s and ``method``'s values of ``metric`` on the probes of ``cat`` both have (the same
+    unit, probe set and index; sequential: the same probe set and index at each one's last step)."""
+    keys = ("probe_set", "index") if res.protocol == "sequential" else ("unit", "probe_set", "index")
 
-    key = (lambda r: (r["probe_set"], r["index"])) if res.protocol == "sequential" else \
-        (lambda r: (r["unit"], r["probe_set"], r["index"]))
+    def keyed(m: str) -> pd.Series:
+        return res.cached(("paired", m, cat, metric), lambda: res.frame.keyed(
+            category_index(res, res.final_index(m), cat), keys, metric))
 
-    def table(m):
-        return res.cached(("paired", m, cat, metric), lambda: {
-            key(r): METRICS[metric].fn(r) for r in _category_rows(res.final_rows(m), cat)})
-
-    a, b = table(ref), table(method)
-    keys = [k for k in a if k in b and a[k] is not None and b[k] is not None]
-    return [bool(a[k]) for k in keys], [bool(b[k]) for k in keys]
+    a, b = paired_values(keyed(ref), keyed(method))
+    return a.tolist(), b.tolist()
 
 
 def paired_test(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> Test | None:
@@ -384,7 +382,7 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         # a partial run may not have reached the study's reference yet: test against the first method
         stored_ref = config.get("reference") if config.get("reference") in methods else None
         ref = reference or stored_ref or (methods[0] if methods else None)
-        res = StudyResults(run_dir, meta, config, methods, store.rows(), store.scalars(), store.events(), units,
+        res = StudyResults(run_dir, meta, config, methods, RowFrame.read(store), store.scalars(), store.events(), units,
                            None, [], [], ref, study.control_map() if study else {}, study)
     finally:
         store.close()
@@ -401,11 +399,6 @@ def _metric_for(cat: str, metric: str | None) -> str:
     return metric
 
 
-def _meta_texts(v: Any) -> list[str]:
-    """A probe meta entry as the text values it is grouped and matched by (one per list element)."""
-    return [str(x) for x in (v if isinstance(v, list) else [v])]
-
-
 def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = None,
               where: dict[str, str] | None = None) -> Cell | None:
     """A method's rate of ``metric`` (default the category's headline metric) over a category or
@@ -415,11 +408,10 @@ def rate_cell(res: StudyResults, method: str, cat: str, metric: str | None = Non
     metric = _metric_for(cat, metric)
 
     def make() -> Cell | None:
-        rows = _category_rows(res.final_rows(method), cat)
+        idx = category_index(res, res.final_index(method), cat)
         if where:
-            rows = [r for r in rows
-                    if all(k in r["meta"] and want in _meta_texts(r["meta"][k]) for k, want in where.items())]
-        return rows_cell(res, rows, metric)
+            idx = idx[res.frame.meta_mask(idx, where).to_numpy()]
+        return index_cell(res, idx, metric)
 
     return res.cached(("rate_cell", method, cat, metric, tuple(sorted((where or {}).items()))), make)
 
@@ -434,18 +426,12 @@ def breakdown(res: StudyResults, cat: str, key: str, metric: str | None = None) 
 
 
 def _breakdown(res: StudyResults, cat: str, key: str, metric: str) -> dict[str, dict[str, Cell | None]]:
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    counts: dict[str, int] = defaultdict(int)
-    for m in ["base", *res.methods]:
-        for r in _category_rows(res.final_rows(m), cat):
-            if key not in r["meta"]:
-                continue
-            for x in _meta_texts(r["meta"][key]):
-                groups[x][m].append(r)
-                if m == "base":
-                    counts[x] += 1
-    order = sorted(groups, key=lambda x: (-counts.get(x, 0), x))
-    return {x: {m: rows_cell(res, groups[x].get(m, []), metric) for m in ["base", *res.methods]} for x in order}
+    everyone = ["base", *res.methods]
+    groups = {m: res.frame.meta_groups(category_index(res, res.final_index(m), cat), key) for m in everyone}
+    empty = pd.Index([], dtype=res.frame.df.index.dtype)
+    values = {x for g in groups.values() for x in g}
+    order = sorted(values, key=lambda x: (-len(groups["base"].get(x, empty)), x))
+    return {x: {m: index_cell(res, groups[m].get(x, empty), metric) for m in everyone} for x in order}
 
 
 def criterion_rows(res: StudyResults) -> list[CriterionRow]:
@@ -473,14 +459,14 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
     for m in res.methods:
         ppl = sorted((s["step"], s["value"]) for s in res.scalars
                      if s["method"] == m and s["value"] is not None and (s["name"] == "guard_ppl" or s["name"].startswith("ppl:")))
-        seen: dict[int, list[bool]] = defaultdict(list)
-        for r in res.rows:
-            if r["method"] == m and r["category"] == "target" and r["edit_index"] is not None and r["edit_index"] < r["step"] - 1:
-                seen[r["step"]].append(bool(r["top1"]))
-        ret = sorted((st, sum(v) / len(v)) for st, v in seen.items() if v)
+        df = res.frame.df
+        earlier = df[(df["method"] == m) & (df["category"] == "target") & df["edit_index"].notna()]
+        earlier = earlier[(earlier["edit_index"] < earlier["step"] - 1).to_numpy(dtype=bool)]
+        kept = (earlier["top1"] == 1).groupby(earlier["step"].to_numpy()).mean()  # a NaN top1 counts as not kept
+        ret = sorted((int(st), float(v)) for st, v in kept.items())
         out[m] = {"ppl": ppl, "retention": ret}
     return out
 
 
-__all__ = ["Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "criterion_rows", "headline_metric",
-           "load_results", "rate_cell", "sequential_curves"]
+__all__ = ["Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
+           "headline_metric", "index_cell", "load_results", "meta_texts", "rate_cell", "sequential_curves", "unit_root"]

@@ -93,12 +93,14 @@ CREATE VIEW IF NOT EXISTS rows AS
     FROM measures m JOIN probes p ON p.id = m.probe_id;
 """
 
+#: the keys of a stored row before its :data:`ROW_FIELDS`
+ROW_KEYS = ("method", "unit", "step", "probe_set", "index", "edit_index")
 ROW_FIELDS = ("category", "prompt", "target", "meta", "logprob", "n_tokens", "top1", "alt_kind", "alt_logprob",
               "base_logprob", "base_top1", "unchanged", "kl", "says_target", "greedy", "base_greedy", "is_base",
               "base_margin")
 #: columns added after the first store format, with their SQL type: added in place to older stores
 _ADDED_COLUMNS = {"base_margin": "REAL"}
-_BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
+BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
 
 
 class StoreError(InputError, RuntimeError):
@@ -247,10 +249,10 @@ class ResultsStore:
         """(method, unit) pairs already stored."""
         return {(m, u) for m, u in self.db.execute("SELECT method, unit FROM units")}
 
-    def rows(self, unit_id: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
-        """Evaluation rows as dicts (the fields of EvalResult rows plus method, unit, step,
-        probe_set, edit_index), in storage order."""
-        q = (f"SELECT u.method, u.unit, u.step, r.probe_set, r.probe_index, r.edit_index, "
+    def rows_query(self, unit_id: int | None = None, method: str | None = None) -> tuple[str, list[Any]]:
+        """The SQL (and its arguments) selecting the rows :meth:`rows` returns, with the columns
+        :data:`ROW_KEYS` + :data:`ROW_FIELDS` in that order (meta as JSON text, booleans as 0/1)."""
+        q = (f"SELECT u.method, u.unit, u.step, r.probe_set, r.probe_index AS \"index\", r.edit_index, "
              f"{', '.join('r.' + f for f in ROW_FIELDS)} FROM rows r JOIN units u ON u.id = r.unit_id")
         cond, args = [], []
         if unit_id is not None:
@@ -261,15 +263,21 @@ class ResultsStore:
             args.append(method)
         if cond:
             q += " WHERE " + " AND ".join(cond)
+        return q + " ORDER BY r.unit_id, r.probe_set, r.probe_index", args
+
+    def rows(self, unit_id: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
+        """Evaluation rows as dicts (the fields of EvalResult rows plus method, unit, step,
+        probe_set, edit_index), in storage order."""
+        q, args = self.rows_query(unit_id, method)
         out = []
         metas: dict[str, Any] = {}  # one parsed dict per distinct meta text (read-only; shared by its rows)
-        for rec in self.db.execute(q + " ORDER BY r.unit_id, r.probe_set, r.probe_index", args):
-            d = dict(zip(("method", "unit", "step", "probe_set", "index", "edit_index"), rec[:6]))
+        for rec in self.db.execute(q, args):
+            d = dict(zip(ROW_KEYS, rec[:6]))
             for f, v in zip(ROW_FIELDS, rec[6:]):
                 if f == "meta":
                     d[f] = metas[v] if v in metas else metas.setdefault(v, json.loads(v))
                 else:
-                    d[f] = bool(v) if f in _BOOL_FIELDS and v is not None else v
+                    d[f] = bool(v) if f in BOOL_FIELDS and v is not None else v
             out.append(d)
         return out
 
@@ -292,7 +300,7 @@ class ResultsStore:
 def _db_value(field: str, v: Any) -> Any:
     if field == "meta":
         return json.dumps(v or {}, sort_keys=True, default=str)
-    if field in _BOOL_FIELDS and v is not None:
+    if field in BOOL_FIELDS and v is not None:
         return int(bool(v))
     return v
 
@@ -416,5 +424,5 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-__all__ = ["ARCHIVE_SUFFIX", "FILENAME", "ROW_FIELDS", "ResultsStore", "STORE_FORMAT", "STORE_FORMATS", "StoreError", "Unit",
+__all__ = ["ARCHIVE_SUFFIX", "BOOL_FIELDS", "FILENAME", "ROW_FIELDS", "ROW_KEYS", "ResultsStore", "STORE_FORMAT", "STORE_FORMATS", "StoreError", "Unit",
            "convert_store", "export_archive", "now_iso", "unpack_archive"]
