@@ -71,6 +71,9 @@ class BaseOutputs:
     greedy_text: list[str]
     top_ids: torch.Tensor  # [n, k] int64: the base's top-k next tokens after each prompt
     top_logprobs: torch.Tensor  # [n, k] float32: their log-probabilities
+    #: per probe, the base's teacher-forced argmax token at each target position (None where the
+    #: target was not scored); None for base outputs cached by a version that did not keep them
+    target_argmax: list[tuple[int, ...] | None] | None = None
 
     @property
     def scored(self) -> list[bool]:
@@ -147,6 +150,22 @@ def _cache_path(base_fp: str, phash: str) -> Path:
     return cache_root() / "base_outputs" / f"{base_fp}-{phash}.safetensors"
 
 
+def _ragged(name: str, seqs: Sequence[Sequence[int] | None]) -> dict[str, torch.Tensor]:
+    """Token id sequences as a -1-padded ``[n, longest]`` tensor and their lengths (-1: None)."""
+    lens = torch.tensor([-1 if q is None else len(q) for q in seqs], dtype=torch.int64)
+    ids = torch.full((len(seqs), max([int(lens.max()), 0] if len(seqs) else [0])), -1, dtype=torch.int64)
+    for i, q in enumerate(seqs):
+        if q:
+            ids[i, : len(q)] = torch.tensor(list(q), dtype=torch.int64)
+    return {name: ids, f"{name}_len": lens}
+
+
+def _unragged(t: dict[str, torch.Tensor], name: str) -> list[tuple[int, ...] | None] | None:
+    if name not in t:
+        return None
+    return [None if k < 0 else tuple(row[:k]) for row, k in zip(t[name].tolist(), t[f"{name}_len"].tolist())]
+
+
 def _save_base(path: Path, b: BaseOutputs) -> None:
     from safetensors.torch import save_file
 
@@ -158,6 +177,7 @@ def _save_base(path: Path, b: BaseOutputs) -> None:
     for i, g in enumerate(b.greedy_ids):
         gids[i, : len(g)] = torch.tensor(g, dtype=torch.int64)
     tensors = {
+        **({} if b.target_argmax is None else _ragged("target_argmax", b.target_argmax)),
         "logprob": torch.tensor([math.nan if a is None else a for a in b.logprob], dtype=torch.float64),
         "alt_logprob": torch.tensor([math.nan if a is None else a for a in b.alt_logprob], dtype=torch.float64),
         "top1": torch.tensor(b.top1, dtype=torch.bool),
@@ -201,6 +221,7 @@ def _load_base(path: Path, base_fp: str, phash: str, n: int, top_k: int) -> Base
             top1=[bool(x) for x in t["top1"].tolist()],
             greedy_ids=[tuple(row[:k]) for row, k in zip(t["greedy_ids"].tolist(), glen)],
             greedy_text=texts, top_ids=t["top_ids"], top_logprobs=t["top_logprobs"],
+            target_argmax=_unragged(t, "target_argmax"),
         )
     except Exception as e:  # corrupt file: never trust it
         log.warning("base-output cache %s is unreadable (%s); recomputing", path, e)
@@ -235,6 +256,7 @@ class _Scores:
     checks: list[Any]  # per probe: its prompt + the base's greedy tokens
     logprob: list[float | None]  # per probe: target log-probability (None: not scored)
     alt_logprob: list[float | None]
+    target_argmax: list[tuple[int, ...] | None]  # per probe: argmax token at each target position
 
 
 def _score_all(model: Model, passes: _Passes, greedy_ids: Sequence[tuple[int, ...]], **kw) -> _Scores:
@@ -254,11 +276,12 @@ def _score_all(model: Model, passes: _Passes, greedy_ids: Sequence[tuple[int, ..
     scores = score_encoded(model, pairs, first_token_ids=first, **kw)
     logprob: list[float | None] = [None] * n
     alt: list[float | None] = [None] * n
+    argmax: list[tuple[int, ...] | None] = [None] * n
     for j, i in enumerate(tgt_idx):
-        logprob[i] = scores[n + j].logprob
+        logprob[i], argmax[i] = scores[n + j].logprob, scores[n + j].argmax_ids
     for j, i in enumerate(alt_idx):
         alt[i] = scores[n + len(tgt_idx) + j].logprob
-    return _Scores(scores[:n], logprob, alt)
+    return _Scores(scores[:n], logprob, alt, argmax)
 
 
 def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | None = None,
@@ -284,6 +307,7 @@ def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | Non
         greedy_text=[gens[i].text for i in range(n)],
         top_ids=torch.tensor([s.first_top_ids for s in sc.checks], dtype=torch.int64).reshape(n, top_k),
         top_logprobs=torch.tensor([s.first_top_logprobs for s in sc.checks], dtype=torch.float32).reshape(n, top_k),
+        target_argmax=sc.target_argmax,
     )
 
 
@@ -294,7 +318,10 @@ class EvalResult:
     ``rows[i]`` (a dict) has: index, prompt, target, category, meta, logprob, n_tokens, top1,
     alt_kind, alt_logprob, greedy (edited greedy continuation text), base_greedy, base_logprob,
     base_top1, unchanged, kl, says_target (None without a watched target), is_base, base_margin
-    (the base's top-1 minus top-2 next-token log-probability after the prompt, nats).
+    (the base's top-1 minus top-2 next-token log-probability after the prompt, nats), token_acc
+    (share of target tokens that are the teacher-forced argmax, as EasyEdit scores rewrites) and
+    token_agree (share of target positions whose argmax is the base model's, EasyEdit's locality);
+    the last two are None where the target was not scored.
     """
 
     rows: list[dict[str, Any]]
@@ -347,6 +374,14 @@ def _watch_aliases(probes: Sequence[Probe], watch: str | None) -> list[str]:
         if p.category == "target" and p.target == watch:
             out += [a for a in aliases(p) if a not in out]
     return out
+
+
+def token_match(a: Sequence[int], b: Sequence[int]) -> float:
+    """Share of positions where two equally long token id sequences agree (EasyEdit's token
+    accuracy: teacher-forced argmax vs the target's tokens, or post- vs pre-edit argmax)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"token sequences of lengths {len(a)} and {len(b)}: need equal, non-zero lengths")
+    return sum(x == y for x, y in zip(a, b)) / len(a)
 
 
 def first_token_margin(top_logprobs: torch.Tensor) -> list[float | None]:
@@ -457,10 +492,11 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         unchanged = [True] * n
         kls = [0.0] * n
         greedy = list(base.greedy_text)
+        argmax = base.target_argmax or [None] * n
     else:
         # Teacher-force the base's greedy tokens: unchanged iff the argmax follows them throughout.
         sc = _score_all(model, passes, base.greedy_ids, first_token_ids=base.top_ids.tolist(), resume=resume)
-        main_lp, alt_lp = sc.logprob, sc.alt_logprob
+        main_lp, alt_lp, argmax = sc.logprob, sc.alt_logprob, sc.target_argmax
         unchanged = [s.greedy_match for s in sc.checks]
         kls = [coarse_kl(base.top_logprobs[i].tolist(), sc.checks[i].first_logprobs) for i in range(n)]
         changed = [i for i in range(n) if not unchanged[i]]
@@ -469,6 +505,14 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         top1 = [starts_with(gens[i].token_ids, passes.targets[i].cont_ids) if i in gens else base.top1[i]
                 for i in range(n)]
     margins = first_token_margin(base.top_logprobs)
+    if base.target_argmax is None and any(scored):
+        log.info("the cached base outputs of %s predate token agreement (token_agree reads None); delete %s "
+                 "to recompute them", name, path)
+    base_argmax = base.target_argmax or [None] * n
+    token_acc = [None if a is None or not scored[i] else token_match(a, passes.targets[i].cont_ids)
+                 for i, a in enumerate(argmax)]
+    token_agree = [None if a is None or b is None or not scored[i] else token_match(a, b)
+                   for i, (a, b) in enumerate(zip(argmax, base_argmax))]
     top1 = [t or any(says(greedy[i], a) for a in alias_of[i]) for i, t in enumerate(top1)]
     base_top1 = [t or any(says(base.greedy_text[i], a) for a in alias_of[i]) for i, t in enumerate(base.top1)]
 
@@ -486,6 +530,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             "greedy": greedy[i], "base_greedy": base.greedy_text[i], "base_logprob": base.logprob[i] if scored[i] else None,
             "base_top1": base_top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
             "says_target": says_watch(greedy[i]), "is_base": is_base, "base_margin": margins[i],
+            "token_acc": token_acc[i], "token_agree": token_agree[i],
         })
     return EvalResult(rows=rows, probes_name=name, watch=watch, fingerprint=current_fp,
                       base_fingerprint=base_fp, resumed_from=resume.layer if resume else None,

@@ -281,3 +281,47 @@ def test_keep_hidden_after_base_outputs_came_from_disk():
     fast = evaluate(m, PROBES)
     assert fast.resumed_from == 2
     assert _strip(fast.rows) == _strip(evaluate(m, PROBES, incremental=False).rows)
+
+
+def test_token_accuracy_and_agreement_match_a_direct_forward_pass():
+    """EasyEdit's token metrics: teacher-forced argmax over the target tokens against the target
+    (token_acc) and against the base model's own argmax (token_agree), checked by hand."""
+    from editscope.evaluation import token_match
+
+    m = tiny_model("llama")
+    pairs = es.scoring.encode_pairs(m, [p.prompt for p in PROBES], [p.continuation for p in PROBES])
+
+    def argmax_over_targets():
+        out = []
+        for pr in pairs:
+            ids = torch.tensor([list(pr.prompt_ids + pr.cont_ids)])
+            with torch.no_grad():
+                logits = m.hf(input_ids=ids).logits[0]
+            p = len(pr.prompt_ids)
+            out.append(tuple(logits[p - 1:p - 1 + len(pr.cont_ids)].argmax(-1).tolist()))
+        return out
+
+    base_arg = argmax_over_targets()
+    r0 = evaluate(m, PROBES)
+    for i, row in enumerate(r0.rows):
+        if row["logprob"] is None:  # target not scored ("far"): no token metrics
+            assert row["token_acc"] is None and row["token_agree"] is None
+            continue
+        want = sum(a == b for a, b in zip(base_arg[i], pairs[i].cont_ids)) / len(pairs[i].cont_ids)
+        assert row["token_acc"] == pytest.approx(want) and row["token_agree"] == 1.0
+    perturb(m, scale=2.0)
+    new_arg = argmax_over_targets()
+    r1 = evaluate(m, PROBES)
+    agree = []
+    for i, row in enumerate(r1.rows):
+        if row["logprob"] is None:
+            continue
+        assert row["token_acc"] == pytest.approx(
+            sum(a == b for a, b in zip(new_arg[i], pairs[i].cont_ids)) / len(pairs[i].cont_ids))
+        assert row["token_agree"] == pytest.approx(
+            sum(a == b for a, b in zip(new_arg[i], base_arg[i])) / len(base_arg[i]))
+        agree.append(row["token_agree"])
+    assert any(a < 1.0 for a in agree)  # the perturbation moved some argmax
+    assert token_match([1, 2, 3], [1, 2, 4]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="equal, non-zero lengths"):
+        token_match([1], [1, 2])

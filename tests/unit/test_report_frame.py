@@ -19,7 +19,7 @@ def _row(**kw) -> dict:
             "category": "near", "prompt": "q", "target": "t", "meta": {}, "logprob": -1.0, "n_tokens": 1,
             "top1": True, "alt_kind": None, "alt_logprob": None, "base_logprob": None, "base_top1": None,
             "unchanged": None, "kl": None, "says_target": None, "greedy": None, "base_greedy": None,
-            "is_base": False, "base_margin": None}
+            "is_base": False, "base_margin": None, "token_acc": None, "token_agree": None}
     return {**base, **kw}
 
 
@@ -38,6 +38,8 @@ ROWS = [
     _row(unchanged=False, greedy=None, base_greedy=" 4"),
     _row(says_target=True, unchanged=False, greedy="Paris.", base_greedy="Rome", kl=2.0),
     _row(says_target=False, top1=None, logprob=None),
+    _row(token_acc=0.5, token_agree=1.0),
+    _row(token_acc=0.0, token_agree=2 / 3),
 ]
 
 

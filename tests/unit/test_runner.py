@@ -710,3 +710,40 @@ def test_the_lean_store_keeps_each_probe_once_and_reads_as_the_first_format(tmp_
     assert new.stat().st_size < 0.8 * old.stat().st_size
     with pytest.raises(StoreError, match="exists"):
         convert_store(old, new)
+
+
+def test_a_store_written_before_the_token_columns_gains_them_and_reads_none(tmp_path):
+    """Stores of either format written before ``token_acc``/``token_agree`` existed are opened,
+    read (None there) and written to; format 2's view is rebuilt with the new columns."""
+    from editscope.runner.store import FILENAME
+
+    row = {"index": 0, "category": "near", "prompt": "p", "target": "t", "meta": {}, "logprob": -1.0,
+           "n_tokens": 1, "top1": True, "greedy": " t", "base_greedy": " t", "token_acc": 0.5, "token_agree": 1.0}
+    for fmt, table in (("editscope-results-2", "measures"), ("editscope-results-1", "rows")):
+        path = tmp_path / fmt / FILENAME
+        s = ResultsStore(path, create=True)
+        if fmt != s.format:  # make a first-format store
+            s.close()
+            path.unlink()
+            db = sqlite3.connect(path)
+            db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);")
+            db.execute("INSERT INTO meta VALUES ('format', ?)", (json.dumps(fmt),))
+            db.commit()
+            db.close()
+            s = ResultsStore(path)
+        s.add_unit("base", "base", 0, [], "done", rows={"p": [row]})
+        s.close()
+        db = sqlite3.connect(path)  # as an older version left it: no token columns
+        if table == "measures":
+            db.execute("DROP VIEW rows")
+        db.execute(f"ALTER TABLE {table} DROP COLUMN token_acc")
+        db.execute(f"ALTER TABLE {table} DROP COLUMN token_agree")
+        db.commit()
+        db.close()
+        s = ResultsStore(path)
+        (old,) = s.rows()
+        assert old["token_acc"] is None and old["token_agree"] is None and old["logprob"] == -1.0
+        s.add_unit("m", "edit-0000", 0, [0], "done", rows={"p": [row]})
+        new = s.rows(method="m")[0]
+        assert (new["token_acc"], new["token_agree"]) == (0.5, 1.0), fmt
+        s.close()

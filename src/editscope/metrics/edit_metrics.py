@@ -18,6 +18,8 @@ gives None), which the report aggregates with; tests hold the two forms equal.
 | ``answer_unchanged`` | rate | the first word of the greedy continuation (a number, a word or one symbol) is the base model's: the answer is the same even where what follows it changed ("2," vs "2+") |
 | ``kl`` | mean | KL(base || edited) of the next-token distribution, nats, coarsened to the base's top-k tokens plus one bucket for the rest (a lower bound of the full KL) |
 | ``says_target`` | rate | the greedy continuation is the watched edit target (output rate of e.g. "5") |
+| ``token_acc`` | mean | share of target tokens that are the teacher-forced argmax (EasyEdit/KnowEdit Edit Succ., rephrase and portability accuracy) |
+| ``locality_token_agreement`` | mean | share of the target's positions where the teacher-forced argmax token is the base model's (EasyEdit/KnowEdit locality) |
 | ``changed_kl`` | rate | the answer changed (not ``answer_unchanged``) *and* the first-token KL exceeds :data:`KL_THRESHOLD` (0.1 nats): a change that is not just a near-tie flipping (lower is better) |
 """
 
@@ -170,6 +172,11 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
            _col("says_target")),
     Metric("changed_kl", 1, "rate", f"answer changed and first-token KL > {KL_THRESHOLD} nats", _changed_kl,
            _changed_kl_column),
+    Metric("token_acc", 1, "mean", "share of target tokens that are the teacher-forced argmax (EasyEdit)",
+           lambda r: r.get("token_acc"), _col("token_acc")),
+    Metric("locality_token_agreement", 1, "mean",
+           "share of target positions whose teacher-forced argmax is the base's (EasyEdit locality)",
+           lambda r: r.get("token_agree"), _col("token_agree")),
 ]})
 
 

@@ -29,7 +29,7 @@ from ..stats import cluster_bootstrap_mean, mean_interval, wilson_interval
 #: row fields that are whole numbers (nullable Int64 in the frame)
 INT_COLUMNS = ("step", "index", "edit_index", "n_tokens")
 #: row fields that are real numbers (NaN where missing)
-FLOAT_COLUMNS = ("logprob", "alt_logprob", "base_logprob", "kl", "base_margin")
+FLOAT_COLUMNS = ("logprob", "alt_logprob", "base_logprob", "kl", "base_margin", "token_acc", "token_agree")
 
 _UNIT_ROOT = re.compile(r"^((?:edit|batch|step)-\d+)")
 
@@ -155,13 +155,16 @@ def meta_texts(v: Any) -> list[str]:
     return [str(x) for x in (v if isinstance(v, list) else [v])]
 
 
-def values_cell(values: pd.Series, clusters: pd.Series | None) -> Cell | None:
-    """A rate over the non-NaN ``values`` (truthy = 1): a cluster bootstrap over ``clusters`` (the
-    edit each value belongs to) when given with >= 2 distinct clusters, else a Wilson interval over
-    the values. Where every cluster gives the same value the bootstrap cannot see beyond its few
-    clusters, so a Wilson interval over the clusters is used instead."""
+def values_cell(values: pd.Series, clusters: pd.Series | None, kind: str = "rate") -> Cell | None:
+    """The mean of the non-NaN ``values`` (a rate: truthy = 1) with its 95% interval: a cluster
+    bootstrap over ``clusters`` (the edit each value belongs to) when given with >= 2 distinct
+    clusters; else a Wilson interval (rate) or a t-interval (``kind="mean"``) over the values.
+    Where every cluster gives the same rate the bootstrap cannot see beyond its few clusters, so a
+    Wilson interval over the clusters is used instead."""
     ok = values.notna()
-    vals = (values[ok] != 0).astype(float).to_numpy()
+    vals = values[ok].to_numpy(dtype=float)
+    if kind == "rate":
+        vals = (vals != 0).astype(float)
     if vals.size == 0:
         return None
     if clusters is not None:
@@ -169,12 +172,12 @@ def values_cell(values: pd.Series, clusters: pd.Series | None) -> Cell | None:
         n_clusters = len(pd.unique(cl))
         if n_clusters >= 2:
             iv = cluster_bootstrap_mean(vals, cl)
-            if iv.low == iv.high:
+            if iv.low == iv.high and kind == "rate":
                 w = wilson_interval(round(iv.value * n_clusters), n_clusters)
                 return Cell(iv.value, min(w.low, iv.value), max(w.high, iv.value), iv.n)
             return Cell(iv.value, iv.low, iv.high, iv.n)
-    iv = wilson_interval(int(vals.sum()), int(vals.size))
-    return Cell(iv.value, iv.low, iv.high, iv.n)
+    agg = aggregate_values(pd.Series(vals), kind)
+    return Cell(agg["value"], agg["low"], agg["high"], int(agg["n"]))
 
 
 def aggregate_values(values: pd.Series, kind: str, confidence: float = 0.95) -> dict[str, float] | None:

@@ -216,18 +216,19 @@ class StudyResults:
 
 
 def rows_cell(res: StudyResults, rows: list[dict[str, Any]], metric: str) -> Cell | None:
-    """A rate of ``metric`` over ``rows`` (row dicts): Wilson over probes, or a cluster bootstrap
-    over edits when the study has several (:attr:`StudyResults.clustered`)."""
+    """``metric`` over ``rows`` (row dicts), a rate or a mean as the metric is: Wilson (rate) or t
+    (mean) interval over probes, or a cluster bootstrap over edits when the study has several
+    (:attr:`StudyResults.clustered`)."""
     fn = METRICS[metric].fn
     values = pd.Series([fn(r) for r in rows], dtype=float)
     clusters = pd.Series([unit_root(r["unit"]) for r in rows], dtype=object) if res.clustered else None
-    return values_cell(values, clusters)
+    return values_cell(values, clusters, METRICS[metric].kind)
 
 
 def index_cell(res: StudyResults, index: pd.Index, metric: str) -> Cell | None:
     """:func:`rows_cell` of the frame rows ``index``."""
     return values_cell(res.frame.metric(metric).loc[index],
-                       res.frame.df.loc[index, "root"] if res.clustered else None)
+                       res.frame.df.loc[index, "root"] if res.clustered else None, METRICS[metric].kind)
 
 
 def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:

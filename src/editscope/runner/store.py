@@ -66,14 +66,14 @@ CREATE TABLE IF NOT EXISTS rows (
     edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
     logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, base_logprob REAL,
     base_top1 INTEGER, unchanged INTEGER, kl REAL, says_target INTEGER, greedy TEXT, base_greedy TEXT,
-    is_base INTEGER, base_margin REAL, PRIMARY KEY(unit_id, probe_set, probe_index));
+    is_base INTEGER, base_margin REAL, token_acc REAL, token_agree REAL, PRIMARY KEY(unit_id, probe_set, probe_index));
 """
 
 #: format 2: the fields of a row that depend only on the probe (and the base model), and the rest
 PROBE_FIELDS = ("edit_index", "category", "prompt", "target", "meta", "base_logprob", "base_top1", "base_greedy",
                 "base_margin")
 MEASURE_FIELDS = ("logprob", "n_tokens", "top1", "alt_kind", "alt_logprob", "unchanged", "kl", "says_target",
-                  "greedy", "is_base")
+                  "greedy", "is_base", "token_acc", "token_agree")
 
 _ROWS_TABLES_V2 = """
 CREATE TABLE IF NOT EXISTS probes (
@@ -84,12 +84,17 @@ CREATE TABLE IF NOT EXISTS probes (
 CREATE TABLE IF NOT EXISTS measures (
     unit_id INTEGER NOT NULL REFERENCES units(id), probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL,
     probe_id INTEGER NOT NULL REFERENCES probes(id), logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, unchanged INTEGER, kl REAL,
-    says_target INTEGER, greedy TEXT, is_base INTEGER, PRIMARY KEY(unit_id, probe_set, probe_index));
-CREATE VIEW IF NOT EXISTS rows AS
+    says_target INTEGER, greedy TEXT, is_base INTEGER, token_acc REAL, token_agree REAL,
+    PRIMARY KEY(unit_id, probe_set, probe_index));
+"""
+
+#: format 2's ``rows`` view (recreated when a store written before a measured column existed is opened)
+_ROWS_VIEW_V2 = """
+CREATE VIEW rows AS
     SELECT m.unit_id, m.probe_set, m.probe_index, p.edit_index, p.category, p.prompt, p.target, p.meta,
            m.logprob, m.n_tokens, m.top1, m.alt_kind, m.alt_logprob, p.base_logprob, p.base_top1, m.unchanged,
            m.kl, m.says_target, COALESCE(m.greedy, p.base_greedy) AS greedy, p.base_greedy, m.is_base,
-           p.base_margin
+           p.base_margin, m.token_acc, m.token_agree
     FROM measures m JOIN probes p ON p.id = m.probe_id;
 """
 
@@ -97,9 +102,11 @@ CREATE VIEW IF NOT EXISTS rows AS
 ROW_KEYS = ("method", "unit", "step", "probe_set", "index", "edit_index")
 ROW_FIELDS = ("category", "prompt", "target", "meta", "logprob", "n_tokens", "top1", "alt_kind", "alt_logprob",
               "base_logprob", "base_top1", "unchanged", "kl", "says_target", "greedy", "base_greedy", "is_base",
-              "base_margin")
-#: columns added after the first store format, with their SQL type: added in place to older stores
-_ADDED_COLUMNS = {"base_margin": "REAL"}
+              "base_margin", "token_acc", "token_agree")
+#: columns added after a table was first written, with their SQL type: added in place to older
+#: stores (whose rows then read None there), per table
+_ADDED_COLUMNS = {"rows": {"base_margin": "REAL", "token_acc": "REAL", "token_agree": "REAL"},
+                  "measures": {"token_acc": "REAL", "token_agree": "REAL"}}
 BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
 
 
@@ -142,15 +149,24 @@ class ResultsStore:
         self._probe_ids: dict[tuple[str, int, str], int] = {}
         if self.format == STORE_FORMAT:
             self.db.executescript(_ROWS_TABLES_V2)
+            added = self._add_columns("measures")
+            view = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
+            if added or not set(ROW_FIELDS) <= view:
+                self.db.executescript("DROP VIEW IF EXISTS rows;" + _ROWS_VIEW_V2)
         else:
             self.db.executescript(_ROWS_TABLE_V1)
-            have = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
-            for col, kind in _ADDED_COLUMNS.items():
-                if col not in have:  # a store written before the column existed: its rows read None
-                    self.db.execute(f"ALTER TABLE rows ADD COLUMN {col} {kind}")
+            self._add_columns("rows")
         if self.get_meta("format") is None:
             with self.transaction():
                 self._set_meta("format", STORE_FORMAT)
+
+    def _add_columns(self, table: str) -> bool:
+        """Add :data:`_ADDED_COLUMNS` ``table`` lacks (a store written before they existed); True if any."""
+        have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+        missing = [(c, k) for c, k in _ADDED_COLUMNS[table].items() if c not in have]
+        for col, kind in missing:
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
+        return bool(missing)
 
     def close(self) -> None:
         self.db.close()
