@@ -356,6 +356,13 @@ def _parse_hparams(items: list[str] | None) -> dict:
     return out
 
 
+def _with_preset(method: str, preset: str | None, hp: dict) -> dict:
+    """``hp`` over the preset's settings for ``method`` (a clear error for an unknown preset)."""
+    from .methods.presets import with_preset
+
+    return with_preset(method, preset, hp)
+
+
 @app.command()
 def mine(
     dataset: Annotated[str, typer.Argument(help="counterfact | zsre | mquake | jsonl")],
@@ -369,6 +376,7 @@ def mine(
     threshold: Annotated[float, typer.Option(help="keep edits with perplexity >= this (collapse)")] = 1000.0,
     ratio: Annotated[float | None, typer.Option(help="also keep edits with perplexity >= ratio x the base model's")] = None,
     hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
+    preset: Annotated[str | None, typer.Option(help="reference hyperparameters under --hparam: easyedit, rome-paper")] = None,
     store: Annotated[str | None, typer.Option(help="resumable study folder (default OUT.mining)")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing output file")] = False,
 ) -> None:
@@ -377,7 +385,7 @@ def mine(
     from .methods.base import check_hparams
     from .mining import mine as run_mine
 
-    hp = _parse_hparams(hparam)
+    hp = _with_preset(method, preset, _parse_hparams(hparam))
     check_hparams(method, hp)
     if limit is not None:
         _at_least(limit, "--limit", 1)
@@ -438,6 +446,7 @@ def edit(
     subject: Annotated[str | None, typer.Option(help="subject span of the prompt (locate-then-edit methods)")] = None,
     target_true: Annotated[str | None, typer.Option(help="the current answer (for the prob protocol)")] = None,
     hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable (e.g. lr=1e-3)")] = None,
+    preset: Annotated[str | None, typer.Option(help="reference hyperparameters under --hparam: easyedit, rome-paper")] = None,
     save: Annotated[str | None, typer.Option(help="write the edit (delta + manifest) to this folder")] = None,
     dtype: DtypeOpt = "float32",
     new_tokens: Annotated[int, typer.Option(help="greedy tokens shown before/after")] = 8,
@@ -449,7 +458,7 @@ def edit(
     from .models.model import resolve_dtype
 
     # everything the user typed is checked before the model loads or the edit runs
-    hp = _parse_hparams(hparam)
+    hp = _with_preset(method, preset, _parse_hparams(hparam))
     check_hparams(method, hp)
     _at_least(new_tokens, "--new-tokens", 1)
     resolve_dtype(dtype)

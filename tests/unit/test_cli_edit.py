@@ -68,6 +68,8 @@ def test_a_grace_edit_saves_and_evaluates_as_an_intervention(model_dir, tmp_path
     (["--method", "rome2"], "unknown edit method"),
     (["--method", "ft", "--hparam", "lrr=1"], "Did you mean 'lr'"),
     (["--method", "ft", "--hparam", "lr"], "NAME=VALUE"),
+    (["--method", "rome", "--preset", "easyedt"], "Did you mean 'easyedit'"),
+    (["--method", "grace", "--preset", "easyedit"], "no settings for method 'grace'"),
 ])
 def test_edit_bad_input_is_a_clear_error(model_dir, args, match):
     out = runner.invoke(app, ["edit", "--model", str(model_dir), "--prompt", "2+2=", "--target", "5", *args],

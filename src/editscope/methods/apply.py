@@ -85,7 +85,8 @@ def prepare_edits(model: Model, requests: EditRequest | Sequence[EditRequest], m
 
 
 def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], method: str, *,
-               guard_tolerance: float = DEFAULT_GUARD_TOLERANCE, **hparams: Any) -> EditHandle:
+               guard_tolerance: float = DEFAULT_GUARD_TOLERANCE, preset: str | None = None,
+               **hparams: Any) -> EditHandle:
     """Apply ``requests`` to ``model`` in place with ``method``; returns the undoable handle.
 
     Args:
@@ -93,7 +94,10 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
         requests: one :class:`EditRequest` or a list (methods with ``one_at_a_time`` take one).
         method: a registered method name (``editscope methods``; typos get a suggestion).
         guard_tolerance: nats per token the mean target loss may rise before the edit is undone.
-        **hparams: the method's hyperparameters; unspecified ones take the per-architecture defaults.
+        preset: a reference preset (``"easyedit"``, ``"rome-paper"``: :mod:`editscope.methods.presets`)
+            whose settings for ``method`` apply under ``hparams``.
+        **hparams: the method's hyperparameters; unspecified ones take the preset's, then the
+            per-architecture defaults.
 
     Raises:
         UnknownMethodError, HparamError, ValueError, TypeError: before any weight changes.
@@ -101,6 +105,10 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
     """
     if not guard_tolerance >= 0:
         raise ValueError(f"guard_tolerance={guard_tolerance} must be >= 0 (nats per token)")
+    if preset is not None:
+        from .presets import with_preset
+
+        hparams = with_preset(method, preset, hparams)
     reqs, m, hp = _validated(model, requests, method, hparams, one_edit=True)
     names = m.touched(model, hp)
     if not names and not m.touches_nothing and m.kind == "weights":

@@ -56,7 +56,10 @@ class LocateHparams(Hparams):
 
     fact_token: Literal["subject_last", "last"] = "subject_last"
     n_contexts: int = Field(10, ge=0, le=100, description="generated context prefixes (plus the bare prompt)")
-    context_len: int = Field(10, ge=1, le=64)
+    context_len: int = Field(10, ge=1, le=64, description="new tokens of each generated prefix")
+    contexts: list[tuple[int, int]] | None = Field(
+        None, description="groups of generated prefixes as (new tokens, count) pairs, e.g. [[3, 10], [8, 10]] "
+                          "(EasyEdit's two lengths); replaces n_contexts/context_len when given")
     v_lr: PositiveFloat = 0.5
     v_steps: int = Field(25, ge=1, le=10_000)
     v_weight_decay: float = Field(1e-3, ge=0)
@@ -84,6 +87,18 @@ def context_templates(model: Model, n: int, length: int, seed: int = 0) -> list[
         clean = [t.replace("{", " ").replace("}", " ").replace("\n", " ").strip() for t in texts[:n]]
         memo[key] = ["{}"] + [c + ". {}" for c in clean]
     return memo[key]
+
+
+def templates_for(model: Model, hp: LocateHparams) -> list[str]:
+    """The context templates ``hp`` asks for: ``["{}"]`` plus the generated prefixes of every
+    :attr:`LocateHparams.contexts` group (or one group of ``n_contexts`` x ``context_len``)."""
+    groups = hp.contexts if hp.contexts is not None else [(hp.context_len, hp.n_contexts)]
+    out = ["{}"]
+    for i, (length, n) in enumerate(groups):
+        if length < 1 or n < 0:
+            raise HparamError(f"contexts[{i}]=({length}, {n}): need (new tokens >= 1, count >= 0)")
+        out += [t for t in context_templates(model, n, length, hp.seed + i)[1:] if t not in out]
+    return out
 
 
 def _fill(template: str, text: str) -> str:
@@ -399,7 +414,7 @@ def prepare_residuals(model: Model, layer: int, requests: Sequence[EditRequest],
     and keep them for the edits that follow: :func:`take_prepared` hands request ``r``'s result to
     the first edit of ``r`` with the same hyperparameters while the model is still bit-identical
     (checked by a :class:`StateWatch`), i.e. the single protocol's edit-evaluate-undo loop."""
-    templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+    templates = templates_for(model, hp)
     todo = list(dict.fromkeys(requests))
     probs = [ResidualProblem(model, layer, r, templates, hp) for r in todo]
     watch = StateWatch.take(model)
@@ -426,13 +441,17 @@ def take_prepared(model: Model, layer: int, request: EditRequest, hp: LocateHpar
     return res, key
 
 
-def rome_update(w: torch.Tensor, c: torch.Tensor, k: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float]:
+def rome_update(w: torch.Tensor, c: torch.Tensor | None, k: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float]:
     """ROME's rank-one ``dW = r u^T / (u . k)`` with ``u = C^{-1} k``: ``(W + dW) k = W k + r``.
 
-    ``w`` ``[out, in]``, ``c`` ``[in, in]``, ``k`` ``[in]``, ``r`` ``[out]``. Returns ``(dW, ridge)``.
+    ``w`` ``[out, in]``, ``c`` ``[in, in]`` (None: ``u = k``, EasyEdit's ``mom2_adjustment: false``),
+    ``k`` ``[in]``, ``r`` ``[out]``. Returns ``(dW, ridge)``.
     """
-    u, ridge = solve_psd(c, k[:, None].to(c.dtype))
-    u = u[:, 0].float()
+    if c is None:
+        u, ridge = k.float(), 0.0
+    else:
+        u, ridge = solve_psd(c, k[:, None].to(c.dtype))
+        u = u[:, 0].float()
     return torch.outer(r.float(), u) / torch.dot(u, k.float()), ridge
 
 
@@ -546,6 +565,8 @@ def _default_layer(arch: ArchSpec, n_layers: int) -> int:
 
 class ROMEHparams(LocateHparams):
     layer: int | None = Field(None, description="block whose MLP out-projection is edited; default per architecture")
+    mom2_adjustment: bool = Field(True, description="u = C^-1 k (the ROME paper); False: u = k (EasyEdit's Llama "
+                                  "hyperparameters), which needs no key covariance")
 
 
 class _Locate(EditMethod):
@@ -554,7 +575,12 @@ class _Locate(EditMethod):
     def _layers(self, hp: Any) -> list[int]:
         return [hp.layer] if hasattr(hp, "layer") else list(hp.layers)
 
-    def statistics_request(self, model: Model, hp: Any) -> tuple[Any, list[int]]:
+    def _needs_stats(self, hp: Any) -> bool:
+        return getattr(hp, "mom2_adjustment", True)
+
+    def statistics_request(self, model: Model, hp: Any) -> tuple[Any, list[int]] | None:
+        if not self._needs_stats(hp):
+            return None
         return (tuple(hp.stats_corpus), hp.stats_tokens, hp.stats_dtype), self._layers(hp)
 
     def check(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
@@ -562,7 +588,8 @@ class _Locate(EditMethod):
         if bad:
             raise HparamError(f"layer(s) {bad} are outside the model; {model.name} has layers 0..{model.n_layers - 1}")
         _check_locatable(model, requests, hp.fact_token)
-        _stats(model, self._layers(hp), hp)  # computed (or read) now: bad statistics fail before any change
+        if self._needs_stats(hp):
+            _stats(model, self._layers(hp), hp)  # computed (or read) now: bad statistics fail before any change
 
     def touched(self, model: Model, hp: Any) -> list[str]:
         return [model.arch.name("mlp_out", i) + ".weight" for i in self._layers(hp)]
@@ -580,10 +607,10 @@ class ROME(_Locate):
         return {"layer": _default_layer(arch, n_layers)}
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
-        c = _stats(model, [hp.layer], hp)[hp.layer]
+        c = _stats(model, [hp.layer], hp)[hp.layer] if hp.mom2_adjustment else None
         prepared = take_prepared(model, hp.layer, requests[0], hp)
         if prepared is None:
-            templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+            templates = templates_for(model, hp)
             prob = ResidualProblem(model, hp.layer, requests[0], templates, hp)  # its pass also yields the key
             (delta, info), key = optimise_residual(model, prob, requests[0], hp), prob.key
         else:
@@ -634,7 +661,7 @@ class _Spread(_Locate):
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         layers = list(hp.layers)
         stats = _stats(model, layers, hp)
-        templates = context_templates(model, hp.n_contexts, hp.context_len, hp.seed)
+        templates = templates_for(model, hp)
         top = layers[-1]
         delta, infos = target_residuals(model, top, requests, templates, hp)
         # the residual stream after the top block with delta added to its MLP output (with a

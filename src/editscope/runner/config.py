@@ -74,6 +74,8 @@ class MethodSpec(_Strict):
     method: str
     label: str | None = Field(None, description="name in tables; default the method name (must be unique)")
     hparams: dict[str, Any] = Field(default_factory=dict)
+    preset: str | None = Field(None, description="reference hyperparameters (easyedit, rome-paper: "
+                               "editscope.methods.presets) under `hparams`; merged into `hparams` when read")
     match: str | None = Field(None, description="placebo: the label of the method whose delta it matches")
     draws: int = Field(1, ge=1, description="placebo: random draws per unit")
     sweep: dict[str, list[Any]] | None = Field(
@@ -85,6 +87,20 @@ class MethodSpec(_Strict):
     def _known(cls, v: str) -> str:
         get_method(v)  # UnknownMethodError with a suggestion
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """``hparams`` over the preset's settings for the method (the preset stays recorded)."""
+        if not isinstance(data, dict) or data.get("preset") is None or not isinstance(data.get("method"), str):
+            return data
+        from ..methods.presets import with_preset
+
+        try:
+            hparams = with_preset(data["method"], data["preset"], data.get("hparams") or {})
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"preset: {e}") from None
+        return {**data, "hparams": hparams}
 
     @model_validator(mode="after")
     def _control_keys(self):
@@ -99,7 +115,6 @@ class MethodSpec(_Strict):
         for key in RUNNER_SET_HPARAMS:
             if is_placebo and key in self.hparams:
                 raise ValueError(f"hparams.{key}: set by the runner from `match:` and `draws:`; remove it")
-        self._check_hparams()
         if self.sweep is not None:
             self._check_sweep()
         return self
