@@ -459,6 +459,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
     # An active edit that left the weights as they were (the identity control) still takes the
     # edited path: that path's agreement with the base is what it measures.
     is_base = current_fp == base_fp and n_active == 0
+    if base is not None and base.target_argmax is None and is_base:
+        base = None  # cached by a version that kept no target argmax: the base is here, recompute
     capture, resume = plan_layer_caches(model, _pass_key(phash, scored), keep_hidden, incremental, now)
     missing = [i for i in range(len(probes)) if scored[i] and base is not None and not base.scored[i]]
     if base is None or missing:

@@ -23,4 +23,5 @@ def test_ngram_entropy_hand_computed():
 def test_fluency_on_generations():
     iv, texts = fluency(tiny_model("llama"), ["The capital of France is", "2+2="], max_new_tokens=6)
     assert len(texts) == 2 and iv.n == 2
+    assert texts[0].startswith("The capital of France is") and texts[1].startswith("2+2=")  # KnowEdit: prompt kept
     assert iv.value == pytest.approx(sum(ngram_entropy(t) for t in texts) / 2)

@@ -747,3 +747,22 @@ def test_a_store_written_before_the_token_columns_gains_them_and_reads_none(tmp_
         new = s.rows(method="m")[0]
         assert (new["token_acc"], new["token_agree"]) == (0.5, 1.0), fmt
         s.close()
+
+
+def test_fluency_is_measured_on_each_units_edit_prompts(tmp_path):
+    """``fluency:`` stores KnowEdit's n-gram entropy per unit: the base over the study's edit
+    prompts, an edited unit over its own edit's prompt (recomputed here by hand)."""
+    from editscope.metrics.fluency import ngram_entropy
+    from editscope.runner.execute import load_study_model
+    from editscope.scoring import greedy_continuations
+
+    cfg = parse_config({**STUDY, "methods": ["ft-m"], "edits": EDITS[:2], "fluency": {"max_new_tokens": 5}})
+    run_study(cfg, tmp_path / "run")
+    s = ResultsStore(tmp_path / "run" / "results.sqlite")
+    flu = {(x["method"], x["unit"]): x for x in s.scalars() if x["name"] == "fluency:ngram_entropy"}
+    s.close()
+    assert set(flu) == {("base", "base"), ("ft-m", "edit-0000"), ("ft-m", "edit-0001")}
+    assert flu[("base", "base")]["detail"]["prompts"] == 2 and flu[("ft-m", "edit-0000")]["detail"]["prompts"] == 1
+    m = load_study_model(cfg)
+    texts = [p + g.text for p, g in zip(["2+2=", "3+1="], greedy_continuations(m, ["2+2=", "3+1="], 5))]
+    assert flu[("base", "base")]["value"] == pytest.approx(sum(ngram_entropy(t) for t in texts) / 2)

@@ -33,12 +33,13 @@ def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float
 
 
 def fluency(model, prompts: Sequence[str], max_new_tokens: int = 100) -> tuple[Interval, list[str]]:
-    """Mean n-gram entropy (with its t-interval) of greedy generations from ``prompts``.
+    """Mean n-gram entropy (with its t-interval) of each prompt followed by its greedy continuation
+    (the prompt is part of the text, as in EasyEdit/KnowEdit, whose tables report this x 100).
 
-    ROME samples with top-k=5; greedy decoding is used here so results are deterministic
-    (greedy text is more repetitive, so absolute values run lower than ROME's tables).
+    ROME and EasyEdit sample with top-k=5; greedy decoding is used here so results are deterministic
+    (greedy text is more repetitive, so absolute values run lower than their tables).
     """
     from ..scoring import greedy_continuations
 
-    texts = [g.text for g in greedy_continuations(model, prompts, max_new_tokens)]
+    texts = [p + g.text for p, g in zip(prompts, greedy_continuations(model, prompts, max_new_tokens))]
     return mean_interval([ngram_entropy(t) for t in texts]), texts

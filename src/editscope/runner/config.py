@@ -215,6 +215,14 @@ class PerplexitySpec(_Strict):
     limit: int | None = Field(None, ge=1, description="first n documents")
 
 
+class FluencySpec(_Strict):
+    """KnowEdit's fluency: weighted 2/3-gram entropy of text generated from the edit prompts."""
+
+    max_new_tokens: int = Field(100, ge=1, le=1024, description="greedy tokens generated per prompt")
+    limit: int = Field(50, ge=1, description="at most this many prompts per unit (the base unit: the first "
+                                             "study edits' prompts)")
+
+
 class DownstreamSpec(_Strict):
     task: str
     limit: int | None = Field(100, ge=1)
@@ -296,6 +304,8 @@ class StudyConfig(_Strict):
     metrics: list[str] | None = Field(None, description="metrics shown in the report; default all")
     reference: str | None = Field(None, description="method label the report tests the others against")
     perplexity: PerplexitySpec | None = None
+    fluency: FluencySpec | None = Field(None, description="KnowEdit fluency of each unit's edit prompts "
+                                                          "(scalar fluency:ngram_entropy)")
     downstream: list[DownstreamSpec] = Field(default_factory=list)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     criterion: CriterionSpec | None = Field(None, description="report-only: the bar an isolated edit must clear")

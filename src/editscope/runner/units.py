@@ -24,6 +24,7 @@ from ..interventions import Intervention, install, installed, remove_all
 from ..methods import EditFailed, apply_edit, prepare_edits
 from ..methods.base import METHODS, EditMethod, get_method
 from ..methods.handle import active_edits
+from ..metrics.fluency import fluency
 from ..metrics.perplexity import is_collapsed, perplexity
 from ..metrics.weight_change import anatomy_scalars
 from ..models.model import Model, StateWatch, tensor_digests
@@ -87,8 +88,15 @@ class Runner:
             out[name] = [{**r, "edit_index": edit_index} for r in res.rows]
         return out
 
-    def _scalars(self) -> Scalars:
+    def _scalars(self, unit: UnitPlan) -> Scalars:
         out: Scalars = {}
+        if self.config.fluency is not None:
+            spec = self.config.fluency
+            reqs = self._requests(unit) or [r for e in self.plan.edits for r in e.requests]
+            prompts = list(dict.fromkeys(r.prompt for r in reqs))[:spec.limit]
+            iv, _ = fluency(self.model, prompts, spec.max_new_tokens)
+            out["fluency:ngram_entropy"] = (iv.value, {"prompts": len(prompts), "low": iv.low, "high": iv.high,
+                                                       "max_new_tokens": spec.max_new_tokens})
         if self.config.perplexity is not None:
             spec = self.config.perplexity
             r = perplexity(self.model, spec.corpus, limit=spec.limit)
@@ -112,7 +120,7 @@ class Runner:
         if digests is None:
             digests = tensor_digests(self.model.hf)  # one hash of the weights serves every probe set
         rows = self._evaluate(unit, digests) if eval_ else {}
-        scalars = self._scalars() if eval_ else {}
+        scalars = self._scalars(unit) if eval_ else {}
         scalars.update(extra_scalars or {})
         return UnitResult(unit, status, seconds_edit, time.perf_counter() - t, self.model.state_key(digests),
                           info=info or {}, rows=rows, scalars=scalars, events=list(events or []))
