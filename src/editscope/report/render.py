@@ -27,6 +27,7 @@ from .replication import COLUMNS as SEED38_COLUMNS
 from .replication import has_seed38, replication_rows
 from .anatomy import anatomy_table
 from .correlation import ppl_downstream_correlations
+from .knowedit import knowedit_rows
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
 from .results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
 
@@ -386,10 +387,33 @@ def correlation_table(res: StudyResults) -> Table | None:
                  ["method", "task", "steps", "Pearson r (log ppl)", "p", "Spearman rho", "p"], body)
 
 
+def knowedit_table(res: StudyResults) -> Table | None:
+    """KnowEdit's Edit Succ. / Portability / Locality / Fluency (x 100), or None without token metrics."""
+    rows = knowedit_rows(res)
+    if not rows:
+        return None
+    labels = ["Edit Succ.", "Portability", "Locality", "Fluency"]
+
+    def fmt(c: Cell | None) -> str:
+        if c is None:
+            return "-"
+        if c.n < 2:
+            return f"{100 * c.value:.2f}"
+        return f"{100 * c.value:.2f} [{100 * c.low:.2f}, {100 * c.high:.2f}]"
+
+    body = [[(r.method, False), *((fmt(r.cells[k]), False) for k in labels)] for r in rows]
+    return Table("knowedit", "KnowEdit's summary (EasyEdit's token definitions, x 100): Edit Succ. = teacher-forced "
+                             "argmax accuracy over the new target's tokens; Portability = the same on portability "
+                             "probes; Locality = share of each locality answer's tokens whose argmax the edit left "
+                             "as it was; Fluency = weighted 2/3-gram entropy of text generated from the edit prompts "
+                             "(the study's `fluency:` key). Each averaged within an edit, then over edits (95% "
+                             "t-interval over edits).", ["method", *labels], body)
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
-                        criterion_table(res), *collapse_tables(res), anatomy_table_(res), correlation_table(res),
+                        criterion_table(res), knowedit_table(res), *collapse_tables(res), anatomy_table_(res), correlation_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]
