@@ -11,13 +11,15 @@ from .registry import SUITES, SuiteInfo, UnknownSuiteError, get_suite, list_suit
 
 from . import loaders  # noqa: E402,F401  (registers the dataset suites; must follow the registry)
 from .loaders import EditCase, EditDataset, LoadReport, load_counterfact, load_jsonl, load_mquake, load_zsre
+from .knowedit import load_knowedit  # registers the "knowedit" edit dataset and suite
 
 # registers the "seed38" suite; must follow the registry. The module (not its factory function) is
 # exported, so that editscope.probes.seed38.COUNTS / PUBLISHED / PUBLISHED_SETTINGS stay reachable.
 from . import seed38  # noqa: E402,F401
 
 __all__ = [
-    "EditCase", "EditDataset", "LoadReport", "load_counterfact", "load_jsonl", "load_mquake", "load_zsre",
+    "EditCase", "EditDataset", "LoadReport", "load_counterfact", "load_jsonl", "load_knowedit", "load_mquake",
+    "load_zsre",
     "SUITES", "SuiteInfo", "UnknownSuiteError", "arithmetic", "facts", "get_suite", "list_suites",
     "number_words", "parse_arithmetic", "register_suite",
 ]

@@ -192,11 +192,19 @@ class InlineEdit(_Strict):
 
 
 class DatasetEdits(_Strict):
-    dataset: Literal["counterfact", "zsre", "mquake", "jsonl"]
+    dataset: str = Field(description="an edit dataset (editscope.probes.loaders.EDIT_DATASETS: counterfact, zsre, "
+                                     "mquake, jsonl, knowedit, or a plugin's)")
     source: str | None = Field(None, description="path or hub id; default the copy in ../shared/data")
     limit: int | None = Field(None, ge=1)
     offset: int = Field(0, ge=0)
     case_probes: bool = Field(True, description="also evaluate each record's own probes (paraphrase, neighbours)")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from ..probes.loaders import EDIT_DATASETS
+
+        return EDIT_DATASETS.resolve(v)  # UnknownNameError (a ValueError) with the nearest names
 
 
 class ProbeSpec(_Strict):
