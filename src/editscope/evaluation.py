@@ -126,13 +126,15 @@ def starts_with(ids: Sequence[int], prefix: Sequence[int]) -> bool:
 
 def _gen_lengths(model: Model, probes: Sequence[Probe], targets: list[EncodedPair], watch: str | None) -> list[int]:
     """Greedy length per probe: the longer of target and watched target, plus one token so that
-    "5" followed by "6" (saying 56) is told apart from "5" followed by a newline."""
+    "5" followed by "6" (saying 56) is told apart from "5" followed by a newline; at least the
+    probe's ``meta["gen_tokens"]`` (questions whose answer comes after a few words, e.g. MQuAKE's)."""
     wl = [0] * len(probes)
     if watch:
         wpairs = encode_pairs(model, [p.prompt for p in probes],
                               [resolve_sep(p.prompt, watch) + watch for p in probes])
         wl = [len(w.cont_ids) for w in wpairs]
-    return [max(len(t.cont_ids), w) + 1 for t, w in zip(targets, wl)]
+    return [max(len(t.cont_ids) + 1, w + 1, int(p.meta.get("gen_tokens", 0)))
+            for p, t, w in zip(probes, targets, wl)]
 
 
 def _greedy_grouped(model: Model, prompts: list[str], lengths: list[int], idx: list[int]) -> dict[int, Any]:

@@ -325,3 +325,14 @@ def test_token_accuracy_and_agreement_match_a_direct_forward_pass():
     assert token_match([1, 2, 3], [1, 2, 4]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="equal, non-zero lengths"):
         token_match([1], [1, 2])
+
+
+def test_a_probe_can_ask_for_a_longer_greedy_answer():
+    """``meta["gen_tokens"]``: questions whose answer comes after a few words get that many tokens."""
+    m = tiny_model("llama")
+    probes = es.ProbeSet([es.Probe("Which language is spoken there?", "Arabic", "portability", meta={"gen_tokens": 9}),
+                          es.Probe("2+2=", "4", "near")], name="gen")
+    rows = evaluate(m, probes).rows
+    long = es.greedy_continuations(m, ["Which language is spoken there?"], 9, stop_at_eos=False)[0].text
+    short = es.greedy_continuations(m, ["2+2="], 2, stop_at_eos=False)[0].text
+    assert rows[0]["greedy"] == long and rows[1]["greedy"] == short

@@ -569,6 +569,10 @@ def load_zsre(source: str | Path | None = None, *, limit: int | None = None, off
 # MQuAKE
 
 
+#: greedy tokens generated for a multi-hop question: room for a few words before the answer
+MQUAKE_ANSWER_TOKENS = 16
+
+
 def _mquake_record(rec: dict, index: int) -> EditCase:
     cid = _case_id(rec, index)
     rewrites = _field(rec, "requested_rewrite")
@@ -601,7 +605,8 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
     for q_i, q in enumerate(questions):
         probes.append(_probe(q, new_answer, "portability",
                              {"case_id": cid, "question": q_i, "aliases": list(new_aliases),
-                              "old_answer": old_answer, "answer_alias": list(old_aliases)}, "questions"))
+                              "old_answer": old_answer, "answer_alias": list(old_aliases),
+                              "gen_tokens": MQUAKE_ANSWER_TOKENS}, "questions"))
 
     hops = _field(rec, "new_single_hops") if "new_single_hops" in rec else []
     if not isinstance(hops, list):

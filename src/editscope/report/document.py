@@ -36,6 +36,7 @@ Placeholders (``{{kind:args}}``):
 * ``{{table:collapse}}``, ``{{table:collapse-worst}}``, ``{{table:collapse-points}}``,
   ``{{table:anatomy}}``, ``{{table:ppl-downstream}}``: the collapse study's tables;
   ``{{table:knowedit}}``: KnowEdit's Edit Succ. / Portability / Locality / Fluency;
+  ``{{table:mquake}}``: MQuAKE's edit-wise, instance-wise and multi-hop accuracy;
   ``{{collapse:METHOD:FIELD}}``: one figure of a method's collapse accounting (``units``,
   ``collapsed``, ``doubled``: ``count (share [low, high])``; ``median``, ``p90``, ``max``, ``base``:
   perplexity);
@@ -79,6 +80,7 @@ from .render import (
     excess_table,
     identity_table,
     knowedit_table,
+    mquake_table,
     main_table,
     margin_table,
     Table,
@@ -251,7 +253,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
                       "seed38": seed38_table, "strength": strength_table,
                       "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
-                      "knowedit": knowedit_table,
+                      "knowedit": knowedit_table, "mquake": mquake_table,
                       **{name: (lambda r, name=name: _named(collapse_tables(r), name))
                          for name in ("collapse", "collapse-worst", "collapse-points")},
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}

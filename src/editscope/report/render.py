@@ -28,6 +28,8 @@ from .replication import has_seed38, replication_rows
 from .anatomy import anatomy_table
 from .correlation import ppl_downstream_correlations
 from .knowedit import knowedit_rows
+from .mquake import COLUMNS as MQUAKE_COLUMNS
+from .mquake import mquake_rows
 from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
 from .results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
 
@@ -410,10 +412,24 @@ def knowedit_table(res: StudyResults) -> Table | None:
                              "t-interval over edits).", ["method", *labels], body)
 
 
+def mquake_table(res: StudyResults) -> Table | None:
+    """MQuAKE's edit-wise, instance-wise and multi-hop accuracy, or None without MQuAKE probes."""
+    rows = mquake_rows(res)
+    if not rows:
+        return None
+    body = [[(r.method, False), *((_fmt(r.cells[k]) if r.cells[k] is not None else "-", False)
+                                  for k in MQUAKE_COLUMNS)] for r in rows]
+    return Table("mquake", "MQuAKE (answers matched with their aliases in the greedy text): edit-wise = rewrites "
+                           "recalled; instance-wise = cases whose every single hop gives the new answer; multi-hop = "
+                           "cases where any of the multi-hop questions gives the new final answer; old answer = the "
+                           "same with the pre-edit answer. 95% Wilson intervals over rewrites or cases.",
+                 ["method", *MQUAKE_COLUMNS], body)
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
-                        criterion_table(res), knowedit_table(res), *collapse_tables(res), anatomy_table_(res), correlation_table(res),
+                        criterion_table(res), knowedit_table(res), mquake_table(res), *collapse_tables(res), anatomy_table_(res), correlation_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]
