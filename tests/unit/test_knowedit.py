@@ -59,3 +59,25 @@ def test_knowedit_averages_within_each_edit_then_over_edits(tmp_path):
 def test_no_table_without_token_metrics(tmp_path):
     res = _store(tmp_path, token_metrics=False)
     assert knowedit_rows(res) == [] and knowedit_table(res) is None
+
+
+def test_portability_and_locality_by_type(tmp_path):
+    from editscope.report.render import typed_probe_tables
+
+    res = _store(tmp_path)
+    assert typed_probe_tables(res) == []  # the hand-built probes carry no type
+    cfg = parse_config({"name": "ty", "model": "smollm2-135m", "methods": ["rome"],
+                        "edits": [{"prompt": "p0 is", "target_new": "n0"}]})
+    s = ResultsStore(tmp_path / "typed" / FILENAME, create=True)
+    s.set_meta(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), name="ty", status="complete")
+    rows = [_probe(0, "portability", 1, meta={"portability_type": "one_hop"}, token_acc=0.5),
+            _probe(0, "portability", 2, meta={"portability_type": "one_hop"}, token_acc=1.0),
+            _probe(0, "portability", 3, meta={"portability_type": "reversed_relation"}, token_acc=0.0),
+            _probe(0, "near", 4, meta={"locality_type": "forgetfulness"}, token_agree=0.25)]
+    s.add_unit("base", "base", 0, [], "done", rows={"case": rows})
+    s.add_unit("rome", "edit-0000", 0, [0], "done", rows={"case": rows})
+    s.close()
+    port, loc = typed_probe_tables(load_results(tmp_path / "typed"))
+    assert port.header == ["method", "one_hop (n=2)", "reversed_relation (n=1)"]
+    assert port.rows[1][1][0].startswith("0.750") and port.rows[1][2][0] == "0.000"
+    assert loc.header == ["method", "forgetfulness (n=1)"] and loc.rows[1][1][0] == "0.250"

@@ -17,7 +17,8 @@ Sub-formats (``subset=``, or detected from the first record), with the fields ea
 a list of alias lists (``[["Paris", "City of Light"]]``): the first string is the probe's target,
 the rest its aliases (``meta["aliases"]``). Probe categories: ``target``, ``paraphrase``,
 ``portability`` (``meta["portability_type"]``: ``reasoning``, ``subject_aliasing``,
-``logical_generalization``), ``near`` (``meta["locality_type"]``: ``relation_specificity``,
+``logical_generalization``; EasyEdit's portability set's ``Subject_Replace``, ``Reversed_Relation``
+and ``One_Hop`` give ``subject_replace``, ``reversed_relation``, ``one_hop``), ``near`` (``meta["locality_type"]``: ``relation_specificity``,
 ``forgetfulness``). An untyped portability or locality list is refused: the survey's measures are
 per type.
 
@@ -56,8 +57,10 @@ REQUIRED = {"wikibio": ("concept", "text", "labels"), "convsent": ("ent",),
             "zsre": ("subject", "prompt", "target_new", "rephrase_prompt"),
             "wiki_counterfact": ("subject", "prompt", "target_new", "ground_truth"),
             "wiki_recent": ("subject", "prompt", "target_new")}
+#: KnowEdit's portability keys, and those of EasyEdit's portability set (the survey's sub-types)
 PORTABILITY_TYPES = {"Reasoning": "reasoning", "Subject_Aliasing": "subject_aliasing",
-                     "Logical_Generalization": "logical_generalization"}
+                     "Logical_Generalization": "logical_generalization", "Subject_Replace": "subject_replace",
+                     "Reversed_Relation": "reversed_relation", "One_Hop": "one_hop"}
 LOCALITY_TYPES = {"Relation_Specificity": "relation_specificity", "Forgetfulness": "forgetfulness"}
 
 

@@ -426,10 +426,26 @@ def mquake_table(res: StudyResults) -> Table | None:
                  ["method", *MQUAKE_COLUMNS], body)
 
 
+def typed_probe_tables(res: StudyResults) -> list[Table]:
+    """Portability by sub-type (token accuracy) and locality by type (token agreement), where the
+    probes carry their type (KnowEdit and the survey's portability set)."""
+    out = []
+    for cat, key, metric in (("portability", "portability_type", "token_acc"),
+                             (LOCALITY, "locality_type", "locality_token_agreement")):
+        try:
+            t = breakdown_table(res, cat, key, metric)
+        except ValueError:  # no probe of the category carries the key
+            continue
+        if any(x != "-" for row in t.rows for x, _ in row[1:]):
+            out.append(t)
+    return out
+
+
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
-                        criterion_table(res), knowedit_table(res), mquake_table(res), *collapse_tables(res), anatomy_table_(res), correlation_table(res),
+                        criterion_table(res), knowedit_table(res), *typed_probe_tables(res), mquake_table(res),
+                        *collapse_tables(res), anatomy_table_(res), correlation_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),
                         detail_table(res))
             if t is not None]
