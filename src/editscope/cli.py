@@ -435,6 +435,13 @@ def methods(
                   "(the default model is llama with 30; change with --arch/--layers):")
     for line in lines:
         console.print(line)
+    from .methods.presets import PRESETS
+
+    console.print("\nreference presets (`preset:` in a study, --preset here; given hyperparameters win):")
+    for p in PRESETS.values():
+        sets = "; ".join(f"{m}: " + (", ".join(f"{k}={v}" for k, v in hp.items()) or "(its defaults)")
+                         for m, hp in p.methods.items())
+        console.print(f"[bold]{p.name}[/] ({escape(p.source)}): {escape(sets)}")
 
 
 @app.command()

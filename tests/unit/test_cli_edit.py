@@ -29,6 +29,7 @@ def test_methods_lists_every_method_with_resolved_defaults():
     for name in ("ft-constrained", "ft-l", "ft-m", "lora"):
         assert name in out.output
     assert "layer=4" in out.output  # ft-l/ft-m default for a 12-block model
+    assert "easyedit" in out.output and "mom2_adjustment=False" in out.output  # the presets
     bad = runner.invoke(app, ["methods", "--arch", "bert"])
     assert bad.exit_code == 2 and "unknown architecture" in bad.output
 
