@@ -28,6 +28,41 @@ def test_rome_update_without_covariance_is_along_the_key():
     assert torch.allclose(dw @ ortho, torch.zeros(6), atol=1e-5)  # nothing else moves
 
 
+def test_rome_update_can_insert_at_another_key_than_its_direction():
+    g = torch.Generator().manual_seed(1)
+    w, k, ki, r = (torch.randn(6, 8, generator=g), torch.randn(8, generator=g), torch.randn(8, generator=g),
+                   torch.randn(6, generator=g))
+    c = torch.eye(8) + 0.1 * torch.ones(8, 8)
+    dw, _ = rome_update(w, c, k, r, ki)
+    assert torch.allclose((w + dw) @ ki, w @ ki + r, atol=1e-4)  # exact at the insertion key
+    u = torch.linalg.solve(c, k)
+    assert torch.allclose(dw, torch.outer(r, u) / u.dot(ki), atol=1e-5)  # direction C^-1 k
+
+
+def test_rome_inserting_at_the_prompt_key_moves_the_bare_prompts_value_exactly():
+    """insert_at=prompt_key: the MLP output at the bare prompt's key moves by exactly the optimised
+    residual (its norm is in the edit's info); at the mean key (the default) it moves by another amount."""
+    from editscope.hooks import capture_output
+
+    m = tiny_model("llama")
+    mlp = m.module("mlp_out", ROME.resolve_hparams(m.arch, m.n_layers, EASY).layer)
+    ids = torch.tensor([es.scoring.encode_prompts(m, [REQ.prompt])[0]])
+
+    def value():
+        with torch.no_grad(), capture_output(mlp) as out:
+            m.hf(input_ids=ids)
+        return out[0][0, -1].clone()  # fact_token "last" in EASY: the key is the prompt's last token
+
+    v0 = value()
+    moved = {}
+    for where in ("prompt_key", "mean_key"):
+        h = es.apply_edit(m, REQ, "rome", **EASY, mom2_adjustment=False, insert_at=where)
+        moved[where] = (float((value() - v0).norm()), h.info["delta_norm"])
+        h.undo()
+    assert moved["prompt_key"][0] == pytest.approx(moved["prompt_key"][1], rel=1e-3)
+    assert moved["mean_key"][0] != pytest.approx(moved["mean_key"][1], rel=1e-3)
+
+
 def test_rome_without_mom2_adjustment_reads_no_statistics_and_edits_along_the_key():
     m = tiny_model("llama")
     hp = ROME.resolve_hparams(m.arch, m.n_layers, {**EASY, "mom2_adjustment": False})
@@ -52,8 +87,8 @@ def test_context_groups_give_the_bare_prompt_and_each_groups_prefixes():
 
 
 def test_presets_apply_under_given_hyperparameters():
-    assert preset_hparams("rome", "easyedit") == {"mom2_adjustment": False, "contexts": [(3, 10), (8, 10)],
-                                                  "v_fail_loss": 1e6}
+    assert preset_hparams("rome", "easyedit") == {"mom2_adjustment": False, "insert_at": "prompt_key",
+                                                  "contexts": [(3, 10), (8, 10)], "v_fail_loss": 1e6}
     assert preset_hparams("FT_L", "EasyEdit") == {"linf": None}  # names normalised
     assert with_preset("rome", "easyedit", {"mom2_adjustment": True})["mom2_adjustment"] is True  # given wins
     assert with_preset("rome", None, {"v_steps": 3}) == {"v_steps": 3}

@@ -218,6 +218,7 @@ class ResidualProblem:
             out = body_forward(model, ids, self.mask, pos, kv_cache=DynamicCache(), use_cache=True)
             self.v0 = seen[0][0, P].float()  # the bare prompt's row
             self.key = k_in[0][:n, P].float().mean(0)  # == keys(model, layer, [request], templates)[0]
+            self.prompt_key = k_in[0][0, P].float()  # the bare prompt's key (templates[0] is "{}")
             self.entering = entering[0][:, P:]
             keep = self.mask[:, None, :P, None].to(self.entering.dtype)  # pad columns: zeros, never NaN
             cache = kv_cache_of(out)
@@ -420,12 +421,12 @@ def prepare_residuals(model: Model, layer: int, requests: Sequence[EditRequest],
     watch = StateWatch.take(model)
     store = model.meta.setdefault(_PREPARED, {})
     for r, p, res in zip(todo, probs, optimise_residuals(model, probs, todo, hp)):
-        store[_residual_key(layer, r, hp)] = (res, p.key, watch)
+        store[_residual_key(layer, r, hp)] = (res, (p.key, p.prompt_key), watch)
 
 
 def take_prepared(model: Model, layer: int, request: EditRequest, hp: LocateHparams
-                  ) -> tuple[tuple[torch.Tensor, dict[str, Any]] | EditFailed, torch.Tensor] | None:
-    """The prepared ``((delta, info) or EditFailed, key)`` of ``request`` (removed from the store),
+                  ) -> tuple[tuple[torch.Tensor, dict[str, Any]] | EditFailed, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The prepared ``((delta, info) or EditFailed, (mean key, prompt key))`` of ``request`` (removed from the store),
     or None when none was prepared or the weights changed since (stale entries are dropped)."""
     store = model.meta.get(_PREPARED)
     if not store:
@@ -441,18 +442,22 @@ def take_prepared(model: Model, layer: int, request: EditRequest, hp: LocateHpar
     return res, key
 
 
-def rome_update(w: torch.Tensor, c: torch.Tensor | None, k: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """ROME's rank-one ``dW = r u^T / (u . k)`` with ``u = C^{-1} k``: ``(W + dW) k = W k + r``.
+def rome_update(w: torch.Tensor, c: torch.Tensor | None, k: torch.Tensor, r: torch.Tensor,
+                k_insert: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """ROME's rank-one ``dW = r u^T / (u . k_i)`` with ``u = C^{-1} k``: ``(W + dW) k_i = W k_i + r``
+    at the insertion key ``k_i`` (default ``k``: the paper's equation; ROME's and EasyEdit's code
+    insert at the bare prompt's key while ``u`` comes from the key averaged over contexts).
 
     ``w`` ``[out, in]``, ``c`` ``[in, in]`` (None: ``u = k``, EasyEdit's ``mom2_adjustment: false``),
-    ``k`` ``[in]``, ``r`` ``[out]``. Returns ``(dW, ridge)``.
+    ``k`` and ``k_insert`` ``[in]``, ``r`` ``[out]``. Returns ``(dW, ridge)``.
     """
     if c is None:
         u, ridge = k.float(), 0.0
     else:
         u, ridge = solve_psd(c, k[:, None].to(c.dtype))
         u = u[:, 0].float()
-    return torch.outer(r.float(), u) / torch.dot(u, k.float()), ridge
+    ki = k if k_insert is None else k_insert
+    return torch.outer(r.float(), u) / torch.dot(u, ki.float()), ridge
 
 
 def memit_update(c: torch.Tensor, k: torch.Tensor, r: torch.Tensor, mom2_weight: float) -> tuple[torch.Tensor, float]:
@@ -567,6 +572,9 @@ class ROMEHparams(LocateHparams):
     layer: int | None = Field(None, description="block whose MLP out-projection is edited; default per architecture")
     mom2_adjustment: bool = Field(True, description="u = C^-1 k (the ROME paper); False: u = k (EasyEdit's Llama "
                                   "hyperparameters), which needs no key covariance")
+    insert_at: Literal["mean_key", "prompt_key"] = Field(
+        "mean_key", description="the key at which the new value is inserted exactly: the key averaged over the "
+                                "context prefixes (the paper's k*), or the bare prompt's (ROME's and EasyEdit's code)")
 
 
 class _Locate(EditMethod):
@@ -612,13 +620,14 @@ class ROME(_Locate):
         if prepared is None:
             templates = templates_for(model, hp)
             prob = ResidualProblem(model, hp.layer, requests[0], templates, hp)  # its pass also yields the key
-            (delta, info), key = optimise_residual(model, prob, requests[0], hp), prob.key
+            (delta, info), (key, prompt_key) = optimise_residual(model, prob, requests[0], hp), (prob.key, prob.prompt_key)
         else:
-            res, key = prepared
+            res, (key, prompt_key) = prepared
             if isinstance(res, EditFailed):
                 raise res
             delta, info = res
-        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, key, delta)
+        dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, key, delta,
+                                prompt_key if hp.insert_at == "prompt_key" else None)
         _apply(model, hp.layer, dw)
         return {**info, "ridge": ridge, "key_norm": float(key.norm()), "prepared": prepared is not None}
 

@@ -12,6 +12,7 @@ prompt_last`` is its FT-L, ``target_new`` its FT-M):
 | method | setting | editscope default | easyedit preset |
 |---|---|---|---|
 | rome | key covariance (``mom2_adjustment``) | u = C^-1 k | off: u = k |
+| rome | where the new value is inserted exactly (``insert_at``) | the key averaged over contexts (the paper's k*) | the bare prompt's key (their code: ``(v* - W k) / (u . k)`` at the prompt) |
 | rome, memit | context prefixes | 10 x 10 new tokens | rome: 10 x 3 and 10 x 8 new tokens (``[[5,10],[10,10]]`` counts BOS and the seed word); memit: 5 x 8 (``[(10,5)]``) |
 | rome, memit | a target loss still above ``v_fail_loss`` ends in EditFailed | 3.0 nats/token | never (EasyEdit applies whatever the optimisation reached) |
 | memit | layers, ``mom2_update_weight`` | the five blocks ending at ROME's, 15000 x d_ff / 16384 | [4..8], 15000 |
@@ -25,7 +26,7 @@ both's. Not reproduced: EasyEdit's covariance comes from 100,000 Wikipedia sampl
 its offline corpus (``stats_corpus``), which the easyedit ROME preset does not read anyway.
 
 ``rome-paper``: the ROME paper's code (kmeng01/rome, ``hparams/ROME/gpt2-xl.json``,
-``EleutherAI_gpt-j-6B.json``): covariance on, 20 steps, weight decay 0.5, 10 x 4 and 10 x 9 new
+``EleutherAI_gpt-j-6B.json``): covariance on, insertion at the prompt's key, 20 steps, weight decay 0.5, 10 x 4 and 10 x 9 new
 tokens of context (its ``[[5,10],[10,10]]`` counts the one-token ``<|endoftext|>`` seed; editscope
 seeds with its five words).
 """
@@ -53,14 +54,16 @@ _NEVER_FAIL = 1e6  # nats/token: a v_fail_loss no optimisation stays above
 
 PRESETS: Registry[Preset] = Registry("hyperparameter preset", {p.name: p for p in [
     Preset("easyedit", "EasyEdit 14cea82, hparams/{ROME,MEMIT,FT}/llama-7b.yaml", {
-        "rome": {"mom2_adjustment": False, "contexts": [(3, 10), (8, 10)], "v_fail_loss": _NEVER_FAIL},
+        "rome": {"mom2_adjustment": False, "insert_at": "prompt_key", "contexts": [(3, 10), (8, 10)],
+                 "v_fail_loss": _NEVER_FAIL},
         "memit": {"layers": [4, 5, 6, 7, 8], "mom2_weight": 15000.0, "contexts": [(8, 5)],
                   "v_fail_loss": _NEVER_FAIL},
         "ft-l": {"linf": None},
         "ft-m": {},
     }),
     Preset("rome-paper", "kmeng01/rome, hparams/ROME/gpt2-xl.json and EleutherAI_gpt-j-6B.json", {
-        "rome": {"mom2_adjustment": True, "v_steps": 20, "v_weight_decay": 0.5, "contexts": [(4, 10), (9, 10)]},
+        "rome": {"mom2_adjustment": True, "insert_at": "prompt_key", "v_steps": 20, "v_weight_decay": 0.5,
+                 "contexts": [(4, 10), (9, 10)]},
     }),
 ]})
 
