@@ -316,6 +316,20 @@ def test_mquake_bad_rewrite(tmp_path):
         load_mquake(p, strict=True)
 
 
+def test_mquake_records_without_aliases_are_refused_naming_the_field(tmp_path):
+    def mutate(recs):
+        del recs[0]["new_answer_alias"]
+        del recs[1]["new_single_hops"][1]["answer_alias"]
+    p = _corrupt_copy(tmp_path, MQ_FILE, 3, mutate)
+    ds = load_mquake(p)
+    assert len(ds) == 1
+    (l0, w0), (l1, w1) = ds.report.skipped
+    assert l0.startswith("record 0") and "new_answer_alias" in w0
+    assert l1.startswith("record 1") and "new_single_hops[1].answer_alias" in w1
+    with pytest.raises(RecordError, match=r"record 0.*new_answer_alias"):
+        load_mquake(p, strict=True)
+
+
 def test_multi_hop_metrics():
     rewrites = [[True, True, True, True], [True, False, True, True], [False, False, False, False]]
     assert edit_wise_accuracy(rewrites) == pytest.approx(7 / 12)

@@ -583,7 +583,8 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
                           field="requested_rewrite")
     questions = _text_list(rec, "questions", allow_str=True, allow_empty=False)
     new_answer = _text(rec, "new_answer")
-    new_aliases = _text_list(rec, "new_answer_alias", optional=True)
+    # aliases are how MQuAKE scores an answer: a record without them cannot be scored as published
+    new_aliases = _text_list(rec, "new_answer_alias")
     old_answer = _text(rec, "answer", optional=True)
     old_aliases = _text_list(rec, "answer_alias", optional=True)
 
@@ -622,7 +623,7 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
         if cloze is None:
             raise RecordError(f"missing field {where + 'cloze'!r}", field=where + "cloze")
         ans = _text(hop, "answer", where)
-        meta = {"case_id": cid, "hop": h_i, "aliases": _text_list(hop, "answer_alias", where, optional=True),
+        meta = {"case_id": cid, "hop": h_i, "aliases": _text_list(hop, "answer_alias", where),
                 "question": hop_q}
         if h_i < len(old_hops) and isinstance(old_hops[h_i], dict):
             meta["old_answer"] = old_hops[h_i].get("answer")
