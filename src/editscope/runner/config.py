@@ -115,6 +115,7 @@ class MethodSpec(_Strict):
         for key in RUNNER_SET_HPARAMS:
             if is_placebo and key in self.hparams:
                 raise ValueError(f"hparams.{key}: set by the runner from `match:` and `draws:`; remove it")
+        self._check_hparams()
         if self.sweep is not None:
             self._check_sweep()
         return self
@@ -170,6 +171,8 @@ class MethodSpec(_Strict):
             d.pop("draws", None)
         if self.sweep is None:
             d.pop("sweep", None)
+        if self.preset is None:  # added later: left out when unset, so stored studies keep their hash
+            d.pop("preset", None)
         return d
 
     @property
@@ -326,8 +329,9 @@ class StudyConfig(_Strict):
         d = handler(self)
         if self.controls is None:
             d.pop("controls", None)
-        if not self.plugins:  # added later: left out while empty, so stored studies keep their hash
-            d.pop("plugins", None)
+        for key in ("plugins", "fluency"):  # added later: left out while unset, so stored studies keep their hash
+            if not getattr(self, key):
+                d.pop(key, None)
         return d
 
     @field_validator("model", mode="before")
