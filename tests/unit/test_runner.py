@@ -766,3 +766,24 @@ def test_fluency_is_measured_on_each_units_edit_prompts(tmp_path):
     m = load_study_model(cfg)
     texts = [p + g.text for p, g in zip(["2+2=", "3+1="], greedy_continuations(m, ["2+2=", "3+1="], 5))]
     assert flu[("base", "base")]["value"] == pytest.approx(sum(ngram_entropy(t) for t in texts) / 2)
+
+
+def test_a_one_at_a_time_method_applies_a_cases_chained_requests_and_measures_them_together(tmp_path):
+    """An MQuAKE case (4 chained rewrites) under ROME (one request per call): the unit applies them
+    one after another, its anatomy is the change of all four (weights now minus before the first),
+    and the report's MQuAKE table reads the unit."""
+    from editscope.report.results import load_results
+    from editscope.report.render import mquake_table
+
+    hp = {"stats_tokens": 600, "stats_corpus": ["me_ppl_50"], "n_contexts": 2, "context_len": 4,
+          "fact_token": "last", "v_lr": 1.0, "v_steps": 5, "v_fail_loss": 100.0}
+    cfg = parse_config({"name": "mq", "model": "tiny:llama", "methods": [{"method": "rome", "hparams": hp}],
+                        "edits": [{"dataset": "mquake", "limit": 1}]})
+    run_study(cfg, tmp_path / "run", progress=False)
+    s = ResultsStore(tmp_path / "run" / "results.sqlite")
+    (unit,) = s.units(method="rome")
+    fro = {x["name"]: x["value"] for x in s.scalars() if x["method"] == "rome"}
+    s.close()
+    assert unit.status == "done" and unit.edits == [0] and fro["delta:fro"] > 0
+    t = mquake_table(load_results(tmp_path / "run"))
+    assert [r[0][0] for r in t.rows] == ["base", "rome"]

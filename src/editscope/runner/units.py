@@ -23,7 +23,7 @@ from ..evaluation import evaluate
 from ..interventions import Intervention, install, installed, remove_all
 from ..methods import EditFailed, apply_edit, prepare_edits
 from ..methods.base import METHODS, EditMethod, get_method
-from ..methods.handle import active_edits
+from ..methods.handle import active_edits, parameters
 from ..metrics.fluency import fluency
 from ..metrics.perplexity import is_collapsed, perplexity
 from ..metrics.weight_change import anatomy_scalars
@@ -183,13 +183,14 @@ class Runner:
         the tensors this step touched from the base weights. Nothing for interventions."""
         if not handles or any(h.kind != "weights" for h in handles):
             return {}
+        # several stacked edits (a one-at-a-time method given a case's requests) may touch the same
+        # tensors: the unit's change is the weights now minus what the first of them found
         before: dict[str, torch.Tensor] = {}
-        delta: dict[str, torch.Tensor] = {}
         for h in handles:
-            was = h.weights_before()
-            for n, d in h.delta().items():
-                before.setdefault(n, was[n])
-                delta[n] = delta[n] + d if n in delta else d
+            for n, w in h.weights_before().items():
+                before.setdefault(n, w)
+        now = parameters(self.model, list(before))
+        delta = {n: now[n].detach() - w for n, w in before.items()}
         out = anatomy_scalars(before, delta)
         if base is not None and delta:
             now = dict(self.model.hf.named_parameters())
