@@ -99,6 +99,10 @@ def test_wrong_sub_format_names_the_expected_fields(tmp_path):
         load_knowedit(bad_type, strict=True)
     with pytest.raises(RecordError, match="not in ../shared/data"):
         load_knowedit(None)
+    with pytest.raises(RecordError, match="HF_HUB_OFFLINE"):  # tests run offline
+        load_knowedit("zjunlp/KnowEdit:benchmark/ZsRE/ZsRE-test-all.json")
+    with pytest.raises(RecordError, match="owner/name:path"):
+        load_knowedit("not/a/hub/file:x.json")
 
 
 def test_knowedit_is_a_study_dataset():

@@ -27,8 +27,9 @@ the first ``pos`` sentence (``sentiment="positive"``, default) or ``neg``; Sanit
 item is an edit (``question`` -> ``target_new``, e.g. "I don't know."), and the ``K_R`` items are
 locality probes, dealt round-robin to the edits (item ``j`` to edit ``j mod n``).
 
-With a network and the ``hub`` extra a hub id reads the published files (``zjunlp/KnowEdit``);
-offline, pass the JSON path.
+With a network, ``source="zjunlp/KnowEdit:benchmark/ZsRE/ZsRE-test-all.json"`` (a hub dataset
+repository, a colon, a file in it) downloads that published file into the Hugging Face cache and
+reads it; offline, pass the JSON path.
 """
 
 from __future__ import annotations
@@ -200,6 +201,22 @@ def _sanitation_record(rec: dict, index: int, retain: list, n_forget: int) -> Ed
                     {"dataset": "knowedit-sanitation", "index": index})
 
 
+def _hub_file(source: str) -> Path:
+    """``"owner/name:path/in/repo.json"``: that file of a hub dataset repository, downloaded (cached)."""
+    from .loaders import _is_offline
+
+    repo, _, filename = source.partition(":")
+    if not repo.count("/") == 1 or not filename:
+        raise RecordError(f"source {source!r}: give a JSON path, or a hub file as 'owner/name:path/in/repo.json' "
+                          "(e.g. 'zjunlp/KnowEdit:benchmark/ZsRE/ZsRE-test-all.json')", field="source")
+    if _is_offline():
+        raise RecordError(f"source {source!r} names a hub file, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set: "
+                          "download it once with a network, or pass the path of a local copy", field="source")
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, filename, repo_type="dataset"))
+
+
 def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int | None = None, offset: int = 0,
                   strict: bool = False, split: str = "train", sentiment: str = "positive") -> EditDataset:
     """A KnowEdit file (see the module docstring for the sub-formats). ``subset`` forces one (a record
@@ -214,6 +231,9 @@ def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int |
         raise RecordError("KnowEdit is not in ../shared/data: pass the JSON file (or, online, the hub id "
                           "zjunlp/KnowEdit with the 'hub' extra)", field="source")
     p = Path(str(source)).expanduser()
+    if not p.exists() and ":" in str(source):
+        p = _hub_file(str(source))
+        source = p
     if (subset == "sanitation" or subset is None) and p.is_file():
         doc = json.loads(p.read_text())
         if isinstance(doc, dict) and "K_F" in doc:
