@@ -152,20 +152,22 @@ def _cache_path(base_fp: str, phash: str) -> Path:
     return cache_root() / "base_outputs" / f"{base_fp}-{phash}.safetensors"
 
 
-def _ragged(name: str, seqs: Sequence[Sequence[int] | None]) -> dict[str, torch.Tensor]:
-    """Token id sequences as a -1-padded ``[n, longest]`` tensor and their lengths (-1: None)."""
+def _ragged(seqs: Sequence[Sequence[int] | None], ids_key: str, len_key: str) -> dict[str, torch.Tensor]:
+    """Token id sequences as a -1-padded ``[n, longest]`` tensor (``ids_key``) and their lengths
+    (``len_key``; -1 for None), as the base-output cache stores them."""
     lens = torch.tensor([-1 if q is None else len(q) for q in seqs], dtype=torch.int64)
-    ids = torch.full((len(seqs), max([int(lens.max()), 0] if len(seqs) else [0])), -1, dtype=torch.int64)
+    ids = torch.full((len(seqs), max(int(lens.max()), 0) if len(seqs) else 0), -1, dtype=torch.int64)
     for i, q in enumerate(seqs):
         if q:
             ids[i, : len(q)] = torch.tensor(list(q), dtype=torch.int64)
-    return {name: ids, f"{name}_len": lens}
+    return {ids_key: ids, len_key: lens}
 
 
-def _unragged(t: dict[str, torch.Tensor], name: str) -> list[tuple[int, ...] | None] | None:
-    if name not in t:
+def _unragged(t: dict[str, torch.Tensor], ids_key: str, len_key: str) -> list[tuple[int, ...] | None] | None:
+    """:func:`_ragged` read back; None when the file has no ``ids_key``."""
+    if ids_key not in t:
         return None
-    return [None if k < 0 else tuple(row[:k]) for row, k in zip(t[name].tolist(), t[f"{name}_len"].tolist())]
+    return [None if k < 0 else tuple(row[:k]) for row, k in zip(t[ids_key].tolist(), t[len_key].tolist())]
 
 
 def _save_base(path: Path, b: BaseOutputs) -> None:
@@ -173,17 +175,12 @@ def _save_base(path: Path, b: BaseOutputs) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(b.logprob)
-    glen = torch.tensor([len(g) for g in b.greedy_ids], dtype=torch.int64)
-    width = int(glen.max()) if n else 0
-    gids = torch.full((n, width), -1, dtype=torch.int64)
-    for i, g in enumerate(b.greedy_ids):
-        gids[i, : len(g)] = torch.tensor(g, dtype=torch.int64)
     tensors = {
-        **({} if b.target_argmax is None else _ragged("target_argmax", b.target_argmax)),
+        **_ragged(b.greedy_ids, "greedy_ids", "greedy_len"),
+        **({} if b.target_argmax is None else _ragged(b.target_argmax, "target_argmax", "target_argmax_len")),
         "logprob": torch.tensor([math.nan if a is None else a for a in b.logprob], dtype=torch.float64),
         "alt_logprob": torch.tensor([math.nan if a is None else a for a in b.alt_logprob], dtype=torch.float64),
         "top1": torch.tensor(b.top1, dtype=torch.bool),
-        "greedy_ids": gids, "greedy_len": glen,
         "top_ids": b.top_ids.contiguous(), "top_logprobs": b.top_logprobs.contiguous(),
     }
     meta = {"fingerprint": b.fingerprint, "probes_hash": b.probes_hash, "n": str(n),
@@ -215,15 +212,14 @@ def _load_base(path: Path, base_fp: str, phash: str, n: int, top_k: int) -> Base
             log.warning("base-output cache %s does not match this model/probe set; recomputing", path)
             return None
         texts = json.loads(meta["greedy_text"])
-        glen = t["greedy_len"].tolist()
         return BaseOutputs(
             fingerprint=base_fp, probes_hash=phash,
             logprob=[None if math.isnan(a) else a for a in t["logprob"].tolist()],
             alt_logprob=[None if math.isnan(a) else a for a in t["alt_logprob"].tolist()],
             top1=[bool(x) for x in t["top1"].tolist()],
-            greedy_ids=[tuple(row[:k]) for row, k in zip(t["greedy_ids"].tolist(), glen)],
+            greedy_ids=_unragged(t, "greedy_ids", "greedy_len"),
             greedy_text=texts, top_ids=t["top_ids"], top_logprobs=t["top_logprobs"],
-            target_argmax=_unragged(t, "target_argmax"),
+            target_argmax=_unragged(t, "target_argmax", "target_argmax_len"),
         )
     except Exception as e:  # corrupt file: never trust it
         log.warning("base-output cache %s is unreadable (%s); recomputing", path, e)

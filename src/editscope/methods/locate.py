@@ -60,6 +60,14 @@ class LocateHparams(Hparams):
     contexts: list[tuple[int, int]] | None = Field(
         None, description="groups of generated prefixes as (new tokens, count) pairs, e.g. [[3, 10], [8, 10]] "
                           "(EasyEdit's two lengths); replaces n_contexts/context_len when given")
+
+    @field_validator("contexts")
+    @classmethod
+    def _context_groups(cls, v: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        for i, (length, n) in enumerate(v or []):
+            if length < 1 or n < 0:
+                raise ValueError(f"contexts[{i}]=({length}, {n}): need (new tokens >= 1, count >= 0)")
+        return v
     v_lr: PositiveFloat = 0.5
     v_steps: int = Field(25, ge=1, le=10_000)
     v_weight_decay: float = Field(1e-3, ge=0)
@@ -95,8 +103,6 @@ def templates_for(model: Model, hp: LocateHparams) -> list[str]:
     groups = hp.contexts if hp.contexts is not None else [(hp.context_len, hp.n_contexts)]
     out = ["{}"]
     for i, (length, n) in enumerate(groups):
-        if length < 1 or n < 0:
-            raise HparamError(f"contexts[{i}]=({length}, {n}): need (new tokens >= 1, count >= 0)")
         out += [t for t in context_templates(model, n, length, hp.seed + i)[1:] if t not in out]
     return out
 

@@ -182,13 +182,17 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
 
 def aggregate(values: Iterable[Any], kind: str, confidence: float = 0.95) -> dict[str, float] | None:
     """``{"value", "low", "high", "n"}`` of the non-None values, or None if there are none."""
-    vals = [v for v in values if v is not None]
-    if not vals:
+    return aggregate_array(np.asarray([float(v) for v in values if v is not None], dtype=float), kind, confidence)
+
+
+def aggregate_array(vals: np.ndarray, kind: str, confidence: float = 0.95) -> dict[str, float] | None:
+    """:func:`aggregate` of a 1-D float array of applicable values (a rate counts the non-zero ones)."""
+    if vals.size == 0:
         return None
     if kind == "rate":
-        iv = wilson_interval(sum(bool(v) for v in vals), len(vals), confidence)
+        iv = wilson_interval(int((vals != 0).sum()), int(vals.size), confidence)
     else:
-        iv = mean_interval([float(v) for v in vals], confidence)
+        iv = mean_interval(vals, confidence)
     return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n}
 
 

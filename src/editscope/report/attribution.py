@@ -22,7 +22,7 @@ import numpy as np
 
 from ..metrics.edit_metrics import METRICS
 from ..stats import ExcessResult, excess_rate, holm
-from .results import (EFFICACY, LOCALITY, Cell, StudyResults, Test, _category_rows, category_index, index_cell,
+from .results import (EFFICACY, LOCALITY, Cell, StudyResults, Test, category_index, category_rows, index_cell,
                       paired_test, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
@@ -56,12 +56,12 @@ def excess(res: StudyResults, method: str, kind: str = "placebo", cat: str = LOC
     if ctl is None:
         return None
     mine: dict[tuple, bool] = {}
-    for r in _category_rows(res.final_rows(method), cat):
+    for r in category_rows(res, method, cat):
         v = _changed(r)
         if v is not None:
             mine[(unit_root(r["unit"]), r["probe_set"], r["index"])] = v
     draws: dict[str, dict[tuple, bool]] = defaultdict(dict)  # unit suffix (-d01, -u02) -> probe -> changed
-    for r in _category_rows(res.final_rows(ctl), cat):
+    for r in category_rows(res, ctl, cat):
         v = _changed(r)
         if v is not None:
             root = unit_root(r["unit"])

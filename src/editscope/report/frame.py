@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics.edit_metrics import METRICS
+from ..metrics.edit_metrics import METRICS, aggregate_array
 from ..runner.store import BOOL_FIELDS, ROW_FIELDS, ROW_KEYS, ResultsStore
-from ..stats import cluster_bootstrap_mean, mean_interval, wilson_interval
+from ..stats import cluster_bootstrap_mean, wilson_interval
 
 #: row fields that are whole numbers (nullable Int64 in the frame)
 INT_COLUMNS = ("step", "index", "edit_index", "n_tokens")
@@ -182,14 +182,7 @@ def values_cell(values: pd.Series, clusters: pd.Series | None, kind: str = "rate
 
 def aggregate_values(values: pd.Series, kind: str, confidence: float = 0.95) -> dict[str, float] | None:
     """:func:`editscope.metrics.aggregate` of a float Series (NaN = not applicable)."""
-    vals = values.dropna().to_numpy(dtype=float)
-    if vals.size == 0:
-        return None
-    if kind == "rate":
-        iv = wilson_interval(int((vals != 0).sum()), int(vals.size), confidence)
-    else:
-        iv = mean_interval(vals, confidence)
-    return {"value": iv.value, "low": iv.low, "high": iv.high, "n": iv.n}
+    return aggregate_array(values.dropna().to_numpy(dtype=float), kind, confidence)
 
 
 def summarize_frame(frame: RowFrame, index: pd.Index, metrics: Iterable[str] | None = None,

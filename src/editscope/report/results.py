@@ -19,7 +19,7 @@ from ..metrics.edit_metrics import METRICS
 from ..runner.config import StudyConfig
 from ..runner.store import FILENAME, ResultsStore, StoreError
 from ..stats import holm, mcnemar_exact, mean_interval
-from .frame import Cell, RowFrame, meta_texts, paired_values, summarize_frame, unit_root, values_cell
+from .frame import Cell, RowFrame, paired_values, summarize_frame, unit_root, values_cell
 
 T = TypeVar("T")
 
@@ -215,18 +215,10 @@ class StudyResults:
             self.frame, self.final_index(method), self.config.get("metrics")))
 
 
-def rows_cell(res: StudyResults, rows: list[dict[str, Any]], metric: str) -> Cell | None:
-    """``metric`` over ``rows`` (row dicts), a rate or a mean as the metric is: Wilson (rate) or t
-    (mean) interval over probes, or a cluster bootstrap over edits when the study has several
-    (:attr:`StudyResults.clustered`)."""
-    fn = METRICS[metric].fn
-    values = pd.Series([fn(r) for r in rows], dtype=float)
-    clusters = pd.Series([unit_root(r["unit"]) for r in rows], dtype=object) if res.clustered else None
-    return values_cell(values, clusters, METRICS[metric].kind)
-
-
 def index_cell(res: StudyResults, index: pd.Index, metric: str) -> Cell | None:
-    """:func:`rows_cell` of the frame rows ``index``."""
+    """``metric`` over the frame rows ``index``, a rate or a mean as the metric is: Wilson (rate) or
+    t (mean) interval over probes, or a cluster bootstrap over edits when the study has several
+    (:attr:`StudyResults.clustered`)."""
     return values_cell(res.frame.metric(metric).loc[index],
                        res.frame.df.loc[index, "root"] if res.clustered else None, METRICS[metric].kind)
 
@@ -244,21 +236,9 @@ def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:
     return index[keep.to_numpy()]
 
 
-def _leak_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["category"] not in EFFICACY and r.get("says_target") is not None]
-
-
-def _locality_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r["category"] not in EFFICACY]
-
-
-def _category_rows(rows: list[dict[str, Any]], cat: str) -> list[dict[str, Any]]:
-    """Rows of a category or of a pseudo-category (:data:`LEAK`, :data:`LOCALITY`)."""
-    if cat == LEAK:
-        return _leak_rows(rows)
-    if cat == LOCALITY:
-        return _locality_rows(rows)
-    return [r for r in rows if r["category"] == cat]
+def category_rows(res: StudyResults, method: str, cat: str) -> list[dict[str, Any]]:
+    """A method's final rows (as dicts) in a category or pseudo-category: :func:`category_index`'s."""
+    return res.frame.to_rows(category_index(res, res.final_index(method), cat))
 
 
 def _columns(res: StudyResults) -> list[Column]:
@@ -470,4 +450,4 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
 
 
 __all__ = ["Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
-           "headline_metric", "index_cell", "load_results", "meta_texts", "rate_cell", "sequential_curves", "unit_root"]
+           "category_rows", "headline_metric", "index_cell", "load_results", "rate_cell", "sequential_curves", "unit_root"]
