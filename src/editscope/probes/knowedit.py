@@ -228,8 +228,8 @@ def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int |
     if sentiment not in ("positive", "negative"):
         raise RecordError(f"sentiment={sentiment!r}: expected 'positive' or 'negative'", field="sentiment")
     if source is None:
-        raise RecordError("KnowEdit is not in ../shared/data: pass the JSON file (or, online, the hub id "
-                          "zjunlp/KnowEdit with the 'hub' extra)", field="source")
+        raise RecordError("KnowEdit is not in ../shared/data: pass the JSON file (or, online, a published file "
+                          "as 'zjunlp/KnowEdit:benchmark/ZsRE/ZsRE-test-all.json')", field="source")
     p = Path(str(source)).expanduser()
     if not p.exists() and ":" in str(source):
         p = _hub_file(str(source))
