@@ -163,6 +163,24 @@ def test_starting_rows_at_their_first_restored_block_changes_nothing(arch):
     assert np.allclose(fast, full, atol=1e-6) and not np.allclose(fast[0], fast[1])
 
 
+
+def test_cells_before_the_subject_are_the_corrupted_run_without_running_them(model):
+    r = trace(model, PROMPT, None, SUBJECT, samples=3, window=2, cache=False)
+    s = r.subject_range[0]
+    assert s > 0
+    ids = encode_prompts(model, [PROMPT])[0]
+    clean, _ = _clean_states(model, ids)
+    z = torch.randn(3, r.subject_range[1] - s, model.hf.config.hidden_size,
+                    generator=torch.Generator().manual_seed(r.seed)) * (r.noise * r.noise_std)
+    top = model.n_layers - 1
+    for kind in ("hidden", "mlp"):
+        layers = [top] if kind == "hidden" else list(_window(top, 2, model.n_layers))
+        ran = patched_probabilities(model, ids, r.target_id, z, r.subject_range,
+                                    [[(kind, j, t) for j in layers] for t in range(s)], clean)
+        assert np.allclose(ran.mean(axis=1), r.grid(kind)[:s, top], atol=1e-6)
+        assert np.allclose(r.grid(kind)[:s], r.p_corrupt)
+    assert not np.allclose(r.grid("hidden")[s:], r.p_corrupt)  # the subject's own states do restore
+
 def test_trace_studies_store_each_case_once_and_resume_after_a_kill(tmp_path):
     import json
 

@@ -316,16 +316,20 @@ def trace(model: Model, prompt: str, target: str | None, subject: str, *, sample
     restores: list[Restore] = [()]  # the corrupted run itself
     where: list[tuple[str, int, int]] = []
     for kind in kinds:
-        for t in range(n_tok):
+        # A causal model's states before the subject are the same clean and corrupted (the noise is on
+        # the subject only), so restoring one changes nothing: those cells are the corrupted run's
+        # probabilities, exactly, and are not run.
+        for t in range(subj[0], n_tok):
             for layer in range(n_layers):
                 span = [layer] if kind == "hidden" else list(_window(layer, window, n_layers))
                 restores.append([(kind, j, t) for j in span])
                 where.append((kind, t, layer))
     p = patched_probabilities(model, ids, target_id, z, subj, restores, clean, batch_size)
     p_clean = float(probs[target_id])
-    scores = {k: [[0.0] * n_layers for _ in range(n_tok)] for k in kinds}
-    low = {k: [[0.0] * n_layers for _ in range(n_tok)] for k in kinds}
-    high = {k: [[0.0] * n_layers for _ in range(n_tok)] for k in kinds}
+    unchanged = mean_interval(list(p[0]))
+    scores = {k: [[unchanged.value] * n_layers for _ in range(n_tok)] for k in kinds}
+    low = {k: [[unchanged.low] * n_layers for _ in range(n_tok)] for k in kinds}
+    high = {k: [[unchanged.high] * n_layers for _ in range(n_tok)] for k in kinds}
     for (kind, t, layer), row in zip(where, p[1:]):
         iv = mean_interval(list(row))
         scores[kind][t][layer], low[kind][t][layer], high[kind][t][layer] = iv.value, iv.low, iv.high
