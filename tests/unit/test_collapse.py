@@ -138,6 +138,12 @@ def test_anatomy_table_and_figures_from_stored_update_norms(tmp_path):
     assert row.fro_doubled == statistics.median(doubled)
     assert row.fro_stable == statistics.median([n for n, v in zip(norms, PPL) if v < 40])
     assert -1 <= row.spearman <= 1 and row.spearman_p is not None
+    # the top decile by perplexity (1 of 10 units) against the other 9, and its one-sided U test
+    top = max(range(len(PPL)), key=lambda i: PPL[i])
+    assert row.fro_top == norms[top] and row.fro_rest == statistics.median(n for i, n in enumerate(norms) if i != top)
+    rank = sorted(norms).index(norms[top]) + 1        # exact one-sided p of one value among 10: (11 - rank) / 10
+    assert row.top_p == pytest.approx((len(norms) + 1 - rank) / len(norms))
+    assert anatomy_table(_store(tmp_path / "few", {"kind": "single"}, PPL[:9]))[0].fro_top is None
     assert anatomy_plot(res, tmp_path / "f1")
     seq = _store(tmp_path / "seq", {"kind": "sequential"}, PPL[:4])
     curves = anatomy_curves(seq)["rome"]

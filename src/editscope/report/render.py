@@ -366,12 +366,15 @@ def anatomy_table_(res: StudyResults) -> Table | None:
     f = lambda v, fmt="{:.3g}": "-" if v is None else fmt.format(v)  # noqa: E731
     body = [[(r.method, False), (str(r.n), False), (f(r.fro), False), (f(r.relative), False), (f(r.effective_rank, "{:.2f}"), False),
              (f(r.fro_doubled), False), (f(r.fro_stable), False),
+             ("-" if r.fro_top is None else f"{f(r.fro_top)} vs {f(r.fro_rest)} (p={fmt_p(r.top_p)})", False),
              ("-" if r.spearman is None else f"{r.spearman:+.2f} (p={fmt_p(r.spearman_p)})", False)] for r in rows]
     return Table("anatomy", "Weight-change anatomy (medians over units): Frobenius norm of the update, relative to the "
                             "touched weights, effective rank of the largest update; the norm of the edits that "
-                            f"{ratio:g}x'd perplexity against the others; Spearman's rho of norm with perplexity.",
+                            f"{ratio:g}x'd perplexity against the others; the norm of the top 10% of edits by "
+                            "perplexity against the rest (one-sided Mann-Whitney U: top larger); Spearman's rho of "
+                            "norm with perplexity.",
                  ["method", "units", "||dW||", "||dW||/||W||", "eff. rank", "||dW|| (ppl doubled)", "||dW|| (others)",
-                  "rho(||dW||, ppl)"], body)
+                  "||dW|| top 10% ppl vs rest", "rho(||dW||, ppl)"], body)
 
 
 def correlation_table(res: StudyResults) -> Table | None:
