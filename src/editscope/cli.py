@@ -702,7 +702,13 @@ def trace_cmd(
     window: Annotated[int, typer.Option(help="blocks restored together for the MLP and attention traces")] = 10,
     kind: Annotated[list[str] | None, typer.Option(help="hidden | mlp | attn (repeatable; default all three)")] = None,
     seed: Annotated[int, typer.Option(help="noise seed")] = 0,
-    out: Annotated[str, typer.Option(help="folder for the trace(s) and figures (a dataset trace resumes there)")] = "trace",
+    out: Annotated[str, typer.Option(help="folder for the trace(s) and figures (a dataset trace resumes there); "
+                                          "with --doc: the document to write")] = "trace",
+    doc: Annotated[str | None, typer.Option(help="fill this write-up template from stored trace studies instead "
+                                                 "(placeholders {{aie:SET:...}}, {{traces:SET:...}}; see "
+                                                 "editscope.analysis.trace_report) into --out")] = None,
+    with_sets: Annotated[list[str] | None, typer.Option(
+        "--with", help="with --doc: SET=FOLDER, a trace study the template reads (repeatable; default runs/SET)")] = None,
 ) -> None:
     """Causal tracing (Meng et al., 2022): corrupt the subject, restore one state at a time, see where the answer comes back.
 
@@ -714,6 +720,18 @@ def trace_cmd(
     from .models.model import resolve_dtype
 
     many = dataset is not None or arithmetic is not None
+    if doc is not None:
+        if many or prompt is not None:
+            _fail("--doc writes a document from stored traces; leave out --prompt/--dataset/--arithmetic")
+        from .analysis.trace_report import referenced_sets, write_trace_document
+
+        if not Path(doc).is_file():
+            _fail(f"--doc {doc}: no such template")
+        given = _companion_runs(with_sets)
+        folders = {name: given.get(name, str(Path("runs") / name)) for name in referenced_sets(Path(doc).read_text())}
+        written = write_trace_document(doc, out, folders)
+        console.print(f"document: {escape(str(written))} (from {escape(', '.join(f'{k}={v}' for k, v in folders.items()))})")
+        return
     if dataset is not None and arithmetic is not None:
         _fail("give --dataset or --arithmetic, not both")
     if not many and (prompt is None or subject is None):
@@ -808,25 +826,29 @@ def paper_cmd(
 
 @app.command()
 def export(
-    run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`")],
-    out: Annotated[str, typer.Argument(help="archive to write, NAME.sqlite.xz")],
+    run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`, or a trace study folder "
+                                                "written by `editscope trace --dataset/--arithmetic`")],
+    out: Annotated[str, typer.Argument(help="archive to write: NAME.sqlite.xz (a run) or NAME.traces.tar.xz (traces)")],
 ) -> None:
-    """Write a compact xz copy of a run's results store (to commit next to a write-up)."""
+    """Write a compact xz copy of a run's results store, or of a trace study (to commit next to a write-up)."""
+    from .analysis.trace_study import export_traces, is_trace_study
     from .runner import export_archive
 
-    path = export_archive(run_dir, out)
+    path = export_traces(run_dir, out) if is_trace_study(run_dir) else export_archive(run_dir, out)
     console.print(f"archive: {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command()
 def unpack(
-    archive: Annotated[str, typer.Argument(help="NAME.sqlite.xz written by `editscope export`")],
-    run_dir: Annotated[str, typer.Argument(help="empty folder to restore the run into (then `editscope report` it)")],
+    archive: Annotated[str, typer.Argument(help="NAME.sqlite.xz or NAME.traces.tar.xz written by `editscope export`")],
+    run_dir: Annotated[str, typer.Argument(help="empty folder to restore the run (or trace study) into")],
 ) -> None:
-    """Restore an exported results store into a run folder."""
+    """Restore an exported results store (or trace study) into a folder: report it, or resume it."""
+    from .analysis.trace_study import ARCHIVE_SUFFIX, unpack_traces
     from .runner import unpack_archive
 
-    console.print(f"run folder: {escape(str(unpack_archive(archive, run_dir)))}")
+    unpacked = unpack_traces(archive, run_dir) if archive.endswith(ARCHIVE_SUFFIX) else unpack_archive(archive, run_dir)
+    console.print(f"folder: {escape(str(unpacked))}")
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -7,7 +7,9 @@ from that archive must give the committed text exactly: a hand-edited number, a 
 write-up whose run was replaced fails here. Each ``docs/papers/<study>/`` holds LaTeX section
 templates and the draft ``editscope paper`` rendered from them (``paper_draft/``, PDF included):
 re-rendering from the archives must give the committed sources byte for byte, and they must compile
-with no undefined reference or citation and no overfull table.
+with no undefined reference or citation and no overfull table. A write-up filled from causal traces
+(``{{aie:SET:...}}`` placeholders) is re-filled the same way from its trace studies, committed as
+``docs/studies/traces/<SET>.traces.tar.xz``.
 """
 
 import os
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from editscope.analysis.trace_report import is_trace_template, referenced_sets, write_trace_document
+from editscope.analysis.trace_study import unpack_traces
 from editscope.paper import compile_paper, write_paper
 from editscope.report.document import referenced_studies, write_document
 from editscope.report.results import StudyResults, load_results
@@ -23,7 +27,8 @@ from editscope.runner import unpack_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ROOT / "docs" / "studies"
-TEMPLATES = sorted(STUDIES.glob("*.md.in"))
+TRACE_TEMPLATES = sorted(t for t in STUDIES.glob("*.md.in") if is_trace_template(t.read_text()))
+TEMPLATES = sorted(t for t in STUDIES.glob("*.md.in") if t not in TRACE_TEMPLATES)
 PAPERS = sorted(p for p in (ROOT / "docs" / "papers").glob("*") if (p / "sections").is_dir())
 BUILD_FILES = {"main.aux", "main.log", "main.out", "main.bbl", "main.blg", "main.pdf", ".gitignore"}  # not rendered
 
@@ -51,8 +56,26 @@ def test_every_write_up_has_its_template_and_archive():
     assert docs, "docs/studies has no write-up"
     for doc in docs:
         name = doc.name[:-3]
-        assert (STUDIES / f"{name}.md.in").is_file(), f"{doc} has no template {name}.md.in"
-        assert (STUDIES / "runs" / f"{name}.sqlite.xz").is_file(), f"{doc} has no stored run runs/{name}.sqlite.xz"
+        template = STUDIES / f"{name}.md.in"
+        assert template.is_file(), f"{doc} has no template {name}.md.in"
+        if template in TRACE_TEMPLATES:
+            for s in referenced_sets(template.read_text()):
+                assert (STUDIES / "traces" / f"{s}.traces.tar.xz").is_file(), f"{doc} has no stored traces traces/{s}.traces.tar.xz"
+        else:
+            assert (STUDIES / "runs" / f"{name}.sqlite.xz").is_file(), f"{doc} has no stored run runs/{name}.sqlite.xz"
+
+
+@pytest.mark.parametrize("template", TRACE_TEMPLATES, ids=[t.name for t in TRACE_TEMPLATES])
+def test_trace_write_up_numbers_match_the_stored_traces(template, tmp_path):
+    name = template.name[: -len(".md.in")]
+    folders = {s: unpack_traces(STUDIES / "traces" / f"{s}.traces.tar.xz", tmp_path / "traces" / s)
+               for s in referenced_sets(template.read_text())}
+    out = write_trace_document(template, tmp_path / "doc" / f"{name}.md", folders)
+    assert out.read_text() == (STUDIES / f"{name}.md").read_text(), (
+        f"docs/studies/{name}.md differs from its template filled from its stored traces; regenerate it with "
+        f"`editscope trace --doc docs/studies/{name}.md.in --out docs/studies/{name}.md --with SET=FOLDER ...`")
+    for fig in (tmp_path / "doc" / "figures").glob("*.png"):
+        assert (STUDIES / "figures" / fig.name).is_file(), f"figure {fig.name} is not committed"
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.name for t in TEMPLATES])

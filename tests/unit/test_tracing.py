@@ -250,3 +250,50 @@ def test_trace_write_ups_take_every_number_from_the_stored_traces(tmp_path):
         tpl.write_text(bad)
         with pytest.raises(TraceError, match=match):
             write_trace_document(tpl, tmp_path / "doc" / "bad.md", {"arith": tmp_path / "arith"})
+
+
+def test_trace_studies_travel_as_archives_and_write_ups_come_from_the_cli(tmp_path, monkeypatch):
+    import tarfile
+
+    from typer.testing import CliRunner
+
+    from editscope.analysis.trace_report import is_trace_template, referenced_sets
+    from editscope.analysis.trace_study import arithmetic_cases, export_traces, read_traces, trace_cases, unpack_traces
+    from editscope.cli import app
+
+    m = tiny_model("llama")
+    trace_cases(m, arithmetic_cases("+", range(2)), tmp_path / "arith", samples=2, window=1, known_only=False)
+    with (tmp_path / "arith" / "traces.jsonl").open("a") as f:
+        f.write('{"case": "torn')  # a killed run's last line is left out of the archive
+    archive = export_traces(tmp_path / "arith", tmp_path / "a.traces.tar.xz")
+    back = unpack_traces(archive, tmp_path / "back")
+    assert read_traces(back) == read_traces(tmp_path / "arith") and len(read_traces(back)[1]) == 4
+    with pytest.raises(TraceError, match="must end in .traces.tar.xz"):
+        export_traces(tmp_path / "arith", tmp_path / "a.tar.xz")
+    with pytest.raises(TraceError, match="not a new or empty folder"):
+        unpack_traces(archive, back)
+    with tarfile.open(tmp_path / "other.traces.tar.xz", "w:xz") as tar:
+        tar.add(tmp_path / "arith" / "meta.json", arcname="../evil.json")
+    with pytest.raises(TraceError, match="not a trace study"):
+        unpack_traces(tmp_path / "other.traces.tar.xz", tmp_path / "nothing")
+    assert not (tmp_path / "nothing").exists() and not (tmp_path / "evil.json").exists()
+    (tmp_path / "junk.traces.tar.xz").write_bytes(b"not xz")
+    with pytest.raises(TraceError, match="not a readable trace archive"):
+        unpack_traces(tmp_path / "junk.traces.tar.xz", tmp_path / "nothing")
+
+    tpl = tmp_path / "t.md.in"
+    tpl.write_text("{{traces:arith:n}} traces; {{aie:arith:mlp:last subject token:peak}}\n\n{{figure:arith:average_effect}}\n")
+    assert referenced_sets(tpl.read_text()) == ["arith"] and is_trace_template(tpl.read_text())
+    assert not is_trace_template("{{table:main}} {{figure:collapse}}")
+    runner = CliRunner()
+    got = runner.invoke(app, ["trace", "--doc", str(tpl), "--with", f"arith={back}", "--out", str(tmp_path / "doc" / "t.md")])
+    assert got.exit_code == 0, got.output
+    text = (tmp_path / "doc" / "t.md").read_text()
+    assert text.startswith("4 traces; block ") and (tmp_path / "doc" / "figures" / "arith_average_effect.png").is_file()
+    # the CLI's export/unpack take trace studies too
+    assert runner.invoke(app, ["export", str(back), str(tmp_path / "b.traces.tar.xz")]).exit_code == 0
+    assert runner.invoke(app, ["unpack", str(tmp_path / "b.traces.tar.xz"), str(tmp_path / "b")]).exit_code == 0
+    assert read_traces(tmp_path / "b") == read_traces(back)
+    monkeypatch.chdir(tmp_path)  # the default folder of a set is runs/SET
+    got = runner.invoke(app, ["trace", "--doc", str(tpl), "--out", str(tmp_path / "doc" / "u.md")])
+    assert got.exit_code == 2 and "runs/arith" in got.output

@@ -145,6 +145,17 @@ def fill_traces(template: str, sets: Mapping[str, TraceSet], figure_dir: Path | 
     return _PLACEHOLDER.sub(one, template)
 
 
+def referenced_sets(template: str) -> list[str]:
+    """The trace study names a template's placeholders read, in order of first use."""
+    return list(dict.fromkeys(m.group(2).split(":", 1)[0] for m in _PLACEHOLDER.finditer(template)
+                              if m.group(1) in ("traces", "aie", "aie_table", "figure")))
+
+
+def is_trace_template(template: str) -> bool:
+    """Whether a write-up template is filled from trace studies (it uses a trace placeholder)."""
+    return any(m.group(1) in ("traces", "aie", "aie_table") for m in _PLACEHOLDER.finditer(template))
+
+
 def write_trace_document(template: str | Path, out: str | Path, folders: Mapping[str, str | Path]) -> Path:
     """Fill ``template`` from the trace studies ``folders`` (name -> folder) into ``out``; figures go
     to ``<out dir>/figures``."""
@@ -155,4 +166,4 @@ def write_trace_document(template: str | Path, out: str | Path, folders: Mapping
     return out
 
 
-__all__ = ["TraceSet", "aie_table", "fill_traces", "write_trace_document"]
+__all__ = ["TraceSet", "aie_table", "fill_traces", "is_trace_template", "referenced_sets", "write_trace_document"]

@@ -13,8 +13,12 @@ recorded as skipped with their reason, so the scan does not repeat.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
+import tarfile
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from .tracing import KINDS, TraceError, TraceResult, _last_probs, embedding_std,
 
 META = "meta.json"
 TRACES = "traces.jsonl"
+ARCHIVE_SUFFIX = ".traces.tar.xz"
 
 
 @dataclass
@@ -158,4 +163,59 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
     return load_traces(out)[1]
 
 
-__all__ = ["TraceCase", "arithmetic_cases", "dataset_cases", "load_traces", "read_traces", "trace_cases", "traced"]
+def is_trace_study(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a trace study (its ``meta.json`` and ``traces.jsonl``)."""
+    return (Path(folder) / META).is_file() and (Path(folder) / TRACES).is_file()
+
+
+def export_traces(folder: str | Path, out: str | Path) -> Path:
+    """Write a trace study's ``meta.json`` and ``traces.jsonl`` (a torn last line dropped) as one
+    xz-compressed tar ``out`` (must end in ``.traces.tar.xz``): what a write-up commits next to its
+    text so that its figures and numbers can be re-derived."""
+    out = Path(out)
+    if not out.name.endswith(ARCHIVE_SUFFIX):
+        raise TraceError(f"archive name {out.name!r} must end in {ARCHIVE_SUFFIX}")
+    meta, lines = read_traces(folder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w:xz", preset=9) as tar:
+        for name, text in ((META, json.dumps(meta, indent=1)), (TRACES, "".join(json.dumps(ln) + "\n" for ln in lines))):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    os.replace(tmp, out)
+    return out
+
+
+def unpack_traces(archive: str | Path, folder: str | Path) -> Path:
+    """Restore an :func:`export_traces` archive into ``folder`` (new or empty): a trace study folder
+    that write-ups read and ``editscope trace`` resumes. Only the two study files are extracted, after
+    a check in a temporary folder, so a damaged or foreign archive leaves nothing behind."""
+    archive, folder = Path(archive), Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise TraceError(f"{folder}: not a new or empty folder; unpack the traces elsewhere")
+    if not archive.is_file():
+        raise TraceError(f"{archive}: no such archive (write one with `editscope export TRACE_FOLDER NAME{ARCHIVE_SUFFIX}`)")
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            with tarfile.open(archive, "r:xz") as tar:
+                names = sorted(tar.getnames())
+                if names != sorted([META, TRACES]):
+                    raise TraceError(f"{archive}: holds {names}, not a trace study's {META} and {TRACES}")
+                for name in names:
+                    member = tar.extractfile(name)
+                    if member is None:
+                        raise TraceError(f"{archive}: {name} is not a file")
+                    (Path(d) / name).write_bytes(member.read())
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise TraceError(f"{archive}: not a readable trace archive ({e})") from None
+        read_traces(d)  # the metadata parses
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (META, TRACES):
+            shutil.move(Path(d) / name, folder / name)  # across file systems
+    return folder
+
+
+__all__ = ["ARCHIVE_SUFFIX", "TraceCase", "arithmetic_cases", "dataset_cases", "export_traces", "is_trace_study",
+           "load_traces", "read_traces", "trace_cases", "traced", "unpack_traces"]
