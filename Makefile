@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength mine butterfly butterfly-hard mquake tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -55,6 +55,27 @@ variance: $(STAMP)
 
 strength: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_strength.yaml --out runs/two-plus-two-strength --resume
+
+# The collapse study: (a) every one of 1,000 CounterFact records edited alone with ROME (the mining
+# store), (b) sequential chains over 200 normal records, (c) the chains over the mined hard cases.
+mine: $(STAMP)
+	$(VENV)/bin/editscope run examples/butterfly_mine.yaml --out runs/butterfly-mine --resume
+
+butterfly: $(STAMP)
+	$(VENV)/bin/editscope run examples/butterfly.yaml --out runs/butterfly --resume
+
+butterfly-hard: $(STAMP)
+	$(VENV)/bin/editscope run examples/butterfly_hard.yaml --out runs/butterfly-hard --resume
+
+mquake: $(STAMP)
+	$(VENV)/bin/editscope run examples/mquake.yaml --out runs/mquake --resume
+
+# Causal traces behind docs/studies/tracing.md: 100 CounterFact facts the model knows, and "a+b="
+# on both built-in models (each resumable: rerun to continue).
+tracing: $(STAMP)
+	$(VENV)/bin/editscope trace --dataset counterfact --limit 100 --out runs/tracing-counterfact
+	$(VENV)/bin/editscope trace --arithmetic + --out runs/tracing-arithmetic
+	$(VENV)/bin/editscope trace --arithmetic + --model gemma3-270m --out runs/tracing-arithmetic-gemma3-270m
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
