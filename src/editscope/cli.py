@@ -375,6 +375,7 @@ def mine(
     corpus: Annotated[str, typer.Option(help="perplexity corpus measured after each edit")] = "me_ppl_50",
     threshold: Annotated[float, typer.Option(help="keep edits with perplexity >= this (collapse)")] = 1000.0,
     ratio: Annotated[float | None, typer.Option(help="also keep edits with perplexity >= ratio x the base model's")] = None,
+    top: Annotated[int | None, typer.Option(help="also keep the N highest-perplexity edits (hard cases when none collapses)")] = None,
     hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
     preset: Annotated[str | None, typer.Option(help="reference hyperparameters under --hparam: easyedit, rome-paper")] = None,
     store: Annotated[str | None, typer.Option(help="resumable study folder (default OUT.mining)")] = None,
@@ -390,7 +391,7 @@ def mine(
     if limit is not None:
         _at_least(limit, "--limit", 1)
     result = run_mine(dataset, method, out, model=model, source=source, limit=limit, offset=offset, corpus=corpus,
-                      threshold=threshold, ratio=ratio, hparams=hp, store=store, force=force, progress=True)
+                      threshold=threshold, ratio=ratio, top=top, hparams=hp, store=store, force=force, progress=True)
     console.print(result.summary())
     for rec in sorted(result.kept, key=lambda r: -r["mined"]["ppl"])[:10]:
         console.print(f"  ppl {rec['mined']['ppl']:10.2f}  {escape(str(rec.get('prompt') or rec.get('src') or rec.get('requested_rewrite', '')))[:90]}")

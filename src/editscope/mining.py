@@ -4,7 +4,8 @@
 ME-PPL_50 above a threshold). :func:`mine` runs it as an ordinary study (single protocol, the
 dataset's edits, perplexity after each, no probes) in a store folder, so a killed miner resumes
 where it stopped and its per-edit weight-change anatomy is stored too; then it writes the cases
-whose perplexity reached ``threshold`` (or ``ratio`` x the base model's) as a dataset file in the
+whose perplexity reached ``threshold`` (or ``ratio`` x the base model's; or, with ``top``, the ``top``
+highest whatever they reached: the hard cases of a model none of whose edits collapses) as a dataset file in the
 source's own record form (CounterFact, zsRE, ...), each record carrying a ``mined`` block with the
 provenance (model fingerprint, method, hyperparameters, corpus, thresholds, its perplexity).
 Studies load the file like any dataset of that kind; one loaded with another model gets a warning
@@ -56,14 +57,18 @@ def _raw_records(dataset: str, source: str | None) -> dict[str, Any]:
 
 def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-135m", source: str | None = None,
          limit: int | None = None, offset: int = 0, corpus: str = "me_ppl_50", threshold: float = 1000.0,
-         ratio: float | None = None, hparams: dict[str, Any] | None = None, store: str | Path | None = None,
-         force: bool = False, progress: bool = True) -> MineResult:
+         ratio: float | None = None, top: int | None = None, hparams: dict[str, Any] | None = None,
+         store: str | Path | None = None, force: bool = False, progress: bool = True) -> MineResult:
     """Mine ``dataset`` (``counterfact`` | ``zsre`` | ``mquake`` | ``jsonl``) with ``method`` and
     write the kept cases to ``out`` (JSON list). ``store``: the resumable study folder (default
     ``<out>.mining``). A case is kept when its perplexity on ``corpus`` is >= ``threshold`` or,
-    with ``ratio``, >= ``ratio`` x the base model's. Refuses an existing ``out`` unless ``force``."""
+    with ``ratio``, >= ``ratio`` x the base model's, or, with ``top``, when it is among the ``top``
+    highest-perplexity edits; the file lists the kept cases from the highest perplexity down.
+    Refuses an existing ``out`` unless ``force``."""
     if dataset not in DATASETS:
         raise InputError(f"dataset={dataset!r}: mine one of {', '.join(DATASETS)}")
+    if top is not None and top < 1:
+        raise InputError(f"top={top}: keep at least 1 edit (the N highest-perplexity edits), or leave it out")
     check_thresholds(threshold, ratio if ratio is not None else 2.0)
     out = Path(out)
     if out.exists() and not force:
@@ -90,21 +95,19 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
     key = f"ppl:{corpus}"
     base = next(x["value"] for x in scalars if x["method"] == "base" and x["name"] == key)
     raws = _raw_records(dataset, source)
+    measured = sorted(((float(x["value"]), units[x["unit"]]) for x in scalars
+                       if x["method"] != "base" and x["name"] == key and x["value"] is not None
+                       and units[x["unit"]].status != "failed"),  # rolled back: the base model's perplexity
+                      key=lambda pu: (-pu[0], pu[1].unit))
     kept = []
-    for x in scalars:
-        if x["method"] == "base" or x["name"] != key or x["value"] is None:
-            continue
-        u = units[x["unit"]]
-        if u.status == "failed":  # rolled back: the base model's perplexity
-            continue
-        ppl = float(x["value"])
-        if ppl >= threshold or (ratio is not None and ppl >= ratio * base):
+    for rank, (ppl, u) in enumerate(measured, 1):
+        if ppl >= threshold or (ratio is not None and ppl >= ratio * base) or (top is not None and rank <= top):
             item = plan.edits[u.edits[0]]
             record = dict(raws[item.meta["record"]])
             record["mined"] = {"ppl": ppl, "base_ppl": base, "corpus": corpus, "threshold": threshold, "ratio": ratio,
-                               "method": method, "hparams": hparams or {}, "model": model,
-                               "model_fingerprint": fingerprint, "source": source or f"{dataset} (default)",
-                               "unit": u.unit}
+                               "top": top, "rank": rank, "of": len(measured), "method": method,
+                               "hparams": hparams or {}, "model": model, "model_fingerprint": fingerprint,
+                               "source": source or f"{dataset} (default)", "unit": u.unit}
             kept.append(record)
     failed = sum(u.method != "base" and u.status == "failed" for u in units.values())
     out.parent.mkdir(parents=True, exist_ok=True)

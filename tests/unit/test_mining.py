@@ -61,6 +61,18 @@ def test_ratio_keeps_edits_that_double_perplexity(tmp_path):
     assert len(res.kept) == sum(v >= 1.0000001 * res.base_ppl for v in ppl.values())
 
 
+def test_top_keeps_the_highest_perplexity_edits_in_order(tmp_path):
+    res = mine("counterfact", "ft-m", tmp_path / "t.json", model="tiny:llama", limit=4, hparams=HP, threshold=1e12,
+               top=2, progress=False)
+    ppl = _unit_ppl(res.store)
+    ranked = sorted(ppl, key=lambda u: -ppl[u])
+    assert [r["mined"]["unit"] for r in res.kept] == ranked[:2]
+    assert [(r["mined"]["rank"], r["mined"]["of"], r["mined"]["top"]) for r in res.kept] == [(1, 4, 2), (2, 4, 2)]
+    assert [r["mined"]["unit"] for r in json.loads((tmp_path / "t.json").read_text())] == ranked[:2]
+    with pytest.raises(Exception, match="top=0"):
+        mine("counterfact", "ft-m", tmp_path / "u.json", model="tiny:llama", limit=4, hparams=HP, top=0, progress=False)
+
+
 @pytest.mark.parametrize("kw, error, match", [
     ({"threshold": 0}, ValueError, "threshold"),
     ({"ratio": 0.5}, ValueError, "ratio"),
