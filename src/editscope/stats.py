@@ -328,6 +328,16 @@ def _check_alpha(alpha: float) -> float:
 # --------------------------------------------------------------------------- #
 
 
+def _check_binomial(successes: int, n: int, confidence: float) -> tuple[int, int, float]:
+    """``(k, n, confidence)`` of a binomial interval's arguments, checked (see the callers' Raises)."""
+    k = _check_count(successes, "successes")
+    m = _check_count(n, "n")
+    c = _check_confidence(confidence)
+    if k > m:
+        raise ValueError(f"successes must be <= n, got successes={k}, n={m}")
+    return k, m, c
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
     """Wilson score interval for a binomial proportion.
 
@@ -349,11 +359,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
             ``confidence`` outside ``(0, 1)``.  The message names the argument.
         TypeError: ``successes`` or ``n`` is not an integer.
     """
-    k = _check_count(successes, "successes")
-    m = _check_count(n, "n")
-    c = _check_confidence(confidence)
-    if k > m:
-        raise ValueError(f"successes must be <= n, got successes={k}, n={m}")
+    k, m, c = _check_binomial(successes, n, confidence)
     if m == 0:
         return Interval(value=math.nan, low=0.0, high=1.0, n=0, confidence=c, method="wilson")
     p = k / m
@@ -396,11 +402,7 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Interva
             ``confidence`` outside ``(0, 1)``.  The message names the argument.
         TypeError: ``successes`` or ``n`` is not an integer.
     """
-    k = _check_count(successes, "successes")
-    m = _check_count(n, "n")
-    c = _check_confidence(confidence)
-    if k > m:
-        raise ValueError(f"successes must be <= n, got successes={k}, n={m}")
+    k, m, c = _check_binomial(successes, n, confidence)
     if m == 0:
         return Interval(value=math.nan, low=0.0, high=1.0, n=0, confidence=c, method="clopper-pearson")
     alpha = 1.0 - c
