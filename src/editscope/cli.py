@@ -386,12 +386,13 @@ def mine(
     from .methods.base import check_hparams
     from .mining import mine as run_mine
 
-    hp = _with_preset(method, preset, _parse_hparams(hparam))
-    check_hparams(method, hp)
+    hp = _parse_hparams(hparam)
+    check_hparams(method, _with_preset(method, preset, hp))
     if limit is not None:
         _at_least(limit, "--limit", 1)
     result = run_mine(dataset, method, out, model=model, source=source, limit=limit, offset=offset, corpus=corpus,
-                      threshold=threshold, ratio=ratio, top=top, hparams=hp, store=store, force=force, progress=True)
+                      threshold=threshold, ratio=ratio, top=top, hparams=hp, preset=preset, store=store, force=force,
+                      progress=True)
     console.print(result.summary())
     for rec in sorted(result.kept, key=lambda r: -r["mined"]["ppl"])[:10]:
         console.print(f"  ppl {rec['mined']['ppl']:10.2f}  {escape(str(rec.get('prompt') or rec.get('src') or rec.get('requested_rewrite', '')))[:90]}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import InputError
 from .report.collapse import check_thresholds
-from .runner.config import parse_config
+from .runner.config import StudyConfig, parse_config
 from .runner.execute import run_study
 from .runner.store import FILENAME, ResultsStore
 
@@ -55,15 +55,32 @@ def _raw_records(dataset: str, source: str | None) -> dict[str, Any]:
     return {r.label: r.obj for r in raws}
 
 
+def mine_config(dataset: str, method: str, *, model: str = "smollm2-135m", source: str | None = None,
+                limit: int | None = None, offset: int = 0, corpus: str = "me_ppl_50",
+                hparams: dict[str, Any] | None = None, preset: str | None = None) -> StudyConfig:
+    """The study :func:`mine` runs (single protocol, the dataset's edits without probes, perplexity
+    on ``corpus`` after each): a YAML study equal to it (``examples/butterfly_mine.yaml``) shares its
+    store, so either resumes the other."""
+    return parse_config({
+        "name": f"mine-{method}-{dataset}", "model": model,
+        "methods": [{"method": method, "hparams": hparams or {}, **({"preset": preset} if preset else {})}],
+        "edits": [{"dataset": dataset, "source": source, "limit": limit, "offset": offset, "case_probes": False}],
+        "perplexity": {"corpus": corpus}, "protocol": {"kind": "single"}}, where="mine")
+
+
 def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-135m", source: str | None = None,
          limit: int | None = None, offset: int = 0, corpus: str = "me_ppl_50", threshold: float = 1000.0,
          ratio: float | None = None, top: int | None = None, hparams: dict[str, Any] | None = None,
-         store: str | Path | None = None, force: bool = False, progress: bool = True) -> MineResult:
+         preset: str | None = None, store: str | Path | None = None, force: bool = False,
+         progress: bool = True) -> MineResult:
     """Mine ``dataset`` (``counterfact`` | ``zsre`` | ``mquake`` | ``jsonl``) with ``method`` and
     write the kept cases to ``out`` (JSON list). ``store``: the resumable study folder (default
     ``<out>.mining``). A case is kept when its perplexity on ``corpus`` is >= ``threshold`` or,
     with ``ratio``, >= ``ratio`` x the base model's, or, with ``top``, when it is among the ``top``
     highest-perplexity edits; the file lists the kept cases from the highest perplexity down.
+    ``preset``: reference hyperparameters under ``hparams`` (``editscope.methods.presets``), recorded
+    in the study as a study's ``preset:`` key is, so a YAML study with the same method entry resumes
+    the same store.
     Refuses an existing ``out`` unless ``force``."""
     if dataset not in DATASETS:
         raise InputError(f"dataset={dataset!r}: mine one of {', '.join(DATASETS)}")
@@ -74,10 +91,8 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; pass --force (force=True) to overwrite it, or choose another output file")
     store = Path(store) if store is not None else out.with_name(out.name + ".mining")
-    config = parse_config({
-        "name": f"mine-{method}-{dataset}", "model": model, "methods": [{"method": method, "hparams": hparams or {}}],
-        "edits": [{"dataset": dataset, "source": source, "limit": limit, "offset": offset, "case_probes": False}],
-        "perplexity": {"corpus": corpus}, "protocol": {"kind": "single"}}, where="mine")
+    config = mine_config(dataset, method, model=model, source=source, limit=limit, offset=offset, corpus=corpus,
+                         hparams=hparams, preset=preset)
     from .runner.plan import build_plan
 
     plan = build_plan(config)
@@ -105,8 +120,8 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
             item = plan.edits[u.edits[0]]
             record = dict(raws[item.meta["record"]])
             record["mined"] = {"ppl": ppl, "base_ppl": base, "corpus": corpus, "threshold": threshold, "ratio": ratio,
-                               "top": top, "rank": rank, "of": len(measured), "method": method,
-                               "hparams": hparams or {}, "model": model, "model_fingerprint": fingerprint,
+                               "top": top, "rank": rank, "of": len(measured), "method": method, "preset": preset,
+                               "hparams": config.methods[0].hparams, "model": model, "model_fingerprint": fingerprint,
                                "source": source or f"{dataset} (default)", "unit": u.unit}
             kept.append(record)
     failed = sum(u.method != "base" and u.status == "failed" for u in units.values())

@@ -69,6 +69,16 @@ def test_top_keeps_the_highest_perplexity_edits_in_order(tmp_path):
     assert [r["mined"]["unit"] for r in res.kept] == ranked[:2]
     assert [(r["mined"]["rank"], r["mined"]["of"], r["mined"]["top"]) for r in res.kept] == [(1, 4, 2), (2, 4, 2)]
     assert [r["mined"]["unit"] for r in json.loads((tmp_path / "t.json").read_text())] == ranked[:2]
+    # a preset is recorded in the study as a YAML study's `preset:` key is, and in the provenance
+    pre = mine("counterfact", "ft-m", tmp_path / "p.json", model="tiny:llama", limit=1, hparams=HP, preset="easyedit",
+               top=1, progress=False)
+    s = ResultsStore(pre.store / FILENAME)
+    try:
+        stored = s.get_meta("config")
+    finally:
+        s.close()
+    assert stored["methods"][0]["preset"] == "easyedit" and stored["methods"][0]["hparams"]["steps"] == 3
+    assert pre.kept[0]["mined"]["preset"] == "easyedit" and pre.kept[0]["mined"]["hparams"]["lr"] == 0.05
     with pytest.raises(Exception, match="top=0"):
         mine("counterfact", "ft-m", tmp_path / "u.json", model="tiny:llama", limit=4, hparams=HP, top=0, progress=False)
 
@@ -114,3 +124,14 @@ def test_the_mine_command_writes_the_file_and_refuses_bad_input(tmp_path):
     assert bad.exit_code == 2 and "threshold" in bad.output
     typo = runner.invoke(app, ["mine", "counterfact", "--out", str(tmp_path / "z.json"), "--method", "rme"])
     assert typo.exit_code == 2 and "rome" in typo.output
+
+
+@pytest.mark.parametrize("example, preset", [("butterfly_mine.yaml", None), ("butterfly_mine_rome_code.yaml", "rome-paper")])
+def test_the_example_mining_studies_are_the_studies_mine_runs(example, preset):
+    from pathlib import Path
+
+    from editscope.mining import mine_config
+    from editscope.runner.config import load_config
+
+    yaml_study = load_config(Path(__file__).resolve().parents[2] / "examples" / example)
+    assert yaml_study.config_hash() == mine_config("counterfact", "rome", limit=1000, preset=preset).config_hash()
