@@ -10,9 +10,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from editscope.runner import ResultsStore, parse_config, run_study
 
@@ -109,6 +111,20 @@ def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
                     assert rx[f] == ry[f], (key, f, rx[f], ry[f])
 
 
+@contextmanager
+def threads_of(workers: int):
+    """Run the in-process comparison at the torch thread count of a Ray worker (the cluster's CPUs
+    shared by ``workers``): float results depend on it, so equal rows need equal counts."""
+    import ray
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(ray.cluster_resources().get("CPU", 1)) // workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _order(r: dict) -> tuple:
     return (r["probe_set"], r["index"])
 
@@ -124,11 +140,13 @@ def test_ray_gives_the_local_rows_and_reruns_what_a_killed_worker_lost(cluster, 
     got = rows(remote)  # (rows() asserts that no unit is stored twice)
     assert sorted(u for m, u in got if m == "crash-once-ft") == [f"edit-{i:04d}" for i in range(4)]
     assert ResultsStore(remote / "results.sqlite").get_meta("status") == "complete"
-    assert_same(got, rows(run_study(cfg, tmp_path / "single-local", progress=False)))  # no crash now
+    with threads_of(2):
+        assert_same(got, rows(run_study(cfg, tmp_path / "single-local", progress=False)))  # no crash now
     # a sequential chain runs whole on one worker
     cfg = parse_config(study("ray-chain", [{"method": "ft-m", "hparams": FT}], kind="sequential"))
     remote = run_study(cfg, tmp_path / "chain-ray", progress=False, backend="ray", workers=1)
-    assert_same(rows(remote), rows(run_study(cfg, tmp_path / "chain-local", progress=False)))
+    with threads_of(1):
+        assert_same(rows(remote), rows(run_study(cfg, tmp_path / "chain-local", progress=False)))
     assert ray.is_initialized(), "a cluster the caller started is left running"
 
 
@@ -158,8 +176,9 @@ def test_a_killed_driver_resumes_to_the_same_rows(cluster, tmp_path):
     assert 3 <= len(s.units()) < 5 and s.get_meta("status") == "running"
     s.close()
     cfg = parse_config(spec)
-    run_study(cfg, out, resume=True, progress=False)  # the local backend finishes what the Ray run began
-    assert_same(rows(out), rows(run_study(cfg, tmp_path / "local", progress=False)))
+    with threads_of(1):  # the local backend finishes what the Ray run began (replaying its chain exactly)
+        run_study(cfg, out, resume=True, progress=False)
+        assert_same(rows(out), rows(run_study(cfg, tmp_path / "local", progress=False)))
 
 
 def test_bad_backend_input_is_refused_before_any_unit_runs(tmp_path, monkeypatch):

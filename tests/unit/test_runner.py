@@ -278,7 +278,11 @@ def test_kill_9_and_resume_give_exactly_the_rows_of_an_uninterrupted_run(tmp_pat
     spec = {**STUDY, "edits": EDITS, "methods": ["ft-m"], "protocol": {"kind": protocol, "guard": "off"}}
     full = run_study(parse_config(spec), tmp_path / "full", progress=False)
     out = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    import torch
+
+    # the children compute at this process's torch thread count: float results depend on it
+    n = str(torch.get_num_threads())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(spec), str(out), "0"], env=env)
     db = out / "results.sqlite"
     deadline = time.time() + 240
