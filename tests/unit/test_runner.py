@@ -273,8 +273,8 @@ run_study(parse_config(json.loads(sys.argv[1])), sys.argv[2], resume=sys.argv[3]
 """
 
 
-@pytest.mark.parametrize("protocol", ["single", "sequential"])
-def test_kill_9_and_resume_give_exactly_the_rows_of_an_uninterrupted_run(tmp_path, protocol):
+@pytest.mark.parametrize("protocol, resume_threads", [("single", "same"), ("sequential", "same"), ("sequential", "other")])
+def test_kill_9_and_resume_give_exactly_the_rows_of_an_uninterrupted_run(tmp_path, protocol, resume_threads):
     spec = {**STUDY, "edits": EDITS, "methods": ["ft-m"], "protocol": {"kind": protocol, "guard": "off"}}
     full = run_study(parse_config(spec), tmp_path / "full", progress=False)
     out = tmp_path / "killed"
@@ -309,7 +309,12 @@ def test_kill_9_and_resume_give_exactly_the_rows_of_an_uninterrupted_run(tmp_pat
     assert "PARTIAL RUN" in (out / "report.md").read_text()
     with pytest.raises(RunFolderError, match="--resume"):
         run_study(parse_config(spec), out, progress=False)
-    subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec), str(out), "1"], env=env, check=True)
+    if resume_threads == "other":  # resumed at another thread count: the chain replays at the recorded one
+        m = "1" if torch.get_num_threads() > 1 else "2"
+        env = {**env, "OMP_NUM_THREADS": m, "MKL_NUM_THREADS": m}
+    resumed = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec), str(out), "1"], env=env, check=True,
+                             capture_output=True, text=True)
+    assert ("the resumed chains compute at" in resumed.stderr) == (resume_threads == "other"), resumed.stderr
     assert _rows(out) == _rows(full)
 
 

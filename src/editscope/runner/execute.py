@@ -17,7 +17,8 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,8 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                     with working(f"loading {config.model.name}", progress):
                         model = load_study_model(config)
                 admit(model.base_fingerprint, model.name)
-                run_local(plan, stored, model, deliver, progress=progress)
+                with _run_threads(store, config):
+                    run_local(plan, stored, model, deliver, progress=progress)
             else:
                 executor.run(plan, stored, deliver, admit=admit, current=lambda: Stored.of(store))
         store.set_meta(status="complete", finished=now_iso())
@@ -205,6 +207,29 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
         if executor is not None:
             executor.close()
     return Path(out)
+
+
+@contextmanager
+def _run_threads(store: ResultsStore, config: StudyConfig) -> Iterator[None]:
+    """Record the torch thread count a run starts with; a resumed sequential run computes at the
+    recorded count. CPU float results depend on the thread count (reductions split differently),
+    and resuming a chain replays its stored edits and checks the model's fingerprint after each, so
+    a chain begun at 2 threads and resumed at 1 (say under ``OMP_NUM_THREADS=1``) would otherwise
+    be refused as not reproducible."""
+    now = torch.get_num_threads()
+    recorded = store.get_meta("torch_threads")
+    if recorded is None:
+        store.set_meta(torch_threads=now)
+    if recorded is None or int(recorded) == now or config.protocol.kind != "sequential":
+        yield
+        return
+    print(f"note: this run was started at {recorded} torch threads; the resumed chains compute at {recorded} "
+          f"(not {now}) so that replaying them reproduces the stored models exactly", file=sys.stderr)
+    torch.set_num_threads(int(recorded))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(now)
 
 
 def _admit_model(store: ResultsStore, plan: Plan, out: str | Path, fingerprint: str, name: str) -> None:
