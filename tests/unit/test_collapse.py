@@ -151,3 +151,18 @@ def test_anatomy_table_and_figures_from_stored_update_norms(tmp_path):
     assert anatomy_plot(seq, tmp_path / "f2")
     # anatomy scalars stay out of the headline columns
     assert not any(c.key.startswith(("delta:", "cumulative:")) for c in res.columns)
+
+
+def test_worst_edits_name_their_requests_without_probe_rows(tmp_path):
+    """A mining run stores no probes: the worst edits' requests come from the study's own edits."""
+    cfg = parse_config({"name": "mined", "model": "smollm2-135m", "methods": ["rome"],
+                        "edits": [{"prompt": f"prompt {i} is", "target_new": f"new{i}"} for i in range(3)],
+                        "perplexity": {"corpus": "me_ppl_50"}, "protocol": {"kind": "single"}})
+    s = ResultsStore(tmp_path / FILENAME, create=True)
+    s.set_meta(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), name="mined", status="complete")
+    s.add_unit("base", "base", 0, [], "ok", scalars={"ppl:me_ppl_50": (20.0, {})})
+    for i, v in enumerate([21.0, 90.0, 22.0]):
+        s.add_unit("rome", f"edit-{i:04d}", 0, [i], "ok", scalars={"ppl:me_ppl_50": (v, {})})
+    s.close()
+    (row,) = collapse_table(load_results(tmp_path), worst=1)
+    assert row.worst[0].unit == "edit-0001" and row.worst[0].requests == ["prompt 1 is -> new1"]

@@ -80,6 +80,18 @@ def _requests_by_unit(res: StudyResults) -> dict[tuple[str, str], list[str]]:
     targets = df.loc[df["category"] == "target", ["method", "unit", "prompt", "target"]].drop_duplicates()
     for m, u, p, t in targets.itertuples(index=False):
         out[(m, u)].append(f"{p} -> {t}")
+    missing = [u for u in res.units if u.method != "base" and (u.method, u.unit) not in out and u.edits]
+    if missing and res.study is not None:  # no probes (a mining run): the requests from the study's edits
+        from ..errors import InputError
+        from ..runner.plan import build_plan
+
+        try:
+            edits = build_plan(res.study).edits
+        except (InputError, OSError, ValueError):  # the dataset is not here: the table shows no request
+            return out
+        for u in missing:
+            out[(u.method, u.unit)] = [f"{r.prompt} -> {r.target_new}" for i in u.edits if i < len(edits)
+                                       for r in edits[i].requests]
     return out
 
 
