@@ -394,7 +394,7 @@ def mine(
                       threshold=threshold, ratio=ratio, top=top, hparams=hp, preset=preset, store=store, force=force,
                       progress=True)
     console.print(result.summary())
-    for rec in sorted(result.kept, key=lambda r: -r["mined"]["ppl"])[:10]:
+    for rec in result.kept[:10]:  # highest perplexity first
         console.print(f"  ppl {rec['mined']['ppl']:10.2f}  {escape(str(rec.get('prompt') or rec.get('src') or rec.get('requested_rewrite', '')))[:90]}")
 
 
