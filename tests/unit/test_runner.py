@@ -658,10 +658,16 @@ def test_documents_read_companion_studies(finished_run, tmp_path):
         with pytest.raises(DocumentError, match=match):
             write_document(main, tpl, tmp_path / "doc" / "c.md", runs=runs)
     for bad, match in [("{{from:tiny}}", "write"), ("{{from:nope:meta:name}}", "no stored study 'nope'"),
-                       ("{{from:tiny:figure:blast_radius}}", "read only the document's own run"),
+                       ("{{from:tiny:from:tiny:meta:name}}", "cannot nest"),
+                       ("{{from:tiny:figure:nope}}", "the stored study 'tiny' has no figure 'nope'"),
                        ("{{from:tiny:cell:rome:far/unchanged}}", "no method 'rome'")]:
         with pytest.raises(DocumentError, match=match):
             fill(bad, res, str(main), others={"tiny": res})
+    # a companion's figure is drawn from its own run and copied under its study's name
+    figs = tmp_path / "doc" / "figures"
+    shown = fill("{{from:tiny:figure:categories}}", res, str(main), figs, others={"tiny": load_results(companion)})
+    assert shown == "![categories](figures/tiny_categories.png)"
+    assert (figs / "tiny_categories.png").stat().st_size > 1000 and (companion / "figures" / "categories.png").is_file()
     cli = CliRunner()
     r = cli.invoke(app, ["report", str(main), "--format", "md", "--doc", str(tpl), "--doc-out",
                          str(tmp_path / "doc" / "d.md"), "--with", f"tiny={companion}"])

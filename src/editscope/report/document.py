@@ -42,12 +42,12 @@ Placeholders (``{{kind:args}}``):
   perplexity);
 * ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
 * ``{{run_dir}}``: the run folder as given;
-* ``{{from:STUDY:PLACEHOLDER}}``: any placeholder above but ``figure``, filled from another stored
-  study (e.g. ``{{from:two-plus-two-controls:excess:rome:placebo}}``), so that a write-up can lead
-  with a companion study's numbers. ``STUDY`` is that study's name; its run folder is given to
-  :func:`write_document` (``editscope report --with STUDY=DIR``) or else found beside this run's
-  folder (``runs/two-plus-two-controls`` next to ``runs/two-plus-two``), and its stored name must
-  match.
+* ``{{from:STUDY:PLACEHOLDER}}``: any placeholder above, filled from another stored study (e.g.
+  ``{{from:two-plus-two-controls:excess:rome:placebo}}``; a figure is drawn into that run's folder
+  and copied under that study's name), so that a write-up can lead with a companion study's numbers.
+  ``STUDY`` is that study's name; its run folder is given to :func:`write_document` (``editscope
+  report --with STUDY=DIR``) or else found beside this run's folder (``runs/two-plus-two-controls``
+  next to ``runs/two-plus-two``), and its stored name must match.
 * ``{{models:STUDY,STUDY[,...]}}``: the cross-model table of one study run on several models
   (``editscope run CONFIG --model NAME``): per model efficacy, paraphrase, answer-level locality and
   perplexity; the studies are found as for ``from``.
@@ -227,9 +227,16 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if study not in (others or {}):
                 raise DocumentError(f"{{{{from:{args}}}}}: no stored study {study!r} was given; have "
                                     f"{sorted(others or {})} (editscope report --with {study}=RUN_DIR)")
-            ikind = inner.split(":", 1)[0]
-            if ikind in ("figure", "from"):
-                raise DocumentError(f"{{{{from:{args}}}}}: {ikind} placeholders read only the document's own run")
+            ikind, _, name = inner.partition(":")
+            if ikind == "from":
+                raise DocumentError(f"{{{{from:{args}}}}}: a from placeholder cannot nest another")
+            if ikind == "figure":  # drawn into the companion's own run folder, named after it when copied
+                other = others[study]
+                paths = all_figures(other, Path(other.run_dir) / "figures", {name}).get(name)
+                if not paths:
+                    raise DocumentError(f"{{{{from:{args}}}}}: the stored study {study!r} has no figure {name!r}; "
+                                        f"it has {sorted(all_figures(other, Path(other.run_dir) / 'figures'))}")
+                return _Raw(sink.figure(name, paths, other))
             try:
                 return _Raw(fill("{{" + inner + "}}", others[study], str(others[study].run_dir), sink=sink))
             except DocumentError as e:
