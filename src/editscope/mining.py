@@ -59,10 +59,10 @@ def mine_config(dataset: str, method: str, *, model: str = "smollm2-135m", sourc
                 limit: int | None = None, offset: int = 0, corpus: str = "me_ppl_50",
                 hparams: dict[str, Any] | None = None, preset: str | None = None) -> StudyConfig:
     """The study :func:`mine` runs (single protocol, the dataset's edits without probes, perplexity
-    on ``corpus`` after each): a YAML study equal to it (``examples/butterfly_mine.yaml``) shares its
-    store, so either resumes the other."""
+    on ``corpus`` after each), named ``mine-METHOD[-PRESET]-DATASET``: a YAML study equal to it
+    (``examples/butterfly_mine.yaml``) shares its store, so either resumes the other."""
     return parse_config({
-        "name": f"mine-{method}-{dataset}", "model": model,
+        "name": f"mine-{method}-{preset + '-' if preset else ''}{dataset}", "model": model,
         "methods": [{"method": method, "hparams": hparams or {}, **({"preset": preset} if preset else {})}],
         "edits": [{"dataset": dataset, "source": source, "limit": limit, "offset": offset, "case_probes": False}],
         "perplexity": {"corpus": corpus}, "protocol": {"kind": "single"}}, where="mine")
