@@ -9,7 +9,7 @@ positional argument or the ``hidden_states`` keyword, whichever the architecture
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +36,17 @@ def _with_hidden(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple,
 
 
 @contextmanager
+def _hooked(module: nn.Module, hook: Callable, pre: bool = False) -> Iterator[None]:
+    """``hook`` registered on ``module`` for the block's duration: a forward pre-hook (called with
+    ``(module, args, kwargs)``) when ``pre``, else a forward hook (``(module, args, output)``)."""
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True) if pre else module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
 def capture_input(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Collect the hidden-state input of every call of ``module`` (detached) into a list."""
     seen: list[torch.Tensor] = []
@@ -43,11 +54,8 @@ def capture_input(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     def hook(mod, args, kwargs):
         seen.append(_hidden_from(args, kwargs).detach())
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
+    with _hooked(module, hook, pre=True):
         yield seen
-    finally:
-        handle.remove()
 
 
 @contextmanager
@@ -59,11 +67,8 @@ def capture_output(module: nn.Module) -> Iterator[list[Any]]:
         out = output[0] if isinstance(output, tuple) else output
         seen.append(out.detach() if isinstance(out, torch.Tensor) else out)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with _hooked(module, hook):
         yield seen
-    finally:
-        handle.remove()
 
 
 @contextmanager
@@ -73,11 +78,8 @@ def replace_input(module: nn.Module, value: torch.Tensor) -> Iterator[None]:
     def hook(mod, args, kwargs):
         return _with_hidden(args, kwargs, value)
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
+    with _hooked(module, hook, pre=True):
         yield
-    finally:
-        handle.remove()
 
 
 @contextmanager
@@ -114,11 +116,8 @@ def stop_after(module: nn.Module) -> Iterator[list[Any]]:
         seen.append(output)
         raise StopForward
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with _hooked(module, hook):
         yield seen
-    finally:
-        handle.remove()
 
 
 @contextmanager
@@ -133,8 +132,5 @@ def add_to_output(module: nn.Module, rows: torch.Tensor, cols: torch.Tensor, del
         patched = out.index_put((rows, cols), out[rows, cols] + delta.to(out.dtype))
         return (patched, *output[1:]) if isinstance(output, tuple) else patched
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with _hooked(module, hook):
         yield
-    finally:
-        handle.remove()

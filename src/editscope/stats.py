@@ -245,10 +245,13 @@ def _as_float_array(values: Sequence[float], name: str, *, allow_empty: bool) ->
     return arr
 
 
-def _as_bool_array(values: Sequence[bool], name: str) -> np.ndarray:
+def _as_bools(values: Any, name: str, ndim: int = 1) -> np.ndarray:
+    """Validate a 1-D (``ndim=1``) or 2-D (draws x probes) array of booleans or 0/1 numbers; returns
+    dtype bool. The error names the first bad element by its index."""
     arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of booleans, got shape {arr.shape}")
+    if arr.ndim != ndim:
+        what = "a 1-D sequence of booleans" if ndim == 1 else "2-D (draws x probes)"
+        raise ValueError(f"{name} must be {what}, got shape {arr.shape}")
     if arr.dtype == bool:
         return arr
     if arr.size == 0:
@@ -257,20 +260,9 @@ def _as_bool_array(values: Sequence[bool], name: str) -> np.ndarray:
         raise ValueError(f"{name} must contain booleans (or 0/1), got dtype {arr.dtype}")
     ok = (arr == 0) | (arr == 1)
     if not np.all(ok):
-        bad = int(np.flatnonzero(~ok)[0])
-        raise ValueError(f"{name} must contain booleans (or 0/1); {name}[{bad}] = {arr[bad]!r}")
+        at = tuple(int(v) for v in np.argwhere(~ok)[0])
+        raise ValueError(f"{name} must contain booleans (or 0/1); {name}[{', '.join(map(str, at))}] = {arr[at]!r}")
     return arr.astype(bool)
-
-
-def _as_bool_matrix(values: Any, name: str) -> np.ndarray:
-    """Validate a 2-D array of booleans (or 0/1 numbers); returns dtype bool."""
-    arr = np.asarray(values)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (draws x probes), got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr
-    if arr.size == 0:
-        return arr.astype(bool)
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must contain booleans (or 0/1), got dtype {arr.dtype}")
     ok = (arr == 0) | (arr == 1)
@@ -797,8 +789,8 @@ def excess_rate(
             ``clusters`` not 1-D, of the wrong length or containing ``nan``;
             ``n_resamples < 1``; ``confidence`` outside ``(0, 1)``.
     """
-    m = _as_bool_array(method_changed, "method_changed")
-    ctrl = _as_bool_matrix(control_changed, "control_changed")
+    m = _as_bools(method_changed, "method_changed")
+    ctrl = _as_bools(control_changed, "control_changed", ndim=2)
     n = int(m.size)
     if n < 1:
         raise ValueError("method_changed must not be empty (need n >= 1 probes)")
@@ -896,8 +888,8 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> McNemarResult:
         ValueError: Lengths differ (message names both lengths), or an input
             is not 1-D or contains values other than booleans / 0 / 1.
     """
-    aa = _as_bool_array(a, "a")
-    bb = _as_bool_array(b, "b")
+    aa = _as_bools(a, "a")
+    bb = _as_bools(b, "b")
     if aa.size != bb.size:
         raise ValueError(f"a and b must have the same length, got len(a)={aa.size}, len(b)={bb.size}")
     n01 = int(np.count_nonzero(~aa & bb))
