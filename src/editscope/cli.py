@@ -377,7 +377,7 @@ def mine(
     ratio: Annotated[float | None, typer.Option(help="also keep edits with perplexity >= ratio x the base model's")] = None,
     top: Annotated[int | None, typer.Option(help="also keep the N highest-perplexity edits (hard cases when none collapses)")] = None,
     hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable")] = None,
-    preset: Annotated[str | None, typer.Option(help="reference hyperparameters under --hparam: easyedit, rome-paper")] = None,
+    preset: Annotated[str | None, typer.Option(help="hyperparameter preset under --hparam: easyedit, rome-paper (reference codes), fast")] = None,
     store: Annotated[str | None, typer.Option(help="resumable study folder (default OUT.mining)")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing output file")] = False,
 ) -> None:
@@ -455,7 +455,7 @@ def edit(
     subject: Annotated[str | None, typer.Option(help="subject span of the prompt (locate-then-edit methods)")] = None,
     target_true: Annotated[str | None, typer.Option(help="the current answer (for the prob protocol)")] = None,
     hparam: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, repeatable (e.g. lr=1e-3)")] = None,
-    preset: Annotated[str | None, typer.Option(help="reference hyperparameters under --hparam: easyedit, rome-paper")] = None,
+    preset: Annotated[str | None, typer.Option(help="hyperparameter preset under --hparam: easyedit, rome-paper (reference codes), fast")] = None,
     save: Annotated[str | None, typer.Option(help="write the edit (delta + manifest) to this folder")] = None,
     dtype: DtypeOpt = "float32",
     new_tokens: Annotated[int, typer.Option(help="greedy tokens shown before/after")] = 8,

@@ -123,3 +123,16 @@ def test_apply_edit_takes_a_preset():
     h = es.apply_edit(m, REQ, "ft-l", preset="easyedit", steps=2, layer=1)
     assert h.hparams["linf"] is None and h.hparams["steps"] == 2
     h.undo()
+
+
+def test_the_fast_preset_raises_the_residual_step_size_of_the_locate_methods():
+    for method in ("rome", "memit", "alphaedit"):
+        assert preset_hparams(method, "fast") == {"v_lr": 1.0}
+    m = tiny_model("llama")
+    settings = {k: v for k, v in EASY.items() if k != "v_lr"}
+    fast = es.apply_edit(m, REQ, "rome", preset="fast", **settings)
+    assert fast.hparams["v_lr"] == 1.0 and fast.info["v_steps"] >= 1
+    fast.undo()
+    default = es.apply_edit(m, REQ, "rome", **settings)
+    assert default.hparams["v_lr"] == 0.5
+    default.undo()

@@ -29,6 +29,13 @@ its offline corpus (``stats_corpus``), which the easyedit ROME preset does not r
 ``EleutherAI_gpt-j-6B.json``): covariance on, insertion at the prompt's key, 20 steps, weight decay 0.5, 10 x 4 and 10 x 9 new
 tokens of context (its ``[[5,10],[10,10]]`` counts the one-token ``<|endoftext|>`` seed; editscope
 seeds with its five words).
+
+``fast``: editscope's own speed setting for ROME, MEMIT and AlphaEdit: the residual optimisation's
+Adam step at lr 1.0 instead of 0.5 (about 11 instead of 16 steps per edit on the default model).
+Quality-checked on 100 CounterFact records against the defaults (``benchmarks/bench_rome_speed.py
+--n 100 --lever v_lr=1.0``): ES 0.97 vs 0.97, PS 0.94 vs 0.92, NS 0.58 vs 0.59, no McNemar
+difference; median single ROME edit 3.14 s vs 4.19 s. The defaults keep lr 0.5, the published
+setting, so that results stay comparable with the field's.
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ PRESETS: Registry[Preset] = Registry("hyperparameter preset", {p.name: p for p i
                   "v_fail_loss": _NEVER_FAIL},
         "ft-l": {"linf": None},
         "ft-m": {},
+    }),
+    Preset("fast", "editscope: benchmarks/bench_rome_speed.py (same ES/PS/NS on 100 CounterFact records)", {
+        m: {"v_lr": 1.0} for m in ("rome", "memit", "alphaedit")
     }),
     Preset("rome-paper", "kmeng01/rome, hparams/ROME/gpt2-xl.json and EleutherAI_gpt-j-6B.json", {
         "rome": {"mom2_adjustment": True, "insert_at": "prompt_key", "v_steps": 20, "v_weight_decay": 0.5,
