@@ -163,6 +163,10 @@ class RayExecutor:
         if ray.is_initialized():
             return
         env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+        if self.address in (None, "", "local"):
+            # Ray starts its workers at niceness 15, so any other job on the machine (a second
+            # study, a test run) would starve the study; a cluster of our own runs them at ours
+            os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
         try:
             ray.init(address=None if self.address in (None, "", "local") else self.address,
                      include_dashboard=False, log_to_driver=False,
