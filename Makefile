@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength mine butterfly butterfly-hard mquake tracing test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength mine mine-rome-code butterfly butterfly-hard mquake tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -60,6 +60,10 @@ strength: $(STAMP)
 # store), (b) sequential chains over 200 normal records, (c) the chains over the mined hard cases.
 mine: $(STAMP)
 	$(VENV)/bin/editscope run examples/butterfly_mine.yaml --out runs/butterfly-mine --resume
+
+# the same 1,000 edits with ROME as its authors' code computes it (asymmetric keys)
+mine-rome-code: $(STAMP)
+	$(VENV)/bin/editscope run examples/butterfly_mine_rome_code.yaml --out runs/butterfly-mine-rome-code --resume
 
 butterfly: $(STAMP)
 	$(VENV)/bin/editscope run examples/butterfly.yaml --out runs/butterfly --resume
