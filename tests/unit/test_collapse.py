@@ -17,14 +17,15 @@ def _target_row(i: int) -> dict:
             "meta": {}, "logprob": -0.1, "n_tokens": 1, "top1": True}
 
 
-def _store(tmp_path, protocol: dict, ppl: list[float]):
+def _store(tmp_path, protocol: dict, ppl: list[float], guard_ppl: list[float] | None = None):
     tmp_path.mkdir(parents=True, exist_ok=True)
     cfg = parse_config({"name": "hand", "model": "smollm2-135m", "methods": ["rome"],
                         "edits": [{"prompt": f"prompt {i} is", "target_new": f"new{i}"} for i in range(len(ppl))],
                         "probes": ["facts"], "perplexity": {"corpus": "me_ppl_50"}, "protocol": protocol})
     s = ResultsStore(tmp_path / FILENAME, create=True)
     s.set_meta(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), name="hand", status="complete")
-    s.add_unit("base", "base", 0, [], "ok", scalars={"ppl:me_ppl_50": (20.0, {})})
+    s.add_unit("base", "base", 0, [], "ok", scalars={"ppl:me_ppl_50": (20.0, {}),
+                                                     **({"guard_ppl": (20.0, {})} if guard_ppl else {})})
     for i, v in enumerate(ppl):
         # an update norm that grows with perplexity, except one outlier
         delta = {"delta:fro": (float(i + 1) if i != 3 else 0.5, {}), "cumulative:fro": (float(i + 1) * 2, {})}
@@ -32,8 +33,9 @@ def _store(tmp_path, protocol: dict, ppl: list[float]):
             s.add_unit("rome", f"edit-{i:04d}", 0, [i], "ok", rows={"case": [_target_row(i)]},
                        scalars={"ppl:me_ppl_50": (v, {}), **delta})
         else:
+            guard = {"guard_ppl": (guard_ppl[i], {"corpus": "me_ppl_50"})} if guard_ppl else {}
             s.add_unit("rome", f"step-{i + 1:04d}", i + 1, list(range(i + 1)), "ok", rows={"case": [_target_row(i)]},
-                       scalars={"ppl:me_ppl_50": (v, {}), **delta})
+                       scalars={"ppl:me_ppl_50": (v, {}), **delta, **guard})
     s.close()
     return load_results(tmp_path)
 
@@ -76,6 +78,17 @@ def test_sequential_collapse_points(tmp_path):
     (p,) = collapse_points(res, threshold=5000, ratio=100)
     assert p.collapsed_at is None and p.doubled_at is None
     assert [t.name for t in collapse_tables(res)] == ["collapse-points"]
+
+
+def test_collapse_points_leave_out_the_guards_own_corpus_measured_every_k(tmp_path):
+    # the guard after every edit, on the same corpus as the configured perplexity
+    res = _store(tmp_path, {"kind": "sequential", "guard": "stop", "guard_corpus": "me_ppl_50"}, [21.0, 30.0, 45.0],
+                 guard_ppl=[22.0, 31.0, 46.0])
+    points = collapse_points(res, threshold=1000, ratio=2)
+    assert [(p.corpus, p.final, p.doubled_at) for p in points] == [("guard_ppl", 46.0, 3)]
+    # with the guard off, the configured corpus is the only curve
+    res = _store(tmp_path / "off", {"kind": "sequential", "guard": "off"}, [21.0, 30.0, 45.0])
+    assert [p.corpus for p in collapse_points(res)] == ["ppl:me_ppl_50"]
 
 
 @pytest.mark.parametrize("kw, match", [({"threshold": 0}, "threshold"), ({"threshold": -5}, "threshold"),

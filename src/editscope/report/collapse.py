@@ -149,15 +149,21 @@ def _collapse_table(res: StudyResults, threshold: float, ratio: float, worst: in
 def collapse_points(res: StudyResults, threshold: float = DEFAULT_THRESHOLD,
                     ratio: float = DEFAULT_RATIO) -> list[CollapsePoint]:
     """Sequential runs: per method and corpus (the configured ``ppl:*`` and the guard's
-    ``guard_ppl``), the first step at or above each line (None: never)."""
+    ``guard_ppl``; a ``ppl:*`` on the guard's own corpus is left out), the first step at or above
+    each line (None: never)."""
     check_thresholds(threshold, ratio)
     if res.protocol != "sequential":
         return []
     base = _base(res)
     per = _per_unit(res, guard=True)
+    # the guard measures its corpus after every edit: the same corpus every k edits adds nothing
+    proto = res.config.get("protocol", {})
+    guarded = f"ppl:{proto.get('guard_corpus', 'me_ppl_50')}" if proto.get("guard", "off") != "off" else None
     out = []
     for m in res.methods:
         for corpus in sorted({c for mm, c in per if mm == m}):
+            if corpus == guarded and (m, "guard_ppl") in per:
+                continue
             curve = sorted((u.step, u.value) for u in per[(m, corpus)])
             b = base.get(corpus)
             first = (lambda line: next((st for st, v in curve if v >= line), None))
