@@ -263,13 +263,6 @@ def _as_bools(values: Any, name: str, ndim: int = 1) -> np.ndarray:
         at = tuple(int(v) for v in np.argwhere(~ok)[0])
         raise ValueError(f"{name} must contain booleans (or 0/1); {name}[{', '.join(map(str, at))}] = {arr[at]!r}")
     return arr.astype(bool)
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must contain booleans (or 0/1), got dtype {arr.dtype}")
-    ok = (arr == 0) | (arr == 1)
-    if not np.all(ok):
-        d, i = (int(v) for v in np.argwhere(~ok)[0])
-        raise ValueError(f"{name} must contain booleans (or 0/1); {name}[{d}, {i}] = {arr[d, i]!r}")
-    return arr.astype(bool)
 
 
 def _cluster_codes(clusters: Any, n: int, name: str = "clusters") -> tuple[np.ndarray, int]:
