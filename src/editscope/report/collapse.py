@@ -157,8 +157,8 @@ def collapse_points(res: StudyResults, threshold: float = DEFAULT_THRESHOLD,
     base = _base(res)
     per = _per_unit(res, guard=True)
     # the guard measures its corpus after every edit: the same corpus every k edits adds nothing
-    proto = res.config.get("protocol", {})
-    guarded = f"ppl:{proto.get('guard_corpus', 'me_ppl_50')}" if proto.get("guard", "off") != "off" else None
+    proto = res.study.protocol if res.study is not None else None
+    guarded = f"ppl:{proto.guard_corpus}" if proto is not None and proto.guard != "off" else None
     out = []
     for m in res.methods:
         for corpus in sorted({c for mm, c in per if mm == m}):
