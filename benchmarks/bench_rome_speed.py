@@ -1,9 +1,9 @@
 """A faster single ROME edit, quality-checked: ROME at its defaults against ROME with a speed lever
-(default ``n_contexts=5``: half the context prefixes, so each residual-optimisation step runs about
-half the rows), on the same CounterFact records in one process.
+(default: the ``fast`` preset's settings, the residual optimisation at lr 1.0), on the same
+CounterFact records in one process.
 
-    python benchmarks/bench_rome_speed.py                          # 100 records, n_contexts=5
-    python benchmarks/bench_rome_speed.py --n 20 --lever n_contexts=3 --lever v_lr=0.8
+    python benchmarks/bench_rome_speed.py                          # 100 records, the fast preset
+    python benchmarks/bench_rome_speed.py --n 20 --lever n_contexts=5 --lever v_lr=0.8
 
 For each record both settings are applied in turn (the order alternates from record to record, so
 that a drifting machine load affects both alike), each timed over the whole ``apply_edit`` call
@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 
 import editscope as es
+from editscope.methods.locate import ROMEHparams
+from editscope.methods.presets import preset_hparams
 from editscope.probes.loaders import load_counterfact
 from editscope.stats import mcnemar_exact
 
@@ -34,6 +36,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_locate import cell, prob_scores  # noqa: E402
 
 CATEGORIES = {"target": "ES", "paraphrase": "PS", "near": "NS"}
+
+
+def lever_setting(text: str) -> tuple[str, object]:
+    """``K=V`` (V as JSON, else a string) for ``--lever``; K must be a ROME hyperparameter."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=VALUE, e.g. v_lr=1.0")
+    if key not in ROMEHparams.model_fields:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a ROME hyperparameter; have {', '.join(ROMEHparams.model_fields)}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def one(model: es.Model, case, hp: dict) -> tuple[float, dict[str, list[bool]] | None, int | None, torch.Tensor | None]:
@@ -55,11 +70,11 @@ def one(model: es.Model, case, hp: dict) -> tuple[float, dict[str, list[bool]] |
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=100, help="CounterFact records (the first n)")
-    ap.add_argument("--lever", action="append", default=[], metavar="K=V",
-                    help="ROME hyperparameter of the faster setting (JSON value; repeatable); default n_contexts=5")
+    ap.add_argument("--lever", action="append", default=[], metavar="K=V", type=lever_setting,
+                    help="ROME hyperparameter of the faster setting (JSON value; repeatable); default: the fast preset's")
     ap.add_argument("--model", default="smollm2-135m", help="built-in name, .gguf path, folder or hub id")
     args = ap.parse_args()
-    lever = {k: json.loads(v) for k, v in (x.split("=", 1) for x in (args.lever or ["n_contexts=5"]))}
+    lever = dict(args.lever) if args.lever else preset_hparams("rome", "fast")
     model = es.load_model(args.model)
     cases = load_counterfact(limit=args.n)
     print(f"{model.name} {model.dtype}, {torch.get_num_threads()} threads; {cases.report.summary()}")
