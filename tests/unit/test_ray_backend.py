@@ -209,3 +209,17 @@ def test_bad_backend_input_is_refused_before_any_unit_runs(tmp_path, monkeypatch
     with pytest.raises(BackendError, match=r"pip install 'editscope\[ray\]'"):
         run_study(cfg, tmp_path / "noray", backend="ray", progress=False)
     assert not any(tmp_path.iterdir()), "nothing was written"
+
+
+def test_a_resumed_study_starts_its_longest_chains_first():
+    from editscope.runner.ray_backend import Job, longest_chains_first
+    from editscope.runner.results import Stored
+
+    units = [f"step{i}" for i in range(4)]
+    jobs = [Job(m, list(units), True) for m in ("rome", "memit", "grace", "wise")]
+    # rome has 3 of its 4 edits stored, memit 1, grace and wise none: the two untouched chains go first
+    # (plan order between them), then memit, then rome
+    done = {("rome", u) for u in units[:3]} | {("memit", units[0])}
+    order = [j.method for j in longest_chains_first(jobs, Stored(frozenset(done)))]
+    assert order == ["grace", "wise", "memit", "rome"]
+    assert [j.method for j in longest_chains_first(jobs, Stored())] == ["rome", "memit", "grace", "wise"]

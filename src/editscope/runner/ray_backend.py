@@ -266,7 +266,8 @@ class RayExecutor:
 
     def _jobs(self, plan: Plan, stored: Stored, deliver: Callable[[Event], None],
               delivered: set[tuple[str, str]]) -> list[Job]:
-        """The jobs still to run, in plan order; units already stored are reported as skipped."""
+        """The jobs still to run (chains longest first, see :func:`longest_chains_first`; chunks in plan
+        order); units already stored are reported as skipped."""
         jobs = []
         chain = plan.config.protocol.kind == "sequential"
         for m in plan.methods:
@@ -281,7 +282,7 @@ class RayExecutor:
                 if (m.name, u.unit) in stored.done:
                     delivered.add((m.name, u.unit))
                     deliver(Skipped(u, "done", resumed=True))
-        return jobs
+        return longest_chains_first(jobs, stored) if chain else jobs
 
     def _get(self, ref):
         try:
@@ -293,9 +294,21 @@ class RayExecutor:
                                f"({e}); is there memory for the model on every worker?") from None
 
 
+def longest_chains_first(jobs: list[Job], stored: Stored) -> list[Job]:
+    """Chains ordered by the edits they have still to run, most first (ties keep plan order).
+
+    A chain runs whole on one worker, so the study ends when its longest chain does; starting the
+    longest ones first (the LPT rule) keeps a resumed study with half-done chains from leaving a full
+    one for last, on a worker that would then run it alone."""
+    def left(job: Job) -> int:
+        return sum((job.method, u) not in stored.done for u in job.units)
+
+    return sorted(jobs, key=left, reverse=True)
+
+
 def _for_method(stored: Stored, method: str) -> Stored:
     """Only what a job of ``method`` needs to know about the run folder."""
     return Stored(frozenset(p for p in stored.done if p[0] == method), {method: stored.units.get(method, [])})
 
 
-__all__ = ["BackendError", "RayExecutor", "StudyWorker", "check_address"]
+__all__ = ["BackendError", "RayExecutor", "StudyWorker", "check_address", "longest_chains_first"]
