@@ -1,5 +1,6 @@
-"""Causal tracing cost: one prompt traced with rows starting at their first restored block (the
-default) and with full passes, in one process (ratio measured in one run; machines are noisy).
+"""Causal tracing cost: one prompt traced with rows starting at their first restored block and
+token (the default; earlier tokens from the corrupted run's KV cache) and with full passes, in
+one process (ratio measured in one run; machines are noisy).
 
     python benchmarks/bench_trace.py [--model smollm2-135m] [--samples 4]
 """
@@ -35,7 +36,7 @@ def main() -> None:
     diff = max(float(np.abs(got[True].grid(k) - got[False].grid(k)).max()) for k in r.scores)
     print(f"{model.name}: {len(r.tokens)} tokens, {args.samples} samples, kinds {', '.join(r.scores)}; "
           f"target {r.target!r} P clean {r.p_clean:.3f}")
-    print(f"rows from their first restored block {secs[True]:.1f} s, full passes {secs[False]:.1f} s -> "
+    print(f"rows from their first restored block and token {secs[True]:.1f} s, full passes {secs[False]:.1f} s -> "
           f"{secs[False] / secs[True]:.2f}x; largest difference {diff:.1e}")
 
 

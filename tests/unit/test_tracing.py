@@ -149,14 +149,18 @@ def test_cli_trace_writes_the_heatmaps(monkeypatch, tmp_path):
     assert r.exit_code == 2 and "not found in prompt" in r.output
 
 
-@pytest.mark.parametrize("arch", ["llama", "gptj"])
-def test_starting_rows_at_their_first_restored_block_changes_nothing(arch):
+@pytest.mark.parametrize("arch", ["llama", "gptj", "gpt2", "gpt_neox", "gemma3_text"])
+def test_starting_rows_at_their_first_restored_block_and_token_changes_nothing(arch):
     m = tiny_model(arch)
     ids = encode_prompts(m, [PROMPT])[0]
     subj = subject_range(m, PROMPT, SUBJECT)
+    assert subj[1] - subj[0] >= 2
     clean, probs = _clean_states(m, ids)
     z = _noise(m, subj[1] - subj[0])
-    restores = [(), [("hidden", 0, subj[0])], [("mlp", 0, 3), ("mlp", 1, 3)], [("attn", 1, len(ids) - 1)], [("hidden", 0, 0)]]
+    # from the subject's first token, from inside it (the noise cut to the tokens run), after it, at
+    # the last token, before it, and one restore over two tokens
+    restores = [(), [("hidden", 0, subj[0])], [("hidden", 0, subj[0] + 1)], [("mlp", 0, 3), ("mlp", 1, 3)],
+                [("attn", 1, len(ids) - 1)], [("hidden", 0, 0)], [("hidden", 1, subj[1]), ("hidden", 1, subj[0] + 1)]]
     target = int(probs.argmax())
     fast = patched_probabilities(m, ids, target, z, subj, restores, clean, batch_size=4)
     full = patched_probabilities(m, ids, target, z, subj, restores, clean, batch_size=4, skip_early=False)

@@ -19,12 +19,14 @@ every setting.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ import torch
 from ..errors import InputError
 from ..models.model import Model
 from ..paths import cache_root
-from ..scoring import body_forward, encode_pairs, encode_prompts, logits_from_hidden, token_index_at
+from ..scoring import body_forward, encode_pairs, encode_prompts, kv_cache_of, logits_from_hidden, token_index_at
 from ..stats import mean_interval
 
 KINDS = ("hidden", "mlp", "attn")
@@ -130,13 +132,15 @@ class _Patcher:
         self.model, self.clean, self.noise, self.subj = model, clean, noise, subj
         self.rows_noise: torch.Tensor | None = None   # [B] sample index per row (-1: no noise)
         self.restore: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (kind, layer) -> rows, tokens
+        self.offset = 0  # the prompt position of the first token in the batch (earlier ones come from a KV cache)
 
     def _embed(self, mod, args, out):
         s, e = self.subj
         keep = self.rows_noise >= 0
-        if keep.any():
+        first = max(s, self.offset)  # the subject tokens in this batch, in batch positions below
+        if keep.any() and first < e:
             out = out.clone()
-            out[keep, s:e] += self.noise[self.rows_noise[keep]].to(out.dtype)
+            out[keep, first - self.offset:e - self.offset] += self.noise[self.rows_noise[keep]][:, first - s:].to(out.dtype)
         return out
 
     def _state(self, kind: str, layer: int):
@@ -147,7 +151,7 @@ class _Patcher:
             rows, toks = hit
             first = out[0] if isinstance(out, tuple) else out
             first = first.clone()
-            first[rows, toks] = self.clean[kind][layer][toks].to(first.dtype)
+            first[rows, toks - self.offset] = self.clean[kind][layer][toks].to(first.dtype)
             return (first, *out[1:]) if isinstance(out, tuple) else first
         return hook
 
@@ -187,14 +191,24 @@ def _clean_states(model: Model, ids: list[int]) -> tuple[dict[str, list[torch.Te
     return states, probs[0]
 
 
-def _last_probs(model: Model, input_ids: torch.Tensor) -> torch.Tensor:
-    """Next-token probabilities ``[B, V]`` (float32) at the last position of unpadded rows."""
+def _last_probs(model: Model, input_ids: torch.Tensor, start: int = 0, kv_cache=None) -> torch.Tensor:
+    """Next-token probabilities ``[B, V]`` (float32) at the last position of unpadded rows.
+    ``start``/``kv_cache``: the rows are the prompt's tokens from position ``start`` on, and the
+    cache holds every block's keys and values of the ``start`` tokens before them."""
+    return _forward(model, input_ids, start, kv_cache)[0]
+
+
+def _forward(model: Model, input_ids: torch.Tensor, start: int = 0, kv_cache=None, use_cache: bool = False):
+    """:func:`_last_probs` and the KV cache of the pass (None unless ``use_cache``)."""
     b, t = input_ids.shape
-    mask = torch.ones_like(input_ids)
-    pos = torch.arange(t, device=input_ids.device).expand(b, t)
+    pos = torch.arange(start, start + t, device=input_ids.device).expand(b, t)
     with torch.no_grad():
-        hidden = body_forward(model, input_ids, mask, pos).last_hidden_state[:, -1]
-        return torch.softmax(logits_from_hidden(model, hidden), dim=-1)
+        if kv_cache is None:
+            out = body_forward(model, input_ids, torch.ones_like(input_ids), pos, use_cache=use_cache)
+        else:  # no padding anywhere: the causal mask follows from the cache's length
+            out = body_forward(model, input_ids, None, pos, kv_cache=kv_cache, use_cache=True)
+        probs = torch.softmax(logits_from_hidden(model, out.last_hidden_state[:, -1]), dim=-1)
+    return probs, (kv_cache_of(out) if use_cache else None)
 
 
 Restore = Sequence[tuple[str, int, int]]  # (kind, layer, token) states put back in one run
@@ -205,18 +219,42 @@ def _start_layer(restore: Restore) -> int:
     return min((layer for _, layer, _ in restore), default=0)
 
 
-def _corrupted_block_inputs(model: Model, ids_t: torch.Tensor, patch: _Patcher, n_samples: int) -> list[torch.Tensor]:
-    """The hidden states entering every block in the corrupted run, ``[samples, T, d]`` per block."""
+def _start_token(restore: Restore) -> int:
+    """The first token a restore touches: in a causal model every token before it runs exactly as
+    in the corrupted run, in every block."""
+    return min((tok for _, _, tok in restore), default=0)
+
+
+def _corrupted_run(model: Model, ids_t: torch.Tensor, patch: _Patcher, n_samples: int) -> tuple[list[torch.Tensor], Any]:
+    """The hidden states entering every block in the corrupted run, ``[samples, T, d]`` per block,
+    and the run's KV cache (every block's keys and values, ``samples`` rows)."""
     from contextlib import ExitStack
 
     from ..hooks import capture_input
 
     patch.rows_noise = torch.arange(n_samples, device=model.device)
-    patch.restore = {}
+    patch.restore, patch.offset = {}, 0
     with ExitStack() as stack:
         seen = [stack.enter_context(capture_input(model.module("layer", j))) for j in range(model.n_layers)]
-        _last_probs(model, ids_t.expand(n_samples, -1))
-    return [s[0] for s in seen]
+        _, cache = _forward(model, ids_t.expand(n_samples, -1), use_cache=True)
+    return [s[0] for s in seen], cache
+
+
+def _cache_keeps_every_token(model: Model, n_tokens: int) -> bool:
+    """Whether a KV cache of ``n_tokens`` keeps them all: a sliding-window layer (Gemma 2/3, Mistral)
+    drops what falls out of its window, and then earlier tokens cannot be skipped."""
+    window = getattr(model.hf.config, "sliding_window", None)
+    return window is None or n_tokens < window
+
+
+def _cache_rows(cache, keep: int, rows: torch.Tensor):
+    """A copy of a KV cache cut to its first ``keep`` tokens, with batch rows ``rows`` (repeats allowed)."""
+    out = copy.deepcopy(cache)
+    drop = out.get_seq_length() - keep
+    if drop > 0:
+        out.crop(-drop)
+    out.batch_select_indices(rows)
+    return out
 
 
 def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, noise: torch.Tensor,
@@ -226,29 +264,39 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
     states put back, every (restore, noise sample) pair one row of a batch. ``noise``: ``[samples,
     subject tokens, d]`` added to the subject embeddings (a zero tensor for an uncorrupted run).
 
-    ``skip_early``: blocks before a restore's first block compute exactly what the corrupted run
-    computed, so rows are grouped by that block and start from the corrupted run's hidden states
-    there (the blocks before it are skipped): about half the work, the same numbers to float
-    precision."""
+    ``batch_size``: rows per batch at full prompt length (rows that start later are shorter and
+    go more to a batch: the same number of tokens).
+    ``skip_early``: what a restore cannot change is not recomputed. Blocks before its first block
+    compute exactly what the corrupted run computed, and so do tokens before its first token (the
+    model is causal). Rows are grouped by first token; a batch starts at its rows' first block from
+    the corrupted run's hidden states there and runs only the tokens from the first restored one on,
+    the earlier tokens' keys and values taken from the corrupted run's KV cache: the same numbers
+    to float precision, a fraction of the work."""
     from ..hooks import replace_input, skip_modules
 
     n_samples = noise.shape[0]
     rows = [(r, s) for r in range(len(restores)) for s in range(n_samples)]
     start = {r: (_start_layer(restores[r]) if skip_early else 0) for r in range(len(restores))}
-    rows.sort(key=lambda rs: start[rs[0]])
+    skip_tokens = skip_early and _cache_keeps_every_token(model, len(ids))
+    tok0 = {r: (_start_token(restores[r]) if skip_tokens else 0) for r in range(len(restores))}
+    rows.sort(key=lambda rs: (tok0[rs[0]], start[rs[0]]))
     out = np.zeros((len(restores), n_samples))
     ids_t = torch.tensor(list(ids), device=model.device)
     blocks = [model.module("layer", j) for j in range(model.n_layers)]
     with _Patcher(model, clean, noise, subj) as patch:
-        corrupted_in = _corrupted_block_inputs(model, ids_t, patch, n_samples) if skip_early else None
+        corrupted_in, corrupted_kv = _corrupted_run(model, ids_t, patch, n_samples) if skip_early else (None, None)
         i = 0
         while i < len(rows):
-            l0 = start[rows[i][0]]
+            # one token group per batch; rows sorted by first block, the batch starts at its first row's
+            # (the later rows recompute a few corrupted blocks, which changes nothing)
+            t0, l0 = tok0[rows[i][0]], start[rows[i][0]]
             chunk = [rows[i]]
-            while i + len(chunk) < len(rows) and len(chunk) < batch_size and start[rows[i + len(chunk)][0]] == l0:
+            room = batch_size * len(ids) // (len(ids) - t0)  # shorter rows, more of them: the same tokens per batch
+            while i + len(chunk) < len(rows) and len(chunk) < room and tok0[rows[i + len(chunk)][0]] == t0:
                 chunk.append(rows[i + len(chunk)])
             i += len(chunk)
             patch.rows_noise = torch.tensor([s for _, s in chunk], device=model.device)
+            patch.offset = t0
             by: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
             for b, (r, _) in enumerate(chunk):
                 for kind, layer, tok in restores[r]:
@@ -257,13 +305,14 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
                     tt.append(tok)
             patch.restore = {k: (torch.tensor(v[0], device=model.device), torch.tensor(v[1], device=model.device))
                              for k, v in by.items()}
-            x = ids_t.expand(len(chunk), -1)
+            x = ids_t[t0:].expand(len(chunk), -1)
+            kv = _cache_rows(corrupted_kv, t0, patch.rows_noise) if t0 > 0 else None
             if corrupted_in is not None and l0 > 0:
-                entering = corrupted_in[l0][patch.rows_noise]
+                entering = corrupted_in[l0][patch.rows_noise, t0:]
                 with skip_modules(blocks[:l0], model.arch.block_returns_tuple), replace_input(blocks[l0], entering):
-                    probs = _last_probs(model, x)
+                    probs = _last_probs(model, x, t0, kv)
             else:
-                probs = _last_probs(model, x)
+                probs = _last_probs(model, x, t0, kv)
             for (r, s), p in zip(chunk, probs[:, target_id].cpu().numpy()):
                 out[r, s] = p
     return out
