@@ -179,3 +179,13 @@ def test_worst_edits_name_their_requests_without_probe_rows(tmp_path):
     s.close()
     (row,) = collapse_table(load_results(tmp_path), worst=1)
     assert row.worst[0].unit == "edit-0001" and row.worst[0].requests == ["prompt 1 is -> new1"]
+
+
+def test_long_table_cells_are_cut_at_a_word_with_an_ellipsis():
+    from editscope.report.render import _clip
+
+    text = "error=could not make the model produce 'Istanbul' after 'Chicago is a twin city of' within v_steps=25"
+    cut = _clip(text, 60)
+    assert len(cut) <= 60 and cut.endswith(" ...") and text.startswith(cut[:-4])
+    assert cut[:-4].split()[-1] in text.split()  # no word cut in half
+    assert _clip(text, len(text)) == text

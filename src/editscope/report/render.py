@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import shutil
+import textwrap
 from pathlib import Path
 
 from .plots import all_figures, caption
@@ -201,11 +202,16 @@ def criterion_table(res: StudyResults) -> Table | None:
                  body)
 
 
+def _clip(text: str, width: int) -> str:
+    """``text`` cut at a word boundary to at most ``width`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= width else textwrap.shorten(text, width, placeholder=" ...")
+
+
 def events_table(res: StudyResults) -> Table | None:
     if not res.events:
         return None
     rows = [[(e["method"] or "", False), (e["unit"] or "", False), (e["kind"], False),
-             (", ".join(f"{k}={v}" for k, v in e["detail"].items())[:160], False)] for e in res.events]
+             (_clip(", ".join(f"{k}={v}" for k, v in e["detail"].items()), 160), False)] for e in res.events]
     return Table("events", "Rolled-back edits and collapse-guard actions.", ["method", "unit", "event", "detail"], rows)
 
 
@@ -351,7 +357,7 @@ def collapse_tables(res: StudyResults) -> list[Table]:
                                  "and the distribution over units.",
                      ["method", "corpus", "units", "collapsed", "doubled", "median", "p90", "max"], rows))
     worst = [[(r.method, False), (r.corpus.removeprefix("ppl:"), False), (u.unit, False), (f"{u.value:.2f}", False),
-              ("; ".join(u.requests)[:120] or "-", False)] for r in table for u in r.worst]
+              (_clip("; ".join(u.requests), 120) or "-", False)] for r in table for u in r.worst]
     out.append(Table("collapse-worst", "The highest-perplexity edits per method and corpus.",
                      ["method", "corpus", "unit", "perplexity", "edit"], worst))
     return out
