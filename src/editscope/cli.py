@@ -717,8 +717,9 @@ def trace_cmd(
     One prompt (--prompt, --subject) or many (--dataset counterfact, --arithmetic +): many are stored in
     OUT/traces.jsonl case by case (rerun the command to resume) and summarised as the average indirect effect."""
     from . import load_model
+    from .analysis.trace_average import average_indirect_effect
     from .analysis.trace_plots import plot_average, plot_trace
-    from .analysis.tracing import KINDS, average_indirect_effect, trace
+    from .analysis.tracing import KINDS, trace
     from .models.model import resolve_dtype
 
     many = dataset is not None or arithmetic is not None

@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from editscope.analysis.trace_average import TOKEN_CATEGORIES, average_indirect_effect, token_category
 from editscope.analysis.tracing import (
-    TOKEN_CATEGORIES,
     TraceError,
     TraceResult,
     _clean_states,
     _window,
-    average_indirect_effect,
     patched_probabilities,
     subject_range,
-    token_category,
     trace,
 )
 from editscope.models.tiny import tiny_model

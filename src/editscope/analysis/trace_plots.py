@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..report.plots import _save, plt  # plots selects the non-interactive backend
-from .tracing import KIND_LABEL, AverageEffect, TraceResult
+from .trace_average import AverageEffect
+from .tracing import KIND_LABEL, TraceResult
 
 CMAPS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
 

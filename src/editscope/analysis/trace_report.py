@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tracing import KINDS, TOKEN_CATEGORIES, AverageEffect, TraceError, TraceResult, average_indirect_effect
+from .trace_average import TOKEN_CATEGORIES, AverageEffect, average_indirect_effect
+from .tracing import KINDS, TraceError, TraceResult
 from .trace_study import read_traces, traced
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+):([^}]*)\}\}")
