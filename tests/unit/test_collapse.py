@@ -78,6 +78,17 @@ def test_sequential_collapse_points(tmp_path):
     (p,) = collapse_points(res, threshold=5000, ratio=100)
     assert p.collapsed_at is None and p.doubled_at is None
     assert [t.name for t in collapse_tables(res)] == ["collapse-points"]
+    # the write-up reads a chain's collapse point (the protocol's default lines: 1000 and 2x the base)
+    from editscope.report.document import DocumentError, fill
+
+    text = fill("{{collapse:rome:doubled_at}} {{collapse:rome:collapsed_at}} {{collapse:rome:steps}} "
+                "{{collapse:rome:final}} {{collapse:rome:base}}", res, str(tmp_path))
+    assert text == "3 5 6 30.00 20.00"
+    for bad, match in [("{{collapse:rome:median}}", "a sequential run"), ("{{collapse:ft:final}}", "no perplexity curve")]:
+        with pytest.raises(DocumentError, match=match):
+            fill(bad, res, str(tmp_path))
+    never = _store(tmp_path / "flat", {"kind": "sequential"}, [21.0, 22.0])
+    assert fill("{{collapse:rome:collapsed_at}}/{{collapse:rome:doubled_at}}", never, str(tmp_path)) == "never/never"
 
 
 def test_collapse_points_leave_out_the_guards_own_corpus_measured_every_k(tmp_path):

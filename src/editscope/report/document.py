@@ -39,7 +39,8 @@ Placeholders (``{{kind:args}}``):
   ``{{table:mquake}}``: MQuAKE's edit-wise, instance-wise and multi-hop accuracy;
   ``{{collapse:METHOD:FIELD}}``: one figure of a method's collapse accounting (``units``,
   ``collapsed``, ``doubled``: ``count (share [low, high])``; ``median``, ``p90``, ``max``, ``base``:
-  perplexity);
+  perplexity); in a sequential run, its chain's collapse point (``steps``, ``final``,
+  ``collapsed_at`` and ``doubled_at``: the first step at the line, or ``never``; ``base``);
 * ``{{meta:KEY}}``: run metadata (``config_hash``, ``name``, ``model_name``, ``created``, ...);
 * ``{{run_dir}}``: the run folder as given;
 * ``{{from:STUDY:PLACEHOLDER}}``: any placeholder above, filled from another stored study (e.g.
@@ -166,20 +167,34 @@ def _named(tables: list[Table], name: str) -> Table | None:
 
 
 COLLAPSE_FIELDS = ("units", "collapsed", "doubled", "median", "p90", "max", "base")
+#: a sequential chain's collapse point (its first curve: the guard's when it ran)
+POINT_FIELDS = ("steps", "final", "collapsed_at", "doubled_at")
 
 
 def _collapse_value(res: StudyResults, args: str) -> str:
     """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
-    from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_table
+    from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
     from .render import _iv
 
     method, _, field = args.partition(":")
-    if field not in COLLAPSE_FIELDS:
+    sequential = res.protocol == "sequential"
+    fields = POINT_FIELDS + ("base",) if sequential else COLLAPSE_FIELDS
+    if field not in fields:
         raise DocumentError(f"{{{{collapse:{args}}}}}: give {{{{collapse:METHOD:FIELD}}}} with FIELD one of "
-                            f"{', '.join(COLLAPSE_FIELDS)}")
+                            f"{', '.join(fields)} ({'a sequential' if sequential else 'a single or batch'} run)")
     proto = res.config.get("protocol", {})
-    rows = collapse_table(res, float(proto.get("threshold", DEFAULT_THRESHOLD)),
-                          float(proto.get("ratio") or DEFAULT_RATIO))
+    threshold, ratio = float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+    if sequential:
+        point = next((p for p in collapse_points(res, threshold, ratio) if p.method == method), None)
+        if point is None:
+            raise DocumentError(f"{{{{collapse:{args}}}}}: no perplexity curve for {method!r}; have "
+                                f"{sorted({p.method for p in collapse_points(res, threshold, ratio)})}")
+        if field in ("collapsed_at", "doubled_at"):
+            at = getattr(point, field)
+            return "never" if at is None else str(at)
+        value = {"steps": point.steps, "final": point.final, "base": point.base}[field]
+        return "-" if value is None else (str(value) if field == "steps" else f"{value:.2f}")
+    rows = collapse_table(res, threshold, ratio)
     row = next((r for r in rows if r.method == method), None)
     if row is None:
         raise DocumentError(f"{{{{collapse:{args}}}}}: no collapse accounting for {method!r}; have "
