@@ -147,10 +147,15 @@ def test_cli_trace_writes_the_heatmaps(monkeypatch, tmp_path):
     assert r.exit_code == 2 and "not found in prompt" in r.output
 
 
-@pytest.mark.parametrize("arch", ["llama", "gptj", "gpt2", "gpt_neox", "gemma3_text"])
-def test_starting_rows_at_their_first_restored_block_and_token_changes_nothing(arch):
-    m = tiny_model(arch)
+@pytest.mark.parametrize("arch, window", [("llama", None), ("gptj", None), ("gpt2", None), ("gpt_neox", None),
+                                          ("gemma3_text", 4), ("gemma3_text", 64)])
+def test_starting_rows_at_their_first_restored_block_and_token_changes_nothing(arch, window):
+    from editscope.analysis.tracing import _cache_keeps_every_token
+
+    m = tiny_model(arch, **({"sliding_window": window} if window else {}))
     ids = encode_prompts(m, [PROMPT])[0]
+    # a sliding window shorter than the prompt drops early keys: tokens are then not skipped
+    assert _cache_keeps_every_token(m, len(ids)) == (window is None or window > len(ids))
     subj = subject_range(m, PROMPT, SUBJECT)
     assert subj[1] - subj[0] >= 2
     clean, probs = _clean_states(m, ids)
