@@ -12,10 +12,11 @@ from editscope.analysis.tracing import (
     _window,
     patched_probabilities,
     subject_range,
+    target_token,
     trace,
 )
 from editscope.models.tiny import tiny_model
-from editscope.scoring import encode_prompts
+from editscope.scoring import encode_pairs, encode_prompts
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
 
@@ -223,6 +224,14 @@ def test_trace_studies_store_each_case_once_and_resume_after_a_kill(tmp_path):
     _, lines = read_traces(tmp_path / "known")
     assert [ln["status"] for ln in lines] == ["skipped", "skipped"] and "not known" in lines[0]["reason"]
     assert len(trace_cases(m, facts, tmp_path / "all", samples=2, window=1, known_only=False)) == 2
+    # a fact the model knows: its top-1 after "The capital speaks" is " two", and the answer is
+    # written "two" as datasets write it (the separator is resolved as for every probe)
+    known = {**records[0], "case_id": 9, "prompt": "The capital speaks", "subject": "The capital", "ground_truth": "two"}
+    src.write_text(json.dumps([*records, known]))
+    got = trace_cases(m, dataset_cases("counterfact", str(src)), tmp_path / "knows", samples=2, window=1)
+    assert [(r.prompt, r.target) for r in got] == [("The capital speaks", " two")]
+    assert got[0].target_id == target_token(m, "The capital speaks", " two")
+    assert target_token(m, "2+2=", "5") == encode_pairs(m, ["2+2="], ["5"])[0].cont_ids[0]  # no space after "="
     with pytest.raises(TraceError, match="use \\+ - \\*"):
         arithmetic_cases("/")
 

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from ..models.model import Model
-from ..scoring import encode_pairs, encode_prompts
-from .tracing import KINDS, TraceError, TraceResult, _last_probs, embedding_std, trace
+from ..scoring import encode_prompts
+from .tracing import KINDS, TraceError, TraceResult, _last_probs, embedding_std, target_token, trace
 
 META = "meta.json"
 TRACES = "traces.jsonl"
@@ -143,8 +143,11 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
             if known_only and c.target is not None:
                 ids = encode_prompts(model, [c.prompt])[0]
                 probs = _last_probs(model, torch.tensor([ids], device=model.device))[0]  # no states needed here
-                first = encode_pairs(model, [c.prompt], [c.target])[0].cont_ids[:1]
-                if not first or int(torch.argmax(probs)) != first[0]:
+                try:
+                    known = int(torch.argmax(probs)) == target_token(model, c.prompt, c.target)
+                except TraceError:
+                    known = False
+                if not known:
                     status, reason = "skipped", "not known: the model's top-1 next token is not the answer's first token"
             if status == "traced":
                 try:

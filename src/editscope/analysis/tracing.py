@@ -33,6 +33,7 @@ import torch
 from ..errors import InputError
 from ..models.model import Model
 from ..paths import cache_root
+from ..requests import resolve_sep
 from ..scoring import body_forward, encode_pairs, encode_prompts, kv_cache_of, logits_from_hidden, token_index_at
 from ..stats import mean_interval
 
@@ -317,6 +318,16 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
     return out
 
 
+def target_token(model: Model, prompt: str, target: str) -> int:
+    """The first token of ``target`` as the model would write it after ``prompt``: the separator
+    resolved as for every probe (``"... is"`` + ``"French"`` scores ``" French"``; a target that
+    carries its own space, or a prompt ending in ``=``, gets none)."""
+    pair = encode_pairs(model, [prompt], [resolve_sep(prompt, target) + target])[0]
+    if not pair.cont_ids:
+        raise TraceError(f"target {target!r} encodes to no token after {prompt!r}")
+    return pair.cont_ids[0]
+
+
 def _cache_path(model: Model, key: dict) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return cache_root() / "traces" / f"{digest}.json"
@@ -343,13 +354,7 @@ def trace(model: Model, prompt: str, target: str | None, subject: str, *, sample
     ids = encode_prompts(model, [prompt])[0]
     std = noise_std if noise_std is not None else embedding_std(model, [subject])
     clean, probs = _clean_states(model, ids)
-    if target is None:
-        target_id = int(probs.argmax())
-    else:
-        pair = encode_pairs(model, [prompt], [target])[0]
-        if not pair.cont_ids:
-            raise TraceError(f"target {target!r} encodes to no token after {prompt!r}")
-        target_id = pair.cont_ids[0]
+    target_id = int(probs.argmax()) if target is None else target_token(model, prompt, target)
     tok = model.tokenizer
     key = {"v": VERSION, "model": model.fingerprint(), "ids": ids, "subj": subj, "target": target_id,
            "samples": samples, "noise": noise, "std": round(std, 8), "window": window, "kinds": list(kinds), "seed": seed}
@@ -394,4 +399,5 @@ def trace(model: Model, prompt: str, target: str | None, subject: str, *, sample
     return result
 
 
-__all__ = ["KINDS", "TraceError", "TraceResult", "embedding_std", "patched_probabilities", "subject_range", "trace"]
+__all__ = ["KINDS", "TraceError", "TraceResult", "embedding_std", "patched_probabilities", "subject_range", "target_token",
+           "trace"]
