@@ -65,6 +65,13 @@ class CollapsePoint:
     doubled_at: int | None
 
 
+def collapse_lines(res: StudyResults) -> tuple[float, float]:
+    """The run's collapse lines: its protocol's absolute ``threshold`` (default 1000) and ``ratio``
+    to the base model's perplexity (default 2, "doubled")."""
+    proto = res.config.get("protocol", {})
+    return float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+
+
 def check_thresholds(threshold: float, ratio: float) -> None:
     """Refuse a threshold <= 0 or a ratio <= 1 (naming the field)."""
     if not threshold > 0:

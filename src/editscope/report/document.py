@@ -173,7 +173,7 @@ POINT_FIELDS = ("steps", "final", "collapsed_at", "doubled_at")
 
 def _collapse_value(res: StudyResults, args: str) -> str:
     """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
-    from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
+    from .collapse import collapse_lines, collapse_points, collapse_table
     from .render import _iv
 
     method, _, field = args.partition(":")
@@ -182,13 +182,13 @@ def _collapse_value(res: StudyResults, args: str) -> str:
     if field not in fields:
         raise DocumentError(f"{{{{collapse:{args}}}}}: give {{{{collapse:METHOD:FIELD}}}} with FIELD one of "
                             f"{', '.join(fields)} ({'a sequential' if sequential else 'a single or batch'} run)")
-    proto = res.config.get("protocol", {})
-    threshold, ratio = float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+    threshold, ratio = collapse_lines(res)
     if sequential:
-        point = next((p for p in collapse_points(res, threshold, ratio) if p.method == method), None)
+        points = collapse_points(res, threshold, ratio)
+        point = next((p for p in points if p.method == method), None)
         if point is None:
             raise DocumentError(f"{{{{collapse:{args}}}}}: no perplexity curve for {method!r}; have "
-                                f"{sorted({p.method for p in collapse_points(res, threshold, ratio)})}")
+                                f"{sorted({p.method for p in points})}")
         if field in ("collapsed_at", "doubled_at"):
             at = getattr(point, field)
             return "never" if at is None else str(at)

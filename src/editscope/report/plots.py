@@ -24,7 +24,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from .anatomy import anatomy_curves, unit_scalars  # noqa: E402
 from .correlation import ppl_downstream_correlations  # noqa: E402
-from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_table  # noqa: E402
+from .collapse import collapse_lines, collapse_table  # noqa: E402
 from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
 
 BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
@@ -285,8 +285,7 @@ def collapse_plot(res: StudyResults, out: Path) -> list[Path]:
     at least two units of some method (a mean hides the outliers this shows)."""
     if res.protocol == "sequential":
         return []
-    proto = res.config.get("protocol", {})
-    threshold, ratio = float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+    threshold, ratio = collapse_lines(res)
     table = [r for r in collapse_table(res, threshold, ratio) if r.n >= 2]
     corpora = sorted({r.corpus for r in table})
     if not corpora:

@@ -31,7 +31,7 @@ from .correlation import ppl_downstream_correlations
 from .knowedit import knowedit_rows
 from .mquake import COLUMNS as MQUAKE_COLUMNS
 from .mquake import mquake_rows
-from .collapse import DEFAULT_RATIO, DEFAULT_THRESHOLD, collapse_points, collapse_table
+from .collapse import collapse_lines, collapse_points, collapse_table
 from .results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
 
 
@@ -335,8 +335,7 @@ def _iv(count: int | None, iv) -> str:
 def collapse_tables(res: StudyResults) -> list[Table]:
     """Collapse accounting (single/batch: per-unit perplexity as a distribution, the worst edits;
     sequential: collapse points). Empty without perplexity; the study's protocol thresholds."""
-    proto = res.config.get("protocol", {})
-    threshold, ratio = float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
+    threshold, ratio = collapse_lines(res)
     out = []
     points = collapse_points(res, threshold, ratio)
     if points:
@@ -365,7 +364,7 @@ def collapse_tables(res: StudyResults) -> list[Table]:
 
 def anatomy_table_(res: StudyResults) -> Table | None:
     """Weight-change anatomy per method (weight edits only; None without any)."""
-    ratio = float(res.config.get("protocol", {}).get("ratio") or DEFAULT_RATIO)
+    _, ratio = collapse_lines(res)
     rows = anatomy_table(res, ratio)
     if not rows:
         return None
