@@ -802,3 +802,27 @@ def test_a_one_at_a_time_method_applies_a_cases_chained_requests_and_measures_th
     assert unit.status == "done" and unit.edits == [0] and fro["delta:fro"] > 0
     t = mquake_table(load_results(tmp_path / "run"))
     assert [r[0][0] for r in t.rows] == ["base", "rome"]
+
+
+def test_a_new_store_appears_whole_to_a_reader_polling_for_it(tmp_path):
+    """A store is built under a private name and linked into place: a reader that opens it as soon
+    as the file exists (``editscope status`` on a starting run) never finds an empty or format-less
+    file, and the creator leaves no temporary file behind."""
+    import subprocess
+    import sys
+
+    from editscope.runner.store import FILENAME
+
+    paths = [tmp_path / f"r{i}" / FILENAME for i in range(20)]
+    script = ("import sys; from editscope.runner.store import ResultsStore\n"
+              "for p in sys.argv[1:]: ResultsStore(p, create=True).close()")
+    maker = subprocess.Popen([sys.executable, "-c", script, *map(str, paths)])
+    seen = set()
+    while len(seen) < len(paths):
+        for p in paths:
+            if p not in seen and p.exists():
+                ResultsStore(p).close()  # raises StoreError on a half-made file
+                seen.add(p)
+        assert maker.poll() in (None, 0)
+    assert maker.wait(timeout=60) == 0
+    assert sorted(q.name for q in tmp_path.rglob("*") if q.is_file() and q.suffix == ".new") == []

@@ -136,11 +136,11 @@ class ResultsStore:
         blocker = file_in_the_way(self.path.parent)
         if blocker is not None:
             raise StoreError(f"{blocker}: is a file, not a run folder; give the folder `editscope run --out` wrote")
-        if not create and not self.path.is_file():
-            raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
-        if self.path.exists():
-            _check_ours(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
+            _create_store_file(self.path)
+        _check_ours(self.path)
         self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions only
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -319,6 +319,31 @@ def _db_value(field: str, v: Any) -> Any:
     if field in BOOL_FIELDS and v is not None:
         return int(bool(v))
     return v
+
+
+def _create_store_file(path: Path) -> None:
+    """Create an empty store at ``path`` atomically: built under a private name, then linked into
+    place, so a reader never sees a half-made file (SQLite writes a new file's header only at its
+    first commit; a status call or test polling a starting run would find an empty file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA + _ROWS_TABLES_V2 + _ROWS_VIEW_V2)  # whole, so openers change nothing
+        db.execute("INSERT INTO meta(key, value) VALUES ('format', ?)", (json.dumps(STORE_FORMAT),))
+    finally:
+        db.close()
+    try:
+        os.link(tmp, path)  # no-clobber: a store another process created first is kept
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: a plain rename, still atomic
+        if not path.exists():
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_ours(path: Path) -> None:
