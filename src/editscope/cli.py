@@ -741,6 +741,9 @@ def trace_cmd(
         _fail("give --prompt and --subject (one prompt), or --dataset NAME / --arithmetic OPS (many)")
     if many and (prompt is not None or subject is not None):
         _fail("--prompt/--subject trace one prompt; leave them out with --dataset/--arithmetic")
+    if limit is not None:
+        _at_least(limit, "--limit", 1)
+    _at_least(samples, "--samples", 2)  # an interval over samples needs two
     kinds = tuple(kind or KINDS)
     resolve_dtype(dtype)
     if many:  # the cases are read (and refused) before the model is loaded

@@ -146,6 +146,9 @@ def test_cli_trace_writes_the_heatmaps(monkeypatch, tmp_path):
     assert res.prompt == PROMPT and set(res.scores) == {"hidden", "mlp", "attn"}
     r = CliRunner().invoke(app, ["trace", "--prompt", PROMPT, "--subject", "nope", "--window", "1", "--out", str(tmp_path / "u")])
     assert r.exit_code == 2 and "not found in prompt" in r.output
+    for flag, value, fix in (("--limit", "0", "at least 1"), ("--samples", "1", "at least 2")):
+        r = CliRunner().invoke(app, ["trace", "--arithmetic", "+", flag, value, "--out", str(tmp_path / "v")])
+        assert r.exit_code == 2 and f"{flag} {value}: must be {fix}" in r.output and not (tmp_path / "v").exists()
 
 
 @pytest.mark.parametrize("arch, window", [("llama", None), ("gptj", None), ("gpt2", None), ("gpt_neox", None),
