@@ -250,11 +250,15 @@ def test_trace_write_ups_take_every_number_from_the_stored_traces(tmp_path):
     peak = int(np.argmax(e.mean[row]))
     tpl = tmp_path / "t.md.in"
     tpl.write_text("n {{traces:arith:n}} of {{traces:arith:considered}}, samples {{traces:arith:meta:samples}}; "
+                   "P {{traces:arith:p_clean}} -> {{traces:arith:p_corrupt}}; "
                    "mlp peak {{aie:arith:mlp:last subject token:peak}}; at 0 {{aie:arith:hidden:last token:0}}\n\n"
                    "{{aie_table:arith}}\n\n{{figure:arith:average_effect}}\n{{figure:arith:trace:1+1}}\n")
     out = write_trace_document(tpl, tmp_path / "doc" / "t.md", {"arith": tmp_path / "arith"})
     text = out.read_text()
     assert text.startswith("n 4 of 4, samples 2; ")
+    pc, pz = np.array([r.p_clean for r in results]), np.array([r.p_corrupt for r in results])
+    half = 3.182446 * pc.std(ddof=1) / 2  # t(0.975, 3) * s / sqrt(4)
+    assert f"P {pc.mean():.3f} [{pc.mean() - half:.3f}, {pc.mean() + half:.3f}] -> {pz.mean():.3f} [" in text
     assert f"mlp peak block {peak}: {e.mean[row, peak]:+.4f} [{e.low[row, peak]:+.4f}, {e.high[row, peak]:+.4f}]" in text
     h = average_indirect_effect(results, "hidden")
     last = TOKEN_CATEGORIES.index("last token")

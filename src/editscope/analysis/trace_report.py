@@ -5,6 +5,9 @@ Placeholders (``SET`` is a trace study's name, given with its folder):
 
 * ``{{traces:SET:n}}`` traced cases, ``{{traces:SET:considered}}`` cases looked at (traced or
   skipped), ``{{traces:SET:skipped}}``;
+* ``{{traces:SET:p_clean}}``, ``{{traces:SET:p_corrupt}}``: the answer's probability on the clean
+  and on the corrupted prompt, mean over the traced cases with a 95% t interval (the indirect
+  effect of a state can be at most about their difference);
 * ``{{traces:SET:meta:KEY}}`` the study's metadata (``model``, ``noise_std``, ``description``, or a
   setting: ``samples``, ``noise``, ``window``, ``seed``);
 * ``{{aie:SET:KIND:CATEGORY:peak}}`` the block where the average indirect effect of ``KIND``
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..stats import mean_interval
 from .trace_average import TOKEN_CATEGORIES, AverageEffect, average_indirect_effect
 from .tracing import KINDS, TraceError, TraceResult
 from .trace_study import read_traces, traced
@@ -102,12 +106,17 @@ def fill_traces(template: str, sets: Mapping[str, TraceSet], figure_dir: Path | 
                 return str(len(s.lines))
             if bits[1:] == ["skipped"]:
                 return str(sum(ln.get("status") == "skipped" for ln in s.lines))
+            if bits[1:] in (["p_clean"], ["p_corrupt"]):
+                if not s.results:
+                    raise TraceError(f"{{{{{whole}}}}}: trace study {s.name!r} holds no trace")
+                iv = mean_interval([getattr(r, bits[1]) for r in s.results])
+                return f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
             if len(bits) == 3 and bits[1] == "meta":
                 v = s.meta.get(bits[2], s.meta.get("settings", {}).get(bits[2]))
                 if v is None:
                     raise TraceError(f"{{{{{whole}}}}}: no metadata {bits[2]!r}")
                 return f"{v:.4g}" if isinstance(v, float) else str(v)
-            raise TraceError(f"{{{{{whole}}}}}: write {{{{traces:SET:n|considered|skipped|meta:KEY}}}}")
+            raise TraceError(f"{{{{{whole}}}}}: write {{{{traces:SET:n|considered|skipped|p_clean|p_corrupt|meta:KEY}}}}")
         if kind == "aie":
             if len(bits) != 4:
                 raise TraceError(f"{{{{{whole}}}}}: write {{{{aie:SET:KIND:CATEGORY:peak|BLOCK}}}}")
