@@ -40,24 +40,28 @@ def plot_trace(r: TraceResult, out: Path, stem: str = "trace") -> list[Path]:
 
 
 def plot_average(effects: Sequence[AverageEffect], n_prompts: int, out: Path, stem: str = "average_effect") -> list[Path]:
-    """The average indirect effect: a heatmap per kind (token category x block) above a line plot per
-    kind at the last subject token with its 95% interval band."""
-    fig, axes = plt.subplots(2, len(effects), figsize=(3.8 * len(effects), 5.6), squeeze=False)
+    """The average indirect effect: a heatmap per kind (token category x block; categories no prompt
+    has, e.g. tokens between subject and end in "a+b=", left out) above a line plot per kind at the
+    last subject token and at the last token, each with its 95% interval band."""
+    fig, axes = plt.subplots(2, len(effects), figsize=(4.6 * len(effects), 5.6), squeeze=False)
     for i, e in enumerate(effects):
         ax = axes[0][i]
-        im = ax.imshow(e.mean, cmap=CMAPS.get(e.kind, "Blues"), aspect="auto", interpolation="nearest")
-        ax.set_yticks(range(len(e.categories)), [f"{c} ({n})" for c, n in zip(e.categories, e.n)], fontsize=6)
+        rows = [j for j, n in enumerate(e.n) if n > 0]
+        im = ax.imshow(e.mean[rows], cmap=CMAPS.get(e.kind, "Blues"), aspect="auto", interpolation="nearest")
+        ax.set_yticks(range(len(rows)), [f"{e.categories[j]} ({e.n[j]})" for j in rows], fontsize=6)
         ax.set_title(f"average indirect effect: {KIND_LABEL[e.kind]}", fontsize=7)
         ax.tick_params(axis="x", labelsize=6)
         fig.colorbar(im, ax=ax, fraction=0.05).ax.tick_params(labelsize=6)
         ax = axes[1][i]
-        row = e.categories.index("last subject token")
         x = np.arange(e.mean.shape[1])
-        ax.plot(x, e.mean[row], color="#1d3557", lw=1)
-        ax.fill_between(x, e.low[row], e.high[row], color="#1d3557", alpha=0.2, lw=0)
+        for category, colour in (("last subject token", "#1d3557"), ("last token", "#e76f51")):
+            row = e.categories.index(category)
+            ax.plot(x, e.mean[row], color=colour, lw=1, label=category)
+            ax.fill_between(x, e.low[row], e.high[row], color=colour, alpha=0.2, lw=0)
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel("block", fontsize=7)
-        ax.set_ylabel("AIE at the last subject token", fontsize=7)
+        ax.set_ylabel("average indirect effect", fontsize=7)
+        ax.legend(fontsize=6, frameon=False)
         ax.tick_params(labelsize=6)
     fig.suptitle(f"Average indirect effect over {n_prompts} prompts (95% intervals over prompts)", fontsize=8)
     fig.tight_layout()
