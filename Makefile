@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength mine mine-rome-code butterfly butterfly-hard mquake tracing test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ variance: $(STAMP)
 
 strength: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_strength.yaml --out runs/two-plus-two-strength --resume
+
+# Which block and key token for the flagship ROME edit: 7 blocks x 2 tokens, each against matched placebos.
+ablation: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two_ablation.yaml --out runs/two-plus-two-ablation --resume
 
 # The collapse study: (a) every one of 1,000 CounterFact records edited alone with ROME (the mining
 # store), (b) sequential chains over 200 normal records, (c) the chains over the mined hard cases.

@@ -235,6 +235,16 @@ def test_trace_studies_store_each_case_once_and_resume_after_a_kill(tmp_path):
     assert [(r.prompt, r.target) for r in got] == [("The capital speaks", " two")]
     assert got[0].target_id == target_token(m, "The capital speaks", " two")
     assert target_token(m, "2+2=", "5") == encode_pairs(m, ["2+2="], ["5"])[0].cont_ids[0]  # no space after "="
+    # a record's explicit separator is the one scored (here none, where one space would be resolved)
+    jl = tmp_path / "sep.jsonl"
+    jl.write_text("\n".join(json.dumps({"prompt": "The capital speaks", "subject": "The capital", "target_new": "x",
+                                        "target_true": "two", **extra}) for extra in ({"sep": ""}, {})))
+    glued, spaced = dataset_cases("jsonl", str(jl))
+    assert (glued.sep, spaced.sep) == ("", None)
+    assert target_token(m, glued.prompt, "two", glued.sep) == encode_pairs(m, [glued.prompt], ["two"])[0].cont_ids[0]
+    assert target_token(m, glued.prompt, "two", "") != target_token(m, glued.prompt, "two")
+    got = trace_cases(m, [glued, spaced], tmp_path / "sep", samples=2, window=1, known_only=False)
+    assert [r.target_id for r in got] == [target_token(m, glued.prompt, "two", ""), target_token(m, glued.prompt, "two")]
     with pytest.raises(TraceError, match="use \\+ - \\*"):
         arithmetic_cases("/")
 

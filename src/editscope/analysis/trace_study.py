@@ -45,6 +45,7 @@ class TraceCase:
     subject: str
     target: str | None
     meta: dict[str, Any] = field(default_factory=dict)
+    sep: str | None = None  # the record's explicit separator before the target (None: resolved)
 
 
 def dataset_cases(name: str, source: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[TraceCase]:
@@ -57,7 +58,8 @@ def dataset_cases(name: str, source: str | None = None, *, limit: int | None = N
         for i, r in enumerate(case.requests):
             if r.subject and r.target_true:
                 out.append(TraceCase(f"{case.case_id}" + (f"/{i}" if len(case.requests) > 1 else ""), r.prompt,
-                                     r.subject, r.target_true, {"dataset": name, **case.meta}))
+                                     r.subject, r.target_true, {"dataset": name, **case.meta},
+                                     r.sep if r.sep_explicit else None))
     if not out:
         raise TraceError(f"dataset {name!r}: no record has a subject and a true answer to trace")
     return out
@@ -144,7 +146,7 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
                 ids = encode_prompts(model, [c.prompt])[0]
                 probs = _last_probs(model, torch.tensor([ids], device=model.device))[0]  # no states needed here
                 try:
-                    known = int(torch.argmax(probs)) == target_token(model, c.prompt, c.target)
+                    known = int(torch.argmax(probs)) == target_token(model, c.prompt, c.target, c.sep)
                 except TraceError:
                     known = False
                 if not known:
@@ -152,7 +154,7 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
             if status == "traced":
                 try:
                     result = trace(model, c.prompt, c.target, c.subject, samples=samples, noise=noise, noise_std=std,
-                                   window=window, kinds=kinds, seed=seed, cache=False)
+                                   window=window, kinds=kinds, seed=seed, cache=False, sep=c.sep)
                 except TraceError as e:
                     status, reason = "skipped", str(e)
             line = {"case": c.case, "status": status, "reason": reason, "meta": c.meta,

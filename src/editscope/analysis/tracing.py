@@ -318,11 +318,11 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
     return out
 
 
-def target_token(model: Model, prompt: str, target: str) -> int:
+def target_token(model: Model, prompt: str, target: str, sep: str | None = None) -> int:
     """The first token of ``target`` as the model would write it after ``prompt``: the separator
     resolved as for every probe (``"... is"`` + ``"French"`` scores ``" French"``; a target that
-    carries its own space, or a prompt ending in ``=``, gets none)."""
-    pair = encode_pairs(model, [prompt], [resolve_sep(prompt, target) + target])[0]
+    carries its own space, or a prompt ending in ``=``, gets none; an explicit ``sep`` wins)."""
+    pair = encode_pairs(model, [prompt], [resolve_sep(prompt, target, sep) + target])[0]
     if not pair.cont_ids:
         raise TraceError(f"target {target!r} encodes to no token after {prompt!r}")
     return pair.cont_ids[0]
@@ -335,12 +335,13 @@ def _cache_path(model: Model, key: dict) -> Path:
 
 def trace(model: Model, prompt: str, target: str | None, subject: str, *, samples: int = 10,
           noise: float = 3.0, noise_std: float | None = None, window: int = 10, kinds: Sequence[str] = KINDS,
-          seed: int = 0, batch_size: int = 64, cache: bool = True) -> TraceResult:
+          seed: int = 0, batch_size: int = 64, cache: bool = True, sep: str | None = None) -> TraceResult:
     """Causal trace of ``prompt`` with ``subject`` corrupted (see the module docstring): how much of
     P(``target``) each state restores. ``target``: the answer whose first token is scored (None: the
     clean greedy next token). ``noise_std``: the embedding standard
     deviation the noise is a multiple of (default: over this prompt's subject tokens; pass
-    :func:`embedding_std` over many subjects to trace a dataset as the paper does)."""
+    :func:`embedding_std` over many subjects to trace a dataset as the paper does). ``sep``: the
+    separator before ``target`` (None: resolved as for every probe)."""
     if samples < 2:
         raise TraceError(f"samples={samples}: need at least 2 noise samples for an interval")
     if not noise > 0:
@@ -354,7 +355,7 @@ def trace(model: Model, prompt: str, target: str | None, subject: str, *, sample
     ids = encode_prompts(model, [prompt])[0]
     std = noise_std if noise_std is not None else embedding_std(model, [subject])
     clean, probs = _clean_states(model, ids)
-    target_id = int(probs.argmax()) if target is None else target_token(model, prompt, target)
+    target_id = int(probs.argmax()) if target is None else target_token(model, prompt, target, sep)
     tok = model.tokenizer
     key = {"v": VERSION, "model": model.fingerprint(), "ids": ids, "subj": subj, "target": target_id,
            "samples": samples, "noise": noise, "std": round(std, 8), "window": window, "kinds": list(kinds), "seed": seed}
