@@ -79,11 +79,13 @@ mquake: $(STAMP)
 	$(VENV)/bin/editscope run examples/mquake.yaml --out runs/mquake --resume
 
 # Causal traces behind docs/studies/tracing.md: 100 CounterFact facts the model knows, and "a+b="
-# on both built-in models (each resumable: rerun to continue).
+# on both built-in models; single MLPs (window 1) for 30 facts and 25 sums (each resumable: rerun to continue).
 tracing: $(STAMP)
 	$(VENV)/bin/editscope trace --dataset counterfact --limit 100 --out runs/tracing-counterfact
 	$(VENV)/bin/editscope trace --arithmetic + --out runs/tracing-arithmetic
 	$(VENV)/bin/editscope trace --arithmetic + --model gemma3-270m --out runs/tracing-arithmetic-gemma3-270m
+	$(VENV)/bin/editscope trace --dataset counterfact --limit 30 --kind mlp --window 1 --out runs/tracing-counterfact-mlp1
+	$(VENV)/bin/editscope trace --arithmetic + --operands 5 --kind mlp --window 1 --out runs/tracing-arithmetic-mlp1
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
