@@ -174,6 +174,11 @@ def test_output_folders_are_never_overwritten(tmp_path):
     sqlite3.connect(alien / "results.sqlite").execute("CREATE TABLE t(x)").connection.commit()
     with pytest.raises(StoreError, match="SQLite file that is not"):
         run_study(cfg, alien, progress=False)
+    folder = tmp_path / "folder"
+    (folder / "results.sqlite").mkdir(parents=True)  # a folder where the store file goes
+    for create in (False, True):
+        with pytest.raises(StoreError, match="is not a file, not an editscope results store"):
+            ResultsStore(folder / "results.sqlite", create=create)
 
 
 def _resume_grown(grown, out):

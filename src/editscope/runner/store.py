@@ -136,16 +136,19 @@ class ResultsStore:
         blocker = file_in_the_way(self.path.parent)
         if blocker is not None:
             raise StoreError(f"{blocker}: is a file, not a run folder; give the folder `editscope run --out` wrote")
-        if not self.path.exists():
+        if not self.path.is_file():
+            if self.path.exists():
+                raise StoreError(f"{self.path}: is not a file, not an editscope results store; move it away or pick "
+                                 "another --out folder")
             if not create:
                 raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
             _create_store_file(self.path)
-        _check_ours(self.path)
+        _check_ours(self.path)  # every store opened below carries its format row
         self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions only
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
-        self.format = self.get_meta("format") or STORE_FORMAT
+        self.format = self.get_meta("format")
         self._probe_ids: dict[tuple[str, int, str], int] = {}
         if self.format == STORE_FORMAT:
             self.db.executescript(_ROWS_TABLES_V2)
@@ -156,9 +159,6 @@ class ResultsStore:
         else:
             self.db.executescript(_ROWS_TABLE_V1)
             self._add_columns("rows")
-        if self.get_meta("format") is None:
-            with self.transaction():
-                self._set_meta("format", STORE_FORMAT)
 
     def _add_columns(self, table: str) -> bool:
         """Add :data:`_ADDED_COLUMNS` ``table`` lacks (a store written before they existed); True if any."""
