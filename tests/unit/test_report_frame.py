@@ -31,7 +31,7 @@ ROWS = [
     _row(alt_kind="target_new", alt_logprob=-0.2, logprob=-0.1),
     _row(alt_kind="target_new", alt_logprob=-0.05, logprob=-0.1),
     _row(unchanged=True, greedy=" 4, so", base_greedy=" 4, so", kl=0.0),
-    _row(unchanged=False, greedy=" 4+1", base_greedy=" 4, so", kl=0.5),  # same answer "4"
+    _row(target="4", unchanged=False, greedy=" 4+1", base_greedy=" 4, so", kl=0.5),  # same answer 4
     _row(unchanged=False, greedy=" 5", base_greedy=" 4", kl=0.5),          # changed, KL above the line
     _row(unchanged=False, greedy=" 5", base_greedy=" 4", kl=KL_THRESHOLD / 2),  # changed, a near tie
     _row(unchanged=False, greedy="", base_greedy=" 4", kl=None),
@@ -40,6 +40,14 @@ ROWS = [
     _row(says_target=False, top1=None, logprob=None),
     _row(token_acc=0.5, token_agree=1.0),
     _row(token_acc=0.0, token_agree=2 / 3),
+    # answers: the first-token trap ("12" for target "1"), number words, text with aliases, no answer
+    _row(target="1", unchanged=False, greedy="12", base_greedy="1\n", kl=0.4),
+    _row(target="5", unchanged=False, greedy=" five.", base_greedy="11", meta={"aliases": ["five"]}, kl=0.4),
+    _row(target="4", unchanged=False, greedy="4\n", base_greedy="=\n", kl=0.4),
+    _row(target="Paris", unchanged=False, greedy=" Paris, France", base_greedy=" the city of", kl=0.1),
+    _row(target="Paris", unchanged=True, greedy=" Parisian", base_greedy=" Parisian", kl=0.0),
+    _row(target="New York", unchanged=False, greedy=" NYC.", base_greedy=" New York.",
+         meta={"aliases": ["NYC"]}, kl=0.3),
 ]
 
 
@@ -65,6 +73,22 @@ def test_metric_columns_hand_checked():
     assert ck[5:9] == [0.0, 0.0, 1.0, 0.0]
     assert frame.metric("prob").tolist()[1:3] == [0.0, 1.0]
     assert frame.metric("ns").tolist()[3:5] == [1.0, 0.0]
+
+
+def test_answer_metrics_hand_checked():
+    frame = RowFrame.of(ROWS)
+    hit = frame.metric("answer_hit").tolist()[-6:]
+    assert hit == [0.0, 1.0, 1.0, 1.0, 0.0, 1.0]  # "12" does not reach "1"; "five." reaches 5
+    known = frame.metric("base_known").tolist()[-6:]
+    assert known == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    au = frame.metric("answer_unchanged").tolist()[-6:]
+    assert au == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    wrong = frame.metric("answer_unchanged_wrong").tolist()[-6:]
+    assert wrong[1] == 0.0 and math.isnan(wrong[0]) and math.isnan(wrong[2])
+    none = frame.metric("answer_unchanged_none").tolist()[-6:]
+    assert none[2] == 0.0 and math.isnan(none[1]) and math.isnan(none[3]) and wrong[3] == 0.0  # text: any words answer
+    # token-level top1 is what the row says (the evaluation's token prefix), kept beside answer_hit
+    assert frame.metric("top1").tolist()[-6] == 1.0
 
 
 def _store(tmp_path, n_edits: int = 3):

@@ -8,14 +8,17 @@ gives None), which the report aggregates with; tests hold the two forms equal.
 
 | name | kind | definition |
 |---|---|---|
-| ``top1`` | rate | greedy decoding reproduces the whole target exactly (efficacy/generalization top-1) |
+| ``answer_hit`` | rate | the answer read from the greedy continuation by the probe's answer rule (:mod:`.answers`: the first integer, or normalised text) is the target or an alias: efficacy and paraphrase success (the headline) |
+| ``top1`` | rate | the greedy tokens start with the target's tokens (token-level: ``"12"`` starts with the target ``"1"``; kept, labelled, beside ``answer_hit``) |
 | ``prob`` | rate | P(target) > P(target_true): ROME efficacy/paraphrase score (ES/PS) |
 | ``ns`` | rate | P(target) > P(target_new) on neighbourhood probes: ROME neighbourhood score |
 | ``margin`` | mean | P(target) - P(alternative): ROME's magnitude scores (EM/PM/NM) |
 | ``logprob`` | mean | summed log-probability of the target, nats |
 | ``delta_logprob`` | mean | logprob minus the base model's, nats |
 | ``unchanged`` | rate | greedy continuation identical to the base model's (locality) |
-| ``answer_unchanged`` | rate | the first word of the greedy continuation (a number, a word or one symbol) is the base model's: the answer is the same even where what follows it changed ("2," vs "2+") |
+| ``answer_unchanged`` | rate | (v2) the answer read by the probe's rule is the base model's (the first integer; normalised text up to a clause mark; without an answer, the same first word): the answer is the same even where what follows it changed ("2," vs "2+") |
+| ``answer_unchanged_known`` / ``_wrong`` / ``_none`` | rate | ``answer_unchanged`` over the probes the base model answers correctly (its answer reaches the probe's target, the ground truth on locality probes), wrongly, or with no answer the rule can read |
+| ``base_known`` | rate | the base model's answer reaches the probe's target (its accuracy where the target is the ground truth) |
 | ``kl`` | mean | KL(base || edited) of the next-token distribution, nats, coarsened to the base's top-k tokens plus one bucket for the rest (a lower bound of the full KL) |
 | ``says_target`` | rate | the greedy continuation is the watched edit target (output rate of e.g. "5") |
 | ``token_acc`` | mean | share of target tokens that are the teacher-forced argmax (EasyEdit/KnowEdit Edit Succ., rephrase and portability accuracy) |
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import mean_interval, wilson_interval
+from .answers import ANSWER_RULES, answer_key, first_word, rule_name_of  # noqa: F401 (first_word: re-exported)
 
 
 @dataclass(frozen=True)
@@ -77,20 +81,46 @@ def _delta(row):
     return row["logprob"] - row["base_logprob"]
 
 
-_FIRST_WORD = re.compile(r"\s*(-?[^\W_]+|\S)")
+def accepted_answers(target: str, meta: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """What a probe accepts as its answer: the target and ``meta["aliases"]``."""
+    al = (meta or {}).get("aliases") or ()
+    return (target, *([al] if isinstance(al, str) else al))
 
 
-def first_word(text: str) -> str:
-    """The leading answer of a continuation: ``" -12, so"`` -> ``"-12"``, ``"Paris."`` -> ``"Paris"``,
-    ``"+3"`` -> ``"+"``; ``""`` for blank text."""
-    m = _FIRST_WORD.match(text or "")
-    return m.group(1) if m else ""
+def _rule(row):
+    return ANSWER_RULES[rule_name_of(row["target"], row.get("meta"))]
+
+
+def _reaches(row, field: str):
+    if row.get(field) is None:
+        return None
+    return _rule(row).reaches(row[field], accepted_answers(row["target"], row.get("meta")))
 
 
 def _answer_unchanged(row):
     if row.get("unchanged") is None or row.get("greedy") is None or row.get("base_greedy") is None:
         return None
-    return bool(row["unchanged"]) or first_word(row["greedy"]) == first_word(row["base_greedy"])
+    rule = _rule(row)
+    return bool(row["unchanged"]) or answer_key(rule, row["greedy"]) == answer_key(rule, row["base_greedy"])
+
+
+BASE_STATUSES = ("known", "wrong", "none")
+
+
+def base_status(row) -> str | None:
+    """How the base model answers a probe: ``known`` (its answer reaches the target), ``wrong`` (an
+    answer the rule reads, not the target) or ``none`` (no answer the rule can read)."""
+    if row.get("base_greedy") is None:
+        return None
+    if _reaches(row, "base_greedy"):
+        return "known"
+    return "wrong" if _rule(row).parse(row["base_greedy"])[0] is not None else "none"
+
+
+def _unchanged_if(status: str):
+    def fn(row):
+        return _answer_unchanged(row) if base_status(row) == status else None
+    return fn
 
 
 #: first-token KL (nats) above which a changed answer counts for ``changed_kl``
@@ -135,17 +165,72 @@ def _delta_column(df: pd.DataFrame) -> pd.Series:
     return _where(base.notna(), _col("logprob")(df) - base)
 
 
-def _first_words(texts: pd.Series) -> pd.Series:
-    """:func:`first_word` of each text (computed once per distinct text)."""
-    words = {t: first_word(t) for t in texts.dropna().unique()}
-    return texts.map(words)
+def _rules_and_answers(df: pd.DataFrame) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Per row: its answer rule's name and accepted answers. From the frame's ``answer_rule`` and
+    ``accepted`` columns when it has them (:class:`editscope.report.frame.RowFrame`), else from
+    ``target`` and ``meta``."""
+    if "answer_rule" in df and "accepted" in df:
+        return df["answer_rule"].tolist(), df["accepted"].tolist()
+    metas = df["meta"].tolist() if "meta" in df else [None] * len(df)
+    targets = df["target"].tolist()
+    return ([rule_name_of(t, m) for t, m in zip(targets, metas)],
+            [accepted_answers(t, m) for t, m in zip(targets, metas)])
+
+
+def _reach_column(field: str) -> Callable[[pd.DataFrame], pd.Series]:
+    def get(df: pd.DataFrame) -> pd.Series:
+        rules, accepted = _rules_and_answers(df)
+        memo: dict[tuple, bool] = {}
+        out = []
+        for rule, acc, text in zip(rules, accepted, df[field].tolist()):
+            if not isinstance(text, str):
+                out.append(np.nan)
+                continue
+            key = (rule, acc, text)
+            if key not in memo:
+                memo[key] = ANSWER_RULES[rule].reaches(text, acc)
+            out.append(float(memo[key]))
+        return pd.Series(out, index=df.index, dtype=float)
+    return get
+
+
+def _answer_keys(df: pd.DataFrame, field: str, rules: list[str]) -> list[Any]:
+    memo: dict[tuple[str, str], Any] = {}
+    out = []
+    for rule, text in zip(rules, df[field].tolist()):
+        if not isinstance(text, str):
+            out.append(None)
+            continue
+        if (rule, text) not in memo:
+            memo[(rule, text)] = answer_key(ANSWER_RULES[rule], text)
+        out.append(memo[(rule, text)])
+    return out
 
 
 def _answer_unchanged_column(df: pd.DataFrame) -> pd.Series:
     unchanged = _col("unchanged")(df)
     ok = unchanged.notna() & df["greedy"].notna() & df["base_greedy"].notna()
-    same = (unchanged == 1) | (_first_words(df["greedy"]) == _first_words(df["base_greedy"]))
-    return _where(ok, same)
+    rules, _ = _rules_and_answers(df)
+    same_answer = pd.Series([a is not None and a == b for a, b in zip(_answer_keys(df, "greedy", rules),
+                                                                       _answer_keys(df, "base_greedy", rules))],
+                            index=df.index)
+    return _where(ok, (unchanged == 1) | same_answer)
+
+
+def base_status_column(df: pd.DataFrame) -> pd.Series:
+    """:func:`base_status` per row (object Series; None where there is no base output)."""
+    known = _reach_column("base_greedy")(df)
+    rules, _ = _rules_and_answers(df)
+    keys = _answer_keys(df, "base_greedy", rules)
+    vals = [None if np.isnan(k) else "known" if k else ("wrong" if key and key[0] == "answer" else "none")
+            for k, key in zip(known.tolist(), keys)]
+    return pd.Series(vals, index=df.index, dtype=object)
+
+
+def _unchanged_if_column(status: str) -> Callable[[pd.DataFrame], pd.Series]:
+    def get(df: pd.DataFrame) -> pd.Series:
+        return _answer_unchanged_column(df).where(base_status_column(df) == status)
+    return get
 
 
 def _changed_kl_column(df: pd.DataFrame) -> pd.Series:
@@ -154,7 +239,10 @@ def _changed_kl_column(df: pd.DataFrame) -> pd.Series:
 
 
 METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
-    Metric("top1", 1, "rate", "greedy decoding reproduces the whole target", lambda r: r["top1"], _col("top1")),
+    Metric("answer_hit", 1, "rate", "the answer read by the probe's rule is the target (or an alias)",
+           lambda r: _reaches(r, "greedy"), _reach_column("greedy")),
+    Metric("top1", 1, "rate", "greedy tokens start with the target's tokens (token-level)", lambda r: r["top1"],
+           _col("top1")),
     Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true"),
            _alt_column("target_true")),
     Metric("ns", 1, "rate", "P(target) > P(target_new) (ROME NS)", lambda r: _alt(r, "target_new"),
@@ -164,8 +252,12 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
     Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta, _delta_column),
     Metric("unchanged", 1, "rate", "greedy continuation identical to the base's", lambda r: r.get("unchanged"),
            _col("unchanged")),
-    Metric("answer_unchanged", 1, "rate", "first word of the greedy continuation is the base's",
+    Metric("answer_unchanged", 2, "rate", "the answer read by the probe's rule is the base's",
            _answer_unchanged, _answer_unchanged_column),
+    *(Metric(f"answer_unchanged_{st}", 1, "rate", f"answer_unchanged where the base's answer is {st}",
+             _unchanged_if(st), _unchanged_if_column(st)) for st in BASE_STATUSES),
+    Metric("base_known", 1, "rate", "the base model's answer reaches the target",
+           lambda r: _reaches(r, "base_greedy"), _reach_column("base_greedy")),
     Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl"),
            _col("kl")),
     Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target"),

@@ -7,8 +7,9 @@ loop over row dicts: the full flagship holds 426,258 rows. The per-row definitio
 
 Frame columns: the store's row fields (``method, unit, step, probe_set, index, edit_index, category,
 ..., greedy, base_greedy``), booleans as 1.0/0.0 and missing values as NaN, plus ``root`` (the
-protocol unit, see :func:`unit_root`) and ``meta_id`` (one integer per distinct meta object, whose
-parsed dict is in :attr:`RowFrame.metas`).
+protocol unit, see :func:`unit_root`), ``meta_id`` (one integer per distinct meta object, whose
+parsed dict is in :attr:`RowFrame.metas`), ``answer_rule`` (the probe's answer rule name) and
+``accepted`` (the tuple of answers it accepts: target and aliases).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics.edit_metrics import METRICS, aggregate_array
+from ..metrics.answers import rule_name_of
+from ..metrics.edit_metrics import METRICS, accepted_answers, aggregate_array
 from ..runner.store import BOOL_FIELDS, ROW_FIELDS, ROW_KEYS, ResultsStore
 from ..stats import cluster_bootstrap_mean, wilson_interval
 
@@ -93,6 +95,15 @@ class RowFrame:
         df["meta_id"] = meta_ids
         roots = {u: unit_root(u) for u in df["unit"].unique()}
         df["root"] = df["unit"].map(roots)
+        # each probe's answer rule and accepted answers, once per distinct (target, meta)
+        codes, combos = pd.MultiIndex.from_arrays([df["target"], df["meta_id"]]).factorize()
+        rules = [rule_name_of(t, metas[int(i)]) for t, i in combos]
+        accepted = [accepted_answers(t, metas[int(i)]) for t, i in combos]
+        df["answer_rule"] = pd.Series(np.asarray(rules, dtype=object)[codes] if len(df) else [], index=df.index,
+                                      dtype=object)
+        acc = np.empty(len(accepted), dtype=object)
+        acc[:] = accepted
+        df["accepted"] = pd.Series(acc[codes] if len(df) else [], index=df.index, dtype=object)
         return cls(df, metas)
 
     def to_rows(self, index: pd.Index | None = None) -> list[dict[str, Any]]:
