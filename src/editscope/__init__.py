@@ -2,7 +2,7 @@
 
 from . import suites
 from .evaluation import EvalResult, evaluate
-from .methods import EditFailed, EditHandle, apply_edit, list_methods, load_edit, prepare_edits
+from .methods import EditFailed, EditHandle, NoOpEdit, apply_edit, list_methods, load_edit, prepare_edits
 from .models import ArchSpec, Model, load_model
 from .probes import list_suites
 from .requests import EditRequest, Probe, ProbeSet
@@ -30,7 +30,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'editscope' has no attribute {name!r}")
 
 __all__ = [
-    "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "EditRequest", "apply_edit", "list_methods", "prepare_edits",
+    "ArchSpec", "ContinuationScore", "EditFailed", "EditHandle", "NoOpEdit", "EditRequest", "apply_edit", "list_methods", "prepare_edits",
     "load_edit", "EvalResult", "evaluate", "list_suites", "suites", "Generation", "Model", "Probe", "ProbeSet",
     "greedy_continuations", "load_model", "next_token_logprobs", "score_continuations",
     "top_k_next_tokens", "mine", "trace", "__version__",

@@ -270,3 +270,40 @@ def test_delta_is_after_minus_before():
     h = es.apply_edit(m, REQ, "ft-m", layer=0, **FAST["ft-m"])
     (name, d), = h.delta().items()
     assert torch.equal(d, m.module("mlp_out", 0).weight.detach() - w0)
+
+
+def test_no_op_edits_are_refused_naming_the_models_answer():
+    """A target the model already gives, or whose tokens start its answer (the first-token trap:
+    "12" counted as reaching "1"), is refused before any weight changes; controls are not checked."""
+    from editscope.methods import NoOpEdit
+    from editscope.methods.handle import tensor_digest
+    from editscope.scoring import greedy_continuations
+
+    model = tiny_model("llama", seed=3)
+    prompt = "7+8="
+    two = greedy_continuations(model, [prompt], 2, stop_at_eos=False)[0]
+    first = model.tokenizer.decode(two.token_ids[:1])
+    assert first.strip(), "the tiny model's first greedy token should be visible text"
+    before = {n: tensor_digest(p) for n, p in model.hf.named_parameters()}
+    with pytest.raises(NoOpEdit, match="no-op") as e:
+        es.apply_edit(model, es.EditRequest(prompt, first.strip(), sep=first[: len(first) - len(first.lstrip())]), "ft")
+    assert repr(two.text) in str(e.value) and e.value.exit_code == 2
+    assert {n: tensor_digest(p) for n, p in model.hf.named_parameters()} == before and not active_edits(model)
+    # a target the model does not give is edited as usual; the identity control is never refused
+    h = es.apply_edit(model, es.EditRequest(prompt, "zzq"), "ft", **FAST["ft"])
+    h.undo()
+    es.apply_edit(model, es.EditRequest(prompt, first.strip()), "identity").undo()
+
+
+def test_integer_answer_rule_reads_whole_numbers():
+    from editscope.metrics.answers import integer_reaches, parse_integer, text_reaches
+    from editscope.probes.arithmetic import number_words
+
+    assert parse_integer("12, so") == (12, True) and parse_integer("10") == (10, False)
+    assert parse_integer(" five.") == (5, True) and parse_integer("-3\n") == (-3, True)
+    assert parse_integer("=\n") == (None, True)
+    assert all(parse_integer(number_words(n) + ".") == (n, True) for n in range(-120, 1000))
+    assert not integer_reaches("12", ["1"]) and integer_reaches("1\n", ["1"]) and not integer_reaches("1", ["1"])
+    assert integer_reaches(" five.", ["5"]) and not integer_reaches("fifty", ["5"])
+    assert text_reaches(" Paris, France", ["Paris"]) and not text_reaches(" Parisian", ["Paris"])
+    assert text_reaches(" The U.K.", ["UK"])

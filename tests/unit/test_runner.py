@@ -353,9 +353,16 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
     paths = write_report(finished_run)
     md = paths["md"].read_text()
     res = load_results(finished_run)
-    target = next(c for c in res.columns if c.key == "target/top1")
-    assert target.cells["ft-m-strong"].value == 1.0 and target.best() == "ft-m-strong"
-    assert "| ft-m-strong | **1.000 [" in md  # best value in bold, with its interval
+    from editscope.metrics.edit_metrics import METRICS
+
+    target = next(c for c in res.columns if c.key == "target/answer_hit")
+    strong = [r for r in res.final_rows("ft-m-strong") if r["category"] == "target"]
+    assert all(r["top1"] for r in strong)  # every target's first token is reached ...
+    hits = [bool(METRICS["answer_hit"].fn(r)) for r in strong]  # ... the answer only where no digit follows it
+    assert target.cells["ft-m-strong"].value == pytest.approx(sum(hits) / len(hits))
+    assert hits == [r["greedy"].strip().isdigit() is False or r["greedy"].strip() == r["target"] for r in strong]
+    best = target.best()
+    assert f"| {best} | **{target.cells[best].value:.3f} [" in md  # best value in bold, with its interval
     assert any(c.key == "ppl:me_ppl_50" for c in res.columns)
     piqa = next(c for c in res.columns if c.key == "piqa:acc")
     assert piqa.cells["base"].n == 1 and piqa.cells["ft-m"].n == 3  # one value per unit
@@ -397,7 +404,7 @@ def test_locality_columns_criterion_and_frontier(finished_run, tmp_path):
     t = criterion_table(res)
     assert [r[0][0] for r in t.rows] == res.methods and "0.995" not in t.caption
     res.config["criterion"]["efficacy"] = 1.0  # one method reaches the target, the other does not
-    target = next(c for c in res.columns if c.key == "target/top1").cells
+    target = next(c for c in res.columns if c.key == "target/answer_hit").cells
     assert {r.method for r in criterion_rows(res) if r.meets} <= {m for m in res.methods if target[m].value == 1.0}
     paths = frontier(res, tmp_path)
     assert [p.suffix for p in paths] == [".png", ".pdf"] and paths[0].stat().st_size > 5000
@@ -555,7 +562,7 @@ def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monk
     assert "| tiny-gpt2 target |" in header
     llama = load_results(tmp_path / "runs" / "tiny")
     cells = [c.strip() for c in ftm.strip("|").split("|")]
-    want = next(c for c in llama.columns if c.key == "target/top1").cells["ft-m"]
+    want = next(c for c in llama.columns if c.key == "target/answer_hit").cells["ft-m"]
     assert cells[0] == "ft-m" and cells[1].startswith(f"{want.value:.3f}")
     gpt2_loc = next(c for c in res.columns if c.key == "locality/answer_unchanged").cells["ft-m"]
     assert cells[7].startswith(f"{gpt2_loc.value:.3f}") and base.startswith("| base | 0.000 | - | 1.000 [")

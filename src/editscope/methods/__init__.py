@@ -5,6 +5,7 @@ from .apply import apply_edit, prepare_edits, target_losses
 from .base import (
     METHODS,
     EditFailed,
+    NoOpEdit,
     EditMethod,
     HparamError,
     Hparams,
@@ -17,7 +18,7 @@ from .base import (
 from .handle import EditHandle, EditHandleError, EditLoadError, active_edits, load_edit
 
 __all__ = [
-    "METHODS", "EditFailed", "EditHandle", "EditHandleError", "EditLoadError", "EditMethod", "HparamError",
+    "METHODS", "EditFailed", "NoOpEdit", "EditHandle", "EditHandleError", "EditLoadError", "EditMethod", "HparamError",
     "Hparams", "UnknownMethodError", "active_edits", "apply_edit", "get_method", "prepare_edits", "list_methods", "load_edit",
     "register_method", "resolved_defaults", "target_losses",
 ]

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from ..interventions import installed
+from ..metrics.answers import ANSWER_RULES, rule_name_of
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import encode_pairs, score_encoded
-from .base import EditFailed, EditMethod, get_method
+from ..scoring import encode_pairs, greedy_continuations, score_encoded
+from .base import EditFailed, EditMethod, NoOpEdit, get_method
 from .handle import EditHandle, parameters
 
 DEFAULT_GUARD_TOLERANCE = 0.5  # nats per target token
@@ -49,6 +50,33 @@ def target_losses(model: Model, requests: Sequence[EditRequest]) -> list[float]:
     """Mean negative log-likelihood per target token of each request's ``target_new`` (nats)."""
     pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
     return [-s.logprob / len(s.token_ids) for s in score_encoded(model, pairs)]
+
+
+def refuse_no_op_edits(model: Model, requests: Sequence[EditRequest]) -> None:
+    """Raise :class:`NoOpEdit` for the first request whose target the model already gives: its
+    greedy continuation (target tokens + 1, the evaluation's cap) reaches the target by the answer
+    rule (:mod:`editscope.metrics.answers`), or starts with the target's tokens ("12" for the target
+    "1", which token-level metrics would count as reached)."""
+    pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_len.setdefault(len(p.cont_ids) + 1, []).append(i)
+    for n, idx in sorted(by_len.items()):
+        gens = greedy_continuations(model, [requests[i].prompt for i in idx], n, stop_at_eos=False)
+        for i, g in zip(idx, gens):
+            r, target_ids = requests[i], pairs[i].cont_ids
+            rule = ANSWER_RULES[rule_name_of(r.target_new)]
+            answer, _ = rule.parse(g.text)
+            said = answer if answer is not None else g.text.strip()
+            if rule.reaches(g.text, [r.target_new]):
+                why = f"the model already answers {said!r} ({g.text!r})"
+            elif tuple(g.token_ids[:len(target_ids)]) == tuple(target_ids):
+                why = (f"the model's answer {said!r} ({g.text!r}) starts with the target's tokens, so token-level "
+                       "metrics would count the edit as done before it is made")
+            else:
+                continue
+            raise NoOpEdit(f"EditRequest(prompt={r.prompt!r}, target_new={r.target_new!r}) is a no-op: {why}; give a "
+                           "target_new that differs from the model's answer")
 
 
 def _validated(model: Model, requests: EditRequest | Sequence[EditRequest], method: str,
@@ -101,6 +129,8 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
 
     Raises:
         UnknownMethodError, HparamError, ValueError, TypeError: before any weight changes.
+        NoOpEdit: a target the model already gives (or whose tokens start its answer), before any
+            weight changes.
         EditFailed: the edit was rolled back (non-finite weights, worse target loss, method error).
     """
     if not guard_tolerance >= 0:
@@ -110,6 +140,8 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
 
         hparams = with_preset(method, preset, hparams)
     reqs, m, hp = _validated(model, requests, method, hparams, one_edit=True)
+    if m.guard_target:  # controls (placebo, identity) aim at no target
+        refuse_no_op_edits(model, reqs)
     names = m.touched(model, hp)
     if not names and not m.touches_nothing and m.kind == "weights":
         raise ValueError(f"method {m.name!r} with these hyperparameters touches no parameters")

@@ -41,6 +41,13 @@ class EditFailed(WorkError, RuntimeError):
     """
 
 
+class NoOpEdit(EditFailed, InputError):
+    """An edit whose target already is (or starts) the model's own answer: nothing would be edited,
+    and token-level metrics would count it as done. Refused before any weight changes."""
+
+    exit_code = InputError.exit_code
+
+
 class UnknownMethodError(InputError, ValueError):
     """A method name that is not registered."""
 

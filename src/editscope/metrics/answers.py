@@ -9,7 +9,7 @@ Plugins add rules with :func:`register_answer_rule`.
 | rule | answer read from a continuation | the target is reached when |
 |---|---|---|
 | ``integer`` | the first integer, in digits (``"-12, so"`` -> -12) or English words (``" five."`` -> 5); ``None`` when there is none | the answer equals the target's integer (or an alias's), and the number ends before the text does (a number cut by the length cap may go on) |
-| ``text`` | the continuation up to the first clause mark (``. , ; : ! ? newline``), case-folded, punctuation and the articles a/an/the removed, spaces collapsed | the normalised continuation starts with the normalised target (or an alias) at a word boundary |
+| ``text`` | the continuation up to the first clause mark (``. , ; : ! ? newline``), normalised as MQuAKE's answers are (case-folded, accents, punctuation and the articles a/an/the removed) | the normalised continuation starts with the normalised target (or an alias) at a word boundary |
 
 Answers are parsed when results are read (from the stored greedy continuations), so a rule applies
 to every stored unit alike; the rule's *name* is part of each probe's content digest
@@ -19,12 +19,12 @@ to every stored unit alike; the rule's *name* is part of each probe's content di
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..registry import Registry
+from .multihop import answer_matches, normalize_answer
 
 #: an answer as a rule reads it: an int (integer rule), a normalised string (text rule) or None
 Answer = Any
@@ -117,16 +117,9 @@ def is_integer_literal(target: str) -> bool:
 # ---- text -------------------------------------------------------------------------------------
 
 _CLAUSE_END = re.compile(r"[.,;:!?\n]")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
-
-def normalise_text(text: str) -> str:
-    """Case-folded, accents kept, punctuation and the articles a/an/the removed, spaces collapsed:
-    ``" The  United-States."`` -> ``"united states"``."""
-    t = unicodedata.normalize("NFKC", text or "").casefold()
-    t = "".join(" " if unicodedata.category(c).startswith(("P", "S")) else c for c in t)
-    t = _ARTICLES.sub(" ", t)
-    return " ".join(t.split())
+#: the text rule's normalisation (SQuAD-style, shared with MQuAKE's answer matching)
+normalise_text = normalize_answer
 
 
 def parse_text(text: str) -> tuple[str | None, bool]:
@@ -141,13 +134,8 @@ def parse_text(text: str) -> tuple[str | None, bool]:
 
 def text_reaches(text: str, targets: Sequence[str]) -> bool:
     """The normalised continuation starts with a normalised target at a word boundary (more words may
-    follow: "Paris, France" gives "Paris")."""
-    got = normalise_text(text or "")
-    for t in targets:
-        want = normalise_text(t)
-        if want and (got == want or got.startswith(want + " ")):
-            return True
-    return False
+    follow: "Paris, France" gives "Paris"): :func:`answer_matches` in ``prefix`` mode."""
+    return answer_matches(text or "", list(targets), mode="prefix")
 
 
 ANSWER_RULES: Registry[AnswerRule] = Registry("answer rule", {

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from ..metrics.edit_metrics import METRICS
 from ..metrics.multihop import answer_matches
 from ..stats import wilson_interval
 from .frame import Cell
@@ -65,7 +66,7 @@ def mquake_rows(res: StudyResults) -> list[MquakeRow]:
             meta = r["meta"]
             case = (r["unit"] if res.protocol == "single" else "", meta.get("case_id"))
             if r["category"] == "target" and "rewrite" in meta:
-                edits.append(bool(r["top1"]) or _said(r, [r["target"]]))
+                edits.append(bool(METRICS["answer_hit"].fn(r)))
             elif r["category"] == "portability-hop":
                 hops[case].append(_said(r, [r["target"], *meta.get("aliases", [])]))
             elif r["category"] == "portability" and "question" in meta:

@@ -128,7 +128,7 @@ def sequential_curves_plot(res: StudyResults, out: Path) -> list[Path]:
     a1.set_xlabel("edits applied")
     a1.set_ylabel("perplexity")
     a2.set_xlabel("edits applied")
-    a2.set_ylabel("retention (top-1 of earlier edits)")
+    a2.set_ylabel("retention (answers of earlier edits kept)")
     a2.set_ylim(-0.02, 1.02)
     a1.legend(fontsize=7)
     fig.tight_layout()
@@ -169,8 +169,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 def frontier_points(res: StudyResults) -> tuple[list[str], dict[str, tuple[float, float]], float]:
     """The frontier plot's data: the edit methods with locality and paraphrase rates, the
-    (locality, paraphrase top-1) points of those that clear the efficacy bar (the study's
-    criterion, default 1: target top-1), and that bar."""
+    (locality, paraphrase answer) points of those that clear the efficacy bar (the study's
+    criterion, default 1: target answer), and that bar."""
     methods = [m for m in res.edit_methods if rate_cell(res, m, LOCALITY) is not None
                and rate_cell(res, m, "paraphrase") is not None]
     bar = (res.config.get("criterion") or {}).get("efficacy", 1.0)
@@ -183,8 +183,8 @@ def frontier_points(res: StudyResults) -> tuple[list[str], dict[str, tuple[float
 
 
 def frontier(res: StudyResults, out: Path) -> list[Path]:
-    """Paraphrase top-1 against locality (share of all non-target probes unchanged), one point per
-    method with 95% intervals as whiskers; grey points miss the efficacy bar (target top-1); the
+    """Paraphrase answer rate against locality (share of all non-target probes unchanged), one point per
+    method with 95% intervals as whiskers; grey points miss the efficacy bar (target answer); the
     Pareto frontier over the others; the study's criterion as dashed lines. With more than 12
     methods only the frontier's points are named."""
     methods, pts, bar = frontier_points(res)
@@ -210,9 +210,9 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
         ax.axvline(crit["locality"], color="grey", ls="--", lw=0.8, label=f"locality bar {crit['locality']:g}")
         ax.axhline(crit["paraphrase"], color="grey", ls=":", lw=0.8, label=f"paraphrase bar {crit['paraphrase']:g}")
     ax.set_xlabel("locality: share of all non-target probes whose answer is unchanged")
-    ax.set_ylabel("paraphrase top-1")
+    ax.set_ylabel("paraphrase answer = target")
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(f"Efficacy against locality (grey: target top-1 below {bar:g})", fontsize=9)
+    ax.set_title(f"Efficacy against locality (grey: target answer rate below {bar:g})", fontsize=9)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -376,7 +376,7 @@ CAPTIONS = {
                 "compared at equal strength along these curves.",
     "sequential": "Efficacy, retention of earlier edits and locality as sequential edits accumulate.",
     "categories": "Share of unchanged answers per probe category and method, 95% intervals.",
-    "frontier": "Paraphrase top-1 against answer-level locality per method, 95% intervals; grey points miss the "
+    "frontier": "Paraphrase answer rate against answer-level locality per method, 95% intervals; grey points miss the "
                 "efficacy bar, the line joins the Pareto frontier.",
     "collapse": "Perplexity of each edit (log scale) against the collapse threshold and the base model's perplexity.",
     "anatomy": "Weight-change norm of each edit against perplexity (single edits) or the edit index (sequential).",

@@ -94,21 +94,22 @@ def main_table(res: StudyResults, interval: bool = True, short: bool = False) ->
     header = ["method", *[(c.short or c.label) if short else c.label for c in cols]]
     groups, sub = _grouped([_main_group(c) for c in cols])
     return Table("main", "Headline metrics per method (value [95% interval]; a single measurement has none); best "
-                         "edited method in bold. Efficacy categories: exact top-1; locality categories: the answer "
-                         "(first word of the greedy output) unchanged from the base model's; pooled locality also at "
+                         "edited method in bold. Efficacy categories: the answer read by the probe's rule (first "
+                         "integer; normalised text) is the target; locality categories: that answer unchanged from "
+                         "the base model's; pooled locality also at "
                          "output level (whole greedy output); target output rate over locality probes (lower is "
                          f"better); perplexity (lower is better); downstream accuracy. {res.interval_note}.", header,
                  _method_rows(res, cols, interval), groups, sub)
 
 
 #: the cross-model table's columns per study: (column key or "ppl:" for the study's perplexity, header)
-MODELS_COLUMNS = (("target/top1", "target"), ("paraphrase/top1", "paraphrase"),
+MODELS_COLUMNS = (("target/answer_hit", "target"), ("paraphrase/answer_hit", "paraphrase"),
                   (f"{LOCALITY}/answer_unchanged", "locality"), ("ppl:", "ppl"))
 
 
 def models_table(studies: list[StudyResults]) -> Table:
     """The same study on several models, side by side: per model (a study run with ``--model``)
-    efficacy, paraphrase top-1, answer-level locality and perplexity, each with its 95% interval.
+    efficacy, paraphrase answer, answer-level locality and perplexity, each with its 95% interval.
     Rows: the base model and every method of any of the studies, in the order they first appear;
     "-" where a study lacks the method or the column."""
     if len({s.meta.get("model_name") for s in studies}) != len(studies):
@@ -124,7 +125,7 @@ def models_table(studies: list[StudyResults]) -> Table:
             picked.append(col)
     rows = [[(m, False), *[(_fmt(c.cells.get(m)) if c is not None else "-", False) for c in picked]]
             for m in ["base", *methods]]
-    return Table("models", "The same study on each model (value [95% interval]): target and paraphrase exact top-1, "
+    return Table("models", "The same study on each model (value [95% interval]): target and paraphrase answer (by the rule), "
                            "locality = the answer unchanged from that model's own base output over every non-target "
                            "probe, perplexity (lower is better).", header, rows, *_grouped(labels))
 
@@ -137,7 +138,7 @@ def downstream_table(res: StudyResults) -> Table | None:
                  ["method", *[c.label for c in cols]], _method_rows(res, cols))
 
 
-DETAIL_METRICS = ("top1", "prob", "ns", "answer_unchanged", "unchanged", "changed_kl", "kl", "says_target",
+DETAIL_METRICS = ("answer_hit", "top1", "prob", "ns", "answer_unchanged", "unchanged", "changed_kl", "kl", "says_target",
                   "delta_logprob")
 
 
@@ -198,7 +199,7 @@ def criterion_table(res: StudyResults) -> Table | None:
     return Table("criterion", f"Isolation criterion: target top-1 >= {c['efficacy']:g}, paraphrase top-1 >= "
                               f"{c['paraphrase']:g}, answer unchanged over all non-target probes >= {c['locality']:g} "
                               "(meets: point estimates; with confidence: also the locality interval's lower bound).",
-                 ["method", "target top1", "paraphrase top1", "locality answer unchanged", "meets", "meets (95% lower bound)"],
+                 ["method", "target answer", "paraphrase answer", "locality answer unchanged", "meets", "meets (95% lower bound)"],
                  body)
 
 

@@ -2,9 +2,9 @@
 suite, ../shared/reference/two-plus-two-seed.md).
 
 Its metrics, computed on the rows of the ``seed38`` probe set: efficacy = P("5") > P("4") on the
-target probe (``prob``); paraphrase = share of paraphrases answering "5" (``top1``); near, far,
-general = accuracy against the *true* answer (``top1``: the suite's targets there are the true
-results, not the base model's outputs); "5" output rate = share of all 38 probes, target and
+target probe (``prob``); paraphrase = share of paraphrases answering "5" (``answer_hit``: the first
+integer of the answer is 5); near, far, general = accuracy against the *true* answer
+(``answer_hit``: the suite's targets there are the true results, not the base model's outputs); "5" output rate = share of all 38 probes, target and
 paraphrases included, whose answer is "5" (``says_target``). Intervals are exact
 (Clopper-Pearson), as published.
 """
@@ -18,8 +18,9 @@ from ..probes.seed38 import NAME as SEED38, PUBLISHED, PUBLISHED_MODEL
 from ..stats import clopper_pearson
 from .results import Cell, StudyResults
 
-COLUMNS = (("target", "prob", "target P(5)>P(4)"), ("paraphrase", "top1", "paraphrase says 5"),
-           ("near", "top1", "near acc."), ("far", "top1", "far acc."), ("general", "top1", "general acc."),
+COLUMNS = (("target", "prob", "target P(5)>P(4)"), ("paraphrase", "answer_hit", "paraphrase says 5"),
+           ("near", "answer_hit", "near acc."), ("far", "answer_hit", "far acc."),
+           ("general", "answer_hit", "general acc."),
            ("all", "says_target", '"5" rate (all 38)'))
 #: study labels that run a published setting with its hyperparameters -> the published setting
 PUBLISHED_LABELS = {"seed-naive-ft": "naive FT", "seed-constrained-ft": "constrained FT",

@@ -34,10 +34,11 @@ ANATOMY_PREFIXES = ("delta:", "cumulative:")
 
 
 def headline_metric(category: str) -> str:
-    """The metric a category is judged by: exact top-1 for what should change, ``answer_unchanged``
-    for what should not (the answer, e.g. the number, identical to the base model's own; the
-    output-level ``unchanged`` stays in the pooled columns and the detail table)."""
-    return "top1" if category in EFFICACY else "answer_unchanged"
+    """The metric a category is judged by: ``answer_hit`` for what should change (the answer read
+    by the probe's rule is the target; the token-level ``top1`` stays in the detail table), and
+    ``answer_unchanged`` for what should not (the answer, e.g. the number, identical to the base
+    model's own; the output-level ``unchanged`` stays in the pooled columns and the detail table)."""
+    return "answer_hit" if category in EFFICACY else "answer_unchanged"
 
 
 def parse_stored_config(config: dict[str, Any]) -> StudyConfig | None:
@@ -90,8 +91,8 @@ class CriterionRow:
     """One method against the study's ``criterion`` (efficacy, paraphrase and locality bars)."""
 
     method: str
-    efficacy: Cell | None     # target top-1
-    paraphrase: Cell | None   # paraphrase top-1
+    efficacy: Cell | None     # target answer_hit
+    paraphrase: Cell | None   # paraphrase answer_hit
     locality: Cell | None     # answer unchanged over all non-target probes
     meets: bool               # every point estimate clears its bar
     meets_lower: bool         # meets, and locality's 95% lower bound clears its bar too
@@ -327,7 +328,7 @@ def _tests(res: StudyResults) -> list[Test]:
     tests = []
     for col in res.columns:
         cat, _, metric = col.key.partition("/")
-        if metric not in ("top1", "unchanged", "answer_unchanged", "says_target"):
+        if metric not in ("answer_hit", "top1", "unchanged", "answer_unchanged", "says_target"):
             continue
         for m in res.edit_methods:
             if m == res.reference:
@@ -434,8 +435,8 @@ def criterion_rows(res: StudyResults) -> list[CriterionRow]:
 
 
 def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """Per method: ``ppl`` (guard or configured perplexity per step) and ``retention`` (top-1 on the
-    target probes of earlier edits, at each evaluated step)."""
+    """Per method: ``ppl`` (guard or configured perplexity per step) and ``retention`` (``answer_hit``
+    on the target probes of earlier edits, at each evaluated step)."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for m in res.methods:
         ppl = sorted((s["step"], s["value"]) for s in res.scalars
@@ -443,7 +444,8 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
         df = res.frame.df
         earlier = df[(df["method"] == m) & (df["category"] == "target") & df["edit_index"].notna()]
         earlier = earlier[(earlier["edit_index"] < earlier["step"] - 1).to_numpy(dtype=bool)]
-        kept = (earlier["top1"] == 1).groupby(earlier["step"].to_numpy()).mean()  # a NaN top1 counts as not kept
+        hit = res.frame.metric("answer_hit").loc[earlier.index]
+        kept = (hit == 1).groupby(earlier["step"].to_numpy()).mean()  # no answer counts as not kept
         ret = sorted((int(st), float(v)) for st, v in kept.items())
         out[m] = {"ppl": ppl, "retention": ret}
     return out
