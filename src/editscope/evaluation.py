@@ -33,6 +33,7 @@ import torch
 from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
 from .paths import cache_root
 from .models.model import Model, tensor_digests
+from .probe_versions import probe_digest
 from .requests import Probe, ProbeSet, resolve_sep
 from .scoring import (
     EncodedPair,
@@ -319,7 +320,8 @@ class EvalResult:
     (the base's top-1 minus top-2 next-token log-probability after the prompt, nats), token_acc
     (share of target tokens that are the teacher-forced argmax, as EasyEdit scores rewrites) and
     token_agree (share of target positions whose argmax is the base model's, EasyEdit's locality);
-    the last two are None where the target was not scored.
+    the last two are None where the target was not scored; probe_digest (the probe's content
+    digest, :func:`editscope.probe_versions.probe_digest`).
     """
 
     rows: list[dict[str, Any]]
@@ -350,7 +352,9 @@ class EvalResult:
         return pd.DataFrame(flat)
 
 
-def _default_watch(probes: Sequence[Probe]) -> str | None:
+def default_watch(probes: Sequence[Probe]) -> str | None:
+    """The edit target whose output rate :func:`evaluate` measures by default: the target of the
+    ``target`` probes when they all share one."""
     targets = {p.target for p in probes if p.category == "target"}
     return targets.pop() if len(targets) == 1 else None
 
@@ -396,7 +400,7 @@ def base_output_path(model: Model, probes: ProbeSet | Sequence[Probe], *, watch:
     """The file :func:`evaluate` caches the base model's outputs for ``probes`` in (same defaults),
     e.g. to ship them to workers that evaluate edits of the same base model."""
     probes = list(probes)
-    watch = watch if watch is not None else _default_watch(probes)
+    watch = watch if watch is not None else default_watch(probes)
     return _cache_path(model.base_fingerprint, probes_hash(probes, watch, top_k))
 
 
@@ -440,7 +444,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             raise TypeError(f"probes[{i}] is {type(p).__name__}, expected Probe")
     if not 1 <= top_k <= model.config.vocab_size:
         raise ValueError(f"top_k={top_k} must be between 1 and the vocabulary size {model.config.vocab_size}")
-    watch = watch if watch is not None else _default_watch(probes)
+    watch = watch if watch is not None else default_watch(probes)
     base_fp = model.base_fingerprint
     from .methods.handle import active_edits
 
@@ -530,7 +534,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             "greedy": greedy[i], "base_greedy": base.greedy_text[i], "base_logprob": base.logprob[i] if scored[i] else None,
             "base_top1": base_top1[i], "unchanged": bool(unchanged[i]), "kl": kls[i],
             "says_target": says_watch(greedy[i]), "is_base": is_base, "base_margin": margins[i],
-            "token_acc": token_acc[i], "token_agree": token_agree[i],
+            "token_acc": token_acc[i], "token_agree": token_agree[i], "probe_digest": probe_digest(p),
         })
     return EvalResult(rows=rows, probes_name=name, watch=watch, fingerprint=current_fp,
                       base_fingerprint=base_fp, resumed_from=resume.layer if resume else None,
@@ -538,4 +542,4 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
 
 
 __all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "UNSCORED_BY_DEFAULT",
-           "base_output_path", "compute_base_outputs", "evaluate", "scored_mask"]
+           "base_output_path", "compute_base_outputs", "default_watch", "evaluate", "scored_mask"]

@@ -255,9 +255,11 @@ def test_excess_over_placebo_is_the_hand_computed_difference(control_run):
         out = {}
         for r in res.final_rows(m):
             if r["category"] in ("near", "far"):
-                first = lambda t: re.match(r"\s*(-?[^\W_]+|\S)", t or "")  # noqa: E731
-                a, b = first(r["greedy"]), first(r["base_greedy"])
-                same = r["unchanged"] or ((a.group(1) if a else "") == (b.group(1) if b else ""))
+                def answer(t):  # the first integer; without one, the first word (the integer answer rule)
+                    n = re.search(r"(?<![\w.])-?\d+|\d+", t or "")
+                    w = re.match(r"\s*(-?[^\W_]+|\S)", t or "")
+                    return ("n", int(n.group())) if n else ("w", w.group(1) if w else "")
+                same = r["unchanged"] or answer(r["greedy"]) == answer(r["base_greedy"])
                 out[(r["unit"][:9], r["probe_set"], r["index"], r["unit"][9:])] = not same
         return out
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.answers import rule_name_of
+from ..probe_versions import row_digest
 from ..metrics.edit_metrics import METRICS, accepted_answers, aggregate_array
 from ..runner.store import BOOL_FIELDS, ROW_FIELDS, ROW_KEYS, ResultsStore
 from ..stats import cluster_bootstrap_mean, wilson_interval
@@ -95,6 +96,13 @@ class RowFrame:
         df["meta_id"] = meta_ids
         roots = {u: unit_root(u) for u in df["unit"].unique()}
         df["root"] = df["unit"].map(roots)
+        # rows stored before digests were kept: their digest from their stored fields
+        missing = df["probe_digest"].isna()
+        if missing.any():
+            part = df.loc[missing, ["prompt", "target", "category", "meta_id"]]
+            codes, combos = pd.MultiIndex.from_frame(part).factorize()
+            digests = np.asarray([row_digest(p, t, c, metas[int(i)]) for p, t, c, i in combos], dtype=object)
+            df.loc[missing, "probe_digest"] = digests[codes]
         # each probe's answer rule and accepted answers, once per distinct (target, meta)
         codes, combos = pd.MultiIndex.from_arrays([df["target"], df["meta_id"]]).factorize()
         rules = [rule_name_of(t, metas[int(i)]) for t, i in combos]

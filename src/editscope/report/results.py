@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from ..metrics.edit_metrics import METRICS
+from ..probe_versions import require_one_version
 from ..runner.config import StudyConfig
 from ..runner.store import FILENAME, ResultsStore, StoreError
 from ..stats import holm, mcnemar_exact, mean_interval
@@ -364,7 +365,9 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         # a partial run may not have reached the study's reference yet: test against the first method
         stored_ref = config.get("reference") if config.get("reference") in methods else None
         ref = reference or stored_ref or (methods[0] if methods else None)
-        res = StudyResults(run_dir, meta, config, methods, RowFrame.read(store), store.scalars(), store.events(), units,
+        frame = RowFrame.read(store)
+        require_one_version(frame.df, str(run_dir))  # nothing compares units measured on other probes
+        res = StudyResults(run_dir, meta, config, methods, frame, store.scalars(), store.events(), units,
                            None, [], [], ref, study.control_map() if study else {}, study)
     finally:
         store.close()

@@ -32,6 +32,7 @@ from .config import MethodSpec, StudyConfig
 from .plan import Plan, UnitPlan, build_plan
 from .results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
+from .reevaluate import StaleUnit, reevaluate_stale, stale_units
 from .units import Event, Runner, shared_first_block
 
 log = logging.getLogger(__name__)
@@ -192,14 +193,22 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                     ev.write(store)
                 on_unit(ev.unit, ev.progress_info())
 
+            stale = stale_units(plan, store) if resume else []
             if executor is None:
                 if model is None:
                     with working(f"loading {config.model.name}", progress):
                         model = load_study_model(config)
                 admit(model.base_fingerprint, model.name)
                 with _run_threads(store, config):
+                    if stale:
+                        _reevaluate(plan, store, model, stored, stale, progress)
+                        stored = Stored.of(store)  # units that did not reproduce are computed again
                     run_local(plan, stored, model, deliver, progress=progress)
             else:
+                if stale:
+                    raise InputError(f"{len(stale)} stored units were measured on other versions of the study's "
+                                     "probes; resume once with --backend local to re-evaluate them, then continue "
+                                     "with --backend ray")
                 executor.run(plan, stored, deliver, admit=admit, current=lambda: Stored.of(store))
         store.set_meta(status="complete", finished=now_iso())
     finally:
@@ -245,6 +254,22 @@ def _admit_model(store: ResultsStore, plan: Plan, out: str | Path, fingerprint: 
     for warning in check_mined_provenance([e.meta for e in plan.edits], fingerprint):
         log.warning("%s", warning)
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _reevaluate(plan: Plan, store: ResultsStore, model: Model, stored: Stored, stale: list[StaleUnit],
+                progress: bool) -> None:
+    """Re-measure the stale units (:mod:`editscope.runner.reevaluate`) before the run continues."""
+    names = list(dict.fromkeys(s.stored.method for s in stale))
+    specs = [m for m in plan.config.all_methods() if m.name in names]
+    print(f"note: {len(stale)} stored units were measured on other versions of the study's probes "
+          f"({sum(s.n_probes for s in stale)} probes in all); re-evaluating them", file=sys.stderr)
+    with working("key statistics for the re-evaluated methods", progress):
+        _prefetch_statistics(model, specs, plan.config)
+    runner = Runner(plan, model, stored)
+    counts = reevaluate_stale(plan, store, runner, stale, progress=progress)
+    store.set_meta(reevaluated=now_iso())
+    print(f"note: re-evaluated {counts['units']} units ({counts['probes']} probes); {counts['redo']} units did not "
+          "reproduce their stored state and are computed again", file=sys.stderr)
 
 
 def pending_methods(plan: Plan, stored: Stored) -> list[MethodSpec]:

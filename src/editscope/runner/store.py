@@ -66,12 +66,13 @@ CREATE TABLE IF NOT EXISTS rows (
     edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
     logprob REAL, n_tokens INTEGER, top1 INTEGER, alt_kind TEXT, alt_logprob REAL, base_logprob REAL,
     base_top1 INTEGER, unchanged INTEGER, kl REAL, says_target INTEGER, greedy TEXT, base_greedy TEXT,
-    is_base INTEGER, base_margin REAL, token_acc REAL, token_agree REAL, PRIMARY KEY(unit_id, probe_set, probe_index));
+    is_base INTEGER, base_margin REAL, token_acc REAL, token_agree REAL, probe_digest TEXT,
+    PRIMARY KEY(unit_id, probe_set, probe_index));
 """
 
 #: format 2: the fields of a row that depend only on the probe (and the base model), and the rest
 PROBE_FIELDS = ("edit_index", "category", "prompt", "target", "meta", "base_logprob", "base_top1", "base_greedy",
-                "base_margin")
+                "base_margin", "probe_digest")
 MEASURE_FIELDS = ("logprob", "n_tokens", "top1", "alt_kind", "alt_logprob", "unchanged", "kl", "says_target",
                   "greedy", "is_base", "token_acc", "token_agree")
 
@@ -79,7 +80,7 @@ _ROWS_TABLES_V2 = """
 CREATE TABLE IF NOT EXISTS probes (
     id INTEGER PRIMARY KEY, probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL, digest TEXT NOT NULL,
     edit_index INTEGER, category TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, meta TEXT NOT NULL,
-    base_logprob REAL, base_top1 INTEGER, base_greedy TEXT, base_margin REAL,
+    base_logprob REAL, base_top1 INTEGER, base_greedy TEXT, base_margin REAL, probe_digest TEXT,
     UNIQUE(probe_set, probe_index, digest));
 CREATE TABLE IF NOT EXISTS measures (
     unit_id INTEGER NOT NULL REFERENCES units(id), probe_set TEXT NOT NULL, probe_index INTEGER NOT NULL,
@@ -94,7 +95,7 @@ CREATE VIEW rows AS
     SELECT m.unit_id, m.probe_set, m.probe_index, p.edit_index, p.category, p.prompt, p.target, p.meta,
            m.logprob, m.n_tokens, m.top1, m.alt_kind, m.alt_logprob, p.base_logprob, p.base_top1, m.unchanged,
            m.kl, m.says_target, COALESCE(m.greedy, p.base_greedy) AS greedy, p.base_greedy, m.is_base,
-           p.base_margin, m.token_acc, m.token_agree
+           p.base_margin, m.token_acc, m.token_agree, p.probe_digest
     FROM measures m JOIN probes p ON p.id = m.probe_id;
 """
 
@@ -102,11 +103,11 @@ CREATE VIEW rows AS
 ROW_KEYS = ("method", "unit", "step", "probe_set", "index", "edit_index")
 ROW_FIELDS = ("category", "prompt", "target", "meta", "logprob", "n_tokens", "top1", "alt_kind", "alt_logprob",
               "base_logprob", "base_top1", "unchanged", "kl", "says_target", "greedy", "base_greedy", "is_base",
-              "base_margin", "token_acc", "token_agree")
+              "base_margin", "token_acc", "token_agree", "probe_digest")
 #: columns added after a table was first written, with their SQL type: added in place to older
 #: stores (whose rows then read None there), per table
-_ADDED_COLUMNS = {"rows": {"base_margin": "REAL", "token_acc": "REAL", "token_agree": "REAL"},
-                  "measures": {"token_acc": "REAL", "token_agree": "REAL"}}
+_ADDED_COLUMNS = {"rows": {"base_margin": "REAL", "token_acc": "REAL", "token_agree": "REAL", "probe_digest": "TEXT"},
+                  "measures": {"token_acc": "REAL", "token_agree": "REAL"}, "probes": {"probe_digest": "TEXT"}}
 BOOL_FIELDS = {"top1", "base_top1", "unchanged", "says_target", "is_base"}
 
 
@@ -152,7 +153,7 @@ class ResultsStore:
         self._probe_ids: dict[tuple[str, int, str], int] = {}
         if self.format == STORE_FORMAT:
             self.db.executescript(_ROWS_TABLES_V2)
-            added = self._add_columns("measures")
+            added = self._add_columns("measures") | self._add_columns("probes")
             view = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
             if added or not set(ROW_FIELDS) <= view:
                 self.db.executescript("DROP VIEW IF EXISTS rows;" + _ROWS_VIEW_V2)
@@ -251,6 +252,40 @@ class ResultsStore:
                 for f in MEASURE_FIELDS)))
         db.executemany(f"INSERT INTO measures(unit_id, probe_set, probe_index, probe_id, {', '.join(MEASURE_FIELDS)}) "
                        f"VALUES ({', '.join('?' * (4 + len(MEASURE_FIELDS)))})", measures)
+
+    def replace_rows(self, unit_id: int, drop: Mapping[str, Sequence[int]],
+                     rows: Mapping[str, Sequence[Mapping[str, Any]]], event: tuple[str, Mapping[str, Any]]) -> None:
+        """Re-measured probes of a stored unit, in one transaction: delete its rows of ``drop``
+        (probe set -> indices), write ``rows`` (probe set -> rows, as :meth:`add_unit` takes them)
+        and record ``event`` (kind, detail)."""
+        table = "measures" if self.format == STORE_FORMAT else "rows"
+        with self.transaction() as db:
+            for pset, idx in drop.items():
+                db.executemany(f"DELETE FROM {table} WHERE unit_id = ? AND probe_set = ? AND probe_index = ?",
+                               [(unit_id, pset, int(i)) for i in idx])
+            for pset, rs in rows.items():
+                self._add_rows(db, unit_id, pset, rs)
+            db.execute("INSERT INTO events(unit_id, kind, detail) VALUES (?, ?, ?)",
+                       (unit_id, event[0], json.dumps(dict(event[1]), default=str)))
+
+    def delete_unit(self, unit_id: int) -> None:
+        """Remove a unit and everything it measured (so that a resumed run computes it again)."""
+        table = "measures" if self.format == STORE_FORMAT else "rows"
+        with self.transaction() as db:
+            for t in (table, "scalars", "events"):
+                db.execute(f"DELETE FROM {t} WHERE unit_id = ?", (unit_id,))
+            db.execute("DELETE FROM units WHERE id = ?", (unit_id,))
+
+    def probe_digests(self, unit_id: int) -> dict[str, dict[int, str]]:
+        """A unit's stored probes: probe set -> {index: content digest} (computed from the stored
+        fields for rows written before digests were kept)."""
+        from ..probe_versions import row_digest
+
+        out: dict[str, dict[int, str]] = {}
+        q = "SELECT probe_set, probe_index, prompt, target, category, meta, probe_digest FROM rows WHERE unit_id = ?"
+        for pset, idx, prompt, target, cat, meta, digest in self.db.execute(q, (unit_id,)):
+            out.setdefault(pset, {})[idx] = digest or row_digest(prompt, target, cat, meta)
+        return out
 
     # ---- reading
     def units(self, method: str | None = None) -> list[Unit]:

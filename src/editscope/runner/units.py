@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -80,13 +81,34 @@ class Runner:
     # ---- measurements
     def _evaluate(self, unit: UnitPlan, digests: dict[str, str] | None = None) -> dict[str, list[dict[str, Any]]]:
         sets = self.plan.all_sets() if unit.method == "base" else self.plan.eval_sets(unit)
+        keep = self.keep_hidden if unit.method == "base" else None
+        return self.evaluate_sets(sets, digests, keep_hidden=keep)
+
+    def evaluate_sets(self, sets: dict[str, tuple[int | None, Any]], digests: dict[str, str] | None = None, *,
+                      keep_hidden: int | None = None, watches: dict[str, str | None] | None = None
+                      ) -> dict[str, list[dict[str, Any]]]:
+        """The current model state on probe sets (name -> (edit index, ProbeSet)): name -> rows.
+        ``watches``: a set's watched target when it is part of a larger set (default: its own)."""
         digests = digests if digests is not None else tensor_digests(self.model.hf)
         out = {}
-        keep = self.keep_hidden if unit.method == "base" else None
         for name, (edit_index, ps) in sets.items():
-            res = evaluate(self.model, ps, digests=digests, keep_hidden=keep)
+            watch = (watches or {}).get(name)
+            res = evaluate(self.model, ps, digests=digests, keep_hidden=keep_hidden, watch=watch)
             out[name] = [{**r, "edit_index": edit_index} for r in res.rows]
         return out
+
+    @contextmanager
+    def applied(self, method: MethodSpec, unit: UnitPlan) -> Iterator[tuple[str, dict[str, str], str | None]]:
+        """The model with a single or batch unit's edit applied as the unit applies it (same seed and
+        hyperparameters), undone on exit: yields (the state's key, the weights' digests, the failure
+        message of an edit that was rolled back, or None)."""
+        handles, _, failure = self._apply(method, unit, [])
+        try:
+            digests = self._digests_with(handles)
+            yield self.model.state_key(digests), digests, failure
+        finally:
+            for h in reversed(handles):
+                h.undo()
 
     def _scalars(self, unit: UnitPlan) -> Scalars:
         out: Scalars = {}

@@ -1,0 +1,126 @@
+"""Stale units of a resumed run: stored units measured on other versions of the study's probes
+(a suite changed since they ran), found and re-measured so that a store never mixes probe versions.
+
+A unit is stale when, for a probe set it evaluates, a stored probe's content digest
+(:mod:`editscope.probe_versions`) differs from the plan's, a planned probe is missing, or a stored
+probe is no longer planned. Re-evaluation re-applies the unit's edit (same seed and hyperparameters)
+and checks that it reproduces the stored model state (the unit's fingerprint); then only the
+differing probes are measured again and replace the stale rows, in one transaction per unit (the
+rows of unchanged probes are measurements of the same state on the same probes). A unit whose
+edit does not reproduce its stored state is removed, so the resumed run computes it whole.
+Sequential chains are not re-evaluated in place (their steps depend on each other): such a run is
+refused with the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from ..evaluation import default_watch
+from ..probe_versions import probe_digest
+from ..requests import ProbeSet
+from .plan import Plan, UnitPlan
+from .store import ResultsStore, Unit
+from .units import Runner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StaleUnit:
+    """A stored unit and what differs: per probe set, the planned indices to measure again and the
+    stored indices to drop (re-measured ones and ones no longer planned)."""
+
+    stored: Unit
+    plan: UnitPlan
+    measure: dict[str, list[int]] = field(default_factory=dict)
+    drop: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def n_probes(self) -> int:
+        return sum(len(v) for v in self.measure.values())
+
+
+def planned_sets(plan: Plan, unit: UnitPlan) -> dict[str, tuple[int | None, ProbeSet]]:
+    """The probe sets a unit evaluates (the base unit: every set of the study)."""
+    return plan.all_sets() if unit.method == "base" else plan.eval_sets(unit)
+
+
+def stale_units(plan: Plan, store: ResultsStore) -> list[StaleUnit]:
+    """Every stored unit whose measured probes differ from the plan's (base unit first)."""
+    by_key = {(u.method, u.unit): u for u in plan.units}
+    wanted_cache: dict[str, dict[int, str]] = {}
+    out = []
+    for su in store.units():
+        up = by_key.get((su.method, su.unit))
+        if up is None or su.status not in ("done", "failed"):
+            continue
+        have = store.probe_digests(su.id)
+        if not have and su.method != "base" and not up.evaluate:
+            continue  # a unit that evaluates nothing (a sequential step between evaluations)
+        st = StaleUnit(su, up)
+        for name, (_, ps) in planned_sets(plan, up).items():
+            if name not in wanted_cache:
+                wanted_cache[name] = {i: probe_digest(p) for i, p in enumerate(ps)}
+            want, got = wanted_cache[name], have.get(name, {})
+            measure = [i for i, d in want.items() if got.get(i) != d]
+            drop = [i for i in got if i not in want or got[i] != want[i]]
+            if measure:
+                st.measure[name] = measure
+            if drop:
+                st.drop[name] = drop
+        if st.measure or st.drop:
+            out.append(st)
+    return out
+
+
+def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: list[StaleUnit],
+                     progress: bool = False) -> dict[str, int]:
+    """Re-measure ``stale`` units on ``runner``'s model (see the module docstring). Returns counts:
+    ``units`` re-measured in place, ``probes`` measured, ``redo`` units removed to be computed again."""
+    if not stale:
+        return {"units": 0, "probes": 0, "redo": 0}
+    if plan.config.protocol.kind == "sequential":
+        names = ", ".join(f"{s.stored.method}/{s.stored.unit}" for s in stale[:5])
+        raise InputError(f"{len(stale)} stored units of this sequential run were measured on other versions of the "
+                         f"study's probes ({names}{', ...' if len(stale) > 5 else ''}); a chain cannot be re-measured "
+                         "in place. Run the study again into a new --out folder")
+    specs = {m.name: m for m in plan.config.all_methods()}
+    counts = {"units": 0, "probes": 0, "redo": 0}
+    # base first: its re-measurement leaves the base outputs every edited unit is compared with
+    stale = sorted(stale, key=lambda s: s.stored.method != "base")
+    for st in stale:
+        sets = planned_sets(plan, st.plan)
+        sub = {name: (sets[name][0], ProbeSet([sets[name][1][i] for i in idx], name=sets[name][1].name))
+               for name, idx in st.measure.items()}
+        # the whole set's watched target, so the subset is measured exactly as it would be in its set
+        watches = {name: default_watch(sets[name][1]) for name in sub}
+        runner.evaluate_sets(sub, watches=watches)  # on the base weights: the base outputs for these probes
+        if st.stored.method == "base":
+            rows = runner.evaluate_sets(sub, watches=watches)
+        else:
+            with runner.applied(specs[st.stored.method], st.plan) as (key, digests, failure):
+                if key != st.stored.fingerprint or bool(failure) != (st.stored.status == "failed"):
+                    log.warning("%s/%s: re-applying the edit did not reproduce the stored state; it is computed "
+                                "again whole", st.stored.method, st.stored.unit)
+                    store.delete_unit(st.stored.id)
+                    counts["redo"] += 1
+                    continue
+                rows = runner.evaluate_sets(sub, digests, watches=watches)
+        for name, rs in rows.items():
+            full = st.measure[name]
+            for r in rs:
+                r["index"] = full[r["index"]]  # back to the index in the whole probe set
+        store.replace_rows(st.stored.id, st.drop, rows, ("reevaluated", {
+            "probes": {k: len(v) for k, v in st.measure.items()}, "dropped": {k: len(v) for k, v in st.drop.items()}}))
+        counts["units"] += 1
+        counts["probes"] += st.n_probes
+        if progress:
+            print(f"re-evaluated {st.stored.method}/{st.stored.unit} on {st.n_probes} changed probes", file=sys.stderr)
+    return counts
+
+
+__all__ = ["StaleUnit", "planned_sets", "reevaluate_stale", "stale_units"]
