@@ -3,7 +3,9 @@
 Every rate an editscope report prints (edit success, locality, generalisation,
 ...) is a proportion or a mean over a finite probe set, and every comparison
 between two editing methods is a paired comparison on the *same* probes.  This
-module holds the small, dependency-light (numpy + scipy) tools used for that:
+module holds the tools used for that, on statsmodels and SciPy where they have them (Wilson,
+Clopper-Pearson, exact McNemar, Holm, Cochran-Mantel-Haenszel, t-tests) with the checks and edge
+cases editscope needs around them:
 
 * :func:`wilson_interval` -- confidence interval for a binomial proportion.
 * :func:`clopper_pearson` -- exact (Clopper-Pearson) binomial interval.
@@ -16,6 +18,11 @@ module holds the small, dependency-light (numpy + scipy) tools used for that:
 * :func:`mcnemar_exact` -- exact McNemar test for paired binary outcomes.
 * :func:`paired_bootstrap` -- paired bootstrap interval and p-value for the
   difference of a statistic between two paired samples.
+* :func:`cmh_paired` -- two methods' binary outcomes compared within each
+  edit and combined across edits (Cochran-Mantel-Haenszel).
+* :func:`tost` -- equivalence of a mean difference to zero within a stated
+  margin (two one-sided t-tests, over edits when clusters are given), and
+  :func:`verdict`: equivalent / different / inconclusive.
 * :func:`holm`, :func:`bonferroni`, :func:`reject` -- multiple-comparison
   adjustment of p-values.
 
@@ -35,9 +42,19 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as _sps
+from statsmodels.stats.contingency_tables import StratifiedTable
+from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.weightstats import DescrStatsW
 
 __all__ = [
     "BootstrapResult",
+    "EquivalenceResult",
+    "StratifiedResult",
+    "cmh_paired",
+    "tost",
+    "verdict",
     "ExcessResult",
     "Interval",
     "McNemarResult",
@@ -347,15 +364,10 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     k, m, c = _check_binomial(successes, n, confidence)
     if m == 0:
         return Interval(value=math.nan, low=0.0, high=1.0, n=0, confidence=c, method="wilson")
-    p = k / m
-    z = float(_sps.norm.isf((1.0 - c) / 2.0))
-    z2 = z * z
-    denom = 1.0 + z2 / m
-    center = (p + z2 / (2.0 * m)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / m + z2 / (4.0 * m * m)) / denom
-    low = 0.0 if k == 0 else min(max(center - half, 0.0), 1.0)
-    high = 1.0 if k == m else min(max(center + half, 0.0), 1.0)
-    return Interval(value=p, low=low, high=high, n=m, confidence=c, method="wilson")
+    lo, hi = proportion_confint(k, m, alpha=1.0 - c, method="wilson")
+    low = 0.0 if k == 0 else min(max(float(lo), 0.0), 1.0)
+    high = 1.0 if k == m else min(max(float(hi), 0.0), 1.0)
+    return Interval(value=k / m, low=low, high=high, n=m, confidence=c, method="wilson")
 
 
 def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Interval:
@@ -390,9 +402,9 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> Interva
     k, m, c = _check_binomial(successes, n, confidence)
     if m == 0:
         return Interval(value=math.nan, low=0.0, high=1.0, n=0, confidence=c, method="clopper-pearson")
-    alpha = 1.0 - c
-    low = 0.0 if k == 0 else float(_sps.beta.ppf(alpha / 2.0, k, m - k + 1))
-    high = 1.0 if k == m else float(_sps.beta.ppf(1.0 - alpha / 2.0, k + 1, m - k))
+    lo, hi = proportion_confint(k, m, alpha=1.0 - c, method="beta")
+    low = 0.0 if k == 0 else float(lo)
+    high = 1.0 if k == m else float(hi)
     return Interval(value=k / m, low=low, high=high, n=m, confidence=c, method="clopper-pearson")
 
 
@@ -888,12 +900,135 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> McNemarResult:
     n01 = int(np.count_nonzero(~aa & bb))
     n10 = int(np.count_nonzero(aa & ~bb))
     stat = min(n01, n10)
-    discordant = n01 + n10
-    if discordant == 0:
+    if n01 + n10 == 0:
         pvalue = 1.0
     else:
-        pvalue = min(1.0, 2.0 * float(_sps.binom.cdf(stat, discordant, 0.5)))
+        table = [[int(np.count_nonzero(aa & bb)), n10], [n01, int(np.count_nonzero(~aa & ~bb))]]
+        pvalue = min(1.0, float(_sm_mcnemar(table, exact=True).pvalue))
     return McNemarResult(n=int(aa.size), n01=n01, n10=n10, statistic=stat, pvalue=pvalue)
+
+
+# --------------------------------------------------------------------------- #
+# Stratified and equivalence tests
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class StratifiedResult(_Fields):
+    """Outcome of :func:`cmh_paired`.
+
+    Attributes:
+        n: paired observations (probes) over all strata.
+        n_strata: strata (edits) with observations.
+        diff: mean of ``b - a`` (fraction).
+        statistic: the Cochran-Mantel-Haenszel chi-square (continuity-corrected).
+        pvalue: its two-sided p-value in ``[0, 1]``.
+    """
+
+    n: int
+    n_strata: int
+    diff: float
+    statistic: float
+    pvalue: float
+
+
+def cmh_paired(a: Sequence[bool], b: Sequence[bool], strata: Sequence[Any]) -> StratifiedResult:
+    """Two methods' binary outcomes on the same probes, compared within each stratum (an edit) and
+    combined across strata by the Cochran-Mantel-Haenszel test of a common odds ratio of 1.
+
+    Each stratum contributes the 2x2 table (method a, method b) x (true, false) of its probes, so
+    a probe set that is large for one edit does not stand in for many edits, and no edit's probes
+    are pooled with another's. Strata where every outcome is the same carry no information.
+
+    Raises:
+        ValueError: lengths differ, or a value is not boolean / 0 / 1.
+    """
+    aa, bb = _as_bools(a, "a"), _as_bools(b, "b")
+    if aa.size != bb.size:
+        raise ValueError(f"a and b must have the same length, got len(a)={aa.size}, len(b)={bb.size}")
+    codes, k = _cluster_codes(strata, aa.size, "strata")
+    tables = []
+    for s in range(k):
+        m = codes == s
+        ya, yb = int(aa[m].sum()), int(bb[m].sum())
+        n = int(m.sum())
+        if 0 < ya + yb < 2 * n:
+            tables.append(np.array([[ya, n - ya], [yb, n - yb]], dtype=float))
+    diff = float(bb.mean() - aa.mean()) if aa.size else math.nan
+    if not tables:
+        return StratifiedResult(int(aa.size), k, diff, 0.0, 1.0)
+    res = StratifiedTable(tables).test_null_odds(correction=True)
+    p = float(res.pvalue)
+    return StratifiedResult(int(aa.size), k, diff, float(res.statistic), 1.0 if math.isnan(p) else min(p, 1.0))
+
+
+@dataclass(frozen=True)
+class EquivalenceResult(_Fields):
+    """Outcome of :func:`tost`.
+
+    Attributes:
+        diff: the mean difference (over clusters' means when clustered).
+        low, high: its ``1 - 2 * alpha`` interval (90% for alpha 0.05): inside ``[-margin, margin]``
+            exactly when the equivalence test rejects.
+        margin: the equivalence margin (same units as ``diff``).
+        p_equivalence: the TOST p-value (the larger of the two one-sided p-values).
+        p_difference: the two-sided t-test p-value of ``diff == 0``.
+        n: observations (clusters when clustered).
+        method: ``"tost-t"`` (over observations) or ``"tost-t-clusters"``.
+    """
+
+    diff: float
+    low: float
+    high: float
+    margin: float
+    p_equivalence: float
+    p_difference: float
+    n: int
+    method: str
+
+
+def tost(diffs: Sequence[float], margin: float = 0.02, *, clusters: Sequence[Any] | None = None,
+         alpha: float = 0.05) -> EquivalenceResult:
+    """Two one-sided t-tests of ``|mean(diffs)| < margin`` (statsmodels ``ttost_mean``), with the
+    two-sided test of ``mean(diffs) == 0`` beside it. With ``clusters`` (e.g. the edit of each probe)
+    the test runs over the clusters' mean differences, each cluster weighted equally: the claim is
+    then about edits, not about these probes.
+
+    Raises:
+        ValueError: ``margin <= 0`` (names the margin and the fix), ``alpha`` outside (0, 1),
+            non-finite values, or clusters of another length.
+    """
+    if not (isinstance(margin, (int, float)) and margin > 0 and math.isfinite(margin)):
+        raise ValueError(f"equivalence margin={margin!r} must be a positive number (the largest difference that "
+                         "counts as no effect, e.g. 0.02)")
+    _check_alpha(alpha)
+    x = _as_float_array(diffs, "diffs", allow_empty=False)
+    method = "tost-t"
+    if clusters is not None:
+        codes, k = _cluster_codes(clusters, x.size, "clusters")
+        x = np.bincount(codes, weights=x, minlength=k) / np.bincount(codes, minlength=k)
+        method = "tost-t-clusters"
+    mean, n = float(x.mean()), int(x.size)
+    if n < 2 or float(np.var(x)) == 0.0:  # no spread to test against: the observed difference is all there is
+        inside = abs(mean) < margin
+        return EquivalenceResult(mean, mean, mean, float(margin), 0.0 if inside and n >= 2 else 1.0,
+                                 1.0 if mean == 0 or n < 2 else 0.0, n, method)
+    d = DescrStatsW(x)
+    p_eq = float(d.ttost_mean(-margin, margin)[0])
+    p_diff = float(d.ttest_mean(0.0)[1])
+    low, high = (float(v) for v in d.tconfint_mean(alpha=2 * alpha))
+    return EquivalenceResult(mean, low, high, float(margin), p_eq, p_diff, n, method)
+
+
+def verdict(p_difference: float, p_equivalence: float, alpha: float = 0.05) -> str:
+    """``"equivalent"`` (the difference is inside the margin), ``"different"`` (the difference is
+    not zero and not shown to be inside the margin), ``"different, within margin"`` (both), or
+    ``"inconclusive"`` (neither: too few observations to say "no effect" or "an effect")."""
+    _check_alpha(alpha)
+    diff, eq = p_difference < alpha, p_equivalence < alpha
+    if eq:
+        return "different, within margin" if diff else "equivalent"
+    return "different" if diff else "inconclusive"
 
 
 # --------------------------------------------------------------------------- #
@@ -928,12 +1063,7 @@ def holm(pvalues: Sequence[float], alpha: float = 0.05) -> list[float]:
     m = p.size
     if m == 0:
         return []
-    order = np.argsort(p, kind="stable")
-    scaled = (m - np.arange(m)) * p[order]
-    adjusted_sorted = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    adjusted = np.empty(m, dtype=float)
-    adjusted[order] = adjusted_sorted
-    return [float(v) for v in adjusted]
+    return [float(v) for v in multipletests(p, method="holm")[1]]
 
 
 def bonferroni(pvalues: Sequence[float]) -> list[float]:

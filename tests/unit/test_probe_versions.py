@@ -53,12 +53,12 @@ def test_version_splits_name_the_units_and_the_differing_probes():
     assert version_splits(RowFrame.of(rows[:12]).df) == []
 
 
-def _fork_probe_version(store_path, units, index=0):
+def _fork_probe_version(store_path, units, index=0, pset="arithmetic#e0"):
     """Make ``units`` ((method, unit) pairs) look measured on an older version of probe ``index`` of the first edit's set:
     their rows point at a copy of the probe with another prompt and no stored digest."""
     db = sqlite3.connect(store_path)
-    pid, pset = db.execute("SELECT p.id, p.probe_set FROM probes p WHERE p.probe_set LIKE 'arithmetic#e0' "
-                           "AND p.probe_index = ? LIMIT 1", (index,)).fetchone()
+    pid = db.execute("SELECT p.id FROM probes p WHERE p.probe_set = ? AND p.probe_index = ? LIMIT 1",
+                     (pset, index)).fetchone()[0]
     cols = [r[1] for r in db.execute("PRAGMA table_info(probes)") if r[1] != "id"]
     rec = dict(zip(cols, db.execute(f"SELECT {', '.join(cols)} FROM probes WHERE id = ?", (pid,)).fetchone()))
     rec.update(prompt="What was " + rec["prompt"], probe_digest=None, digest="old")
@@ -111,3 +111,34 @@ def test_sequential_runs_with_stale_units_are_refused_with_the_fix(tmp_path):
     _fork_probe_version(run / "results.sqlite", [("ft-m", "step-0001")])
     with pytest.raises(Exception, match="new --out folder"):
         run_study(cfg, run, resume=True, progress=False)
+
+
+def test_a_re_applied_edit_is_checked_on_its_stored_measurements(tmp_path):
+    """Where the re-applied state's fingerprint differs (float results of another machine), the unit
+    is kept when its stored greedy outputs are reproduced on a sample, and computed again when not."""
+    cfg = parse_config(STUDY)
+    run = run_study(cfg, tmp_path / "run", progress=False)
+    path = run / "results.sqlite"
+    _fork_probe_version(path, [("ft-m", "edit-0000")], index=1)
+    _fork_probe_version(path, [("ft-m", "edit-0001")], index=1, pset="arithmetic#e1")
+    db = sqlite3.connect(path)
+    db.execute("UPDATE units SET fingerprint = 'another machine' WHERE method = 'ft-m'")
+    # ft-m/edit-0001's stored target output is not what its edit gives: it must be computed again
+    pid = db.execute("SELECT m.probe_id FROM measures m JOIN units u ON u.id = m.unit_id JOIN probes p ON p.id = "
+                     "m.probe_id WHERE u.method = 'ft-m' AND u.unit = 'edit-0001' AND p.category = 'target'"
+                     ).fetchone()[0]
+    db.execute("UPDATE measures SET greedy = 'not this' WHERE probe_id = ? AND unit_id = (SELECT id FROM units "
+               "WHERE method = 'ft-m' AND unit = 'edit-0001')", (pid,))
+    db.commit()
+    db.close()
+    run_study(cfg, run, resume=True, progress=False)
+    store = ResultsStore(path)
+    try:
+        events = {(e["method"], e["unit"]): e["detail"] for e in store.events() if e["kind"] == "reevaluated"}
+        units = {(u.method, u.unit): u for u in store.units()}
+    finally:
+        store.close()
+    check = events[("ft-m", "edit-0000")]["reproduced"]
+    assert check["state"] == "measurements" and check["agree"] == 1.0 and check["efficacy_checked"] >= 1
+    assert ("ft-m", "edit-0001") not in events and units[("ft-m", "edit-0001")].fingerprint != "another machine"
+    load_results(run)  # one version again

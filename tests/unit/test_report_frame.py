@@ -109,7 +109,7 @@ def _store(tmp_path, n_edits: int = 3):
             rows = [{"index": 0, "edit_index": i, "category": "target", "prompt": f"p{i} is", "target": f"n{i}",
                      "meta": {}, "logprob": -0.1, "n_tokens": 1, "top1": (method, i) != ("memit", 1)}]
             s.add_unit(method, f"edit-{i:04d}", 0, [i], "ok", rows={
-                "case": rows,
+                f"case#e{i}": rows,  # one probe set per edit, as a plan names them
                 "near": [{**r, "greedy": " other" if r["index"] in flips[(method, i)] else r["greedy"],
                           "unchanged": r["index"] not in flips[(method, i)], "is_base": False,
                           "base_greedy": r["greedy"], "kl": 0.3} for r in near]})

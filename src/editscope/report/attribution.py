@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..metrics.edit_metrics import METRICS
-from ..stats import ExcessResult, excess_rate, holm
-from .results import (EFFICACY, LOCALITY, Cell, StudyResults, Test, category_index, category_rows, index_cell,
+from ..stats import ExcessResult, excess_rate
+from .results import (EFFICACY, LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell,
                       paired_test, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
@@ -140,9 +140,7 @@ def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer
         if t is not None:
             t.method = f"{a} vs {b}"
             tests.append(t)
-    for t, p in zip(tests, holm([t.p for t in tests]) if tests else []):
-        t.p_holm = p
-    return tests
+    return adjust(tests)
 
 
 __all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "identity_exceptions",

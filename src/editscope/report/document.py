@@ -401,8 +401,10 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 t = paired_test(res, parts[0], res.reference, *parts[1].split("/", 1))
             if t is None:
                 raise DocumentError(f"no McNemar test of {parts[0]!r} on {parts[1]!r} against {res.reference!r}")
-            which = "p (Holm)" if any(t is x for x in res.tests) else "p (single test, unadjusted)"
-            return f"difference {t.diff:+.3f}, {which} {fmt_p(t.p_holm)}"
+            adjusted = any(t is x for x in res.tests)
+            which = "p (Holm)" if adjusted else "p (single test, unadjusted)"
+            return (f"difference {t.diff:+.3f}, {which} {fmt_p(t.p_holm)}, {t.verdict} "
+                    f"(TOST within +-{t.margin:g}{', Holm' if adjusted else ''}: p {fmt_p(t.p_tost_holm)})")
         if kind == "figure":
             paths = (figures or {}).get(args)
             if not paths:

@@ -97,6 +97,7 @@ class RowFrame:
         roots = {u: unit_root(u) for u in df["unit"].unique()}
         df["root"] = df["unit"].map(roots)
         # rows stored before digests were kept: their digest from their stored fields
+        df["probe_digest"] = df["probe_digest"].astype(object)
         missing = df["probe_digest"].isna()
         if missing.any():
             part = df.loc[missing, ["prompt", "target", "category", "meta_id"]]
@@ -146,6 +147,14 @@ class RowFrame:
             codes[keys] = pd.Series(pd.MultiIndex.from_frame(self.df[list(keys)]).factorize()[0], index=self.df.index)
         vals = self.metric(metric).loc[index]
         out = pd.Series(vals.to_numpy(), index=codes[keys].loc[index].to_numpy()).dropna()
+        return out[~out.index.duplicated(keep="last")]
+
+    def key_roots(self, keys: tuple[str, ...]) -> pd.Series:
+        """The protocol unit root (the edit) of each probe key code :meth:`keyed` gives for ``keys``
+        (the last row's, as :meth:`keyed` keeps)."""
+        self.keyed(self.df.index[:0], keys, "logprob")  # builds the key codes
+        codes = self.__dict__["_key_codes"][keys]
+        out = pd.Series(self.df["root"].to_numpy(), index=codes.to_numpy())
         return out[~out.index.duplicated(keep="last")]
 
     def meta_mask(self, index: pd.Index, where: Mapping[str, str]) -> pd.Series:

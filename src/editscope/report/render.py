@@ -165,11 +165,23 @@ def tests_table(res: StudyResults) -> Table | None:
     for t in res.tests:
         sig = t.p_holm < 0.05
         rows.append([(t.method, False), (t.column, False), (str(t.n), False), (f"{t.n01}/{t.n10}", False),
-                     (f"{t.diff:+.3f}", False), (fmt_p(t.p), False), (fmt_p(t.p_holm), sig)])
-    return Table("mcnemar", f"Paired exact McNemar test of each method against {res.reference} on the same probes; "
+                     (f"{t.diff:+.3f}", False), (TEST_NAMES[t.kind], False), (fmt_p(t.p), False),
+                     (fmt_p(t.p_holm), sig), (fmt_p(t.p_tost_holm), t.p_tost_holm < 0.05), (t.verdict, False)])
+    over = (f"within each of the {res.tests[0].n_edits} edits, combined across edits by Cochran-Mantel-Haenszel; "
+            "TOST over the edits' mean differences" if res.tests[0].kind == "cmh" else
+            "exact McNemar over the probes of the one edit (conditional on these probes: nothing about other "
+            "edits); TOST over probes")
+    return Table("mcnemar", f"Paired test of each method against {res.reference} on the same probes, {over}; "
                             "n01/n10: probes only the method / only the reference got right; p adjusted by Holm "
-                            "over all tests in the table (bold: < 0.05).",
-                 ["method", "metric", "n", "n01/n10", "difference", "p", "p (Holm)"], rows)
+                            f"over all tests in the table (bold: < 0.05); equivalence: TOST within "
+                            f"+-{res.tests[0].margin:g}, Holm-adjusted; verdict: equivalent / different / "
+                            "inconclusive.",
+                 ["method", "metric", "n", "n01/n10", "difference", "test", "p", "p (Holm)", "p equiv. (Holm)",
+                  "verdict"], rows)
+
+
+#: how each paired test kind is named in tables
+TEST_NAMES = {"mcnemar": "McNemar", "cmh": "CMH"}
 
 
 def breakdown_table(res: StudyResults, cat: str, key: str, metric: str | None = None) -> Table:
@@ -277,16 +289,17 @@ def identity_table(res: StudyResults) -> Table | None:
 
 
 def pairwise_table(res: StudyResults) -> Table | None:
-    """Paired McNemar between every two edit methods on pooled answer-level locality (Holm)."""
+    """Every two edit methods on pooled answer-level locality, paired (Holm), with equivalence."""
     tests = pairwise_tests(res)
     if not tests:
         return None
     rows = [[(t.method, False), (str(t.n), False), (f"{t.n01}/{t.n10}", False), (f"{t.diff:+.3f}", False),
-             (fmt_p(t.p_holm), t.p_holm < 0.05), ("yes" if t.p_holm < 0.05 else "no", t.p_holm < 0.05)]
-            for t in tests]
-    return Table("pairwise", "Every pair of edit methods, paired exact McNemar on pooled answer-level locality "
-                             "(same probes); difference = second minus first; p adjusted by Holm over all pairs.",
-                 ["pair", "n", "n01/n10", "difference", "p (Holm)", "significant"], rows)
+             (TEST_NAMES[t.kind], False), (fmt_p(t.p_holm), t.p_holm < 0.05), (fmt_p(t.p_tost_holm), False),
+             (t.verdict, t.p_holm < 0.05)] for t in tests]
+    return Table("pairwise", "Every pair of edit methods on pooled answer-level locality (same probes; McNemar over "
+                             "one edit's probes, or CMH over several edits); difference = second minus first; p "
+                             f"adjusted by Holm over all pairs; equivalence: TOST within +-{tests[0].margin:g}, Holm.",
+                 ["pair", "n", "n01/n10", "difference", "test", "p (Holm)", "p equiv. (Holm)", "verdict"], rows)
 
 
 def seed38_table(res: StudyResults) -> Table | None:

@@ -19,7 +19,7 @@ from ..metrics.edit_metrics import METRICS
 from ..probe_versions import require_one_version
 from ..runner.config import StudyConfig
 from ..runner.store import FILENAME, ResultsStore, StoreError
-from ..stats import holm, mcnemar_exact, mean_interval
+from ..stats import cmh_paired, holm, mcnemar_exact, mean_interval, tost, verdict
 from .frame import Cell, RowFrame, paired_values, summarize_frame, unit_root, values_cell
 
 T = TypeVar("T")
@@ -75,8 +75,19 @@ class Column:
         return (max if self.higher_is_better else min)(vals, key=vals.get)
 
 
+#: the equivalence margin of the paired tests' "no effect" verdicts (a difference of rates)
+EQUIVALENCE_MARGIN = 0.02
+
+
 @dataclass
 class Test:
+    """A paired comparison of ``method`` against a reference on the same probes: ``diff`` = method
+    minus reference; ``p`` from ``kind`` (``"mcnemar"``: exact McNemar over the probes of one edit,
+    conditional on these probes; ``"cmh"``: within each edit, combined across edits by
+    Cochran-Mantel-Haenszel); ``p_tost``: equivalence within :data:`EQUIVALENCE_MARGIN` (TOST over
+    the edits' mean differences when several, else over probes). ``p_holm``/``p_tost_holm``: Holm
+    over every test of the table."""
+
     method: str
     column: str
     n: int
@@ -85,6 +96,24 @@ class Test:
     diff: float
     p: float
     p_holm: float = 1.0
+    kind: str = "mcnemar"
+    n_edits: int = 1
+    p_tost: float = 1.0
+    p_tost_holm: float = 1.0
+    margin: float = EQUIVALENCE_MARGIN
+
+    @property
+    def verdict(self) -> str:
+        """equivalent / different / different, within margin / inconclusive (Holm-adjusted, 0.05)."""
+        return verdict(self.p_holm, self.p_tost_holm)
+
+
+def adjust(tests: list[Test]) -> list[Test]:
+    """Holm over the tests of one table, for both the difference and the equivalence p-values."""
+    if tests:
+        for t, p, q in zip(tests, holm([t.p for t in tests]), holm([t.p_tost for t in tests])):
+            t.p_holm, t.p_tost_holm = p, q
+    return tests
 
 
 @dataclass
@@ -298,29 +327,45 @@ def _columns(res: StudyResults) -> list[Column]:
     return cols
 
 
-def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> tuple[list[bool], list[bool]]:
+def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str
+            ) -> tuple[list[bool], list[bool], list[str]]:
     """``ref``'s and ``method``'s values of ``metric`` on the probes of ``cat`` both have (the same
-    unit, probe set and index; sequential: the same probe set and index at each one's last step)."""
+    unit, probe set and index; sequential: the same probe set and index at each one's last step),
+    and the edit (protocol unit root) each pair belongs to."""
     keys = ("probe_set", "index") if res.protocol == "sequential" else ("unit", "probe_set", "index")
 
     def keyed(m: str) -> pd.Series:
         return res.cached(("paired", m, cat, metric), lambda: res.frame.keyed(
             category_index(res, res.final_index(m), cat), keys, metric))
 
-    a, b = paired_values(keyed(ref), keyed(method))
-    return a.tolist(), b.tolist()
+    ka, kb = keyed(ref), keyed(method)
+    a, b = paired_values(ka, kb)
+    roots = res.frame.key_roots(keys).loc[ka.index.intersection(kb.index)]
+    return a.tolist(), b.tolist(), roots.tolist()
 
 
 def paired_test(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> Test | None:
-    """Exact McNemar of ``method`` against ``ref`` on ``metric`` over ``cat`` (one test, p not
-    adjusted: ``p_holm`` = ``p``), or None without paired probes or for an unknown metric."""
+    """``method`` against ``ref`` on ``metric`` over ``cat`` (one test, p not adjusted: ``p_holm`` =
+    ``p``): within each edit, combined over edits by Cochran-Mantel-Haenszel when the study has
+    several, else exact McNemar over the one edit's probes; with the TOST equivalence test beside
+    it. None without paired probes or for an unknown metric."""
     if metric not in METRICS:
         return None
-    a, b = _paired(res, method, ref, cat, metric)
+    a, b, roots = _paired(res, method, ref, cat, metric)
     if not a:
         return None
     t = mcnemar_exact(a, b)
-    return Test(method, f"{cat}/{metric}", len(a), t.n01, t.n10, (sum(b) - sum(a)) / len(a), t.pvalue, t.pvalue)
+    diffs = [float(y) - float(x) for x, y in zip(a, b)]
+    n_edits = len(set(roots))
+    if res.clustered and n_edits >= 2:
+        s = cmh_paired(a, b, roots)
+        eq = tost(diffs, EQUIVALENCE_MARGIN, clusters=roots)
+        kind, p = "cmh", s.pvalue
+    else:
+        eq = tost(diffs, EQUIVALENCE_MARGIN)
+        kind, p = "mcnemar", t.pvalue
+    return Test(method, f"{cat}/{metric}", len(a), t.n01, t.n10, (sum(b) - sum(a)) / len(a), p, p, kind, n_edits,
+                eq.p_equivalence, eq.p_equivalence)
 
 
 def _tests(res: StudyResults) -> list[Test]:
@@ -334,14 +379,10 @@ def _tests(res: StudyResults) -> list[Test]:
         for m in res.edit_methods:
             if m == res.reference:
                 continue
-            a, b = _paired(res, m, res.reference, cat, metric)
-            if not a:
-                continue
-            t = mcnemar_exact(a, b)
-            tests.append(Test(m, col.key, len(a), t.n01, t.n10, (sum(b) - sum(a)) / len(a), t.pvalue))
-    for t, p in zip(tests, holm([t.p for t in tests]) if tests else []):
-        t.p_holm = p
-    return tests
+            t = paired_test(res, m, res.reference, cat, metric)
+            if t is not None:
+                tests.append(t)
+    return adjust(tests)
 
 
 def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResults:
@@ -454,5 +495,5 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
     return out
 
 
-__all__ = ["Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
+__all__ = ["EQUIVALENCE_MARGIN", "adjust", "Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
            "category_rows", "headline_metric", "index_cell", "load_results", "rate_cell", "sequential_curves", "unit_root"]

@@ -4,10 +4,14 @@
 A unit is stale when, for a probe set it evaluates, a stored probe's content digest
 (:mod:`editscope.probe_versions`) differs from the plan's, a planned probe is missing, or a stored
 probe is no longer planned. Re-evaluation re-applies the unit's edit (same seed and hyperparameters)
-and checks that it reproduces the stored model state (the unit's fingerprint); then only the
-differing probes are measured again and replace the stale rows, in one transaction per unit (the
-rows of unchanged probes are measurements of the same state on the same probes). A unit whose
-edit does not reproduce its stored state is removed, so the resumed run computes it whole.
+and checks that it reproduces the stored unit: the same model state (the unit's fingerprint), or,
+where floating-point results differ between machines and thread counts (key statistics, training
+steps), the same measurements: every stored target and paraphrase probe and a sample of
+:data:`CHECK_SAMPLE` other unchanged probes give the stored greedy output again (at least
+:data:`CHECK_AGREEMENT` of the sample, every efficacy probe). Then only the differing probes are
+measured again and replace the stale rows, in one transaction per unit; the check is recorded in
+the unit's ``reevaluated`` event. A unit that does not reproduce is removed, so the resumed run
+computes it whole.
 Sequential chains are not re-evaluated in place (their steps depend on each other): such a run is
 refused with the fix.
 """
@@ -27,6 +31,12 @@ from .store import ResultsStore, Unit
 from .units import Runner
 
 log = logging.getLogger(__name__)
+
+#: unchanged probes re-measured per unit to check that a re-applied edit reproduces the stored unit
+CHECK_SAMPLE = 200
+#: share of the sample whose greedy output must be the stored one
+CHECK_AGREEMENT = 0.99
+EFFICACY_CATEGORIES = ("target", "paraphrase")
 
 
 @dataclass
@@ -99,13 +109,21 @@ def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: lis
         # the whole set's watched target, so the subset is measured exactly as it would be in its set
         watches = {name: default_watch(sets[name][1]) for name in sub}
         runner.evaluate_sets(sub, watches=watches)  # on the base weights: the base outputs for these probes
+        check: dict[str, object] = {"state": "base"}
         if st.stored.method == "base":
             rows = runner.evaluate_sets(sub, watches=watches)
         else:
+            sample, keys = _check_sample(store, st, sets)
+            runner.evaluate_sets(sample, watches=watches)  # base outputs for the check probes
             with runner.applied(specs[st.stored.method], st.plan) as (key, digests, failure):
-                if key != st.stored.fingerprint or bool(failure) != (st.stored.status == "failed"):
-                    log.warning("%s/%s: re-applying the edit did not reproduce the stored state; it is computed "
-                                "again whole", st.stored.method, st.stored.unit)
+                check = {"state": "same"}
+                if bool(failure) != (st.stored.status == "failed"):
+                    check = {"state": "failed" if failure else "applied", "agree": 0.0}
+                elif key != st.stored.fingerprint:
+                    check = _agreement(store, st, runner.evaluate_sets(sample, digests, watches=watches), keys)
+                if check["state"] not in ("same", "measurements"):
+                    log.warning("%s/%s: re-applying the edit did not reproduce the stored unit (%s); it is computed "
+                                "again whole", st.stored.method, st.stored.unit, check)
                     store.delete_unit(st.stored.id)
                     counts["redo"] += 1
                     continue
@@ -115,7 +133,8 @@ def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: lis
             for r in rs:
                 r["index"] = full[r["index"]]  # back to the index in the whole probe set
         store.replace_rows(st.stored.id, st.drop, rows, ("reevaluated", {
-            "probes": {k: len(v) for k, v in st.measure.items()}, "dropped": {k: len(v) for k, v in st.drop.items()}}))
+            "probes": {k: len(v) for k, v in st.measure.items()}, "dropped": {k: len(v) for k, v in st.drop.items()},
+            "reproduced": check}))
         counts["units"] += 1
         counts["probes"] += st.n_probes
         if progress:
@@ -123,4 +142,46 @@ def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: lis
     return counts
 
 
-__all__ = ["StaleUnit", "planned_sets", "reevaluate_stale", "stale_units"]
+def _stored_rows(store: ResultsStore, st: StaleUnit) -> dict[tuple[str, int], dict]:
+    return {(r["probe_set"], r["index"]): r for r in store.rows(unit_id=st.stored.id)}
+
+
+def _check_sample(store: ResultsStore, st: StaleUnit, sets: dict[str, tuple[int | None, ProbeSet]]
+                  ) -> tuple[dict[str, tuple[int | None, ProbeSet]], list[tuple[str, int]]]:
+    """The unchanged probes a re-applied edit is checked on: every target and paraphrase probe and an
+    evenly spread sample of :data:`CHECK_SAMPLE` others, as sub-sets, and their (set, index) keys in
+    the sub-sets' order."""
+    stale = {(name, i) for name, idx in st.measure.items() for i in idx}
+    keep = sorted(k for k in _stored_rows(store, st) if k not in stale and k[0] in sets)
+    eff = [k for k in keep if sets[k[0]][1][k[1]].category in EFFICACY_CATEGORIES]
+    rest = [k for k in keep if k not in set(eff)]
+    step = max(1, len(rest) // CHECK_SAMPLE)
+    chosen = sorted(set(eff) | set(rest[::step][:CHECK_SAMPLE]))
+    out: dict[str, tuple[int | None, ProbeSet]] = {}
+    for name in dict.fromkeys(k[0] for k in chosen):
+        idx = [i for n, i in chosen if n == name]
+        out[name] = (sets[name][0], ProbeSet([sets[name][1][i] for i in idx], name=sets[name][1].name))
+    return out, chosen
+
+
+def _agreement(store: ResultsStore, st: StaleUnit, rows: dict[str, list[dict]], keys: list[tuple[str, int]]
+               ) -> dict[str, object]:
+    """How the re-applied edit's greedy outputs on the check sample compare with the stored ones."""
+    stored = _stored_rows(store, st)
+    by_set: dict[str, list[int]] = {}
+    for name, i in keys:
+        by_set.setdefault(name, []).append(i)
+    same = eff_same = eff_n = n = 0
+    for name, rs in rows.items():
+        for r, i in zip(rs, by_set[name]):
+            ok = r["greedy"] == stored[(name, i)]["greedy"]
+            n, same = n + 1, same + ok
+            if r["category"] in EFFICACY_CATEGORIES:
+                eff_n, eff_same = eff_n + 1, eff_same + ok
+    agree = same / n if n else 0.0
+    good = n > 0 and eff_same == eff_n and agree >= CHECK_AGREEMENT
+    return {"state": "measurements" if good else "differs", "checked": n, "agree": round(agree, 4),
+            "efficacy_checked": eff_n, "efficacy_agree": eff_same}
+
+
+__all__ = ["CHECK_AGREEMENT", "CHECK_SAMPLE", "StaleUnit", "planned_sets", "reevaluate_stale", "stale_units"]

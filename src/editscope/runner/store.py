@@ -318,17 +318,25 @@ class ResultsStore:
 
     def rows(self, unit_id: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
         """Evaluation rows as dicts (the fields of EvalResult rows plus method, unit, step,
-        probe_set, edit_index), in storage order."""
+        probe_set, edit_index), in storage order; a row written before probe digests were kept gets
+        its digest computed from its fields (:func:`editscope.probe_versions.row_digest`)."""
         q, args = self.rows_query(unit_id, method)
         out = []
         metas: dict[str, Any] = {}  # one parsed dict per distinct meta text (read-only; shared by its rows)
+        from ..probe_versions import row_digest
+
+        digests: dict[tuple, str] = {}
         for rec in self.db.execute(q, args):
             d = dict(zip(ROW_KEYS, rec[:6]))
             for f, v in zip(ROW_FIELDS, rec[6:]):
                 if f == "meta":
                     d[f] = metas[v] if v in metas else metas.setdefault(v, json.loads(v))
+                    text = v
                 else:
                     d[f] = bool(v) if f in BOOL_FIELDS and v is not None else v
+            if d["probe_digest"] is None:  # written before digests were kept: computed from the row
+                key = (d["prompt"], d["target"], d["category"], text)
+                d["probe_digest"] = digests[key] if key in digests else digests.setdefault(key, row_digest(*key))
             out.append(d)
         return out
 
