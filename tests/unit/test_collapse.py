@@ -30,11 +30,11 @@ def _store(tmp_path, protocol: dict, ppl: list[float], guard_ppl: list[float] | 
         # an update norm that grows with perplexity, except one outlier
         delta = {"delta:fro": (float(i + 1) if i != 3 else 0.5, {}), "cumulative:fro": (float(i + 1) * 2, {})}
         if protocol["kind"] == "single":
-            s.add_unit("rome", f"edit-{i:04d}", 0, [i], "ok", rows={"case": [_target_row(i)]},
+            s.add_unit("rome", f"edit-{i:04d}", 0, [i], "ok", rows={f"case#e{i}": [_target_row(i)]},
                        scalars={"ppl:me_ppl_50": (v, {}), **delta})
         else:
             guard = {"guard_ppl": (guard_ppl[i], {"corpus": "me_ppl_50"})} if guard_ppl else {}
-            s.add_unit("rome", f"step-{i + 1:04d}", i + 1, list(range(i + 1)), "ok", rows={"case": [_target_row(i)]},
+            s.add_unit("rome", f"step-{i + 1:04d}", i + 1, list(range(i + 1)), "ok", rows={f"case#e{i}": [_target_row(i)]},
                        scalars={"ppl:me_ppl_50": (v, {}), **delta, **guard})
     s.close()
     return load_results(tmp_path)

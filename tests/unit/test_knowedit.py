@@ -25,13 +25,13 @@ def _store(tmp_path, token_metrics=True):
     s = ResultsStore(tmp_path / FILENAME, create=True)
     s.set_meta(config=cfg.model_dump(mode="json"), config_hash=cfg.config_hash(), name="ke", status="complete")
     s.add_unit("base", "base", 0, [], "done", scalars={"fluency:ngram_entropy": (6.0, {})},
-               rows={"case": [_probe(0, "target", 0, token_acc=0.0 if token_metrics else None,
+               rows={"case#e0": [_probe(0, "target", 0, token_acc=0.0 if token_metrics else None,
                                      token_agree=1.0 if token_metrics else None)]})
     for i, (tgt, port, near) in EDITS.items():
         rows = [_probe(i, "target", 0, token_acc=tgt if token_metrics else None)]
         rows += [_probe(i, "portability", j + 1, token_acc=v if token_metrics else None) for j, v in enumerate(port)]
         rows += [_probe(i, "near", j + 10, token_agree=v if token_metrics else None) for j, v in enumerate(near)]
-        s.add_unit("rome", f"edit-{i:04d}", 0, [i], "done", rows={"case": rows},
+        s.add_unit("rome", f"edit-{i:04d}", 0, [i], "done", rows={f"case#e{i}": rows},  # a set per edit
                    scalars={"fluency:ngram_entropy": (5.0 + i, {})})
     s.close()
     return load_results(tmp_path)

@@ -44,7 +44,7 @@ def test_mquake_accuracies_by_hand(tmp_path):
              "c1": ([True, False], [True, False], [False, False, False], [True]),
              "c2": ([False, False], [False, True], [True, True, True])}
     for i, (case, spec) in enumerate(units.items()):
-        s.add_unit("rome", f"edit-{i:04d}", 0, [i], "done", rows={"case": _rows(case, *spec)})
+        s.add_unit("rome", f"edit-{i:04d}", 0, [i], "done", rows={f"case#e{i}": _rows(case, *spec)})  # a set per edit
     s.close()
     res = load_results(tmp_path)
     base, rome = mquake_rows(res)

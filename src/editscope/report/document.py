@@ -33,6 +33,8 @@ Placeholders (``{{kind:args}}``):
   published figure (``naive FT``, ``constrained FT``, ``low-rank FT``);
 * ``{{figure:NAME}}``: the figure as a Markdown image (PNG copied to ``figures/<study>_<NAME>.png``
   next to the document);
+* ``{{table:base-answers}}``, ``{{table:locality-by-answer}}``, ``{{table:no-op}}``: the base model's
+  answers on the locality probes, locality split by them, stored no-op edits;
 * ``{{table:collapse}}``, ``{{table:collapse-worst}}``, ``{{table:collapse-points}}``,
   ``{{table:anatomy}}``, ``{{table:ppl-downstream}}``: the collapse study's tables;
   ``{{table:knowedit}}``: KnowEdit's Edit Succ. / Portability / Locality / Fluency;
@@ -69,6 +71,9 @@ from .plots import all_figures
 from .render import (
     _fmt,
     _md_table,
+    base_answers_table,
+    locality_status_table,
+    no_op_table,
     fmt_p,
     anatomy_table_,
     breakdown_table,
@@ -275,7 +280,8 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
                       "seed38": seed38_table, "strength": strength_table,
                       "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
-                      "knowedit": knowedit_table, "mquake": mquake_table,
+                      "knowedit": knowedit_table, "mquake": mquake_table, "base-answers": base_answers_table,
+                      "locality-by-answer": locality_status_table, "no-op": no_op_table,
                       **{name: (lambda r, name=name: _named(collapse_tables(r), name))
                          for name in ("collapse", "collapse-worst", "collapse-points")},
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}

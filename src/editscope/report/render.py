@@ -12,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 from .plots import all_figures, caption
+from ..metrics.edit_metrics import BASE_STATUSES
+from .answers import base_answers, locality_by_status, no_op_edits
 from .table import Table
 from .tex import table_float, tex_escape
 from .attribution import (
@@ -166,9 +168,11 @@ def tests_table(res: StudyResults) -> Table | None:
         sig = t.p_holm < 0.05
         rows.append([(t.method, False), (t.column, False), (str(t.n), False), (f"{t.n01}/{t.n10}", False),
                      (f"{t.diff:+.3f}", False), (TEST_NAMES[t.kind], False), (fmt_p(t.p), False),
-                     (fmt_p(t.p_holm), sig), (fmt_p(t.p_tost_holm), t.p_tost_holm < 0.05), (t.verdict, False)])
-    over = (f"within each of the {res.tests[0].n_edits} edits, combined across edits by Cochran-Mantel-Haenszel; "
-            "TOST over the edits' mean differences" if res.tests[0].kind == "cmh" else
+                     (fmt_p(t.p_holm), sig), ("-" if t.p_cmh is None else fmt_p(t.p_cmh), False),
+                     (fmt_p(t.p_tost_holm), t.p_tost_holm < 0.05), (t.verdict, False)])
+    over = (f"t-test over the {res.tests[0].n_edits} edits' mean paired differences (each edit one observation; "
+            "p CMH: the within-edit comparison combined by Cochran-Mantel-Haenszel, which treats probes as "
+            "independent); TOST over the edits' mean differences" if res.tests[0].kind == "edits" else
             "exact McNemar over the probes of the one edit (conditional on these probes: nothing about other "
             "edits); TOST over probes")
     return Table("mcnemar", f"Paired test of each method against {res.reference} on the same probes, {over}; "
@@ -176,12 +180,12 @@ def tests_table(res: StudyResults) -> Table | None:
                             f"over all tests in the table (bold: < 0.05); equivalence: TOST within "
                             f"+-{res.tests[0].margin:g}, Holm-adjusted; verdict: equivalent / different / "
                             "inconclusive.",
-                 ["method", "metric", "n", "n01/n10", "difference", "test", "p", "p (Holm)", "p equiv. (Holm)",
-                  "verdict"], rows)
+                 ["method", "metric", "n", "n01/n10", "difference", "test", "p", "p (Holm)", "p CMH",
+                  "p equiv. (Holm)", "verdict"], rows)
 
 
 #: how each paired test kind is named in tables
-TEST_NAMES = {"mcnemar": "McNemar", "cmh": "CMH"}
+TEST_NAMES = {"mcnemar": "McNemar", "edits": "t over edits"}
 
 
 def breakdown_table(res: StudyResults, cat: str, key: str, metric: str | None = None) -> Table:
@@ -273,6 +277,45 @@ def margin_table(res: StudyResults) -> Table | None:
                  ["method", *[f"margin {label} (n={n[label]})" for label, _, _ in MARGIN_BINS]], body)
 
 
+def base_answers_table(res: StudyResults) -> Table | None:
+    """The base model's answers on the locality probes: known (right), wrong, none, top answers."""
+    rows_ = base_answers(res)
+    if not rows_:
+        return None
+    rows = [[(b.category, False), (str(b.n), False), *[(f"{b.share[s]:.3f}", False) for s in BASE_STATUSES],
+             (", ".join(f"{a} ({v:.3f})" for a, v in b.top), False)] for b in rows_]
+    return Table("base-answers", "The base model's answers on the locality probes, read by each probe's answer rule: "
+                                 "known = its answer is the probe's target (the ground truth), wrong = another "
+                                 "answer, none = no answer the rule can read; with its most frequent answers. "
+                                 "Locality over wrong answers measures whether they stay wrong.",
+                 ["category", "n", "known", "wrong", "none", "most frequent answers"], rows)
+
+
+def locality_status_table(res: StudyResults) -> Table | None:
+    """Answer-level locality per method, split by how the base model answers."""
+    per = locality_by_status(res)
+    if not per or not any(c is not None for cells in per.values() for c in cells.values()):
+        return None
+    n = {s: next((c.n for m in res.methods if (c := per[m][s]) is not None), 0) for s in BASE_STATUSES}
+    body = [[(m, False), *[(_fmt(per[m][s]), False) for s in BASE_STATUSES]] for m in ["base", *res.methods]
+            if m in per]
+    return Table("locality-by-answer", "Answer unchanged over the locality probes, by the base model's answer: "
+                                       "known (right: the headline where the suite has ground truth), wrong, none.",
+                 ["method", *[f"{s} (n={n[s]})" for s in BASE_STATUSES]], body)
+
+
+def no_op_table(res: StudyResults) -> Table | None:
+    """Stored edits that were no-ops for the base model (refused by apply_edit since)."""
+    rows_ = no_op_edits(res)
+    if not rows_:
+        return None
+    return Table("no-op", f"{len(rows_)} stored edit(s) whose target the base model already gave, or whose tokens "
+                          "start its answer (token-level efficacy counts them as reached before any edit; editscope "
+                          "now refuses such edits): read their efficacy with care.",
+                 ["probe set", "prompt", "base answer"], [[(a, False), (b, False), (repr(c), False)]
+                                                          for a, b, c in rows_])
+
+
 def identity_table(res: StudyResults) -> Table | None:
     """The identity control: its locality (should be exactly 1) and every exception."""
     bad, n, shown = identity_exceptions(res)
@@ -297,7 +340,7 @@ def pairwise_table(res: StudyResults) -> Table | None:
              (TEST_NAMES[t.kind], False), (fmt_p(t.p_holm), t.p_holm < 0.05), (fmt_p(t.p_tost_holm), False),
              (t.verdict, t.p_holm < 0.05)] for t in tests]
     return Table("pairwise", "Every pair of edit methods on pooled answer-level locality (same probes; McNemar over "
-                             "one edit's probes, or CMH over several edits); difference = second minus first; p "
+                             "one edit's probes, or a t-test over several edits' mean differences); difference = second minus first; p "
                              f"adjusted by Holm over all pairs; equivalence: TOST within +-{tests[0].margin:g}, Holm.",
                  ["pair", "n", "n01/n10", "difference", "test", "p (Holm)", "p equiv. (Holm)", "verdict"], rows)
 
@@ -465,7 +508,8 @@ def typed_probe_tables(res: StudyResults) -> list[Table]:
 
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
-    return [t for t in (*lead, main_table(res), strength_table(res), identity_table(res), margin_table(res),
+    return [t for t in (*lead, main_table(res), no_op_table(res), base_answers_table(res),
+                        locality_status_table(res), strength_table(res), identity_table(res), margin_table(res),
                         criterion_table(res), knowedit_table(res), *typed_probe_tables(res), mquake_table(res),
                         *collapse_tables(res), anatomy_table_(res), correlation_table(res),
                         tests_table(res), pairwise_table(res), downstream_table(res), events_table(res),

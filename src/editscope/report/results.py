@@ -83,9 +83,10 @@ EQUIVALENCE_MARGIN = 0.02
 class Test:
     """A paired comparison of ``method`` against a reference on the same probes: ``diff`` = method
     minus reference; ``p`` from ``kind`` (``"mcnemar"``: exact McNemar over the probes of one edit,
-    conditional on these probes; ``"cmh"``: within each edit, combined across edits by
-    Cochran-Mantel-Haenszel); ``p_tost``: equivalence within :data:`EQUIVALENCE_MARGIN` (TOST over
-    the edits' mean differences when several, else over probes). ``p_holm``/``p_tost_holm``: Holm
+    conditional on these probes; ``"edits"``: a t-test over the edits' mean paired differences, each
+    edit one observation, with ``p_cmh``, the within-edit comparison combined across edits by
+    Cochran-Mantel-Haenszel, beside it); ``p_tost``: equivalence within :data:`EQUIVALENCE_MARGIN`
+    (TOST over the edits' mean differences when several, else over probes). ``p_holm``/``p_tost_holm``: Holm
     over every test of the table."""
 
     method: str
@@ -101,6 +102,7 @@ class Test:
     p_tost: float = 1.0
     p_tost_holm: float = 1.0
     margin: float = EQUIVALENCE_MARGIN
+    p_cmh: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -285,9 +287,13 @@ def _columns(res: StudyResults) -> list[Column]:
             col.cells[m] = index_cell(res, category_index(res, res.final_index(m), cat), metric)
         cols.append(col)
     if len([c for c in cats if c not in EFFICACY]) > 1:
-        for metric, label, short in (("answer_unchanged", "locality answer unchanged (all non-target probes)",
-                                      "locality"),
-                                     ("unchanged", "locality output unchanged", "output")):
+        known = res.frame.metric("answer_unchanged_known").loc[category_index(res, res.final_index("base"), LOCALITY)]
+        pooled = [("answer_unchanged", "locality answer unchanged (all non-target probes)", "locality"),
+                  ("unchanged", "locality output unchanged", "output")]
+        if known.notna().any():  # ground truth the base model knows: the headline locality
+            pooled.insert(0, ("answer_unchanged_known", "locality answer unchanged where the base model is right",
+                              "known"))
+        for metric, label, short in pooled:
             col = Column(f"{LOCALITY}/{metric}", label, True, short=short)
             for m in everyone:
                 col.cells[m] = rate_cell(res, m, LOCALITY, metric)
@@ -358,14 +364,13 @@ def paired_test(res: StudyResults, method: str, ref: str, cat: str, metric: str)
     diffs = [float(y) - float(x) for x, y in zip(a, b)]
     n_edits = len(set(roots))
     if res.clustered and n_edits >= 2:
-        s = cmh_paired(a, b, roots)
         eq = tost(diffs, EQUIVALENCE_MARGIN, clusters=roots)
-        kind, p = "cmh", s.pvalue
+        kind, p, p_cmh = "edits", eq.p_difference, cmh_paired(a, b, roots).pvalue
     else:
         eq = tost(diffs, EQUIVALENCE_MARGIN)
-        kind, p = "mcnemar", t.pvalue
+        kind, p, p_cmh = "mcnemar", t.pvalue, None
     return Test(method, f"{cat}/{metric}", len(a), t.n01, t.n10, (sum(b) - sum(a)) / len(a), p, p, kind, n_edits,
-                eq.p_equivalence, eq.p_equivalence)
+                eq.p_equivalence, eq.p_equivalence, p_cmh=p_cmh)
 
 
 def _tests(res: StudyResults) -> list[Test]:
