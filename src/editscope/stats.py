@@ -202,6 +202,11 @@ class ExcessResult(_Estimate):
         draws: Number of control draws ``D``.
         confidence: Nominal two-sided coverage of ``[low, high]``.
         method: Name of the interval method (``"two-level-bootstrap"``).
+        pvalue: two-sided bootstrap p-value of ``excess == 0`` (the share of resamples on the
+            other side of 0, doubled; ``(k + 1) / (B + 1)`` so it is never 0).
+        p_equivalence: bootstrap TOST p-value of ``|excess| < margin`` (the larger share of
+            resamples beyond ``-margin`` or ``+margin``).
+        margin: the equivalence margin (a difference of fractions).
     """
 
     value: float
@@ -214,6 +219,9 @@ class ExcessResult(_Estimate):
     draws: int
     confidence: float
     method: str = "two-level-bootstrap"
+    pvalue: float = math.nan
+    p_equivalence: float = math.nan
+    margin: float = 0.02
 
     @property
     def interval_method(self) -> str:  # type: ignore[override]
@@ -316,6 +324,13 @@ def _check_pvalues(pvalues: Sequence[float], name: str = "pvalues") -> np.ndarra
         bad = int(np.flatnonzero(~ok)[0])
         raise ValueError(f"{name}[{bad}] = {p[bad]!r} is not a p-value in [0, 1]")
     return p
+
+
+def _check_margin(margin: float) -> float:
+    if isinstance(margin, bool) or not (isinstance(margin, (int, float)) and margin > 0 and math.isfinite(margin)):
+        raise ValueError(f"equivalence margin={margin!r} must be a positive number (the largest difference that "
+                         "counts as no effect, e.g. 0.02)")
+    return float(margin)
 
 
 def _check_alpha(alpha: float) -> float:
@@ -729,6 +744,7 @@ def excess_rate(
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
+    margin: float = 0.02,
 ) -> ExcessResult:
     """Excess of a method's changed rate over a control's, with a 2-level bootstrap.
 
@@ -809,6 +825,7 @@ def excess_rate(
         )
     b = _check_resamples(n_resamples)
     c = _check_confidence(confidence)
+    margin = _check_margin(margin)
     seed = operator.index(seed)
 
     method_rate = float(np.mean(m))
@@ -852,6 +869,10 @@ def excess_rate(
         dist[start : start + rows] = m_rate - c_rate
         start += rows
     low, high = np.quantile(dist, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
+    below, above = int(np.count_nonzero(dist <= 0)), int(np.count_nonzero(dist >= 0))
+    pvalue = min(1.0, 2.0 * (min(below, above) + 1) / (b + 1))
+    outside = max(int(np.count_nonzero(dist >= margin)), int(np.count_nonzero(dist <= -margin)))
+    p_equivalence = min(1.0, (outside + 1) / (b + 1))
 
     return ExcessResult(
         value=value,
@@ -864,6 +885,9 @@ def excess_rate(
         draws=int(n_draws),
         confidence=c,
         method="two-level-bootstrap",
+        pvalue=pvalue,
+        p_equivalence=p_equivalence,
+        margin=float(margin),
     )
 
 
@@ -998,9 +1022,7 @@ def tost(diffs: Sequence[float], margin: float = 0.02, *, clusters: Sequence[Any
         ValueError: ``margin <= 0`` (names the margin and the fix), ``alpha`` outside (0, 1),
             non-finite values, or clusters of another length.
     """
-    if not (isinstance(margin, (int, float)) and margin > 0 and math.isfinite(margin)):
-        raise ValueError(f"equivalence margin={margin!r} must be a positive number (the largest difference that "
-                         "counts as no effect, e.g. 0.02)")
+    _check_margin(margin)
     _check_alpha(alpha)
     x = _as_float_array(diffs, "diffs", allow_empty=False)
     method = "tost-t"

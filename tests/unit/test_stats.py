@@ -384,3 +384,69 @@ def test_bootstrap_interval_bad_input() -> None:
         bootstrap_interval([])
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_interval([1.0, 2.0], confidence=-0.5)
+
+
+# ---- stratified and equivalence tests (issue: statistics over what varies)
+
+def test_cmh_paired_matches_the_hand_computed_mantel_haenszel_statistic():
+    from editscope.stats import cmh_paired
+
+    # two strata (edits); per stratum the (method a, method b) x (true, false) table
+    a = [1, 1, 1, 0, 0, 0, 1, 0] + [1, 1, 0, 0, 0, 0]
+    b = [1, 1, 1, 1, 1, 0, 1, 1] + [1, 1, 1, 1, 0, 1]
+    strata = [0] * 8 + [1] * 6
+    got = cmh_paired(a, b, strata)
+    num, var = 0.0, 0.0
+    for s in (0, 1):
+        aa = [x for x, k in zip(a, strata) if k == s]
+        bb = [x for x, k in zip(b, strata) if k == s]
+        n1 = n2 = len(aa)
+        t, n = sum(aa) + sum(bb), 2 * len(aa)
+        num += sum(aa) - n1 * t / n
+        var += n1 * n2 * t * (n - t) / (n * n * (n - 1))
+    chi2 = (abs(num) - 0.5) ** 2 / var
+    from scipy import stats as sps
+
+    assert got.statistic == pytest.approx(chi2) and got.pvalue == pytest.approx(sps.chi2.sf(chi2, 1))
+    assert got.n_strata == 2 and got.diff == pytest.approx((sum(b) - sum(a)) / len(a))
+    # strata where every outcome is the same carry nothing; none left: p = 1
+    assert cmh_paired([1, 1], [1, 1], [0, 0]).pvalue == 1.0
+
+
+def test_tost_against_a_reference_computation():
+    from scipy import stats as sps
+
+    from editscope.stats import tost, verdict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.005, 0.01, size=40)
+    r = tost(x, 0.02)
+    lo = sps.ttest_1samp(x, -0.02, alternative="greater").pvalue
+    hi = sps.ttest_1samp(x, 0.02, alternative="less").pvalue
+    assert r.p_equivalence == pytest.approx(max(lo, hi))
+    assert r.p_difference == pytest.approx(sps.ttest_1samp(x, 0.0).pvalue)
+    ci = sps.t.interval(0.90, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert (r.low, r.high) == pytest.approx(ci)
+    assert (r.low > -0.02 and r.high < 0.02) == (r.p_equivalence < 0.05)
+    # clustered: the test runs over the clusters' means, each cluster one observation
+    cl = np.repeat(np.arange(8), 5)
+    rc = tost(x, 0.02, clusters=cl)
+    means = x.reshape(8, 5).mean(axis=1)
+    assert rc.n == 8 and rc.diff == pytest.approx(means.mean())
+    assert rc.p_difference == pytest.approx(sps.ttest_1samp(means, 0.0).pvalue)
+    assert verdict(0.01, 0.5) == "different" and verdict(0.5, 0.01) == "equivalent"
+    assert verdict(0.5, 0.5) == "inconclusive" and verdict(0.01, 0.01) == "different, within margin"
+    for bad in (0, -0.1, float("nan"), True):
+        with pytest.raises(ValueError, match="margin"):
+            tost(x, bad)
+
+
+def test_excess_rate_bootstrap_p_values():
+    from editscope.stats import excess_rate
+
+    far = excess_rate([True] * 40 + [False] * 60, [[False] * 100], n_resamples=999)
+    assert far.pvalue < 0.01 and far.p_equivalence == 1.0  # 40% changed against none
+    same = excess_rate([True] * 5 + [False] * 995, [[True] * 5 + [False] * 995], n_resamples=999)
+    assert same.pvalue == 1.0 and same.p_equivalence < 0.01  # identical rates, many probes
+    with pytest.raises(ValueError, match="margin"):
+        excess_rate([True], [[True]], margin=0)

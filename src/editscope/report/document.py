@@ -21,7 +21,8 @@ Placeholders (``{{kind:args}}``):
   ``{{table:strength}}``: the attribution tables (see :mod:`editscope.report.attribution`);
 * ``{{excess:METHOD:KIND[:CATEGORY]}}``: a method's excess of changed answers over its control
   (``placebo``, ``unrelated``, ``unrelated_other``) on a category (default all locality probes),
-  ``+value [low, high]``; ``{{excess_rates:METHOD:KIND[:CATEGORY]}}``: ``method rate vs control
+  ``+value [low, high]``; ``{{excess_verdict:METHOD:KIND[:CATEGORY]}}``: equivalent / different /
+  inconclusive, with the bootstrap p-values; ``{{excess_rates:METHOD:KIND[:CATEGORY]}}``: ``method rate vs control
   rate (D draws)``; ``{{identity}}``: ``kept of n`` for the identity control;
   ``{{margin:METHOD:BIN}}``: answer-level locality in a base-margin bin (``<0.1``, ``0.1-1``,
   ``1-3``, ``>3``);
@@ -68,6 +69,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .plots import all_figures
+from ..stats import verdict
 from .render import (
     _fmt,
     _md_table,
@@ -322,7 +324,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if c is None:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: no {cat!r} probe of {method!r} matches {where or 'any'}")
             return f"{_fmt(c)} (n={c.n})"
-        if kind in ("excess", "excess_rates"):
+        if kind in ("excess", "excess_rates", "excess_verdict"):
             bits = args.split(":")
             if len(bits) not in (2, 3) or bits[1] not in CONTROL_KINDS:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:KIND[:CATEGORY]}}}} with KIND one "
@@ -334,6 +336,9 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: {bits[0]!r} has no {bits[1]} control with paired probes")
             if kind == "excess":
                 return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+            if kind == "excess_verdict":
+                return (f"{verdict(e.pvalue, e.p_equivalence)} (bootstrap p {fmt_p(e.pvalue)}; equivalence within "
+                        f"+-{e.margin:g}: p {fmt_p(e.p_equivalence)}; one test, unadjusted)")
             return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draw{'s' if e.draws != 1 else ''})"
         if kind == "identity":
             bad, n, _ = identity_exceptions(res)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .plots import all_figures, caption
 from ..metrics.edit_metrics import BASE_STATUSES
+from ..stats import holm
 from .answers import base_answers, locality_by_status, no_op_edits
 from .table import Table
 from .tex import table_float, tex_escape
@@ -239,25 +240,39 @@ def _excess_fmt(e) -> str:
 
 
 def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
-    """Each edit method's ``excess_changed`` over its control of ``kind`` (None without one)."""
+    """Each edit method's ``excess_changed`` over its control of ``kind`` (None without one). Bold:
+    the excess differs from 0 (bootstrap p, Holm over every cell of the table); "=": equivalent to 0
+    within the margin (bootstrap TOST, Holm)."""
     rows = excess_rows(res, kind)
     if not rows:
         return None
     cats = locality_categories(res)
+    cells = [r.cells.get(c) for r in rows for c in cats]
+    shown = [e for e in cells if e is not None]
+    p_diff = dict(zip(map(id, shown), holm([e.pvalue for e in shown]))) if shown else {}
+    p_eq = dict(zip(map(id, shown), holm([e.p_equivalence for e in shown]))) if shown else {}
+
+    def cell(e) -> tuple[str, bool]:
+        if e is None:
+            return "-", False
+        text = _excess_fmt(e) + (" =" if p_eq[id(e)] < 0.05 else "")
+        return text, p_diff[id(e)] < 0.05
+
     body = []
     for r in rows:
         pooled = r.cells.get(cats[0])
         draws = pooled.draws if pooled else 0
         body.append([(r.method, False), (f"{r.control} ({draws})", False),
                      (f"{pooled.method_rate:.3f}" if pooled else "-", False),
-                     (f"{pooled.control_rate:.3f}" if pooled else "-", False),
-                     *[(_excess_fmt(r.cells.get(c)), bool(r.cells.get(c) and r.cells[c].low > 0)) for c in cats]])
-    unit = "edits as clusters" if res.clustered else "probes"
+                     (f"{pooled.control_rate:.3f}" if pooled else "-", False), *[cell(r.cells.get(c)) for c in cats]])
+    unit = "edits as clusters" if res.clustered else "probes (conditional on these probes)"
+    margin = shown[0].margin if shown else 0.02
     return Table(f"excess-{kind}", f"Excess over {KIND_LABEL[kind]}: share of locality probes whose answer changed "
                                    f"under the method minus under its control (mean over the control's draws; in "
-                                   f"brackets the 95% two-level bootstrap interval over {unit} and draws; bold: the "
-                                   "interval excludes 0, i.e. the method changes more than its control). "
-                                   f"Columns: {', '.join(cats)}.",
+                                   f"brackets the 95% two-level bootstrap interval over {unit} and draws). Bold: the "
+                                   f"excess differs from 0; '=': it is equivalent to 0 within +-{margin:g}; both by "
+                                   "bootstrap tests, Holm-adjusted over every cell of the table; neither: "
+                                   f"inconclusive. Columns: {', '.join(cats)}.",
                  ["method", "control (draws)", f"changed ({cats[0]})", "control changed",
                   *[f"excess {c}" for c in cats]], body)
 
