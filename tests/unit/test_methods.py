@@ -307,3 +307,47 @@ def test_integer_answer_rule_reads_whole_numbers():
     assert integer_reaches(" five.", ["5"]) and not integer_reaches("fifty", ["5"])
     assert text_reaches(" Paris, France", ["Paris"]) and not text_reaches(" Parisian", ["Paris"])
     assert text_reaches(" The U.K.", ["UK"])
+
+
+@pytest.mark.parametrize("method", ["ft", "ft-l", "ft-m", "lora", "rome", "memit", "alphaedit"])
+def test_strength_matching_reaches_its_level_for_every_weight_delta_method(method):
+    """A weight edit scaled along its own delta reaches P(target | prompt) within the tolerance, below
+    its own strength (the delta shrunk) and above it (grown); a level out of reach is marked and the
+    method's own delta kept. Tiny random models saturate early, so the levels are set from the
+    method's own P(target) here (the default model's studies use 0.5 and 0.9)."""
+    from locate_settings import EASY, REQ
+
+    from editscope.methods.strength import p_target
+
+    model = tiny_model("llama")
+    hp = EASY if method in ("rome", "memit", "alphaedit") else {**FAST.get(method, {}), "steps": 40}
+    base = p_target(model, [REQ])
+    h = es.apply_edit(model, REQ, method, **hp)
+    own = p_target(model, [REQ])
+    h.undo()
+    assert own > 10 * base
+    for level in (own / 2, min(own * 1.05, (own + 1) / 2)):
+        tol = level / 50
+        h = es.apply_edit(model, REQ, method, strength=level, strength_tolerance=tol, **hp)
+        got = p_target(model, [REQ])
+        if h.info["strength_reached"]:
+            assert abs(got - level) <= tol and h.info["p_target"] == pytest.approx(got)
+            assert (h.info["strength_scale"] < 1) == (level < own)
+        else:  # kept at the method's own delta, and said so
+            assert h.info["strength_scale"] == 1.0 and got == pytest.approx(h.info["p_target"]) and got < level
+        assert h.info["update_norm"] > 0 and h.info["strength_p"] == level
+        h.undo()
+        assert p_target(model, [REQ]) == pytest.approx(base)
+        assert level > own or h.info["strength_reached"]  # a weaker level is always reachable
+
+
+def test_strength_matching_refuses_bad_levels_and_interventions():
+    from editscope.methods.strength import StrengthError
+
+    model = tiny_model("llama", seed=1)
+    for bad in (0, 1, 1.5, -0.1, True):
+        with pytest.raises(StrengthError, match="strength.p"):
+            es.apply_edit(model, REQ, "ft", strength=bad)
+    with pytest.raises(StrengthError, match="intervention"):
+        es.apply_edit(model, REQ, "grace", strength=0.5)
+    assert not active_edits(model)

@@ -21,6 +21,7 @@ from ..requests import EditRequest
 from ..scoring import encode_pairs, greedy_continuations, score_encoded
 from .base import EditFailed, EditMethod, NoOpEdit, get_method
 from .handle import EditHandle, parameters
+from .strength import TOLERANCE, StrengthError, check_level, scale_to_strength
 
 DEFAULT_GUARD_TOLERANCE = 0.5  # nats per target token
 
@@ -114,6 +115,7 @@ def prepare_edits(model: Model, requests: EditRequest | Sequence[EditRequest], m
 
 def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], method: str, *,
                guard_tolerance: float = DEFAULT_GUARD_TOLERANCE, preset: str | None = None,
+               strength: float | None = None, strength_tolerance: float = TOLERANCE,
                **hparams: Any) -> EditHandle:
     """Apply ``requests`` to ``model`` in place with ``method``; returns the undoable handle.
 
@@ -124,6 +126,10 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
         guard_tolerance: nats per token the mean target loss may rise before the edit is undone.
         preset: a reference preset (``"easyedit"``, ``"rome-paper"``: :mod:`editscope.methods.presets`)
             whose settings for ``method`` apply under ``hparams``.
+        strength: scale the method's weight delta so that mean P(target | prompt) is this
+            probability (:mod:`editscope.methods.strength`); the handle's info records the achieved
+            P(target), the scale, whether the level was reached, and the update norm.
+        strength_tolerance: how close to ``strength`` the achieved P(target) must come.
         **hparams: the method's hyperparameters; unspecified ones take the preset's, then the
             per-architecture defaults.
 
@@ -140,6 +146,11 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
 
         hparams = with_preset(method, preset, hparams)
     reqs, m, hp = _validated(model, requests, method, hparams, one_edit=True)
+    if strength is not None:
+        check_level(strength)
+        if m.kind != "weights":
+            raise StrengthError(f"strength={strength}: method {m.name!r} edits by {m.kind} intervention, which has no "
+                                "weight delta to scale; match strength on a weight-delta method")
     if m.guard_target:  # controls (placebo, identity) aim at no target
         refuse_no_op_edits(model, reqs)
     names = m.touched(model, hp)
@@ -169,6 +180,13 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
         handle.restore()
         raise EditFailed(f"{m.name} made the target loss worse ({mean_b:.3f} -> {mean_a:.3f} nats/token, tolerance "
                          f"{guard_tolerance}); the edit was rolled back. Check the hyperparameters.")
+    if strength is not None:
+        try:
+            info = {**info, **scale_to_strength(model, handle, reqs, strength, tolerance=strength_tolerance)}
+        except BaseException:
+            handle.restore()
+            raise
+        after = target_losses(model, reqs)
     handle.activate({**info, "seconds": seconds, "target_loss_before": before, "target_loss_after": after})
     m.on_applied(model, handle)
     return handle

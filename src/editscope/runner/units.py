@@ -248,7 +248,9 @@ class Runner:
             self.base_guard_ppl = self._guard_ppl()
             extra["guard_ppl"] = (self.base_guard_ppl, {"corpus": self.config.protocol.guard_corpus})
         if ("base", "base") in self.stored.done:
-            self._evaluate(unit)  # base outputs for every probe set (from the disk cache when there)
+            pending = any((u.method, u.unit) not in self.stored.done for u in self.plan.units if u.method != "base")
+            if pending:  # base outputs for every probe set (from the disk cache when there)
+                self._evaluate(unit)
             yield Skipped(unit, "done", resumed=True)
             return
         yield self._measure(unit, "done", extra_scalars=extra)
