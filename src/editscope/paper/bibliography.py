@@ -272,6 +272,15 @@ ENTRIES: dict[str, str] = {
   pages = {153--157},
   year = {1947}
 }""",
+    "schuirmann1987tost": """@article{schuirmann1987tost,
+  title = {A Comparison of the Two One-Sided Tests Procedure and the Power Approach for Assessing the Equivalence of Average Bioavailability},
+  author = {Schuirmann, Donald J.},
+  journal = {Journal of Pharmacokinetics and Biopharmaceutics},
+  volume = {15},
+  number = {6},
+  pages = {657--680},
+  year = {1987}
+}""",
     "holm1979simple": """@article{holm1979simple,
   title = {A Simple Sequentially Rejective Multiple Test Procedure},
   author = {Holm, Sture},

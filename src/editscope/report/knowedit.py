@@ -66,8 +66,13 @@ class KnowEditRow:
 
 
 def knowedit_rows(res: StudyResults) -> list[KnowEditRow]:
-    """One row per method (the base model first) over the study's edits; empty when no probe has
-    token metrics (a store written before they were measured)."""
+    """One row per method (the base model first) over the study's edits; empty when some scored
+    probe has no token metrics (a store written, wholly or partly, before they were measured: an
+    average over the re-measured probes alone would stand for all of them)."""
+    df = res.frame.df
+    scored = df["logprob"].notna()
+    if scored.any() and df.loc[scored, "token_acc"].isna().any():
+        return []
     out = []
     for m in ["base", *res.edit_methods]:
         cells: dict[str, Cell | None] = {label: _over_edits(per_edit_means(res, m, metric, kind))
