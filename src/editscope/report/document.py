@@ -76,6 +76,7 @@ from .render import (
     base_answers_table,
     locality_status_table,
     no_op_table,
+    strength_units_table,
     fmt_p,
     anatomy_table_,
     breakdown_table,
@@ -284,6 +285,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
                       "knowedit": knowedit_table, "mquake": mquake_table, "base-answers": base_answers_table,
                       "locality-by-answer": locality_status_table, "no-op": no_op_table,
+                      "strength-units": strength_units_table,
                       **{name: (lambda r, name=name: _named(collapse_tables(r), name))
                          for name in ("collapse", "collapse-worst", "collapse-points")},
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}

@@ -115,6 +115,13 @@ class RowFrame:
         df["accepted"] = pd.Series(acc[codes] if len(df) else [], index=df.index, dtype=object)
         return cls(df, metas)
 
+    def without(self, units: set[tuple[str, str]]) -> RowFrame:
+        """The frame without the rows of ``units`` ((method, unit) pairs)."""
+        if not units:
+            return self
+        keys = pd.MultiIndex.from_frame(self.df[["method", "unit"]])
+        return RowFrame(self.df[~keys.isin(list(units))], self.metas)
+
     def to_rows(self, index: pd.Index | None = None) -> list[dict[str, Any]]:
         """The rows (all, or those of ``index``) as the dicts :meth:`ResultsStore.rows` returns:
         booleans as bool, missing values as None, meta as its parsed dict."""

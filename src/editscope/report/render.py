@@ -319,6 +319,22 @@ def locality_status_table(res: StudyResults) -> Table | None:
                  ["method", *[f"{s} (n={n[s]})" for s in BASE_STATUSES]], body)
 
 
+def strength_units_table(res: StudyResults) -> Table | None:
+    """Units run at matched strength: the level, what each reached, its scale and update norm."""
+    units = res.strength_units
+    if not units:
+        return None
+    rows = [[(u.method, False), (u.unit, False), (f"{u.info['strength_p']:g}", False),
+             (f"{u.info['p_target']:.3f}", False), (f"{u.info['strength_scale']:.3f}", False),
+             (f"{u.info['update_norm']:.3g}", False), ("yes" if u.info["strength_reached"] else "NO", not
+                                                        u.info["strength_reached"])] for u in units]
+    missed = sum(1 for u in units if not u.info["strength_reached"])
+    return Table("strength-units", f"Units run at matched strength: the method's delta scaled to the wanted "
+                                   f"P(target | prompt); {missed} of {len(units)} did not reach it and are left out "
+                                   "of every other table.",
+                 ["method", "unit", "wanted P", "reached P", "scale", "update norm", "reached"], rows)
+
+
 def no_op_table(res: StudyResults) -> Table | None:
     """Stored edits that were no-ops for the base model (refused by apply_edit since)."""
     rows_ = no_op_edits(res)
@@ -523,7 +539,7 @@ def typed_probe_tables(res: StudyResults) -> list[Table]:
 
 def tables(res: StudyResults) -> list[Table]:
     lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
-    return [t for t in (*lead, main_table(res), no_op_table(res), base_answers_table(res),
+    return [t for t in (*lead, main_table(res), strength_units_table(res), no_op_table(res), base_answers_table(res),
                         locality_status_table(res), strength_table(res), identity_table(res), margin_table(res),
                         criterion_table(res), knowedit_table(res), *typed_probe_tables(res), mquake_table(res),
                         *collapse_tables(res), anatomy_table_(res), correlation_table(res),

@@ -156,6 +156,11 @@ class StudyResults:
         return self._cache[key]
 
     @property
+    def strength_units(self) -> list[Any]:
+        """Units run at matched strength (``strength:``), reached or not."""
+        return [u for u in self.units if "strength_p" in u.info]
+
+    @property
     def edit_methods(self) -> list[str]:
         """The methods that are not controls (placebo, identity, unrelated edits)."""
         return [m for m in self.methods if m not in self.controls]
@@ -413,6 +418,8 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         ref = reference or stored_ref or (methods[0] if methods else None)
         frame = RowFrame.read(store)
         require_one_version(frame.df, str(run_dir))  # nothing compares units measured on other probes
+        # a unit run at matched strength that did not reach its level is reported, never averaged in
+        frame = frame.without({(u.method, u.unit) for u in units if u.info.get("strength_reached") is False})
         res = StudyResults(run_dir, meta, config, methods, frame, store.scalars(), store.events(), units,
                            None, [], [], ref, study.control_map() if study else {}, study)
     finally:

@@ -70,6 +70,34 @@ CONTROL_METHODS = frozenset({"placebo", "identity"})
 RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "draw")
 
 
+#: method keys added after studies were stored; left out of the config hash while unset
+LATER_METHOD_KEYS = ("strength",)
+
+
+def without_unset_later_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A dumped config without the :data:`LATER_METHOD_KEYS` its methods leave unset (in place)."""
+    for m in data.get("methods", []):
+        for key in LATER_METHOD_KEYS:
+            if isinstance(m, dict) and m.get(key) is None:
+                m.pop(key, None)
+    return data
+
+
+class StrengthSpec(_Strict):
+    """Matched strength: the method's weight delta scaled until mean P(target | prompt) is ``p``
+    (:mod:`editscope.methods.strength`)."""
+
+    p: float = Field(description="the P(target | prompt) to reach, strictly between 0 and 1")
+    tolerance: float = Field(0.01, gt=0, lt=1, description="how close the achieved P(target) must come")
+
+    @field_validator("p")
+    @classmethod
+    def _probability(cls, v: float) -> float:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"p={v} must be a probability strictly between 0 and 1 (e.g. 0.5 or 0.9)")
+        return v
+
+
 class MethodSpec(_Strict):
     method: str
     label: str | None = Field(None, description="name in tables; default the method name (must be unique)")
@@ -81,6 +109,9 @@ class MethodSpec(_Strict):
     sweep: dict[str, list[Any]] | None = Field(
         None, description="one hyperparameter and its values: the method runs once per value, labelled "
                           "'<label>@<param>=<value>' (a matched-strength sweep)")
+    strength: StrengthSpec | None = Field(
+        None, description="matched strength: scale the weight delta to P(target | prompt) = p, e.g. {p: 0.9}; "
+                          "a unit that cannot reach it is marked and left out of every aggregate")
 
     @field_validator("method")
     @classmethod
@@ -118,6 +149,10 @@ class MethodSpec(_Strict):
         self._check_hparams()
         if self.sweep is not None:
             self._check_sweep()
+        if self.strength is not None and (is_placebo or get_method(self.method).kind != "weights"):
+            raise ValueError(f"strength: applies to weight-delta methods; {self.method!r} "
+                             f"{'is a control' if is_placebo else 'edits by ' + get_method(self.method).kind + ' intervention'}"
+                             " (remove `strength:` for it)")
         return self
 
     def _check_hparams(self) -> None:
@@ -467,7 +502,8 @@ class StudyConfig(_Strict):
 
     def config_hash(self) -> str:
         """Content hash of the normalised config (what a run folder is bound to)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"criterion"}), sort_keys=True).encode()
+        data = without_unset_later_keys(self.model_dump(mode="json", exclude={"criterion"}))
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -538,5 +574,5 @@ def load_config(path: str | Path) -> StudyConfig:
     return parse_config(data, str(p))
 
 
-__all__ = ["CONTROL_METHODS", "ConfigError", "ControlsSpec", "DatasetEdits", "DownstreamSpec", "InlineEdit", "MethodSpec", "ModelSpec",
+__all__ = ["CONTROL_METHODS", "StrengthSpec", "ConfigError", "ControlsSpec", "DatasetEdits", "DownstreamSpec", "InlineEdit", "MethodSpec", "ModelSpec",
            "PerplexitySpec", "ProbeSpec", "ProtocolSpec", "StudyConfig", "load_config", "parse_config"]

@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..models.model import Model
 from ..paths import file_in_the_way
 from ..progress import working
-from .config import MethodSpec, StudyConfig
+from .config import MethodSpec, StudyConfig, without_unset_later_keys
 from .plan import Plan, UnitPlan, build_plan
 from .results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
@@ -61,7 +61,7 @@ def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
     the end (a hyperparameter search grown by new grid points, more methods), and/or unrelated-edit
     ``controls:`` added to a study that had none. Either only adds units, so ``--resume`` may
     continue it in place; reordered, removed or changed methods or changed controls may not."""
-    new = config.model_dump(mode="json")
+    new = without_unset_later_keys(config.model_dump(mode="json"))
     old_methods, new_methods = stored.get("methods", []), new["methods"]
     if not old_methods or new_methods[:len(old_methods)] != old_methods:
         return False

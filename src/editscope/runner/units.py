@@ -170,11 +170,13 @@ class Runner:
         handles = []
         try:
             m = METHODS[type(get_method(method.method)).name]
+            st = {} if method.strength is None else {"strength": method.strength.p,
+                                                     "strength_tolerance": method.strength.tolerance}
             if m.one_at_a_time and len(reqs) > 1:
                 for r in reqs:
-                    handles.append(apply_edit(self.model, [r], method.method, **hparams))
+                    handles.append(apply_edit(self.model, [r], method.method, **st, **hparams))
             else:
-                handles.append(apply_edit(self.model, reqs, method.method, **hparams))
+                handles.append(apply_edit(self.model, reqs, method.method, **st, **hparams))
             failure = None
         except EditFailed as e:
             for h in reversed(handles):

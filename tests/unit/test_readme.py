@@ -1,0 +1,31 @@
+"""The README's opening quotes only numbers that a generated write-up gives: every decimal number
+(with its interval, where it has one) between the title and the first section must occur verbatim in
+a document under docs/studies/ generated from a stored run (test_studies checks those against the
+archives), so a hand-typed or stale figure fails here."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBER = re.compile(r"[+-]?\d+\.\d+(?: \[[+-]?\d+\.\d+, [+-]?\d+\.\d+\])?")
+
+
+def opening() -> str:
+    text = (ROOT / "README.md").read_text()
+    head, _, _ = text.partition("\n## ")
+    return head
+
+
+def test_every_number_in_the_readme_opening_comes_from_a_generated_document():
+    docs = "\n".join(p.read_text() for p in sorted((ROOT / "docs" / "studies").glob("*.md")))
+    numbers = NUMBER.findall(opening())
+    assert len(numbers) >= 10, "the README opening should lead with measured results"
+    missing = [n for n in numbers if n not in docs]
+    assert not missing, (f"README opening numbers not found in any generated write-up under docs/studies: {missing}; "
+                         "quote them from a regenerated document (scripts/regenerate_docs.py), never by hand")
+
+
+def test_the_check_catches_a_typed_number():
+    docs = "\n".join(p.read_text() for p in sorted((ROOT / "docs" / "studies").glob("*.md")))
+    assert "0.9137 [0.9012, 0.9999]" not in docs and NUMBER.findall("keeps 0.9137 [0.9012, 0.9999]") == [
+        "0.9137 [0.9012, 0.9999]"]
