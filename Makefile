@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake tracing test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -77,6 +77,10 @@ butterfly-hard: $(STAMP)
 
 mquake: $(STAMP)
 	$(VENV)/bin/editscope run examples/mquake.yaml --out runs/mquake --resume
+
+# Teacher-forced token accuracy against generated exact match on 200 CounterFact records.
+protocols: $(STAMP)
+	$(VENV)/bin/editscope run examples/counterfact_protocols.yaml --out runs/counterfact-protocols --resume
 
 # Causal traces behind docs/studies/tracing.md: 100 CounterFact facts the model knows, and "a+b="
 # on both built-in models; single MLPs (window 1) for 30 facts and 25 sums (each resumable: rerun to continue).

@@ -4,6 +4,9 @@
   tensors, the same rank, the same singular values (hence the same Frobenius and spectral norm),
   with random singular vectors. It answers "would *any* change of this size, in these weights,
   move these probes?".
+* :func:`function_space_delta`: a placebo in function space: the same keys read (the delta's
+  input-side singular vectors and singular values), a random value written, so the change it makes
+  to the edit's own activations has exactly the edit's size ``||delta k||``.
 * :func:`unrelated_requests`: edits of other prompts of the same kind as a given edit ("7*8=" ->
   "3" for "2+2=" -> "5") or of another kind (a CounterFact fact for an arithmetic edit), seeded.
   Made by the same method and evaluated on the probes built around the edit under study, they
@@ -78,6 +81,34 @@ def placebo_delta(delta: Mapping[str, torch.Tensor], seed: int) -> tuple[dict[st
     out, ranks = {}, {}
     for name, d in delta.items():
         out[name], ranks[name] = placebo_tensor(d, _generator(seed, name))
+    return out, ranks
+
+
+def function_space_tensor(delta: torch.Tensor, gen: torch.Generator, input_dim: int = 1) -> tuple[torch.Tensor, int]:
+    """A placebo that reads the same keys as ``delta`` and writes a random value: for a 2-D
+    ``delta = U diag(s) V^T`` whose input side is ``input_dim`` (1 for ``nn.Linear``'s ``[out, in]``,
+    0 for GPT-2's ``Conv1D`` and embeddings), the input-side singular vectors and the singular
+    values are kept and the output side is drawn at random, so ``||delta' k|| = ||delta k||`` for
+    every input ``k`` (the edit's keys included) while the direction written is random. Other
+    shapes: as :func:`placebo_tensor`. Returns it (float64) and the rank."""
+    d = delta.detach().double().cpu()
+    if d.ndim != 2 or float(torch.linalg.vector_norm(d)) == 0.0:
+        return placebo_tensor(delta, gen)
+    u, s, vh = torch.linalg.svd(d, full_matrices=False)
+    r = numerical_rank(s, tuple(d.shape))
+    u, s, vh = u[:, :r], s[:r], vh[:r]
+    if input_dim == 1:  # y = D x: keep the key side V, draw the value side
+        return (_orthonormal(d.shape[0], r, gen) * s) @ vh, r
+    return (u * s) @ _orthonormal(d.shape[1], r, gen).T, r  # y = x D: keep U, draw V
+
+
+def function_space_delta(delta: Mapping[str, torch.Tensor], seed: int, input_dims: Mapping[str, int]
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """:func:`function_space_tensor` for every tensor of ``delta`` (``input_dims``: each tensor's
+    input side, default 1); deterministic in ``seed`` and the tensor names."""
+    out, ranks = {}, {}
+    for name, d in delta.items():
+        out[name], ranks[name] = function_space_tensor(d, _generator(seed, name), input_dims.get(name, 1))
     return out, ranks
 
 

@@ -406,3 +406,41 @@ def test_matched_strength_interpolates_between_the_bracketing_settings():
     c = at_level(pts, 0.9)
     assert (c.value, c.low, c.high) == pytest.approx((0.55, 0.5025, 0.5975))
     assert at_level(pts, 0.1) is None and at_level(pts[:1], 0.5) is None
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_function_space_placebo_moves_the_edits_keys_by_the_edits_amount(model_type):
+    """The function-space placebo keeps the edit's key side: ||delta' k|| = ||delta k|| for the
+    edit's own key activations (and any input), while its value direction is random."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from locate_settings import EASY, REQ
+
+    import editscope as es
+    from editscope.hooks import capture_input
+    from editscope.methods.controls import input_side
+    from editscope.models import tiny_model
+
+    model = tiny_model(model_type)
+    h = es.apply_edit(model, REQ, "rome", **EASY)
+    delta = {n: t.double() for n, t in h.delta().items()}
+    h.undo()
+    p = es.apply_edit(model, REQ, "placebo", match="rome", match_hparams=EASY, space="function")
+    fake = {n: t.double() for n, t in p.delta().items()}
+    (name,) = delta
+    module = model.hf.get_submodule(name.rsplit(".", 1)[0])
+    with capture_input(module) as got:
+        model.hf(**model.tokenizer(REQ.prompt, return_tensors="pt"))
+    p.undo()
+    keys = got[0].reshape(-1, got[0].shape[-1]).double()  # every position's input to the edited module
+    side = input_side(model, name)
+    apply = (lambda d: keys @ d.T) if side == 1 else (lambda d: keys @ d)
+    want, have = apply(delta[name]).norm(dim=-1), apply(fake[name]).norm(dim=-1)
+    assert float(want.max()) > 0
+    assert torch.allclose(have, want, rtol=1e-3, atol=1e-6 * float(want.max()))
+    # a different write direction: the outputs are not the edit's
+    cos = torch.nn.functional.cosine_similarity(apply(delta[name]), apply(fake[name]), dim=-1)
+    assert float(cos.abs().max()) < 0.9
+    assert p.info["space"] == "function"

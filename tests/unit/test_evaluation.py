@@ -244,9 +244,10 @@ def test_prob_ns_margin_delta_hand_computed():
 def test_answer_unchanged_compares_the_leading_answer(base, edited, same):
     from editscope.metrics.edit_metrics import METRICS
 
-    row = {"unchanged": base == edited, "greedy": edited, "base_greedy": base}
+    target = "Paris" if "Paris" in base + edited else "4"  # the answer rule follows the target: text or integer
+    row = {"target": target, "unchanged": base == edited, "greedy": edited, "base_greedy": base}
     assert METRICS["answer_unchanged"].fn(row) is same
-    assert METRICS["answer_unchanged"].fn({"unchanged": None, "greedy": edited, "base_greedy": base}) is None
+    assert METRICS["answer_unchanged"].fn({**row, "unchanged": None}) is None
 
 
 def test_top_k_out_of_range():

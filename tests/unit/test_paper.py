@@ -119,7 +119,7 @@ def test_every_placeholder_kind_fills_as_latex_into_the_brief_layout(tiny_run, c
     far = rate_cell(res, "ft-m", "far", "answer_unchanged")
     assert f"far {far.value:.3f};" in text and f"rate {_fmt(far)} (n={far.n});" in text
     assert f"companion {_fmt(far)}; run tiny at" in text
-    assert re.search(r"difference [-+][\d.]+, p \(Holm\) [\d.e-]+;", text)
+    assert re.search(r"difference [-+][\d.]+, p \(Holm\) [\d.e-]+, (equivalent|different|inconclusive)[^;]*\(TOST within \+-0.02, Holm: p [\d.e-]+\);", text)
     assert r"\input{tables/main}" in text and r"\input{tables/breakdown-locality-op}" in text
     assert r"\input{tables/tiny-other-models}" not in text and r"\input{tables/models}" in text
     assert r"The full table is \tabref{tab:detail} in \appref{app:tables}." in text and "detail" in d.moved_tables
@@ -128,7 +128,7 @@ def test_every_placeholder_kind_fills_as_latex_into_the_brief_layout(tiny_run, c
     table = (out / "tables" / "main.tex").read_text()
     assert r"\begin{tabular}{@{}l" in table and table.count("@{}") >= 2 and "|" not in table.split(r"\begin{tabular}")[1].split("\n")[0]
     assert r"\toprule" in table and r"\bottomrule" in table and r"\textsc{method}" in table and r"{\bf " in table
-    assert r"\cmidrule(lr){2-3}" in table and r"\multicolumn{2}{c}{\textsc{efficacy (top1)}}" in table
+    assert r"\cmidrule(lr){2-3}" in table and r"\multicolumn{2}{c}{\textsc{efficacy (answer\_hit)}}" in table
     models = (out / "tables" / "models.tex").read_text()
     for model in (res.meta["model_name"], "tiny:gpt2"):
         assert r"\multicolumn{4}{c}{\textsc{" + model + "}}" in models

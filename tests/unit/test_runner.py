@@ -371,7 +371,7 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
     from editscope.report.render import detail_table
 
     res.config["metrics"] = ["top1", "unchanged"]  # the study's `metrics:` choose the detail columns
-    assert detail_table(res).header == ["method", "category", "n", "top1", "unchanged"]
+    assert detail_table(res).header == ["method", "category", "n", "top1 (greedy)", "unchanged (greedy)"]
     assert (finished_run / "figures" / "blast_radius.png").stat().st_size > 5000
     assert (finished_run / "figures" / "categories.pdf").exists()
 

@@ -223,7 +223,7 @@ def test_excess_rate_hand_computed() -> None:
     assert d["value"] == 0.5 and d["draws"] == 2 and d["n_clusters"] == 1
     assert set(d) == {
         "value", "low", "high", "method_rate", "control_rate",
-        "n", "n_clusters", "draws", "confidence", "method",
+        "n", "n_clusters", "draws", "confidence", "method", "pvalue", "p_equivalence", "margin",
     }  # fmt: skip
     iv = r.interval()
     assert (iv.value, iv.low, iv.high, iv.n) == (r.value, r.low, r.high, 4)

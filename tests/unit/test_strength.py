@@ -11,11 +11,11 @@ pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 STUDY = {
     "name": "strength", "model": "tiny:llama", "seed": 0,
-    "methods": [{"method": "ft", "label": "ft-p", "hparams": {"lr": 1e-2, "steps": 40}, "strength": {"p": 0.3}},
+    "methods": [{"method": "ft", "label": "ft-p", "hparams": {"lr": 1e-2, "steps": 40}, "strength": {"p": 0.1}},
                 # the tiny random model's P(target) saturates near 0.5: this level is out of reach
                 {"method": "ft", "label": "ft-high", "hparams": {"lr": 1e-2, "steps": 40}, "strength": {"p": 0.95}}],
     "edits": [{"prompt": "The capital of France is", "target_new": "Rome"}],
-    "probes": [{"suite": "arithmetic", "args": {"n": 2, "paraphrases": False}}],
+    "probes": ["facts"],
 }
 
 
@@ -23,7 +23,7 @@ def test_units_at_matched_strength_store_their_level_and_misses_are_left_out(tmp
     run = run_study(parse_config(STUDY), tmp_path / "run", progress=False)
     res = load_results(run)
     info = {u.method: u.info for u in res.strength_units}
-    assert info["ft-p"]["strength_reached"] and abs(info["ft-p"]["p_target"] - 0.3) <= 0.01
+    assert info["ft-p"]["strength_reached"] and abs(info["ft-p"]["p_target"] - 0.1) <= 0.01
     assert info["ft-p"]["strength_scale"] < 1 and info["ft-p"]["update_norm"] > 0
     assert not info["ft-high"]["strength_reached"] and info["ft-high"]["p_target"] < 0.95
     df = res.frame.df
@@ -34,7 +34,7 @@ def test_units_at_matched_strength_store_their_level_and_misses_are_left_out(tmp
 
 
 @pytest.mark.parametrize("patch, match", [
-    ({"strength": {"p": 1.5}}, r"strength\.p\s.*strictly between 0 and 1"),
+    ({"strength": {"p": 1.5}}, r"methods\[0\]\.strength\.p: .*strictly between 0 and 1"),
     ({"strength": {"p": 0}}, r"strictly between 0 and 1"),
     ({"method": "grace", "hparams": {}, "strength": {"p": 0.5}}, "weight-delta methods"),
 ])

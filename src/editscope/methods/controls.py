@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from ..controls import placebo_delta
+from ..controls import function_space_delta, placebo_delta
 from ..models.model import Model
 from ..requests import EditRequest
 from .base import EditMethod, Hparams, HparamError, get_method, register_method
@@ -41,6 +41,19 @@ class PlaceboHparams(Hparams):
     match_seed: int = Field(0, description="torch seed the matched method runs under")
     draw: int = Field(0, ge=0, description="which random draw (the placebo's seed)")
     seed: int = Field(0, description="base seed of the draws")
+    space: Literal["weights", "function"] = Field(
+        "weights", description="weights: random singular vectors on both sides (same rank and singular values); "
+                               "function: the delta's own key side kept, a random value side, so ||delta k|| is "
+                               "the edit's for every key k")
+
+
+def input_side(model: Model, name: str) -> int:
+    """Which dimension of parameter ``name`` its module reads its input along: 1 for ``nn.Linear``
+    (``[out, in]``), 0 for embeddings and GPT-2's ``Conv1D`` (``[in, out]``)."""
+    module = model.hf.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model.hf
+    if isinstance(module, torch.nn.Embedding) or type(module).__name__ == "Conv1D":
+        return 0
+    return 1
 
 
 def _request_key(requests: Sequence[EditRequest]) -> str:
@@ -105,13 +118,17 @@ class Placebo(EditMethod):
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: PlaceboHparams) -> dict[str, Any]:
         delta, info = matched_delta(model, requests, hp.match, hp.match_hparams, hp.match_seed)
-        fake, ranks = placebo_delta(delta, seed=hp.seed * 1_000_003 + hp.draw)
+        draw_seed = hp.seed * 1_000_003 + hp.draw
+        if hp.space == "function":
+            fake, ranks = function_space_delta(delta, draw_seed, {n: input_side(model, n) for n in delta})
+        else:
+            fake, ranks = placebo_delta(delta, seed=draw_seed)
         params = parameters(model, list(fake))
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(add_delta(p.detach(), fake[n]))
         norms = {n: float(torch.linalg.vector_norm(d.double())) for n, d in delta.items()}
-        return {"matched": hp.match, "draw": hp.draw, "matched_seconds": info.get("seconds"),
+        return {"matched": hp.match, "draw": hp.draw, "space": hp.space, "matched_seconds": info.get("seconds"),
                 "matched_rank_max": max(ranks.values(), default=0),
                 "matched_norm": sum(v * v for v in norms.values()) ** 0.5,
                 "ranks": ranks}

@@ -9,6 +9,7 @@ Plugins add rules with :func:`register_answer_rule`.
 | rule | answer read from a continuation | the target is reached when |
 |---|---|---|
 | ``integer`` | the first integer, in digits (``"-12, so"`` -> -12) or English words (``" five."`` -> 5); ``None`` when there is none | the answer equals the target's integer (or an alias's), and the number ends before the text does (a number cut by the length cap may go on) |
+| ``text-exact`` | as ``text`` | the answer up to the first clause mark equals the normalised target or an alias (free generation scored by exact match) |
 | ``text`` | the continuation up to the first clause mark (``. , ; : ! ? newline``), normalised as MQuAKE's answers are (case-folded, accents, punctuation and the articles a/an/the removed) | the normalised continuation starts with the normalised target (or an alias) at a word boundary |
 
 Answers are parsed when results are read (from the stored greedy continuations), so a rule applies
@@ -138,11 +139,21 @@ def text_reaches(text: str, targets: Sequence[str]) -> bool:
     return answer_matches(text or "", list(targets), mode="prefix")
 
 
+def text_exact_reaches(text: str, targets: Sequence[str]) -> bool:
+    """The continuation's answer (up to its first clause mark, normalised) *is* a target: free
+    generation scored by exact match ("English. She was" gives "English"; "French and English" does
+    not)."""
+    answer, _ = parse_text(text or "")
+    return answer is not None and any(answer == normalise_text(t) for t in targets if normalise_text(t))
+
+
 ANSWER_RULES: Registry[AnswerRule] = Registry("answer rule", {
     "integer": AnswerRule("integer", 1, "the first integer (digits or English words)", parse_integer,
                           integer_reaches),
     "text": AnswerRule("text", 1, "normalised text up to the first clause mark, aliases accepted", parse_text,
                        text_reaches),
+    "text-exact": AnswerRule("text-exact", 1, "normalised text up to the first clause mark equals the target or an "
+                             "alias (free generation, exact match)", parse_text, text_exact_reaches),
 })
 
 
@@ -180,4 +191,4 @@ def first_word(text: str) -> str:
 
 
 __all__ = ["ANSWER_RULES", "Answer", "AnswerRule", "answer_key", "first_word", "integer_of", "integer_reaches", "is_integer_literal", "normalise_text",
-           "parse_integer", "parse_text", "register_answer_rule", "rule_name_of", "text_reaches", "words_value"]
+           "parse_integer", "parse_text", "register_answer_rule", "rule_name_of", "text_exact_reaches", "text_reaches", "words_value"]

@@ -6,6 +6,11 @@ Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult
 column form (:attr:`Metric.column`: a DataFrame of rows -> one float per row, NaN where the row form
 gives None), which the report aggregates with; tests hold the two forms equal.
 
+Each metric names its protocol (:attr:`Metric.protocol`): ``teacher-forced`` (prob, ns, margin,
+logprob, delta_logprob, token_acc, locality_token_agreement: the target's probability given the
+prompt), ``greedy`` (the decoded continuation: target length + 1 tokens, or a probe's
+``gen_tokens`` for free generation, :mod:`editscope.probes.protocols`) or ``next-token`` (kl).
+
 | name | kind | definition |
 |---|---|---|
 | ``answer_hit`` | rate | the answer read from the greedy continuation by the probe's answer rule (:mod:`.answers`: the first integer, or normalised text) is the target or an alias: efficacy and paraphrase success (the headline) |
@@ -43,6 +48,15 @@ from ..stats import mean_interval, wilson_interval
 from .answers import ANSWER_RULES, answer_key, first_word, rule_name_of  # noqa: F401 (first_word: re-exported)
 
 
+#: the target's log-probability given the prompt (no decoding)
+TEACHER_FORCED = "teacher-forced"
+#: the greedy continuation, decoded for the target's length + 1 token (or a probe's ``gen_tokens``:
+#: free generation), its answer read by the probe's answer rule
+GREEDY = "greedy"
+#: the next-token distribution after the prompt
+NEXT_TOKEN = "next-token"
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named, versioned per-row metric. ``kind`` is ``"rate"`` (booleans) or ``"mean"``.
@@ -57,6 +71,8 @@ class Metric:
     description: str
     fn: Callable[[Mapping[str, Any]], Any]
     column: Callable[[pd.DataFrame], pd.Series]
+    #: how the model is read: :data:`TEACHER_FORCED`, :data:`GREEDY` or :data:`NEXT_TOKEN`
+    protocol: str = "greedy"
 
     @property
     def key(self) -> str:
@@ -244,12 +260,12 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
     Metric("top1", 1, "rate", "greedy tokens start with the target's tokens (token-level)", lambda r: r["top1"],
            _col("top1")),
     Metric("prob", 1, "rate", "P(target) > P(target_true) (ROME ES/PS)", lambda r: _alt(r, "target_true"),
-           _alt_column("target_true")),
+           _alt_column("target_true"), protocol=TEACHER_FORCED),
     Metric("ns", 1, "rate", "P(target) > P(target_new) (ROME NS)", lambda r: _alt(r, "target_new"),
-           _alt_column("target_new")),
-    Metric("margin", 1, "mean", "P(target) - P(alternative) (ROME EM/PM/NM)", _margin, _margin_column),
-    Metric("logprob", 1, "mean", "log P(target | prompt), nats", lambda r: r["logprob"], _col("logprob")),
-    Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta, _delta_column),
+           _alt_column("target_new"), protocol=TEACHER_FORCED),
+    Metric("margin", 1, "mean", "P(target) - P(alternative) (ROME EM/PM/NM)", _margin, _margin_column, protocol=TEACHER_FORCED),
+    Metric("logprob", 1, "mean", "log P(target | prompt), nats", lambda r: r["logprob"], _col("logprob"), protocol=TEACHER_FORCED),
+    Metric("delta_logprob", 1, "mean", "logprob - base logprob, nats", _delta, _delta_column, protocol=TEACHER_FORCED),
     Metric("unchanged", 1, "rate", "greedy continuation identical to the base's", lambda r: r.get("unchanged"),
            _col("unchanged")),
     Metric("answer_unchanged", 2, "rate", "the answer read by the probe's rule is the base's",
@@ -259,16 +275,16 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
     Metric("base_known", 1, "rate", "the base model's answer reaches the target",
            lambda r: _reaches(r, "base_greedy"), _reach_column("base_greedy")),
     Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl"),
-           _col("kl")),
+           _col("kl"), protocol=NEXT_TOKEN),
     Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target"),
            _col("says_target")),
     Metric("changed_kl", 1, "rate", f"answer changed and first-token KL > {KL_THRESHOLD} nats", _changed_kl,
            _changed_kl_column),
     Metric("token_acc", 1, "mean", "share of target tokens that are the teacher-forced argmax (EasyEdit)",
-           lambda r: r.get("token_acc"), _col("token_acc")),
+           lambda r: r.get("token_acc"), _col("token_acc"), protocol=TEACHER_FORCED),
     Metric("locality_token_agreement", 1, "mean",
            "share of target positions whose teacher-forced argmax is the base's (EasyEdit locality)",
-           lambda r: r.get("token_agree"), _col("token_agree")),
+           lambda r: r.get("token_agree"), _col("token_agree"), protocol=TEACHER_FORCED),
 ]})
 
 

@@ -71,7 +71,7 @@ def knowedit_rows(res: StudyResults) -> list[KnowEditRow]:
     average over the re-measured probes alone would stand for all of them)."""
     df = res.frame.df
     scored = df["logprob"].notna()
-    if scored.any() and df.loc[scored, "token_acc"].isna().any():
+    if scored.any() and (df.loc[scored, "token_acc"].isna() & df.loc[scored, "token_agree"].isna()).any():
         return []
     out = []
     for m in ["base", *res.edit_methods]:

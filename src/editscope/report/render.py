@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from .plots import all_figures, caption
-from ..metrics.edit_metrics import BASE_STATUSES
+from ..metrics.edit_metrics import BASE_STATUSES, METRICS
 from ..stats import holm
 from .answers import base_answers, locality_by_status, no_op_edits
 from .table import Table
@@ -158,7 +158,10 @@ def detail_table(res: StudyResults) -> Table:
             n = max((int(c["n"]) for c in cell.values()), default=0)
             rows.append([(m, False), (cat, False), (str(n), False), *vals])
     return Table("detail", "Every category and metric (value [95% interval]); metrics as defined in "
-                           "editscope.metrics.METRICS.", ["method", "category", "n", *names], rows)
+                           "editscope.metrics.METRICS, each with the protocol it reads the model by "
+                           "(teacher-forced: the target's probability; greedy: the decoded answer; next-token: "
+                           "the distribution after the prompt).",
+                 ["method", "category", "n", *[f"{n} ({METRICS[n].protocol})" for n in names]], rows)
 
 
 def tests_table(res: StudyResults) -> Table | None:

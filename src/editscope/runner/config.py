@@ -70,16 +70,18 @@ CONTROL_METHODS = frozenset({"placebo", "identity"})
 RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "draw")
 
 
-#: method keys added after studies were stored; left out of the config hash while unset
-LATER_METHOD_KEYS = ("strength",)
+#: keys added to a section's entries after studies were stored; left out of the config hash while unset
+LATER_KEYS = {"methods": ("strength",), "edits": ("generate",)}
 
 
 def without_unset_later_keys(data: dict[str, Any]) -> dict[str, Any]:
-    """A dumped config without the :data:`LATER_METHOD_KEYS` its methods leave unset (in place)."""
-    for m in data.get("methods", []):
-        for key in LATER_METHOD_KEYS:
-            if isinstance(m, dict) and m.get(key) is None:
-                m.pop(key, None)
+    """A dumped config without the keys added after studies were stored (:data:`LATER_KEYS`) that
+    its entries leave unset (in place), so that stored studies keep their config hash."""
+    for section, keys in LATER_KEYS.items():
+        for entry in data.get(section, []):
+            for key in keys:
+                if isinstance(entry, dict) and entry.get(key) is None:
+                    entry.pop(key, None)
     return data
 
 
@@ -236,6 +238,9 @@ class DatasetEdits(_Strict):
     limit: int | None = Field(None, ge=1)
     offset: int = Field(0, ge=0)
     case_probes: bool = Field(True, description="also evaluate each record's own probes (paraphrase, neighbours)")
+    generate: int | None = Field(None, ge=1, description="evaluate the record's probes by free generation: this "
+                                 "many tokens, the answer up to the first clause mark matched exactly "
+                                 "(editscope.probes.protocols)")
 
     @field_validator("dataset")
     @classmethod

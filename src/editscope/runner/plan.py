@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..probes.protocols import free_generation
 from ..probes.registry import _lookup as lookup_suite
 from ..probes.registry import get_suite
 from ..requests import EditRequest, ProbeSet
@@ -88,6 +89,7 @@ class Plan:
 
 
 def _load_dataset(spec: DatasetEdits):
+    """The edit dataset a study's ``edits:`` entry names."""
     from ..probes import loaders
 
     if spec.dataset == "jsonl" and spec.source is None:
@@ -122,7 +124,8 @@ def build_plan(config: StudyConfig) -> Plan:
         for case in ds:
             item = EditItem(len(items), list(case.requests), f"{src.dataset}:{case.case_id}", meta=dict(case.meta))
             if src.case_probes and len(case.probes):
-                item.probe_sets["case"] = case.probes
+                item.probe_sets["case"] = case.probes if src.generate is None else \
+                    free_generation(case.probes, src.generate)
             items.append(item)
     global_sets: dict[str, ProbeSet] = {}
     for name, spec in zip(_suite_names(config), config.probes):
