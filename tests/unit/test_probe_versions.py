@@ -142,3 +142,17 @@ def test_a_re_applied_edit_is_checked_on_its_stored_measurements(tmp_path):
     assert check["state"] == "measurements" and check["agree"] == 1.0 and check["efficacy_checked"] >= 1
     assert ("ft-m", "edit-0001") not in events and units[("ft-m", "edit-0001")].fingerprint != "another machine"
     load_results(run)  # one version again
+
+
+def test_a_suites_answer_rule_is_applied_to_its_probes_and_unknown_rules_are_refused():
+    from editscope.runner import build_plan
+
+    cfg = parse_config({**STUDY, "probes": [{"suite": "arithmetic", "args": {"n": 2}, "answer_rule": "text"}]})
+    ps = build_plan(cfg).all_sets()["arithmetic#e0"][1]
+    assert {p.meta["answer_rule"] for p in ps} == {"text"}
+    plain = build_plan(parse_config(STUDY)).all_sets()["arithmetic#e0"][1]
+    assert probe_digest(ps[0]) != probe_digest(plain[0])  # another rule: another probe version
+    with pytest.raises(Exception, match=r"probes\[0\]\.answer_rule: unknown answer rule 'integr'\. Did you mean 'integer'"):
+        parse_config({**STUDY, "probes": [{"suite": "arithmetic", "answer_rule": "integr"}]})
+    with pytest.raises(Exception, match="equivalence_margin"):
+        parse_config({**STUDY, "equivalence_margin": -0.1})

@@ -35,4 +35,12 @@ def free_generation(probes: ProbeSet, tokens: int) -> ProbeSet:
     return ProbeSet(out, name=probes.name)
 
 
-__all__ = ["ANSWER_CATEGORIES", "free_generation"]
+def with_answer_rule(probes: ProbeSet, rule: str | None) -> ProbeSet:
+    """``probes`` with every answer read by ``rule`` (unchanged when None)."""
+    if rule is None:
+        return probes
+    return ProbeSet([Probe(p.prompt, p.target, p.category, meta={**p.meta, "answer_rule": rule}, sep=p.sep)
+                     for p in probes], name=probes.name)
+
+
+__all__ = ["ANSWER_CATEGORIES", "free_generation", "with_answer_rule"]

@@ -72,7 +72,7 @@ def excess(res: StudyResults, method: str, kind: str = "placebo", cat: str = LOC
     m = np.array([mine[k] for k in keys], dtype=bool)
     c = np.array([[d[k] for k in keys] for d in draws.values()], dtype=bool)
     clusters = [k[0] for k in keys] if res.clustered else None
-    return excess_rate(m, c, clusters, n_resamples=n_resamples, seed=seed)
+    return excess_rate(m, c, clusters, n_resamples=n_resamples, seed=seed, margin=res.margin)
 
 
 @dataclass

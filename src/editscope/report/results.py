@@ -156,6 +156,11 @@ class StudyResults:
         return self._cache[key]
 
     @property
+    def margin(self) -> float:
+        """The study's equivalence margin (``equivalence_margin``, default :data:`EQUIVALENCE_MARGIN`)."""
+        return float(self.config.get("equivalence_margin") or EQUIVALENCE_MARGIN)
+
+    @property
     def strength_units(self) -> list[Any]:
         """Units run at matched strength (``strength:``), reached or not."""
         return [u for u in self.units if "strength_p" in u.info]
@@ -368,14 +373,15 @@ def paired_test(res: StudyResults, method: str, ref: str, cat: str, metric: str)
     t = mcnemar_exact(a, b)
     diffs = [float(y) - float(x) for x, y in zip(a, b)]
     n_edits = len(set(roots))
+    margin = res.margin
     if res.clustered and n_edits >= 2:
-        eq = tost(diffs, EQUIVALENCE_MARGIN, clusters=roots)
+        eq = tost(diffs, margin, clusters=roots)
         kind, p, p_cmh = "edits", eq.p_difference, cmh_paired(a, b, roots).pvalue
     else:
-        eq = tost(diffs, EQUIVALENCE_MARGIN)
+        eq = tost(diffs, margin)
         kind, p, p_cmh = "mcnemar", t.pvalue, None
     return Test(method, f"{cat}/{metric}", len(a), t.n01, t.n10, (sum(b) - sum(a)) / len(a), p, p, kind, n_edits,
-                eq.p_equivalence, eq.p_equivalence, p_cmh=p_cmh)
+                eq.p_equivalence, eq.p_equivalence, margin, p_cmh)
 
 
 def _tests(res: StudyResults) -> list[Test]:

@@ -71,7 +71,9 @@ RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "draw")
 
 
 #: keys added to a section's entries after studies were stored; left out of the config hash while unset
-LATER_KEYS = {"methods": ("strength",), "edits": ("generate",)}
+LATER_KEYS = {"methods": ("strength",), "edits": ("generate",), "probes": ("answer_rule",)}
+#: top-level keys that change only how a stored run is reported (not part of the config hash)
+REPORT_ONLY = ("criterion", "equivalence_margin")
 
 
 def without_unset_later_keys(data: dict[str, Any]) -> dict[str, Any]:
@@ -253,12 +255,24 @@ class DatasetEdits(_Strict):
 class ProbeSpec(_Strict):
     suite: str
     args: dict[str, Any] = Field(default_factory=dict)
+    answer_rule: str | None = Field(None, description="read every probe's answer by this rule "
+                                    "(editscope.metrics.answers: integer, text, text-exact, or a plugin's); "
+                                    "default: each probe's own")
 
     @field_validator("suite")
     @classmethod
     def _known(cls, v: str) -> str:
         lookup_suite(v)  # UnknownSuiteError with a suggestion
         return v
+
+    @field_validator("answer_rule")
+    @classmethod
+    def _known_rule(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from ..metrics.answers import ANSWER_RULES
+
+        return ANSWER_RULES[v].name  # UnknownNameError with the nearest rule names
 
 
 class PerplexitySpec(_Strict):
@@ -360,6 +374,8 @@ class StudyConfig(_Strict):
     downstream: list[DownstreamSpec] = Field(default_factory=list)
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     criterion: CriterionSpec | None = Field(None, description="report-only: the bar an isolated edit must clear")
+    equivalence_margin: float = Field(0.02, gt=0, lt=1, description="report-only: the largest difference of rates "
+                                      "that counts as no effect in equivalence tests (TOST)")
     controls: ControlsSpec | None = Field(None, description="unrelated-edit controls (placebo and identity are methods)")
     plugins: list[str] = Field(default_factory=list, description="modules imported before validation: they register "
                                                                   "methods, suites, metrics, tasks, corpora or architectures")
@@ -507,7 +523,7 @@ class StudyConfig(_Strict):
 
     def config_hash(self) -> str:
         """Content hash of the normalised config (what a run folder is bound to)."""
-        data = without_unset_later_keys(self.model_dump(mode="json", exclude={"criterion"}))
+        data = without_unset_later_keys(self.model_dump(mode="json", exclude=set(REPORT_ONLY)))
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -28,7 +28,7 @@ from ..errors import InputError
 from ..models.model import Model
 from ..paths import file_in_the_way
 from ..progress import working
-from .config import MethodSpec, StudyConfig, without_unset_later_keys
+from .config import REPORT_ONLY, MethodSpec, StudyConfig, without_unset_later_keys
 from .plan import Plan, UnitPlan, build_plan
 from .results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
@@ -62,6 +62,7 @@ def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
     ``controls:`` added to a study that had none. Either only adds units, so ``--resume`` may
     continue it in place; reordered, removed or changed methods or changed controls may not."""
     new = without_unset_later_keys(config.model_dump(mode="json"))
+    stored = without_unset_later_keys(json.loads(json.dumps(stored)))  # a copy, written by any version
     old_methods, new_methods = stored.get("methods", []), new["methods"]
     if not old_methods or new_methods[:len(old_methods)] != old_methods:
         return False
@@ -70,7 +71,7 @@ def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
         return False
     if not controls_added and stored.get("controls") != new.get("controls"):
         return False
-    rest = lambda d: {k: v for k, v in d.items() if k not in ("methods", "criterion", "controls")}  # noqa: E731
+    rest = lambda d: {k: v for k, v in d.items() if k not in ("methods", "controls", *REPORT_ONLY)}  # noqa: E731
     return rest(stored) == rest(new)
 
 

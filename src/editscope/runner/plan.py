@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..probes.protocols import free_generation
+from ..probes.protocols import free_generation, with_answer_rule
 from ..probes.registry import _lookup as lookup_suite
 from ..probes.registry import get_suite
 from ..requests import EditRequest, ProbeSet
@@ -138,7 +138,7 @@ def build_plan(config: StudyConfig) -> Plan:
                     raise ConfigError(f"probes: suite {spec.suite!r} for edit {item.label}: {e}") from None
                 if not len(ps):
                     raise ConfigError(f"probes: suite {spec.suite!r} yields no probes for edit {item.label}")
-                item.probe_sets[name] = ps
+                item.probe_sets[name] = with_answer_rule(ps, spec.answer_rule)
         else:
             try:
                 ps = get_suite(spec.suite, **spec.args)
@@ -146,7 +146,7 @@ def build_plan(config: StudyConfig) -> Plan:
                 raise ConfigError(f"probes: suite {spec.suite!r} with args {spec.args}: {e}") from None
             if not len(ps):
                 raise ConfigError(f"probes: suite {spec.suite!r} with args {spec.args} yields no probes")
-            global_sets[name] = ps
+            global_sets[name] = with_answer_rule(ps, spec.answer_rule)
     if not global_sets and not any(e.probe_sets for e in items) and config.perplexity is None \
             and not config.downstream:
         raise ConfigError("probes: nothing to evaluate; add a suite under `probes:` (e.g. facts), dataset "
