@@ -84,6 +84,13 @@ def test_mixed_versions_are_refused_then_resume_re_evaluates_only_the_stale_prob
         load_results(run)
     assert "--resume" in str(e.value)
 
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    r = CliRunner().invoke(app, ["report", str(run)], terminal_width=300)
+    assert r.exit_code == 2 and "different versions of the same probes" in r.output and "Traceback" not in r.output
+
     run_study(cfg, run, resume=True, progress=False)
     after = load_results(run)  # one version again
     rows_after = {(r["method"], r["unit"], r["probe_set"], r["index"]): r for r in after.frame.to_rows()}
