@@ -36,7 +36,6 @@ from __future__ import annotations
 from ..registry import Registry
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
