@@ -444,3 +444,34 @@ def test_function_space_placebo_moves_the_edits_keys_by_the_edits_amount(model_t
     cos = torch.nn.functional.cosine_similarity(apply(delta[name]), apply(fake[name]), dim=-1)
     assert float(cos.abs().max()) < 0.9
     assert p.info["space"] == "function"
+
+
+def test_unrelated_edits_report_their_own_efficacy_and_failed_ones_are_left_out(control_run):
+    """Each unrelated edit is also measured on its own prompt (category control-target, never
+    pooled into locality); a control edit that did not take drops its draw from the excess."""
+    from editscope.report.attribution import excess, failed_controls
+    from editscope.report.render import excess_table
+
+    res = load_results(control_run)
+    df = res.frame.df
+    own = df[(df["category"] == "control-target")]
+    assert set(own["method"]) == {"base", "unrelated-ft-m", "unrelated-ft-m-strong"}
+    assert set(own["probe_set"]) == {"control#e0-u00"}  # one study edit, one unrelated edit
+    hit = res.frame.metric("answer_hit").loc[own.index]
+    for m in ("unrelated-ft-m", "unrelated-ft-m-strong"):
+        mine = own["method"] == m
+        missed = set(own.loc[mine & (hit != 1), "unit"])
+        assert failed_controls(res, m) == missed
+    # the own prompts are not locality probes, and not the study edit's target
+    from editscope.report.results import category_index, LOCALITY
+
+    idx = category_index(res, res.final_index("unrelated-ft-m"), LOCALITY)
+    assert not (df.loc[idx, "category"] == "control-target").any()
+    weak = failed_controls(res, "unrelated-ft-m")
+    e = excess(res, "ft-m", "unrelated")
+    kept_draws = len({u[len("edit-0000"):] for u in df.loc[df["method"] == "unrelated-ft-m", "unit"]}
+                     - {u[len("edit-0000"):] for u in weak})
+    assert (e is None) == (kept_draws == 0) and (e is None or e.draws == kept_draws)
+    t = excess_table(res, "unrelated")
+    if weak:
+        assert "did not take" in t.caption

@@ -43,6 +43,18 @@ def control_of(res: StudyResults, method: str, kind: str) -> str | None:
                 None)
 
 
+def failed_controls(res: StudyResults, control: str) -> set[str]:
+    """Units of a control method whose edit did not take: rolled back (status ``failed``), or an
+    unrelated edit whose own prompt does not give its target (``control-target`` answer)."""
+    out = {u.unit for u in res.units if u.method == control and u.status == "failed"}
+    df = res.frame.df
+    own = df[(df["method"] == control) & (df["category"] == "control-target")]
+    if len(own):
+        hit = res.frame.metric("answer_hit").loc[own.index]
+        out |= set(own.loc[(hit != 1).to_numpy(), "unit"])
+    return out
+
+
 def locality_categories(res: StudyResults) -> list[str]:
     cats = sorted(c for c in res.frame.df["category"].unique() if c not in EFFICACY)
     return [LOCALITY, *cats] if len(cats) > 1 else cats
@@ -60,11 +72,14 @@ def excess(res: StudyResults, method: str, kind: str = "placebo", cat: str = LOC
         v = _changed(r)
         if v is not None:
             mine[(unit_root(r["unit"]), r["probe_set"], r["index"])] = v
+    failed = failed_controls(res, ctl)
+    # a draw in which some control edit did not take is left out whole (draws are exchangeable)
+    dropped = {u[len(unit_root(u)):] for u in failed}
     draws: dict[str, dict[tuple, bool]] = defaultdict(dict)  # unit suffix (-d01, -u02) -> probe -> changed
     for r in category_rows(res, ctl, cat):
         v = _changed(r)
-        if v is not None:
-            root = unit_root(r["unit"])
+        root = unit_root(r["unit"])
+        if v is not None and r["unit"][len(root):] not in dropped:
             draws[r["unit"][len(root):]][(root, r["probe_set"], r["index"])] = v
     keys = [k for k in mine if all(k in d for d in draws.values())] if draws else []
     if not keys:
@@ -143,5 +158,6 @@ def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer
     return adjust(tests)
 
 
-__all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "identity_exceptions",
+__all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "failed_controls",
+           "identity_exceptions",
            "locality_categories", "margin_bin", "margin_locality", "pairwise_tests"]

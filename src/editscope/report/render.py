@@ -18,6 +18,7 @@ from .answers import base_answers, locality_by_status, no_op_edits
 from .table import Table
 from .tex import table_float, tex_escape
 from .attribution import (
+    failed_controls,
     CONTROL_KINDS,
     KIND_LABEL,
     MARGIN_BINS,
@@ -270,12 +271,17 @@ def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
                      (f"{pooled.control_rate:.3f}" if pooled else "-", False), *[cell(r.cells.get(c)) for c in cats]])
     unit = "edits as clusters" if res.clustered else "probes (conditional on these probes)"
     margin = shown[0].margin if shown else 0.02
+    failed = {r.control: failed_controls(res, r.control) for r in rows}
+    n_failed = sum(len(v) for v in failed.values())
+    left_out = (f" {n_failed} control edit(s) did not take (rolled back, or their own prompt does not give their "
+                f"target: {', '.join(f'{c} {u}' for c, us in failed.items() for u in sorted(us))}); the draws "
+                "holding them are left out." if n_failed else "")
     return Table(f"excess-{kind}", f"Excess over {KIND_LABEL[kind]}: share of locality probes whose answer changed "
                                    f"under the method minus under its control (mean over the control's draws; in "
                                    f"brackets the 95% two-level bootstrap interval over {unit} and draws). Bold: the "
                                    f"excess differs from 0; '=': it is equivalent to 0 within +-{margin:g}; both by "
                                    "bootstrap tests, Holm-adjusted over every cell of the table; neither: "
-                                   f"inconclusive. Columns: {', '.join(cats)}.",
+                                   f"inconclusive.{left_out} Columns: {', '.join(cats)}.",
                  ["method", "control (draws)", f"changed ({cats[0]})", "control changed",
                   *[f"excess {c}" for c in cats]], body)
 

@@ -24,8 +24,10 @@ from .frame import Cell, RowFrame, paired_values, summarize_frame, unit_root, va
 
 T = TypeVar("T")
 
-CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general")
-EFFICACY = {"target", "paraphrase", "portability", "portability-hop"}
+CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general", "control-target")
+#: what should change: the edit's prompt and its generalisations, and an unrelated-edit control's own
+#: prompt (``control-target``: did the control edit take?)
+EFFICACY = {"target", "paraphrase", "portability", "portability-hop", "control-target"}
 LEAK = "leak"  # pseudo-category: output rate of the edit target on locality probes
 LOCALITY = "locality"  # pseudo-category: every probe of a locality category (all but EFFICACY)
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..probes.protocols import free_generation, with_answer_rule
 from ..probes.registry import _lookup as lookup_suite
 from ..probes.registry import get_suite
-from ..requests import EditRequest, ProbeSet
+from ..requests import EditRequest, Probe, ProbeSet
 from .config import ConfigError, DatasetEdits, InlineEdit, MethodSpec, StudyConfig
 
 
@@ -45,6 +45,9 @@ class UnitPlan:
     draw: int | None = None
     requests: tuple[EditRequest, ...] | None = None
     of_unit: str | None = None
+    #: an unrelated-edit control's own probe set (its edit's prompt and target: did the control edit
+    #: take?), named ``control#e<edit>-<u|o><NN>``
+    control_set: str | None = None
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Plan:
     edits: list[EditItem]
     global_sets: dict[str, ProbeSet]
     units: list[UnitPlan]
+    #: the unrelated-edit controls' own target probes (``UnitPlan.control_set`` -> (edit index, set))
+    control_sets: dict[str, tuple[int, ProbeSet]] = field(default_factory=dict)
 
     @property
     def methods(self) -> list[MethodSpec]:
@@ -72,6 +77,8 @@ class Plan:
                 out[f"{name}#e{i}"] = (i, ps)
         for name, ps in self.global_sets.items():
             out[name] = (None, ps)
+        if unit.control_set is not None:
+            out[unit.control_set] = self.control_sets[unit.control_set]
         return out
 
     def all_sets(self) -> dict[str, tuple[int | None, ProbeSet]]:
@@ -81,6 +88,7 @@ class Plan:
             for name, ps in e.probe_sets.items():
                 out[f"{name}#e{e.index}"] = (e.index, ps)
         out.update({n: (None, ps) for n, ps in self.global_sets.items()})
+        out.update(self.control_sets)
         return out
 
     @property
@@ -154,8 +162,9 @@ def build_plan(config: StudyConfig) -> Plan:
     units = [UnitPlan("base", "base", 0, ())]
     for m in config.method_specs():
         units += _method_units(config, m, len(items))
-    units += _unrelated_units(config, items)
-    return Plan(config, items, global_sets, units)
+    control_units = _unrelated_units(config, items)
+    units += control_units
+    return Plan(config, items, global_sets, units, _control_sets(control_units))
 
 
 def _protocol_units(config: StudyConfig, label: str, n: int) -> list[UnitPlan]:
@@ -210,10 +219,34 @@ def _unrelated_units(config: StudyConfig, items: list[EditItem]) -> list[UnitPla
                 raise ConfigError(f"controls.{kind} for edit {it.label}: {e}") from None
     units = []
     for kind, spec in specs:
+        tag = "u" if kind == "unrelated" else "o"
         for it, reqs in zip(items, drawn[kind]):
             units += [UnitPlan(spec.name, f"edit-{it.index:04d}-u{j:02d}", it.index, (it.index,),
-                               requests=(r,), of_unit=f"edit-{it.index:04d}") for j, r in enumerate(reqs)]
+                               requests=(r,), of_unit=f"edit-{it.index:04d}",
+                               control_set=f"{CONTROL_SET}#e{it.index}-{tag}{j:02d}") for j, r in enumerate(reqs)]
     return units
 
 
-__all__ = ["EditItem", "Plan", "UnitPlan", "build_plan"]
+#: the probe set of an unrelated edit's own prompt, and its category (an efficacy category of its own:
+#: never pooled into locality, never mixed with the study edit's target)
+CONTROL_SET = "control"
+CONTROL_TARGET = "control-target"
+
+
+def _control_sets(units: list[UnitPlan]) -> dict[str, tuple[int, ProbeSet]]:
+    """Each unrelated edit's own target probe (shared by every control method of that kind)."""
+    from ..probes.arithmetic import number_aliases
+
+    out: dict[str, tuple[int, ProbeSet]] = {}
+    for u in units:
+        if u.control_set is None or u.control_set in out or not u.requests:
+            continue
+        r = u.requests[0]
+        meta = {"control": True, **({"target_true": r.target_true} if r.target_true else {}),
+                **({"aliases": number_aliases(r.target_new)} if number_aliases(r.target_new) else {})}
+        probe = Probe(r.prompt, r.target_new, CONTROL_TARGET, meta=meta, sep=r.sep if r.sep_explicit else None)
+        out[u.control_set] = (u.step, ProbeSet([probe], name=CONTROL_SET))
+    return out
+
+
+__all__ = ["CONTROL_SET", "CONTROL_TARGET", "EditItem", "Plan", "UnitPlan", "build_plan"]
