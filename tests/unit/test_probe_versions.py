@@ -163,3 +163,23 @@ def test_a_suites_answer_rule_is_applied_to_its_probes_and_unknown_rules_are_ref
         parse_config({**STUDY, "probes": [{"suite": "arithmetic", "answer_rule": "integr"}]})
     with pytest.raises(Exception, match="equivalence_margin"):
         parse_config({**STUDY, "equivalence_margin": -0.1})
+
+
+def test_free_generation_protocol_rewrites_probes_and_scores_exact_answers():
+    from editscope.metrics.answers import text_exact_reaches
+    from editscope.probes.protocols import free_generation
+    from editscope.requests import ProbeSet
+
+    ps = ProbeSet([Probe("The mother tongue of X is", "English", "target", meta={"aliases": ["english language"]}),
+                   Probe("2+2=", "4", "near"), Probe("Y is a native speaker of", "French", "near")], name="case")
+    gen = free_generation(ps, 20)
+    assert [p.meta["gen_tokens"] for p in gen] == [20, 20, 20]
+    assert [p.meta.get("answer_rule") for p in gen] == ["text-exact", None, "text-exact"]  # integers keep theirs
+    assert probe_digest(gen[0]) != probe_digest(ps[0])  # another protocol: another probe version
+    assert text_exact_reaches(" English. She was born", ["English"])
+    assert not text_exact_reaches(" French and English", ["English"]) and not text_exact_reaches(" Englishman", ["English"])
+    assert text_exact_reaches(" the English language, mostly", ["English", "english language"])
+    with pytest.raises(ValueError, match="generate=0"):
+        free_generation(ps, 0)
+    cfg = parse_config({**STUDY, "edits": [{"dataset": "counterfact", "limit": 1, "generate": 20}], "probes": []})
+    assert cfg.edits[0].generate == 20
