@@ -271,6 +271,9 @@ def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
                      (f"{pooled.control_rate:.3f}" if pooled else "-", False), *[cell(r.cells.get(c)) for c in cats]])
     unit = "edits as clusters" if res.clustered else "probes (conditional on these probes)"
     margin = shown[0].margin if shown else 0.02
+    few = min((e.draws for e in shown), default=0)
+    few_note = (f" Only {few} control draw(s) per edit: the interval's draw level rests on few draws (10 or more "
+                "recommended)." if kind != "placebo" and 0 < few < 10 else "")
     failed = {r.control: failed_controls(res, r.control) for r in rows}
     n_failed = sum(len(v) for v in failed.values())
     left_out = (f" {n_failed} control edit(s) did not take (rolled back, or their own prompt does not give their "
@@ -281,7 +284,7 @@ def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
                                    f"brackets the 95% two-level bootstrap interval over {unit} and draws). Bold: the "
                                    f"excess differs from 0; '=': it is equivalent to 0 within +-{margin:g}; both by "
                                    "bootstrap tests, Holm-adjusted over every cell of the table; neither: "
-                                   f"inconclusive.{left_out} Columns: {', '.join(cats)}.",
+                                   f"inconclusive.{left_out}{few_note} Columns: {', '.join(cats)}.",
                  ["method", "control (draws)", f"changed ({cats[0]})", "control changed",
                   *[f"excess {c}" for c in cats]], body)
 

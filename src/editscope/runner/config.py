@@ -331,7 +331,8 @@ class ControlsSpec(_Strict):
     versa), seeded, each evaluated on the probes built around the study edit. Stored as methods
     ``unrelated-<label>`` and ``unrelated-other-<label>``."""
 
-    unrelated: int = Field(0, ge=0, le=1000, description="same-kind unrelated edits per method and edit")
+    unrelated: int = Field(10, ge=0, le=1000, description="same-kind unrelated edits per method and edit (default "
+                                                           "10: intervals are drawn over them)")
     unrelated_other: int = Field(0, ge=0, le=1000, description="other-kind unrelated edits per method and edit")
     methods: list[str] | None = Field(None, description="method labels that get them (default: every edit method)")
     source: str | None = Field(None, description="CounterFact path or hub id for fact edits (default ../shared/data)")
