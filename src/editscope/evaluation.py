@@ -138,7 +138,9 @@ def _gen_lengths(model: Model, probes: Sequence[Probe], targets: list[EncodedPai
             for p, t, w in zip(probes, targets, wl)]
 
 
-def _greedy_grouped(model: Model, prompts: list[str], lengths: list[int], idx: list[int]) -> dict[int, Any]:
+def greedy_by_length(model: Model, prompts: list[str], lengths: list[int], idx: list[int]) -> dict[int, Any]:
+    """Greedy continuations of the prompts ``idx`` (index -> Generation), each ``lengths[i]`` tokens
+    long (no stop at end-of-sequence), decoded in one batch per distinct length."""
     out: dict[int, Any] = {}
     by_len: dict[int, list[int]] = {}
     for i in idx:
@@ -296,7 +298,7 @@ def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | Non
     scored = scored_mask(probes, score_targets) if passes is None else passes.scored
     passes = _encode(model, probes, watch, scored) if passes is None else passes
     n = len(probes)
-    gens = _greedy_grouped(model, [p.prompt for p in probes], passes.lengths, list(range(n)))
+    gens = greedy_by_length(model, [p.prompt for p in probes], passes.lengths, list(range(n)))
     greedy_ids = [gens[i].token_ids for i in range(n)]
     sc = _score_all(model, passes, greedy_ids, first_top_k=top_k, capture=capture)
     return BaseOutputs(
@@ -504,7 +506,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         unchanged = [s.greedy_match for s in sc.checks]
         kls = [coarse_kl(base.top_logprobs[i].tolist(), sc.checks[i].first_logprobs) for i in range(n)]
         changed = [i for i in range(n) if not unchanged[i]]
-        gens = _greedy_grouped(model, [p.prompt for p in probes], passes.lengths, changed)
+        gens = greedy_by_length(model, [p.prompt for p in probes], passes.lengths, changed)
         greedy = [gens[i].text if i in gens else base.greedy_text[i] for i in range(n)]
         top1 = [starts_with(gens[i].token_ids, passes.targets[i].cont_ids) if i in gens else base.top1[i]
                 for i in range(n)]
@@ -542,4 +544,4 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
 
 
 __all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "UNSCORED_BY_DEFAULT",
-           "base_output_path", "compute_base_outputs", "default_watch", "evaluate", "scored_mask"]
+           "base_output_path", "compute_base_outputs", "default_watch", "evaluate", "greedy_by_length", "scored_mask"]

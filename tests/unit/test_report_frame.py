@@ -55,6 +55,10 @@ ROWS = [
 def test_every_metric_column_equals_its_row_form(name):
     frame = RowFrame.of(ROWS)
     col = frame.metric(name).tolist()
+    # the same column from a plain DataFrame of the rows (no columns the frame derives once)
+    plain = frame.df.drop(columns=["answer_rule", "accepted", "base_answer", "base_status"]).assign(
+        meta=[frame.metas[i] for i in frame.df["meta_id"]])
+    assert METRICS[name].column(plain).tolist() == pytest.approx(col, nan_ok=True)
     rows = [METRICS[name].fn(r) for r in ROWS]
     assert len(col) == len(rows)
     for got, want in zip(col, rows):

@@ -18,7 +18,8 @@ from ..interventions import installed
 from ..metrics.answers import ANSWER_RULES, rule_name_of
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import encode_pairs, greedy_continuations, score_encoded
+from ..evaluation import greedy_by_length, starts_with
+from ..scoring import encode_pairs, score_encoded
 from .base import EditFailed, EditMethod, NoOpEdit, get_method
 from .handle import EditHandle, parameters
 from .strength import TOLERANCE, StrengthError, check_level, scale_to_strength
@@ -59,25 +60,22 @@ def refuse_no_op_edits(model: Model, requests: Sequence[EditRequest]) -> None:
     rule (:mod:`editscope.metrics.answers`), or starts with the target's tokens ("12" for the target
     "1", which token-level metrics would count as reached)."""
     pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(pairs):
-        by_len.setdefault(len(p.cont_ids) + 1, []).append(i)
-    for n, idx in sorted(by_len.items()):
-        gens = greedy_continuations(model, [requests[i].prompt for i in idx], n, stop_at_eos=False)
-        for i, g in zip(idx, gens):
-            r, target_ids = requests[i], pairs[i].cont_ids
-            rule = ANSWER_RULES[rule_name_of(r.target_new)]
-            answer, _ = rule.parse(g.text)
-            said = answer if answer is not None else g.text.strip()
-            if rule.reaches(g.text, [r.target_new]):
-                why = f"the model already answers {said!r} ({g.text!r})"
-            elif tuple(g.token_ids[:len(target_ids)]) == tuple(target_ids):
-                why = (f"the model's answer {said!r} ({g.text!r}) starts with the target's tokens, so token-level "
-                       "metrics would count the edit as done before it is made")
-            else:
-                continue
-            raise NoOpEdit(f"EditRequest(prompt={r.prompt!r}, target_new={r.target_new!r}) is a no-op: {why}; give a "
-                           "target_new that differs from the model's answer")
+    gens = greedy_by_length(model, [r.prompt for r in requests], [len(p.cont_ids) + 1 for p in pairs],
+                            list(range(len(requests))))
+    for i, r in enumerate(requests):
+        g = gens[i]
+        rule = ANSWER_RULES[rule_name_of(r.target_new)]
+        answer, _ = rule.parse(g.text)
+        said = answer if answer is not None else g.text.strip()
+        if rule.reaches(g.text, [r.target_new]):
+            why = f"the model already answers {said!r} ({g.text!r})"
+        elif starts_with(g.token_ids, pairs[i].cont_ids):
+            why = (f"the model's answer {said!r} ({g.text!r}) starts with the target's tokens, so token-level "
+                   "metrics would count the edit as done before it is made")
+        else:
+            continue
+        raise NoOpEdit(f"EditRequest(prompt={r.prompt!r}, target_new={r.target_new!r}) is a no-op: {why}; give a "
+                       "target_new that differs from the model's answer")
 
 
 def _validated(model: Model, requests: EditRequest | Sequence[EditRequest], method: str,

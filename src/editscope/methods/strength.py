@@ -59,7 +59,7 @@ def scale_to_strength(model: Model, handle: EditHandle, requests: Sequence[EditR
     if handle.kind != "weights":
         raise StrengthError(f"strength matching scales a weight delta; method {handle.method!r} edits by "
                             f"{handle.kind} intervention (remove `strength:` for it)")
-    before = {n: w.detach().clone() for n, w in handle.weights_before().items()}
+    before = handle.weights_before()  # the undo snapshot: read, never written
     params = parameters(model, list(before))
     delta = {n: params[n].detach() - before[n] for n in before}
     evals = 0
@@ -73,21 +73,13 @@ def scale_to_strength(model: Model, handle: EditHandle, requests: Sequence[EditR
         return p_target(model, requests)
 
     p1 = at(1.0)
-    lo, hi, p_lo, p_hi = 0.0, 1.0, None, p1
-    if p1 < p:  # falls short: grow the delta until it gets there, or give up at max_scale
-        lo, p_lo = 1.0, p1
-        a = 1.0
-        while p_lo < p and a < max_scale:
-            a = min(a * 1.5, max_scale)
-            got = at(a)
-            if got >= p:
-                hi, p_hi = a, got
-                break
-            lo, p_lo = a, got
-        else:
-            if p_lo < p:
-                at(1.0)
-                return _result(p, p1, 1.0, False, evals, delta, 1.0)
+    lo, hi, p_hi = 0.0, 1.0, p1
+    while p_hi < p:  # falls short: grow the delta until it gets there, or give up at max_scale
+        if hi >= max_scale:
+            at(1.0)
+            return _result(p, p1, 1.0, False, evals, delta)
+        lo, hi = hi, min(hi * 1.5, max_scale)
+        p_hi = at(hi)
     best_a, best_p = hi, p_hi
     for _ in range(iters):
         if abs(best_p - p) <= tolerance:
@@ -101,12 +93,12 @@ def scale_to_strength(model: Model, handle: EditHandle, requests: Sequence[EditR
         else:
             hi = mid
     final = at(best_a)
-    return _result(p, final, best_a, abs(final - p) <= tolerance, evals, delta, best_a)
+    return _result(p, final, best_a, abs(final - p) <= tolerance, evals, delta)
 
 
-def _result(p: float, achieved: float, a: float, reached: bool, evals: int, delta: dict, scale: float) -> dict:
-    norm = math.sqrt(sum(float((scale * d).double().norm()) ** 2 for d in delta.values()))
-    return {"strength_p": p, "p_target": achieved, "strength_scale": a, "strength_reached": bool(reached),
+def _result(p: float, achieved: float, scale: float, reached: bool, evals: int, delta: dict) -> dict:
+    norm = scale * math.sqrt(sum(float(d.double().norm()) ** 2 for d in delta.values()))
+    return {"strength_p": p, "p_target": achieved, "strength_scale": scale, "strength_reached": bool(reached),
             "strength_evals": evals, "update_norm": norm}
 
 

@@ -222,24 +222,50 @@ def _answer_keys(df: pd.DataFrame, field: str, rules: list[str]) -> list[Any]:
     return out
 
 
+def base_answer_columns(df: pd.DataFrame) -> tuple[list[Any], pd.Series]:
+    """Per row: the base model's answer key (:func:`answer_key` of ``base_greedy``) and its status
+    (:func:`base_status`; None where there is no base output), computed once per distinct (rule,
+    accepted answers, base output). From the frame's ``base_answer`` and ``base_status`` columns when
+    it has them (:class:`editscope.report.frame.RowFrame` computes them once)."""
+    if "base_answer" in df and "base_status" in df:
+        return df["base_answer"].tolist(), df["base_status"]
+    rules, accepted = _rules_and_answers(df)
+    memo: dict[tuple, tuple[Any, str]] = {}
+    keys, status = [], []
+    for rule, acc, text in zip(rules, accepted, df["base_greedy"].tolist()):
+        if not isinstance(text, str):
+            keys.append(None)
+            status.append(None)
+            continue
+        if (rule, acc, text) not in memo:
+            r = ANSWER_RULES[rule]
+            key = answer_key(r, text)
+            memo[(rule, acc, text)] = key, ("known" if r.reaches(text, acc) else
+                                            "wrong" if key[0] == "answer" else "none")
+        key, st = memo[(rule, acc, text)]
+        keys.append(key)
+        status.append(st)
+    return keys, pd.Series(status, index=df.index, dtype=object)
+
+
 def _answer_unchanged_column(df: pd.DataFrame) -> pd.Series:
     unchanged = _col("unchanged")(df)
     ok = unchanged.notna() & df["greedy"].notna() & df["base_greedy"].notna()
     rules, _ = _rules_and_answers(df)
-    same_answer = pd.Series([a is not None and a == b for a, b in zip(_answer_keys(df, "greedy", rules),
-                                                                       _answer_keys(df, "base_greedy", rules))],
+    base_keys, _ = base_answer_columns(df)
+    same_answer = pd.Series([a is not None and a == b for a, b in zip(_answer_keys(df, "greedy", rules), base_keys)],
                             index=df.index)
     return _where(ok, (unchanged == 1) | same_answer)
 
 
 def base_status_column(df: pd.DataFrame) -> pd.Series:
     """:func:`base_status` per row (object Series; None where there is no base output)."""
-    known = _reach_column("base_greedy")(df)
-    rules, _ = _rules_and_answers(df)
-    keys = _answer_keys(df, "base_greedy", rules)
-    vals = [None if np.isnan(k) else "known" if k else ("wrong" if key and key[0] == "answer" else "none")
-            for k, key in zip(known.tolist(), keys)]
-    return pd.Series(vals, index=df.index, dtype=object)
+    return base_answer_columns(df)[1]
+
+
+def _base_known_column(df: pd.DataFrame) -> pd.Series:
+    status = base_status_column(df)
+    return _where(status.notna(), status == "known")
 
 
 def _unchanged_if_column(status: str) -> Callable[[pd.DataFrame], pd.Series]:
@@ -272,7 +298,7 @@ METRICS: Registry[Metric] = Registry("metric", {m.name: m for m in [
     *(Metric(f"answer_unchanged_{st}", 1, "rate", f"answer_unchanged where the base's answer is {st}",
              _unchanged_if(st), _unchanged_if_column(st)) for st in BASE_STATUSES),
     Metric("base_known", 1, "rate", "the base model's answer reaches the target",
-           lambda r: _reaches(r, "base_greedy"), _reach_column("base_greedy")),
+           lambda r: _reaches(r, "base_greedy"), _base_known_column),
     Metric("kl", 1, "mean", "KL(base || edited) next-token, top-k coarsened, nats", lambda r: r.get("kl"),
            _col("kl"), protocol=NEXT_TOKEN),
     Metric("says_target", 1, "rate", "greedy continuation is the watched target", lambda r: r.get("says_target"),

@@ -13,6 +13,7 @@ so a probe's content digest, :mod:`editscope.probe_versions`, tells the two prot
 
 from __future__ import annotations
 
+from ..metrics.answers import is_integer_literal
 from ..requests import Probe, ProbeSet
 
 #: the categories whose probes ask for an answer (the others keep their own rule for locality)
@@ -29,7 +30,7 @@ def free_generation(probes: ProbeSet, tokens: int) -> ProbeSet:
         meta = dict(p.meta)
         meta["gen_tokens"] = max(int(meta.get("gen_tokens", 0)), tokens)
         meta["protocol"] = "generate"
-        if p.category in ANSWER_CATEGORIES and "answer_rule" not in meta and not p.target.strip().lstrip("-").isdigit():
+        if p.category in ANSWER_CATEGORIES and "answer_rule" not in meta and not is_integer_literal(p.target):
             meta["answer_rule"] = "text-exact"
         out.append(Probe(p.prompt, p.target, p.category, meta=meta, sep=p.sep))
     return ProbeSet(out, name=probes.name)

@@ -27,17 +27,13 @@ class BaseAnswers:
     top: list[tuple[str, float]]     # most frequent answers (as text) and their shares
 
 
-def _status(res: StudyResults):
-    return res.cached(("base_status",), lambda: base_status_column(res.frame.df))
-
-
 def base_answers(res: StudyResults, top: int = 3) -> list[BaseAnswers]:
     """Per locality category (and all of them): the base model's answer statuses and top answers."""
     idx = category_index(res, res.final_index("base"), LOCALITY)
     if not len(idx):
         return []
     df = res.frame.df
-    status = _status(res).loc[idx]
+    status = base_status_column(df).loc[idx]
     cats = df.loc[idx, "category"]
     out = []
     for cat in [*dict.fromkeys(cats), LOCALITY]:

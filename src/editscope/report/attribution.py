@@ -46,13 +46,16 @@ def control_of(res: StudyResults, method: str, kind: str) -> str | None:
 def failed_controls(res: StudyResults, control: str) -> set[str]:
     """Units of a control method whose edit did not take: rolled back (status ``failed``), or an
     unrelated edit whose own prompt does not give its target (``control-target`` answer)."""
-    out = {u.unit for u in res.units if u.method == control and u.status == "failed"}
-    df = res.frame.df
-    own = df[(df["method"] == control) & (df["category"] == "control-target")]
-    if len(own):
-        hit = res.frame.metric("answer_hit").loc[own.index]
-        out |= set(own.loc[(hit != 1).to_numpy(), "unit"])
-    return out
+    def make() -> set[str]:
+        out = {u.unit for u in res.units if u.method == control and u.status == "failed"}
+        df = res.frame.df
+        own = df[(df["method"] == control) & (df["category"] == "control-target")]
+        if len(own):
+            hit = res.frame.metric("answer_hit").loc[own.index]
+            out |= set(own.loc[(hit != 1).to_numpy(), "unit"])
+        return out
+
+    return res.cached(("failed_controls", control), make)
 
 
 def locality_categories(res: StudyResults) -> list[str]:

@@ -9,7 +9,9 @@ Frame columns: the store's row fields (``method, unit, step, probe_set, index, e
 ..., greedy, base_greedy``), booleans as 1.0/0.0 and missing values as NaN, plus ``root`` (the
 protocol unit, see :func:`unit_root`), ``meta_id`` (one integer per distinct meta object, whose
 parsed dict is in :attr:`RowFrame.metas`), ``answer_rule`` (the probe's answer rule name) and
-``accepted`` (the tuple of answers it accepts: target and aliases).
+``accepted`` (the tuple of answers it accepts: target and aliases), ``base_answer`` and
+``base_status`` (the base model's answer key and known / wrong / none:
+:func:`editscope.metrics.edit_metrics.base_answer_columns`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 
 from ..metrics.answers import rule_name_of
 from ..probe_versions import row_digest
-from ..metrics.edit_metrics import METRICS, accepted_answers, aggregate_array
+from ..metrics.edit_metrics import METRICS, accepted_answers, aggregate_array, base_answer_columns
 from ..runner.store import BOOL_FIELDS, ROW_FIELDS, ROW_KEYS, ResultsStore
 from ..stats import cluster_bootstrap_mean, wilson_interval
 
@@ -113,6 +115,11 @@ class RowFrame:
         acc = np.empty(len(accepted), dtype=object)
         acc[:] = accepted
         df["accepted"] = pd.Series(acc[codes] if len(df) else [], index=df.index, dtype=object)
+        # the base model's answer and its status (known / wrong / none): every locality split reads them
+        keys, status = base_answer_columns(df)
+        key_col = np.empty(len(keys), dtype=object)
+        key_col[:] = keys
+        df["base_answer"], df["base_status"] = pd.Series(key_col, index=df.index, dtype=object), status
         return cls(df, metas)
 
     def without(self, units: set[tuple[str, str]]) -> RowFrame:

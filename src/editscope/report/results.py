@@ -364,9 +364,9 @@ def _paired(res: StudyResults, method: str, ref: str, cat: str, metric: str
 
 def paired_test(res: StudyResults, method: str, ref: str, cat: str, metric: str) -> Test | None:
     """``method`` against ``ref`` on ``metric`` over ``cat`` (one test, p not adjusted: ``p_holm`` =
-    ``p``): within each edit, combined over edits by Cochran-Mantel-Haenszel when the study has
-    several, else exact McNemar over the one edit's probes; with the TOST equivalence test beside
-    it. None without paired probes or for an unknown metric."""
+    ``p``): a t-test over the edits' mean paired differences when the study has several (the
+    Cochran-Mantel-Haenszel p beside it), else exact McNemar over the one edit's probes; with the
+    TOST equivalence test beside it. None without paired probes or for an unknown metric."""
     if metric not in METRICS:
         return None
     a, b, roots = _paired(res, method, ref, cat, metric)

@@ -97,9 +97,9 @@ class StrengthSpec(_Strict):
     @field_validator("p")
     @classmethod
     def _probability(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"p={v} must be a probability strictly between 0 and 1 (e.g. 0.5 or 0.9)")
-        return v
+        from ..methods.strength import check_level
+
+        return check_level(v)
 
 
 class MethodSpec(_Strict):

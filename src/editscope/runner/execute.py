@@ -264,9 +264,7 @@ def _reevaluate(plan: Plan, store: ResultsStore, model: Model, stored: Stored, s
     specs = [m for m in plan.config.all_methods() if m.name in names]
     print(f"note: {len(stale)} stored units were measured on other versions of the study's probes "
           f"({sum(s.n_probes for s in stale)} probes in all); re-evaluating them", file=sys.stderr)
-    with working("key statistics for the re-evaluated methods", progress):
-        _prefetch_statistics(model, specs, plan.config)
-    runner = Runner(plan, model, stored)
+    runner = study_runner(plan, stored, model, progress=progress, methods=specs)
     counts = reevaluate_stale(plan, store, runner, stale, progress=progress)
     store.set_meta(reevaluated=now_iso())
     print(f"note: re-evaluated {counts['units']} units ({counts['probes']} probes); {counts['redo']} units did not "
@@ -278,10 +276,12 @@ def pending_methods(plan: Plan, stored: Stored) -> list[MethodSpec]:
     return [m for m in plan.methods if any((m.name, u.unit) not in stored.done for u in plan.units_of(m.name))]
 
 
-def study_runner(plan: Plan, stored: Stored, model: Model, *, progress: bool = False) -> Runner:
+def study_runner(plan: Plan, stored: Stored, model: Model, *, progress: bool = False,
+                 methods: list[MethodSpec] | None = None) -> Runner:
     """A :class:`Runner` for ``plan`` on ``model``, with the key statistics of every method still
-    to run computed (or read from the cache) first. Every backend builds its runners here."""
-    pending = pending_methods(plan, stored)
+    to run (or of ``methods``) computed (or read from the cache) first. Every backend builds its
+    runners here."""
+    pending = pending_methods(plan, stored) if methods is None else methods
     with working("key statistics for the locate-then-edit methods (cached after the first run)", progress):
         _prefetch_statistics(model, pending, plan.config)
     return Runner(plan, model, stored, keep_hidden=shared_first_block(model, pending))

@@ -104,23 +104,24 @@ def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: lis
     stale = sorted(stale, key=lambda s: s.stored.method != "base")
     for st in stale:
         sets = planned_sets(plan, st.plan)
-        sub = {name: (sets[name][0], ProbeSet([sets[name][1][i] for i in idx], name=sets[name][1].name))
-               for name, idx in st.measure.items()}
-        # the whole set's watched target, so the subset is measured exactly as it would be in its set
-        watches = {name: default_watch(sets[name][1]) for name in sub}
+        sub = _subsets(sets, st.measure)
+        # each whole set's watched target, so a part of it is measured exactly as in the whole set
+        watches = {name: default_watch(ps) for name, (_, ps) in sets.items()}
         runner.evaluate_sets(sub, watches=watches)  # on the base weights: the base outputs for these probes
         check: dict[str, object] = {"state": "base"}
         if st.stored.method == "base":
             rows = runner.evaluate_sets(sub, watches=watches)
         else:
-            sample, keys = _check_sample(store, st, sets)
+            stored_rows = {(r["probe_set"], r["index"]): r for r in store.rows(unit_id=st.stored.id)}
+            keys = _check_keys(st, stored_rows, sets)
+            sample = _subsets(sets, _by_set(keys))
             runner.evaluate_sets(sample, watches=watches)  # base outputs for the check probes
             with runner.applied(specs[st.stored.method], st.plan) as (key, digests, failure):
                 check = {"state": "same"}
                 if bool(failure) != (st.stored.status == "failed"):
                     check = {"state": "failed" if failure else "applied", "agree": 0.0}
                 elif key != st.stored.fingerprint:
-                    check = _agreement(store, st, runner.evaluate_sets(sample, digests, watches=watches), keys)
+                    check = _agreement(stored_rows, runner.evaluate_sets(sample, digests, watches=watches), keys)
                 if check["state"] not in ("same", "measurements"):
                     log.warning("%s/%s: re-applying the edit did not reproduce the stored unit (%s); it is computed "
                                 "again whole", st.stored.method, st.stored.unit, check)
@@ -142,39 +143,41 @@ def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: lis
     return counts
 
 
-def _stored_rows(store: ResultsStore, st: StaleUnit) -> dict[tuple[str, int], dict]:
-    return {(r["probe_set"], r["index"]): r for r in store.rows(unit_id=st.stored.id)}
+def _by_set(keys: list[tuple[str, int]]) -> dict[str, list[int]]:
+    """(set, index) keys grouped by set, in order."""
+    out: dict[str, list[int]] = {}
+    for name, i in keys:
+        out.setdefault(name, []).append(i)
+    return out
 
 
-def _check_sample(store: ResultsStore, st: StaleUnit, sets: dict[str, tuple[int | None, ProbeSet]]
-                  ) -> tuple[dict[str, tuple[int | None, ProbeSet]], list[tuple[str, int]]]:
-    """The unchanged probes a re-applied edit is checked on: every target and paraphrase probe and an
-    evenly spread sample of :data:`CHECK_SAMPLE` others, as sub-sets, and their (set, index) keys in
-    the sub-sets' order."""
+def _subsets(sets: dict[str, tuple[int | None, ProbeSet]], indices: dict[str, list[int]]
+             ) -> dict[str, tuple[int | None, ProbeSet]]:
+    """The probes ``indices`` (set -> indices) of ``sets``, as sub-sets under the same names."""
+    return {name: (sets[name][0], ProbeSet([sets[name][1][i] for i in idx], name=sets[name][1].name))
+            for name, idx in indices.items()}
+
+
+def _check_keys(st: StaleUnit, stored_rows: dict[tuple[str, int], dict], sets: dict[str, tuple[int | None, ProbeSet]]
+                ) -> list[tuple[str, int]]:
+    """The unchanged probes a re-applied edit is checked on, as sorted (set, index) keys: every target
+    and paraphrase probe and an evenly spread sample of :data:`CHECK_SAMPLE` others."""
     stale = {(name, i) for name, idx in st.measure.items() for i in idx}
-    keep = sorted(k for k in _stored_rows(store, st) if k not in stale and k[0] in sets)
-    eff = [k for k in keep if sets[k[0]][1][k[1]].category in EFFICACY_CATEGORIES]
-    rest = [k for k in keep if k not in set(eff)]
+    keep = sorted(k for k in stored_rows if k not in stale and k[0] in sets)
+    eff = {k for k in keep if sets[k[0]][1][k[1]].category in EFFICACY_CATEGORIES}
+    rest = [k for k in keep if k not in eff]
     step = max(1, len(rest) // CHECK_SAMPLE)
-    chosen = sorted(set(eff) | set(rest[::step][:CHECK_SAMPLE]))
-    out: dict[str, tuple[int | None, ProbeSet]] = {}
-    for name in dict.fromkeys(k[0] for k in chosen):
-        idx = [i for n, i in chosen if n == name]
-        out[name] = (sets[name][0], ProbeSet([sets[name][1][i] for i in idx], name=sets[name][1].name))
-    return out, chosen
+    return sorted(eff | set(rest[::step][:CHECK_SAMPLE]))
 
 
-def _agreement(store: ResultsStore, st: StaleUnit, rows: dict[str, list[dict]], keys: list[tuple[str, int]]
+def _agreement(stored_rows: dict[tuple[str, int], dict], rows: dict[str, list[dict]], keys: list[tuple[str, int]]
                ) -> dict[str, object]:
     """How the re-applied edit's greedy outputs on the check sample compare with the stored ones."""
-    stored = _stored_rows(store, st)
-    by_set: dict[str, list[int]] = {}
-    for name, i in keys:
-        by_set.setdefault(name, []).append(i)
+    by_set = _by_set(keys)
     same = eff_same = eff_n = n = 0
     for name, rs in rows.items():
         for r, i in zip(rs, by_set[name]):
-            ok = r["greedy"] == stored[(name, i)]["greedy"]
+            ok = r["greedy"] == stored_rows[(name, i)]["greedy"]
             n, same = n + 1, same + ok
             if r["category"] in EFFICACY_CATEGORIES:
                 eff_n, eff_same = eff_n + 1, eff_same + ok
