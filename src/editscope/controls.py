@@ -21,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 
 import torch
 
 from .probes.arithmetic import parse_arithmetic
-from .requests import EditRequest
+from .requests import EditRequest, ProbeSet
 
 #: singular values below ``RANK_TOL * max(m, n) * s_max`` count as zero (numpy's matrix_rank rule,
 #: with float32's epsilon: deltas are differences of float32 weights)
@@ -119,15 +120,16 @@ ARITH_OPERANDS = range(0, 21)
 _OPS = ("+", "-", "*")
 
 
-def _arith_edits(edit: EditRequest | None, n: int, rng: random.Random, exclude: Collection[str]) -> list[EditRequest]:
-    """``n`` edits "a op b=" -> a wrong answer, avoiding the edit's operands and prompt. The wrong
-    answer has as many characters as the edit's target (a single digit for "2+2=" -> "5")."""
+def _arith_edits(edit: EditRequest | None, n: int, rng: random.Random, exclude: Collection[str],
+                 operands: Collection[int] = ARITH_OPERANDS) -> list[EditRequest]:
+    """``n`` edits "a op b=" -> a wrong answer, operands from ``operands``, avoiding the edit's
+    operands and prompt. The wrong answer has as many characters as the edit's target (a single
+    digit for "2+2=" -> "5")."""
     parsed = parse_arithmetic(edit.prompt) if edit is not None else None
     avoid = {parsed[0], parsed[2]} if parsed else set()
     width = len(edit.target_new.strip()) if parsed and edit.target_new.strip().isdigit() else 1
     out, seen = [], set(exclude)
-    cells = [(a, op, b) for op in _OPS for a in ARITH_OPERANDS for b in ARITH_OPERANDS
-             if a not in avoid and b not in avoid]
+    cells = [(a, op, b) for op in _OPS for a in operands for b in operands if a not in avoid and b not in avoid]
     rng.shuffle(cells)
     for a, op, b in cells:
         prompt = f"{a}{op}{b}="
@@ -144,11 +146,21 @@ def _arith_edits(edit: EditRequest | None, n: int, rng: random.Random, exclude: 
     return out
 
 
-def _fact_edits(n: int, rng: random.Random, exclude: Collection[str], source: str | None) -> list[EditRequest]:
+@dataclass(frozen=True)
+class UnrelatedEdit:
+    """An unrelated edit and, for one drawn from a dataset, its record's own probes (paraphrases,
+    neighbourhood); ``probes`` is None where the study's per-edit suites build them (arithmetic)."""
+
+    request: EditRequest
+    probes: ProbeSet | None = None
+
+
+def _fact_edits(n: int, rng: random.Random, exclude: Collection[str], source: str | None) -> list[UnrelatedEdit]:
     from .probes.loaders import load_counterfact
 
     ds = load_counterfact(source)
-    pool = [c.requests[0] for c in ds if c.requests and c.requests[0].prompt not in exclude]
+    pool = [UnrelatedEdit(c.requests[0], c.probes if len(c.probes) else None)
+            for c in ds if c.requests and c.requests[0].prompt not in exclude]
     if len(pool) < n:
         raise ValueError(f"controls: the CounterFact source has {len(pool)} usable records, fewer than the "
                          f"{n} unrelated fact edits asked for")
@@ -161,7 +173,16 @@ def edit_kind(edit: EditRequest) -> str:
 
 
 def unrelated_requests(edit: EditRequest, n: int, *, other_kind: bool = False, seed: int = 0,
-                       exclude: Collection[str] = (), source: str | None = None) -> list[EditRequest]:
+                       exclude: Collection[str] = (), source: str | None = None,
+                       operands: Collection[int] = ARITH_OPERANDS) -> list[EditRequest]:
+    """The requests of :func:`unrelated_edits` (same arguments)."""
+    return [u.request for u in unrelated_edits(edit, n, other_kind=other_kind, seed=seed, exclude=exclude,
+                                               source=source, operands=operands)]
+
+
+def unrelated_edits(edit: EditRequest, n: int, *, other_kind: bool = False, seed: int = 0,
+                    exclude: Collection[str] = (), source: str | None = None,
+                    operands: Collection[int] = ARITH_OPERANDS) -> list[UnrelatedEdit]:
     """``n`` seeded edits unrelated to ``edit``: of the same kind (arithmetic for an arithmetic
     edit, CounterFact facts for a fact edit) or, with ``other_kind``, of the other one. Prompts in
     ``exclude`` (and the edit's own) are never drawn. ``source``: the CounterFact file or hub id
@@ -176,8 +197,10 @@ def unrelated_requests(edit: EditRequest, n: int, *, other_kind: bool = False, s
     rng = random.Random(f"{seed}/{edit.prompt}/{edit.target_new}/{kind}")
     excl = set(exclude) | {edit.prompt}
     if kind == "arithmetic":
-        return _arith_edits(edit if edit_kind(edit) == "arithmetic" else None, n, rng, excl)
+        same = edit if edit_kind(edit) == "arithmetic" else None
+        return [UnrelatedEdit(r) for r in _arith_edits(same, n, rng, excl, operands)]
     return _fact_edits(n, rng, excl, source)
 
 
-__all__ = ["edit_kind", "numerical_rank", "placebo_delta", "placebo_tensor", "unrelated_requests"]
+__all__ = ["UnrelatedEdit", "edit_kind", "function_space_delta", "numerical_rank", "placebo_delta", "placebo_tensor",
+           "unrelated_edits", "unrelated_requests"]

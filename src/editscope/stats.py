@@ -15,6 +15,9 @@ cases editscope needs around them:
   whole clusters (e.g. all probes of one edit) when labels are given.
 * :func:`excess_rate` -- excess of a method's changed rate over a control's
   (placebo / unrelated edits), with a two-level bootstrap interval.
+* :func:`symmetric_excess` -- the same, unpaired: each edit on its own
+  neighbourhood against each unrelated edit on *its* own neighbourhood,
+  bootstrapped over edits, control draws and probes.
 * :func:`mcnemar_exact` -- exact McNemar test for paired binary outcomes.
 * :func:`paired_bootstrap` -- paired bootstrap interval and p-value for the
   difference of a statistic between two paired samples.
@@ -64,6 +67,7 @@ __all__ = [
     "cluster_bootstrap_mean",
     "excess_rate",
     "holm",
+    "symmetric_excess",
     "mcnemar_exact",
     "mean_interval",
     "paired_bootstrap",
@@ -869,10 +873,7 @@ def excess_rate(
         dist[start : start + rows] = m_rate - c_rate
         start += rows
     low, high = np.quantile(dist, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
-    below, above = int(np.count_nonzero(dist <= 0)), int(np.count_nonzero(dist >= 0))
-    pvalue = min(1.0, 2.0 * (min(below, above) + 1) / (b + 1))
-    outside = max(int(np.count_nonzero(dist >= margin)), int(np.count_nonzero(dist <= -margin)))
-    p_equivalence = min(1.0, (outside + 1) / (b + 1))
+    pvalue, p_equivalence = _bootstrap_p(dist, margin)
 
     return ExcessResult(
         value=value,
@@ -889,6 +890,98 @@ def excess_rate(
         p_equivalence=p_equivalence,
         margin=float(margin),
     )
+
+
+def _bootstrap_p(dist: np.ndarray, margin: float) -> tuple[float, float]:
+    """Two-sided bootstrap p of "excess = 0" and the equivalence p of "|excess| >= margin" from a
+    resampled distribution (the share on the far side, +1 smoothed)."""
+    b = dist.size
+    below, above = int(np.count_nonzero(dist <= 0)), int(np.count_nonzero(dist >= 0))
+    outside = max(int(np.count_nonzero(dist >= margin)), int(np.count_nonzero(dist <= -margin)))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (b + 1)), min(1.0, (outside + 1) / (b + 1))
+
+
+def symmetric_excess(
+    method_changed: Sequence[Sequence[bool]],
+    control_changed: Sequence[Sequence[Sequence[bool]]],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    margin: float = 0.02,
+) -> ExcessResult:
+    """Excess of an edit's changed rate on its own neighbourhood over unrelated edits' changed
+    rates on *theirs* (unpaired: the probes differ).
+
+    A paired excess (:func:`excess_rate`) measures unrelated edits on the studied edit's probes,
+    where the studied edit's near neighbourhood is, by construction, far from theirs. Here each
+    unrelated edit is judged on its own neighbourhood of the same category::
+
+        value = mean_e m_e - mean_e mean_d c_{e,d}
+
+    with ``m_e`` the method's changed rate over edit ``e``'s probes and ``c_{e,d}`` control draw
+    ``d``'s changed rate over its own probes (edits weighted equally, draws equally within an
+    edit; with one edit this is the pooled rate difference).
+
+    Interval: percentile bootstrap over ``n_resamples``. With at least two edits, edits are
+    resampled (their probe-level noise is inside the between-edit spread) and within each drawn
+    edit its draws; with one edit, the method's probes and each draw's probes are resampled
+    (a resampled rate of ``k`` of ``n`` is ``Binomial(n, k/n) / n``) together with the draws.
+    p-values as :func:`excess_rate`'s.
+
+    Args:
+        method_changed: per edit, shape ``(n_e,)`` booleans: the edit's probes that changed.
+        control_changed: per edit, per control draw, shape ``(n_{e,d},)`` booleans.
+
+    Returns:
+        :class:`ExcessResult` (``method = "unpaired-bootstrap"``; ``n`` the method's probes,
+        ``n_clusters`` the edits, ``draws`` the control draws per edit, at least).
+
+    Raises:
+        ValueError: no edits, an edit with no probes or no draws, edit counts that differ.
+    """
+    m = [_as_bools(x, f"method_changed[{i}]") for i, x in enumerate(method_changed)]
+    if not m:
+        raise ValueError("method_changed must hold at least one edit")
+    if len(control_changed) != len(m):
+        raise ValueError(f"control_changed has {len(control_changed)} edits, method_changed {len(m)}: one entry per edit")
+    c = [[_as_bools(d, f"control_changed[{i}][{j}]") for j, d in enumerate(draws)]
+         for i, draws in enumerate(control_changed)]
+    for i, (mi, ci) in enumerate(zip(m, c)):
+        if mi.size == 0:
+            raise ValueError(f"method_changed[{i}] is empty: each edit needs at least one probe")
+        if not ci or any(d.size == 0 for d in ci):
+            raise ValueError(f"control_changed[{i}] needs at least one draw, each with at least one probe")
+    b = _check_resamples(n_resamples)
+    conf = _check_confidence(confidence)
+    margin = _check_margin(margin)
+    rng = np.random.default_rng(operator.index(seed))
+    m_rate = np.array([mi.mean() for mi in m])
+    c_rates = [np.array([d.mean() for d in ci]) for ci in c]
+    method_rate, control_rate = float(m_rate.mean()), float(np.mean([r.mean() for r in c_rates]))
+    n_edits = len(m)
+    if n_edits >= 2:
+        pick = rng.integers(0, n_edits, size=(b, n_edits))
+        ctl_mean = np.empty((b, n_edits))
+        for e in range(n_edits):  # each edit's resampled mean over its draws, (b,)
+            r = c_rates[e]
+            ctl_mean[:, e] = r[rng.integers(0, r.size, size=(b, r.size))].mean(axis=1)
+        dist = m_rate[pick].mean(axis=1) - np.take_along_axis(ctl_mean, pick, axis=1).mean(axis=1)
+    else:
+        n0 = m[0].size
+        m_res = rng.binomial(n0, m_rate[0], size=b) / n0
+        sizes = np.array([d.size for d in c[0]])
+        rates = c_rates[0]
+        draw_pick = rng.integers(0, rates.size, size=(b, rates.size)) if rates.size >= 2 else \
+            np.zeros((b, 1), dtype=int)
+        c_res = rng.binomial(sizes[draw_pick], rates[draw_pick]) / sizes[draw_pick]
+        dist = m_res - c_res.mean(axis=1)
+    low, high = np.quantile(dist, [(1.0 - conf) / 2.0, (1.0 + conf) / 2.0])
+    pvalue, p_equivalence = _bootstrap_p(dist, margin)
+    return ExcessResult(value=method_rate - control_rate, low=float(low), high=float(high), method_rate=method_rate,
+                        control_rate=control_rate, n=int(sum(mi.size for mi in m)), n_clusters=n_edits,
+                        draws=int(min(len(ci) for ci in c)), confidence=conf, method="unpaired-bootstrap",
+                        pvalue=pvalue, p_equivalence=p_equivalence, margin=float(margin))
 
 
 # --------------------------------------------------------------------------- #

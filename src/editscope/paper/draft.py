@@ -30,7 +30,7 @@ import yaml
 
 from ..report.document import DocumentError, fill, load_companions, shown_figures
 from ..report.render import breakdown_table, tables
-from ..report.results import EFFICACY, StudyResults, load_results
+from ..report.results import StudyResults, is_locality, load_results
 from ..report.table import Table
 from ..report.tex import table_float, tex_escape
 from .bibliography import ENTRIES, bib_keys, bibliography, cited_keys, study_keys
@@ -119,7 +119,7 @@ def breakdown_keys(res: StudyResults, most: int = 12) -> list[tuple[str, str]]:
     values: dict[tuple[str, str], set[str]] = {}
     for r in res.final_rows("base"):
         cat = r["category"]
-        if cat in EFFICACY:
+        if not is_locality(cat):
             continue
         for k, v in (r.get("meta") or {}).items():
             if isinstance(v, (str, int, bool)) and not isinstance(v, float):

@@ -9,6 +9,12 @@ every control draw of an edit is evaluated on exactly the probes the method's un
 interval is :func:`editscope.stats.excess_rate`'s two-level bootstrap: resample the control draws
 and, at the same time, the probes (one edit) or the edits as clusters (several edits), so that
 it carries both the probe sampling and the control's own variability.
+
+The symmetric kinds ``unrelated-own`` / ``unrelated_other-own`` compare, unpaired, the method's
+changed rate on the study edit's own category (``near``) with each unrelated edit's changed rate
+on *its* own neighbourhood of that category (``control-near``), so that an unrelated edit's
+damaged neighbourhood is not read as the study edit's "far" set
+(:func:`editscope.stats.symmetric_excess`).
 """
 
 from __future__ import annotations
@@ -16,20 +22,30 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 from ..metrics.edit_metrics import METRICS
-from ..stats import ExcessResult, excess_rate
-from .results import (EFFICACY, LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell,
+from ..runner.plan import own_category
+from ..stats import ExcessResult, excess_rate, symmetric_excess
+from .results import (LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
                       paired_test, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
 MARGIN_BINS = (("<0.1", 0.0, 0.1), ("0.1-1", 0.1, 1.0), ("1-3", 1.0, 3.0), (">3", 3.0, float("inf")))
 CONTROL_KINDS = ("placebo", "unrelated", "unrelated_other")
+#: an unrelated-edit control measured on its own neighbourhood: ``<kind>-own``
+OWN_SUFFIX = "-own"
+SYMMETRIC_KINDS = ("unrelated-own", "unrelated_other-own")
+EXCESS_KINDS = (*CONTROL_KINDS, *SYMMETRIC_KINDS)
 KIND_LABEL = {"placebo": "matched placebo", "unrelated": "unrelated edits (same kind)",
-              "unrelated_other": "unrelated edits (other kind)"}
+              "unrelated_other": "unrelated edits (other kind)",
+              "unrelated-own": "unrelated edits (same kind), each on its own neighbourhood",
+              "unrelated_other-own": "unrelated edits (other kind), each on its own neighbourhood"}
 
 
 def _changed(row: dict[str, Any]) -> bool | None:
@@ -59,14 +75,58 @@ def failed_controls(res: StudyResults, control: str) -> set[str]:
 
 
 def locality_categories(res: StudyResults) -> list[str]:
-    cats = sorted(c for c in res.frame.df["category"].unique() if c not in EFFICACY)
+    cats = sorted(c for c in res.frame.df["category"].unique() if is_locality(c))
     return [LOCALITY, *cats] if len(cats) > 1 else cats
+
+
+def _changed_series(res: StudyResults, index) -> "pd.Series":
+    """1.0 where a row's answer changed from the base model's, 0.0 where not (rows without an answer
+    comparison dropped)."""
+    same = res.frame.metric("answer_unchanged").loc[index].dropna()
+    return 1.0 - same
+
+
+def symmetric(res: StudyResults, method: str, kind: str = "unrelated", cat: str = LOCALITY,
+              n_resamples: int = 2000, seed: int = 0) -> ExcessResult | None:
+    """``method``'s changed rate on the study edits' own ``cat`` probes minus its ``kind`` control
+    edits' changed rates on their own ``cat`` neighbourhoods (``control-<cat>``; for
+    :data:`LOCALITY` every own locality category), unpaired, over the edits both measured. A
+    draw in which a control edit did not take is left out whole. None without such a control or
+    without own-neighbourhood rows (a study stored before they were measured)."""
+    ctl = control_of(res, method, kind)
+    if ctl is None:
+        return None
+    df = res.frame.df
+    mine = category_index(res, res.final_index(method), cat)
+    idx = res.final_index(ctl)
+    cats = df.loc[idx, "category"]
+    own = {own_category(c) for c in df["category"].unique() if is_locality(c)} if cat == LOCALITY \
+        else {own_category(cat)}
+    theirs = idx[cats.isin(own).to_numpy()]
+    if not len(mine) or not len(theirs):
+        return None
+    failed = failed_controls(res, ctl)
+    m = _changed_series(res, mine)
+    c = _changed_series(res, theirs)
+    c = c[~df.loc[c.index, "unit"].isin(failed).to_numpy()]
+    m_by = {r: g.to_numpy(dtype=bool) for r, g in m.groupby(df.loc[m.index, "root"].to_numpy())}
+    c_by: dict[str, list[np.ndarray]] = defaultdict(list)
+    for (r, _), g in c.groupby([df.loc[c.index, "root"].to_numpy(), df.loc[c.index, "unit"].to_numpy()]):
+        c_by[r].append(g.to_numpy(dtype=bool))
+    edits = [r for r in m_by if c_by.get(r)]
+    if not edits:
+        return None
+    return symmetric_excess([m_by[r] for r in edits], [c_by[r] for r in edits], n_resamples=n_resamples, seed=seed,
+                            margin=res.margin)
 
 
 def excess(res: StudyResults, method: str, kind: str = "placebo", cat: str = LOCALITY,
            n_resamples: int = 2000, seed: int = 0) -> ExcessResult | None:
     """``excess_changed`` of ``method`` over its control of ``kind`` on category ``cat`` (or a
-    pseudo-category), or None when the study has no such control or no paired probes."""
+    pseudo-category), or None when the study has no such control or no paired probes. A
+    symmetric kind (``unrelated-own``) gives :func:`symmetric`."""
+    if kind.endswith(OWN_SUFFIX):
+        return symmetric(res, method, kind.removesuffix(OWN_SUFFIX), cat, n_resamples, seed)
     ctl = control_of(res, method, kind)
     if ctl is None:
         return None
@@ -107,9 +167,11 @@ def excess_rows(res: StudyResults, kind: str = "placebo") -> list[ExcessRow]:
     out = []
     cats = locality_categories(res)
     for m in res.edit_methods:
-        ctl = control_of(res, m, kind)
+        ctl = control_of(res, m, kind.removesuffix(OWN_SUFFIX))
         if ctl is not None:
-            out.append(ExcessRow(m, kind, ctl, {c: excess(res, m, kind, c) for c in cats}))
+            cells = {c: excess(res, m, kind, c) for c in cats}
+            if not kind.endswith(OWN_SUFFIX) or any(v is not None for v in cells.values()):
+                out.append(ExcessRow(m, kind, ctl, cells))
     return out
 
 
@@ -144,7 +206,7 @@ def identity_exceptions(res: StudyResults, limit: int = 20) -> tuple[int, int, l
     ident = next((lab for lab, (k, _) in res.controls.items() if k == "identity" and lab in res.methods), None)
     if ident is None:
         return 0, 0, []
-    rows = [r for r in res.final_rows(ident) if r["category"] not in EFFICACY]
+    rows = [r for r in res.final_rows(ident) if is_locality(r["category"])]
     bad = [r for r in rows if _changed(r)]
     return len(bad), len(rows), bad[:limit]
 

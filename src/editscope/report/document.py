@@ -17,6 +17,8 @@ Placeholders (``{{kind:args}}``):
   ``near/unchanged``, ``ppl:me_ppl_1k``); ``{{value:METHOD:COLUMN}}``: the value alone; ``{{n:METHOD:COLUMN}}``;
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
 * ``{{table:excess-placebo}}``, ``{{table:excess-unrelated}}``, ``{{table:excess-unrelated_other}}``,
+  ``{{table:excess-unrelated-own}}``, ``{{table:excess-unrelated_other-own}}`` (each unrelated edit on its own
+  neighbourhood, unpaired),
   ``{{table:margin}}``, ``{{table:identity}}``, ``{{table:pairwise}}``, ``{{table:seed38}}``,
   ``{{table:strength}}``: the attribution tables (see :mod:`editscope.report.attribution`);
 * ``{{excess:METHOD:KIND[:CATEGORY]}}``: a method's excess of changed answers over its control
@@ -99,7 +101,7 @@ from .render import (
     strength_table,
     tests_table,
 )
-from .attribution import CONTROL_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
+from .attribution import EXCESS_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
 from ..metrics.edit_metrics import METRICS
 from ..runner.store import FILENAME
 from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
@@ -288,7 +290,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       "strength-units": strength_units_table,
                       **{name: (lambda r, name=name: _named(collapse_tables(r), name))
                          for name in ("collapse", "collapse-worst", "collapse-points")},
-                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in CONTROL_KINDS}}
+                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in EXCESS_KINDS}}
             if args not in makers:
                 raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
             return _Tab(makers[args](res))  # None (nothing to show in this run) fills as nothing
@@ -328,9 +330,9 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             return f"{_fmt(c)} (n={c.n})"
         if kind in ("excess", "excess_rates", "excess_verdict"):
             bits = args.split(":")
-            if len(bits) not in (2, 3) or bits[1] not in CONTROL_KINDS:
+            if len(bits) not in (2, 3) or bits[1] not in EXCESS_KINDS:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:KIND[:CATEGORY]}}}} with KIND one "
-                                    f"of {', '.join(CONTROL_KINDS)}")
+                                    f"of {', '.join(EXCESS_KINDS)}")
             if bits[0] not in res.methods:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: no method {bits[0]!r} in this run")
             e = excess(res, bits[0], bits[1], bits[2] if len(bits) == 3 else LOCALITY)

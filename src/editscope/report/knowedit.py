@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..stats import mean_interval
 from .frame import Cell
-from .results import EFFICACY, StudyResults
+from .results import StudyResults, locality_mask
 
 #: the KnowEdit columns: (label, metric, which categories)
 COLUMNS = (("Edit Succ.", "token_acc", "target"), ("Portability", "token_acc", "portability"),
@@ -34,7 +34,7 @@ def _categories(cats: pd.Series, kind: str) -> pd.Series:
         return cats == "target"
     if kind == "portability":
         return cats.str.startswith("portability")
-    return ~cats.isin(EFFICACY)
+    return locality_mask(cats)
 
 
 def _over_edits(values: list[float]) -> Cell | None:

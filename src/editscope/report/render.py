@@ -19,7 +19,8 @@ from .table import Table
 from .tex import table_float, tex_escape
 from .attribution import (
     failed_controls,
-    CONTROL_KINDS,
+    EXCESS_KINDS,
+    OWN_SUFFIX,
     KIND_LABEL,
     MARGIN_BINS,
     excess_rows,
@@ -279,9 +280,16 @@ def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
     left_out = (f" {n_failed} control edit(s) did not take (rolled back, or their own prompt does not give their "
                 f"target: {', '.join(f'{c} {u}' for c, us in failed.items() for u in sorted(us))}); the draws "
                 "holding them are left out." if n_failed else "")
-    return Table(f"excess-{kind}", f"Excess over {KIND_LABEL[kind]}: share of locality probes whose answer changed "
-                                   f"under the method minus under its control (mean over the control's draws; in "
-                                   f"brackets the 95% two-level bootstrap interval over {unit} and draws). Bold: the "
+    if kind.endswith(OWN_SUFFIX):
+        what = ("share of the study edit's own locality probes whose answer changed under the method minus the share "
+                "of each unrelated edit's own probes of the same category (its own near and far neighbourhood, "
+                "built as the study edit's are) that changed under it (mean over the control's edits; unpaired: in "
+                "brackets the 95% bootstrap interval over edits and draws, or, with one edit, over both sides' "
+                "probes and the draws)")
+    else:
+        what = ("share of locality probes whose answer changed under the method minus under its control (mean over "
+                f"the control's draws; in brackets the 95% two-level bootstrap interval over {unit} and draws)")
+    return Table(f"excess-{kind}", f"Excess over {KIND_LABEL[kind]}: {what}. Bold: the "
                                    f"excess differs from 0; '=': it is equivalent to 0 within +-{margin:g}; both by "
                                    "bootstrap tests, Holm-adjusted over every cell of the table; neither: "
                                    f"inconclusive.{left_out}{few_note} Columns: {', '.join(cats)}.",
@@ -550,7 +558,7 @@ def typed_probe_tables(res: StudyResults) -> list[Table]:
 
 
 def tables(res: StudyResults) -> list[Table]:
-    lead = [excess_table(res, k) for k in CONTROL_KINDS] + [seed38_table(res)]
+    lead = [excess_table(res, k) for k in EXCESS_KINDS] + [seed38_table(res)]
     return [t for t in (*lead, main_table(res), strength_units_table(res), no_op_table(res), base_answers_table(res),
                         locality_status_table(res), strength_table(res), identity_table(res), margin_table(res),
                         criterion_table(res), knowedit_table(res), *typed_probe_tables(res), mquake_table(res),

@@ -18,6 +18,7 @@ import pandas as pd
 from ..metrics.edit_metrics import METRICS
 from ..probe_versions import require_one_version
 from ..runner.config import StudyConfig
+from ..runner.plan import CONTROL_OWN_PREFIX, CONTROL_TARGET
 from ..runner.store import FILENAME, ResultsStore, StoreError
 from ..stats import cmh_paired, holm, mcnemar_exact, mean_interval, tost, verdict
 from .frame import Cell, RowFrame, paired_values, summarize_frame, unit_root, values_cell
@@ -30,6 +31,22 @@ CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general
 EFFICACY = {"target", "paraphrase", "portability", "portability-hop", "control-target"}
 LEAK = "leak"  # pseudo-category: output rate of the edit target on locality probes
 LOCALITY = "locality"  # pseudo-category: every probe of a locality category (all but EFFICACY)
+
+
+def is_control_own(cat: str) -> bool:
+    """An unrelated-edit control's own neighbourhood (``control-near``, ...): compared only with the
+    study edit's own category (:mod:`editscope.report.symmetric`), never pooled or tabled."""
+    return cat.startswith(CONTROL_OWN_PREFIX) and cat != CONTROL_TARGET
+
+
+def is_locality(cat: str) -> bool:
+    """Whether probes of ``cat`` should not change: neither efficacy nor a control's own neighbourhood."""
+    return cat not in EFFICACY and not is_control_own(cat)
+
+
+def locality_mask(cats: pd.Series) -> pd.Series:
+    """:func:`is_locality` over a column of categories."""
+    return ~cats.isin(EFFICACY) & ~(cats.str.startswith(CONTROL_OWN_PREFIX) & (cats != CONTROL_TARGET))
 
 
 #: weight-change scalars (see editscope.metrics.weight_change): reported in their own table
@@ -273,9 +290,9 @@ def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:
     df = res.frame.df
     cats = df.loc[index, "category"]
     if cat == LEAK:
-        keep = ~cats.isin(EFFICACY) & df.loc[index, "says_target"].notna()
+        keep = locality_mask(cats) & df.loc[index, "says_target"].notna()
     elif cat == LOCALITY:
-        keep = ~cats.isin(EFFICACY)
+        keep = locality_mask(cats)
     else:
         keep = cats == cat
     return index[keep.to_numpy()]
@@ -288,7 +305,7 @@ def category_rows(res: StudyResults, method: str, cat: str) -> list[dict[str, An
 
 def _columns(res: StudyResults) -> list[Column]:
     df = res.frame.df
-    cats = sorted(df["category"].unique(),
+    cats = sorted((c for c in df["category"].unique() if not is_control_own(c)),
                   key=lambda c: (CATEGORY_ORDER.index(c) if c in CATEGORY_ORDER else len(CATEGORY_ORDER), c))
     cols = []
     everyone = ["base", *res.methods]
@@ -298,7 +315,7 @@ def _columns(res: StudyResults) -> list[Column]:
         for m in everyone:
             col.cells[m] = index_cell(res, category_index(res, res.final_index(m), cat), metric)
         cols.append(col)
-    if len([c for c in cats if c not in EFFICACY]) > 1:
+    if len([c for c in cats if is_locality(c)]) > 1:
         known = res.frame.metric("answer_unchanged_known").loc[category_index(res, res.final_index("base"), LOCALITY)]
         pooled = [("answer_unchanged", "locality answer unchanged (all non-target probes)", "locality"),
                   ("unchanged", "locality output unchanged", "output")]

@@ -71,7 +71,8 @@ RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "draw")
 
 
 #: keys added to a section's entries after studies were stored; left out of the config hash while unset
-LATER_KEYS = {"methods": ("strength",), "edits": ("generate",), "probes": ("answer_rule",)}
+LATER_KEYS = {"methods": ("strength",), "edits": ("generate",), "probes": ("answer_rule",),
+              "controls": ("own_probes",)}
 #: top-level keys that change only how a stored run is reported (not part of the config hash)
 REPORT_ONLY = ("criterion", "equivalence_margin")
 
@@ -80,7 +81,8 @@ def without_unset_later_keys(data: dict[str, Any]) -> dict[str, Any]:
     """A dumped config without the keys added after studies were stored (:data:`LATER_KEYS`) that
     its entries leave unset (in place), so that stored studies keep their config hash."""
     for section, keys in LATER_KEYS.items():
-        for entry in data.get(section, []):
+        entries = data.get(section) or []
+        for entry in [entries] if isinstance(entries, dict) else entries:
             for key in keys:
                 if isinstance(entry, dict) and entry.get(key) is None:
                     entry.pop(key, None)
@@ -328,14 +330,23 @@ class ControlsSpec(_Strict):
     """Unrelated-edit controls: each listed method also makes ``unrelated`` edits of other prompts
     of the same kind as each study edit ("7*8=" -> "3" for "2+2=" -> "5"; other CounterFact records
     for a fact) and ``unrelated_other`` of the other kind (a fact for an arithmetic edit and vice
-    versa), seeded, each evaluated on the probes built around the study edit. Stored as methods
-    ``unrelated-<label>`` and ``unrelated-other-<label>``."""
+    versa), seeded, each evaluated on the probes built around the study edit and (``own_probes``,
+    default on) on its own neighbourhood: the study's per-edit suites built around the unrelated
+    edit (arithmetic) or its CounterFact record's probes (facts), as categories ``control-<cat>``,
+    so that the edit's damage to its own neighbourhood is compared with what unrelated edits do to
+    theirs. Stored as methods ``unrelated-<label>`` and ``unrelated-other-<label>``."""
 
     unrelated: int = Field(10, ge=0, le=1000, description="same-kind unrelated edits per method and edit (default "
                                                            "10: intervals are drawn over them)")
     unrelated_other: int = Field(0, ge=0, le=1000, description="other-kind unrelated edits per method and edit")
     methods: list[str] | None = Field(None, description="method labels that get them (default: every edit method)")
     source: str | None = Field(None, description="CounterFact path or hub id for fact edits (default ../shared/data)")
+    own_probes: bool | None = Field(None, description="also measure each unrelated edit on its own neighbourhood "
+                                                      "(default on; off halves the controls' evaluation cost)")
+
+    @property
+    def measures_own(self) -> bool:
+        return self.own_probes is not False
 
     @model_validator(mode="after")
     def _some(self):

@@ -8,12 +8,13 @@ Units: the base evaluation (method ``base``); then per method, ``single``: one u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..probes.protocols import free_generation, with_answer_rule
 from ..probes.registry import _lookup as lookup_suite
 from ..probes.registry import get_suite
+from ..controls import UnrelatedEdit
 from ..requests import EditRequest, Probe, ProbeSet
 from .config import ConfigError, DatasetEdits, InlineEdit, MethodSpec, StudyConfig
 
@@ -162,9 +163,9 @@ def build_plan(config: StudyConfig) -> Plan:
     units = [UnitPlan("base", "base", 0, ())]
     for m in config.method_specs():
         units += _method_units(config, m, len(items))
-    control_units = _unrelated_units(config, items)
+    control_units, drawn = _unrelated_units(config, items)
     units += control_units
-    return Plan(config, items, global_sets, units, _control_sets(control_units))
+    return Plan(config, items, global_sets, units, _control_sets(config, control_units, drawn))
 
 
 def _protocol_units(config: StudyConfig, label: str, n: int) -> list[UnitPlan]:
@@ -194,18 +195,32 @@ def _method_units(config: StudyConfig, m: MethodSpec, n: int) -> list[UnitPlan]:
             for u in units for d in range(m.draws)]
 
 
-def _unrelated_units(config: StudyConfig, items: list[EditItem]) -> list[UnitPlan]:
+def _grid_operands(config: StudyConfig) -> range:
+    """The operands of unrelated arithmetic edits: those of the study's arithmetic grid (``n`` of
+    its first ``arithmetic`` suite, so each unrelated edit's own neighbourhood lies on the grid it
+    is measured on), else 0..20."""
+    from ..controls import ARITH_OPERANDS
+
+    for spec in config.probes:
+        if spec.suite == "arithmetic":
+            n = spec.args.get("n")
+            return range(0, int(n) + 1) if isinstance(n, int) and n >= 1 else ARITH_OPERANDS
+    return ARITH_OPERANDS
+
+
+def _unrelated_units(config: StudyConfig, items: list[EditItem]) -> tuple[list[UnitPlan], dict[str, UnrelatedEdit]]:
     """Units of the unrelated-edit controls (single protocol): per control method, edit and
     unrelated edit ``-uNN``; the unrelated edits are drawn once per study edit (seeded), so
-    every method is controlled by the same edits."""
+    every method is controlled by the same edits. Also returns each control set's unrelated edit."""
     specs = config.control_specs()
     if not specs:
-        return []
-    from ..controls import unrelated_requests
+        return [], {}
+    from ..controls import unrelated_edits
 
     c = config.controls
     exclude = {r.prompt for it in items for r in it.requests}
-    drawn: dict[str, list[list[EditRequest]]] = {}
+    operands = _grid_operands(config)
+    drawn: dict[str, list[list[UnrelatedEdit]]] = {}
     for kind in ("unrelated", "unrelated_other"):
         k = getattr(c, kind)
         if k == 0:
@@ -213,30 +228,62 @@ def _unrelated_units(config: StudyConfig, items: list[EditItem]) -> list[UnitPla
         drawn[kind] = []
         for it in items:
             try:
-                drawn[kind].append(unrelated_requests(it.requests[0], k, other_kind=kind == "unrelated_other",
-                                                      seed=config.seed, exclude=exclude, source=c.source))
+                drawn[kind].append(unrelated_edits(it.requests[0], k, other_kind=kind == "unrelated_other",
+                                                   seed=config.seed, exclude=exclude, source=c.source,
+                                                   operands=operands))
             except (ValueError, FileNotFoundError, OSError) as e:
                 raise ConfigError(f"controls.{kind} for edit {it.label}: {e}") from None
-    units = []
+    units, by_set = [], {}
     for kind, spec in specs:
         tag = "u" if kind == "unrelated" else "o"
-        for it, reqs in zip(items, drawn[kind]):
-            units += [UnitPlan(spec.name, f"edit-{it.index:04d}-u{j:02d}", it.index, (it.index,),
-                               requests=(r,), of_unit=f"edit-{it.index:04d}",
-                               control_set=f"{CONTROL_SET}#e{it.index}-{tag}{j:02d}") for j, r in enumerate(reqs)]
-    return units
+        for it, edits in zip(items, drawn[kind]):
+            for j, u in enumerate(edits):
+                name = f"{CONTROL_SET}#e{it.index}-{tag}{j:02d}"
+                by_set[name] = u
+                units.append(UnitPlan(spec.name, f"edit-{it.index:04d}-u{j:02d}", it.index, (it.index,),
+                                      requests=(u.request,), of_unit=f"edit-{it.index:04d}", control_set=name))
+    return units, by_set
 
 
 #: the probe set of an unrelated edit's own prompt, and its category (an efficacy category of its own:
 #: never pooled into locality, never mixed with the study edit's target)
 CONTROL_SET = "control"
 CONTROL_TARGET = "control-target"
+#: an unrelated edit's own neighbourhood is stored under ``control-<category>`` (``control-near``)
+CONTROL_OWN_PREFIX = "control-"
 
 
-def _control_sets(units: list[UnitPlan]) -> dict[str, tuple[int, ProbeSet]]:
-    """Each unrelated edit's own target probe (shared by every control method of that kind)."""
+def own_category(category: str) -> str:
+    """The category an unrelated edit's own probe of ``category`` is stored under."""
+    return CONTROL_OWN_PREFIX + category
+
+
+def _own_probes(config: StudyConfig, u: UnrelatedEdit) -> list[Probe]:
+    """An unrelated edit's own neighbourhood (its target aside, which :data:`CONTROL_TARGET` holds):
+    its dataset record's probes, or the study's per-edit suites built around it (a suite that does
+    not take this kind of edit, e.g. the arithmetic grid for a fact, is skipped)."""
+    if u.probes is not None:
+        src = list(u.probes)
+    else:
+        src = []
+        for spec in config.probes:
+            if not lookup_suite(spec.suite).needs_edit:
+                continue
+            try:
+                ps = get_suite(spec.suite, edit=u.request, **spec.args)
+            except (TypeError, ValueError):
+                continue
+            src += list(with_answer_rule(ps, spec.answer_rule))
+    return [replace(p, category=own_category(p.category)) for p in src if p.category != "target"]
+
+
+def _control_sets(config: StudyConfig, units: list[UnitPlan], drawn: dict[str, UnrelatedEdit]
+                  ) -> dict[str, tuple[int, ProbeSet]]:
+    """Each unrelated edit's own probe set (shared by every control method of that kind): its
+    target probe, then (``controls.own_probes``, default on) its own neighbourhood."""
     from ..probes.arithmetic import number_aliases
 
+    own = config.controls is not None and config.controls.measures_own
     out: dict[str, tuple[int, ProbeSet]] = {}
     for u in units:
         if u.control_set is None or u.control_set in out or not u.requests:
@@ -245,8 +292,10 @@ def _control_sets(units: list[UnitPlan]) -> dict[str, tuple[int, ProbeSet]]:
         meta = {"control": True, **({"target_true": r.target_true} if r.target_true else {}),
                 **({"aliases": number_aliases(r.target_new)} if number_aliases(r.target_new) else {})}
         probe = Probe(r.prompt, r.target_new, CONTROL_TARGET, meta=meta, sep=r.sep if r.sep_explicit else None)
-        out[u.control_set] = (u.step, ProbeSet([probe], name=CONTROL_SET))
+        extra = _own_probes(config, drawn[u.control_set]) if own else []
+        out[u.control_set] = (u.step, ProbeSet([probe, *extra], name=CONTROL_SET))
     return out
 
 
-__all__ = ["CONTROL_SET", "CONTROL_TARGET", "EditItem", "Plan", "UnitPlan", "build_plan"]
+__all__ = ["CONTROL_OWN_PREFIX", "CONTROL_SET", "CONTROL_TARGET", "EditItem", "Plan", "UnitPlan", "build_plan",
+           "own_category"]
