@@ -3,7 +3,8 @@ units that miss it reported and left out of every aggregate; bad levels refused 
 
 import pytest
 
-from editscope.report.render import strength_units_table
+from editscope.report.attribution import pairwise_tests, strength_level
+from editscope.report.render import pairwise_table, strength_units_table
 from editscope.report.results import load_results
 from editscope.runner import parse_config, run_study
 
@@ -42,3 +43,28 @@ def test_bad_strength_settings_are_refused_when_the_config_is_read(patch, match)
     cfg = {**STUDY, "methods": [{**STUDY["methods"][0], **patch}]}
     with pytest.raises(Exception, match=match):
         parse_config(cfg)
+
+
+def test_methods_at_matched_strength_are_paired_only_at_the_same_level(tmp_path):
+    hp = {"lr": 1e-2, "steps": 40}
+    cfg = {**STUDY, "methods": [{"method": "ft", "label": "ft-a", "hparams": hp, "strength": {"p": 0.1}},
+                                {"method": "ft-m", "label": "ftm-a", "hparams": hp, "strength": {"p": 0.1}},
+                                {"method": "ft", "label": "ft-b", "hparams": hp, "strength": {"p": 0.2}},
+                                {"method": "ft", "label": "ft-default", "hparams": hp}]}
+    res = load_results(run_study(parse_config(cfg), tmp_path / "run", progress=False))
+    assert [strength_level(res, m) for m in ("ft-a", "ftm-a", "ft-b", "ft-default")] == [0.1, 0.1, 0.2, None]
+    reached = {u.method for u in res.strength_units if u.info["strength_reached"]}
+    assert {"ft-a", "ftm-a"} <= reached
+    pairs = [t.method for t in pairwise_tests(res)]
+    assert pairs == ["ft-a vs ftm-a"]  # ft-b (0.2) and ft-default have no partner at their level
+    t = pairwise_table(res)
+    assert "paired only with methods run to the same level" in t.caption
+
+
+def test_a_placebo_matched_to_a_strength_unit_matches_its_scaled_delta(tmp_path):
+    cfg = {**STUDY, "methods": [STUDY["methods"][0], {"method": "placebo", "match": "ft-p"}]}
+    res = load_results(run_study(parse_config(cfg), tmp_path / "run", progress=False))
+    edit = next(u for u in res.units if u.method == "ft-p")
+    placebo = next(u for u in res.units if u.method == "placebo-ft-p")
+    assert edit.info["strength_scale"] < 1  # scaled down to P(target) 0.1
+    assert placebo.info["matched_norm"] == pytest.approx(edit.info["update_norm"], rel=1e-4)

@@ -39,6 +39,9 @@ class PlaceboHparams(Hparams):
     match: str = Field(description="the method whose delta is matched (e.g. 'rome')")
     match_hparams: dict[str, Any] = Field(default_factory=dict, description="that method's hyperparameters")
     match_seed: int = Field(0, description="torch seed the matched method runs under")
+    match_strength: dict[str, float] | None = Field(
+        None, description="the matched method's matched strength ({strength: p, strength_tolerance: t}): its "
+                          "delta is the one scaled to that P(target), as its own unit's is")
     draw: int = Field(0, ge=0, description="which random draw (the placebo's seed)")
     seed: int = Field(0, description="base seed of the draws")
     space: Literal["weights", "function"] = Field(
@@ -61,18 +64,19 @@ def _request_key(requests: Sequence[EditRequest]) -> str:
 
 
 def matched_delta(model: Model, requests: Sequence[EditRequest], method: str, hparams: dict[str, Any],
-                  seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``method``'s delta on ``model`` for ``requests`` (the model is left as it was) and its info.
-    Cached on the model (the last few), keyed by the current weights and every input."""
+                  seed: int, strength: dict[str, float] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``method``'s delta on ``model`` for ``requests`` (the model is left as it was) and its info;
+    ``strength``: :func:`apply_edit`'s ``strength`` / ``strength_tolerance``, as the matched unit
+    ran. Cached on the model (the last few), keyed by the current weights and every input."""
     from .apply import apply_edit
 
     key = (model.state_key(), method, json.dumps(hparams, sort_keys=True, default=str), seed,
-           _request_key(requests))
+           _request_key(requests), json.dumps(strength, sort_keys=True))
     cache: dict = model.meta.setdefault(_CACHE_KEY, {})
     if key not in cache:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            handle = apply_edit(model, list(requests), method, **hparams)
+            handle = apply_edit(model, list(requests), method, **(strength or {}), **hparams)
         try:
             delta = {n: t.clone() for n, t in handle.delta().items()}
         finally:
@@ -117,7 +121,7 @@ class Placebo(EditMethod):
         return m.touched(model, mhp)
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: PlaceboHparams) -> dict[str, Any]:
-        delta, info = matched_delta(model, requests, hp.match, hp.match_hparams, hp.match_seed)
+        delta, info = matched_delta(model, requests, hp.match, hp.match_hparams, hp.match_seed, hp.match_strength)
         draw_seed = hp.seed * 1_000_003 + hp.draw
         if hp.space == "function":
             fake, ranks = function_space_delta(delta, draw_seed, {n: input_side(model, n) for n in delta})

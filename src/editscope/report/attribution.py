@@ -211,11 +211,24 @@ def identity_exceptions(res: StudyResults, limit: int = 20) -> tuple[int, int, l
     return len(bad), len(rows), bad[:limit]
 
 
+def strength_level(res: StudyResults, method: str) -> float | None:
+    """The P(target | prompt) a method was run to (its ``strength: {p}``), None for its own default."""
+    if res.study is None:
+        return None
+    spec = next((m for m in res.study.all_methods() if m.name == method), None)
+    return spec.strength.p if spec is not None and spec.strength is not None else None
+
+
 def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer_unchanged") -> list[Test]:
     """Paired exact McNemar between every two edit methods on ``metric`` over ``cat`` (same units
-    and probes), Holm-adjusted over all pairs. ``Test.method`` is ``"a vs b"``; ``diff`` = b - a."""
+    and probes), Holm-adjusted over all pairs. ``Test.method`` is ``"a vs b"``; ``diff`` = b - a.
+    Methods run at matched strength are compared only with methods run to the same level (and
+    methods at their default strength only with each other): locality depends on how hard an edit
+    pushes, so a pair at different strengths would compare pushes, not methods."""
     tests = []
     for a, b in combinations(res.edit_methods, 2):
+        if strength_level(res, a) != strength_level(res, b):
+            continue
         t = paired_test(res, b, a, cat, metric)  # b against a on the same probes: diff = b - a
         if t is not None:
             t.method = f"{a} vs {b}"
@@ -225,4 +238,4 @@ def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer
 
 __all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "failed_controls",
            "identity_exceptions",
-           "locality_categories", "margin_bin", "margin_locality", "pairwise_tests"]
+           "locality_categories", "margin_bin", "margin_locality", "pairwise_tests", "strength_level", "symmetric"]

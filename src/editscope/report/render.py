@@ -28,6 +28,7 @@ from .attribution import (
     locality_categories,
     margin_locality,
     pairwise_tests,
+    strength_level,
 )
 from .replication import COLUMNS as SEED38_COLUMNS
 from .replication import has_seed38, replication_rows
@@ -392,8 +393,17 @@ def pairwise_table(res: StudyResults) -> Table | None:
              (t.verdict, t.p_holm < 0.05)] for t in tests]
     return Table("pairwise", "Every pair of edit methods on pooled answer-level locality (same probes; McNemar over "
                              "one edit's probes, or a t-test over several edits' mean differences); difference = second minus first; p "
-                             f"adjusted by Holm over all pairs; equivalence: TOST within +-{tests[0].margin:g}, Holm.",
+                             f"adjusted by Holm over all pairs; equivalence: TOST within +-{tests[0].margin:g}, Holm."
+                 f"{_matched_note(res)}",
                  ["pair", "n", "n01/n10", "difference", "test", "p (Holm)", "p equiv. (Holm)", "verdict"], rows)
+
+
+def _matched_note(res: StudyResults) -> str:
+    levels = sorted({lv for m in res.edit_methods if (lv := strength_level(res, m)) is not None})
+    if not levels:
+        return ""
+    return (f" Methods run at matched strength (P(target) = {', '.join(f'{lv:g}' for lv in levels)}) are paired only "
+            "with methods run to the same level.")
 
 
 def seed38_table(res: StudyResults) -> Table | None:

@@ -67,7 +67,7 @@ CONTROL_METHODS = frozenset({"placebo", "identity"})
 
 
 #: placebo hyperparameters the runner sets from ``match:`` and ``draws:``
-RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "draw")
+RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "match_strength", "draw")
 
 
 #: keys added to a section's entries after studies were stored; left out of the config hash while unset

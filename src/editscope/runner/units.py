@@ -154,9 +154,12 @@ class Runner:
         if method.match is None:
             return dict(method.hparams)
         matched = next(m for m in self.config.method_specs() if m.name == method.match)
-        return {**method.hparams, "match": matched.method, "match_hparams": matched.hparams,
-                "match_seed": unit_seed(self.config.seed, matched.name, unit.of_unit or unit.unit),
-                "draw": unit.draw or 0}
+        out = {**method.hparams, "match": matched.method, "match_hparams": matched.hparams,
+               "match_seed": unit_seed(self.config.seed, matched.name, unit.of_unit or unit.unit),
+               "draw": unit.draw or 0}
+        if matched.strength is not None:  # the delta its matched unit applied: scaled to the level
+            out["match_strength"] = {"strength": matched.strength.p, "strength_tolerance": matched.strength.tolerance}
+        return out
 
     def _requests(self, unit: UnitPlan) -> list:
         """What a unit applies: its own requests (a control's) or those of the study edits it covers."""
