@@ -516,6 +516,8 @@ def run(
                                                      "(default: start a local cluster)")] = None,
     workers: Annotated[int | None, typer.Option(help="with --backend ray: workers (each loads the model once; "
                                                      "default one per CPU of the cluster)")] = None,
+    units: Annotated[int | None, typer.Option("--units", help="stop after this many units (the base evaluation "
+                                                             "counts), resumable with --resume")] = None,
 ) -> None:
     """Run a study: methods x edits x probe suites under a protocol, into a resumable results store."""
     from . import runner
@@ -528,6 +530,8 @@ def run(
         raise typer.BadParameter(f"{backend!r}: give one of {', '.join(BACKENDS)}", param_hint="--backend")
     if backend == "local" and (address is not None or workers is not None):
         raise typer.BadParameter("--address and --workers go with --backend ray", param_hint="--backend")
+    if units is not None and (units < 1 or backend != "local"):
+        raise typer.BadParameter(f"{units}: give at least 1 unit, with --backend local", param_hint="--units")
     cfg = runner.load_config(config)
     if model is not None:
         cfg = cfg.on_model(model)
@@ -549,7 +553,7 @@ def run(
         return
     try:
         path = runner.run_study(cfg, out_dir, resume=resume, force=force, backend=backend, address=address,
-                                workers=workers)
+                                workers=workers, max_units=units)
     except KeyboardInterrupt:
         if _debug_on():
             raise
@@ -565,6 +569,16 @@ def run(
                           f"`editscope run {escape(config)}{again} --out {escape(out_dir)} --resume`", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     console.print(f"results: {escape(str(path))}/results.sqlite")
+    if units is not None:
+        s = ResultsStore(Path(path) / FILENAME)
+        try:
+            status = s.get_meta("status")
+        finally:
+            s.close()
+        if status == "stopped":
+            console.print(f"stopped after {units} unit(s) as asked; continue with `editscope run {escape(config)} "
+                          f"--out {escape(out_dir)} --resume`")
+            return
     if report:
         _report(path, ("md", "html", "latex"), None)
 
@@ -855,6 +869,12 @@ def unpack(
 
     unpacked = unpack_traces(archive, run_dir) if archive.endswith(ARCHIVE_SUFFIX) else unpack_archive(archive, run_dir)
     console.print(f"folder: {escape(str(unpacked))}")
+
+
+# `editscope data ...` lives in its own module, which imports this one's app helpers: registered last
+from .cli_data import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
 
 
 def main() -> None:  # pragma: no cover - entry point

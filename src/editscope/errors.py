@@ -3,7 +3,8 @@
 Every deliberate error derives from :class:`EditscopeError`; its message names the culprit (a file,
 a flag, a study key, a record) and the fix. :attr:`EditscopeError.exit_code` says whose move it is:
 2 for bad input (:class:`InputError`: the call can be fixed), 1 for a failure during work
-(:class:`WorkError`). The concrete classes keep their historical builtin bases too (a
+(:class:`WorkError`), 3 for evaluation data that is missing, unreachable or not the registry's
+(:class:`editscope.data.fetch.DataError`). The concrete classes keep their historical builtin bases too (a
 ``ConfigError`` is still a ``ValueError``), so ``except ValueError`` in user code keeps working.
 """
 
@@ -14,6 +15,8 @@ import errno
 #: exit codes of the ``editscope`` command
 EXIT_INPUT = 2
 EXIT_FAILURE = 1
+#: evaluation data missing, unreachable or not the registry's (editscope.data)
+EXIT_DATA = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -71,5 +74,5 @@ def describe(exc: BaseException) -> tuple[int, str]:
                           "traceback and report it)")
 
 
-__all__ = ["EXIT_FAILURE", "EXIT_INPUT", "EXIT_INTERRUPTED", "CacheDirError", "CorruptFileError",
+__all__ = ["EXIT_DATA", "EXIT_FAILURE", "EXIT_INPUT", "EXIT_INTERRUPTED", "CacheDirError", "CorruptFileError",
            "EditscopeError", "InputError", "WorkError", "describe"]

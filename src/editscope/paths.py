@@ -1,4 +1,5 @@
-"""Where editscope finds the shared evaluation data (never copied into the repo) and keeps its cache."""
+"""Where editscope finds the development folder (never copied into the repo) and keeps its cache; evaluation
+data itself resolves through :mod:`editscope.data`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from .errors import CacheDirError
 ENV_SHARED = "EDITSCOPE_SHARED"
 
 
-def shared_dir() -> Path:
-    """The shared folder: ``$EDITSCOPE_SHARED``, else ``../shared`` beside the repository root."""
+def shared_dir() -> Path | None:
+    """The development folder: ``$EDITSCOPE_SHARED``, else ``../shared`` beside the repository root;
+    None when ``EDITSCOPE_SHARED`` is set empty (as on a user's machine: data then comes from
+    ``$EDITSCOPE_DATA``, the cache or its public source, :mod:`editscope.data`)."""
     env = os.environ.get(ENV_SHARED)
-    if env:
-        return Path(env).expanduser()
+    if env is not None:
+        return Path(env).expanduser() if env.strip() else None
     repo_root = Path(__file__).resolve().parents[2]  # src/editscope/paths.py -> repo root
     return repo_root.parent / "shared"
 
@@ -30,14 +33,13 @@ def file_in_the_way(path: str | Path) -> Path | None:
 
 
 def data_path(*parts: str) -> Path:
-    """A path under ``<shared>/data``; a clear error when it does not exist."""
-    p = shared_dir() / "data" / Path(*parts)
-    if not p.exists():
-        raise FileNotFoundError(
-            f"{p} does not exist. editscope reads evaluation data from the shared folder "
-            f"({shared_dir()}); set {ENV_SHARED}=/path/to/shared or pass the file path explicitly."
-        )
-    return p
+    """An evaluation data file by its layout path (``data_path("wikitext2", "wiki.test.raw")``):
+    found in ``$EDITSCOPE_DATA``, the shared folder or the cache, or fetched from its public source
+    (:func:`editscope.data.fetch.locate`); a :class:`~editscope.data.fetch.DataError` that names
+    the dataset, its source and the fetch command otherwise."""
+    from .data.fetch import locate
+
+    return locate("/".join(parts))
 
 
 def cache_root() -> Path:

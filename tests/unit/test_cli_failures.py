@@ -248,10 +248,13 @@ def test_an_unusable_cache_folder_is_named(scratch, tmp_path):
         drive(scratch, ["ppl", "--corpus", "me_ppl_50", "--limit", "1"], 2, pattern, env={"EDITSCOPE_CACHE": cache})
 
 
-def test_a_shared_data_folder_that_is_not_there_is_named(scratch):
-    for shared in (str(scratch / "nowhere"), str(scratch / "notes.txt")):
-        for args in (["eval", "--suite", "counterfact", "--limit", "3"], ["ppl", "--corpus", "me_ppl_50"]):
-            drive(scratch, args, 2, r"does not exist.*EDITSCOPE_SHARED", env={"EDITSCOPE_SHARED": shared})
+def test_data_that_is_nowhere_and_cannot_be_fetched_is_named_with_the_fix(scratch):
+    for shared in (str(scratch / "nowhere"), str(scratch / "notes.txt"), ""):
+        for args, name in ((["eval", "--suite", "counterfact", "--limit", "3"], "counterfact"),
+                           (["ppl", "--corpus", "me_ppl_50"], "me_ppl")):
+            drive(scratch, args, 3, rf"{name} \(.*MB\) is not in .*offline.*editscope data fetch {name}",
+                  env={"EDITSCOPE_SHARED": shared, "EDITSCOPE_CACHE": str(scratch / "empty-cache"),
+                       "EDITSCOPE_OFFLINE": "1"})
 
 
 def test_debug_shows_the_traceback_and_exit_codes_are_documented(scratch):

@@ -355,6 +355,9 @@ def _resolve(source: str | Path | None, default: Callable[[], Path], split: str,
             raise FileNotFoundError(f"{p} does not exist")
         if p.is_dir():
             raise ValueError(f"{p} is a directory; pass the JSON/JSONL file inside it")
+        from ..data.fetch import record_user_file
+
+        record_user_file(p)  # the run's manifest names the user's own file with its hash
         return str(p), _read_file(p, prefer_jsonl=prefer_jsonl)
     s = str(source)
     if not isinstance(source, str) or not s.strip():

@@ -160,9 +160,13 @@ def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, forc
 BACKENDS = ("local", "ray")
 
 
+class _Enough(Exception):
+    """Raised by the delivery of the ``max_units``-th unit: the run stops there, resumable."""
+
+
 def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, force: bool = False,
               model: Model | None = None, progress: bool = True, backend: str = "local",
-              address: str | None = None, workers: int | None = None) -> Path:
+              address: str | None = None, workers: int | None = None, max_units: int | None = None) -> Path:
     """Run ``config`` into the folder ``out`` (``results.sqlite``, ``study.json``); returns ``out``.
 
     ``resume`` continues a stopped run of the same study; ``force`` starts over in a folder that
@@ -171,8 +175,13 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
     ``backend``: ``local`` (this process) or ``ray`` (units and sequential chains on Ray workers,
     :mod:`editscope.runner.ray_backend`; ``address``: a running cluster, ``auto``, or None for a
     local one; ``workers``: how many, default one per CPU of the cluster). Either way this process
-    alone writes the store, one transaction per unit.
+    alone writes the store, one transaction per unit. ``max_units``: stop after writing that many
+    units (the base evaluation counts; local backend), leaving the run to ``resume``. The data files
+    read (registry files with their source, a user's own files) are recorded with their SHA-256 in
+    the store's ``data_files`` meta.
     """
+    if max_units is not None and (max_units < 1 or backend != "local"):
+        raise InputError(f"max_units={max_units}: give at least 1, with the local backend")
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r}: give one of {', '.join(BACKENDS)}")
     plan = build_plan(config)
@@ -188,11 +197,17 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
         def admit(fingerprint: str, name: str) -> None:
             _admit_model(store, plan, out, fingerprint, name)
 
+        written = 0
+        finished = True
         with _progress(plan, progress) as on_unit:
             def deliver(ev: Event) -> None:
+                nonlocal written
                 if isinstance(ev, UnitResult):
                     ev.write(store)
+                    written += 1
                 on_unit(ev.unit, ev.progress_info())
+                if max_units is not None and written >= max_units:
+                    raise _Enough
 
             stale = stale_units(plan, store) if resume else []
             if executor is None:
@@ -204,15 +219,21 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                     if stale:
                         _reevaluate(plan, store, model, stored, stale, progress)
                         stored = Stored.of(store)  # units that did not reproduce are computed again
-                    run_local(plan, stored, model, deliver, progress=progress)
+                    try:
+                        run_local(plan, stored, model, deliver, progress=progress)
+                    except _Enough:
+                        finished = False
             else:
                 if stale:
                     raise InputError(f"{len(stale)} stored units were measured on other versions of the study's "
                                      "probes; resume once with --backend local to re-evaluate them, then continue "
                                      "with --backend ray")
                 executor.run(plan, stored, deliver, admit=admit, current=lambda: Stored.of(store))
-        store.set_meta(status="complete", finished=now_iso())
+        store.set_meta(status="complete" if finished else "stopped", finished=now_iso())
     finally:
+        from ..data.fetch import used_files
+
+        store.set_meta(data_files={**(store.get_meta("data_files") or {}), **used_files()})
         store.close()
         if executor is not None:
             executor.close()
