@@ -33,6 +33,7 @@ lock: $(STAMP)
 # The flagship "2+2=5" study on the default model: quick mode (0..8 grid, every method) and the
 # full grid. --resume: a finished run just prints its table again; an interrupted one continues.
 demo: $(STAMP)
+	$(VENV)/bin/editscope data fetch --for examples/two_plus_two_quick.yaml
 	$(VENV)/bin/editscope run examples/two_plus_two_quick.yaml --out runs/two-plus-two-quick --resume
 
 study: $(STAMP)

@@ -85,6 +85,17 @@ def verify_(names: Annotated[list[str] | None, typer.Argument(help="datasets (de
                         "again with editscope data fetch NAME --force")
 
 
+@data_app.command("mirror")
+def mirror_(out: Annotated[str, typer.Argument(help="folder to write the sources' layout into")],
+            names: Annotated[list[str] | None, typer.Argument(help="datasets (default: every one)")] = None) -> None:
+    """Write the published files found here into a folder in the sources' layout: serve it over HTTP
+    and point EDITSCOPE_DATA_URL at it on machines without internet."""
+    from .data.fetch import write_mirror
+
+    for rel, state in write_mirror(out, [DATASETS[n].name for n in names] if names else None):
+        console.print(f"{escape(rel)}: {escape(state)}")
+
+
 @data_app.command("path")
 def path_(name: Annotated[str, typer.Argument(help="a dataset, or a layout path such as wikitext2/wiki.test.raw")],
           fetch_missing: Annotated[bool, typer.Option("--fetch/--no-fetch", help="download when missing")] = False) -> None:

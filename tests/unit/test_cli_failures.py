@@ -1,6 +1,6 @@
 """Failing well: the CLI driven through bad inputs and faults, as a new user would meet them.
 
-Every case asserts the exit code (2: bad input, 1: failure during work, 130: interrupted), a
+Every case asserts the exit code (2: bad input, 1: failure during work, 3: data, 130: interrupted), a
 message naming the culprit, no traceback, and that no file outside the command's own output
 changed (the scratch tree is hashed before and after). Cases run without the real model: each is
 refused before any model would load, or loads a tiny model saved into the scratch folder.

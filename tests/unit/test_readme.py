@@ -29,3 +29,15 @@ def test_the_check_catches_a_typed_number():
     docs = "\n".join(p.read_text() for p in sorted((ROOT / "docs" / "studies").glob("*.md")))
     assert "0.9137 [0.9012, 0.9999]" not in docs and NUMBER.findall("keeps 0.9137 [0.9012, 0.9999]") == [
         "0.9137 [0.9012, 0.9999]"]
+
+
+def test_the_readme_says_where_every_registry_dataset_comes_from():
+    from editscope.data.registry import DATASETS
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Evaluation data"):]
+    for ds in DATASETS.values():
+        row = next((line for line in section.splitlines() if line.startswith(f"| {ds.name} |")), None)
+        assert row is not None, f"README's data table has no row for {ds.name}"
+        assert ds.files[0].repo in row, f"{ds.name}: the README names another source than the registry's"
+    assert "EDITSCOPE_DATA_URL" in section and "editscope data mirror" in section  # working offline

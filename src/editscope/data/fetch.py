@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -194,6 +195,9 @@ def fetch_file(ds: Dataset, f: DataFile, *, progress: bool = True) -> Path:
 
     target = _target(ds, f)
     url = f.url
+    pooch.get_logger().setLevel("WARNING")  # the progress bar and this line say it
+    if progress:
+        print(f"fetching {ds.name}: {f.path} ({_mb(f.size)}) from {url}", file=sys.stderr)
     partial = target.parent / f".{target.name}.download"
     try:
         if url.startswith("file://"):
@@ -291,6 +295,29 @@ def verify(ds: Dataset) -> list[tuple[str, str, str]]:
     return out
 
 
+def write_mirror(out: str | os.PathLike, names: list[str] | None = None) -> list[tuple[str, str]]:
+    """Copy the published files found here (data folders, cache) into ``out`` in the sources'
+    layout (``<owner>/<repo>/<commit>/<path>``), for ``$EDITSCOPE_DATA_URL`` on machines without
+    internet (serve ``out`` over HTTP). Only files whose hash is the published one are copied (a
+    folder's subset, or a converted file, cannot stand in for the source). Returns (layout path,
+    "copied" / why not) per file."""
+    root = Path(out).expanduser()
+    report = []
+    for ds in (DATASETS[n] for n in names) if names else DATASETS.values():
+        for f in ds.files:
+            cands = [folder / f.path for _, folder in data_folders()] + [cache_dir() / f.path]
+            src = next((p for p in cands if p.is_file() and sha256_of(p) == f.sha256), None)
+            if src is None:
+                why = "converted here; its published form is not" if f.convert else "no copy with the published hash"
+                report.append((f.path, why))
+                continue
+            dst = root / f.repo / f.commit / f.source_path
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            report.append((f.path, "copied"))
+    return report
+
+
 def fetch(ds: Dataset, *, force: bool = False, progress: bool = True) -> list[tuple[str, str]]:
     """Make every file of ``ds`` available: (path, where from) per file; ``force`` re-downloads
     cached files."""
@@ -305,4 +332,5 @@ def fetch(ds: Dataset, *, force: bool = False, progress: bool = True) -> list[tu
 
 
 __all__ = ["DATASETS", "ENV_DATA", "ENV_OFFLINE", "DataError", "cache_dir", "data_folders", "fetch", "fetch_file",
-           "install_from", "locate", "offline", "record_user_file", "sha256_of", "status", "used_files", "verify"]
+           "install_from", "locate", "offline", "record_user_file", "sha256_of", "status", "used_files", "verify",
+           "write_mirror"]

@@ -585,15 +585,37 @@ def parse_config(data: Any, where: str = "config") -> StudyConfig:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def packaged_study(name: str) -> Path | None:
+    """An example study shipped with editscope, by bare name (``quickstart``, ``two_plus_two.yaml``)."""
+    from importlib import resources
+
+    if not name or "/" in name or "\\" in name:
+        return None
+    folder = resources.files("editscope") / "examples"
+    for cand in (name, f"{name}.yaml"):
+        p = folder / cand
+        if p.is_file():
+            return Path(str(p))
+    return None
+
+
 def load_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study file (YAML or JSON, UTF-8)."""
+    """Read and validate a study file (YAML or JSON, UTF-8); a bare name that is not a file here
+    names an example study shipped with editscope (``quickstart``)."""
     import yaml
 
     p = Path(path)
+    if not p.exists():
+        p = packaged_study(str(path)) or p
     if p.is_dir():
         raise ConfigError(f"{p}: is a folder, not a study file; give the YAML file (e.g. examples/quickstart.yaml)")
     if not p.is_file():
-        raise ConfigError(f"{p}: no such study file")
+        from importlib import resources
+
+        shipped = sorted(x.name.removesuffix(".yaml") for x in (resources.files("editscope") / "examples").iterdir()
+                         if x.name.endswith(".yaml"))
+        raise ConfigError(f"{p}: no such study file (nor an example study shipped with editscope: "
+                          f"{', '.join(shipped)})")
     try:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
