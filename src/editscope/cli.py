@@ -4,58 +4,20 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
 
-from .errors import EXIT_INPUT, EXIT_INTERRUPTED, describe
+from .errors import EXIT_INPUT, EXIT_INTERRUPTED
 from .paths import file_in_the_way
-from .progress import stderr_console
 from .progress import counting_bar
 from .progress import working as _working
-
-console = Console()
-err_console = stderr_console
-#: set by ``--debug`` or ``EDITSCOPE_DEBUG=1``: errors propagate with their traceback
-_debug = {"on": False}
-
-
-def _debug_on() -> bool:
-    return _debug["on"] or os.environ.get("EDITSCOPE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-class _OneErrorPath(TyperGroup):
-    """Every command's errors leave through here: one or a few lines naming the culprit and the
-    fix, exit code 2 for bad input and 1 for a failure during work (see :mod:`editscope.errors`);
-    Ctrl-C says where it stopped (exit 130); a traceback only with ``--debug``."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.exceptions.TyperException, click.exceptions.Exit, click.ClickException,
-                click.exceptions.Abort):
-            raise
-        except KeyboardInterrupt:
-            if _debug_on():
-                raise
-            err_console.print("[yellow]interrupted[/]: nothing was left half-written (a run keeps every finished "
-                              "unit; continue it with `editscope run CONFIG --out DIR --resume`)")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-        except Exception as e:  # noqa: BLE001 - the one place where any error becomes a message
-            if _debug_on():
-                raise
-            code, message = describe(e)
-            err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-            raise typer.Exit(code) from None
-
+from .cli_common import _OneErrorPath, _debug, _debug_on, console, err_console
+from .cli_data import data_app
 
 app = typer.Typer(
     cls=_OneErrorPath,
@@ -870,9 +832,6 @@ def unpack(
     unpacked = unpack_traces(archive, run_dir) if archive.endswith(ARCHIVE_SUFFIX) else unpack_archive(archive, run_dir)
     console.print(f"folder: {escape(str(unpacked))}")
 
-
-# `editscope data ...` lives in its own module, which imports this one's app helpers: registered last
-from .cli_data import data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
 

@@ -1,6 +1,6 @@
 """``editscope data``: the evaluation data registry on the command line (list, fetch, verify, path).
 
-Registered on the main app by :mod:`editscope.cli` (which imports this module last)."""
+Registered on the main app by :mod:`editscope.cli`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli import _OneErrorPath, console
+from .cli_common import _OneErrorPath, console
 from .data.fetch import DataError, cache_dir, data_folders, fetch, install_from, locate, status, verify
 from .data.registry import DATASETS
 
