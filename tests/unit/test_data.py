@@ -268,3 +268,38 @@ def test_the_run_manifest_names_every_data_file_with_its_hash(tmp_path):
     mine = files[str(edits.resolve())]
     assert mine["origin"] == "user file" and mine["sha256"] == hashlib.sha256(edits.read_bytes()).hexdigest()
     assert files["me_ppl/ME-PPL_50.json"]["sha256"] == file_for("me_ppl/ME-PPL_50.json")[1].sha256
+
+
+def test_a_study_names_the_datasets_it_reads():
+    from editscope.data.needs import datasets_for
+    from editscope.runner import load_config, parse_config
+
+    assert datasets_for(load_config("quickstart")) == ["wikitext2", "me_ppl"]  # ROME's key statistics, perplexity
+    cfg = parse_config({"name": "x", "model": "tiny:llama", "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}],
+                        "edits": [{"dataset": "zsre", "limit": 2}], "probes": ["facts"],
+                        "downstream": [{"task": "hellaswag", "limit": 5}, {"task": "mmlu", "limit": 5}]})
+    assert datasets_for(cfg) == ["zsre", "hellaswag", "glue_eval"]  # FT reads no key statistics
+    own = parse_config({"name": "x", "model": "tiny:llama", "methods": ["ft-m"],
+                        "edits": [{"dataset": "jsonl", "source": "mine.jsonl"}], "probes": ["facts"]})
+    assert datasets_for(own) == []  # the user's own file is theirs
+
+
+def test_a_mirror_holds_only_files_with_the_published_hash(tmp_path, monkeypatch):
+    from editscope.data.fetch import write_mirror
+
+    monkeypatch.delenv("EDITSCOPE_DATA", raising=False)
+    report = dict(write_mirror(tmp_path / "m", ["wikitext2", "glue_eval"]))
+    assert report[WIKI] == "copied"
+    f = file_for(WIKI)[1]
+    assert (tmp_path / "m" / f.repo / f.commit / f.source_path).read_bytes() == (SHARED / WIKI).read_bytes()
+    assert report["glue_eval/cola.jsonl"].startswith("converted here")  # its pickle is not here
+
+
+def test_example_studies_ship_with_the_package_and_load_by_name():
+    from editscope.runner.config import ConfigError, load_config, packaged_study
+
+    assert packaged_study("quickstart").name == "quickstart.yaml"
+    assert load_config("two_plus_two_quick.yaml").name == "two-plus-two-quick"
+    assert packaged_study("../quickstart") is None
+    with pytest.raises(ConfigError, match="nor an example study shipped with editscope: .*quickstart"):
+        load_config("quikstart")
