@@ -100,9 +100,31 @@ def models() -> None:
         except PackagedModelMissingError:
             state = f"not installed ({src.install})"
         table.add_row(name, src.description, state)
+    from .models.derive import RECIPES, is_built
+
+    for name, recipe in RECIPES.items():
+        table.add_row(name, f"derived from {recipe.base}: {recipe.description}",
+                      "yes" if is_built(recipe) else "no (built on first use: editscope derive NAME)")
     console.print(table)
     console.print("Any local .gguf file, hub id ('org/name') or local directory with safetensors also works, for "
                   f"these architectures (model_type): {', '.join(sorted(ARCH_SPECS))}.")
+
+
+@app.command()
+def derive(
+    name: Annotated[str, typer.Argument(help="a registered model recipe (editscope models lists them)")],
+    force: Annotated[bool, typer.Option(help="rebuild a finished build")] = False,
+) -> None:
+    """Build a derived model from its recipe (once; cached by the recipe's digest, resumable)."""
+    from .models.derive import RECIPES, derive as build, manifest_of
+
+    recipe = RECIPES[name]
+    folder = build(recipe, force=force)
+    m = manifest_of(recipe) or {}
+    console.print(f"{escape(recipe.name)}: {escape(str(folder))} (built in {m.get('build_seconds', '?')} s, "
+                  f"{m.get('train_pairs', '?')} training pairs, final loss {m.get('losses', [[0, '?']])[-1][1]})")
+    for op, r in (m.get("held_out_accuracy") or {}).items():
+        console.print(f"  held-out {escape(op)}: {r['correct']}/{r['n']} = {r['accuracy']:.3f}")
 
 
 @app.command()

@@ -260,6 +260,12 @@ def from_modules(hf: nn.Module, tokenizer, name: str = "custom") -> Model:
     return _finish(hf, tokenizer, name, {"source": "in-memory"})
 
 
+def _recipes():
+    from .derive import RECIPES
+
+    return RECIPES
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     dtype: str | torch.dtype | None = None,
@@ -305,8 +311,12 @@ def load_model(
         source = str(folder)
     elif "/" in name and not name.startswith((".", "/", "~")):
         source, kwargs = name, {"revision": revision}
+    elif key in _recipes():
+        from .derive import derive
+
+        source, name = str(derive(key)), _recipes()[key].name
     else:
-        close = difflib.get_close_matches(key, list(KNOWN_MODELS) + list(_ALIASES), n=1)
+        close = difflib.get_close_matches(key, list(KNOWN_MODELS) + list(_ALIASES) + list(_recipes()), n=1)
         hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} Known names: {', '.join(KNOWN_MODELS)}. "

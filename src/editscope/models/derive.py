@@ -1,0 +1,336 @@
+"""Derived models: a base model trained by a registered recipe, built once and cached by the recipe's
+digest (DESIGN.md "Derived models").
+
+A :class:`Recipe` names a base model, a training set (:class:`ArithmeticData`: "a op b=" sums split
+into training and held-out pairs, disjoint by construction and checked), the training settings and a
+seed. :func:`derive` builds it: full fine-tuning on the answer tokens (prompt masked, the shared
+:func:`editscope.scoring.continuation_nll`), AdamW, mini-batches in a seeded order that depends only
+on the step, so a build interrupted at any point resumes from its last checkpoint to the same
+weights. Checkpoints and the result are safetensors (never pickle): the weights, Adam's moments and a
+JSON state. The finished model is written to a temporary folder and moved into place, with a
+``manifest.json``: the recipe and its digest, the training data's digest, the losses, the held-out
+greedy exact-match accuracy per operation, the build time and the weights' SHA-256. A cache entry
+whose weights do not match its manifest is rebuilt (and said so).
+
+``load_model(NAME)`` and ``--model NAME`` build a registered recipe on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import InputError, WorkError
+from ..paths import cache_root
+from ..registry import Registry
+from .model import Model, tensor_digests, fingerprint_of
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+class RecipeError(InputError, ValueError):
+    """A recipe that cannot be built as written (overlapping splits, an unknown operation)."""
+
+
+class DerivedModelError(WorkError):
+    """A build that failed (the cache is left without a half-written model)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArithmeticData(_Strict):
+    """Sums ``a op b=`` -> ``c`` over operand ranges per operation, split into training and held-out
+    pairs by a seeded shuffle. ``train_extra``: pairs ("a op b") always trained on; one that falls in
+    the held-out split is refused (the held-out accuracy would be inflated)."""
+
+    ranges: dict[str, tuple[int, int]] = Field(
+        default_factory=lambda: {"+": (0, 99), "-": (0, 99), "*": (0, 12)},
+        description="operation -> inclusive operand range")
+    held_out: float = Field(0.2, gt=0, lt=1, description="share of each operation's pairs held out")
+    split_seed: int = 0
+    train_extra: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self):
+        for op, (lo, hi) in self.ranges.items():
+            if op not in _OPS:
+                raise ValueError(f"ranges: operation {op!r} is not one of {', '.join(_OPS)}")
+            if lo < 0 or hi < lo:
+                raise ValueError(f"ranges[{op!r}] = ({lo}, {hi}): give 0 <= low <= high")
+        return self
+
+    def split(self) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, int]]]:
+        """(training, held-out) pairs ``(a, op, b)``; every operation contributes to both."""
+        rng = random.Random(f"arith/{self.split_seed}")
+        train, held = [], []
+        for op, (lo, hi) in self.ranges.items():
+            cells = [(a, op, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1)]
+            rng.shuffle(cells)
+            k = max(1, round(len(cells) * self.held_out))
+            if k >= len(cells):
+                raise RecipeError(f"ranges[{op!r}]: {len(cells)} pairs leave none to train on after holding out {k}")
+            held += cells[:k]
+            train += cells[k:]
+        extra = [_parse_pair(s) for s in self.train_extra]
+        overlap = sorted(set(extra) & set(held))
+        if overlap:
+            shown = ", ".join(f"{a}{op}{b}" for a, op, b in overlap[:5])
+            raise RecipeError(f"train_extra: {len(overlap)} pair(s) are in the held-out split ({shown}); held-out "
+                              "pairs must never be trained on -- remove them or change split_seed")
+        train += [p for p in extra if p not in set(train)]
+        return train, held
+
+
+def _parse_pair(s: str) -> tuple[int, str, int]:
+    from ..probes.arithmetic import parse_arithmetic
+
+    parsed = parse_arithmetic(s if s.rstrip().endswith("=") else s + "=")
+    if parsed is None:
+        raise RecipeError(f"train_extra: {s!r} is not 'a op b' with non-negative integers")
+    return parsed
+
+
+def prompt_of(a: int, op: str, b: int) -> str:
+    return f"{a}{op}{b}="
+
+
+def answer_of(a: int, op: str, b: int) -> str:
+    return str(_OPS[op](a, b))
+
+
+class Recipe(_Strict):
+    """How to build a derived model (see the module docstring)."""
+
+    name: str
+    base: str = Field(description="the base model: a built-in name, a local folder, a hub id, or tiny:<type>")
+    data: ArithmeticData = Field(default_factory=ArithmeticData)
+    method: Literal["full"] = "full"
+    lr: float = Field(2e-5, gt=0)
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(50, ge=1, description="steps between resumable checkpoints")
+    eval_limit: int | None = Field(None, ge=1, description="held-out pairs evaluated per operation (default all)")
+    description: str = ""
+
+    def digest(self) -> str:
+        """Content hash of everything that determines the weights (not the name or description)."""
+        body = self.model_dump(mode="json", exclude={"name", "description", "checkpoint_every", "eval_limit"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+RECIPES: Registry[Recipe] = Registry("model recipe")
+
+
+def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
+    """Make ``recipe`` buildable by name (``editscope derive NAME``, ``load_model(NAME)``)."""
+    return RECIPES.register(recipe.name, recipe, overwrite=overwrite)
+
+
+register_recipe(Recipe(
+    name="smollm2-135m-arith", base="smollm2-135m",
+    description="SmolLM2-135M-Instruct fine-tuned on 'a op b=' (+ and - over 0..99, * over 0..12; 20% of the pairs "
+                "held out) so that it knows the sums the flagship edits",
+    lr=5e-5, steps=1500, batch_size=32, checkpoint_every=50, eval_limit=400))
+
+
+def folder_of(recipe: Recipe) -> Path:
+    """The recipe's cache folder: ``<cache>/derived/<name>-<digest>``."""
+    return cache_root() / "derived" / f"{recipe.name}-{recipe.digest()}"
+
+
+def _load_base(recipe: Recipe) -> Model:
+    if recipe.base.startswith("tiny:"):
+        from .tiny import tiny_model
+
+        return tiny_model(recipe.base.split(":", 1)[1], seed=recipe.seed)
+    from .model import load_model
+
+    return load_model(recipe.base)
+
+
+def data_digest(pairs: list[tuple[int, str, int]]) -> str:
+    blob = json.dumps([f"{a}{op}{b}={answer_of(a, op, b)}" for a, op, b in pairs]).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _batch_at(step: int, n: int, size: int, seed: int) -> list[int]:
+    """The training indices of ``step``: a seeded permutation per epoch, so the order depends only
+    on the step (a resumed build sees the same batches)."""
+    per_epoch = max(1, n // size)
+    epoch, k = divmod(step, per_epoch)
+    order = list(range(n))
+    random.Random(f"epoch/{seed}/{epoch}").shuffle(order)
+    return order[k * size:(k + 1) * size] or order[:size]
+
+
+def _save_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer, step: int, losses: list) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    names = [n for n, _ in model.hf.named_parameters()]
+    save_file({n: p.detach().contiguous() for n, p in model.hf.named_parameters()}, str(tmp / "weights.safetensors"))
+    moments = {}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        st = opt.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in st:
+                moments[f"{names[i]}::{key}"] = st[key].contiguous()
+    save_file(moments, str(tmp / "adam.safetensors"))
+    adam_steps = {names[i]: float(opt.state[p]["step"]) for i, p in enumerate(opt.param_groups[0]["params"])
+                  if p in opt.state and "step" in opt.state[p]}
+    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses, "adam_steps": adam_steps}))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer) -> tuple[int, list]:
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    weights = load_file(str(path / "weights.safetensors"))
+    with torch.no_grad():
+        for n, p in model.hf.named_parameters():
+            p.copy_(weights[n])
+    moments = load_file(str(path / "adam.safetensors"))
+    names = [n for n, _ in model.hf.named_parameters()]
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        if names[i] in state["adam_steps"]:
+            opt.state[p] = {"step": torch.tensor(state["adam_steps"][names[i]]),
+                            "exp_avg": moments[f"{names[i]}::exp_avg"], "exp_avg_sq": moments[f"{names[i]}::exp_avg_sq"]}
+    return int(state["step"]), list(state["losses"])
+
+
+def held_out_accuracy(model: Model, held: list[tuple[int, str, int]], limit: int | None = None,
+                      seed: int = 0) -> dict[str, dict[str, float]]:
+    """Greedy exact match of the answer (the first integer generated, ``integer`` answer rule) on the
+    held-out pairs, per operation (a seeded sample of ``limit`` per operation when given)."""
+    from ..metrics.answers import integer_reaches
+    from ..scoring import greedy_continuations
+
+    out: dict[str, dict[str, float]] = {}
+    for op in dict.fromkeys(op for _, op, _ in held):
+        cells = [c for c in held if c[1] == op]
+        if limit is not None and len(cells) > limit:
+            cells = random.Random(f"eval/{seed}/{op}").sample(cells, limit)
+        gens = greedy_continuations(model, [prompt_of(*c) for c in cells], 6, stop_at_eos=False)
+        hits = sum(integer_reaches(g.text, [answer_of(*c)]) for c, g in zip(cells, gens))
+        out[op] = {"n": len(cells), "correct": hits, "accuracy": hits / len(cells)}
+    return out
+
+
+def _weights_sha(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def is_built(recipe: Recipe) -> bool:
+    """The recipe's folder holds a finished build whose weights match its manifest."""
+    folder = folder_of(recipe)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("recipe_digest") == recipe.digest() and manifest.get("weights_sha256") == _weights_sha(folder)
+
+
+def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool = False) -> Path:
+    """Build (or find) a derived model; returns its folder (config, tokenizer, safetensors,
+    manifest). ``force`` rebuilds a finished one."""
+    recipe = name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
+    folder = folder_of(recipe)
+    if not force and is_built(recipe):
+        return folder
+    if folder.exists():
+        if not force:
+            print(f"note: the cached {recipe.name} at {folder} does not match its manifest; rebuilding",
+                  file=sys.stderr)
+        shutil.rmtree(folder)
+    train, held = recipe.data.split()
+    model = _load_base(recipe)
+    t0 = time.perf_counter()
+    ckpt = folder.with_name(folder.name + ".partial")
+    losses = _train(recipe, model, train, ckpt, progress)
+    seconds = time.perf_counter() - t0
+    accuracy = held_out_accuracy(model, held, recipe.eval_limit, recipe.seed)
+    tmp = folder.with_name(folder.name + ".writing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.hf.save_pretrained(tmp, safe_serialization=True)
+    model.tokenizer.save_pretrained(tmp)
+    manifest = {
+        "name": recipe.name, "recipe": recipe.model_dump(mode="json"), "recipe_digest": recipe.digest(),
+        "base": recipe.base, "train_pairs": len(train), "held_out_pairs": len(held),
+        "data_sha256": data_digest(train), "held_out_sha256": data_digest(held),
+        "losses": losses, "held_out_accuracy": accuracy, "build_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(), "weights_fingerprint": fingerprint_of(tensor_digests(model.hf)),
+        "weights_sha256": _weights_sha(tmp),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, folder)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return folder
+
+
+def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt: Path, progress: bool) -> list:
+    """Full fine-tuning on the answers, resuming from ``ckpt`` when it holds a checkpoint."""
+    from ..methods.training import trainable
+    from ..scoring import continuation_nll, encode_pairs, training_batch
+
+    pairs = encode_pairs(model, [prompt_of(*c) for c in train], [answer_of(*c) for c in train])
+    params = [p for p in model.hf.parameters()]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    start, losses = 0, []
+    if (ckpt / "state.json").is_file():
+        start, losses = _load_checkpoint(ckpt, model, opt)
+        if progress:
+            print(f"note: resuming {recipe.name} at step {start} of {recipe.steps}", file=sys.stderr)
+    # trained in eval mode: no dropout, so a resumed build is the uninterrupted one exactly
+    with trainable(model, params):
+        for step in range(start, recipe.steps):
+            batch = training_batch(model, [pairs[i] for i in _batch_at(step, len(pairs), recipe.batch_size,
+                                                                        recipe.seed)])
+            opt.zero_grad(set_to_none=True)
+            loss = continuation_nll(model, batch).mean()
+            if not torch.isfinite(loss):
+                raise DerivedModelError(f"{recipe.name}: the loss is {loss.item()} at step {step}; lower lr "
+                                        f"({recipe.lr})")
+            loss.backward()
+            opt.step()
+            losses.append([step, round(loss.item(), 5)])
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+                _save_checkpoint(ckpt, model, opt, step + 1, losses)
+                if progress:
+                    print(f"{recipe.name}: step {step + 1}/{recipe.steps}, loss {loss.item():.4f}", file=sys.stderr)
+    return losses
+
+
+def manifest_of(name_or_recipe: str | Recipe) -> dict[str, Any] | None:
+    """A built recipe's manifest, or None."""
+    recipe = name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
+    p = folder_of(recipe) / MANIFEST
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+__all__ = ["ArithmeticData", "DerivedModelError", "RECIPES", "Recipe", "RecipeError", "derive", "folder_of",
+           "held_out_accuracy", "is_built", "manifest_of", "register_recipe"]

@@ -1,0 +1,124 @@
+"""Derived models on tiny models: a recipe builds, caches, reloads bit-identically, refuses
+overlapping splits, resumes after an interruption (in process and after kill -9) to the same weights,
+and records the held-out evaluation it reports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from editscope.models import load_model
+from editscope.models import derive as derive_mod
+from editscope.models.derive import (ArithmeticData, Recipe, RecipeError, derive, folder_of, held_out_accuracy,
+                                     is_built, manifest_of, register_recipe)
+from editscope.models.model import tensor_digests
+
+TINY = Recipe(name="tiny-arith-test", base="tiny:llama", data=ArithmeticData(ranges={"+": (0, 4), "*": (0, 3)}),
+              lr=1e-2, steps=8, batch_size=4, checkpoint_every=2)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return {k: v.clone() for k, v in load_file(str(folder / "model.safetensors")).items()}  # not a view of the file
+
+
+def test_split_is_disjoint_seeded_and_refuses_training_on_held_out_pairs():
+    train, held = TINY.data.split()
+    assert not set(train) & set(held) and len(train) + len(held) == 25 + 16
+    assert {op for _, op, _ in held} == {"+", "*"}  # every operation is evaluated
+    assert TINY.data.split() == (train, held)
+    a, op, b = held[0]
+    bad = ArithmeticData(ranges={"+": (0, 4), "*": (0, 3)}, train_extra=(f"{a}{op}{b}",))
+    with pytest.raises(RecipeError, match=r"train_extra: 1 pair\(s\) are in the held-out split"):
+        bad.split()
+    with pytest.raises(ValueError, match="operation '/'"):
+        ArithmeticData(ranges={"/": (0, 3)})
+    assert TINY.digest() == TINY.model_copy(update={"name": "other", "eval_limit": 3}).digest()
+    assert TINY.digest() != TINY.model_copy(update={"seed": 1}).digest()
+
+
+def test_a_recipe_builds_caches_and_reloads_bit_identically(tmp_cache):
+    register_recipe(TINY, overwrite=True)
+    folder = derive(TINY, progress=False)
+    assert is_built(TINY) and folder == folder_of(TINY)
+    m = manifest_of(TINY)
+    assert m["recipe_digest"] == TINY.digest() and len(m["losses"]) == TINY.steps
+    assert m["train_pairs"] + m["held_out_pairs"] == 41 and set(m["held_out_accuracy"]) == {"+", "*"}
+    assert not folder.with_name(folder.name + ".partial").exists()  # checkpoints go once the build is whole
+    mtime = (folder / "model.safetensors").stat().st_mtime_ns
+    assert derive(TINY, progress=False) == folder and (folder / "model.safetensors").stat().st_mtime_ns == mtime
+    loaded = load_model("tiny-arith-test")  # by name, like a built-in
+    assert loaded.name == "tiny-arith-test"
+    assert tensor_digests(loaded.hf) == tensor_digests(load_model(str(folder)).hf)
+    # the held-out evaluation recorded is the one the loaded model gives
+    _, held = TINY.data.split()
+    assert held_out_accuracy(loaded, held, TINY.eval_limit, TINY.seed) == m["held_out_accuracy"]
+
+
+def test_a_damaged_cache_entry_is_rebuilt_and_said_so(tmp_cache, capsys):
+    folder = derive(TINY, progress=False)
+    good = _weights(folder)
+    with open(folder / "model.safetensors", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    assert not is_built(TINY)
+    derive(TINY, progress=False)
+    assert "does not match its manifest; rebuilding" in capsys.readouterr().err
+    assert all((_weights(folder)[k] == v).all() for k, v in good.items())
+
+
+def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, monkeypatch):
+    whole = _weights(derive(TINY, progress=False))
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "other-cache"))
+    real, saved = derive_mod._save_checkpoint, []
+
+    def stop_after_two(*a, **kw):
+        real(*a, **kw)
+        saved.append(1)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(derive_mod, "_save_checkpoint", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        derive(TINY, progress=False)
+    folder = folder_of(TINY)
+    assert not folder.exists()  # never a half-written model in the cache
+    assert json.loads((folder.with_name(folder.name + ".partial") / "state.json").read_text())["step"] == 4
+    monkeypatch.setattr(derive_mod, "_save_checkpoint", real)
+    resumed = _weights(derive(TINY, progress=False))
+    assert set(resumed) == set(whole) and all((resumed[k] == whole[k]).all() for k in whole)
+    assert [s for s, _ in manifest_of(TINY)["losses"]] == list(range(TINY.steps))
+
+
+_CHILD = """
+import sys
+from editscope.models.derive import ArithmeticData, Recipe, derive
+r = Recipe(name="tiny-arith-kill", base="tiny:llama", data=ArithmeticData(ranges={"+": (0, 6)}), lr=1e-2,
+           steps=400, batch_size=4, checkpoint_every=5)
+derive(r, progress=False)
+"""
+
+
+def test_kill_9_during_a_build_leaves_no_model_and_the_rerun_resumes(tmp_path):
+    env = {**os.environ, "EDITSCOPE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD], env=env)
+    derived = tmp_path / "cache" / "derived"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if any((p / "state.json").is_file() for p in derived.glob("*.partial")) if derived.exists() else False:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the build finished before it could be killed")
+    assert not [p for p in derived.iterdir() if not p.name.endswith(".partial")]
+    done = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (built,) = [p for p in derived.iterdir() if not p.name.endswith(".partial")]
+    assert json.loads((built / "manifest.json").read_text())["losses"][-1][0] == 399
