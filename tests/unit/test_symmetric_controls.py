@@ -19,7 +19,7 @@ STUDY = {
     "methods": [{"method": "ft-m", "hparams": {"lr": 0.05, "steps": 30}}],
     "edits": [{"prompt": "2+2=", "target_new": "5", "subject": "2+2", "target_true": "4"},
               {"prompt": "3+1=", "target_new": "7", "subject": "3+1", "target_true": "4"}],
-    "probes": [{"suite": "arithmetic", "args": {"n": 3, "paraphrases": False}}],
+    "probes": [{"suite": "arithmetic", "args": {"n": 3, "paraphrases": False}}, "facts"],
     "controls": {"unrelated": 2},
 }
 
@@ -144,7 +144,9 @@ def test_symmetric_excess_of_a_stored_study_and_its_table(symmetric_run, monkeyp
     m_rate = changed[mine.index].groupby(mine["root"]).mean().mean()
     c_rate = changed[theirs.index].groupby([theirs["root"], theirs["unit"]]).mean().groupby(level=0).mean().mean()
     assert e.method_rate == pytest.approx(m_rate) and e.control_rate == pytest.approx(c_rate)
-    # the pooled cell reads every own locality category; the paired excess is untouched by own probes
+    # the pooled cell reads the categories both sides have (the written facts have no "own" counterpart
+    # around an unrelated edit); the paired excess is untouched by own probes
+    assert (df.loc[res.final_index("ft-m"), "category"] == "general").any()
     pooled = excess(res, "ft-m", "unrelated-own", LOCALITY)
     assert pooled is not None and pooled.n == len(mine) + len(df[(df["method"] == "ft-m") & (df["category"] == "far")])
     paired = excess(res, "ft-m", "unrelated", LOCALITY)

@@ -90,19 +90,23 @@ def symmetric(res: StudyResults, method: str, kind: str = "unrelated", cat: str 
               n_resamples: int = 2000, seed: int = 0) -> ExcessResult | None:
     """``method``'s changed rate on the study edits' own ``cat`` probes minus its ``kind`` control
     edits' changed rates on their own ``cat`` neighbourhoods (``control-<cat>``; for
-    :data:`LOCALITY` every own locality category), unpaired, over the edits both measured. A
+    :data:`LOCALITY` every locality category that has its own counterpart, on both sides),
+    unpaired, over the edits both measured. A
     draw in which a control edit did not take is left out whole. None without such a control or
     without own-neighbourhood rows (a study stored before they were measured)."""
     ctl = control_of(res, method, kind)
     if ctl is None:
         return None
     df = res.frame.df
-    mine = category_index(res, res.final_index(method), cat)
     idx = res.final_index(ctl)
     cats = df.loc[idx, "category"]
-    own = {own_category(c) for c in df["category"].unique() if is_locality(c)} if cat == LOCALITY \
-        else {own_category(cat)}
-    theirs = idx[cats.isin(own).to_numpy()]
+    # the categories both sides have: the pooled cell compares like with like (a global suite such
+    # as written facts has no "own" counterpart around an unrelated edit)
+    both = [c for c in df["category"].unique() if is_locality(c) and (cats == own_category(c)).any()] \
+        if cat == LOCALITY else [cat]
+    mine_all = res.final_index(method)
+    mine = mine_all[df.loc[mine_all, "category"].isin(both).to_numpy()]
+    theirs = idx[cats.isin([own_category(c) for c in both]).to_numpy()]
     if not len(mine) or not len(theirs):
         return None
     failed = failed_controls(res, ctl)
