@@ -123,21 +123,23 @@ _OPS = ("+", "-", "*")
 def _arith_edits(edit: EditRequest | None, n: int, rng: random.Random, exclude: Collection[str],
                  operands: Collection[int] = ARITH_OPERANDS) -> list[EditRequest]:
     """``n`` edits "a op b=" -> a wrong answer, operands from ``operands``, avoiding the edit's
-    operands and prompt. The wrong answer has as many characters as the edit's target (a single
-    digit for "2+2=" -> "5")."""
+    operands and prompt. Like the edit they control for: the sum's true result has as many digits as
+    the edit's target (single-digit results for "2+2=" -> "5"), and the wrong answer is a number of
+    that width that does not start the true one (a target "3" for "19+16=" would be the first token
+    of "35": a rewrite in name only, which first-token scores count as done)."""
     parsed = parse_arithmetic(edit.prompt) if edit is not None else None
     avoid = {parsed[0], parsed[2]} if parsed else set()
     width = len(edit.target_new.strip()) if parsed and edit.target_new.strip().isdigit() else 1
     out, seen = [], set(exclude)
     cells = [(a, op, b) for op in _OPS for a in operands for b in operands if a not in avoid and b not in avoid]
     rng.shuffle(cells)
+    lo, hi = 10 ** (width - 1) if width > 1 else 0, 10**width - 1
     for a, op, b in cells:
         prompt = f"{a}{op}{b}="
-        if prompt in seen:
-            continue
         true = {"+": a + b, "-": a - b, "*": a * b}[op]
-        lo, hi = 10 ** (width - 1) if width > 1 else 0, 10**width - 1
-        wrong = [c for c in range(lo, hi + 1) if c != true]
+        if prompt in seen or not lo <= true <= hi:
+            continue
+        wrong = [c for c in range(lo, hi + 1) if str(c)[0] != str(true)[0]]
         out.append(EditRequest(prompt=prompt, target_new=str(rng.choice(wrong)), subject=f"{a}{op}{b}",
                                target_true=str(true)))
         seen.add(prompt)

@@ -146,9 +146,15 @@ def test_unrelated_arithmetic_edits_share_nothing_with_the_edit_and_are_seeded()
         assert "2" not in (a, b)
         true = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
         assert r.target_true == str(true) and r.target_new != str(true) and len(r.target_new) == 1
+        assert 0 <= true <= 9  # like 2+2=4: a single-digit result, so "3" is a whole wrong answer
         assert r.subject == r.prompt[:-1]
     assert [r.prompt for r in unrelated_requests(edit, 5, seed=0)] == [r.prompt for r in reqs]
     assert [r.prompt for r in unrelated_requests(edit, 5, seed=1)] != [r.prompt for r in reqs]
+    # a two-digit target: two-digit results, and a wrong answer that does not start the true one
+    wide = unrelated_requests(es.EditRequest("7*8=", "65", subject="7*8", target_true="56"), 20, seed=0)
+    assert len(wide) == 20
+    for r in wide:
+        assert len(r.target_true) == 2 and len(r.target_new) == 2 and r.target_new[0] != r.target_true[0]
 
 
 def test_unrelated_other_kind_of_an_arithmetic_edit_is_a_fact_and_vice_versa():
