@@ -197,8 +197,13 @@ def _save_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer, step:
     adam_steps = {names[i]: float(opt.state[p]["step"]) for i, p in enumerate(opt.param_groups[0]["params"])
                   if p in opt.state and "step" in opt.state[p]}
     (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses, "adam_steps": adam_steps}))
-    shutil.rmtree(path, ignore_errors=True)
+    # swap without a moment where no whole checkpoint exists: the previous one waits in .old
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
     os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer) -> tuple[int, list]:
@@ -288,7 +293,8 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, folder)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    for leftover in (ckpt, ckpt.with_name(ckpt.name + ".old"), ckpt.with_name(ckpt.name + ".tmp")):
+        shutil.rmtree(leftover, ignore_errors=True)
     return folder
 
 
@@ -301,6 +307,9 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
     params = [p for p in model.hf.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     start, losses = 0, []
+    old = ckpt.with_name(ckpt.name + ".old")
+    if not (ckpt / "state.json").is_file() and (old / "state.json").is_file():
+        os.replace(old, ckpt)  # killed mid-swap: the previous checkpoint is whole
     if (ckpt / "state.json").is_file():
         start, losses = _load_checkpoint(ckpt, model, opt)
         if progress:
