@@ -123,6 +123,9 @@ def test_first_use_downloads_verifies_and_caches_then_needs_no_network(clean, mi
     assert p == clean / WIKI and p.read_bytes() == (SHARED / WIKI).read_bytes()
     assert len(mirror.requests) == 1 and mirror.requests[0].endswith("wiki.test.raw")
     assert _leftovers(clean) == [p]  # no temporary file left beside it
+    data_fetch.locate("me_ppl/ME-PPL_50.json", progress=False)  # a dataset's files come together
+    assert {p.name for p in (clean / "me_ppl").iterdir()} == {"ME-PPL.json", "ME-PPL_1k.json", "ME-PPL_50.json"}
+    del mirror.requests[1:]
     assert used_files()[WIKI]["origin"] == "download"
     mirror.close()  # second use: the cache, no network
     data_fetch._VERIFIED.clear()

@@ -144,7 +144,11 @@ def locate(rel: str, *, download: bool = True, progress: bool = True) -> Path:
         raise _missing(rel, entry, "downloads are off here")
     if offline():
         raise _missing(rel, entry, f"this machine is offline ({ENV_OFFLINE} or HF_HUB_OFFLINE is set)")
-    path = fetch_file(entry[0], entry[1], progress=progress)
+    ds = entry[0]
+    for f in ds.files:  # a dataset's files are read together (PIQA's labels beside its questions)
+        if f is not entry[1] and not (cache_dir() / f.path).is_file():
+            fetch_file(ds, f, progress=progress)
+    path = fetch_file(ds, entry[1], progress=progress)
     _record(rel, path, "download")
     return path
 

@@ -586,6 +586,10 @@ def load_task(
     file = Path(path).expanduser() if path is not None else data_path(*spec.file)
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist (task {spec.name!r})")
+    if path is not None:
+        from ..data.fetch import record_user_file
+
+        record_user_file(file)  # named in the run's manifest with its hash
     reader = _piqa_records(file) if spec.name == "piqa" else _records(file)
     examples, skipped = [], []
     for i, rec in reader:

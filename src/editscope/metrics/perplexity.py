@@ -135,6 +135,9 @@ def load_corpus(name_or_path: str, limit: int | None = None) -> list[str]:
                 ".json (list of strings or of {\"Text\": ...}) or .jsonl ({\"text\": ...} per line) file. "
                 "To score a single text, pass a list: perplexity(model, [text])."
             )
+        from ..data.fetch import record_user_file
+
+        record_user_file(path)  # named in the run's manifest with its hash
         if path.suffix.lower() in (".txt", ".raw"):
             docs = [path.read_text(encoding="utf-8")]
         elif path.suffix.lower() == ".json":
