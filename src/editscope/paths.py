@@ -3,6 +3,7 @@ data itself resolves through :mod:`editscope.data`."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -40,6 +41,15 @@ def data_path(*parts: str) -> Path:
     from .data.fetch import locate
 
     return locate("/".join(parts))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def cache_root() -> Path:

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import EXIT_DATA, CacheDirError, EditscopeError
-from ..paths import cache_root, shared_dir
+from ..paths import cache_root, sha256_file as sha256_of, shared_dir
 from .convert import CONVERTERS
 from .registry import DATASETS, ENV_URL, DataFile, Dataset, file_for
 
@@ -44,14 +44,6 @@ class DataError(EditscopeError, FileNotFoundError):
     """Evaluation data that cannot be found, fetched or trusted (exit code 3)."""
 
     exit_code = EXIT_DATA
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _mb(n: int) -> str:

@@ -18,7 +18,6 @@ Built-ins (:data:`PACKAGED_MODELS`):
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CorruptFileError, InputError
-from ..paths import cache_root
+from ..paths import cache_root, sha256_file
 from .arch import UnsupportedArchitectureError, arch_for
 
 log = logging.getLogger(__name__)
@@ -45,15 +44,6 @@ class PackagedModelMissingError(InputError, RuntimeError):
 
 
 DefaultModelMissingError = PackagedModelMissingError  # the name before a second built-in existed
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
