@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 
 ENGINE_VERSION = 2
 DEFAULT_TOP_K = 64
-#: categories whose target log-probabilities ``score_targets="auto"`` skips: locality needs only the check.
-UNSCORED_BY_DEFAULT = frozenset({"far"})
+#: categories whose target log-probabilities ``score_targets="auto"`` skips: locality needs only the
+#: check. ``control-far`` is an unrelated edit's own far neighbourhood (``runner.plan.own_category``).
+UNSCORED_BY_DEFAULT = frozenset({"far", "control-far"})
 
 
 class BaseNotAvailableError(WorkError, RuntimeError):
@@ -237,6 +238,48 @@ class _Passes:
     lengths: list[int]
     scored: list[bool]
 
+    def subset(self, idx: Sequence[int]) -> _Passes:
+        return _Passes([self.targets[i] for i in idx], [self.alt_kinds[i] for i in idx],
+                       [self.alts[i] for i in idx], [self.lengths[i] for i in idx], [self.scored[i] for i in idx])
+
+    def key(self, i: int) -> tuple:
+        """What a probe's outputs on one model state depend on (not its category, watch or meta)."""
+        t, a = self.targets[i], self.alts[i]
+        return (t.prompt_ids, t.cont_ids, a.cont_ids if a is not None else None, self.lengths[i], self.scored[i])
+
+
+@dataclass
+class _Outcome:
+    """One probe's outputs on an edited state (see :class:`StateMemo`)."""
+
+    logprob: float | None
+    alt_logprob: float | None
+    argmax: tuple[int, ...] | None
+    unchanged: bool
+    kl: float
+    greedy: str
+    top1: bool
+
+
+@dataclass
+class StateMemo:
+    """Per-probe outputs of one edited model state, shared by the probe sets evaluated on it.
+
+    Several probe sets of a unit can hold the same probe (an unrelated edit's own neighbourhood on
+    the study grid repeats the grid): :func:`evaluate` with a memo scores such a probe once per
+    state. Entries are keyed by the token ids of prompt, target and alternative, the greedy length
+    and whether the target is scored; the memo empties itself when the state (weights and
+    interventions, :meth:`Model.state_key`) changes.
+    """
+
+    state: str | None = None
+    outcomes: dict[tuple, _Outcome] = field(default_factory=dict)
+
+    def for_state(self, state: str) -> dict[tuple, _Outcome]:
+        if state != self.state:
+            self.state, self.outcomes = state, {}
+        return self.outcomes
+
 
 def _encode(model: Model, probes: Sequence[Probe], watch: str | None, scored: list[bool]) -> _Passes:
     prompts = [p.prompt for p in probes]
@@ -406,10 +449,41 @@ def base_output_path(model: Model, probes: ProbeSet | Sequence[Probe], *, watch:
     return _cache_path(model.base_fingerprint, probes_hash(probes, watch, top_k))
 
 
+def _edited_outcomes(model: Model, probes: Sequence[Probe], passes: _Passes, base: BaseOutputs,
+                     resume: LayerCache | None, memo: dict[tuple, _Outcome] | None) -> list[_Outcome]:
+    """Each probe's outputs on the edited state: teacher-force the base's greedy tokens (unchanged
+    iff the argmax follows them throughout), then decode greedily only the probes that changed.
+    Probes found in ``memo`` are not scored again; those scored are added to it."""
+    n = len(probes)
+    keys = [passes.key(i) for i in range(n)] if memo is not None else []
+    todo = [i for i in range(n) if memo is None or keys[i] not in memo]
+    if len(todo) < n:  # kept hidden states hold the whole set's sequences: score the rest in full
+        resume, passes_todo = None, passes.subset(todo)
+    else:
+        passes_todo = passes
+    out: list[_Outcome | None] = [memo[keys[i]] if memo is not None and keys[i] in memo else None for i in range(n)]
+    if todo:
+        top_ids = base.top_ids.tolist()
+        sc = _score_all(model, passes_todo, [base.greedy_ids[i] for i in todo],
+                        first_token_ids=[top_ids[i] for i in todo], resume=resume)
+        changed = [i for j, i in enumerate(todo) if not sc.checks[j].greedy_match]
+        gens = greedy_by_length(model, [p.prompt for p in probes], passes.lengths, changed)
+        for j, i in enumerate(todo):
+            g = gens.get(i)
+            o = _Outcome(sc.logprob[j], sc.alt_logprob[j], sc.target_argmax[j], sc.checks[j].greedy_match,
+                         coarse_kl(base.top_logprobs[i].tolist(), sc.checks[j].first_logprobs),
+                         g.text if g is not None else base.greedy_text[i],
+                         starts_with(g.token_ids, passes.targets[i].cont_ids) if g is not None else base.top1[i])
+            out[i] = o
+            if memo is not None:
+                memo[keys[i]] = o
+    return out  # type: ignore[return-value]
+
+
 def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | None = None,
              top_k: int = DEFAULT_TOP_K, use_cache: bool = True, keep_hidden: int | None = None,
              incremental: bool = True, score_targets: str | Collection[str] = "auto",
-             digests: dict[str, str] | None = None) -> EvalResult:
+             digests: dict[str, str] | None = None, memo: StateMemo | None = None) -> EvalResult:
     """Evaluate the model's current state on ``probes`` against the base model.
 
     Args:
@@ -432,6 +506,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
             ``says_target`` are computed for every probe either way.
         digests: ``tensor_digests(model.hf)`` of the current weights when the caller already has
             them (the runner evaluates several probe sets per state); default: computed here.
+        memo: outputs of probes already scored on this state by an earlier call (another probe set
+            holding the same probes); they are reused instead of scored again (see :class:`StateMemo`).
 
     Raises:
         BaseNotAvailableError: the model is edited and base outputs for these probes were never
@@ -500,16 +576,11 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         greedy = list(base.greedy_text)
         argmax = base.target_argmax or [None] * n
     else:
-        # Teacher-force the base's greedy tokens: unchanged iff the argmax follows them throughout.
-        sc = _score_all(model, passes, base.greedy_ids, first_token_ids=base.top_ids.tolist(), resume=resume)
-        main_lp, alt_lp, argmax = sc.logprob, sc.alt_logprob, sc.target_argmax
-        unchanged = [s.greedy_match for s in sc.checks]
-        kls = [coarse_kl(base.top_logprobs[i].tolist(), sc.checks[i].first_logprobs) for i in range(n)]
-        changed = [i for i in range(n) if not unchanged[i]]
-        gens = greedy_by_length(model, [p.prompt for p in probes], passes.lengths, changed)
-        greedy = [gens[i].text if i in gens else base.greedy_text[i] for i in range(n)]
-        top1 = [starts_with(gens[i].token_ids, passes.targets[i].cont_ids) if i in gens else base.top1[i]
-                for i in range(n)]
+        outcomes = _edited_outcomes(model, probes, passes, base, resume,
+                                    memo.for_state(f"{current_fp}/{n_active}/{top_k}") if memo is not None else None)
+        main_lp, alt_lp = [o.logprob for o in outcomes], [o.alt_logprob for o in outcomes]
+        argmax, unchanged = [o.argmax for o in outcomes], [o.unchanged for o in outcomes]
+        kls, greedy, top1 = [o.kl for o in outcomes], [o.greedy for o in outcomes], [o.top1 for o in outcomes]
     margins = first_token_margin(base.top_logprobs)
     if base.target_argmax is None and any(scored):
         log.info("the cached base outputs of %s predate token agreement (token_agree reads None); delete %s "
@@ -543,5 +614,5 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
                       n_active_edits=n_active)
 
 
-__all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "UNSCORED_BY_DEFAULT",
+__all__ = ["BaseNotAvailableError", "BaseOutputs", "EvalResult", "METRICS", "StateMemo", "UNSCORED_BY_DEFAULT",
            "base_output_path", "compute_base_outputs", "default_watch", "evaluate", "greedy_by_length", "scored_mask"]

@@ -337,3 +337,37 @@ def test_a_probe_can_ask_for_a_longer_greedy_answer():
     long = es.greedy_continuations(m, ["Which language is spoken there?"], 9, stop_at_eos=False)[0].text
     short = es.greedy_continuations(m, ["2+2="], 2, stop_at_eos=False)[0].text
     assert rows[0]["greedy"] == long and rows[1]["greedy"] == short
+
+
+def test_a_memo_scores_a_probe_shared_by_two_sets_once(monkeypatch):
+    """An unrelated edit's own neighbourhood repeats the study grid: with a StateMemo the second set
+    scores only its new probes, and every row equals the row an evaluation without memo gives."""
+    import editscope.evaluation as ev
+
+    m = tiny_model("llama")
+    other = es.ProbeSet([es.Probe("3+3=", "6", "control-near", meta={"target_new": "5"}),
+                         es.Probe("Water is made of", "hydrogen", "control-far"),
+                         es.Probe("7+1=", "8", "control-target")], name="own")
+    for ps in (PROBES, other):
+        evaluate(m, ps, watch="5", keep_hidden=1)  # base outputs (and kept states, which a partial set must not use)
+    perturb(m)
+    plain = [evaluate(m, ps, watch="5").rows for ps in (PROBES, other)]
+    scored: list[int] = []
+    real = ev._score_all
+
+    def counting(model, passes, greedy_ids, **kw):
+        scored.append(len(passes.targets))
+        return real(model, passes, greedy_ids, **kw)
+
+    monkeypatch.setattr(ev, "_score_all", counting)
+    memo = ev.StateMemo()
+    with_memo = [evaluate(m, ps, watch="5", memo=memo).rows for ps in (PROBES, other)]
+    assert scored == [len(PROBES), 1]  # "3+3=" and "Water is made of" came from the memo
+    for a, b in zip(plain, with_memo):  # equal up to float noise from other batch compositions
+        for x, y in zip(a, b):
+            assert x.keys() == y.keys()
+            for k in x:
+                assert x[k] == (pytest.approx(y[k], abs=1e-5) if isinstance(x[k], float) else y[k]), k
+    perturb(m, seed=1)  # a new state empties the memo
+    evaluate(m, other, watch="5", memo=memo)
+    assert scored[-1] == len(other)

@@ -224,10 +224,20 @@ def test_controls_added_to_a_stored_study_resume_in_place(tmp_path):
     assert sorted(by_method) == ["base", "ft-m", "placebo-ft-m", "unrelated-ft-m"]
     assert sorted(by_method["unrelated-ft-m"]) == ["edit-0000-u00", "edit-0001-u00"]
     assert set(before) <= set(_rows(out))  # the stored units kept as they were
-    # controls changed once stored, or removed: another study
-    for other in ({**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}], "edits": EDITS[:2],
-                   "controls": {"unrelated": 2}},
-                  {**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}], "edits": EDITS[:2]}):
+    # more unrelated edits drawn: the first draws are the stored ones, only the new ones are added
+    kept = _rows(out)
+    more = parse_config({**STUDY, "methods": ["ft-m", {"method": "placebo", "match": "ft-m"}],
+                         "edits": EDITS[:2], "controls": {"unrelated": 2}})
+    units = _resume_grown(more, out)
+    assert sorted(u.unit for u in units if u.method == "unrelated-ft-m") == [
+        "edit-0000-u00", "edit-0000-u01", "edit-0001-u00", "edit-0001-u01"]
+    assert set(kept) <= set(_rows(out))
+    # controls otherwise changed once stored (fewer draws, other methods), or removed: another study
+    meths = ["ft-m", {"method": "placebo", "match": "ft-m"}]
+    for other in ({**STUDY, "methods": meths, "edits": EDITS[:2], "controls": {"unrelated": 1}},
+                  {**STUDY, "methods": meths, "edits": EDITS[:2], "controls": {"unrelated": 3, "methods": ["ft-m"],
+                                                                               "own_probes": False}},
+                  {**STUDY, "methods": meths, "edits": EDITS[:2]}):
         with pytest.raises(RunFolderError, match="another study"):
             run_study(parse_config(other), out, resume=True, progress=False)
 

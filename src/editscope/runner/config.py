@@ -342,7 +342,7 @@ class ControlsSpec(_Strict):
     methods: list[str] | None = Field(None, description="method labels that get them (default: every edit method)")
     source: str | None = Field(None, description="CounterFact path or hub id for fact edits (default ../shared/data)")
     own_probes: bool | None = Field(None, description="also measure each unrelated edit on its own neighbourhood "
-                                                      "(default on; off halves the controls' evaluation cost)")
+                                                      "(default on; its probes that repeat the study grid are scored once per state)")
 
     @property
     def measures_own(self) -> bool:

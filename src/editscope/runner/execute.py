@@ -56,20 +56,33 @@ def load_study_model(config: StudyConfig) -> Model:
                       trust_remote_code=spec.trust_remote_code)
 
 
+def _controls_grown(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """More unrelated edits drawn, nothing else changed: the draws are seeded and prefix-stable
+    (the first ``k`` of ``n`` draws are the ``k`` drawn before), so growing only adds units."""
+    if not old or not new:
+        return False
+    counts = ("unrelated", "unrelated_other")
+    rest = lambda d: {k: v for k, v in d.items() if k not in counts}  # noqa: E731
+    more = [new.get(k, 0) >= old.get(k, 0) for k in counts]
+    return rest(old) == rest(new) and all(more) and any(new.get(k, 0) > old.get(k, 0) for k in counts)
+
+
 def extends(stored: dict[str, Any], config: StudyConfig) -> bool:
     """``config`` is the stored study grown in place, everything else equal: methods appended at
-    the end (a hyperparameter search grown by new grid points, more methods), and/or unrelated-edit
-    ``controls:`` added to a study that had none. Either only adds units, so ``--resume`` may
-    continue it in place; reordered, removed or changed methods or changed controls may not."""
+    the end (a hyperparameter search grown by new grid points, more methods), unrelated-edit
+    ``controls:`` added to a study that had none, and/or more unrelated edits drawn. Each only adds
+    units, so ``--resume`` may continue it in place; reordered, removed or changed methods or
+    otherwise changed controls may not."""
     new = without_unset_later_keys(config.model_dump(mode="json"))
     stored = without_unset_later_keys(json.loads(json.dumps(stored)))  # a copy, written by any version
     old_methods, new_methods = stored.get("methods", []), new["methods"]
     if not old_methods or new_methods[:len(old_methods)] != old_methods:
         return False
     controls_added = "controls" not in stored and "controls" in new
-    if len(new_methods) == len(old_methods) and not controls_added:
+    grown = _controls_grown(stored.get("controls"), new.get("controls"))
+    if len(new_methods) == len(old_methods) and not controls_added and not grown:
         return False
-    if not controls_added and stored.get("controls") != new.get("controls"):
+    if not controls_added and not grown and stored.get("controls") != new.get("controls"):
         return False
     rest = lambda d: {k: v for k, v in d.items() if k not in ("methods", "controls", *REPORT_ONLY)}  # noqa: E731
     return rest(stored) == rest(new)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..evaluation import evaluate
+from ..evaluation import StateMemo, evaluate
 from ..interventions import Intervention, install, installed, remove_all
 from ..methods import EditFailed, apply_edit, prepare_edits
 from ..methods.base import METHODS, EditMethod, get_method
@@ -90,10 +90,10 @@ class Runner:
         """The current model state on probe sets (name -> (edit index, ProbeSet)): name -> rows.
         ``watches``: a set's watched target when it is part of a larger set (default: its own)."""
         digests = digests if digests is not None else tensor_digests(self.model.hf)
-        out = {}
+        out, memo = {}, StateMemo()  # a probe held by several sets is scored once
         for name, (edit_index, ps) in sets.items():
             watch = (watches or {}).get(name)
-            res = evaluate(self.model, ps, digests=digests, keep_hidden=keep_hidden, watch=watch)
+            res = evaluate(self.model, ps, digests=digests, keep_hidden=keep_hidden, watch=watch, memo=memo)
             out[name] = [{**r, "edit_index": edit_index} for r in res.rows]
         return out
 
