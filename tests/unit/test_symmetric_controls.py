@@ -178,3 +178,36 @@ def test_a_study_stored_before_own_probes_is_repaired_on_resume(tmp_path, monkey
     res = load_results(out)
     e = excess(res, "ft-m", "unrelated-own", "near")
     assert e is not None and e.n_clusters == 2
+
+
+def test_unrelated_edits_drawn_by_an_older_rule_are_computed_again_whole(tmp_path, monkeypatch):
+    """A control whose drawn edit changed must not keep rows measured under the old edit: a
+    re-applied other edit that changes little could pass the reproduction check."""
+    import dataclasses
+
+    import editscope.controls as controls
+
+    real = controls._arith_edits
+
+    def older_rule(*a, **kw):  # the same prompts, other wrong answers
+        return [dataclasses.replace(r, target_new=str((int(r.target_new) + 1) % 10)) for r in real(*a, **kw)]
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(controls, "_arith_edits", older_rule)
+    run_study(parse_config(STUDY), out, progress=False)
+    store = ResultsStore(out / "results.sqlite")
+    before = {u.unit: (u.id, u.fingerprint) for u in store.units("unrelated-ft-m")}
+    old_targets = {r["target"] for r in store.rows(method="unrelated-ft-m") if r["category"] == "control-target"}
+    store.close()
+    monkeypatch.undo()
+    run_study(parse_config(STUDY), out, resume=True, progress=False)
+    store = ResultsStore(out / "results.sqlite")
+    after = {u.unit: (u.id, u.fingerprint) for u in store.units("unrelated-ft-m")}
+    rows = store.rows(method="unrelated-ft-m")
+    assert after.keys() == before.keys()
+    assert all(after[k][1] != before[k][1] for k in after)  # other edits, other weights: computed again
+    new_targets = {r["target"] for r in rows if r["category"] == "control-target"}
+    assert new_targets and not new_targets & old_targets
+    assert not [e for e in store.events() if e["kind"] == "reevaluated" and "unrelated" in str(e)]
+    assert len(rows) == len({(r["unit"], r["probe_set"], r["index"]) for r in rows})  # nothing doubled
+    store.close()

@@ -11,7 +11,8 @@ steps), the same measurements: every stored target and paraphrase probe and a sa
 :data:`CHECK_AGREEMENT` of the sample, every efficacy probe). Then only the differing probes are
 measured again and replace the stale rows, in one transaction per unit; the check is recorded in
 the unit's ``reevaluated`` event. A unit that does not reproduce is removed, so the resumed run
-computes it whole.
+computes it whole; so is an unrelated-edit control whose drawn edit itself changed (its
+control-target probe differs): a re-applied *other* edit could pass the check by changing little.
 Sequential chains are not re-evaluated in place (their steps depend on each other): such a run is
 refused with the fix.
 """
@@ -26,7 +27,7 @@ from ..errors import InputError
 from ..evaluation import default_watch
 from ..probe_versions import probe_digest
 from ..requests import ProbeSet
-from .plan import Plan, UnitPlan
+from .plan import CONTROL_TARGET, Plan, UnitPlan
 from .store import ResultsStore, Unit
 from .units import Runner
 
@@ -48,6 +49,9 @@ class StaleUnit:
     plan: UnitPlan
     measure: dict[str, list[int]] = field(default_factory=dict)
     drop: dict[str, list[int]] = field(default_factory=dict)
+    #: the unit's own edit changed (an unrelated control drawn by a newer rule: its control-target
+    #: probe differs), so none of its stored rows measure the planned edit
+    edit_changed: bool = False
 
     @property
     def n_probes(self) -> int:
@@ -80,6 +84,7 @@ def stale_units(plan: Plan, store: ResultsStore) -> list[StaleUnit]:
             drop = [i for i in got if i not in want or got[i] != want[i]]
             if measure:
                 st.measure[name] = measure
+                st.edit_changed |= name == up.control_set and any(ps[i].category == CONTROL_TARGET for i in measure)
             if drop:
                 st.drop[name] = drop
         if st.measure or st.drop:
@@ -103,6 +108,12 @@ def reevaluate_stale(plan: Plan, store: ResultsStore, runner: Runner, stale: lis
     # base first: its re-measurement leaves the base outputs every edited unit is compared with
     stale = sorted(stale, key=lambda s: s.stored.method != "base")
     for st in stale:
+        if st.edit_changed:
+            log.warning("%s/%s: its unrelated edit is drawn differently now; it is computed again whole",
+                        st.stored.method, st.stored.unit)
+            store.delete_unit(st.stored.id)
+            counts["redo"] += 1
+            continue
         sets = planned_sets(plan, st.plan)
         sub = _subsets(sets, st.measure)
         # each whole set's watched target, so a part of it is measured exactly as in the whole set
