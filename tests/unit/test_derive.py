@@ -13,8 +13,8 @@ import pytest
 
 from editscope.models import load_model
 from editscope.models import derive as derive_mod
-from editscope.models.derive import (ArithmeticData, Recipe, RecipeError, derive, folder_of, held_out_accuracy,
-                                     is_built, manifest_of, register_recipe)
+from editscope.models.derive import (ArithmeticData, Preserve, Recipe, RecipeError, derive, folder_of,
+                                     held_out_accuracy, is_built, manifest_of, register_recipe)
 from editscope.models.model import tensor_digests
 
 TINY = Recipe(name="tiny-arith-test", base="tiny:llama", data=ArithmeticData(ranges={"+": (0, 4), "*": (0, 3)}),
@@ -72,7 +72,46 @@ def test_a_damaged_cache_entry_is_rebuilt_and_said_so(tmp_cache, capsys):
     assert all((_weights(folder)[k] == v).all() for k, v in good.items())
 
 
-def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, monkeypatch):
+def _keeping(tmp_path):
+    """TINY with suite wordings and the KL-to-base term on a small text file."""
+    corpus = tmp_path / "general.txt"
+    corpus.write_text("The cat sat on the mat and looked at the garden for a long while. " * 40)
+    return TINY.model_copy(update={
+        "name": "tiny-arith-keep", "data": TINY.data.model_copy(update={"templates": ("question", "words")}),
+        "preserve": Preserve(corpus=str(corpus), sequences=2, tokens=16)})
+
+
+def test_wordings_are_trained_and_evaluated_and_bad_ones_refused():
+    data = ArithmeticData(ranges={"+": (0, 4)}, templates=("question", "words"))
+    train, _ = data.split()
+    ex = data.examples(train)
+    assert len(ex) == 2 * len(train) and ex[:len(train)] == [(f"{a}{o}{b}=", str(a + b)) for a, o, b in train]
+    worded = ex[len(train):]
+    assert {p.startswith("What is") for p, _ in worded} == {True, False}  # both wordings drawn
+    assert all(c == " " + str(a + b) for (_, c), (a, _, b) in zip(worded, train))
+    assert data.examples(train) == ex  # seeded
+    with pytest.raises(ValueError, match="templates: template 'poem' is not one of grid, question"):
+        ArithmeticData(templates=("poem",))
+
+
+def test_the_keep_term_is_zero_at_the_base_and_pulls_towards_it(tmp_cache, tmp_path):
+    keep = _keeping(tmp_path)
+    base = derive_mod._load_base(keep)
+    k = derive_mod._Keeper(keep, base)
+    assert k.loss(0).item() == pytest.approx(0.0, abs=1e-6)  # the model is its base
+    plain = keep.model_copy(update={"name": "tiny-arith-plain", "preserve": None})
+    with_kl, without = derive_mod._load_base(keep), derive_mod._load_base(plain)
+    derive_mod._train(keep, with_kl, plain.data.split()[0], tmp_path / "a.partial", False)
+    derive_mod._train(plain, without, plain.data.split()[0], tmp_path / "b.partial", False)
+    assert derive_mod._Keeper(keep, with_kl).loss(3).item() < derive_mod._Keeper(keep, without).loss(3).item()
+    with pytest.raises(RecipeError, match="preserve.corpus"):
+        derive_mod._Keeper(keep.model_copy(update={"preserve": Preserve(corpus=keep.preserve.corpus, tokens=4096)}),
+                           base)
+
+
+@pytest.mark.parametrize("keeping", [False, True], ids=["plain", "wordings-and-keep"])
+def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, monkeypatch, keeping):
+    TINY = _keeping(tmp_path) if keeping else globals()["TINY"]
     whole = _weights(derive(TINY, progress=False))
     monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "other-cache"))
     real, saved = derive_mod._save_checkpoint, []

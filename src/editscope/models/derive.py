@@ -63,15 +63,38 @@ class ArithmeticData(_Strict):
     held_out: float = Field(0.2, gt=0, lt=1, description="share of each operation's pairs held out")
     split_seed: int = 0
     train_extra: tuple[str, ...] = ()
+    templates: tuple[str, ...] = Field(
+        (), description="arithmetic-suite wordings (probes.arithmetic.query_in) a training pair is also shown in: "
+                        "each pair once in the grid form and once in a seeded one of these")
 
     @model_validator(mode="after")
     def _check(self):
+        from ..probes.arithmetic import query_in
+
         for op, (lo, hi) in self.ranges.items():
             if op not in _OPS:
                 raise ValueError(f"ranges: operation {op!r} is not one of {', '.join(_OPS)}")
             if lo < 0 or hi < lo:
                 raise ValueError(f"ranges[{op!r}] = ({lo}, {hi}): give 0 <= low <= high")
+        for t in self.templates:
+            try:
+                query_in(t, 1, "+", 1)
+            except ValueError as e:
+                raise ValueError(f"templates: {e}") from None
         return self
+
+    def examples(self, pairs: list[tuple[int, str, int]]) -> list[tuple[str, str]]:
+        """The training texts of ``pairs`` as (prompt, continuation): each pair in the grid form,
+        and in one of :attr:`templates` (seeded per pair) when any are given."""
+        from ..probes.arithmetic import query_in
+
+        out = [(prompt_of(*c), answer_of(*c)) for c in pairs]
+        if self.templates:
+            rng = random.Random(f"templates/{self.split_seed}")
+            for c in pairs:
+                prompt, sep = query_in(rng.choice(self.templates), *c)
+                out.append((prompt, sep + answer_of(*c)))
+        return out
 
     def split(self) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, int]]]:
         """(training, held-out) pairs ``(a, op, b)``; every operation contributes to both."""
@@ -112,6 +135,18 @@ def answer_of(a: int, op: str, b: int) -> str:
     return str(_OPS[op](a, b))
 
 
+class Preserve(_Strict):
+    """Keep what the base model does on general text while training: each step adds
+    ``weight * KL(base || model)`` of the next-token distributions over ``sequences`` windows of
+    ``tokens`` tokens of ``corpus`` (a :func:`editscope.metrics.load_corpus` name or file; windows in
+    a seeded order that depends only on the step). The base is a frozen copy of the recipe's base."""
+
+    corpus: str = "wikitext2"
+    weight: float = Field(1.0, gt=0)
+    sequences: int = Field(8, ge=1, description="text windows per step")
+    tokens: int = Field(64, ge=8, description="tokens per window")
+
+
 class Recipe(_Strict):
     """How to build a derived model (see the module docstring)."""
 
@@ -126,6 +161,7 @@ class Recipe(_Strict):
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1, description="steps between resumable checkpoints")
     eval_limit: int | None = Field(None, ge=1, description="held-out pairs evaluated per operation (default all)")
+    preserve: Preserve | None = Field(None, description="KL to the base model on general text while training")
     description: str = ""
 
     def digest(self) -> str:
@@ -224,10 +260,12 @@ def _load_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer) -> tu
 
 
 def held_out_accuracy(model: Model, held: list[tuple[int, str, int]], limit: int | None = None,
-                      seed: int = 0) -> dict[str, dict[str, float]]:
+                      seed: int = 0, template: str = "grid") -> dict[str, dict[str, float]]:
     """Greedy exact match of the answer (the first integer generated, ``integer`` answer rule) on the
-    held-out pairs, per operation (a seeded sample of ``limit`` per operation when given)."""
+    held-out pairs worded by ``template`` (``probes.arithmetic.query_in``), per operation (a seeded
+    sample of ``limit`` per operation when given)."""
     from ..metrics.answers import integer_reaches
+    from ..probes.arithmetic import query_in
     from ..scoring import greedy_continuations
 
     out: dict[str, dict[str, float]] = {}
@@ -235,9 +273,24 @@ def held_out_accuracy(model: Model, held: list[tuple[int, str, int]], limit: int
         cells = [c for c in held if c[1] == op]
         if limit is not None and len(cells) > limit:
             cells = random.Random(f"eval/{seed}/{op}").sample(cells, limit)
-        gens = greedy_continuations(model, [prompt_of(*c) for c in cells], 6, stop_at_eos=False)
+        prompts = [query_in(template, *c)[0] for c in cells]
+        gens = greedy_continuations(model, prompts, 6, stop_at_eos=False)
         hits = sum(integer_reaches(g.text, [answer_of(*c)]) for c, g in zip(cells, gens))
         out[op] = {"n": len(cells), "correct": hits, "accuracy": hits / len(cells)}
+    return out
+
+
+def template_accuracy(model: Model, held: list[tuple[int, str, int]], trained: tuple[str, ...],
+                      limit: int = 50, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Held-out accuracy in every wording of the arithmetic suite (its paraphrases), ``limit`` pairs
+    per operation each: whether the skill carries to wordings trained on (``trained``) and not."""
+    from ..probes.arithmetic import TEMPLATE_NAMES, FEW_SHOT
+
+    out: dict[str, dict[str, Any]] = {}
+    for t in (x for x in TEMPLATE_NAMES if x != FEW_SHOT):
+        per_op = held_out_accuracy(model, held, limit, seed, template=t)
+        n, hit = sum(r["n"] for r in per_op.values()), sum(r["correct"] for r in per_op.values())
+        out[t] = {"n": n, "correct": hit, "accuracy": hit / n, "trained": t in trained}
     return out
 
 
@@ -279,6 +332,7 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
     losses = _train(recipe, model, train, ckpt, progress)
     seconds = time.perf_counter() - t0
     accuracy = held_out_accuracy(model, held, recipe.eval_limit, recipe.seed)
+    wordings = template_accuracy(model, held, recipe.data.templates, seed=recipe.seed)
     tmp = folder.with_name(folder.name + ".writing")
     shutil.rmtree(tmp, ignore_errors=True)
     model.hf.save_pretrained(tmp, safe_serialization=True)
@@ -287,7 +341,8 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
         "name": recipe.name, "recipe": recipe.model_dump(mode="json"), "recipe_digest": recipe.digest(),
         "base": recipe.base, "train_pairs": len(train), "held_out_pairs": len(held),
         "data_sha256": data_digest(train), "held_out_sha256": data_digest(held),
-        "losses": losses, "held_out_accuracy": accuracy, "build_seconds": round(seconds, 1),
+        "losses": losses, "held_out_accuracy": accuracy, "held_out_wordings": wordings,
+        "build_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(), "weights_fingerprint": fingerprint_of(tensor_digests(model.hf)),
         "weights_sha256": _weights_sha(tmp),
     }
@@ -303,7 +358,9 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
     from ..methods.training import trainable
     from ..scoring import continuation_nll, encode_pairs, training_batch
 
-    pairs = encode_pairs(model, [prompt_of(*c) for c in train], [answer_of(*c) for c in train])
+    texts = recipe.data.examples(train)
+    pairs = encode_pairs(model, [p for p, _ in texts], [c for _, c in texts])
+    keep = _Keeper(recipe, model) if recipe.preserve is not None else None
     params = [p for p in model.hf.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     start, losses = 0, []
@@ -321,6 +378,8 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
                                                                         recipe.seed)])
             opt.zero_grad(set_to_none=True)
             loss = continuation_nll(model, batch).mean()
+            if keep is not None:
+                loss = loss + keep.loss(step)
             if not torch.isfinite(loss):
                 raise DerivedModelError(f"{recipe.name}: the loss is {loss.item()} at step {step}; lower lr "
                                         f"({recipe.lr})")
@@ -334,6 +393,37 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
     return losses
 
 
+class _Keeper:
+    """The :class:`Preserve` term: a frozen base copy and the corpus cut into token windows."""
+
+    def __init__(self, recipe: Recipe, model: Model):
+        from ..metrics.perplexity import load_corpus
+
+        spec = recipe.preserve
+        assert spec is not None
+        self.spec, self.seed, self.model = spec, recipe.seed, model
+        self.base = _load_base(recipe)
+        self.base.hf.requires_grad_(False)
+        ids: list[int] = []
+        for doc in load_corpus(spec.corpus):
+            ids += model.tokenizer(doc, add_special_tokens=False)["input_ids"]
+        n = len(ids) // spec.tokens
+        if n < spec.sequences:
+            raise RecipeError(f"preserve.corpus {spec.corpus!r} holds {len(ids)} tokens, fewer than "
+                              f"{spec.sequences} windows of {spec.tokens}; lower preserve.tokens or give a longer corpus")
+        self.windows = torch.tensor(ids[: n * spec.tokens]).view(n, spec.tokens)
+
+    def loss(self, step: int) -> torch.Tensor:
+        """``weight * KL(base || model)``, nats per predicted token, on this step's windows."""
+        idx = _batch_at(step, len(self.windows), self.spec.sequences, self.seed + 1)
+        x = self.windows[idx]
+        with torch.no_grad():
+            ref = torch.log_softmax(self.base.hf(input_ids=x).logits.float(), -1)
+        cur = torch.log_softmax(self.model.hf(input_ids=x).logits.float(), -1)
+        kl = (ref.exp() * (ref - cur)).sum(-1).mean()
+        return self.spec.weight * kl
+
+
 def manifest_of(name_or_recipe: str | Recipe) -> dict[str, Any] | None:
     """A built recipe's manifest, or None."""
     recipe = name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
@@ -341,5 +431,5 @@ def manifest_of(name_or_recipe: str | Recipe) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
-__all__ = ["ArithmeticData", "DerivedModelError", "RECIPES", "Recipe", "RecipeError", "derive", "folder_of",
-           "held_out_accuracy", "is_built", "manifest_of", "register_recipe"]
+__all__ = ["ArithmeticData", "DerivedModelError", "Preserve", "RECIPES", "Recipe", "RecipeError", "derive",
+           "folder_of", "held_out_accuracy", "is_built", "manifest_of", "register_recipe", "template_accuracy"]

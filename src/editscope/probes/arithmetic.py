@@ -149,6 +149,19 @@ _FEW_SHOT_PAIRS = ((1, 1), (3, 4), (5, 2), (6, 3), (7, 1), (8, 5), (4, 9), (9, 7
 _N_FEW_SHOT = 2
 
 
+def query_in(template: str, a: int, op: str, b: int) -> tuple[str, str]:
+    """The query ``a op b`` worded by one of the suite's templates (:data:`TEMPLATE_NAMES` but the
+    few-shot one, or ``"grid"`` for ``a op b=``): ``(prompt, separator before the answer)``, so that
+    ``prompt + separator + answer`` is the text the suite's probe scores."""
+    if template == GRID:
+        return canonical_query(a, op, b), ""
+    for name, build, sep in _TEMPLATES:
+        if name == template:
+            return build(a, op, b), sep
+    names = [GRID, *(t[0] for t in _TEMPLATES)]
+    raise ValueError(f"template {template!r} is not one of {', '.join(names)}")
+
+
 def _few_shot_prompt(a: int, op: str, b: int, avoid_operands: set[int], avoid_results: set[str]) -> str:
     lines = []
     for x, y in _FEW_SHOT_PAIRS:
