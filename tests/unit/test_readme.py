@@ -41,3 +41,22 @@ def test_the_readme_says_where_every_registry_dataset_comes_from():
         assert row is not None, f"README's data table has no row for {ds.name}"
         assert ds.files[0].repo in row, f"{ds.name}: the README names another source than the registry's"
     assert "EDITSCOPE_DATA_URL" in section and "editscope data mirror" in section  # working offline
+
+
+def section(title: str) -> str:
+    """A README section (``### title`` up to the next heading)."""
+    text = (ROOT / "README.md").read_text()
+    _, found, rest = text.partition(f"\n### {title}")
+    assert found, f"README has no section '### {title}'"
+    return re.split(r"\n#{2,3} ", rest, maxsplit=1)[0]
+
+
+def test_the_readme_protocol_table_quotes_its_generated_document():
+    """Teacher-forced token accuracy next to generated exact match, for ROME, MEMIT, AlphaEdit and
+    FT-M: every number of the README's table is in docs/studies/counterfact-protocols.md."""
+    sec = section("Teacher-forced scores against generated answers")
+    doc = (ROOT / "docs" / "studies" / "counterfact-protocols.md").read_text()
+    numbers = NUMBER.findall(sec)
+    assert len(numbers) >= 16 and all(m in sec for m in ("ROME", "MEMIT", "AlphaEdit", "FT-M"))
+    missing = [n for n in numbers if n not in doc]
+    assert not missing, f"README protocol table numbers not in the generated document: {missing}"

@@ -851,3 +851,27 @@ def test_a_new_store_appears_whole_to_a_reader_polling_for_it(tmp_path):
         assert maker.poll() in (None, 0)
     assert maker.wait(timeout=60) == 0
     assert sorted(q.name for q in tmp_path.rglob("*") if q.is_file() and q.suffix == ".new") == []
+
+
+def test_an_edit_refused_as_a_no_op_is_left_out_of_every_number(tmp_path):
+    """Its unit is stored as failed with the base model's rows, which would count as a success:
+    the report leaves it out (and keeps an edit that was attempted and failed, as not edited)."""
+    from editscope.models import tiny_model
+    from editscope.report.results import load_results, rate_cell
+    from editscope.scoring import greedy_continuations
+
+    first = greedy_continuations(tiny_model("llama", seed=0, num_hidden_layers=4), ["7+8="], 1,
+                                 stop_at_eos=False)[0].text  # the study's model
+    assert first.strip(), "the tiny model's first greedy token should be visible text"
+    noop = {"prompt": "7+8=", "target_new": first.strip(), "subject": "7+8",
+            "sep": first[: len(first) - len(first.lstrip())]}
+    cfg = parse_config({**STUDY, "methods": ["ft-m"], "edits": [EDITS[0], noop]})
+    out = run_study(cfg, tmp_path / "run", progress=False)
+    s = ResultsStore(out / "results.sqlite")
+    (failed,) = [u for u in s.units("ft-m") if u.status == "failed"]
+    assert "is a no-op" in failed.info["error"] and s.rows(unit_id=failed.id)  # stored, with base rows
+    s.close()
+    res = load_results(out)
+    units = set(res.frame.df.loc[res.frame.df["method"] == "ft-m", "unit"])
+    assert units == {"edit-0000"}
+    assert rate_cell(res, "ft-m", "target").n == 1

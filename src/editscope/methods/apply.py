@@ -20,7 +20,7 @@ from ..models.model import Model
 from ..requests import EditRequest
 from ..evaluation import greedy_by_length, starts_with
 from ..scoring import encode_pairs, score_encoded
-from .base import EditFailed, EditMethod, NoOpEdit, get_method
+from .base import NO_OP_MARK, EditFailed, EditMethod, NoOpEdit, get_method
 from .handle import EditHandle, parameters
 from .strength import TOLERANCE, StrengthError, check_level, scale_to_strength
 
@@ -74,7 +74,7 @@ def refuse_no_op_edits(model: Model, requests: Sequence[EditRequest]) -> None:
                    "metrics would count the edit as done before it is made")
         else:
             continue
-        raise NoOpEdit(f"EditRequest(prompt={r.prompt!r}, target_new={r.target_new!r}) is a no-op: {why}; give a "
+        raise NoOpEdit(f"EditRequest(prompt={r.prompt!r}, target_new={r.target_new!r}){NO_OP_MARK}{why}; give a "
                        "target_new that differs from the model's answer")
 
 

@@ -43,9 +43,18 @@ class EditFailed(WorkError, RuntimeError):
 
 class NoOpEdit(EditFailed, InputError):
     """An edit whose target already is (or starts) the model's own answer: nothing would be edited,
-    and token-level metrics would count it as done. Refused before any weight changes."""
+    and token-level metrics would count it as done. Refused before any weight changes. Its message
+    holds :data:`NO_OP_MARK` (a stored unit's error is recognised by it: :func:`is_no_op`)."""
 
     exit_code = InputError.exit_code
+
+
+NO_OP_MARK = " is a no-op: "
+
+
+def is_no_op(error: str | None) -> bool:
+    """A stored failure message is a :class:`NoOpEdit`'s (the edit was refused, not attempted)."""
+    return bool(error) and NO_OP_MARK in error
 
 
 class UnknownMethodError(InputError, ValueError):

@@ -21,6 +21,7 @@ from ..runner.config import StudyConfig
 from ..runner.plan import CONTROL_OWN_PREFIX, CONTROL_TARGET
 from ..runner.store import FILENAME, ResultsStore, StoreError
 from ..stats import cmh_paired, holm, mcnemar_exact, mean_interval, tost, verdict
+from ..methods.base import is_no_op
 from .frame import Cell, RowFrame, paired_values, summarize_frame, unit_root, values_cell
 
 T = TypeVar("T")
@@ -445,6 +446,9 @@ def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResu
         require_one_version(frame.df, str(run_dir))  # nothing compares units measured on other probes
         # a unit run at matched strength that did not reach its level is reported, never averaged in
         frame = frame.without({(u.method, u.unit) for u in units if u.info.get("strength_reached") is False})
+        # an edit refused as a no-op (the base already gives its target) was never made: its rows are
+        # the base model's and would count as a success; it is left out of every number
+        frame = frame.without({(u.method, u.unit) for u in units if u.status == "failed" and is_no_op(u.info.get("error"))})
         res = StudyResults(run_dir, meta, config, methods, frame, store.scalars(), store.events(), units,
                            None, [], [], ref, study.control_map() if study else {}, study)
     finally:
