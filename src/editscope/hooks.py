@@ -72,6 +72,24 @@ def capture_output(module: nn.Module) -> Iterator[list[Any]]:
 
 
 @contextmanager
+def capture_input_and_output_grad(module: nn.Module) -> Iterator[list[list[torch.Tensor]]]:
+    """Collect, per call of ``module``, ``[input, output gradient]`` (both detached): the input at
+    the forward pass, the gradient of the loss with respect to the output once ``backward`` runs
+    (a call whose output gets no gradient keeps only its input)."""
+    seen: list[list[torch.Tensor]] = []
+
+    def hook(mod, args, output):
+        entry = [args[0].detach()]
+        seen.append(entry)
+        out = output[0] if isinstance(output, tuple) else output
+        if out.requires_grad:
+            out.register_hook(lambda g: entry.append(g.detach()))
+
+    with _hooked(module, hook):
+        yield seen
+
+
+@contextmanager
 def replace_input(module: nn.Module, value: torch.Tensor) -> Iterator[None]:
     """Feed ``value`` to ``module`` in place of the hidden states it would receive."""
 
