@@ -1,6 +1,6 @@
-"""The fine-tuning family: ``ft``, ``ft-constrained``, ``ft-l``, ``ft-m``.
+"""The fine-tuning family: ``ft``, ``ft-constrained``, ``ft-l``, ``ft-m``, and ``locft-bf`` (lifelong).
 
-All four run :func:`editscope.methods.training.optimise` on a set of block parameters:
+The first four run :func:`editscope.methods.training.optimise` on a set of block parameters:
 
 | method | parameters | objective |
 |---|---|---|
@@ -8,6 +8,7 @@ All four run :func:`editscope.methods.training.optimise` on a set of block param
 | ``ft-constrained`` | as ``ft`` | target loss + ``anchor_weight`` x mean loss on anchors; optional L-inf box (Zhu et al., 2020) |
 | ``ft-l`` | one block's MLP output projection | every target token predicted from the last prompt position, L-inf box (ROME paper's FT-L) |
 | ``ft-m`` | one block's MLP output projection | target tokens, teacher forced, prompt masked (KnowEdit's FT-M) |
+| ``locft-bf`` | one block's MLP output projection (weight) | as ``ft-m`` with EOS appended, breadth-first: shuffled mini-batches of all edits per epoch |
 
 Anchors keep the model's behaviour elsewhere: by default their targets are the *base model's own*
 greedy continuations (what locality is measured against), drawn from a probe suite.
@@ -19,12 +20,14 @@ import random
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import torch
+
 from pydantic import Field, PositiveFloat
 
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest, resolve_sep
-from ..scoring import EncodedPair, encode_pairs, encode_prompts, greedy_continuations
+from ..scoring import EncodedPair, continuation_nll, encode_pairs, encode_prompts, greedy_continuations, training_batch
 from .base import EditMethod, Hparams, HparamError, register_method
 from .handle import parameters
 from .training import pairs_objective, target_objective, optimise, trainable
@@ -216,3 +219,70 @@ class FTM(_LayerFT):
     name = "ft-m"
     summary = "one block's MLP out-projection; teacher-forced target loss, prompt masked (KnowEdit's FT-M)"
     Hparams = LayerFTHparams
+
+
+class LocFTBFHparams(Hparams):
+    """LocFT-BF (Yang et al., 2025, "Fine-tuning done right in model editing", arXiv 2509.22072):
+    settings of the authors' code (github.com/ICT-STAR/LocFT at f5bde34, ``fine-tune.py`` and
+    ``hparams/llama3-8b.yaml``)."""
+
+    layer: int | None = Field(None, description="block whose MLP out-projection is tuned; default: the reference's "
+                                                "Llama-3-8B layer 22 of 32, scaled by depth")
+    lr: PositiveFloat = Field(5e-4, description="Adam learning rate (reference 5e-4)")
+    batch_size: int = Field(100, ge=1, description="edits per mini-batch (reference 100)")
+    epochs: int = Field(25, ge=1, le=10_000, description="passes over all pending edits (reference num_steps 25)")
+    stop_loss: float = Field(0.01, ge=0, description="a mini-batch below this loss takes no step; an epoch whose "
+                                                     "mean is below it ends training (reference 1e-2)")
+    weight_decay: float = Field(0.0, ge=0)
+    eos: bool = Field(True, description="append the end-of-sequence token to every target, as the reference does")
+    seed: int = Field(0, description="seeds the per-epoch shuffle of the edits")
+
+
+@register_method
+class LocFTBF(_BlockFT):
+    """Breadth-first fine-tuning: every epoch shuffles all pending edits and takes one Adam step per
+    mini-batch (depth-first FT would train each edit to convergence before the next). One call edits
+    its requests together; in a stream each batch of the stream is one call."""
+
+    name = "locft-bf"
+    family = "lifelong"
+    summary = ("fine-tuning done breadth-first: Adam on one block's MLP out-projection over shuffled mini-batches "
+               "of all pending edits, EOS appended (Yang et al., 2025)")
+    Hparams = LocFTBFHparams
+
+    @classmethod
+    def arch_defaults(cls, arch: ArchSpec, n_layers: int) -> dict[str, Any]:
+        return {"layer": max(0, min(n_layers - 1, round(22 * n_layers / 32)))}
+
+    def _layer_list(self, model: Model, hp: Any) -> list[int]:
+        return [hp.layer]
+
+    def touched(self, model: Model, hp: Any) -> list[str]:
+        return [model.arch.name("mlp_out", hp.layer) + ".weight"]  # the weight only, as the reference
+
+    def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
+        params = list(parameters(model, self.touched(model, hp)).values())
+        pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
+        eos = model.tokenizer.eos_token_id
+        if hp.eos and eos is not None:
+            pairs = [EncodedPair(p.prompt_ids, p.cont_ids + (eos,), p.exact) for p in pairs]
+        rng = random.Random(hp.seed)
+        opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        order, means, steps = list(range(len(pairs))), [], 0
+        with trainable(model, params):
+            for _ in range(hp.epochs):
+                rng.shuffle(order)
+                total = 0.0
+                for start in range(0, len(order), hp.batch_size):
+                    idx = order[start:start + hp.batch_size]
+                    opt.zero_grad(set_to_none=True)
+                    loss = continuation_nll(model, training_batch(model, [pairs[i] for i in idx])).mean()
+                    total += loss.item() * len(idx)
+                    if loss.item() >= hp.stop_loss:
+                        loss.backward()
+                        opt.step()
+                        steps += 1
+                means.append(total / len(order))
+                if means[-1] < hp.stop_loss:
+                    break
+        return {"epochs": len(means), "steps": steps, "epoch_loss": means}

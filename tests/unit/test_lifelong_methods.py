@@ -1,6 +1,8 @@
-"""UltraEdit (lifelong normalisation) on tiny models of every supported architecture: it reaches its
-targets, touches only its sites, undoes weights and lifelong statistics exactly, saves and loads,
-keeps earlier edits over a 50-edit stream, and computes the reference's closed form."""
+"""The methods built for many edits, on tiny models of every supported architecture. UltraEdit
+(lifelong normalisation): it reaches its targets, touches only its sites, undoes weights and lifelong
+statistics exactly, saves and loads, keeps earlier edits over a 50-edit stream, and computes the
+reference's closed form. LocFT-BF (breadth-first fine-tuning): the same contract, its mini-batch
+schedule, and the 50-edit stream."""
 
 import pytest
 import torch
@@ -115,3 +117,46 @@ def test_bad_sites_are_refused_naming_the_field():
         es.apply_edit(m, REQS, "ultraedit", sites={"attn": [0]})
     with pytest.raises(es.methods.HparamError, match="sites"):
         es.apply_edit(m, REQS, "ultraedit", sites={"mlp_out": [7]})
+
+
+# ---------------------------------------------------------------------------------------------
+# LocFT-BF
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gptj", "gpt_neox"])
+def test_locft_bf_reaches_targets_touches_one_weight_undoes_and_loads(arch, tmp_path):
+    m = tiny_model(arch)
+    w0 = {n: p.detach().clone() for n, p in m.hf.named_parameters()}
+    h = es.apply_edit(m, REQS, "locft-bf", lr=1e-2, batch_size=4, epochs=10)
+    b, a = h.info["target_loss_before"], h.info["target_loss_after"]
+    assert sum(a) / len(a) < sum(b) / len(b) - 1.0
+    assert h.names == [m.arch.name("mlp_out", h.hparams["layer"]) + ".weight"]
+    changed = {n for n, p in m.hf.named_parameters() if not torch.equal(p, w0[n])}
+    assert changed == set(h.names)
+    edited = {n: p.detach().clone() for n, p in m.hf.named_parameters()}
+    h.save(tmp_path / "e")
+    h.undo()
+    assert all(torch.equal(p, w0[n]) for n, p in m.hf.named_parameters())
+    load_edit(m, tmp_path / "e")
+    assert all(torch.equal(p, edited[n]) for n, p in m.hf.named_parameters())
+
+
+def test_locft_bf_goes_breadth_first_and_stops_at_its_loss():
+    """Each epoch is one pass of shuffled mini-batches over all edits (12 edits, batches of 5: three
+    steps an epoch while every batch is above the stop loss); training ends at an epoch whose mean
+    loss is below it."""
+    m = tiny_model("llama")
+    h = es.apply_edit(m, REQS, "locft-bf", lr=1e-3, batch_size=5, epochs=2)
+    assert h.info["epochs"] == 2 and h.info["steps"] == 6 and len(h.info["epoch_loss"]) == 2
+    h.undo()
+    h = es.apply_edit(m, REQS, "locft-bf", lr=1e-2, batch_size=12, epochs=200, stop_loss=2.0)
+    assert h.info["epoch_loss"][-1] < 2.0 <= h.info["epoch_loss"][-2] and h.info["epochs"] < 200
+
+
+def test_locft_bf_keeps_earlier_edits_over_a_50_edit_stream():
+    m = tiny_model("llama", num_hidden_layers=4)
+    stream = [es.EditRequest(f"{a}*{b}=", f"q{(3 * a + b) % 10}x") for a in range(5) for b in range(10)]
+    first = stream[:10]
+    base = sum(target_losses(m, first)) / 10
+    for i in range(0, 50, 10):
+        es.apply_edit(m, stream[i:i + 10], "locft-bf", lr=1e-2, batch_size=5, epochs=10)
+    assert sum(target_losses(m, first)) / 10 < base - 0.5
