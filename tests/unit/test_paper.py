@@ -111,14 +111,14 @@ def test_every_placeholder_kind_fills_as_latex_into_the_brief_layout(tiny_run, c
     pos = [main.index(x) for x in order]
     assert pos == sorted(pos)
     res = load_results(tiny_run)
-    from editscope.report.render import _fmt
+    from editscope.report.render import fmt_cell
     from editscope.report.results import rate_cell
 
     text = (out / "sections" / "results.tex").read_text()
     assert "{{" not in text
     far = rate_cell(res, "ft-m", "far", "answer_unchanged")
-    assert f"far {far.value:.3f};" in text and f"rate {_fmt(far)} (n={far.n});" in text
-    assert f"companion {_fmt(far)}; run tiny at" in text
+    assert f"far {far.value:.3f};" in text and f"rate {fmt_cell(far)} (n={far.n});" in text
+    assert f"companion {fmt_cell(far)}; run tiny at" in text
     assert re.search(r"difference [-+][\d.]+, p \(Holm\) [\d.e-]+, (equivalent|different|inconclusive)[^;]*\(TOST within \+-0.02, Holm: p [\d.e-]+\);", text)
     assert r"\input{tables/main}" in text and r"\input{tables/breakdown-locality-op}" in text
     assert r"\input{tables/tiny-other-models}" not in text and r"\input{tables/models}" in text

@@ -601,7 +601,7 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert "| ft-m-strong |" in text and "![blast_radius](figures/tiny_blast_radius.png)" in text
     assert (tmp_path / "doc" / "figures" / "tiny_blast_radius.png").exists()
     assert "{{" not in text
-    from editscope.report.render import _fmt
+    from editscope.report.render import fmt_cell
     from editscope.report.results import breakdown, rate_cell
 
     by_op = fill("{{breakdown:locality:op}}\n{{table:criterion}}", res, str(finished_run))
@@ -630,11 +630,11 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
         assert got == f"{says / len(sub):.3f} [{iv.low:.3f}, {iv.high:.3f}] (n={len(sub)})"
     assert fill("{{where:ft-m:locality:op=+}}", res, str(finished_run)).endswith(f"(n={plus.n})")
     far = rate_cell(res, "ft-m", "far", "answer_unchanged")
-    assert fill("{{rate:ft-m:far:answer_unchanged}}", res, str(finished_run)) == f"{_fmt(far)} (n={far.n})"
+    assert fill("{{rate:ft-m:far:answer_unchanged}}", res, str(finished_run)) == f"{fmt_cell(far)} (n={far.n})"
     assert far.n == sum(r["category"] == "far" for r in res.final_rows("ft-m"))
     # any CATEGORY/METRIC works in a cell, not only the report's columns; a paired test off the table says so
     out_far = rate_cell(res, "ft-m", "far", "unchanged")
-    assert fill("{{cell:ft-m:far/unchanged}}", res, str(finished_run)) == _fmt(out_far)
+    assert fill("{{cell:ft-m:far/unchanged}}", res, str(finished_run)) == fmt_cell(out_far)
     assert "p (single test, unadjusted)" in fill("{{test:ft-m-strong:far/unchanged}}", res, str(finished_run))
     for bad, match in [("{{cell:rome:far/unchanged}}", "no method 'rome'"), ("{{value:ft-m:far/top9}}", "no column"),
                        ("{{where:ft-m:locality:op=/}}", "matches"), ("{{where:ft-m:locality:op}}", "write"),

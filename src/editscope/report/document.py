@@ -72,8 +72,9 @@ from typing import Protocol
 
 from .plots import all_figures
 from ..stats import verdict
+from .lifelong import lifelong_table
 from .render import (
-    _fmt,
+    fmt_cell,
     _md_table,
     base_answers_table,
     locality_status_table,
@@ -287,7 +288,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                       "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
                       "knowedit": knowedit_table, "mquake": mquake_table, "base-answers": base_answers_table,
                       "locality-by-answer": locality_status_table, "no-op": no_op_table,
-                      "strength-units": strength_units_table,
+                      "strength-units": strength_units_table, "lifelong": lifelong_table,
                       **{name: (lambda r, name=name: _named(collapse_tables(r), name))
                          for name in ("collapse", "collapse-worst", "collapse-points")},
                       **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in EXCESS_KINDS}}
@@ -308,7 +309,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 have = breakdown(res, cat, key)
                 if value not in have:
                     raise DocumentError(f"{{{{slice:{args}}}}}: no {cat!r} probe has {key}={value!r}; have {sorted(have)}")
-            return _fmt(c)
+            return fmt_cell(c)
         if kind in ("where", "rate"):
             bits = args.split(":")
             if kind == "rate":  # the same without conditions
@@ -327,7 +328,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: {e}") from None
             if c is None:
                 raise DocumentError(f"{{{{{kind}:{args}}}}}: no {cat!r} probe of {method!r} matches {where or 'any'}")
-            return f"{_fmt(c)} (n={c.n})"
+            return f"{fmt_cell(c)} (n={c.n})"
         if kind in ("excess", "excess_rates", "excess_verdict"):
             bits = args.split(":")
             if len(bits) not in (2, 3) or bits[1] not in EXCESS_KINDS:
@@ -357,7 +358,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             if bits[0] != "base" and bits[0] not in res.methods:
                 raise DocumentError(f"{{{{margin:{args}}}}}: no method {bits[0]!r} in this run")
             c = margin_locality(res, bits[0]).get(bits[1])
-            return f"{_fmt(c)} (n={c.n})" if c is not None else "-"
+            return f"{fmt_cell(c)} (n={c.n})" if c is not None else "-"
         if kind == "strength":
             from .strength import LEVELS, matched_strength
 
@@ -372,7 +373,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                                     f"{', '.join(f'{lv:g}' for lv in LEVELS)}")
             if bits[0] not in per:
                 raise DocumentError(f"{{{{strength:{args}}}}}: no swept method {bits[0]!r} in this run; have {sorted(per)}")
-            return _fmt(per[bits[0]][level])
+            return fmt_cell(per[bits[0]][level])
         if kind == "seed38":
             from .replication import COLUMNS, has_seed38, replication_rows, seed38_cells
 
@@ -392,7 +393,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 return "-" if v is None else f"{v:.3f}"
             if bits[0] not in res.methods:
                 raise DocumentError(f"{{{{seed38:{args}}}}}: no method {bits[0]!r} in this run")
-            return _fmt(seed38_cells(res, bits[0])[bits[1]])
+            return fmt_cell(seed38_cells(res, bits[0])[bits[1]])
         if kind == "breakdown":
             bits = args.split(":")
             if len(bits) not in (2, 3):
@@ -407,7 +408,7 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             c = _column(res, *parts)
             if c is None:
                 return "-"
-            return _fmt(c) if kind == "cell" else (str(c.n) if kind == "n" else _fmt(c).split(" [")[0])
+            return fmt_cell(c) if kind == "cell" else (str(c.n) if kind == "n" else fmt_cell(c).split(" [")[0])
         if kind == "test":
             if len(parts) != 2:
                 raise DocumentError(f"{{{{test:{args}}}}}: write {{{{test:METHOD:COLUMN}}}}")

@@ -73,7 +73,8 @@ def fmt_p(p: float) -> str:
     return "<1e-300" if p == 0 else f"{p:.2g}"
 
 
-def _fmt(cell, interval: bool = True) -> str:
+def fmt_cell(cell, interval: bool = True) -> str:
+    """A cell as ``value [low, high]`` (one decimal above 10, else three); ``-`` for None."""
     if cell is None:
         return "-"
     digits = 1 if abs(cell.value) > 10 else 3  # perplexities and the like
@@ -88,7 +89,7 @@ def _method_rows(res: StudyResults, cols: list, interval: bool = True) -> list[l
     for m in ["base", *res.methods]:
         row = [(m, False)]
         for c in cols:
-            row.append((_fmt(c.cells.get(m), interval), m == c.best(res.edit_methods) and c.cells.get(m) is not None))
+            row.append((fmt_cell(c.cells.get(m), interval), m == c.best(res.edit_methods) and c.cells.get(m) is not None))
         rows.append(row)
     return rows
 
@@ -129,7 +130,7 @@ def models_table(studies: list[StudyResults]) -> Table:
             header.append(f"{s.meta.get('model_name')} {label}")
             labels.append((str(s.meta.get("model_name")), label))
             picked.append(col)
-    rows = [[(m, False), *[(_fmt(c.cells.get(m)) if c is not None else "-", False) for c in picked]]
+    rows = [[(m, False), *[(fmt_cell(c.cells.get(m)) if c is not None else "-", False) for c in picked]]
             for m in ["base", *methods]]
     return Table("models", "The same study on each model (value [95% interval]): target and paraphrase answer (by the rule), "
                            "locality = the answer unchanged from that model's own base output over every non-target "
@@ -156,7 +157,7 @@ def detail_table(res: StudyResults) -> Table:
         for cat, cell in res.summary(m).items():
             if cat == "all":
                 continue
-            vals = [(_fmt(Cell(c["value"], c["low"], c["high"], int(c["n"]))) if (c := cell.get(n)) else "-", False)
+            vals = [(fmt_cell(Cell(c["value"], c["low"], c["high"], int(c["n"]))) if (c := cell.get(n)) else "-", False)
                     for n in names]
             n = max((int(c["n"]) for c in cell.values()), default=0)
             rows.append([(m, False), (cat, False), (str(n), False), *vals])
@@ -202,7 +203,7 @@ def breakdown_table(res: StudyResults, cat: str, key: str, metric: str | None = 
     if not b:
         raise ValueError(f"no {cat!r} probe has meta key {key!r}")
     methods = ["base", *res.methods]
-    rows = [[(m, False), *[(_fmt(b[x][m]), False) for x in b]] for m in methods]
+    rows = [[(m, False), *[(fmt_cell(b[x][m]), False) for x in b]] for m in methods]
     n = {x: next((c.n for c in b[x].values() if c is not None), 0) for x in b}
     what = metric or "headline metric"
     return Table(f"breakdown-{cat}-{key}", f"{cat} probes by {key}: {what} per method (value [95% interval]); "
@@ -217,7 +218,7 @@ def criterion_table(res: StudyResults) -> Table | None:
         return None
     c = res.config["criterion"]
     yes = lambda b: ("yes" if b else "no", b)  # noqa: E731
-    body = [[(r.method, False), (_fmt(r.efficacy), False), (_fmt(r.paraphrase), False), (_fmt(r.locality), False),
+    body = [[(r.method, False), (fmt_cell(r.efficacy), False), (fmt_cell(r.paraphrase), False), (fmt_cell(r.locality), False),
              yes(r.meets), yes(r.meets_lower)] for r in rows]
     return Table("criterion", f"Isolation criterion: target top-1 >= {c['efficacy']:g}, paraphrase top-1 >= "
                               f"{c['paraphrase']:g}, answer unchanged over all non-target probes >= {c['locality']:g} "
@@ -305,7 +306,7 @@ def margin_table(res: StudyResults) -> Table | None:
         return None
     n = {label: next((c.n for m in res.edit_methods if (c := per[m].get(label)) is not None), 0)
          for label, _, _ in MARGIN_BINS}
-    body = [[(m, False), *[(_fmt(per[m].get(label)), False) for label, _, _ in MARGIN_BINS]]
+    body = [[(m, False), *[(fmt_cell(per[m].get(label)), False) for label, _, _ in MARGIN_BINS]]
             for m in res.methods if per[m]]
     return Table("margin", "Locality by the base model's margin (top-1 minus top-2 next-token log-probability after "
                            "the prompt, nats): answer unchanged per bin. Near-ties (small margins) flip under any "
@@ -333,7 +334,7 @@ def locality_status_table(res: StudyResults) -> Table | None:
     if not per or not any(c is not None for cells in per.values() for c in cells.values()):
         return None
     n = {s: next((c.n for m in res.methods if (c := per[m][s]) is not None), 0) for s in BASE_STATUSES}
-    body = [[(m, False), *[(_fmt(per[m][s]), False) for s in BASE_STATUSES]] for m in ["base", *res.methods]
+    body = [[(m, False), *[(fmt_cell(per[m][s]), False) for s in BASE_STATUSES]] for m in ["base", *res.methods]
             if m in per]
     return Table("locality-by-answer", "Answer unchanged over the locality probes, by the base model's answer: "
                                        "known (right: the headline where the suite has ground truth), wrong, none.",
@@ -416,7 +417,7 @@ def seed38_table(res: StudyResults) -> Table | None:
         row = [(label, False)]
         for cat, _, _ in SEED38_COLUMNS:
             v = cells.get(cat)
-            row.append(("-" if v is None else f"{v:.3f}" if source == "published" else _fmt(v), False))
+            row.append(("-" if v is None else f"{v:.3f}" if source == "published" else fmt_cell(v), False))
         body.append(row)
     return Table("seed38", "The published 2+2=5 study (GPT-2 Medium, its 38 probes) next to editscope's run of the "
                            "same protocol on this model (the seed38 suite: published probes verbatim, the rest "
@@ -438,7 +439,7 @@ def strength_table(res: StudyResults) -> Table | None:
         pts = points(res, labels)
         span = f"{pts[0].p_target:.2f}-{pts[-1].p_target:.2f}" if pts else "-"
         rows.append([(m, False), (key, False), (str(len(pts)), False), (span, False),
-                     *[(_fmt(at_level(pts, lv)), False) for lv in LEVELS]])
+                     *[(fmt_cell(at_level(pts, lv)), False) for lv in LEVELS]])
     return Table("strength", "Methods at matched edit strength: each swept method's answer-level locality (all "
                              "locality probes) interpolated at equal P(target | prompt), between the two settings "
                              "that bracket it; '-' where no setting reaches that strength.",
@@ -543,7 +544,7 @@ def mquake_table(res: StudyResults) -> Table | None:
     rows = mquake_rows(res)
     if not rows:
         return None
-    body = [[(r.method, False), *((_fmt(r.cells[k]) if r.cells[k] is not None else "-", False)
+    body = [[(r.method, False), *((fmt_cell(r.cells[k]) if r.cells[k] is not None else "-", False)
                                   for k in MQUAKE_COLUMNS)] for r in rows]
     return Table("mquake", "MQuAKE (answers matched with their aliases in the greedy text): edit-wise = rewrites "
                            "recalled; instance-wise = cases whose every single hop gives the new answer; multi-hop = "

@@ -72,7 +72,7 @@ RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "match_strength", 
 
 #: keys added to a section's entries after studies were stored; left out of the config hash while unset
 LATER_KEYS = {"methods": ("strength",), "edits": ("generate",), "probes": ("answer_rule",),
-              "controls": ("own_probes",)}
+              "controls": ("own_probes",), "protocol": ("score_on", "general_every")}
 #: top-level keys that change only how a stored run is reported (not part of the config hash)
 REPORT_ONLY = ("criterion", "equivalence_margin")
 
@@ -298,7 +298,15 @@ class DownstreamSpec(_Strict):
 
 class ProtocolSpec(_Strict):
     kind: Literal["single", "batch", "sequential"] = "single"
-    batch_size: int | None = Field(None, ge=1, description="batch: edits per batch (default all at once)")
+    batch_size: int | None = Field(None, ge=1, description="batch: edits per batch (default all at once); "
+                                                           "sequential: edits applied per step (default 1)")
+    score_on: Literal["so_far", "batch"] | None = Field(
+        None, description="sequential: 'so_far' (default) scores every edit applied so far at each evaluated step; "
+                          "'batch' scores each step's own edits right after it and every edit after the last step "
+                          "(the AlphaEdit protocol's two readouts)")
+    general_every: int | None = Field(None, ge=1, description="sequential: perplexity, fluency and downstream tasks "
+                                                               "every this many steps and after the last (default: at "
+                                                               "every evaluated step)")
     eval_when: Literal["each", "every_k", "end"] = "each"
     k: int = Field(10, ge=1, description="sequential with eval_when=every_k: evaluate after every k edits")
     guard: Literal["stop", "skip", "off"] = "stop"
@@ -311,8 +319,10 @@ class ProtocolSpec(_Strict):
     def _consistent(self):
         if self.kind != "sequential" and self.eval_when != "each":
             raise ValueError(f"eval_when={self.eval_when!r} applies to kind='sequential' only")
-        if self.kind != "batch" and self.batch_size is not None:
-            raise ValueError("batch_size applies to kind='batch' only")
+        if self.kind == "single" and self.batch_size is not None:
+            raise ValueError("batch_size applies to kind='batch' or 'sequential' only")
+        if self.kind != "sequential" and (self.score_on is not None or self.general_every is not None):
+            raise ValueError("score_on and general_every apply to kind='sequential' only")
         return self
 
 

@@ -9,6 +9,7 @@ Units: the base evaluation (method ``base``); then per method, ``single``: one u
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any
 
 from ..probes.protocols import free_generation, with_answer_rule
@@ -43,6 +44,8 @@ class UnitPlan:
     step: int
     edits: tuple[int, ...]
     evaluate: bool = True
+    #: also measure perplexity, fluency and downstream tasks when it evaluates (sequential ``general_every``)
+    general: bool = True
     draw: int | None = None
     requests: tuple[EditRequest, ...] | None = None
     of_unit: str | None = None
@@ -70,8 +73,12 @@ class Plan:
 
     def eval_sets(self, unit: UnitPlan) -> dict[str, tuple[int | None, ProbeSet]]:
         """Probe sets a unit evaluates: name -> (edit index or None, probes). Sequential units see
-        every edit applied so far (retention of earlier edits)."""
-        scope = range(unit.edits[-1] + 1) if self.config.protocol.kind == "sequential" else unit.edits
+        every edit applied so far (retention of earlier edits); with ``score_on: batch`` only their
+        own edits, but the last step sees every edit."""
+        proto = self.config.protocol
+        scope: Sequence[int] = unit.edits
+        if proto.kind == "sequential" and (proto.score_on != "batch" or unit.edits[-1] == len(self.edits) - 1):
+            scope = range(unit.edits[-1] + 1)
         out: dict[str, tuple[int | None, ProbeSet]] = {}
         for i in scope:
             for name, ps in self.edits[i].probe_sets.items():
@@ -176,11 +183,15 @@ def _protocol_units(config: StudyConfig, label: str, n: int) -> list[UnitPlan]:
         size = proto.batch_size or n
         return [UnitPlan(label, f"batch-{b:04d}", b, tuple(range(start, min(n, start + size))))
                 for b, start in enumerate(range(0, n, size))]
+    size = proto.batch_size or 1  # sequential: edits applied per step
+    starts = list(range(0, n, size))
     out = []
-    for i in range(n):
-        step = i + 1
-        ev = proto.eval_when == "each" or step == n or (proto.eval_when == "every_k" and step % proto.k == 0)
-        out.append(UnitPlan(label, f"step-{step:04d}", step, (i,), evaluate=ev))
+    for b, start in enumerate(starts):
+        step, last = b + 1, b + 1 == len(starts)
+        ev = proto.eval_when == "each" or last or (proto.eval_when == "every_k" and step % proto.k == 0)
+        general = proto.general_every is None or last or step % proto.general_every == 0
+        out.append(UnitPlan(label, f"step-{step:04d}", step, tuple(range(start, min(n, start + size))), evaluate=ev,
+                            general=general))
     return out
 
 

@@ -142,7 +142,7 @@ class Runner:
         if digests is None:
             digests = tensor_digests(self.model.hf)  # one hash of the weights serves every probe set
         rows = self._evaluate(unit, digests) if eval_ else {}
-        scalars = self._scalars(unit) if eval_ else {}
+        scalars = self._scalars(unit) if eval_ and unit.general else {}
         scalars.update(extra_scalars or {})
         return UnitResult(unit, status, seconds_edit, time.perf_counter() - t, self.model.state_key(digests),
                           info=info or {}, rows=rows, scalars=scalars, events=list(events or []))

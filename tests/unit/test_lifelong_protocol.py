@@ -1,0 +1,75 @@
+"""The lifelong protocol: a sequential chain applying batches of edits, each step scored on its own
+edits right after it and every edit after the last step (the AlphaEdit protocol's two readouts,
+labelled as such), general ability every few steps (tiny models)."""
+
+import json
+
+import pytest
+
+from editscope.report.lifelong import lifelong_table, readout_cell, readout_index
+from editscope.report.results import load_results
+from editscope.runner import ConfigError, build_plan, parse_config, run_study
+
+EDITS = [{"prompt": f"{a}+{b}=", "target_new": f"q{a}{b}x", "subject": f"{a}+{b}"}
+         for a, b in [(2, 2), (3, 1), (1, 2), (2, 3), (3, 3)]]
+STUDY = {
+    "name": "tiny-lifelong", "model": "tiny:llama", "seed": 0,
+    "methods": [{"method": "ft-m", "hparams": {"lr": 0.05, "steps": 30}}],
+    "edits": EDITS,
+    "probes": [{"suite": "arithmetic", "args": {"n": 3, "paraphrases": False}}],
+    "protocol": {"kind": "sequential", "batch_size": 2, "score_on": "batch", "guard": "off"},
+}
+
+
+def test_a_batched_chain_lays_out_steps_and_scores_each_on_its_own_edits():
+    plan = build_plan(parse_config({**STUDY, "protocol": {**STUDY["protocol"], "general_every": 2}}))
+    units = plan.units_of("ft-m")
+    assert [u.edits for u in units] == [(0, 1), (2, 3), (4,)]
+    assert [u.unit for u in units] == ["step-0001", "step-0002", "step-0003"]
+    assert [u.general for u in units] == [False, True, True]  # every 2 steps, and after the last
+    edits_of = lambda p, u: sorted({i for i, _ in p.eval_sets(u).values() if i is not None})  # noqa: E731
+    assert edits_of(plan, units[0]) == [0, 1] and edits_of(plan, units[1]) == [2, 3]
+    assert edits_of(plan, units[2]) == [0, 1, 2, 3, 4]  # after all edits
+    so_far = build_plan(parse_config({**STUDY, "protocol": {**STUDY["protocol"], "score_on": "so_far"}}))
+    assert [edits_of(so_far, u) for u in so_far.units_of("ft-m")] == [[0, 1], [0, 1, 2, 3], [0, 1, 2, 3, 4]]
+
+
+def test_one_edit_per_step_is_the_sequential_protocol_as_before():
+    seq = {**STUDY, "protocol": {"kind": "sequential", "guard": "off"}}
+    units = build_plan(parse_config(seq)).units_of("ft-m")
+    assert [u.edits for u in units] == [(i,) for i in range(5)] and all(u.general for u in units)
+    dumped = json.dumps(parse_config(seq).model_dump(mode="json"))
+    assert parse_config(seq).config_hash() == parse_config(json.loads(dumped)).config_hash()
+    assert parse_config({**seq, "protocol": {**seq["protocol"], "score_on": "so_far"}}).config_hash() \
+        != parse_config(seq).config_hash()  # set: part of what was asked
+
+
+@pytest.mark.parametrize("protocol, word", [
+    ({"kind": "single", "batch_size": 2}, "batch_size applies"),
+    ({"kind": "batch", "score_on": "batch"}, "score_on and general_every apply"),
+    ({"kind": "sequential", "score_on": "later"}, "score_on"),
+    ({"kind": "sequential", "general_every": 0}, "general_every"),
+])
+def test_bad_lifelong_settings_are_refused_naming_the_field(protocol, word):
+    with pytest.raises(ConfigError, match=word):
+        parse_config({**STUDY, "protocol": protocol})
+
+
+def test_both_readouts_of_a_stored_chain_are_labelled_and_cover_every_edit(tmp_path):
+    out = run_study(parse_config(STUDY), tmp_path / "run", progress=False)
+    res = load_results(out)
+    df = res.frame.df
+    after = readout_index(res, "ft-m", "after-batch")
+    pairs = set(zip(df.loc[after, "unit"], df.loc[after, "edit_index"].astype(int)))
+    assert {e for _, e in pairs} == set(range(5))  # every edit, right after its own step
+    assert all((u, e) in {("step-0001", 0), ("step-0001", 1), ("step-0002", 2), ("step-0002", 3),
+                          ("step-0003", 4)} for u, e in pairs)
+    final = readout_index(res, "ft-m", "after-all")
+    assert set(df.loc[final, "unit"]) == {"step-0003"} and set(df.loc[final, "edit_index"].astype(int)) == set(range(5))
+    now, later = readout_cell(res, "ft-m", "after-batch", "target"), readout_cell(res, "ft-m", "after-all", "target")
+    assert now is not None and later is not None and now.n == later.n == 5
+    t = lifelong_table(res)
+    assert t is not None and t.rows[0][0][0] == "ft-m"
+    assert "efficacy: right after its batch" in t.header and "specificity: after all edits" in t.header
+    with pytest.raises(ValueError, match="readout"):
+        readout_index(res, "ft-m", "sometime")
