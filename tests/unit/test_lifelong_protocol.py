@@ -73,3 +73,10 @@ def test_both_readouts_of_a_stored_chain_are_labelled_and_cover_every_edit(tmp_p
     assert "efficacy: right after its batch" in t.header and "specificity: after all edits" in t.header
     with pytest.raises(ValueError, match="readout"):
         readout_index(res, "ft-m", "sometime")
+
+
+def test_an_unquoted_yaml_off_is_the_guard_off():
+    import yaml
+
+    cfg = parse_config({**STUDY, "protocol": yaml.safe_load("{kind: sequential, guard: off}")})
+    assert cfg.protocol.guard == "off"

@@ -315,6 +315,11 @@ class ProtocolSpec(_Strict):
     guard_corpus: str = Field("me_ppl_50", description="corpus the sequential guard tracks")
     guard_every: int = Field(1, ge=1, description="sequential: check the guard every this many edits")
 
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML 1.1 reads an unquoted `off` as false
+
     @model_validator(mode="after")
     def _consistent(self):
         if self.kind != "sequential" and self.eval_when != "each":
