@@ -22,6 +22,7 @@ from editscope.methods.locate import (
     ResidualBatch,
     ResidualProblem,
     alphaedit_update,
+    emmet_update,
     context_templates,
     key_positions,
     keys,
@@ -142,6 +143,22 @@ def test_memit_with_one_edit_on_one_layer_is_romes_closed_form_up_to_regularisat
     assert torch.allclose(tiny, rome, atol=1e-3 * float(rome.abs().max()))
 
 
+def test_emmet_writes_every_edit_of_a_batch_exactly_and_one_edit_is_rome():
+    """EMMET's equality constraints: dW k_i = r_i for each key of the batch (lambda_e -> 0); with one
+    edit it is ROME's closed form; lambda_e shrinks the update as K^T C^-1 K / (K^T C^-1 K + lambda_e)."""
+    g = torch.Generator().manual_seed(4)
+    c = _random_psd(16, 40)
+    k, r = torch.randn(5, 16, generator=g), torch.randn(5, 8, generator=g)
+    dw = emmet_update(c, k, r, 1e-9)
+    assert torch.allclose(dw @ k.T, r.T, atol=1e-4)
+    rome, _ = rome_update(torch.zeros(8, 16), c, k[0], r[0])
+    assert torch.allclose(emmet_update(c, k[:1], r[:1], 1e-9), rome, atol=1e-4)
+    q = float(k[0].double() @ torch.linalg.solve(c.double(), k[0].double()))
+    assert torch.allclose(emmet_update(c, k[:1], r[:1], 0.5), rome * q / (q + 0.5), atol=1e-4, rtol=1e-3)
+    # the covariance's scale cancels; an update-norm term does not
+    assert torch.allclose(emmet_update(c, k, r, 1e-9, update_weight=7.0), dw, atol=1e-4)
+
+
 def test_alphaedit_delta_annihilates_the_preserved_keys():
     g = torch.Generator().manual_seed(3)
     # preserved keys live in a 10-dimensional subspace of 32
@@ -170,7 +187,7 @@ def test_rome_edits_one_matrix_by_rank_one_and_undo_restores():
     assert m.fingerprint() == fp
 
 
-@pytest.mark.parametrize("method", ["memit", "alphaedit"])
+@pytest.mark.parametrize("method", ["memit", "alphaedit", "emmet"])
 def test_spread_methods_touch_their_layer_range_and_lower_the_target_loss(method):
     m = tiny_model("llama", num_hidden_layers=4)
     fp = m.fingerprint()

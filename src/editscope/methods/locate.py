@@ -474,6 +474,19 @@ def memit_update(c: torch.Tensor, k: torch.Tensor, r: torch.Tensor, mom2_weight:
     return (r.float().T @ x.float().T), ridge
 
 
+def emmet_update(c: torch.Tensor, k: torch.Tensor, r: torch.Tensor, emmet_lambda: float,
+                 update_weight: float = 1.0, norm_lambda: float = 0.0) -> torch.Tensor:
+    """EMMET's equality-constrained batch update (Gupta et al., 2024), as in its released code:
+    ``dW = R (K^T C^-1 K + lambda_e I)^-1 K^T C^-1`` with ``C = update_weight * E[k k^T] +
+    norm_lambda * I``, keys ``k`` ``[n, in]``, residuals ``r`` ``[n, out]``; ``dW`` ``[out, in]``.
+    With ``lambda_e -> 0``, ``dW k_i = r_i`` exactly (ROME's constraint for every edit of a batch)."""
+    cc = update_weight * c.double() + norm_lambda * torch.eye(c.shape[0], dtype=torch.float64)
+    ci_k = torch.linalg.solve(cc, k.T.double())  # C^-1 K, [in, n]
+    d = k.double() @ ci_k + emmet_lambda * torch.eye(k.shape[0], dtype=torch.float64)
+    x = torch.linalg.solve(d, ci_k.T)  # D^-1 K^T C^-1 (C symmetric), [n, in]
+    return (r.double().T @ x).float()
+
+
 def nullspace_projector(c: torch.Tensor, rel_threshold: float) -> tuple[torch.Tensor, int]:
     """AlphaEdit's ``P = U0 U0^T`` over the eigenvectors of ``C`` whose eigenvalue is below
     ``rel_threshold`` x the largest one: updates through ``P`` leave the preserved keys' outputs
@@ -612,7 +625,9 @@ class _Locate(EditMethod):
 @register_method
 class ROME(_Locate):
     name = "rome"
-    summary = "rank-one update of one block's MLP out-projection (Meng et al., 2022)"
+    summary = ("rank-one update of one block's MLP out-projection (Meng et al., 2022), in the homogeneous r-ROME form "
+               "(Gupta et al., 2024: the new value inserted at the averaged key); preset rome-paper is the released "
+               "code's asymmetric form (inserted at the bare prompt's key)")
     Hparams = ROMEHparams
     one_at_a_time = True
 
@@ -708,6 +723,35 @@ class MEMIT(_Spread):
         return dw, {"ridge": ridge, "mom2_weight": lam}
 
 
+class EMMETHparams(LocateHparams):
+    """EMMET's settings in EasyEdit's configs (hparams/EMMET/*.yaml at 11e11e7): MEMIT's layer range,
+    emmet_lambda 0.1, mom2_update_weight 1, update_norm_lambda 0."""
+
+    layers: list[int] | None = Field(None, min_length=1, description="blocks to spread the edit over; default as MEMIT")
+    emmet_lambda: PositiveFloat = Field(0.1, description="ridge on K^T C^-1 K (conditions the equality constraints)")
+    mom2_update_weight: PositiveFloat = Field(1.0, description="scale of the key covariance C")
+    update_norm_lambda: float = Field(0.0, ge=0, description="added to C's diagonal (an update-norm penalty)")
+
+    @field_validator("layers")
+    @classmethod
+    def _sorted(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("layers must not repeat")
+        return sorted(v) if v is not None else v
+
+
+@register_method
+class EMMET(_Spread):
+    name = "emmet"
+    summary = ("batched ROME: every edit of a batch written exactly (equality constraints), preserved keys by the "
+               "covariance, spread like MEMIT (Gupta et al., 2024)")
+    Hparams = EMMETHparams
+
+    def solve(self, model, layer, c, k, r, hp):
+        dw = emmet_update(c, k, r, hp.emmet_lambda, hp.mom2_update_weight, hp.update_norm_lambda)
+        return dw, {"emmet_lambda": hp.emmet_lambda}
+
+
 class AlphaEditHparams(MEMITHparams):
     nullspace_threshold: PositiveFloat = Field(1e-2, lt=1, description="eigenvalues of C below this fraction of "
                                                "the largest span the null space updates are confined to")
@@ -751,6 +795,6 @@ class AlphaEdit(_Spread):
             store[layer] = [(h, k) for h, k in store[layer] if h != id(handle)]
 
 
-__all__ = ["ROME", "MEMIT", "AlphaEdit", "context_templates", "keys", "target_residuals", "ResidualProblem",
+__all__ = ["ROME", "MEMIT", "EMMET", "AlphaEdit", "emmet_update", "context_templates", "keys", "target_residuals", "ResidualProblem",
            "ResidualBatch", "optimise_residual", "optimise_residuals", "prepare_residuals", "take_prepared", "rome_update",
            "memit_update", "alphaedit_update", "nullspace_projector", "residual_at"]
