@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong tracing test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -82,6 +82,9 @@ mquake: $(STAMP)
 # Teacher-forced token accuracy against generated exact match on 200 CounterFact records.
 lifelong: $(STAMP)
 	$(VENV)/bin/editscope run examples/alphaedit_protocol.yaml --out runs/alphaedit-protocol --resume
+
+stream: $(STAMP)
+	$(VENV)/bin/editscope run examples/lifelong_stream.yaml --out runs/lifelong-stream --resume
 
 protocols: $(STAMP)
 	$(VENV)/bin/editscope run examples/counterfact_protocols.yaml --out runs/counterfact-protocols --resume

@@ -30,6 +30,8 @@ def test_a_batched_chain_lays_out_steps_and_scores_each_on_its_own_edits():
     edits_of = lambda p, u: sorted({i for i, _ in p.eval_sets(u).values() if i is not None})  # noqa: E731
     assert edits_of(plan, units[0]) == [0, 1] and edits_of(plan, units[1]) == [2, 3]
     assert edits_of(plan, units[2]) == [0, 1, 2, 3, 4]  # after all edits
+    tracked = build_plan(parse_config({**STUDY, "protocol": {**STUDY["protocol"], "track_first": 1}}))
+    assert [edits_of(tracked, u) for u in tracked.units_of("ft-m")] == [[0, 1], [0, 2, 3], [0, 1, 2, 3, 4]]
     so_far = build_plan(parse_config({**STUDY, "protocol": {**STUDY["protocol"], "score_on": "so_far"}}))
     assert [edits_of(so_far, u) for u in so_far.units_of("ft-m")] == [[0, 1], [0, 1, 2, 3], [0, 1, 2, 3, 4]]
 
@@ -46,7 +48,8 @@ def test_one_edit_per_step_is_the_sequential_protocol_as_before():
 
 @pytest.mark.parametrize("protocol, word", [
     ({"kind": "single", "batch_size": 2}, "batch_size applies"),
-    ({"kind": "batch", "score_on": "batch"}, "score_on and general_every apply"),
+    ({"kind": "batch", "score_on": "batch"}, "score_on, general_every and track_first apply"),
+    ({"kind": "single", "track_first": 3}, "track_first apply"),
     ({"kind": "sequential", "score_on": "later"}, "score_on"),
     ({"kind": "sequential", "general_every": 0}, "general_every"),
 ])
@@ -73,6 +76,14 @@ def test_both_readouts_of_a_stored_chain_are_labelled_and_cover_every_edit(tmp_p
     assert "efficacy: right after its batch" in t.header and "specificity: after all edits" in t.header
     with pytest.raises(ValueError, match="readout"):
         readout_index(res, "ft-m", "sometime")
+    # per-tensor weight norms along the chain, with the base's (norm growth tracks collapse)
+    from editscope.runner import ResultsStore
+
+    s = ResultsStore(out / "results.sqlite")
+    norms = [(r["value"], r["detail"]) for r in s.scalars() if r["name"] == "weight_norm:fro"]
+    s.close()
+    assert len(norms) == 3 and all(set(d["now"]) == set(d["base"]) for _, d in norms)
+    assert all(d["now"] != d["base"] for _, d in norms)
 
 
 def test_an_unquoted_yaml_off_is_the_guard_off():

@@ -72,7 +72,7 @@ RUNNER_SET_HPARAMS = ("match", "match_hparams", "match_seed", "match_strength", 
 
 #: keys added to a section's entries after studies were stored; left out of the config hash while unset
 LATER_KEYS = {"methods": ("strength",), "edits": ("generate",), "probes": ("answer_rule",),
-              "controls": ("own_probes",), "protocol": ("score_on", "general_every")}
+              "controls": ("own_probes",), "protocol": ("score_on", "general_every", "track_first")}
 #: top-level keys that change only how a stored run is reported (not part of the config hash)
 REPORT_ONLY = ("criterion", "equivalence_margin")
 
@@ -304,6 +304,8 @@ class ProtocolSpec(_Strict):
         None, description="sequential: 'so_far' (default) scores every edit applied so far at each evaluated step; "
                           "'batch' scores each step's own edits right after it and every edit after the last step "
                           "(the AlphaEdit protocol's two readouts)")
+    track_first: int | None = Field(None, ge=1, description="sequential: also score the first n edits at every "
+                                                             "evaluated step (their retention over the chain)")
     general_every: int | None = Field(None, ge=1, description="sequential: perplexity, fluency and downstream tasks "
                                                                "every this many steps and after the last (default: at "
                                                                "every evaluated step)")
@@ -326,8 +328,8 @@ class ProtocolSpec(_Strict):
             raise ValueError(f"eval_when={self.eval_when!r} applies to kind='sequential' only")
         if self.kind == "single" and self.batch_size is not None:
             raise ValueError("batch_size applies to kind='batch' or 'sequential' only")
-        if self.kind != "sequential" and (self.score_on is not None or self.general_every is not None):
-            raise ValueError("score_on and general_every apply to kind='sequential' only")
+        if self.kind != "sequential" and (self.score_on, self.general_every, self.track_first) != (None, None, None):
+            raise ValueError("score_on, general_every and track_first apply to kind='sequential' only")
         return self
 
 

@@ -74,11 +74,13 @@ class Plan:
     def eval_sets(self, unit: UnitPlan) -> dict[str, tuple[int | None, ProbeSet]]:
         """Probe sets a unit evaluates: name -> (edit index or None, probes). Sequential units see
         every edit applied so far (retention of earlier edits); with ``score_on: batch`` only their
-        own edits, but the last step sees every edit."""
+        own edits (and the chain's first ``track_first``), but the last step sees every edit."""
         proto = self.config.protocol
         scope: Sequence[int] = unit.edits
         if proto.kind == "sequential" and (proto.score_on != "batch" or unit.edits[-1] == len(self.edits) - 1):
             scope = range(unit.edits[-1] + 1)
+        elif proto.kind == "sequential" and proto.track_first:  # retention of the chain's first edits
+            scope = sorted(set(range(min(proto.track_first, unit.edits[-1] + 1))) | set(unit.edits))
         out: dict[str, tuple[int | None, ProbeSet]] = {}
         for i in scope:
             for name, ps in self.edits[i].probe_sets.items():

@@ -207,7 +207,8 @@ class Runner:
                  ) -> dict[str, tuple[float | None, dict[str, Any]]]:
         """The unit's weight-change scalars (``delta:*``, :mod:`editscope.metrics.weight_change`) of
         its edits together; with ``base`` (sequential) also ``cumulative:fro``, the distance of
-        the tensors this step touched from the base weights. Nothing for interventions."""
+        the tensors this step touched from the base weights, and ``weight_norm:fro``, their norms
+        now (per tensor, with the base's: norm growth tracks collapse). Nothing for interventions."""
         if not handles or any(h.kind != "weights" for h in handles):
             return {}
         # several stacked edits (a one-at-a-time method given a case's requests) may touch the same
@@ -223,6 +224,9 @@ class Runner:
             now = dict(self.model.hf.named_parameters())
             per = {n: float((now[n].detach() - base[n]).double().norm()) for n in delta if n in base}
             out["cumulative:fro"] = (sum(v ** 2 for v in per.values()) ** 0.5, per)
+            norms = {n: float(now[n].detach().double().norm()) for n in delta if n in base}
+            out["weight_norm:fro"] = (sum(v ** 2 for v in norms.values()) ** 0.5,
+                                      {"now": norms, "base": {n: float(base[n].double().norm()) for n in norms}})
         return out
 
     def _digests_with(self, handles: list) -> dict[str, str]:
