@@ -266,19 +266,17 @@ class StateMemo:
     """Per-probe outputs of one edited model state, shared by the probe sets evaluated on it.
 
     Several probe sets of a unit can hold the same probe (an unrelated edit's own neighbourhood on
-    the study grid repeats the grid): :func:`evaluate` with a memo scores such a probe once per
-    state. Entries are keyed by the token ids of prompt, target and alternative, the greedy length
-    and whether the target is scored; the memo empties itself when the state (weights and
-    interventions, :meth:`Model.state_key`) changes.
+    the study grid repeats the grid; every edit's arithmetic suite holds the whole grid): :func:`evaluate`
+    with a memo scores such a probe once per state, and computes its base outputs once. Entries
+    are keyed by the token ids of prompt, target and alternative, the greedy length and whether
+    the target is scored, per state (weights and interventions, :meth:`Model.state_key`).
     """
 
-    state: str | None = None
-    outcomes: dict[tuple, _Outcome] = field(default_factory=dict)
+    by_state: dict[str, dict[tuple, Any]] = field(default_factory=dict)
 
-    def for_state(self, state: str) -> dict[tuple, _Outcome]:
-        if state != self.state:
-            self.state, self.outcomes = state, {}
-        return self.outcomes
+    def for_state(self, state: str) -> dict[tuple, Any]:
+        """The entries of one state (``"base/..."``: base outputs per probe; else :class:`_Outcome`)."""
+        return self.by_state.setdefault(state, {})
 
 
 def _encode(model: Model, probes: Sequence[Probe], watch: str | None, scored: list[bool]) -> _Passes:
@@ -331,16 +329,28 @@ def _score_all(model: Model, passes: _Passes, greedy_ids: Sequence[tuple[int, ..
 def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | None = None,
                          top_k: int = DEFAULT_TOP_K, fingerprint: str | None = None, *,
                          score_targets: str | Collection[str] = "auto",
-                         passes: _Passes | None = None, capture: LayerCache | None = None) -> BaseOutputs:
+                         passes: _Passes | None = None, capture: LayerCache | None = None,
+                         memo: dict[tuple, Any] | None = None) -> BaseOutputs:
     """Run the (unedited) model over the probes: the reference every edited state is compared to.
 
     ``passes``: the probes already encoded by :func:`_encode`. ``capture``: also keep the hidden
     states entering ``capture.layer``, over the same pairs an edited pass scores, in the same
-    single scoring pass.
+    single scoring pass. ``memo``: per-probe base outputs of the probes computed before on this
+    base (:class:`StateMemo`); only the others are run (not with ``capture``, which needs them all).
     """
     scored = scored_mask(probes, score_targets) if passes is None else passes.scored
     passes = _encode(model, probes, watch, scored) if passes is None else passes
     n = len(probes)
+    if memo is not None and capture is None:
+        keys = [passes.key(i) for i in range(n)]
+        todo = [i for i in range(n) if keys[i] not in memo]
+        if todo:
+            sub = compute_base_outputs(model, [probes[i] for i in todo], watch, top_k, fingerprint,
+                                       passes=passes.subset(todo))
+            for j, i in enumerate(todo):
+                memo[keys[i]] = _base_part(sub, j)
+        return _base_of_parts([memo[k] for k in keys], fingerprint or model.fingerprint(),
+                              probes_hash(probes, watch, top_k), top_k)
     gens = greedy_by_length(model, [p.prompt for p in probes], passes.lengths, list(range(n)))
     greedy_ids = [gens[i].token_ids for i in range(n)]
     sc = _score_all(model, passes, greedy_ids, first_top_k=top_k, capture=capture)
@@ -353,6 +363,22 @@ def compute_base_outputs(model: Model, probes: Sequence[Probe], watch: str | Non
         top_logprobs=torch.tensor([s.first_top_logprobs for s in sc.checks], dtype=torch.float32).reshape(n, top_k),
         target_argmax=sc.target_argmax,
     )
+
+
+def _base_part(b: BaseOutputs, i: int) -> tuple:
+    """Probe ``i``'s base outputs (what :func:`_base_of_parts` reassembles)."""
+    return (b.logprob[i], b.alt_logprob[i], b.top1[i], b.greedy_ids[i], b.greedy_text[i], b.top_ids[i],
+            b.top_logprobs[i], b.target_argmax[i] if b.target_argmax is not None else None)
+
+
+def _base_of_parts(parts: list[tuple], fingerprint: str, phash: str, top_k: int) -> BaseOutputs:
+    n = len(parts)
+    return BaseOutputs(
+        fingerprint=fingerprint, probes_hash=phash, logprob=[p[0] for p in parts], alt_logprob=[p[1] for p in parts],
+        top1=[p[2] for p in parts], greedy_ids=[p[3] for p in parts], greedy_text=[p[4] for p in parts],
+        top_ids=torch.stack([p[5] for p in parts]).reshape(n, top_k) if n else torch.zeros(0, top_k, dtype=torch.int64),
+        top_logprobs=torch.stack([p[6] for p in parts]).reshape(n, top_k) if n else torch.zeros(0, top_k),
+        target_argmax=[p[7] for p in parts])
 
 
 @dataclass
@@ -557,7 +583,8 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         union = [a or (base is not None and b) for a, b in zip(scored, base.scored if base else scored)]
         base_passes = passes if union == scored else _encode(model, probes, watch, union)
         base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp, passes=base_passes,
-                                    capture=capture if base_passes is passes else None)
+                                    capture=capture if base_passes is passes else None,
+                                    memo=memo.for_state(f"base/{base_fp}/{top_k}") if memo is not None else None)
         if use_cache:
             _save_base(path, base)
         if base_passes is not passes and capture is not None:

@@ -371,3 +371,34 @@ def test_a_memo_scores_a_probe_shared_by_two_sets_once(monkeypatch):
     perturb(m, seed=1)  # a new state empties the memo
     evaluate(m, other, watch="5", memo=memo)
     assert scored[-1] == len(other)
+
+
+def test_a_memo_computes_base_outputs_of_a_shared_probe_once(monkeypatch, tmp_path):
+    """On the base model the second set runs only its new probes; its base outputs (what every
+    edited state is compared with, and what is cached) equal those computed without a memo."""
+    import editscope.evaluation as ev
+
+    m = tiny_model("llama")
+    other = es.ProbeSet([es.Probe("3+3=", "6", "control-near", meta={"target_new": "5"}),
+                         es.Probe("Water is made of", "hydrogen", "control-far"),
+                         es.Probe("7+1=", "8", "control-target")], name="own")
+    plain = [evaluate(m, ps, watch="5", use_cache=False).rows for ps in (PROBES, other)]
+    run: list[int] = []
+    real = ev.greedy_by_length
+
+    def counting(model, prompts, lengths, idx):
+        run.append(len(idx))
+        return real(model, prompts, lengths, idx)
+
+    monkeypatch.setattr(ev, "greedy_by_length", counting)
+    memo = ev.StateMemo()
+    with_memo = [evaluate(m, ps, watch="5", memo=memo).rows for ps in (PROBES, other)]
+    assert run == [len(PROBES), 1]  # only "7+1=" is new in the second set
+    for a, b in zip(plain, with_memo):
+        for x, y in zip(a, b):
+            for k in x:
+                assert x[k] == (pytest.approx(y[k], abs=1e-5) if isinstance(x[k], float) else y[k]), k
+    # the cached base outputs of the second set are whole: an edited state compares against them
+    perturb(m)
+    edited = evaluate(m, other, watch="5")
+    assert [r["base_greedy"] for r in edited.rows] == [r["base_greedy"] for r in plain[1]]
