@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream tracing test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -85,6 +85,9 @@ lifelong: $(STAMP)
 
 stream: $(STAMP)
 	$(VENV)/bin/editscope run examples/lifelong_stream.yaml --out runs/lifelong-stream --resume
+
+competent: $(STAMP)
+	$(VENV)/bin/editscope run examples/two_plus_two_competent.yaml --out runs/two-plus-two-competent --resume
 
 protocols: $(STAMP)
 	$(VENV)/bin/editscope run examples/counterfact_protocols.yaml --out runs/counterfact-protocols --resume
