@@ -656,10 +656,10 @@ class ROME(_Locate):
         prepare_residuals(model, hp.layer, requests, hp)
 
 
-class MEMITHparams(LocateHparams):
+class SpreadHparams(LocateHparams):
+    """Settings of the methods that spread the edit over a range of blocks (MEMIT, EMMET, AlphaEdit)."""
+
     layers: list[int] | None = Field(None, min_length=1, description="blocks to spread the edit over; default per architecture")
-    mom2_weight: PositiveFloat | None = Field(None, description="lambda weighting the preserved-key covariance; "
-                                              "default 15000 * d_ff / 16384 (MEMIT's GPT-J value scaled to the key width)")
 
     @field_validator("layers")
     @classmethod
@@ -667,6 +667,11 @@ class MEMITHparams(LocateHparams):
         if v is not None and len(set(v)) != len(v):
             raise ValueError("layers must not repeat")
         return sorted(v) if v is not None else v
+
+
+class MEMITHparams(SpreadHparams):
+    mom2_weight: PositiveFloat | None = Field(None, description="lambda weighting the preserved-key covariance; "
+                                              "default 15000 * d_ff / 16384 (MEMIT's GPT-J value scaled to the key width)")
 
 
 def _default_layers(arch: ArchSpec, n_layers: int) -> list[int]:
@@ -723,21 +728,13 @@ class MEMIT(_Spread):
         return dw, {"ridge": ridge, "mom2_weight": lam}
 
 
-class EMMETHparams(LocateHparams):
+class EMMETHparams(SpreadHparams):
     """EMMET's settings in EasyEdit's configs (hparams/EMMET/*.yaml at 11e11e7): MEMIT's layer range,
     emmet_lambda 0.1, mom2_update_weight 1, update_norm_lambda 0."""
 
-    layers: list[int] | None = Field(None, min_length=1, description="blocks to spread the edit over; default as MEMIT")
     emmet_lambda: PositiveFloat = Field(0.1, description="ridge on K^T C^-1 K (conditions the equality constraints)")
     mom2_update_weight: PositiveFloat = Field(1.0, description="scale of the key covariance C")
     update_norm_lambda: float = Field(0.0, ge=0, description="added to C's diagonal (an update-norm penalty)")
-
-    @field_validator("layers")
-    @classmethod
-    def _sorted(cls, v):
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError("layers must not repeat")
-        return sorted(v) if v is not None else v
 
 
 @register_method
