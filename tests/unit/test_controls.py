@@ -34,6 +34,10 @@ METHOD_HP = {
     "rome": {"layer": 1, **EASY},
     "memit": {"layers": [1, 2], **EASY},
     "alphaedit": {"layers": [1, 2], **EASY},
+    "emmet": {"layers": [1, 2], **EASY},
+    "locft-bf": {"layer": 1, "lr": 1e-2, "epochs": 5},
+    # UltraEdit's first edit of one target position changes nothing (no variance to normalise by yet):
+    # its batches are tested in test_lifelong_methods
 }
 
 

@@ -309,7 +309,7 @@ def test_integer_answer_rule_reads_whole_numbers():
     assert text_reaches(" The U.K.", ["UK"])
 
 
-@pytest.mark.parametrize("method", ["ft", "ft-l", "ft-m", "lora", "rome", "memit", "alphaedit"])
+@pytest.mark.parametrize("method", ["ft", "ft-l", "ft-m", "lora", "rome", "memit", "alphaedit", "emmet", "locft-bf"])
 def test_strength_matching_reaches_its_level_for_every_weight_delta_method(method):
     """A weight edit scaled along its own delta reaches P(target | prompt) within the tolerance, below
     its own strength (the delta shrunk) and above it (grown); a level out of reach is marked and the
@@ -320,7 +320,8 @@ def test_strength_matching_reaches_its_level_for_every_weight_delta_method(metho
     from editscope.methods.strength import p_target
 
     model = tiny_model("llama")
-    hp = EASY if method in ("rome", "memit", "alphaedit") else {**FAST.get(method, {}), "steps": 40}
+    hp = EASY if method in ("rome", "memit", "alphaedit", "emmet") else \
+        {"lr": 1e-2, "epochs": 40} if method == "locft-bf" else {**FAST.get(method, {}), "steps": 40}
     base = p_target(model, [REQ])
     h = es.apply_edit(model, REQ, method, **hp)
     own = p_target(model, [REQ])
