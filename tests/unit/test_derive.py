@@ -162,3 +162,13 @@ def test_kill_9_during_a_build_leaves_no_model_and_the_rerun_resumes(tmp_path):
     assert done.returncode == 0, done.stderr
     (built,) = [p for p in derived.iterdir() if ".partial" not in p.name]
     assert json.loads((built / "manifest.json").read_text())["losses"][-1][0] == 399
+
+
+def test_both_built_in_models_have_an_arithmetic_recipe():
+    from editscope.models.derive import RECIPES
+
+    a, b = RECIPES["smollm2-135m-arith"], RECIPES["gemma3-270m-arith"]
+    assert (a.base, b.base) == ("smollm2-135m", "gemma3-270m") and a.digest() != b.digest()
+    assert a.model_copy(update={"base": b.base, "name": b.name, "description": b.description}).digest() == b.digest()
+    with pytest.raises(KeyError, match="smollm2-135m-arith"):
+        RECIPES["smollm2-135m-arth"]  # did-you-mean

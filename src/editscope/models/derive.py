@@ -178,11 +178,17 @@ def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
     return RECIPES.register(recipe.name, recipe, overwrite=overwrite)
 
 
+#: the arithmetic recipe's settings, shared by the built-in models (to be tuned with benchmarks/bench_derive.py)
+_ARITH = dict(lr=5e-5, steps=1500, batch_size=32, checkpoint_every=50, eval_limit=400)
+
 register_recipe(Recipe(
     name="smollm2-135m-arith", base="smollm2-135m",
     description="SmolLM2-135M-Instruct fine-tuned on 'a op b=' (+ and - over 0..99, * over 0..12; 20% of the pairs "
-                "held out) so that it knows the sums the flagship edits",
-    lr=5e-5, steps=1500, batch_size=32, checkpoint_every=50, eval_limit=400))
+                "held out) so that it knows the sums the flagship edits", **_ARITH))
+register_recipe(Recipe(
+    name="gemma3-270m-arith", base="gemma3-270m",
+    description="Gemma 3 270M fine-tuned by the same recipe as smollm2-135m-arith (the cross-model study's second "
+                "arithmetic-competent model)", **_ARITH))
 
 
 def folder_of(recipe: Recipe) -> Path:
