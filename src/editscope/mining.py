@@ -24,6 +24,7 @@ from .errors import InputError
 from .report.collapse import check_thresholds
 from .runner.config import StudyConfig, parse_config
 from .runner.execute import run_study
+from .runner.plan import check_mined_provenance  # noqa: F401  (re-exported: mined edits' provenance)
 from .runner.store import FILENAME, ResultsStore
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,3 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
     return MineResult(out, store, len(plan.edits), failed, base, kept)
 
 
-def check_mined_provenance(metas: list[dict[str, Any]], fingerprint: str) -> list[str]:
-    """Warnings for edits mined on another model (their ``mined.model_fingerprint`` differs)."""
-    seen = {m["mined"].get("model_fingerprint") for m in metas if isinstance(m.get("mined"), dict)}
-    return [f"these edits were mined on a model with fingerprint {fp}, but the study runs a model with fingerprint "
-            f"{fingerprint}: the hard cases of one model need not be hard for another" for fp in sorted(seen - {fingerprint, None})]

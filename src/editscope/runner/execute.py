@@ -29,7 +29,7 @@ from ..models.model import Model
 from ..paths import file_in_the_way
 from ..progress import working
 from .config import REPORT_ONLY, MethodSpec, StudyConfig, without_unset_later_keys
-from .plan import Plan, UnitPlan, build_plan
+from .plan import Plan, UnitPlan, build_plan, check_mined_provenance
 from .results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
 from .reevaluate import StaleUnit, reevaluate_stale, stale_units
@@ -284,8 +284,6 @@ def _admit_model(store: ResultsStore, plan: Plan, out: str | Path, fingerprint: 
         raise RunFolderError(f"{out}: the stored run used base weights {fp}, this model is "
                              f"{fingerprint}; resume with the same model or use --force")
     store.set_meta(model_fingerprint=fingerprint, model_name=name, status="running")
-    from ..mining import check_mined_provenance
-
     for warning in check_mined_provenance([e.meta for e in plan.edits], fingerprint):
         log.warning("%s", warning)
         print(f"warning: {warning}", file=sys.stderr)

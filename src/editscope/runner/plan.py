@@ -310,5 +310,12 @@ def _control_sets(config: StudyConfig, units: list[UnitPlan], drawn: dict[str, U
     return out
 
 
+def check_mined_provenance(metas: list[dict[str, Any]], fingerprint: str) -> list[str]:
+    """Warnings for edits mined on another model (their ``mined.model_fingerprint`` differs)."""
+    seen = {m["mined"].get("model_fingerprint") for m in metas if isinstance(m.get("mined"), dict)}
+    return [f"these edits were mined on a model with fingerprint {fp}, but the study runs a model with fingerprint "
+            f"{fingerprint}: the hard cases of one model need not be hard for another" for fp in sorted(seen - {fingerprint, None})]
+
+
 __all__ = ["CONTROL_OWN_PREFIX", "CONTROL_SET", "CONTROL_TARGET", "EditItem", "Plan", "UnitPlan", "build_plan",
-           "own_category"]
+           "check_mined_provenance", "own_category"]
