@@ -38,8 +38,6 @@ from .hooks import _hidden_from
 if TYPE_CHECKING:
     from .models.model import Model
 
-_INSTALLED = "interventions"  # model.meta key: site -> Intervention, in installation order
-_HOOKS = "intervention_hooks"  # model.meta key: site -> torch hook handle
 
 
 class InterventionError(InputError, ValueError):
@@ -165,7 +163,7 @@ def intervention_from_state(type_name: str, config: dict[str, Any], tensors: dic
 
 def installed(model: Model) -> dict[str, Intervention]:
     """The interventions installed on ``model``: site -> intervention, in installation order."""
-    return model.meta.setdefault(_INSTALLED, {})
+    return model.interventions  # type: ignore[return-value]
 
 
 def _hook_for(iv: ModuleIntervention):
@@ -187,7 +185,7 @@ def install(model: Model, iv: Intervention) -> None:
     iv.bind(model)
     if isinstance(iv, ModuleIntervention):
         module = model.module(iv.role, iv.layer)
-        model.meta.setdefault(_HOOKS, {})[iv.site] = module.register_forward_hook(_hook_for(iv), with_kwargs=True)
+        model.intervention_hooks[iv.site] = module.register_forward_hook(_hook_for(iv), with_kwargs=True)
     live[iv.site] = iv
 
 
@@ -196,7 +194,7 @@ def remove(model: Model, site: str) -> Intervention:
     live = installed(model)
     if site not in live:
         raise InterventionError(f"no intervention is installed at {site!r}")
-    hook = model.meta.get(_HOOKS, {}).pop(site, None)
+    hook = model.intervention_hooks.pop(site, None)
     if hook is not None:
         hook.remove()
     return live.pop(site)
@@ -220,7 +218,7 @@ def remove_all(model: Model) -> None:
 
 def identities(model: Model) -> dict[str, str]:
     """site -> :meth:`Intervention.identity` of each installed intervention."""
-    return {site: iv.identity() for site, iv in installed(model).items()}
+    return model.intervention_identities()
 
 
 def transform_prompt(model: Model, prompt: str) -> str:
@@ -237,8 +235,7 @@ def has_input_interventions(model: Model) -> bool:
 
 def first_intervened_layer(model: Model) -> int | None:
     """Lowest block an installed intervention can change (0 for input interventions), or None."""
-    layers = [iv.first_layer(model) for iv in installed(model).values()]
-    return min(layers) if layers else None
+    return model.first_intervened_layer()
 
 
 __all__ = ["INTERVENTION_TYPES", "InputIntervention", "Intervention", "InterventionError", "ModuleIntervention",

@@ -9,7 +9,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -106,20 +106,24 @@ class StateWatch:
 
     @classmethod
     def take(cls, model: Model) -> StateWatch:
-        from ..interventions import identities
-
         live = model.hf.state_dict(keep_vars=True)
-        return cls({n: t._version for n, t in live.items()}, tensor_digests(model.hf), identities(model))
+        return cls({n: t._version for n, t in live.items()}, tensor_digests(model.hf), model.intervention_identities())
 
     def holds(self, model: Model) -> bool:
         """True iff every tensor is bit-identical to when the watch was taken and the same
         interventions are installed."""
-        from ..interventions import identities
-
         live = model.hf.state_dict(keep_vars=True)
-        if live.keys() != self.versions.keys() or identities(model) != self.interventions:
+        if live.keys() != self.versions.keys() or model.intervention_identities() != self.interventions:
             return False
         return all(t._version == self.versions[n] or tensor_digest(t) == self.digests[n] for n, t in live.items())
+
+
+class InstalledIntervention(Protocol):
+    """What the model needs of an installed intervention (:mod:`editscope.interventions`)."""
+
+    def identity(self) -> str: ...
+
+    def first_layer(self, model: Model) -> int: ...
 
 
 @dataclass
@@ -131,6 +135,8 @@ class Model:
         tokenizer: its fast tokenizer (offset mappings are required by scoring).
         arch: where its parts live (:class:`ArchSpec`).
         name: the name it was loaded by.
+        interventions: site -> installed intervention, in installation order (written only by
+            :mod:`editscope.interventions`); ``intervention_hooks``: their torch hook handles.
     """
 
     hf: nn.Module
@@ -138,6 +144,17 @@ class Model:
     arch: ArchSpec
     name: str
     meta: dict[str, Any] = field(default_factory=dict)
+    interventions: dict[str, InstalledIntervention] = field(default_factory=dict)
+    intervention_hooks: dict[str, Any] = field(default_factory=dict)
+
+    def intervention_identities(self) -> dict[str, str]:
+        """site -> identity of each installed intervention (part of :meth:`state_key`)."""
+        return {site: iv.identity() for site, iv in self.interventions.items()}
+
+    def first_intervened_layer(self) -> int | None:
+        """Lowest block an installed intervention can change (0 for input interventions), or None."""
+        layers = [iv.first_layer(self) for iv in self.interventions.values()]
+        return min(layers) if layers else None
 
     @property
     def config(self):
@@ -184,10 +201,8 @@ class Model:
         else a hash of it and the identities of the installed interventions (GRACE codebooks, IKE
         contexts, ...). Every cache of model outputs keys on it. ``digests``: the current
         :func:`tensor_digests`, if already computed."""
-        from ..interventions import identities
-
         fp = fingerprint_of(digests) if digests is not None else self.fingerprint()
-        ids = identities(self)
+        ids = self.intervention_identities()
         if not ids:
             return fp
         h = hashlib.blake2b(digest_size=16)
@@ -213,10 +228,8 @@ class Model:
 
         Blocks below it compute exactly what the base computed, so their outputs can be reused.
         """
-        from ..interventions import first_intervened_layer
-
         changed = self.changed_tensors() if changed is None else changed
-        intervened = first_intervened_layer(self)
+        intervened = self.first_intervened_layer()
         if not changed:
             return intervened
         weights = self._first_weight_layer(changed)
