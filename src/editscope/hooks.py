@@ -21,7 +21,8 @@ class StopForward(Exception):
     """Raised by :func:`stop_after` to end a forward pass once the watched module has run."""
 
 
-def _hidden_from(args: tuple, kwargs: dict) -> torch.Tensor:
+def hidden_from(args: tuple, kwargs: dict) -> torch.Tensor:
+    """A block's hidden-state input from its call arguments (first positional or ``hidden_states``)."""
     if args:
         return args[0]
     if "hidden_states" in kwargs:
@@ -52,7 +53,7 @@ def capture_input(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     seen: list[torch.Tensor] = []
 
     def hook(mod, args, kwargs):
-        seen.append(_hidden_from(args, kwargs).detach())
+        seen.append(hidden_from(args, kwargs).detach())
 
     with _hooked(module, hook, pre=True):
         yield seen
@@ -109,7 +110,7 @@ def skip_modules(modules: Sequence[nn.Module], returns_tuple: bool = False) -> I
     """
 
     def passthrough(*args, **kwargs):
-        h = _hidden_from(args, kwargs)
+        h = hidden_from(args, kwargs)
         return (h,) if returns_tuple else h
 
     saved = [m.__dict__.get("forward") for m in modules]

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from .errors import InputError
-from .hooks import _hidden_from
+from .hooks import hidden_from
 
 if TYPE_CHECKING:
     from .models.model import Model
@@ -168,7 +168,7 @@ def installed(model: Model) -> dict[str, Intervention]:
 
 def _hook_for(iv: ModuleIntervention):
     def hook(module, args, kwargs, output):
-        x = _hidden_from(args, kwargs)
+        x = hidden_from(args, kwargs)
         if isinstance(output, tuple):
             return (iv.output(x, output[0]), *output[1:])
         return iv.output(x, output)

@@ -28,7 +28,7 @@ import torch
 
 from ..models.model import Model
 from ..scoring import encode_prompts
-from .tracing import KINDS, TraceError, TraceResult, _last_probs, embedding_std, target_token, trace
+from .tracing import KINDS, TraceError, TraceResult, last_probs, embedding_std, target_token, trace
 
 META = "meta.json"
 TRACES = "traces.jsonl"
@@ -144,7 +144,7 @@ def trace_cases(model: Model, cases: Sequence[TraceCase], out: str | Path, *, li
             status, reason, result = "traced", "", None
             if known_only and c.target is not None:
                 ids = encode_prompts(model, [c.prompt])[0]
-                probs = _last_probs(model, torch.tensor([ids], device=model.device))[0]  # no states needed here
+                probs = last_probs(model, torch.tensor([ids], device=model.device))[0]  # no states needed here
                 try:
                     known = int(torch.argmax(probs)) == target_token(model, c.prompt, c.target, c.sep)
                 except TraceError:

@@ -184,14 +184,14 @@ def _clean_states(model: Model, ids: list[int]) -> tuple[dict[str, list[torch.Te
         for kind, role in ROLES.items():
             handles.append(model.module(role, layer).register_forward_hook(grab(kind, layer)))
     try:
-        probs = _last_probs(model, torch.tensor([ids], device=model.device))
+        probs = last_probs(model, torch.tensor([ids], device=model.device))
     finally:
         for h in handles:
             h.remove()
     return states, probs[0]
 
 
-def _last_probs(model: Model, input_ids: torch.Tensor, start: int = 0, kv_cache=None) -> torch.Tensor:
+def last_probs(model: Model, input_ids: torch.Tensor, start: int = 0, kv_cache=None) -> torch.Tensor:
     """Next-token probabilities ``[B, V]`` (float32) at the last position of unpadded rows.
     ``start``/``kv_cache``: the rows are the prompt's tokens from position ``start`` on, and the
     cache holds every block's keys and values of the ``start`` tokens before them."""
@@ -199,7 +199,7 @@ def _last_probs(model: Model, input_ids: torch.Tensor, start: int = 0, kv_cache=
 
 
 def _forward(model: Model, input_ids: torch.Tensor, start: int = 0, kv_cache=None, use_cache: bool = False):
-    """:func:`_last_probs` and the KV cache of the pass (None unless ``use_cache``)."""
+    """:func:`last_probs` and the KV cache of the pass (None unless ``use_cache``)."""
     b, t = input_ids.shape
     pos = torch.arange(start, start + t, device=input_ids.device).expand(b, t)
     with torch.no_grad():
@@ -310,9 +310,9 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
             if corrupted_in is not None and l0 > 0:
                 entering = corrupted_in[l0][patch.rows_noise, t0:]
                 with skip_modules(blocks[:l0], model.arch.block_returns_tuple), replace_input(blocks[l0], entering):
-                    probs = _last_probs(model, x, t0, kv)
+                    probs = last_probs(model, x, t0, kv)
             else:
-                probs = _last_probs(model, x, t0, kv)
+                probs = last_probs(model, x, t0, kv)
             for (r, s), p in zip(chunk, probs[:, target_id].cpu().numpy()):
                 out[r, s] = p
     return out

@@ -203,13 +203,13 @@ def _sanitation_record(rec: dict, index: int, retain: list, n_forget: int) -> Ed
 
 def _hub_file(source: str) -> Path:
     """``"owner/name:path/in/repo.json"``: that file of a hub dataset repository, downloaded (cached)."""
-    from .loaders import _is_offline
+    from .loaders import is_offline
 
     repo, _, filename = source.partition(":")
     if not repo.count("/") == 1 or not filename:
         raise RecordError(f"source {source!r}: give a JSON path, or a hub file as 'owner/name:path/in/repo.json' "
                           "(e.g. 'zjunlp/KnowEdit:benchmark/ZsRE/ZsRE-test-all.json')", field="source")
-    if _is_offline():
+    if is_offline():
         raise RecordError(f"source {source!r} names a hub file, but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set: "
                           "download it once with a network, or pass the path of a local copy", field="source")
     from huggingface_hub import hf_hub_download
@@ -254,12 +254,12 @@ def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int |
 
 
 def _register() -> None:
-    from .loaders import EDIT_DATASETS, _suite_factory
+    from .loaders import EDIT_DATASETS, suite_factory
     from .registry import register_suite
 
     EDIT_DATASETS.register("knowedit", load_knowedit)
     register_suite("knowedit", "KnowEdit JSON (ZsRE, WikiData_recent/counterfact, WikiBio, ConvSent, Sanitation): "
-                   "target/paraphrase/portability (typed)/near (typed)", _suite_factory(load_knowedit, "knowedit"),
+                   "target/paraphrase/portability (typed)/near (typed)", suite_factory(load_knowedit, "knowedit"),
                    needs_edit=False, overwrite=True)
 
 

@@ -266,7 +266,8 @@ class _Raw:
     error: str | None = None  # set when the line was not valid JSON
 
 
-def _is_offline() -> bool:
+def is_offline() -> bool:
+    """The Hugging Face hub is switched off (``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE``)."""
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
                for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
@@ -277,7 +278,7 @@ def _looks_like_path(s: str) -> bool:
 
 
 def _read_hub(source: str, split: str) -> list[_Raw]:
-    if _is_offline():
+    if is_offline():
         raise RuntimeError(
             f"{source!r} is not an existing file, so it was taken as a Hugging Face hub dataset id, "
             "but HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set: cannot download. Pass the path of a local "
@@ -798,7 +799,7 @@ def _no_default() -> Path:  # pragma: no cover - load_jsonl rejects source=None 
 # (``get_suite("counterfact", limit=100)``); edits come from ``load_X(...).requests()``.
 
 
-def _suite_factory(loader: Callable[..., EditDataset], name: str) -> Callable[..., ProbeSet]:
+def suite_factory(loader: Callable[..., EditDataset], name: str) -> Callable[..., ProbeSet]:
     def factory(source: str | Path | None = None, *, limit: int | None = None, offset: int = 0,
                 strict: bool = False, **kwargs: Any) -> ProbeSet:
         return loader(source, limit=limit, offset=offset, strict=strict, **kwargs).probes()
@@ -834,7 +835,7 @@ def _register_suites() -> None:
          "MQuAKE: target/paraphrase per rewrite, portability (multi-hop), portability-hop"),
         ("jsonl", load_jsonl, "plain JSONL edit or probe records (source= a .jsonl path)"),
     ):
-        register_suite(name, desc, _suite_factory(loader, name), needs_edit=False, overwrite=True)
+        register_suite(name, desc, suite_factory(loader, name), needs_edit=False, overwrite=True)
 
 
 _register_suites()

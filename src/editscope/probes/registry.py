@@ -63,7 +63,7 @@ def register_suite(
     return SUITES.register(name, info, overwrite=overwrite)
 
 
-def _lookup(name: str) -> SuiteInfo:
+def lookup_suite(name: str) -> SuiteInfo:
     try:
         return SUITES[name]
     except UnknownNameError as e:
@@ -73,12 +73,12 @@ def _lookup(name: str) -> SuiteInfo:
 def get_suite(name: str, **kwargs: Any) -> ProbeSet:
     """Build the suite ``name`` with ``kwargs`` passed to its factory
     (``get_suite("arithmetic", edit=req, n=20)``)."""
-    return _lookup(name).factory(**kwargs)
+    return lookup_suite(name).factory(**kwargs)
 
 
 def suite_info(name: str) -> SuiteInfo:
     """The :class:`SuiteInfo` of ``name`` (same errors as :func:`get_suite`)."""
-    return _lookup(name)
+    return lookup_suite(name)
 
 
 def list_suites() -> list[dict[str, Any]]:

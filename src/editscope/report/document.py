@@ -185,7 +185,7 @@ POINT_FIELDS = ("steps", "final", "collapsed_at", "doubled_at")
 def _collapse_value(res: StudyResults, args: str) -> str:
     """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
     from .collapse import collapse_lines, collapse_points, collapse_table
-    from .render import _iv
+    from .render import count_with_rate
 
     method, _, field = args.partition(":")
     sequential = res.protocol == "sequential"
@@ -213,7 +213,7 @@ def _collapse_value(res: StudyResults, args: str) -> str:
     if field == "units":
         return str(row.n)
     if field in ("collapsed", "doubled"):
-        return _iv(getattr(row, field), getattr(row, f"{field}_iv"))
+        return count_with_rate(getattr(row, field), getattr(row, f"{field}_iv"))
     value = {"median": row.median, "p90": row.p90, "max": row.maximum, "base": row.base}[field]
     return "-" if value is None else f"{value:.2f}"
 

@@ -447,7 +447,8 @@ def strength_table(res: StudyResults) -> Table | None:
                  rows)
 
 
-def _iv(count: int | None, iv) -> str:
+def count_with_rate(count: int | None, iv) -> str:
+    """``count (rate [low, high])`` as percentages; ``-`` when there is no count."""
     return "-" if count is None else f"{count} ({iv.value:.1%} [{iv.low:.1%}, {iv.high:.1%}])"
 
 
@@ -468,7 +469,7 @@ def collapse_tables(res: StudyResults) -> list[Table]:
     if not table:
         return out
     rows = [[(r.method, False), (r.corpus.removeprefix("ppl:"), False), (str(r.n), False),
-             (_iv(r.collapsed, r.collapsed_iv), r.collapsed > 0), (_iv(r.doubled, r.doubled_iv), bool(r.doubled)),
+             (count_with_rate(r.collapsed, r.collapsed_iv), r.collapsed > 0), (count_with_rate(r.doubled, r.doubled_iv), bool(r.doubled)),
              (f"{r.median:.2f}", False), (f"{r.p90:.2f}", False), (f"{r.maximum:.2f}", False)] for r in table]
     out.append(Table("collapse", f"Collapse accounting per method: units with perplexity >= {threshold:g} (collapsed) "
                                  f"and >= {ratio:g}x the base model's (doubled), count (share [exact 95% interval]), "

@@ -43,7 +43,7 @@ from pydantic import (
 
 from ..registry import PluginError, load_plugins
 from ..methods.base import HparamError, check_hparams, get_method
-from ..probes.registry import _lookup as lookup_suite
+from ..probes.registry import lookup_suite
 from ..errors import InputError
 
 

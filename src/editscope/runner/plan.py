@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..probes.protocols import free_generation, with_answer_rule
-from ..probes.registry import _lookup as lookup_suite
+from ..probes.registry import lookup_suite
 from ..probes.registry import get_suite
 from ..controls import UnrelatedEdit
 from ..requests import EditRequest, Probe, ProbeSet
