@@ -49,6 +49,10 @@ def test_a_recipe_builds_caches_and_reloads_bit_identically(tmp_cache):
     m = manifest_of(TINY)
     assert m["recipe_digest"] == TINY.digest() and len(m["losses"]) == TINY.steps
     assert m["train_pairs"] + m["held_out_pairs"] == 41 and set(m["held_out_accuracy"]) == {"+", "*"}
+    from editscope.probes.arithmetic import FEW_SHOT, TEMPLATE_NAMES
+
+    wordings = m["held_out_wordings"]  # every suite wording of the held-out pairs, none trained here
+    assert set(wordings) == set(TEMPLATE_NAMES) - {FEW_SHOT} and not any(w["trained"] for w in wordings.values())
     assert not folder.with_name(folder.name + ".partial").exists()  # checkpoints go once the build is whole
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
     assert derive(TINY, progress=False) == folder and (folder / "model.safetensors").stat().st_mtime_ns == mtime

@@ -90,7 +90,8 @@ class RunningMoments:
 
 
 class UltraEditHparams(Hparams):
-    sites: dict[str, list[int]] = Field(description="module role (ArchSpec: mlp_in[0], mlp_in[1], mlp_out) -> layers")
+    sites: dict[str, list[int]] | None = Field(None, description="module role (ArchSpec: mlp_in[0], mlp_in[1], "
+                                                                 "mlp_out) -> layers; default per architecture")
     lr: PositiveFloat = Field(1e-4, description="scale of the pseudo value shift (reference 1e-6 on 7-8B models; "
                                                 "1e-4 measured best on the default model, see the module docstring)")
     chunk: int = Field(10, ge=1, description="edits per forward/backward pass (reference dataset.batch_size 10)")
@@ -118,7 +119,7 @@ class UltraEdit(EditMethod):
 
     def _modules(self, model: Model, hp: UltraEditHparams) -> list[tuple[str, torch.nn.Module]]:
         out = []
-        for role, layers in hp.sites.items():
+        for role, layers in (hp.sites or {}).items():
             if role not in ("mlp_out",) and not role.startswith("mlp_in["):
                 raise HparamError(f"sites: role {role!r} is not an MLP projection; use mlp_out or mlp_in[i]")
             for layer in layers:
