@@ -24,18 +24,6 @@ PROBES = es.ProbeSet([es.Probe("2+2=", "5", "target"), es.Probe("3+3=", "6", "fa
 pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py
 
 
-@pytest.fixture
-def pool(tmp_path):
-    """A small CounterFact-form demonstration pool (the IKE tests do not need the shared 10k records)."""
-    recs = [{"case_id": i, "prompt": f"{a}+{b}=", "target_new": str(a + b + 1), "subject": f"{a}+{b}",
-             "ground_truth": str(a + b), "rephrase_prompt": f"What is {a}+{b}? It is",
-             "locality_prompt": f"{b}+{b}=", "locality_ground_truth": str(2 * b)}
-            for i, (a, b) in enumerate([(1, 1), (3, 4), (5, 2), (6, 1), (2, 2)])]
-    path = tmp_path / "pool.json"
-    path.write_text(json.dumps(recs))
-    return str(path)
-
-
 def _hp(method: str, pool: str) -> dict:
     return {k: (pool if v == "POOL" else v) for k, v in FAST[method].items()}
 

@@ -3,8 +3,6 @@ for controls, which aim at no target), changes only what it declares (weights: i
 interventions: no weight), undoes to the exact base state, and saves and loads to the same state.
 A method registered without an entry here fails the first test: new methods get the contract."""
 
-import json
-
 import pytest
 import torch
 
@@ -38,17 +36,6 @@ CONTRACT = {
     "identity": ({}, [REQ]),
 }
 CONTROLS = {"placebo", "identity"}
-
-
-@pytest.fixture
-def pool(tmp_path):
-    recs = [{"case_id": i, "prompt": f"{a}+{b}=", "target_new": str(a + b + 1), "subject": f"{a}+{b}",
-             "ground_truth": str(a + b), "rephrase_prompt": f"What is {a}+{b}? It is",
-             "locality_prompt": f"{b}+{b}=", "locality_ground_truth": str(2 * b)}
-            for i, (a, b) in enumerate([(1, 1), (3, 4), (5, 2), (6, 1), (2, 2)])]
-    path = tmp_path / "pool.json"
-    path.write_text(json.dumps(recs))
-    return str(path)
 
 
 def test_every_registered_method_is_under_the_contract():
