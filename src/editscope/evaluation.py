@@ -272,11 +272,18 @@ class StateMemo:
     the target is scored, per state (weights and interventions, :meth:`Model.state_key`).
     """
 
-    by_state: dict[str, dict[tuple, Any]] = field(default_factory=dict)
+    by_state: dict[str, dict[tuple, _Outcome]] = field(default_factory=dict)
+    #: per base (``"<fingerprint>/<top_k>"``): each probe's base outputs. They never change, so a
+    #: caller may share this dict between memos (the runner keeps it for the whole run).
+    base: dict[str, dict[tuple, tuple]] = field(default_factory=dict)
 
-    def for_state(self, state: str) -> dict[tuple, Any]:
-        """The entries of one state (``"base/..."``: base outputs per probe; else :class:`_Outcome`)."""
+    def for_state(self, state: str) -> dict[tuple, _Outcome]:
+        """The outcomes of one edited state."""
         return self.by_state.setdefault(state, {})
+
+    def for_base(self, base: str) -> dict[tuple, tuple]:
+        """The base outputs of one base model (see :func:`compute_base_outputs`)."""
+        return self.base.setdefault(base, {})
 
 
 def _encode(model: Model, probes: Sequence[Probe], watch: str | None, scored: list[bool]) -> _Passes:
@@ -584,7 +591,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         base_passes = passes if union == scored else _encode(model, probes, watch, union)
         base = compute_base_outputs(model, probes, watch, top_k, fingerprint=base_fp, passes=base_passes,
                                     capture=capture if base_passes is passes else None,
-                                    memo=memo.for_state(f"base/{base_fp}/{top_k}") if memo is not None else None)
+                                    memo=memo.for_base(f"{base_fp}/{top_k}") if memo is not None else None)
         if use_cache:
             _save_base(path, base)
         if base_passes is not passes and capture is not None:

@@ -402,3 +402,19 @@ def test_a_memo_computes_base_outputs_of_a_shared_probe_once(monkeypatch, tmp_pa
     perturb(m)
     edited = evaluate(m, other, watch="5")
     assert [r["base_greedy"] for r in edited.rows] == [r["base_greedy"] for r in plain[1]]
+
+
+def test_base_outputs_kept_across_memos_are_computed_once(monkeypatch):
+    """The runner keeps base outputs for the whole run: a later evaluation (another memo, sharing
+    them) runs only the probes no earlier one computed, as after a stale re-measurement."""
+    import editscope.evaluation as ev
+
+    m = tiny_model("llama")
+    part = es.ProbeSet(list(PROBES)[:3], name="part")
+    run: list[int] = []
+    real = ev.greedy_by_length
+    monkeypatch.setattr(ev, "greedy_by_length", lambda *a: run.append(len(a[3])) or real(*a))
+    shared: dict = {}
+    evaluate(m, part, watch="5", use_cache=False, memo=ev.StateMemo(base=shared))
+    evaluate(m, PROBES, watch="5", use_cache=False, memo=ev.StateMemo(base=shared))
+    assert run == [3, len(PROBES) - 3]

@@ -27,7 +27,7 @@ from pydantic import Field, PositiveFloat
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest, resolve_sep
-from ..scoring import EncodedPair, continuation_nll, encode_pairs, encode_prompts, greedy_continuations, training_batch
+from ..scoring import EncodedPair, encode_pairs, encode_prompts, greedy_continuations
 from .base import EditMethod, Hparams, HparamError, register_method
 from .handle import parameters
 from .training import pairs_objective, target_objective, optimise, trainable
@@ -276,7 +276,7 @@ class LocFTBF(_BlockFT):
                 for start in range(0, len(order), hp.batch_size):
                     idx = order[start:start + hp.batch_size]
                     opt.zero_grad(set_to_none=True)
-                    loss = continuation_nll(model, training_batch(model, [pairs[i] for i in idx])).mean()
+                    loss = pairs_objective(model, [pairs[i] for i in idx])()
                     total += loss.item() * len(idx)
                     if loss.item() >= hp.stop_loss:
                         loss.backward()

@@ -68,6 +68,9 @@ class Runner:
         self.config = plan.config
         self.stored = stored or Stored()
         self.keep_hidden = keep_hidden
+        # base outputs per probe, shared by every evaluation of the run (re-measured stale probes,
+        # then the whole sets they belong to, compute each probe on the base once)
+        self._base_memo: dict[str, dict[tuple, tuple]] = {}
         self.base_guard_ppl: float | None = None
         # The weights' digests are kept current from the edit handles (each knows the digests of the
         # tensors it wrote) instead of re-hashing the model per unit; a watch checks each undo.
@@ -90,7 +93,8 @@ class Runner:
         """The current model state on probe sets (name -> (edit index, ProbeSet)): name -> rows.
         ``watches``: a set's watched target when it is part of a larger set (default: its own)."""
         digests = digests if digests is not None else tensor_digests(self.model.hf)
-        out, memo = {}, StateMemo()  # a probe held by several sets is scored once
+        # a probe held by several sets is scored once per state; its base outputs once per run
+        out, memo = {}, StateMemo(base=self._base_memo)
         for name, (edit_index, ps) in sets.items():
             watch = (watches or {}).get(name)
             res = evaluate(self.model, ps, digests=digests, keep_hidden=keep_hidden, watch=watch, memo=memo)
