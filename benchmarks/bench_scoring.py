@@ -24,7 +24,7 @@ import time
 import torch
 
 import editscope as es
-from editscope.paths import data_path
+from editscope.data.fetch import data_path
 from editscope.scoring import encode_pairs, encode_prompts, plan_batches
 
 

@@ -4,6 +4,7 @@ from . import suites
 from .evaluation import EvalResult, evaluate
 from .methods import EditFailed, EditHandle, NoOpEdit, apply_edit, list_methods, load_edit, prepare_edits
 from .models import ArchSpec, Model, load_model
+from .models import derive as _derive  # noqa: F401  (registers the derived-model recipes with load_model)
 from .probes import list_suites
 from .requests import EditRequest, Probe, ProbeSet
 from .scoring import (
@@ -14,8 +15,7 @@ from .scoring import (
     score_continuations,
     top_k_next_tokens,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name: str):

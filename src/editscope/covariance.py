@@ -27,10 +27,12 @@ from typing import Any
 
 import torch
 
-from .hooks import StopForward, capture_input, stop_after
-from .paths import cache_root
-from .models.model import Model
+from .data.corpora import load_corpus
 from .errors import InputError
+from .hooks import StopForward, capture_input, stop_after
+from .interventions import ModuleIntervention, installed
+from .models.model import Model
+from .paths import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,6 @@ class KeyStats:
 
 def _corpus_texts(corpus: str | Sequence[str]) -> list[list[str]]:
     """One list of documents per named corpus, path, or ``hub:dataset[:config]``."""
-    from .metrics.perplexity import load_corpus
-
     names = [corpus] if isinstance(corpus, str) else list(corpus)
     if not names:
         raise KeyStatsError("corpus is empty; name a corpus (e.g. 'wikitext2'), a text file, or 'hub:dataset'")
@@ -104,9 +104,6 @@ def _chunks(model: Model, corpora: list[list[str]], n_tokens: int, seq_len: int)
 
 
 def _check_base(model: Model, layer: int) -> None:
-    from .interventions import ModuleIntervention, installed
-    from .methods.handle import active_edits
-
     for iv in installed(model).values():  # corpus text is read raw: input interventions do not apply
         if isinstance(iv, ModuleIntervention) and iv.layer < layer:
             raise KeyStatsError(
@@ -115,7 +112,7 @@ def _check_base(model: Model, layer: int) -> None:
                 f"{layer})) or undo the edit first")
 
     prefixes = tuple(model.arch.name("layer", i) + "." for i in range(layer + 1))
-    for h in active_edits(model):
+    for h in model.state.edit_stack:
         if any(n.startswith(prefixes) or not n.startswith(model.arch.name("layers") + ".") for n in h.names):
             raise KeyStatsError(
                 f"key statistics describe the base model, but an applied {h.method} edit changed weights that "
@@ -208,7 +205,7 @@ def key_statistics_many(model: Model, layers: Sequence[int], *, corpus: str | Se
     if n_tokens < 1 or seq_len < 1:
         raise KeyStatsError(f"n_tokens ({n_tokens}) and seq_len ({seq_len}) must be >= 1")
     texts = _corpus_texts(corpus)
-    memo = model.meta.setdefault("key_stats", {})
+    memo = model.state.key_stats
     out: dict[int, KeyStats] = {}
     todo: dict[int, str] = {}
     for layer in layers:

@@ -32,7 +32,8 @@ import torch
 
 from .metrics.edit_metrics import METRICS, coarse_kl, says, summarize
 from .paths import cache_root
-from .models.model import Model, tensor_digests
+from .models.model import Model
+from .models.state import tensor_digests
 from .probe_versions import probe_digest
 from .requests import Probe, ProbeSet, resolve_sep
 from .scoring import (
@@ -557,9 +558,7 @@ def evaluate(model: Model, probes: ProbeSet | Sequence[Probe], *, watch: str | N
         raise ValueError(f"top_k={top_k} must be between 1 and the vocabulary size {model.config.vocab_size}")
     watch = watch if watch is not None else default_watch(probes)
     base_fp = model.base_fingerprint
-    from .methods.handle import active_edits
-
-    n_active = len(active_edits(model))
+    n_active = len(model.state.edit_stack)
     alias_of = [aliases(p) for p in probes]
     watch_aliases = _watch_aliases(probes, watch)
     now = digests if digests is not None else tensor_digests(model.hf)

@@ -34,6 +34,7 @@ import torch
 
 from .errors import InputError
 from .hooks import hidden_from
+from .models.state import tensor_digest
 
 if TYPE_CHECKING:
     from .models.model import Model
@@ -78,8 +79,6 @@ class Intervention(ABC):
 
     def identity(self) -> str:
         """Content hash of type, config and tensors (32 hex chars)."""
-        from .models.model import tensor_digest
-
         h = hashlib.blake2b(digest_size=16)
         h.update(json.dumps([self.type_name, self.config], sort_keys=True, default=str).encode())
         for name in sorted(self.tensors()):

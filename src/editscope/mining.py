@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .report.collapse import check_thresholds
+from .metrics.perplexity import check_thresholds
 from .runner.config import StudyConfig, parse_config
 from .runner.execute import run_study
 from .runner.plan import check_mined_provenance  # noqa: F401  (re-exported: mined edits' provenance)
@@ -48,7 +48,7 @@ class MineResult:
 
 def _raw_records(dataset: str, source: str | None) -> dict[str, Any]:
     """``record label -> raw record`` of the dataset file (labels as the loaders give them)."""
-    from .paths import data_path
+    from .data.fetch import data_path
     from .probes import loaders
 
     default = (lambda: Path(str(source))) if dataset == "jsonl" else (lambda: data_path(*loaders.DEFAULT_FILES[dataset]))

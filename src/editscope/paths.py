@@ -33,16 +33,6 @@ def file_in_the_way(path: str | Path) -> Path | None:
     return None
 
 
-def data_path(*parts: str) -> Path:
-    """An evaluation data file by its layout path (``data_path("wikitext2", "wiki.test.raw")``):
-    found in ``$EDITSCOPE_DATA``, the shared folder or the cache, or fetched from its public source
-    (:func:`editscope.data.fetch.locate`); a :class:`~editscope.data.fetch.DataError` that names
-    the dataset, its source and the fetch command otherwise."""
-    from .data.fetch import locate
-
-    return locate("/".join(parts))
-
-
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """Hex SHA-256 of a file, read in 4 MiB chunks."""
     h = hashlib.sha256()

@@ -32,7 +32,8 @@ import torch
 
 from .hooks import StopForward, capture_input, replace_input, skip_modules, stop_after
 from .interventions import has_input_interventions, installed, transform_prompt
-from .models.model import Model, fingerprint_of, tensor_digests
+from .models.model import Model
+from .models.state import fingerprint_of, tensor_digests
 
 PaddingSide = str  # "left" | "right"
 _LOGIT_CHUNK_ELEMENTS = 1 << 25  # positions x vocab per logits chunk (128 MiB in fp32)
@@ -258,10 +259,10 @@ def plan_layer_caches(model: Model, key: str, keep_hidden: int | None, increment
     On the base weights with ``keep_hidden=l``: a fresh :class:`LayerCache` to capture (register it
     with :func:`keep_layer_cache` once the pass succeeded). On edited weights: the kept cache of the
     deepest block at or below the first changed one, if any (and ``incremental``). ``now``: current
-    :func:`tensor_digests`, if already computed. Kept caches live on ``model.meta`` (free them with
+    :func:`tensor_digests`, if already computed. Kept caches live on ``model.state.layer_caches`` (free them with
     ``Model.clear_caches``).
     """
-    kept = model.meta.setdefault("layer_caches", {})
+    kept = model.state.layer_caches
     now = tensor_digests(model.hf) if now is None else now
     if fingerprint_of(now) == model.base_fingerprint and not installed(model):
         if keep_hidden is None or (key, keep_hidden) in kept:
@@ -278,7 +279,7 @@ def plan_layer_caches(model: Model, key: str, keep_hidden: int | None, increment
 
 def keep_layer_cache(model: Model, key: str, cache: LayerCache) -> None:
     """Keep a filled capture cache on the model for later incremental passes over ``key``."""
-    model.meta.setdefault("layer_caches", {})[(key, cache.layer)] = cache
+    model.state.layer_caches[(key, cache.layer)] = cache
 
 
 def sequences_key(seqs: Sequence[Sequence[int]], batch_size: int, max_tokens: int, side: PaddingSide) -> str:

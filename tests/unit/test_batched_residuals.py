@@ -76,7 +76,7 @@ def test_prepared_edits_equal_plain_edits_in_an_edit_undo_loop(method, kw):
         if method == "rome":
             assert h.info["prepared"] is True
         h.undo()
-    assert not m.meta["prepared_residuals"]  # each was taken once
+    assert not m.state.prepared_residuals  # each was taken once
 
 
 def test_a_prepared_residual_is_not_used_once_the_weights_changed():
@@ -86,7 +86,7 @@ def test_a_prepared_residual_is_not_used_once_the_weights_changed():
     other = es.apply_edit(m, es.EditRequest("The sky is", "green", subject="sky"), "rome", guard_tolerance=100, **kw)
     h = es.apply_edit(m, REQS[0], "rome", guard_tolerance=100, **kw)
     assert h.info["prepared"] is False
-    assert not m.meta["prepared_residuals"]  # stale entries of that batch dropped
+    assert not m.state.prepared_residuals  # stale entries of that batch dropped
     h.undo()
     other.undo()
 

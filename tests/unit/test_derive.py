@@ -15,7 +15,7 @@ from editscope.models import load_model
 from editscope.models import derive as derive_mod
 from editscope.models.derive import (ArithmeticData, Preserve, Recipe, RecipeError, derive, folder_of,
                                      held_out_accuracy, is_built, manifest_of, register_recipe)
-from editscope.models.model import tensor_digests
+from editscope.models.state import tensor_digests
 
 TINY = Recipe(name="tiny-arith-test", base="tiny:llama", data=ArithmeticData(ranges={"+": (0, 4), "*": (0, 3)}),
               lr=1e-2, steps=8, batch_size=4, checkpoint_every=2)

@@ -18,7 +18,7 @@ from editscope.metrics.downstream import (
     mutual_detokenize,
 )
 from editscope.models import tiny_model
-from editscope.paths import data_path
+from editscope.data.fetch import data_path
 from editscope.scoring import encode_pairs
 
 

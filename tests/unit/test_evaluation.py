@@ -259,7 +259,7 @@ def test_top_k_out_of_range():
 def test_clear_caches_frees_kept_hidden_states():
     m = tiny_model("llama", num_hidden_layers=3)
     evaluate(m, PROBES, keep_hidden=1)
-    assert m.meta["layer_caches"]
+    assert m.state.layer_caches
     m.clear_caches()
     perturb(m)  # block 1
     assert evaluate(m, PROBES).resumed_from is None

@@ -247,12 +247,12 @@ def test_a_loaded_alphaedit_edit_re_registers_its_keys(tmp_path, monkeypatch):
     m = tiny_model("llama")
     hp = {**EASY, "layers": [1]}
     h = es.apply_edit(m, es.EditRequest("2+2=", "5", subject="2+2"), "alphaedit", **hp)
-    keys = [k.clone() for _, k in m.meta["alphaedit_keys"][1]]
+    keys = [k.clone() for _, k in m.state.alphaedit_keys[1]]
     h.save(tmp_path / "a")
     h.undo()
-    assert m.meta["alphaedit_keys"][1] == []
+    assert m.state.alphaedit_keys[1] == []
     h2 = es.load_edit(m, tmp_path / "a")
-    again = [k for hid, k in m.meta["alphaedit_keys"][1] if hid == id(h2)]
+    again = [k for hid, k in m.state.alphaedit_keys[1] if hid == id(h2)]
     assert len(again) == len(keys) and all(torch.equal(a, b) for a, b in zip(again, keys))
 
 
@@ -274,7 +274,7 @@ def test_bad_hyperparameters_are_refused_and_nothing_is_installed(method, hp, ma
     before = _tree(m)
     with pytest.raises((HparamError, es.EditFailed, ValueError), match=match):
         es.apply_edit(m, REQ, method, **hp)
-    assert _tree(m) == before and not installed(m) and not m.meta.get("edit_stack")
+    assert _tree(m) == before and not installed(m) and not m.state.edit_stack
 
 
 def test_installing_at_a_taken_site_or_a_wrong_module_is_refused():
@@ -357,7 +357,7 @@ def test_a_shared_prefix_runs_once_and_scores_like_full_passes(monkeypatch):
 
 
 def test_the_runner_evaluates_late_edits_from_kept_states_with_the_full_pass_results(tmp_path, monkeypatch):
-    import editscope.runner.execute as ex
+    import editscope.runner.prepare as prepare
     import editscope.runner.units as units
 
     study = {"name": "late", "model": "tiny:llama", "seed": 0, "edits": [{"prompt": "2+2=", "target_new": "5"}],
@@ -366,9 +366,9 @@ def test_the_runner_evaluates_late_edits_from_kept_states_with_the_full_pass_res
              "probes": [{"suite": "arithmetic", "args": {"n": 3, "paraphrases": False}}]}
     cfg = parse_config(study, "s.yaml")
     m = tiny_model("llama")
-    assert ex.shared_first_block(m, build_plan(cfg).methods) == 1
-    assert ex.shared_first_block(m, parse_config({**study, "methods": ["ft"]}, "s.yaml").methods) is None
-    assert ex.shared_first_block(m, parse_config({**study, "methods": ["grace", "ike"]}, "s.yaml").methods) == 1
+    assert units.shared_first_block(m, build_plan(cfg).methods) == 1
+    assert units.shared_first_block(m, parse_config({**study, "methods": ["ft"]}, "s.yaml").methods) is None
+    assert units.shared_first_block(m, parse_config({**study, "methods": ["grace", "ike"]}, "s.yaml").methods) == 1
     seen = []
     real = units.evaluate
 
@@ -380,7 +380,7 @@ def test_the_runner_evaluates_late_edits_from_kept_states_with_the_full_pass_res
     monkeypatch.setattr(units, "evaluate", spy)
     fast = run_study(cfg, tmp_path / "fast", progress=False)
     assert seen.count(1) == 2, "both edits were evaluated from block 1"
-    monkeypatch.setattr(ex, "shared_first_block", lambda model, methods: None)
+    monkeypatch.setattr(prepare, "shared_first_block", lambda model, methods: None)
     slow = run_study(cfg, tmp_path / "slow", progress=False)
     assert seen[-2:] == [None, None]
 

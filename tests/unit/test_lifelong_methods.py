@@ -9,7 +9,7 @@ import torch
 
 import editscope as es
 from editscope.methods import EditFailed, load_edit, target_losses
-from editscope.methods.ultraedit import STATS_KEY, RunningMoments
+from editscope.methods.ultraedit import RunningMoments
 from editscope.models import tiny_model
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
@@ -18,7 +18,7 @@ REQS = [es.EditRequest(f"{a}+{b}=", str((a * 7 + b) % 10)) for a in range(3) for
 
 
 def _stats(m):
-    return {s: (x.n, x.mean.clone(), x.m2.clone()) for s, x in m.meta.get(STATS_KEY, {}).items()}
+    return {s: (x.n, x.mean.clone(), x.m2.clone()) for s, x in m.state.lifelong_stats.items()}
 
 
 def _same(a, b):
@@ -45,9 +45,9 @@ def test_reaches_targets_touches_its_sites_and_undoes_weights_and_statistics(arc
     changed = {n for n, p in m.hf.named_parameters() if not torch.equal(p, w0[n])}
     assert changed and changed <= set(h.names)
     assert all(".mlp." in n for n in h.names)
-    assert {s: x.n for s, x in m.meta[STATS_KEY].items()} and all(x.n > 0 for x in m.meta[STATS_KEY].values())
+    assert {s: x.n for s, x in m.state.lifelong_stats.items()} and all(x.n > 0 for x in m.state.lifelong_stats.values())
     h.undo()
-    assert all(torch.equal(p, w0[n]) for n, p in m.hf.named_parameters()) and m.meta[STATS_KEY] == {}
+    assert all(torch.equal(p, w0[n]) for n, p in m.hf.named_parameters()) and m.state.lifelong_stats == {}
 
 
 def test_the_update_is_the_reference_closed_form():
@@ -86,7 +86,7 @@ def test_statistics_are_lifelong_and_follow_undo_save_and_load(tmp_path):
     assert {s: x[0] for s, x in _stats(m).items()} == n2
     loaded.undo()
     h1.undo()
-    assert m.meta[STATS_KEY] == {}
+    assert m.state.lifelong_stats == {}
 
 
 def test_a_rolled_back_edit_leaves_the_statistics_alone(monkeypatch):
@@ -114,7 +114,7 @@ def _stream_keeps_its_first_batch(method: str, **hp):
 
 def test_earlier_edits_are_kept_over_a_50_edit_stream():
     m = _stream_keeps_its_first_batch("ultraedit", lr=0.1)
-    assert all(x.n >= 50 for x in m.meta[STATS_KEY].values())
+    assert all(x.n >= 50 for x in m.state.lifelong_stats.values())
 
 
 def test_bad_sites_are_refused_naming_the_field():

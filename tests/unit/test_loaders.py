@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from editscope import EditRequest, ProbeSet
-from editscope.paths import data_path
+from editscope.data.fetch import data_path
 from editscope.probes.loaders import (
     EditCase,
     EditDataset,

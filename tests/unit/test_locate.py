@@ -69,7 +69,7 @@ def test_key_statistics_equal_the_second_moment_of_hooked_keys_and_are_cached():
     k = torch.cat(ks)
     assert torch.allclose(st.second_moment, k.T @ k / len(k), atol=1e-5, rtol=1e-4)
     assert _path(st.key).is_file()
-    m.meta.pop("key_stats")
+    m.state.key_stats.clear()
     again = key_statistics(m, 1, corpus="me_ppl_50", n_tokens=300, seq_len=64)
     assert again.from_cache and torch.equal(again.second_moment, st.second_moment)
     # other token count, other dtype: other statistics
@@ -80,7 +80,7 @@ def test_statistics_of_several_layers_in_one_pass_equal_one_layer_at_a_time():
     m = tiny_model("gpt2", num_hidden_layers=4)
     kw = {"corpus": "me_ppl_50", "n_tokens": 300, "seq_len": 64, "use_cache": False}
     one = {layer: key_statistics(m, layer, **kw).second_moment for layer in (0, 2, 3)}
-    m.meta.pop("key_stats")
+    m.state.key_stats.clear()
     many = key_statistics_many(m, [3, 0, 2], **kw)
     assert sorted(many) == [0, 2, 3]
     for layer, c in one.items():
@@ -103,7 +103,7 @@ def test_key_statistics_files_of_another_shape_or_model_are_refused(tmp_path):
     # a damaged cache entry is recomputed, not trusted
     st = key_statistics(m, 0, corpus="me_ppl_50", n_tokens=100)
     _path(st.key).write_bytes(b"garbage")
-    m.meta.pop("key_stats")
+    m.state.key_stats.clear()
     assert not key_statistics(m, 0, corpus="me_ppl_50", n_tokens=100).from_cache
     with pytest.raises(KeyStatsError, match="outside"):
         key_statistics(m, 9)
@@ -202,13 +202,13 @@ def test_spread_methods_touch_their_layer_range_and_lower_the_target_loss(method
 def test_alphaedit_accumulates_earlier_edits_keys_and_forgets_them_on_undo():
     m = tiny_model("llama", num_hidden_layers=4)
     a = es.apply_edit(m, REQ, "alphaedit", layers=[1], **EASY)
-    assert len(m.meta["alphaedit_keys"][1]) == 1
+    assert len(m.state.alphaedit_keys[1]) == 1
     b = es.apply_edit(m, es.EditRequest("The sky is", "green", subject="sky"), "alphaedit", layers=[1], **EASY)
-    assert len(m.meta["alphaedit_keys"][1]) == 2
+    assert len(m.state.alphaedit_keys[1]) == 2
     b.undo()
-    assert len(m.meta["alphaedit_keys"][1]) == 1
+    assert len(m.state.alphaedit_keys[1]) == 1
     a.undo()
-    assert m.meta["alphaedit_keys"][1] == []
+    assert m.state.alphaedit_keys[1] == []
 
 
 def test_keys_are_averaged_over_contexts_at_the_subject_token():

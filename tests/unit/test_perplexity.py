@@ -8,7 +8,7 @@ import torch
 
 from editscope.metrics import CORPORA, is_collapsed, load_corpus, perplexity
 from editscope.models import tiny_model
-from editscope.paths import data_path
+from editscope.data.fetch import data_path
 
 SHORT = "The capital of France is Paris."
 LONG = ("The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is Madrid. "
@@ -236,4 +236,4 @@ def test_incremental_perplexity_equals_full_pass():
     fast = perplexity(m, texts, window=8, stride=4)
     full = perplexity(m, texts, window=8, stride=4, incremental=False)
     assert fast.per_document_nll == full.per_document_nll and fast.ppl != base.ppl
-    assert [layer for key, layer in m.meta["layer_caches"] if key.startswith("ppl:")] == [2]
+    assert [layer for key, layer in m.state.layer_caches if key.startswith("ppl:")] == [2]

@@ -6,7 +6,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 import editscope as es
-from editscope.metrics.pitfalls import (
+from editscope.analysis.pitfalls import (
     conflict_magnitude,
     conflict_pair,
     conflict_score,

@@ -793,7 +793,7 @@ def test_fluency_is_measured_on_each_units_edit_prompts(tmp_path):
     """``fluency:`` stores KnowEdit's n-gram entropy per unit: the base over the study's edit
     prompts, an edited unit over its own edit's prompt (recomputed here by hand)."""
     from editscope.metrics.fluency import ngram_entropy
-    from editscope.runner.execute import load_study_model
+    from editscope.runner.prepare import load_study_model
     from editscope.scoring import greedy_continuations
 
     cfg = parse_config({**STUDY, "methods": ["ft-m"], "edits": EDITS[:2], "fluency": {"max_new_tokens": 5}})

@@ -145,6 +145,14 @@ def locate(rel: str, *, download: bool = True, progress: bool = True) -> Path:
     return path
 
 
+def data_path(*parts: str) -> Path:
+    """An evaluation data file by its layout path (``data_path("wikitext2", "wiki.test.raw")``):
+    found in ``$EDITSCOPE_DATA``, the shared folder or the cache, or fetched from its public source
+    (:func:`locate`); a :class:`DataError` that names the dataset, its source and the fetch
+    command otherwise."""
+    return locate("/".join(parts))
+
+
 def _install(ds: Dataset, f: DataFile, raw: Path, target: Path) -> Path:
     """Convert (when the registry says so), check the result's hash and move it into place
     atomically; ``raw`` is a verified download or copy, removed afterwards."""
@@ -327,6 +335,6 @@ def fetch(ds: Dataset, *, force: bool = False, progress: bool = True) -> list[tu
     return out
 
 
-__all__ = ["DATASETS", "ENV_DATA", "ENV_OFFLINE", "DataError", "cache_dir", "data_folders", "fetch", "fetch_file",
+__all__ = ["DATASETS", "ENV_DATA", "ENV_OFFLINE", "DataError", "cache_dir", "data_folders", "data_path", "fetch", "fetch_file",
            "install_from", "locate", "offline", "record_user_file", "sha256_of", "status", "used_files", "verify",
            "write_mirror"]

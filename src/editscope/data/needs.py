@@ -14,7 +14,7 @@ def _dataset_of(parts: Iterable[str]) -> str | None:
 
 
 def _corpus(name: str) -> str | None:
-    from ..metrics.perplexity import CORPORA
+    from .corpora import CORPORA
 
     return _dataset_of(CORPORA[name][0]) if name.lower() in CORPORA else None
 

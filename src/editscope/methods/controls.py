@@ -29,7 +29,6 @@ from ..requests import EditRequest
 from .base import EditMethod, Hparams, HparamError, get_method, register_method
 from .handle import add_delta, parameters
 
-_CACHE_KEY = "matched_deltas"
 _CACHE_SIZE = 2
 
 
@@ -72,7 +71,7 @@ def matched_delta(model: Model, requests: Sequence[EditRequest], method: str, hp
 
     key = (model.state_key(), method, json.dumps(hparams, sort_keys=True, default=str), seed,
            _request_key(requests), json.dumps(strength, sort_keys=True))
-    cache: dict = model.meta.setdefault(_CACHE_KEY, {})
+    cache = model.state.matched_deltas
     if key not in cache:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

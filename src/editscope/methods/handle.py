@@ -32,10 +32,12 @@ from typing import Any
 import torch
 
 from ..interventions import Intervention, identities, installed, intervention_from_state, put
-from ..models.model import Model, tensor_digest
+from ..models.model import Model
+from ..models.state import tensor_digest
 from ..paths import file_in_the_way
 from ..requests import EditRequest
 from ..errors import InputError, WorkError
+from ..version import __version__
 
 MANIFEST = "manifest.json"
 DELTA = "delta.safetensors"
@@ -63,7 +65,7 @@ def parameters(model: Model, names: Sequence[str]) -> dict[str, torch.nn.Paramet
 
 
 def _stack(model: Model) -> list[EditHandle]:
-    return model.meta.setdefault("edit_stack", [])
+    return model.state.edit_stack
 
 
 def active_edits(model: Model) -> list[EditHandle]:
@@ -234,8 +236,6 @@ class EditHandle:
         return dict(self._before)
 
     def manifest(self) -> dict[str, Any]:
-        from .. import __version__
-
         ivs = installed(self.model)
         return {
             "format": "editscope-edit", "format_version": FORMAT_VERSION, "library_version": __version__,

@@ -28,7 +28,8 @@ from pydantic import Field, PositiveFloat, field_validator
 from ..covariance import DEFAULT_CORPUS, DEFAULT_N_TOKENS, key_statistics_many, solve_psd
 from ..hooks import add_to_output, capture_input, capture_output, replace_input, skip_modules
 from ..models.arch import ArchSpec
-from ..models.model import Model, StateWatch
+from ..models.model import Model
+from ..models.state import StateWatch
 from ..requests import EditRequest
 from ..scoring import (
     forward_until,
@@ -88,7 +89,7 @@ class LocateHparams(Hparams):
 def context_templates(model: Model, n: int, length: int, seed: int = 0) -> list[str]:
     """``["{}"]`` plus ``n`` model-generated prefixes ``"<text>. {}"`` (memoised on the model)."""
     key = ("context_templates", n, length, seed)
-    memo = model.meta.setdefault("memo", {})
+    memo = model.state.memo
     if key not in memo:
         per = -(-n // len(CONTEXT_SEEDS)) if n else 0
         texts = sample_continuations(model, list(CONTEXT_SEEDS), per, length, seed=seed) if n else []
@@ -408,8 +409,6 @@ def target_residuals(model: Model, layer: int, requests: Sequence[EditRequest], 
 # --------------------------------------------------------------------------------------------
 # residuals prepared in one batch for edits applied one at a time later (single protocol, mining)
 
-_PREPARED = "prepared_residuals"
-
 
 def _residual_key(layer: int, request: EditRequest, hp: LocateHparams) -> tuple:
     fields = {k: v for k, v in hp.model_dump().items() if k in LocateHparams.model_fields and not k.startswith("stats_")}
@@ -425,7 +424,7 @@ def prepare_residuals(model: Model, layer: int, requests: Sequence[EditRequest],
     todo = list(dict.fromkeys(requests))
     probs = [ResidualProblem(model, layer, r, templates, hp) for r in todo]
     watch = StateWatch.take(model)
-    store = model.meta.setdefault(_PREPARED, {})
+    store = model.state.prepared_residuals
     for r, p, res in zip(todo, probs, optimise_residuals(model, probs, todo, hp)):
         store[_residual_key(layer, r, hp)] = (res, (p.key, p.prompt_key), watch)
 
@@ -434,7 +433,7 @@ def take_prepared(model: Model, layer: int, request: EditRequest, hp: LocateHpar
                   ) -> tuple[tuple[torch.Tensor, dict[str, Any]] | EditFailed, tuple[torch.Tensor, torch.Tensor]] | None:
     """The prepared ``((delta, info) or EditFailed, (mean key, prompt key))`` of ``request`` (removed from the store),
     or None when none was prepared or the weights changed since (stale entries are dropped)."""
-    store = model.meta.get(_PREPARED)
+    store = model.state.prepared_residuals
     if not store:
         return None
     entry = store.pop(_residual_key(layer, request, hp), None)
@@ -762,12 +761,12 @@ class AlphaEdit(_Spread):
     Hparams = AlphaEditHparams
 
     def solve(self, model, layer, c, k, r, hp):
-        memo = model.meta.setdefault("memo", {})
+        memo = model.state.memo
         pkey = ("alphaedit_projector", layer, hp.nullspace_threshold, id(c))
         if pkey not in memo:
             memo[pkey] = nullspace_projector(c, hp.nullspace_threshold)
         p, dim = memo[pkey]
-        prev = model.meta.setdefault("alphaedit_keys", {}).get(layer)
+        prev = model.state.alphaedit_keys.get(layer)
         c_prev = sum((kk.T @ kk for _, kk in prev), torch.zeros_like(p)) if prev else torch.zeros_like(p)
         dw = alphaedit_update(p, c_prev, k, r, hp.l2)
         self._pending = getattr(self, "_pending", [])
@@ -780,14 +779,14 @@ class AlphaEdit(_Spread):
         pending = getattr(self, "_pending", [])
         if pending:
             handle.extras = {f"keys.{layer}.{i}": k for i, (layer, k) in enumerate(pending)}
-        store = model.meta.setdefault("alphaedit_keys", {})
+        store = model.state.alphaedit_keys
         for name, k in handle.extras.items():
             if name.startswith("keys."):
                 store.setdefault(int(name.split(".")[1]), []).append((id(handle), k))
         self._pending = []
 
     def on_undo(self, model: Model, handle: Any) -> None:
-        store = model.meta.get("alphaedit_keys", {})
+        store = model.state.alphaedit_keys
         for layer in list(store):
             store[layer] = [(h, k) for h, k in store[layer] if h != id(handle)]
 

@@ -49,9 +49,6 @@ from ..scoring import continuation_nll, encode_pairs, training_batch
 from .base import EditMethod, Hparams, HparamError, register_method
 from .training import trainable
 
-#: key of the lifelong statistics in ``Model.meta`` (one :class:`LifelongStats` per module shape)
-STATS_KEY = "ultraedit_stats"
-
 
 @dataclass
 class RunningMoments:
@@ -165,7 +162,7 @@ class UltraEdit(EditMethod):
         modules = self._modules(model, hp)
         feats = self._features(model, requests, hp, modules)
         # updated on copies: the model's statistics change only once the edit passed the guard (on_applied)
-        stats = {s: m.copy() for s, m in model.meta.get(STATS_KEY, {}).items()}
+        stats = {s: m.copy() for s, m in model.state.lifelong_stats.items()}
         self._after = stats
         shapes = {}
         for n, (k, g) in feats.items():  # every module's rows enter the statistics first, as in the reference
@@ -188,16 +185,16 @@ class UltraEdit(EditMethod):
 
     # ---- the lifelong statistics follow the edit: restored on undo, carried by a saved edit
     def on_applied(self, model: Model, handle: Any) -> None:
-        before = model.meta.get(STATS_KEY, {})
+        before = model.state.lifelong_stats
         after = getattr(self, "_after", None)
         if after is None:  # a loaded edit: its statistics after the edit come in its extras
             after = {**before, **_unpack(handle.extras, "after")}
-        model.meta[STATS_KEY] = after
+        model.state.lifelong_stats = after
         handle.extras = {**_pack(before, "before"), **_pack(after, "after")}
         self._after = None
 
     def on_undo(self, model: Model, handle: Any) -> None:
-        model.meta[STATS_KEY] = _unpack(handle.extras, "before")
+        model.state.lifelong_stats = _unpack(handle.extras, "before")
 
 
 def _pack(stats: dict[tuple[int, int], RunningMoments], tag: str) -> dict[str, torch.Tensor]:

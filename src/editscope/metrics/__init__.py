@@ -13,7 +13,8 @@ from .downstream import (
 )
 from .edit_metrics import METRICS, Metric, coarse_kl, says, summarize
 from .fluency import fluency, ngram_entropy
-from .perplexity import CORPORA, PerplexityResult, is_collapsed, load_corpus, perplexity
+from ..data.corpora import CORPORA, load_corpus
+from .perplexity import PerplexityResult, is_collapsed, perplexity
 
 __all__ = [
     "METRICS", "Metric", "coarse_kl", "fluency", "ngram_entropy", "says", "summarize",

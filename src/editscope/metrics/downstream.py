@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.model import Model
-from ..paths import data_path
+from ..data.fetch import data_path
 from ..scoring import score_continuations
 from ..stats import Interval, wilson_interval
 from ..errors import InputError

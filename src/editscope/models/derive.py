@@ -29,11 +29,19 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from safetensors.torch import load_file, save_file
 
+from ..data.corpora import load_corpus
 from ..errors import InputError, WorkError
+from ..methods.training import trainable
+from ..metrics.answers import integer_reaches
 from ..paths import cache_root
+from ..probes.arithmetic import FEW_SHOT, TEMPLATE_NAMES, parse_arithmetic, query_in
 from ..registry import Registry
-from .model import Model, tensor_digests, fingerprint_of
+from ..scoring import continuation_nll, encode_pairs, greedy_continuations, training_batch
+from .model import Model, ModelSource, load_model, register_model_source
+from .state import fingerprint_of, tensor_digests
+from .tiny import tiny_model
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -69,8 +77,6 @@ class ArithmeticData(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        from ..probes.arithmetic import query_in
-
         for op, (lo, hi) in self.ranges.items():
             if op not in _OPS:
                 raise ValueError(f"ranges: operation {op!r} is not one of {', '.join(_OPS)}")
@@ -86,8 +92,6 @@ class ArithmeticData(_Strict):
     def examples(self, pairs: list[tuple[int, str, int]]) -> list[tuple[str, str]]:
         """The training texts of ``pairs`` as (prompt, continuation): each pair in the grid form,
         and in one of :attr:`templates` (seeded per pair) when any are given."""
-        from ..probes.arithmetic import query_in
-
         out = [(prompt_of(*c), answer_of(*c)) for c in pairs]
         if self.templates:
             rng = random.Random(f"templates/{self.split_seed}")
@@ -119,8 +123,6 @@ class ArithmeticData(_Strict):
 
 
 def _parse_pair(s: str) -> tuple[int, str, int]:
-    from ..probes.arithmetic import parse_arithmetic
-
     parsed = parse_arithmetic(s if s.rstrip().endswith("=") else s + "=")
     if parsed is None:
         raise RecipeError(f"train_extra: {s!r} is not 'a op b' with non-negative integers")
@@ -198,11 +200,7 @@ def folder_of(recipe: Recipe) -> Path:
 
 def _load_base(recipe: Recipe) -> Model:
     if recipe.base.startswith("tiny:"):
-        from .tiny import tiny_model
-
         return tiny_model(recipe.base.split(":", 1)[1], seed=recipe.seed)
-    from .model import load_model
-
     return load_model(recipe.base)
 
 
@@ -222,8 +220,6 @@ def _batch_at(step: int, n: int, size: int, seed: int) -> list[int]:
 
 
 def _save_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer, step: int, losses: list) -> None:
-    from safetensors.torch import save_file
-
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -249,8 +245,6 @@ def _save_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer, step:
 
 
 def _load_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer) -> tuple[int, list]:
-    from safetensors.torch import load_file
-
     state = json.loads((path / "state.json").read_text())
     weights = load_file(str(path / "weights.safetensors"))
     with torch.no_grad():
@@ -270,10 +264,6 @@ def held_out_accuracy(model: Model, held: list[tuple[int, str, int]], limit: int
     """Greedy exact match of the answer (the first integer generated, ``integer`` answer rule) on the
     held-out pairs worded by ``template`` (``probes.arithmetic.query_in``), per operation (a seeded
     sample of ``limit`` per operation when given)."""
-    from ..metrics.answers import integer_reaches
-    from ..probes.arithmetic import query_in
-    from ..scoring import greedy_continuations
-
     out: dict[str, dict[str, float]] = {}
     for op in dict.fromkeys(op for _, op, _ in held):
         cells = [c for c in held if c[1] == op]
@@ -290,8 +280,6 @@ def template_accuracy(model: Model, held: list[tuple[int, str, int]], trained: t
                       limit: int = 50, seed: int = 0) -> dict[str, dict[str, Any]]:
     """Held-out accuracy in every wording of the arithmetic suite (its paraphrases), ``limit`` pairs
     per operation each: whether the skill carries to wordings trained on (``trained``) and not."""
-    from ..probes.arithmetic import TEMPLATE_NAMES, FEW_SHOT
-
     out: dict[str, dict[str, Any]] = {}
     for t in (x for x in TEMPLATE_NAMES if x != FEW_SHOT):
         per_op = held_out_accuracy(model, held, limit, seed, template=t)
@@ -361,9 +349,6 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
 
 def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt: Path, progress: bool) -> list:
     """Full fine-tuning on the answers, resuming from ``ckpt`` when it holds a checkpoint."""
-    from ..methods.training import trainable
-    from ..scoring import continuation_nll, encode_pairs, training_batch
-
     texts = recipe.data.examples(train)
     pairs = encode_pairs(model, [p for p, _ in texts], [c for _, c in texts])
     keep = _Keeper(recipe, model) if recipe.preserve is not None else None
@@ -403,8 +388,6 @@ class _Keeper:
     """The :class:`Preserve` term: a frozen base copy and the corpus cut into token windows."""
 
     def __init__(self, recipe: Recipe, model: Model):
-        from ..metrics.perplexity import load_corpus
-
         spec = recipe.preserve
         assert spec is not None
         self.spec, self.seed, self.model = spec, recipe.seed, model
@@ -436,6 +419,8 @@ def manifest_of(name_or_recipe: str | Recipe) -> dict[str, Any] | None:
     p = folder_of(recipe) / MANIFEST
     return json.loads(p.read_text()) if p.is_file() else None
 
+
+register_model_source(ModelSource(names=lambda: list(RECIPES), build=lambda name: (derive(name), RECIPES[name].name)))
 
 __all__ = ["ArithmeticData", "DerivedModelError", "Preserve", "RECIPES", "Recipe", "RecipeError", "derive",
            "folder_of", "held_out_accuracy", "is_built", "manifest_of", "register_recipe", "template_accuracy"]

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .arch import ArchSpec, arch_for, max_positions, num_layers
 from .packaged import DEFAULT_MODEL, PACKAGED_MODELS, local_gguf
+from .state import InstalledIntervention, ModelState, fingerprint_of, state_key, tensor_digests, weights_fingerprint
 from ..errors import CorruptFileError, InputError
 
 KNOWN_MODELS: dict[str, str] = {name: src.description for name, src in PACKAGED_MODELS.items()}
@@ -53,79 +53,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def tensor_digest(t: torch.Tensor) -> str:
-    """Content hash of one tensor (shape, dtype and bytes); 32 hex chars."""
-    h = hashlib.blake2b(digest_size=16)
-    t = t.detach()
-    h.update(f"{tuple(t.shape)}|{t.dtype}".encode())
-    flat = t.contiguous().view(-1)
-    if flat.numel():
-        h.update(flat.view(torch.uint8).cpu().numpy())  # buffer protocol: no copy; hashlib drops the GIL
-    return h.hexdigest()
-
-
-def tensor_digests(module: nn.Module) -> dict[str, str]:
-    """Per-tensor content hashes (name -> :func:`tensor_digest`) of every parameter and buffer.
-
-    Cost: one pass over the weights, hashed on all cores (about 0.4 s for 135M fp32 parameters on 2).
-    """
-    items = list(module.state_dict(keep_vars=False).items())
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(lambda kv: tensor_digest(kv[1]), items))
-    return {name: d for (name, _), d in zip(items, digests)}
-
-
-def fingerprint_of(digests: dict[str, str]) -> str:
-    """One hash of a :func:`tensor_digests` mapping (names included)."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(digests):
-        h.update(f"{name}={digests[name]};".encode())
-    return h.hexdigest()
-
-
-def weights_fingerprint(module: nn.Module) -> str:
-    """Content hash of every parameter and buffer (names, shapes, dtypes, bytes); 32 hex chars.
-
-    Two models get the same fingerprint iff their weights are bit-identical (up to hash collisions).
-    """
-    return fingerprint_of(tensor_digests(module))
-
-
-@dataclass
-class StateWatch:
-    """What a model computed at one moment, checked again cheaply: per-tensor version counters
-    (bumped by every in-place write) and content digests, plus the installed interventions.
-
-    :meth:`holds` re-hashes only the tensors written since (an edit and its undo touch a few), so
-    results computed on some weights can be reused exactly while the weights are bit-identical.
-    """
-
-    versions: dict[str, int]
-    digests: dict[str, str]
-    interventions: dict[str, str]
-
-    @classmethod
-    def take(cls, model: Model) -> StateWatch:
-        live = model.hf.state_dict(keep_vars=True)
-        return cls({n: t._version for n, t in live.items()}, tensor_digests(model.hf), model.intervention_identities())
-
-    def holds(self, model: Model) -> bool:
-        """True iff every tensor is bit-identical to when the watch was taken and the same
-        interventions are installed."""
-        live = model.hf.state_dict(keep_vars=True)
-        if live.keys() != self.versions.keys() or model.intervention_identities() != self.interventions:
-            return False
-        return all(t._version == self.versions[n] or tensor_digest(t) == self.digests[n] for n, t in live.items())
-
-
-class InstalledIntervention(Protocol):
-    """What the model needs of an installed intervention (:mod:`editscope.interventions`)."""
-
-    def identity(self) -> str: ...
-
-    def first_layer(self, model: Model) -> int: ...
-
-
 @dataclass
 class Model:
     """A causal LM ready for scoring and editing.
@@ -135,6 +62,8 @@ class Model:
         tokenizer: its fast tokenizer (offset mappings are required by scoring).
         arch: where its parts live (:class:`ArchSpec`).
         name: the name it was loaded by.
+        state: what it carries between calls besides its weights (:class:`ModelState`: edit
+            stack, memos, caches), one typed field per subsystem.
         interventions: site -> installed intervention, in installation order (written only by
             :mod:`editscope.interventions`); ``intervention_hooks``: their torch hook handles.
     """
@@ -143,7 +72,7 @@ class Model:
     tokenizer: Any
     arch: ArchSpec
     name: str
-    meta: dict[str, Any] = field(default_factory=dict)
+    state: ModelState = field(default_factory=ModelState)
     interventions: dict[str, InstalledIntervention] = field(default_factory=dict)
     intervention_hooks: dict[str, Any] = field(default_factory=dict)
 
@@ -192,9 +121,9 @@ class Model:
         Edit methods ask for it before changing any weight, so it always names the weights the
         model was loaded with; base outputs are cached under it.
         """
-        if "base_digests" not in self.meta:
-            self.meta["base_digests"] = tensor_digests(self.hf)
-        return fingerprint_of(self.meta["base_digests"])
+        if self.state.base_digests is None:
+            self.state.base_digests = tensor_digests(self.hf)
+        return fingerprint_of(self.state.base_digests)
 
     def state_key(self, digests: dict[str, str] | None = None) -> str:
         """What the model computes, as one key: the weights fingerprint when nothing is installed,
@@ -202,22 +131,17 @@ class Model:
         contexts, ...). Every cache of model outputs keys on it. ``digests``: the current
         :func:`tensor_digests`, if already computed."""
         fp = fingerprint_of(digests) if digests is not None else self.fingerprint()
-        ids = self.intervention_identities()
-        if not ids:
-            return fp
-        h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps([fp, sorted(ids.items())]).encode())
-        return h.hexdigest()
+        return state_key(fp, self.intervention_identities())
 
     def clear_caches(self) -> None:
         """Free the hidden states kept in memory by ``evaluate(..., keep_hidden=l)``."""
-        self.meta.pop("layer_caches", None)
+        self.state.layer_caches.clear()
 
     def changed_tensors(self, now: dict[str, str] | None = None) -> list[str]:
         """Names of the tensors whose bytes differ from the base weights (``now``: current
         :func:`tensor_digests`, computed if not given)."""
         self.base_fingerprint  # noqa: B018  (records the base on first use)
-        base = self.meta["base_digests"]
+        base = self.state.base_digests
         now = tensor_digests(self.hf) if now is None else now
         return sorted(n for n in set(base) | set(now) if base.get(n) != now.get(n))
 
@@ -253,7 +177,7 @@ class Model:
                 f"dtype={self.dtype}, device={self.device})")
 
 
-def _finish(hf: nn.Module, tokenizer, name: str, meta: dict[str, Any]) -> Model:
+def _finish(hf: nn.Module, tokenizer, name: str, provenance: dict[str, Any]) -> Model:
     arch = arch_for(hf.config)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
@@ -263,7 +187,7 @@ def _finish(hf: nn.Module, tokenizer, name: str, meta: dict[str, Any]) -> Model:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     hf.eval()
-    model = Model(hf=hf, tokenizer=tokenizer, arch=arch, name=name, meta=meta)
+    model = Model(hf=hf, tokenizer=tokenizer, arch=arch, name=name, state=ModelState(provenance=provenance))
     arch.module(hf, "lm_head")  # fail now, not mid-study, if the spec does not fit this class
     return model
 
@@ -273,10 +197,27 @@ def from_modules(hf: nn.Module, tokenizer, name: str = "custom") -> Model:
     return _finish(hf, tokenizer, name, {"source": "in-memory"})
 
 
-def _recipes():
-    from .derive import RECIPES
+@dataclass(frozen=True)
+class ModelSource:
+    """Names that a higher layer can build a model folder for: ``names()`` lists them (lower
+    case), ``build(name)`` returns ``(folder with config.json and safetensors, canonical name)``.
+    Derived-model recipes (:mod:`editscope.models.derive`) register one; :func:`load_model` asks
+    the registered sources after the built-in names, local paths and hub ids."""
 
-    return RECIPES
+    names: Callable[[], Iterable[str]]
+    build: Callable[[str], tuple[Path, str]]
+
+
+_SOURCES: list[ModelSource] = []
+
+
+def register_model_source(source: ModelSource) -> None:
+    """Let :func:`load_model` build the names ``source`` knows (see :class:`ModelSource`)."""
+    _SOURCES.append(source)
+
+
+def _source_names() -> list[str]:
+    return [n for s in _SOURCES for n in s.names()]
 
 
 def load_model(
@@ -324,12 +265,11 @@ def load_model(
         source = str(folder)
     elif "/" in name and not name.startswith((".", "/", "~")):
         source, kwargs = name, {"revision": revision}
-    elif key in _recipes():
-        from .derive import derive
-
-        source, name = str(derive(key)), _recipes()[key].name
+    elif src := next((s for s in _SOURCES if key in s.names()), None):
+        folder, name = src.build(key)
+        source = str(folder)
     else:
-        close = difflib.get_close_matches(key, list(KNOWN_MODELS) + list(_ALIASES) + list(_recipes()), n=1)
+        close = difflib.get_close_matches(key, list(KNOWN_MODELS) + list(_ALIASES) + _source_names(), n=1)
         hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
         raise UnknownModelError(
             f"unknown model {name!r}.{hint} Known names: {', '.join(KNOWN_MODELS)}. "

@@ -49,7 +49,7 @@ from ..metrics.multihop import (  # noqa: F401 - re-exported: loaders and their 
     multi_hop_accuracy,
     normalize_answer,
 )
-from ..paths import data_path
+from ..data.fetch import data_path
 from ..registry import Registry
 from ..requests import EditRequest, Probe, ProbeSet
 from ..errors import InputError

@@ -15,6 +15,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ..metrics.perplexity import check_thresholds
 from ..stats import Interval, clopper_pearson
 from .results import StudyResults
 
@@ -70,14 +71,6 @@ def collapse_lines(res: StudyResults) -> tuple[float, float]:
     to the base model's perplexity (default 2, "doubled")."""
     proto = res.config.get("protocol", {})
     return float(proto.get("threshold", DEFAULT_THRESHOLD)), float(proto.get("ratio") or DEFAULT_RATIO)
-
-
-def check_thresholds(threshold: float, ratio: float) -> None:
-    """Refuse a threshold <= 0 or a ratio <= 1 (naming the field)."""
-    if not threshold > 0:
-        raise ValueError(f"collapse threshold={threshold}: must be a perplexity > 0 (the published line is 1000)")
-    if not ratio > 1:
-        raise ValueError(f"collapse ratio={ratio}: must be > 1 (perplexity this many times the base model's; e.g. 2)")
 
 
 def _requests_by_unit(res: StudyResults) -> dict[tuple[str, str], list[str]]:

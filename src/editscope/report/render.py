@@ -16,6 +16,7 @@ from ..metrics.edit_metrics import BASE_STATUSES, METRICS
 from ..stats import holm
 from .answers import base_answers, locality_by_status, no_op_edits
 from .table import Table
+from .latex_build import compile_paper
 from .tex import table_float, tex_escape
 from .attribution import (
     failed_controls,
@@ -687,9 +688,8 @@ def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -
 
 def compile_latex(main: Path) -> Path:
     """Run pdflatex twice in ``main``'s folder (the report bundle has no bibliography); returns the
-    PDF. Raises :class:`editscope.paper.PaperBuildError` (a RuntimeError) with the file, line and
+    PDF. Raises :class:`~editscope.report.latex_build.PaperBuildError` (a RuntimeError) with the file, line and
     log excerpt."""
-    from ..paper.build import compile_paper  # the one LaTeX build, shared with paper drafts
 
     return compile_paper(main, bibtex=False).pdf
 

@@ -2,7 +2,8 @@
 resumable SQLite results store. See :func:`run_study` and ``editscope run``."""
 
 from .config import ConfigError, StudyConfig, load_config, parse_config
-from .execute import RunFolderError, load_study_model, run_study
+from .execute import RunFolderError, run_study
+from .prepare import load_study_model
 from .plan import Plan, build_plan
 from .store import ResultsStore, StoreError, export_archive, unpack_archive
 

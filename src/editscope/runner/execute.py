@@ -23,37 +23,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 
 from ..errors import InputError
 from ..models.model import Model
 from ..paths import file_in_the_way
 from ..progress import working
-from .config import REPORT_ONLY, MethodSpec, StudyConfig, without_unset_later_keys
+from .config import REPORT_ONLY, StudyConfig, without_unset_later_keys
 from .plan import Plan, UnitPlan, build_plan, check_mined_provenance
+from .prepare import load_study_model, study_runner
 from .results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
 from .reevaluate import StaleUnit, reevaluate_stale, stale_units
-from .units import Event, Runner, shared_first_block
+from ..version import __version__
+from .units import Event
 
 log = logging.getLogger(__name__)
 
 
 class RunFolderError(InputError, RuntimeError):
     """The output folder holds something this run must not overwrite."""
-
-
-def load_study_model(config: StudyConfig) -> Model:
-    """The config's model: a name/path/hub id (:func:`editscope.load_model`) or ``tiny:<type>``
-    (a random tiny model, for tests and examples that must run in seconds)."""
-    spec = config.model
-    if spec.name.startswith("tiny:"):
-        from ..models.tiny import tiny_model
-
-        return tiny_model(spec.name.split(":", 1)[1], seed=config.seed, num_hidden_layers=4)
-    from ..models import load_model
-
-    return load_model(spec.name, dtype=spec.dtype, device=spec.device, revision=spec.revision,
-                      trust_remote_code=spec.trust_remote_code)
 
 
 def _controls_grown(old: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
@@ -158,10 +147,6 @@ def open_run(out: str | Path, config: StudyConfig, *, resume: bool = False, forc
         raise RunFolderError(f"{out} has no {FILENAME} to resume; run without --resume")
     out.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(path, create=True)
-    import transformers
-
-    from .. import __version__
-
     store.set_meta(config_hash=config.config_hash(), config=config.model_dump(mode="json"), name=config.name,
                    editscope_version=__version__, torch_version=torch.__version__,
                    transformers_version=transformers.__version__, python=platform.python_version(),
@@ -303,22 +288,6 @@ def _reevaluate(plan: Plan, store: ResultsStore, model: Model, stored: Stored, s
           "reproduce their stored state and are computed again", file=sys.stderr)
 
 
-def pending_methods(plan: Plan, stored: Stored) -> list[MethodSpec]:
-    """The methods with a unit not yet stored."""
-    return [m for m in plan.methods if any((m.name, u.unit) not in stored.done for u in plan.units_of(m.name))]
-
-
-def study_runner(plan: Plan, stored: Stored, model: Model, *, progress: bool = False,
-                 methods: list[MethodSpec] | None = None) -> Runner:
-    """A :class:`Runner` for ``plan`` on ``model``, with the key statistics of every method still
-    to run (or of ``methods``) computed (or read from the cache) first. Every backend builds its
-    runners here."""
-    pending = pending_methods(plan, stored) if methods is None else methods
-    with working("key statistics for the locate-then-edit methods (cached after the first run)", progress):
-        _prefetch_statistics(model, pending, plan.config)
-    return Runner(plan, model, stored, keep_hidden=shared_first_block(model, pending))
-
-
 def run_local(plan: Plan, stored: Stored, model: Model, deliver: Callable[[Event], None], *,
               progress: bool = False) -> None:
     """The local backend: every unit in this process, in plan order."""
@@ -329,26 +298,6 @@ def run_local(plan: Plan, stored: Stored, model: Model, deliver: Callable[[Event
         for ev in runner.iter_method(m):
             deliver(ev)
     model.clear_caches()
-
-
-def _prefetch_statistics(model: Model, methods: list[MethodSpec], config: StudyConfig | None = None) -> None:
-    """Key statistics of every locate-then-edit method still to run, one corpus pass per settings
-    (ROME at layer 5 and MEMIT at 1-5 would otherwise each pass over the corpus). Bad
-    hyperparameters are left for the method's own unit to report."""
-    from ..covariance import prefetch_key_statistics
-    from ..methods.base import get_method
-
-    requests = []
-    by_label = {m.name: m for m in (config.method_specs() if config is not None else methods)}
-    for spec in methods:
-        if spec.match is not None:  # a placebo reads what its matched method reads
-            spec = by_label.get(spec.match, spec)
-        try:
-            m = get_method(spec.method)
-            requests.append(m.statistics_request(model, m.resolve_hparams(model.arch, model.n_layers, spec.hparams)))
-        except Exception as e:  # noqa: BLE001 - reported by the unit that uses these hyperparameters
-            log.debug("no statistics prefetch for %s: %s", spec.name, e)
-    prefetch_key_statistics(model, requests)
 
 
 class _progress:
@@ -381,5 +330,4 @@ class _progress:
         return False
 
 
-__all__ = ["BACKENDS", "RunFolderError", "load_study_model", "open_run", "pending_methods", "run_local", "run_study",
-           "study_runner"]
+__all__ = ["BACKENDS", "RunFolderError", "open_run", "run_local", "run_study"]

@@ -80,7 +80,7 @@ class StudyWorker:
         import torch
 
         from .config import parse_config
-        from .execute import load_study_model, study_runner
+        from .prepare import load_study_model, study_runner
         from .plan import build_plan
 
         torch.set_num_threads(max(1, threads))

@@ -28,7 +28,8 @@ from ..methods.handle import active_edits, parameters
 from ..metrics.fluency import fluency
 from ..metrics.perplexity import is_collapsed, perplexity
 from ..metrics.weight_change import anatomy_scalars
-from ..models.model import Model, StateWatch, tensor_digests
+from ..models.model import Model
+from ..models.state import StateWatch, tensor_digests
 from .config import MethodSpec
 from .plan import Plan, UnitPlan
 from .results import Scalars, Skipped, Stored, UnitResult
@@ -410,7 +411,7 @@ def _restore_all(model: Model, state: dict[str, torch.Tensor], ivs: dict[str, In
         if h.method in METHODS:
             METHODS[h.method]().on_undo(model, h)
         h.active = False
-    model.meta.get("edit_stack", []).clear()
+    model.state.edit_stack.clear()
 
 
 

@@ -1,4 +1,4 @@
-"""Compile a paper draft: ``pdflatex main && bibtex main && pdflatex main && pdflatex main``,
+"""Compile a LaTeX document (a paper draft, a report bundle): ``pdflatex main && bibtex main && pdflatex main && pdflatex main``,
 non-interactive; a LaTeX error comes back with its file, line and log excerpt, and the final log is
 checked for undefined references and citations and for overfull boxes (tables and text)."""
 
