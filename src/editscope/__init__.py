@@ -20,11 +20,11 @@ from .version import __version__
 
 def __getattr__(name: str):
     if name == "mine":  # hard-case mining runs a study: imported on first use
-        from .mining import mine
+        from .mining import mine  # import cost: the runner and the reports (matplotlib) load with it
 
         return mine
     if name == "trace":  # causal tracing (editscope.analysis.tracing)
-        from .analysis.tracing import trace
+        from .analysis.tracing import trace  # import cost: loaded by the few who trace
 
         return trace
     raise AttributeError(f"module 'editscope' has no attribute {name!r}")

@@ -16,11 +16,11 @@ from .errors import EXIT_INPUT, EXIT_INTERRUPTED
 from .paths import file_in_the_way
 from .progress import counting_bar
 from .progress import working as _working
-from .cli_common import _OneErrorPath, _debug, _debug_on, console, err_console
+from .cli_common import OneErrorPath, console, debug_on, err_console, set_debug
 from .cli_data import data_app
 
 app = typer.Typer(
-    cls=_OneErrorPath,
+    cls=OneErrorPath,
     help="editscope: edit what a language model knows, and measure everything else the edit changed.",
     no_args_is_help=True,
     add_completion=False,
@@ -50,7 +50,7 @@ def _setup(
     """Quiet the libraries: editscope prints its own progress and results (unless --verbose)."""
     from transformers.utils import logging as hf_logging
 
-    _debug["on"] = debug
+    set_debug(debug)
     hf_logging.disable_progress_bar()
     if verbose:
         hf_logging.set_verbosity_warning()
@@ -539,7 +539,7 @@ def run(
         path = runner.run_study(cfg, out_dir, resume=resume, force=force, backend=backend, address=address,
                                 workers=workers, max_units=units)
     except KeyboardInterrupt:
-        if _debug_on():
+        if debug_on():
             raise
         stored = "every finished unit"
         if (Path(out_dir) / FILENAME).is_file():

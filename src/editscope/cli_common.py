@@ -17,15 +17,21 @@ from .progress import stderr_console
 
 console = Console()
 err_console = stderr_console
-#: set by ``--debug`` or ``EDITSCOPE_DEBUG=1``: errors propagate with their traceback
-_debug = {"on": False}
+_debug_flag = False
 
 
-def _debug_on() -> bool:
-    return _debug["on"] or os.environ.get("EDITSCOPE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+def set_debug(on: bool) -> None:
+    """``--debug``: errors propagate with their traceback."""
+    global _debug_flag
+    _debug_flag = on
 
 
-class _OneErrorPath(TyperGroup):
+def debug_on() -> bool:
+    """True under ``--debug`` or ``EDITSCOPE_DEBUG=1``."""
+    return _debug_flag or os.environ.get("EDITSCOPE_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class OneErrorPath(TyperGroup):
     """Every command's errors leave through here: one or a few lines naming the culprit and the
     fix, exit code 2 for bad input and 1 for a failure during work (see :mod:`editscope.errors`);
     Ctrl-C says where it stopped (exit 130); a traceback only with ``--debug``."""
@@ -37,13 +43,13 @@ class _OneErrorPath(TyperGroup):
                 click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            if _debug_on():
+            if debug_on():
                 raise
             err_console.print("[yellow]interrupted[/]: nothing was left half-written (a run keeps every finished "
                               "unit; continue it with `editscope run CONFIG --out DIR --resume`)")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as e:  # noqa: BLE001 - the one place where any error becomes a message
-            if _debug_on():
+            if debug_on():
                 raise
             code, message = describe(e)
             err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)

@@ -10,11 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_common import _OneErrorPath, console
+from .cli_common import OneErrorPath, console
 from .data.fetch import DataError, cache_dir, data_folders, fetch, install_from, locate, status, verify
 from .data.registry import DATASETS
 
-data_app = typer.Typer(cls=_OneErrorPath, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+data_app = typer.Typer(cls=OneErrorPath, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                        help="Evaluation data: where each dataset comes from, fetching it, checking it.")
 
 

@@ -1,4 +1,4 @@
-"""Controls that a side effect is attributed against (DESIGN.md "Controls").
+"""Controls that a side effect is attributed against (docs/architecture.md "Controls").
 
 * :func:`placebo_delta`: a random weight delta matched to a real one, tensor by tensor: the same
   tensors, the same rank, the same singular values (hence the same Frobenius and spectral norm),
@@ -27,6 +27,7 @@ import torch
 
 from .probes.arithmetic import parse_arithmetic
 from .requests import EditRequest, ProbeSet
+from .probes.loaders import load_counterfact
 
 #: singular values below ``RANK_TOL * max(m, n) * s_max`` count as zero (numpy's matrix_rank rule,
 #: with float32's epsilon: deltas are differences of float32 weights)
@@ -158,8 +159,6 @@ class UnrelatedEdit:
 
 
 def _fact_edits(n: int, rng: random.Random, exclude: Collection[str], source: str | None) -> list[UnrelatedEdit]:
-    from .probes.loaders import load_counterfact
-
     ds = load_counterfact(source)
     pool = [UnrelatedEdit(c.requests[0], c.probes if len(c.probes) else None)
             for c in ds if c.requests and c.requests[0].prompt not in exclude]

@@ -1,6 +1,6 @@
 """Edits that are not weight deltas: interventions installed on a model.
 
-Two kinds (see DESIGN.md "Edit kinds"):
+Two kinds (see docs/architecture.md "The path of an edit"):
 
 * **module intervention** (:class:`ModuleIntervention`): an object that owns its own tensors (a
   GRACE codebook, a WISE side memory) and rewrites the output of the module playing an

@@ -24,8 +24,10 @@ from .errors import InputError
 from .metrics.perplexity import check_thresholds
 from .runner.config import StudyConfig, parse_config
 from .runner.execute import run_study
-from .runner.plan import check_mined_provenance  # noqa: F401  (re-exported: mined edits' provenance)
+from .runner.plan import build_plan, check_mined_provenance
 from .runner.store import FILENAME, ResultsStore
+from .data.fetch import data_path
+from .probes import loaders
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,9 @@ class MineResult:
 
 def _raw_records(dataset: str, source: str | None) -> dict[str, Any]:
     """``record label -> raw record`` of the dataset file (labels as the loaders give them)."""
-    from .data.fetch import data_path
-    from .probes import loaders
 
     default = (lambda: Path(str(source))) if dataset == "jsonl" else (lambda: data_path(*loaders.DEFAULT_FILES[dataset]))
-    _, raws = loaders._resolve(source, default, "train", prefer_jsonl=dataset == "jsonl")
+    _, raws = loaders.resolve_source(source, default, "train", prefer_jsonl=dataset == "jsonl")
     return {r.label: r.obj for r in raws}
 
 
@@ -94,7 +94,6 @@ def mine(dataset: str, method: str, out: str | Path, *, model: str = "smollm2-13
     store = Path(store) if store is not None else out.with_name(out.name + ".mining")
     config = mine_config(dataset, method, model=model, source=source, limit=limit, offset=offset, corpus=corpus,
                          hparams=hparams, preset=preset)
-    from .runner.plan import build_plan
 
     plan = build_plan(config)
     if not plan.edits:

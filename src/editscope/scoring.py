@@ -1,7 +1,7 @@
 """Batched scoring of a causal LM: continuation log-probabilities, greedy continuations, next-token
 distributions. This is the only module that tokenizes prompt + continuation pairs.
 
-Tokenization rule (DESIGN.md): ``prompt + continuation`` is tokenized as one string; the
+Tokenization rule (docs/architecture.md): ``prompt + continuation`` is tokenized as one string; the
 continuation's tokens are those that start at or after the end of the prompt with its trailing
 whitespace removed (so that whitespace moves into the continuation). If a token straddles that
 boundary, the pair falls back to tokenizing the stripped prompt and the rest separately

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from ..requests import EditRequest, resolve_sep
+from ..scoring import score_continuations
+from ..methods import apply_edit
 
 
 def _probs(values: Sequence[float], name: str) -> np.ndarray:
@@ -100,8 +102,6 @@ def failure_rate(ignore_rates: Sequence[float], threshold: float = 0.5) -> float
 
 def object_probs(model: Any, prompt: str, objects: Sequence[str]) -> list[float]:
     """P(object | prompt) of each whole object text (teacher forced)."""
-    from ..scoring import score_continuations
-
     scores = score_continuations(model, [prompt] * len(objects), [resolve_sep(prompt, o) + o for o in objects])
     return [math.exp(s.logprob) for s in scores]
 
@@ -117,8 +117,6 @@ def conflict_pair(model: Any, method: str, old: EditRequest, new: EditRequest, *
                   new_answer: str, **hparams: Any) -> ConflictResult:
     """Apply ``old`` then ``new`` with ``method`` and read the two facts' probabilities on ``prompt``
     (the question both edits answer, e.g. the reverse relation's prompt); the model is restored."""
-    from ..methods import apply_edit
-
     h1 = apply_edit(model, old, method, **hparams)
     try:
         mid = object_probs(model, prompt, [old_answer])[0]
@@ -144,8 +142,6 @@ class RoundEditResult:
 def round_edit(model: Any, method: str, request: EditRequest, objects: Sequence[str], **hparams: Any) -> RoundEditResult:
     """Edit ``request.prompt`` to ``target_new``, then back to ``target_true``, and compare the
     distribution over ``objects`` before and after the round; the model is restored."""
-    from ..methods import apply_edit
-
     if not request.target_true:
         raise ValueError("round_edit needs request.target_true (the object the second edit restores)")
     if not objects:

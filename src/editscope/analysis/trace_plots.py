@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.plots import _save, plt  # plots selects the non-interactive backend
+from ..report.plots import save_figure, plt  # plots selects the non-interactive backend
 from .trace_average import AverageEffect
 from .tracing import KIND_LABEL, TraceResult
 
@@ -36,7 +36,7 @@ def plot_trace(r: TraceResult, out: Path, stem: str = "trace") -> list[Path]:
     fig.suptitle(f"{r.prompt!r} -> {r.target!r}: P clean {r.p_clean:.3f}, corrupted {r.p_corrupt:.3f} "
                  f"({r.samples} samples, noise {r.noise:g} sd)", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out, stem)
+    return save_figure(fig, out, stem)
 
 
 def plot_average(effects: Sequence[AverageEffect], n_prompts: int, out: Path, stem: str = "average_effect") -> list[Path]:
@@ -65,7 +65,7 @@ def plot_average(effects: Sequence[AverageEffect], n_prompts: int, out: Path, st
         ax.tick_params(labelsize=6)
     fig.suptitle(f"Average indirect effect over {n_prompts} prompts (95% intervals over prompts)", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out, stem)
+    return save_figure(fig, out, stem)
 
 
 __all__ = ["plot_average", "plot_trace"]

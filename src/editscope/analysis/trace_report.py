@@ -33,6 +33,7 @@ from ..stats import mean_interval
 from .trace_average import TOKEN_CATEGORIES, AverageEffect, average_indirect_effect
 from .tracing import KINDS, TraceError, TraceResult
 from .trace_study import read_traces, traced
+from .trace_plots import plot_average, plot_trace
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z_]+):([^}]*)\}\}")
 
@@ -87,8 +88,6 @@ def aie_table(s: TraceSet) -> str:
 def fill_traces(template: str, sets: Mapping[str, TraceSet], figure_dir: Path | None = None) -> str:
     """Replace every placeholder of ``template`` from the trace studies ``sets`` (see the module
     docstring); figures are drawn into ``figure_dir`` (PNG, named ``<set>_<figure>.png``)."""
-    from .trace_plots import plot_average, plot_trace
-
     def get(args: str, name: str) -> TraceSet:
         if name not in sets:
             raise TraceError(f"{{{{{args}}}}}: no trace study {name!r}; have {sorted(sets)}")

@@ -29,6 +29,7 @@ import torch
 from ..models.model import Model
 from ..scoring import encode_prompts
 from .tracing import KINDS, TraceError, TraceResult, last_probs, embedding_std, target_token, trace
+from ..probes.loaders import load_edit_dataset
 
 META = "meta.json"
 TRACES = "traces.jsonl"
@@ -51,8 +52,6 @@ class TraceCase:
 def dataset_cases(name: str, source: str | None = None, *, limit: int | None = None, offset: int = 0) -> list[TraceCase]:
     """The edit requests of a dataset (CounterFact, zsRE, ...) as trace cases: the request's prompt
     and subject, scored on its true answer (``target_true``)."""
-    from ..probes.loaders import load_edit_dataset
-
     out = []
     for case in load_edit_dataset(name, source, limit=limit, offset=offset):
         for i, r in enumerate(case.requests):

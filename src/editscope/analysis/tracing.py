@@ -36,6 +36,7 @@ from ..paths import cache_root
 from ..requests import resolve_sep
 from ..scoring import body_forward, encode_pairs, encode_prompts, kv_cache_of, logits_from_hidden, token_index_at
 from ..stats import mean_interval
+from ..hooks import capture_input, replace_input, skip_modules
 
 KINDS = ("hidden", "mlp", "attn")
 ROLES = {"hidden": "layer", "mlp": "mlp", "attn": "attn"}  # kind -> the ArchSpec module whose output it is
@@ -230,8 +231,6 @@ def _corrupted_run(model: Model, ids_t: torch.Tensor, patch: _Patcher, n_samples
     and the run's KV cache (every block's keys and values, ``samples`` rows)."""
     from contextlib import ExitStack
 
-    from ..hooks import capture_input
-
     patch.rows_noise = torch.arange(n_samples, device=model.device)
     patch.restore, patch.offset = {}, 0
     with ExitStack() as stack:
@@ -272,8 +271,6 @@ def patched_probabilities(model: Model, ids: Sequence[int], target_id: int, nois
     the corrupted run's hidden states there and runs only the tokens from the first restored one on,
     the earlier tokens' keys and values taken from the corrupted run's KV cache: the same numbers
     to float precision, a fraction of the work."""
-    from ..hooks import replace_input, skip_modules
-
     n_samples = noise.shape[0]
     rows = [(r, s) for r in range(len(restores)) for s in range(n_samples)]
     start = {r: (_start_layer(restores[r]) if skip_early else 0) for r in range(len(restores))}

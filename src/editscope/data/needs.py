@@ -6,6 +6,10 @@ from collections.abc import Iterable
 
 from ..runner.config import DatasetEdits, StudyConfig
 from .registry import file_for
+from .corpora import CORPORA
+from ..methods import get_method
+from ..metrics.downstream import TASKS
+from ..probes.loaders import DEFAULT_FILES
 
 
 def _dataset_of(parts: Iterable[str]) -> str | None:
@@ -14,8 +18,6 @@ def _dataset_of(parts: Iterable[str]) -> str | None:
 
 
 def _corpus(name: str) -> str | None:
-    from .corpora import CORPORA
-
     return _dataset_of(CORPORA[name][0]) if name.lower() in CORPORA else None
 
 
@@ -24,9 +26,6 @@ def datasets_for(config: StudyConfig) -> list[str]:
     ``source``), key-statistics corpora of the methods that use them, perplexity and guard
     corpora, downstream tasks, and CounterFact for fact controls. Files given by path are the
     user's and not listed."""
-    from ..methods import get_method
-    from ..metrics.downstream import TASKS
-    from ..probes.loaders import DEFAULT_FILES
 
     out: list[str | None] = []
     for e in config.edits:

@@ -23,6 +23,7 @@ from ..scoring import encode_pairs, score_encoded
 from .base import NO_OP_MARK, EditFailed, EditMethod, NoOpEdit, get_method
 from .handle import EditHandle, parameters
 from .strength import TOLERANCE, StrengthError, check_level, scale_to_strength
+from .presets import with_preset
 
 DEFAULT_GUARD_TOLERANCE = 0.5  # nats per target token
 
@@ -140,8 +141,6 @@ def apply_edit(model: Model, requests: EditRequest | Sequence[EditRequest], meth
     if not guard_tolerance >= 0:
         raise ValueError(f"guard_tolerance={guard_tolerance} must be >= 0 (nats per token)")
     if preset is not None:
-        from .presets import with_preset
-
         hparams = with_preset(method, preset, hparams)
     reqs, m, hp = _validated(model, requests, method, hparams, one_edit=True)
     if strength is not None:

@@ -105,7 +105,7 @@ class EditMethod(ABC):
     #: the method may touch no parameter at all (the identity control)
     touches_nothing: ClassVar[bool] = False
     #: what an edit is: "weights" (a delta), "module" (an installed module intervention) or
-    #: "input" (a prompt transform); see DESIGN.md "Edit kinds"
+    #: "input" (a prompt transform); see docs/architecture.md "The path of an edit"
     kind: ClassVar[str] = "weights"
     #: edits can stack on the model one after another (the sequential protocol)
     supports_sequential: ClassVar[bool] = True

@@ -1,4 +1,4 @@
-"""Control edits: ``placebo`` and ``identity`` (DESIGN.md "Controls").
+"""Control edits: ``placebo`` and ``identity`` (docs/architecture.md "Controls").
 
 ``placebo`` applies a random delta matched to what another method does to the same model on the
 same requests (same tensors, rank and singular values; :func:`editscope.controls.placebo_delta`).
@@ -28,6 +28,7 @@ from ..models.model import Model
 from ..requests import EditRequest
 from .base import EditMethod, Hparams, HparamError, get_method, register_method
 from .handle import add_delta, parameters
+from .apply import apply_edit
 
 _CACHE_SIZE = 2
 
@@ -67,8 +68,6 @@ def matched_delta(model: Model, requests: Sequence[EditRequest], method: str, hp
     """``method``'s delta on ``model`` for ``requests`` (the model is left as it was) and its info;
     ``strength``: :func:`apply_edit`'s ``strength`` / ``strength_tolerance``, as the matched unit
     ran. Cached on the model (the last few), keyed by the current weights and every input."""
-    from .apply import apply_edit
-
     key = (model.state_key(), method, json.dumps(hparams, sort_keys=True, default=str), seed,
            _request_key(requests), json.dumps(strength, sort_keys=True))
     cache = model.state.matched_deltas

@@ -31,6 +31,7 @@ from ..scoring import EncodedPair, encode_pairs, encode_prompts, greedy_continua
 from .base import EditMethod, Hparams, HparamError, register_method
 from .handle import parameters
 from .training import pairs_objective, target_objective, optimise, trainable
+from ..probes.registry import get_suite, suite_info
 
 Modules = Literal["all", "mlp", "mlp_out", "attn"]
 
@@ -137,8 +138,6 @@ class FTConstrained(_BlockFT):
                     raise HparamError(f"anchors[{i}] must be a (prompt, target) pair of non-empty strings")
             cands = [(p, resolve_sep(p, t) + t) for p, t in hp.anchors]
         else:
-            from ..probes.registry import get_suite, suite_info
-
             try:
                 info = suite_info(hp.anchor_suite)
             except KeyError as e:

@@ -1,6 +1,6 @@
 """`EditHandle`: an applied edit that can be undone bit-exactly, saved and re-loaded.
 
-Bookkeeping lives here and only here, for the three edit kinds (DESIGN.md "Edit kinds"):
+Bookkeeping lives here and only here, for the three edit kinds (docs/architecture.md "The path of an edit"):
 
 * **weights**: a snapshot of exactly the parameters a method declared it touches, taken before
   the edit, and per-tensor content digests before and after;
@@ -38,6 +38,7 @@ from ..paths import file_in_the_way
 from ..requests import EditRequest
 from ..errors import InputError, WorkError
 from ..version import __version__
+from .base import METHODS
 
 MANIFEST = "manifest.json"
 DELTA = "delta.safetensors"
@@ -197,8 +198,6 @@ class EditHandle:
 
     def undo(self) -> None:
         """Restore every touched parameter and intervention site to its state before this edit, bit-exactly."""
-        from .base import METHODS
-
         self._require_latest("undo")
         self.restore()
         _stack(self.model).remove(self)
@@ -388,8 +387,6 @@ def load_edit(model: Model, path: str | os.PathLike) -> EditHandle:
     was made on, and a model whose touched tensors or intervention sites are not in the state the
     edit started from (apply earlier edits first). Nothing is installed when it refuses.
     """
-    from .base import METHODS
-
     folder = Path(path).expanduser()
     man = read_saved_edit(folder)
     made_on = man.get("model_type")

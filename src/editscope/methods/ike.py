@@ -38,6 +38,7 @@ from ..interventions import InputIntervention, installed, put, register_interven
 from ..models.model import Model
 from ..requests import EditRequest
 from .base import EditMethod, HparamError, Hparams, register_method
+from ..probes.loaders import load_counterfact, load_zsre
 
 POOLS = ("counterfact", "zsre")
 
@@ -60,8 +61,6 @@ def fact(prompt: str, continuation: str) -> str:
 @lru_cache(maxsize=4)
 def demonstration_pool(pool: str, limit: int | None, offset: int = 0) -> tuple[tuple[str, str], ...]:
     """``((edited prompt, demonstration text), ...)``: the pool's copy/update/retain demonstrations."""
-    from ..probes.loaders import load_counterfact, load_zsre
-
     loader = {"counterfact": load_counterfact, "zsre": load_zsre}.get(pool)
     try:
         cases = (loader(limit=limit, offset=offset) if loader is not None

@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.model import Model
-from ..data.fetch import data_path
+from ..data.fetch import data_path, record_user_file
 from ..scoring import score_continuations
 from ..stats import Interval, wilson_interval
 from ..errors import InputError
@@ -587,8 +587,6 @@ def load_task(
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist (task {spec.name!r})")
     if path is not None:
-        from ..data.fetch import record_user_file
-
         record_user_file(file)  # named in the run's manifest with its hash
     reader = _piqa_records(file) if spec.name == "piqa" else _records(file)
     examples, skipped = [], []

@@ -1,4 +1,4 @@
-"""Named, versioned per-probe metrics of an edit (DESIGN.md "Protocols") and their aggregation.
+"""Named, versioned per-probe metrics of an edit (docs/architecture.md "Protocols") and their aggregation.
 
 Each metric maps one evaluation row (see :class:`editscope.evaluation.EvalResult`) to a value, or to
 ``None`` where it does not apply (e.g. ``prob`` needs an alternative target). Aggregates carry their

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..stats import Interval, mean_interval
+from ..scoring import greedy_continuations
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -39,7 +40,5 @@ def fluency(model, prompts: Sequence[str], max_new_tokens: int = 100) -> tuple[I
     ROME and EasyEdit sample with top-k=5; greedy decoding is used here so results are deterministic
     (greedy text is more repetitive, so absolute values run lower than their tables).
     """
-    from ..scoring import greedy_continuations
-
     texts = [p + g.text for p, g in zip(prompts, greedy_continuations(model, prompts, max_new_tokens))]
     return mean_interval([ngram_entropy(t) for t in texts]), texts

@@ -41,7 +41,7 @@ __all__ = [
     "perplexity",
 ]
 
-#: Perplexity above which a model counts as collapsed (DESIGN.md; Yang et al. 2024).
+#: Perplexity above which a model counts as collapsed (docs/architecture.md; Yang et al. 2024).
 DEFAULT_COLLAPSE_THRESHOLD = 1000.0
 
 
@@ -255,7 +255,7 @@ def is_collapsed(
     Can Trigger Large Language Models Collapse") uses perplexity on ME-PPL as a surrogate for
     collapse: an edited model whose perplexity explodes has lost its general ability. Two tests:
 
-    * absolute (default): ``ppl > threshold`` (default 1000, DESIGN.md);
+    * absolute (default): ``ppl > threshold`` (default 1000, docs/architecture.md);
     * relative, when ``ratio`` is given: ``ppl > ratio * base_ppl``, with ``base_ppl`` the
       unedited model's perplexity on the same corpus with the same settings (then ``threshold``
       is not used).

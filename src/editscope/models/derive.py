@@ -1,5 +1,5 @@
 """Derived models: a base model trained by a registered recipe, built once and cached by the recipe's
-digest (DESIGN.md "Derived models").
+digest (docs/architecture.md "Derived models").
 
 A :class:`Recipe` names a base model, a training set (:class:`ArithmeticData`: "a op b=" sums split
 into training and held-out pairs, disjoint by construction and checked), the training settings and a

@@ -32,7 +32,7 @@ from ..requests import EditRequest, Probe, ProbeSet
 
 OPS = ("+", "-", "*")
 OP_WORDS = {"+": "plus", "-": "minus", "*": "times"}
-_APPLY: dict[str, Callable[[int, int], int]] = {
+OPERATIONS: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b,
     "-": lambda a, b: a - b,
     "*": lambda a, b: a * b,
@@ -165,7 +165,7 @@ def query_in(template: str, a: int, op: str, b: int) -> tuple[str, str]:
 def _few_shot_prompt(a: int, op: str, b: int, avoid_operands: set[int], avoid_results: set[str]) -> str:
     lines = []
     for x, y in _FEW_SHOT_PAIRS:
-        r = _APPLY[op](x, y)
+        r = OPERATIONS[op](x, y)
         if x in avoid_operands or y in avoid_operands or str(r) in avoid_results:
             continue
         lines.append(f"{x}{op}{y}={r}")
@@ -231,7 +231,7 @@ def _paraphrases(
     a: int, op: str, b: int, target: str, category: str, relation: list[str], extra: dict[str, Any],
     few_shot: bool, avoid_operands: set[int], skip_prompts: set[str],
 ) -> list[Probe]:
-    result = _APPLY[op](a, b)
+    result = OPERATIONS[op](a, b)
     out = []
     for name, build, tsep in _TEMPLATES:
         prompt = build(a, op, b)
@@ -280,15 +280,15 @@ def arithmetic(
 
     if parsed is None:
         for a, op, b in grid_cells:
-            r = _APPLY[op](a, b)
+            r = OPERATIONS[op](a, b)
             probes.append(Probe(canonical_query(a, op, b), str(r), "general", meta=_meta(a, op, b, r, GRID, [])))
         if paraphrases:
             for a, op, b in random.Random(seed).sample(grid_cells, min(N_FAR_PARAPHRASED, len(grid_cells))):
-                probes += _paraphrases(a, op, b, str(_APPLY[op](a, b)), "general", [], {}, few_shot, set(), set())
+                probes += _paraphrases(a, op, b, str(OPERATIONS[op](a, b)), "general", [], {}, few_shot, set(), set())
         return ProbeSet(probes, name="arithmetic")
 
     e_prompt, A, OP, B, target_new, e_sep = parsed
-    R = _APPLY[OP](A, B)
+    R = OPERATIONS[OP](A, B)
     true = str(R)
     edit_target = target_new if target_new is not None else true
     edit_cell = (A, OP, B)
@@ -315,7 +315,7 @@ def arithmetic(
     for a, op, b in grid_cells:
         if (a, op, b) == edit_cell:
             continue
-        r = _APPLY[op](a, b)
+        r = OPERATIONS[op](a, b)
         rel = []
         if op == OP:
             if a in edit_operands or b in edit_operands:
@@ -335,7 +335,7 @@ def arithmetic(
 
     if paraphrases:
         for a, op, b, rel in near_paraphrased:
-            probes += _paraphrases(a, op, b, str(_APPLY[op](a, b)), "near", rel, {}, few_shot, edit_operands, set())
+            probes += _paraphrases(a, op, b, str(OPERATIONS[op](a, b)), "near", rel, {}, few_shot, edit_operands, set())
         for a, op, b in random.Random(seed).sample(far_cells, min(N_FAR_PARAPHRASED, len(far_cells))):
-            probes += _paraphrases(a, op, b, str(_APPLY[op](a, b)), "far", [], {}, few_shot, edit_operands, set())
+            probes += _paraphrases(a, op, b, str(OPERATIONS[op](a, b)), "far", [], {}, few_shot, edit_operands, set())
     return ProbeSet(probes, name="arithmetic")

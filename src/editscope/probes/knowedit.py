@@ -39,18 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from ..requests import Probe, ProbeSet
-from .loaders import (
-    EditCase,
-    EditDataset,
-    RecordError,
-    _case_id,
-    _probe,
-    _request,
-    _resolve,
-    _run,
-    _Raw,
-    _text,
-)
+from .loaders import (case_id_of, EDIT_DATASETS, EditCase, EditDataset, is_offline, load_records, make_probe,
+    make_request, RawRecord, RecordError, resolve_source, suite_factory, text_field)
+from .registry import register_suite
 
 SUBSETS = ("zsre", "wiki_recent", "wiki_counterfact", "wikibio", "convsent", "sanitation")
 #: the fields that identify each sub-format (checked in this order when detecting)
@@ -106,7 +97,7 @@ def _typed(rec: dict, key: str, types: dict[str, str], category: str, cid: str, 
                 if not isinstance(p, str) or not p.strip():
                     raise RecordError(f"field '{where}.prompt' must be non-empty text", field=where + ".prompt")
                 type_key = "portability_type" if category == "portability" else "locality_type"
-                out.append(_probe(p, answers[0], category,
+                out.append(make_probe(p, answers[0], category,
                                   {"case_id": cid, type_key: types[name], "aliases": answers[1:], **meta},
                                   f"{where}.prompt"))
     return out
@@ -135,21 +126,21 @@ def _check_fields(rec: dict, subset: str) -> None:
 
 def _fact_record(rec: dict, index: int, subset: str) -> EditCase:
     _check_fields(rec, subset)
-    cid = _case_id(rec, index)
+    cid = case_id_of(rec, index)
     if subset == "wikibio":
-        subject, prompt, new = _text(rec, "concept"), _text(rec, "text"), _text(rec, "labels")
+        subject, prompt, new = text_field(rec, "concept"), text_field(rec, "text"), text_field(rec, "labels")
         true = None
     else:
-        subject, prompt, new = _text(rec, "subject"), _text(rec, "prompt"), _text(rec, "target_new")
+        subject, prompt, new = text_field(rec, "subject"), text_field(rec, "prompt"), text_field(rec, "target_new")
         gt = rec.get("ground_truth")
         true = _answers(gt, "ground_truth")[0] if gt not in (None, "", [], "<|endoftext|>") else None
     subj = subject if subject and subject in prompt else None
-    req = _request("", prompt=prompt, target_new=new, subject=subj, target_true=true)
+    req = make_request("", prompt=prompt, target_new=new, subject=subj, target_true=true)
     base = {"case_id": cid, **({"target_true": true} if true else {})}
-    probes = [_probe(prompt, new, "target", dict(base), "prompt")]
+    probes = [make_probe(prompt, new, "target", dict(base), "prompt")]
     rephrase = rec.get("rephrase_prompt") or rec.get("rephrase")
     for p in (rephrase if isinstance(rephrase, list) else [rephrase] if rephrase else []):
-        probes.append(_probe(p, new, "paraphrase", dict(base), "rephrase_prompt"))
+        probes.append(make_probe(p, new, "paraphrase", dict(base), "rephrase_prompt"))
     probes += _typed(rec, "portability", PORTABILITY_TYPES, "portability", cid)
     probes += _typed(rec, "locality", LOCALITY_TYPES, "near", cid, target_new=new)
     meta = {"dataset": f"knowedit-{subset}", "index": index, "subject": subject}
@@ -160,42 +151,42 @@ def _fact_record(rec: dict, index: int, subset: str) -> EditCase:
 
 def _convsent_record(rec: dict, index: int, sentiment: str) -> EditCase:
     _check_fields(rec, "convsent")
-    cid = _case_id(rec, index)
-    ent = _text(rec, "ent")
+    cid = case_id_of(rec, index)
+    ent = text_field(rec, "ent")
     side = "pos" if sentiment == "positive" else "neg"
     sents = rec.get(side)
     if not isinstance(sents, list) or not sents or not isinstance(sents[0], str) or not sents[0].strip():
         raise RecordError(f"field {side!r} must be a non-empty list of sentences (the {sentiment} targets)", field=side)
     prompt = f"What do you think of {ent}?"
-    req = _request("", prompt=prompt, target_new=sents[0], subject=ent)
-    probes = [_probe(prompt, sents[0], "target", {"case_id": cid, "sentiment": sentiment}, side)]
+    req = make_request("", prompt=prompt, target_new=sents[0], subject=ent)
+    probes = [make_probe(prompt, sents[0], "target", {"case_id": cid, "sentiment": sentiment}, side)]
     return EditCase(cid, [req], ProbeSet(probes, name=f"knowedit-convsent:{cid}"),
                     {"dataset": "knowedit-convsent", "index": index, "sentiment": sentiment})
 
 
-def _sanitation_raws(doc: Any, source: str) -> tuple[list[_Raw], list[dict]]:
+def _sanitation_raws(doc: Any, source: str) -> tuple[list[RawRecord], list[dict]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("K_F"), list):
         raise RecordError(f"{source}: not a KnowEdit sanitation file: expected an object with lists 'K_F' (to forget) "
                           "and 'K_R' (to retain)", field="K_F")
     retain = doc.get("K_R") or []
     if not isinstance(retain, list):
         raise RecordError(f"{source}: field 'K_R' must be a list", field="K_R")
-    return [_Raw(f"K_F[{i}]", i, obj) for i, obj in enumerate(doc["K_F"])], retain
+    return [RawRecord(f"K_F[{i}]", i, obj) for i, obj in enumerate(doc["K_F"])], retain
 
 
 def _sanitation_record(rec: dict, index: int, retain: list, n_forget: int) -> EditCase:
-    cid = _case_id(rec, index)
-    q, new = _text(rec, "question"), _text(rec, "target_new")
+    cid = case_id_of(rec, index)
+    q, new = text_field(rec, "question"), text_field(rec, "target_new")
     true = _answers(rec["ground_truth"], "ground_truth")[0] if rec.get("ground_truth") else None
-    req = _request("", prompt=q, target_new=new, target_true=true)
-    probes = [_probe(q, new, "target", {"case_id": cid, **({"target_true": true} if true else {})}, "question")]
+    req = make_request("", prompt=q, target_new=new, target_true=true)
+    probes = [make_probe(q, new, "target", {"case_id": cid, **({"target_true": true} if true else {})}, "question")]
     for j in range(index, len(retain), max(n_forget, 1)):
         item = retain[j]
         where = f"K_R[{j}]"
         if not isinstance(item, dict):
             raise RecordError(f"field {where!r} must be an object {{question, ground_truth}}", field=where)
         ans = _answers(item.get("ground_truth"), where + ".ground_truth")
-        probes.append(_probe(_text(item, "question", where + "."), ans[0], "near",
+        probes.append(make_probe(text_field(item, "question", where + "."), ans[0], "near",
                              {"case_id": cid, "locality_type": "retain", "aliases": ans[1:]}, where))
     return EditCase(cid, [req], ProbeSet(probes, name=f"knowedit-sanitation:{cid}"),
                     {"dataset": "knowedit-sanitation", "index": index})
@@ -203,8 +194,6 @@ def _sanitation_record(rec: dict, index: int, retain: list, n_forget: int) -> Ed
 
 def _hub_file(source: str) -> Path:
     """``"owner/name:path/in/repo.json"``: that file of a hub dataset repository, downloaded (cached)."""
-    from .loaders import is_offline
-
     repo, _, filename = source.partition(":")
     if not repo.count("/") == 1 or not filename:
         raise RecordError(f"source {source!r}: give a JSON path, or a hub file as 'owner/name:path/in/repo.json' "
@@ -238,9 +227,9 @@ def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int |
         doc = json.loads(p.read_text())
         if isinstance(doc, dict) and "K_F" in doc:
             raws, retain = _sanitation_raws(doc, str(p))
-            return _run("knowedit-sanitation", str(p), raws, limit, offset, strict,
+            return load_records("knowedit-sanitation", str(p), raws, limit, offset, strict,
                         lambda rec, i: _sanitation_record(rec, i, retain, len(raws)))
-    src, raws = _resolve(source, lambda: p, split)
+    src, raws = resolve_source(source, lambda: p, split)
     if subset == "sanitation":
         raise RecordError(f"{src}: not a KnowEdit sanitation file: expected an object with lists 'K_F' and 'K_R'",
                           field="K_F")
@@ -249,13 +238,11 @@ def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int |
         subset = detect_subset(first)
     name = f"knowedit-{subset}"
     if subset == "convsent":
-        return _run(name, src, raws, limit, offset, strict, lambda rec, i: _convsent_record(rec, i, sentiment))
-    return _run(name, src, raws, limit, offset, strict, lambda rec, i, s=subset: _fact_record(rec, i, s))
+        return load_records(name, src, raws, limit, offset, strict, lambda rec, i: _convsent_record(rec, i, sentiment))
+    return load_records(name, src, raws, limit, offset, strict, lambda rec, i, s=subset: _fact_record(rec, i, s))
 
 
 def _register() -> None:
-    from .loaders import EDIT_DATASETS, suite_factory
-    from .registry import register_suite
 
     EDIT_DATASETS.register("knowedit", load_knowedit)
     register_suite("knowedit", "KnowEdit JSON (ZsRE, WikiData_recent/counterfact, WikiBio, ConvSent, Sanitation): "

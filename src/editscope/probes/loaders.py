@@ -49,10 +49,11 @@ from ..metrics.multihop import (  # noqa: F401 - re-exported: loaders and their 
     multi_hop_accuracy,
     normalize_answer,
 )
-from ..data.fetch import data_path
+from ..data.fetch import data_path, record_user_file
 from ..registry import Registry
 from ..requests import EditRequest, Probe, ProbeSet
 from ..errors import InputError
+from .registry import register_suite
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def _field(rec: dict, name: str, where: str = "") -> Any:
     return rec[name]
 
 
-def _text(rec: dict, name: str, where: str = "", *, optional: bool = False) -> str | None:
+def text_field(rec: dict, name: str, where: str = "", *, optional: bool = False) -> str | None:
     """A non-blank string field; ``{"str": ...}`` objects (ROME/MQuAKE targets) are unwrapped."""
     if optional and rec.get(name) is None:
         return None
@@ -205,7 +206,7 @@ def _text_list(rec: dict, name: str, where: str = "", *, optional: bool = False,
     return list(v)
 
 
-def _case_id(rec: dict, index: int) -> str:
+def case_id_of(rec: dict, index: int) -> str:
     cid = rec.get("case_id")
     return str(index) if cid is None else str(cid)
 
@@ -216,12 +217,12 @@ def _parse_rewrite(rw: Any, where: str) -> tuple[str, str, EditRequest]:
     if not isinstance(rw, dict):
         raise RecordError(f"field {where[:-1]!r} is {type(rw).__name__}, expected an object",
                           field=where[:-1])
-    template = _text(rw, "prompt", where)
-    subject = _text(rw, "subject", where)
-    new = _text(rw, "target_new", where)
-    true = _text(rw, "target_true", where)
+    template = text_field(rw, "prompt", where)
+    subject = text_field(rw, "subject", where)
+    new = text_field(rw, "target_new", where)
+    true = text_field(rw, "target_true", where)
     prompt = _format_template(template, subject, where)
-    return template, prompt, _request(where, prompt=prompt, target_new=new, subject=subject, target_true=true)
+    return template, prompt, make_request(where, prompt=prompt, target_new=new, subject=subject, target_true=true)
 
 
 def _format_template(template: str, subject: str, where: str) -> str:
@@ -236,7 +237,7 @@ def _format_template(template: str, subject: str, where: str) -> str:
         f"(found {n})", field=where + "prompt")
 
 
-def _request(where: str, **kw: Any) -> EditRequest:
+def make_request(where: str, **kw: Any) -> EditRequest:
     """EditRequest with its validation errors turned into RecordError naming the field."""
     try:
         return EditRequest(**kw)
@@ -247,7 +248,7 @@ def _request(where: str, **kw: Any) -> EditRequest:
         raise RecordError(f"invalid edit ({fld}): {msg}", field=fld) from e
 
 
-def _probe(prompt: str, target: str, category: str, meta: dict[str, Any], fld: str) -> Probe:
+def make_probe(prompt: str, target: str, category: str, meta: dict[str, Any], fld: str) -> Probe:
     try:
         return Probe(prompt=prompt, target=target, category=category, meta=meta)
     except (TypeError, ValueError) as e:
@@ -259,7 +260,7 @@ def _probe(prompt: str, target: str, category: str, meta: dict[str, Any], fld: s
 
 
 @dataclass
-class _Raw:
+class RawRecord:
     label: str            # "record 17" / "line 18"
     index: int            # absolute record index in the source
     obj: Any = None
@@ -277,7 +278,7 @@ def _looks_like_path(s: str) -> bool:
             or s.lower().endswith((".json", ".jsonl", ".gz")))
 
 
-def _read_hub(source: str, split: str) -> list[_Raw]:
+def _read_hub(source: str, split: str) -> list[RawRecord]:
     if is_offline():
         raise RuntimeError(
             f"{source!r} is not an existing file, so it was taken as a Hugging Face hub dataset id, "
@@ -290,19 +291,19 @@ def _read_hub(source: str, split: str) -> list[_Raw]:
             f"{source!r} is not an existing file, so it was taken as a Hugging Face hub dataset id; "
             f"loading from the hub needs the 'datasets' package: {_HUB_EXTRA}") from e
     ds = datasets.load_dataset(source, split=split)
-    return [_Raw(f"record {i}", i, dict(row)) for i, row in enumerate(ds)]
+    return [RawRecord(f"record {i}", i, dict(row)) for i, row in enumerate(ds)]
 
 
-def _parse_jsonl(text: str) -> list[_Raw]:
-    out: list[_Raw] = []
+def _parse_jsonl(text: str) -> list[RawRecord]:
+    out: list[RawRecord] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         idx = len(out)
         try:
-            out.append(_Raw(f"line {lineno}", idx, json.loads(line)))
+            out.append(RawRecord(f"line {lineno}", idx, json.loads(line)))
         except json.JSONDecodeError as e:
-            out.append(_Raw(f"line {lineno}", idx, error=f"invalid JSON: {e.msg} at column {e.colno}"))
+            out.append(RawRecord(f"line {lineno}", idx, error=f"invalid JSON: {e.msg} at column {e.colno}"))
     return out
 
 
@@ -311,7 +312,7 @@ def _json_kind(v: Any) -> str:
             float: "number", type(None): "null"}.get(type(v), type(v).__name__)
 
 
-def _read_file(path: Path, *, prefer_jsonl: bool = False) -> list[_Raw]:
+def _read_file(path: Path, *, prefer_jsonl: bool = False) -> list[RawRecord]:
     """Records of a JSON array file or a JSONL file (decided by content, suffix as a hint)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -336,17 +337,17 @@ def _read_file(path: Path, *, prefer_jsonl: bool = False) -> list[_Raw]:
                     "expected a JSON array of records or one JSON object per line") from e
             return _parse_jsonl(text)
         if isinstance(data, list):
-            return [_Raw(f"record {i}", i, r) for i, r in enumerate(data)]
+            return [RawRecord(f"record {i}", i, r) for i, r in enumerate(data)]
         if isinstance(data, dict) and jsonl_hint:
-            return [_Raw("line 1", 0, data)]
+            return [RawRecord("line 1", 0, data)]
         raise ValueError(
             f"{path}: top level is a JSON {_json_kind(data)}; expected a JSON array of records "
             "(or JSONL, one object per line)")
     return _parse_jsonl(text)
 
 
-def _resolve(source: str | Path | None, default: Callable[[], Path], split: str,
-             prefer_jsonl: bool = False) -> tuple[str, list[_Raw]]:
+def resolve_source(source: str | Path | None, default: Callable[[], Path], split: str,
+             prefer_jsonl: bool = False) -> tuple[str, list[RawRecord]]:
     if source is None:
         p = default()
         return str(p), _read_file(p, prefer_jsonl=prefer_jsonl)
@@ -356,7 +357,6 @@ def _resolve(source: str | Path | None, default: Callable[[], Path], split: str,
             raise FileNotFoundError(f"{p} does not exist")
         if p.is_dir():
             raise ValueError(f"{p} is a directory; pass the JSON/JSONL file inside it")
-        from ..data.fetch import record_user_file
 
         record_user_file(p)  # the run's manifest names the user's own file with its hash
         return str(p), _read_file(p, prefer_jsonl=prefer_jsonl)
@@ -369,7 +369,7 @@ def _resolve(source: str | Path | None, default: Callable[[], Path], split: str,
     return f"hub:{s}[{split}]", _read_hub(s, split)
 
 
-def _window(raws: list[_Raw], limit: int | None, offset: int) -> list[_Raw]:
+def _window(raws: list[RawRecord], limit: int | None, offset: int) -> list[RawRecord]:
     if offset < 0:
         raise ValueError(f"offset must be >= 0, got {offset}")
     if limit is not None and limit < 0:
@@ -378,13 +378,13 @@ def _window(raws: list[_Raw], limit: int | None, offset: int) -> list[_Raw]:
     return raws[offset:end]
 
 
-def _label(raw: _Raw) -> str:
+def _label(raw: RawRecord) -> str:
     if isinstance(raw.obj, dict) and raw.obj.get("case_id") is not None:
         return f"{raw.label} [case_id {raw.obj['case_id']}]"
     return raw.label
 
 
-def _run(name: str, source_str: str, raws: list[_Raw], limit: int | None, offset: int, strict: bool,
+def load_records(name: str, source_str: str, raws: list[RawRecord], limit: int | None, offset: int, strict: bool,
          parse: Callable[[dict, int], EditCase | None]) -> EditDataset:
     """Parse the records in the window; ``parse`` returning None means the record was consumed
     without making a case of its own (JSONL probe-only records)."""
@@ -424,22 +424,22 @@ def _run(name: str, source_str: str, raws: list[_Raw], limit: int | None, offset
 
 def _counterfact_mend(rec: dict, index: int) -> EditCase:
     """MEND/EasyEdit flattened form (``counterfact-edit.json``)."""
-    cid = _case_id(rec, index)
-    prompt = _text(rec, "prompt")
-    subject = _text(rec, "subject")
-    new = _text(rec, "target_new")
-    true = _text(rec, "ground_truth")
+    cid = case_id_of(rec, index)
+    prompt = text_field(rec, "prompt")
+    subject = text_field(rec, "subject")
+    new = text_field(rec, "target_new")
+    true = text_field(rec, "ground_truth")
     rephrases = _text_list(rec, "rephrase_prompt", allow_str=True)
     loc_prompts = _text_list(rec, "locality_prompt", allow_str=True)
     loc_truths = _text_list(rec, "locality_ground_truth", allow_str=True)
     if len(loc_truths) != len(loc_prompts):
         raise RecordError(f"field 'locality_ground_truth' has {len(loc_truths)} entries for "
                           f"{len(loc_prompts)} locality prompts", field="locality_ground_truth")
-    req = _request("", prompt=prompt, target_new=new, subject=subject, target_true=true)
-    probes = [_probe(prompt, new, "target", {"case_id": cid, "target_true": true}, "prompt")]
-    probes += [_probe(p, new, "paraphrase", {"case_id": cid, "target_true": true}, "rephrase_prompt")
+    req = make_request("", prompt=prompt, target_new=new, subject=subject, target_true=true)
+    probes = [make_probe(prompt, new, "target", {"case_id": cid, "target_true": true}, "prompt")]
+    probes += [make_probe(p, new, "paraphrase", {"case_id": cid, "target_true": true}, "rephrase_prompt")
                for p in rephrases]
-    probes += [_probe(p, t, "near", {"case_id": cid, "target_new": new, "target_true": t},
+    probes += [make_probe(p, t, "near", {"case_id": cid, "target_new": new, "target_true": t},
                       "locality_prompt") for p, t in zip(loc_prompts, loc_truths)]
     return EditCase(cid, [req], ProbeSet(probes, name=f"counterfact:{cid}"),
                     {"dataset": "counterfact", "format": "mend", "index": index})
@@ -447,7 +447,7 @@ def _counterfact_mend(rec: dict, index: int) -> EditCase:
 
 def _counterfact_rome(rec: dict, index: int) -> EditCase:
     """ROME ``counterfact.json`` form (``requested_rewrite`` with a ``{}`` prompt template)."""
-    cid = _case_id(rec, index)
+    cid = case_id_of(rec, index)
     rw_field = _field(rec, "requested_rewrite")
     rewrites = rw_field if isinstance(rw_field, list) else [rw_field]
     if not rewrites:
@@ -460,23 +460,23 @@ def _counterfact_rome(rec: dict, index: int) -> EditCase:
         template, prompt, req = _parse_rewrite(rw, where)
         new, true = req.target_new, req.target_true
         reqs.append(req)
-        probes.append(_probe(prompt, new, "target",
+        probes.append(make_probe(prompt, new, "target",
                              {"case_id": cid, "target_true": true, "rewrite": k}, where + "prompt"))
         templates.append(template)
         relations.append(rw.get("relation_id"))
     new, true = reqs[0].target_new, reqs[0].target_true
     assert true is not None
     for p in _text_list(rec, "paraphrase_prompts", allow_str=True):
-        probes.append(_probe(p, new, "paraphrase", {"case_id": cid, "target_true": true},
+        probes.append(make_probe(p, new, "paraphrase", {"case_id": cid, "target_true": true},
                              "paraphrase_prompts"))
     for p in _text_list(rec, "neighborhood_prompts", allow_str=True):
-        probes.append(_probe(p, true, "near", {"case_id": cid, "target_new": new, "target_true": true},
+        probes.append(make_probe(p, true, "near", {"case_id": cid, "target_new": new, "target_true": true},
                              "neighborhood_prompts"))
     for p in _text_list(rec, "attribute_prompts", optional=True):
-        probes.append(_probe(p, new, "attribute", {"case_id": cid, "target_true": true},
+        probes.append(make_probe(p, new, "attribute", {"case_id": cid, "target_true": true},
                              "attribute_prompts"))
     for p in _text_list(rec, "generation_prompts", optional=True):
-        probes.append(_probe(p, new, "generation",
+        probes.append(make_probe(p, new, "generation",
                              {"case_id": cid, "kind": "generation", "target_true": true},
                              "generation_prompts"))
     meta = {"dataset": "counterfact", "format": "rome", "index": index,
@@ -518,8 +518,8 @@ def load_counterfact(source: str | Path | None = None, *, limit: int | None = No
 
     The request gets ``subject`` and ``target_true``. ``split`` is used only for hub ids.
     """
-    src, raws = _resolve(source, lambda: data_path(*DEFAULT_FILES["counterfact"]), split)
-    return _run("counterfact", src, raws, limit, offset, strict, _counterfact_record)
+    src, raws = resolve_source(source, lambda: data_path(*DEFAULT_FILES["counterfact"]), split)
+    return load_records("counterfact", src, raws, limit, offset, strict, _counterfact_record)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -527,15 +527,15 @@ def load_counterfact(source: str | Path | None = None, *, limit: int | None = No
 
 
 def _zsre_record(rec: dict, index: int) -> EditCase:
-    cid = _case_id(rec, index)
-    src = _text(rec, "src")
-    alt = _text(rec, "alt")
+    cid = case_id_of(rec, index)
+    src = text_field(rec, "src")
+    alt = text_field(rec, "alt")
     answers = _text_list(rec, "answers", allow_str=True, allow_empty=False)
     true = answers[0]
     rephrases = _text_list(rec, "rephrase", allow_str=True)
-    loc = _text(rec, "loc")
-    loc_ans = _text(rec, "loc_ans")
-    subject = _text(rec, "subject", optional=True)
+    loc = text_field(rec, "loc")
+    loc_ans = text_field(rec, "loc_ans")
+    subject = text_field(rec, "subject", optional=True)
     meta: dict[str, Any] = {"dataset": "zsre", "index": index, "answers": answers}
     for k in ("pred", "cond"):
         if rec.get(k) is not None:
@@ -546,11 +546,11 @@ def _zsre_record(rec: dict, index: int) -> EditCase:
         subject = None
     elif subject is None:
         meta["subject_note"] = "record has no subject"
-    req = _request("", prompt=src, target_new=alt, subject=subject, target_true=true)
-    probes = [_probe(src, alt, "target", {"case_id": cid, "target_true": true}, "src")]
-    probes += [_probe(p, alt, "paraphrase", {"case_id": cid, "target_true": true}, "rephrase")
+    req = make_request("", prompt=src, target_new=alt, subject=subject, target_true=true)
+    probes = [make_probe(src, alt, "target", {"case_id": cid, "target_true": true}, "src")]
+    probes += [make_probe(p, alt, "paraphrase", {"case_id": cid, "target_true": true}, "rephrase")
                for p in rephrases]
-    probes.append(_probe(loc, loc_ans, "near", {"case_id": cid, "target_new": alt, "target_true": loc_ans},
+    probes.append(make_probe(loc, loc_ans, "near", {"case_id": cid, "target_new": alt, "target_true": loc_ans},
                          "loc"))
     return EditCase(cid, [req], ProbeSet(probes, name=f"zsre:{cid}"), meta)
 
@@ -565,8 +565,8 @@ def load_zsre(source: str | Path | None = None, *, limit: int | None = None, off
     otherwise the request has no subject and ``meta["subject_note"]`` says why. ``case_id`` is
     the record index (the file has no ids) unless the record carries one.
     """
-    src, raws = _resolve(source, lambda: data_path(*DEFAULT_FILES["zsre"]), split)
-    return _run("zsre", src, raws, limit, offset, strict, _zsre_record)
+    src, raws = resolve_source(source, lambda: data_path(*DEFAULT_FILES["zsre"]), split)
+    return load_records("zsre", src, raws, limit, offset, strict, _zsre_record)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,7 +578,7 @@ MQUAKE_ANSWER_TOKENS = 16
 
 
 def _mquake_record(rec: dict, index: int) -> EditCase:
-    cid = _case_id(rec, index)
+    cid = case_id_of(rec, index)
     rewrites = _field(rec, "requested_rewrite")
     if isinstance(rewrites, dict):
         rewrites = [rewrites]
@@ -586,10 +586,10 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
         raise RecordError("field 'requested_rewrite' must be a non-empty list of rewrites",
                           field="requested_rewrite")
     questions = _text_list(rec, "questions", allow_str=True, allow_empty=False)
-    new_answer = _text(rec, "new_answer")
+    new_answer = text_field(rec, "new_answer")
     # aliases are how MQuAKE scores an answer: a record without them cannot be scored as published
     new_aliases = _text_list(rec, "new_answer_alias")
-    old_answer = _text(rec, "answer", optional=True)
+    old_answer = text_field(rec, "answer", optional=True)
     old_aliases = _text_list(rec, "answer_alias", optional=True)
 
     reqs: list[EditRequest] = []
@@ -602,13 +602,13 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
         base = {"case_id": cid, "rewrite": k, "target_true": true}
         if rw.get("relation_id") is not None:
             base["relation_id"] = rw["relation_id"]
-        probes.append(_probe(prompt, new, "target", dict(base), where + "prompt"))
-        question = _text(rw, "question", where, optional=True)
+        probes.append(make_probe(prompt, new, "target", dict(base), where + "prompt"))
+        question = text_field(rw, "question", where, optional=True)
         if question is not None:
-            probes.append(_probe(question, new, "paraphrase", dict(base), where + "question"))
+            probes.append(make_probe(question, new, "paraphrase", dict(base), where + "question"))
 
     for q_i, q in enumerate(questions):
-        probes.append(_probe(q, new_answer, "portability",
+        probes.append(make_probe(q, new_answer, "portability",
                              {"case_id": cid, "question": q_i, "aliases": list(new_aliases),
                               "old_answer": old_answer, "answer_alias": list(old_aliases),
                               "gen_tokens": MQUAKE_ANSWER_TOKENS}, "questions"))
@@ -622,17 +622,17 @@ def _mquake_record(rec: dict, index: int) -> EditCase:
         if not isinstance(hop, dict):
             raise RecordError(f"field {where[:-1]!r} is {type(hop).__name__}, expected an object",
                               field=where[:-1])
-        hop_q = _text(hop, "question", where, optional=True)
-        cloze = _text(hop, "cloze", where, optional=True) or hop_q
+        hop_q = text_field(hop, "question", where, optional=True)
+        cloze = text_field(hop, "cloze", where, optional=True) or hop_q
         if cloze is None:
             raise RecordError(f"missing field {where + 'cloze'!r}", field=where + "cloze")
-        ans = _text(hop, "answer", where)
+        ans = text_field(hop, "answer", where)
         meta = {"case_id": cid, "hop": h_i, "aliases": _text_list(hop, "answer_alias", where),
                 "question": hop_q}
         if h_i < len(old_hops) and isinstance(old_hops[h_i], dict):
             meta["old_answer"] = old_hops[h_i].get("answer")
             meta["old_aliases"] = old_hops[h_i].get("answer_alias", [])
-        probes.append(_probe(cloze, ans, "portability-hop", meta, where + "cloze"))
+        probes.append(make_probe(cloze, ans, "portability-hop", meta, where + "cloze"))
 
     meta = {"dataset": "mquake", "index": index, "n_rewrites": len(reqs), "new_answer": new_answer,
             "new_answer_alias": new_aliases, "answer": old_answer, "answer_alias": old_aliases}
@@ -653,8 +653,8 @@ def load_mquake(source: str | Path | None = None, *, limit: int | None = None, o
     ``meta["hop"]``, ``meta["aliases"]``, and the pre-edit answer of the same hop when
     ``single_hops`` is present). Score them with :func:`answer_matches` and the accuracy helpers.
     """
-    src, raws = _resolve(source, lambda: data_path(*DEFAULT_FILES["mquake"]), split)
-    return _run("mquake", src, raws, limit, offset, strict, _mquake_record)
+    src, raws = resolve_source(source, lambda: data_path(*DEFAULT_FILES["mquake"]), split)
+    return load_records("mquake", src, raws, limit, offset, strict, _mquake_record)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -680,33 +680,33 @@ def _jsonl_neighbours(rec: dict, cid: str, new: str, true: str | None) -> list[P
                                       "to use as its answer; give {prompt, target}", field=fld)
                 prompt, target = it, true
             elif isinstance(it, dict):
-                prompt = _text(it, "prompt", fld + ".")
-                target = _text(it, "target", fld + ".")
+                prompt = text_field(it, "prompt", fld + ".")
+                target = text_field(it, "target", fld + ".")
             else:
                 raise RecordError(f"field {fld} is {type(it).__name__}, expected {{prompt, target}}",
                                   field=fld)
-            out.append(_probe(prompt, target, "near",
+            out.append(make_probe(prompt, target, "near",
                               {"case_id": cid, "target_new": new, "target_true": target}, fld))
     return out
 
 
 def _jsonl_edit(rec: dict, index: int, raw_label: str) -> EditCase:
-    cid = _case_id(rec, index)
-    prompt = _text(rec, "prompt")
+    cid = case_id_of(rec, index)
+    prompt = text_field(rec, "prompt")
     if rec.get("target_new") is not None:
-        new = _text(rec, "target_new")
+        new = text_field(rec, "target_new")
     elif rec.get("target") is not None:
-        new = _text(rec, "target")
+        new = text_field(rec, "target")
     else:
         raise RecordError("missing field 'target_new' (or 'target')", field="target_new")
-    subject = _text(rec, "subject", optional=True)
-    true = _text(rec, "target_true", optional=True)
+    subject = text_field(rec, "subject", optional=True)
+    true = text_field(rec, "target_true", optional=True)
     sep = rec.get("sep")
     if sep is not None and not isinstance(sep, str):
         raise RecordError("field 'sep' must be a string", field="sep")
-    req = _request("", prompt=prompt, target_new=new, subject=subject, target_true=true, sep=sep)
-    probes = [_probe(prompt, new, "target", {"case_id": cid, "target_true": true}, "prompt")]
-    probes += [_probe(p, new, "paraphrase", {"case_id": cid, "target_true": true}, "paraphrases")
+    req = make_request("", prompt=prompt, target_new=new, subject=subject, target_true=true, sep=sep)
+    probes = [make_probe(prompt, new, "target", {"case_id": cid, "target_true": true}, "prompt")]
+    probes += [make_probe(p, new, "paraphrase", {"case_id": cid, "target_true": true}, "paraphrases")
                for p in _text_list(rec, "paraphrases", optional=True, allow_str=True)]
     probes += _jsonl_neighbours(rec, cid, new, true)
     port = rec.get("portability")
@@ -718,7 +718,7 @@ def _jsonl_edit(rec: dict, index: int, raw_label: str) -> EditCase:
             fld = f"portability[{i}]"
             if not isinstance(it, dict):
                 raise RecordError(f"field {fld} is {type(it).__name__}, expected an object", field=fld)
-            probes.append(_probe(_text(it, "prompt", fld + "."), _text(it, "target", fld + "."),
+            probes.append(make_probe(text_field(it, "prompt", fld + "."), text_field(it, "target", fld + "."),
                                  "portability",
                                  {"case_id": cid, "aliases": _text_list(it, "aliases", fld + ".",
                                                                         optional=True)}, fld))
@@ -731,8 +731,8 @@ def _jsonl_edit(rec: dict, index: int, raw_label: str) -> EditCase:
 
 
 def _jsonl_probe(rec: dict, raw_label: str) -> Probe:
-    prompt = _text(rec, "prompt")
-    target = _text(rec, "target")
+    prompt = text_field(rec, "prompt")
+    target = text_field(rec, "target")
     category = rec.get("category", "general")
     if not isinstance(category, str) or not category:
         raise RecordError(f"field 'category' is {category!r}, expected a non-empty string",
@@ -766,7 +766,7 @@ def load_jsonl(source: str | Path, *, limit: int | None = None, offset: int = 0,
     """
     if source is None:
         raise TypeError("load_jsonl needs a source: the path of a JSONL file (or a hub dataset id)")
-    src, raws = _resolve(source, _no_default, split, prefer_jsonl=True)
+    src, raws = resolve_source(source, _no_default, split, prefer_jsonl=True)
     probe_only: list[Probe] = []
     probe_lines: list[str] = []
 
@@ -783,7 +783,7 @@ def load_jsonl(source: str | Path, *, limit: int | None = None, offset: int = 0,
             return None
         raise RecordError(f"field 'kind' is {kind!r}, expected 'edit' or 'probe'", field="kind")
 
-    ds = _run("jsonl", src, raws, limit, offset, strict, parse)
+    ds = load_records("jsonl", src, raws, limit, offset, strict, parse)
     if probe_only:
         ds.cases.append(EditCase("probes", [], ProbeSet(probe_only, name="jsonl:probes"),
                                  {"dataset": "jsonl", "kind": "probes", "records": probe_lines}))
@@ -825,8 +825,6 @@ def load_edit_dataset(name: str, source: str | Path | None = None, *, limit: int
 
 
 def _register_suites() -> None:
-    from .registry import register_suite
-
     for name, loader, desc in (
         ("counterfact", load_counterfact,
          "CounterFact (MEND/EasyEdit or ROME form): target/paraphrase/near[/attribute/generation]"),

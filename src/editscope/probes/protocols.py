@@ -1,4 +1,4 @@
-"""Evaluation protocols a probe set can be read under (DESIGN.md "Protocols").
+"""Evaluation protocols a probe set can be read under (docs/architecture.md "Protocols").
 
 * ``greedy`` (the default): the greedy continuation is decoded for the target's length plus one
   token, enough to tell "5" from "56"; efficacy reads the answer in it by the probe's answer rule.

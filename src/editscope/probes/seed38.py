@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..requests import Probe, ProbeSet
-from .arithmetic import _APPLY, OP_WORDS, canonical_query, number_words, parse_arithmetic
+from .arithmetic import OPERATIONS, OP_WORDS, canonical_query, number_words, parse_arithmetic
+from .registry import register_suite
 
 NAME = "seed38"
 CATEGORIES = ("target", "paraphrase", "near", "far", "general")
@@ -182,7 +183,7 @@ def _relation(a: int, op: str, b: int, result: int) -> list[str]:
     """How a query relates to ``2+2=`` (near probes): shares-operand, same-result, other-op,
     inverse (``4-2=``), double (``a+a=``)."""
     A, OP, B = _EDIT_CELL
-    R = _APPLY[OP](A, B)
+    R = OPERATIONS[OP](A, B)
     if (a, op, b) == _EDIT_CELL:
         return []
     rel = []
@@ -230,7 +231,7 @@ def _arith_meta(prompt: str, category: str, template: str | None) -> dict[str, A
     if parsed is None:
         return {}
     a, op, b = parsed
-    r = _APPLY[op](a, b)
+    r = OPERATIONS[op](a, b)
     if template is None:
         template = "grid" if prompt == canonical_query(a, op, b) else "other"
     return {
@@ -389,8 +390,6 @@ def seed38(path: str | Path | None = None) -> ProbeSet:
 
 
 def _register_suite() -> None:
-    from .registry import register_suite
-
     register_suite(
         NAME,
         'the published "2+2=5" study\'s 38 probes (target 1, paraphrase 5, near 10, far 18, general 4; '

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from ..metrics.perplexity import check_thresholds
 from ..stats import Interval, clopper_pearson
 from .results import StudyResults
+from ..errors import InputError
+from ..runner.plan import build_plan
 
 DEFAULT_THRESHOLD = 1000.0
 DEFAULT_RATIO = 2.0
@@ -82,8 +84,6 @@ def _requests_by_unit(res: StudyResults) -> dict[tuple[str, str], list[str]]:
         out[(m, u)].append(f"{p} -> {t}")
     missing = [u for u in res.units if u.method != "base" and (u.method, u.unit) not in out and u.edits]
     if missing and res.study is not None:  # no probes (a mining run): the requests from the study's edits
-        from ..errors import InputError
-        from ..runner.plan import build_plan
 
         try:
             edits = build_plan(res.study).edits

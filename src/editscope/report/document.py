@@ -73,40 +73,19 @@ from typing import Protocol
 from .plots import all_figures
 from ..stats import verdict
 from .lifelong import lifelong_table
-from .render import (
-    fmt_cell,
-    _md_table,
-    base_answers_table,
-    locality_status_table,
-    no_op_table,
-    strength_units_table,
-    fmt_p,
-    anatomy_table_,
-    breakdown_table,
-    collapse_tables,
-    correlation_table,
-    criterion_table,
-    detail_table,
-    downstream_table,
-    events_table,
-    excess_table,
-    identity_table,
-    knowedit_table,
-    mquake_table,
-    main_table,
-    margin_table,
-    Table,
-    models_table,
-    pairwise_table,
-    seed38_table,
-    strength_table,
-    tests_table,
-)
+from .render import (anatomy_table_, base_answers_table, breakdown_table, collapse_tables, correlation_table,
+    count_with_rate, criterion_table, detail_table, downstream_table, events_table, excess_table, fmt_cell, fmt_p,
+    identity_table, knowedit_table, locality_status_table, main_table, margin_table, markdown_table, models_table,
+    mquake_table, no_op_table, pairwise_table, seed38_table, strength_table, strength_units_table, Table,
+    tests_table)
 from .attribution import EXCESS_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
 from ..metrics.edit_metrics import METRICS
 from ..runner.store import FILENAME
 from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
 from ..errors import InputError
+from .collapse import collapse_lines, collapse_points, collapse_table
+from .strength import LEVELS, matched_strength
+from .replication import COLUMNS, has_seed38, replication_rows, seed38_cells
 
 _PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)(?::([^}]*))?\}\}")
 
@@ -136,7 +115,7 @@ class MarkdownSink:
         return s
 
     def table(self, t: Table | None, res: StudyResults) -> str:
-        return _md_table(t) if t is not None else "(none)"
+        return markdown_table(t) if t is not None else "(none)"
 
     def figure(self, name: str, paths: list[Path], res: StudyResults) -> str:
         png = next(p for p in paths if p.suffix == ".png")
@@ -184,8 +163,6 @@ POINT_FIELDS = ("steps", "final", "collapsed_at", "doubled_at")
 
 def _collapse_value(res: StudyResults, args: str) -> str:
     """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
-    from .collapse import collapse_lines, collapse_points, collapse_table
-    from .render import count_with_rate
 
     method, _, field = args.partition(":")
     sequential = res.protocol == "sequential"
@@ -360,8 +337,6 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
             c = margin_locality(res, bits[0]).get(bits[1])
             return f"{fmt_cell(c)} (n={c.n})" if c is not None else "-"
         if kind == "strength":
-            from .strength import LEVELS, matched_strength
-
             bits = args.split(":")
             per = matched_strength(res)
             try:
@@ -375,8 +350,6 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
                 raise DocumentError(f"{{{{strength:{args}}}}}: no swept method {bits[0]!r} in this run; have {sorted(per)}")
             return fmt_cell(per[bits[0]][level])
         if kind == "seed38":
-            from .replication import COLUMNS, has_seed38, replication_rows, seed38_cells
-
             bits = args.split(":")
             cols = [c for c, _, _ in COLUMNS]
             if not has_seed38(res):

@@ -26,12 +26,14 @@ from .anatomy import anatomy_curves, unit_scalars  # noqa: E402
 from .correlation import ppl_downstream_correlations  # noqa: E402
 from .collapse import collapse_lines, collapse_table  # noqa: E402
 from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
+from .attribution import CONTROL_KINDS, control_of, KIND_LABEL
+from .strength import LEVELS, points, sweep_groups
 
 BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
 BLAST_LABELS = ("unchanged", "changed", "now says the target")
 
 
-def _save(fig, out: Path, stem: str) -> list[Path]:
+def save_figure(fig, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
@@ -55,7 +57,7 @@ def _finish(fig, ax, out: Path, stem: str, xlabel: str, ylabel: str, *, logx: bo
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, stem)
+    return save_figure(fig, out, stem)
 
 
 def _grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
@@ -108,7 +110,7 @@ def blast_radius(res: StudyResults, out: Path) -> list[Path]:
     fig.legend(handles=[Patch(color=c, label=lab) for c, lab in zip(BLAST_COLOURS, BLAST_LABELS)],
                loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return _save(fig, out, "blast_radius")
+    return save_figure(fig, out, "blast_radius")
 
 
 def sequential_curves_plot(res: StudyResults, out: Path) -> list[Path]:
@@ -132,7 +134,7 @@ def sequential_curves_plot(res: StudyResults, out: Path) -> list[Path]:
     a2.set_ylim(-0.02, 1.02)
     a1.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "sequential")
+    return save_figure(fig, out, "sequential")
 
 
 def category_bars(res: StudyResults, out: Path) -> list[Path]:
@@ -156,7 +158,7 @@ def category_bars(res: StudyResults, out: Path) -> list[Path]:
     ax.set_ylabel("rate (95% interval)")
     ax.legend(fontsize=7, ncol=min(5, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.35), frameon=False)
     fig.tight_layout()
-    return _save(fig, out, "categories")
+    return save_figure(fig, out, "categories")
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
@@ -216,15 +218,13 @@ def frontier(res: StudyResults, out: Path) -> list[Path]:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    return _save(fig, out, "frontier")
+    return save_figure(fig, out, "frontier")
 
 
 def excess_plot(res: StudyResults, out: Path) -> list[Path]:
     """Per edit method: the share of locality probes whose answer changed under the method and
     under each of its controls (placebo, unrelated edits), with 95% intervals; what a method
     changes beyond its controls is the gap between its bar and theirs."""
-    from .attribution import CONTROL_KINDS, KIND_LABEL, control_of
-
     methods = [m for m in res.edit_methods if any(control_of(res, m, k) for k in CONTROL_KINDS)]
     if not methods:
         return []
@@ -250,14 +250,12 @@ def excess_plot(res: StudyResults, out: Path) -> list[Path]:
     ax.set_title("What each edit changes, and what its controls change", fontsize=9)
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return _save(fig, out, "excess")
+    return save_figure(fig, out, "excess")
 
 
 def strength_plot(res: StudyResults, out: Path) -> list[Path]:
     """Locality against P(target | prompt), one line per swept method (its settings in order of
     strength), 95% intervals as whiskers, the matched levels as dotted lines."""
-    from .strength import LEVELS, points, sweep_groups
-
     groups = sweep_groups(res)
     if not groups:
         return []
@@ -276,7 +274,7 @@ def strength_plot(res: StudyResults, out: Path) -> list[Path]:
     ax.set_xlim(0, 1.02)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "strength")
+    return save_figure(fig, out, "strength")
 
 
 def collapse_plot(res: StudyResults, out: Path) -> list[Path]:
@@ -307,7 +305,7 @@ def collapse_plot(res: StudyResults, out: Path) -> list[Path]:
     ax.set_ylabel(f"perplexity ({corpus.removeprefix('ppl:')}), per edit")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "collapse")
+    return save_figure(fig, out, "collapse")
 
 
 def anatomy_plot(res: StudyResults, out: Path) -> list[Path]:
@@ -358,7 +356,7 @@ def ppl_downstream_plot(res: StudyResults, out: Path) -> list[Path]:
         ax.set_ylabel("accuracy")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out, "ppl_downstream")
+    return save_figure(fig, out, "ppl_downstream")
 
 
 FIGURES = {"blast_radius": blast_radius, "excess": excess_plot, "strength": strength_plot, "sequential": sequential_curves_plot, "categories": category_bars,

@@ -40,6 +40,7 @@ from .mquake import COLUMNS as MQUAKE_COLUMNS
 from .mquake import mquake_rows
 from .collapse import collapse_lines, collapse_points, collapse_table
 from .results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
+from .strength import at_level, LEVELS, points, sweep_groups
 
 
 def _grouped(labels: list[tuple[str, str]]) -> tuple[list[tuple[str, int]], list[str]]:
@@ -430,8 +431,6 @@ def seed38_table(res: StudyResults) -> Table | None:
 
 def strength_table(res: StudyResults) -> Table | None:
     """Swept methods compared at equal efficacy (see :mod:`editscope.report.strength`)."""
-    from .strength import LEVELS, at_level, points, sweep_groups
-
     groups = sweep_groups(res)
     if not groups:
         return None
@@ -599,7 +598,7 @@ def _provenance(res: StudyResults) -> list[str]:
 
 # ---- Markdown
 
-def _md_table(t: Table) -> str:
+def markdown_table(t: Table) -> str:
     lines = ["| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
     for row in t.rows:
         lines.append("| " + " | ".join(f"**{x}**" if b else x for x, b in row) + " |")
@@ -610,7 +609,7 @@ def render_markdown(res: StudyResults, figures: dict[str, list[Path]], out: Path
     parts = [f"# {res.meta.get('name')}: edit report", "", f"> {_status_line(res)}", ""]
     parts += [f"- {x}" for x in _provenance(res)] + [""]
     for t in tables(res):
-        parts += [f"## {t.name}", "", t.caption, "", _md_table(t), ""]
+        parts += [f"## {t.name}", "", t.caption, "", markdown_table(t), ""]
     for name, paths in figures.items():
         png = next(p for p in paths if p.suffix == ".png")
         parts += [f"## figure: {name}", "", f"![{name}]({png.relative_to(out.parent)})", ""]

@@ -45,6 +45,11 @@ from ..registry import PluginError, load_plugins
 from ..methods.base import HparamError, check_hparams, get_method
 from ..probes.registry import lookup_suite
 from ..errors import InputError
+from ..methods.strength import check_level
+from ..methods.presets import with_preset
+from ..probes.loaders import EDIT_DATASETS
+from ..metrics.answers import ANSWER_RULES
+from ..metrics.edit_metrics import METRICS
 
 
 class ConfigError(InputError, ValueError):
@@ -99,8 +104,6 @@ class StrengthSpec(_Strict):
     @field_validator("p")
     @classmethod
     def _probability(cls, v: float) -> float:
-        from ..methods.strength import check_level
-
         return check_level(v)
 
 
@@ -131,7 +134,6 @@ class MethodSpec(_Strict):
         """``hparams`` over the preset's settings for the method (the preset stays recorded)."""
         if not isinstance(data, dict) or data.get("preset") is None or not isinstance(data.get("method"), str):
             return data
-        from ..methods.presets import with_preset
 
         try:
             hparams = with_preset(data["method"], data["preset"], data.get("hparams") or {})
@@ -249,8 +251,6 @@ class DatasetEdits(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        from ..probes.loaders import EDIT_DATASETS
-
         return EDIT_DATASETS.resolve(v)  # UnknownNameError (a ValueError) with the nearest names
 
 
@@ -272,7 +272,6 @@ class ProbeSpec(_Strict):
     def _known_rule(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from ..metrics.answers import ANSWER_RULES
 
         return ANSWER_RULES[v].name  # UnknownNameError with the nearest rule names
 
@@ -437,8 +436,6 @@ class StudyConfig(_Strict):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v):
-        from ..metrics.edit_metrics import METRICS
-
         bad = [m for m in v or [] if m not in METRICS]
         if bad:
             raise ValueError(f"unknown metric(s) {bad}; known: {', '.join(METRICS)}")

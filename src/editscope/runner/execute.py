@@ -32,11 +32,13 @@ from ..progress import working
 from .config import REPORT_ONLY, StudyConfig, without_unset_later_keys
 from .plan import Plan, UnitPlan, build_plan, check_mined_provenance
 from .prepare import load_study_model, study_runner
+from .ray_backend import RayExecutor
 from .results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
 from .reevaluate import StaleUnit, reevaluate_stale, stale_units
 from ..version import __version__
 from .units import Event
+from ..data.fetch import used_files
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +187,6 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
     plan = build_plan(config)
     executor = None
     if backend == "ray":  # refused before the run folder is touched: the extra, the address
-        from .ray_backend import RayExecutor
-
         executor = RayExecutor(address=address, workers=workers)
     store = open_run(out, config, resume=resume, force=force)
     try:
@@ -229,8 +229,6 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, for
                 executor.run(plan, stored, deliver, admit=admit, current=lambda: Stored.of(store))
         store.set_meta(status="complete" if finished else "stopped", finished=now_iso())
     finally:
-        from ..data.fetch import used_files
-
         store.set_meta(data_files={**(store.get_meta("data_files") or {}), **used_files()})
         store.close()
         if executor is not None:

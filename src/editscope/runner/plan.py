@@ -1,5 +1,5 @@
 """From a validated study config to a plan: the edits, the probe sets each evaluation uses, and the
-ordered units of work per method (DESIGN.md "Protocols").
+ordered units of work per method (docs/architecture.md "Protocols").
 
 Units: the base evaluation (method ``base``); then per method, ``single``: one unit per edit
 (``edit-0003``), ``batch``: one per batch (``batch-0000``), ``sequential``: one per edit step
@@ -15,9 +15,11 @@ from typing import Any
 from ..probes.protocols import free_generation, with_answer_rule
 from ..probes.registry import lookup_suite
 from ..probes.registry import get_suite
-from ..controls import UnrelatedEdit
+from ..controls import ARITH_OPERANDS, unrelated_edits, UnrelatedEdit
 from ..requests import EditRequest, Probe, ProbeSet
 from .config import ConfigError, DatasetEdits, InlineEdit, MethodSpec, StudyConfig
+from ..probes import loaders
+from ..probes.arithmetic import number_aliases
 
 
 @dataclass
@@ -108,8 +110,6 @@ class Plan:
 
 def _load_dataset(spec: DatasetEdits):
     """The edit dataset a study's ``edits:`` entry names."""
-    from ..probes import loaders
-
     if spec.dataset == "jsonl" and spec.source is None:
         raise ConfigError("edits: {dataset: jsonl} needs `source:` (a .jsonl path)")
     return loaders.load_edit_dataset(spec.dataset, spec.source, limit=spec.limit, offset=spec.offset)
@@ -212,8 +212,6 @@ def _grid_operands(config: StudyConfig) -> range:
     """The operands of unrelated arithmetic edits: those of the study's arithmetic grid (``n`` of
     its first ``arithmetic`` suite, so each unrelated edit's own neighbourhood lies on the grid it
     is measured on), else 0..20."""
-    from ..controls import ARITH_OPERANDS
-
     for spec in config.probes:
         if spec.suite == "arithmetic":
             n = spec.args.get("n")
@@ -228,7 +226,6 @@ def _unrelated_units(config: StudyConfig, items: list[EditItem]) -> tuple[list[U
     specs = config.control_specs()
     if not specs:
         return [], {}
-    from ..controls import unrelated_edits
 
     c = config.controls
     exclude = {r.prompt for it in items for r in it.requests}
@@ -294,8 +291,6 @@ def _control_sets(config: StudyConfig, units: list[UnitPlan], drawn: dict[str, U
                   ) -> dict[str, tuple[int, ProbeSet]]:
     """Each unrelated edit's own probe set (shared by every control method of that kind): its
     target probe, then (``controls.own_probes``, default on) its own neighbourhood."""
-    from ..probes.arithmetic import number_aliases
-
     own = config.controls is not None and config.controls.measures_own
     out: dict[str, tuple[int, ProbeSet]] = {}
     for u in units:

@@ -22,9 +22,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InputError
-from .plan import Plan
+from .plan import build_plan, Plan
 from .results import Skipped, Stored
 from .units import Event, prepare_chunks
+from .config import parse_config
+from .prepare import load_study_model, study_runner
+from ..paths import cache_root
+from ..evaluation import base_output_path
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +83,6 @@ class StudyWorker:
     def __init__(self, config_data: dict[str, Any], stored: Stored, threads: int):
         import torch
 
-        from .config import parse_config
-        from .prepare import load_study_model, study_runner
-        from .plan import build_plan
 
         torch.set_num_threads(max(1, threads))
         config = parse_config(config_data, "study (on a Ray worker)")  # imports the study's plugins
@@ -101,8 +102,6 @@ class StudyWorker:
     def warm(self, files: dict[str, bytes]) -> None:
         """Take the base outputs computed elsewhere and run the base pass (kept hidden states, the
         guard's base perplexity) without storing anything."""
-        from ..paths import cache_root
-
         folder = cache_root() / "base_outputs"
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
@@ -118,8 +117,6 @@ class StudyWorker:
         self.runner.stored = stored
 
     def _base_files(self) -> dict[str, bytes]:
-        from ..evaluation import base_output_path
-
         out = {}
         for _, probes in self.plan.all_sets().values():
             path = base_output_path(self.model, probes)

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..paths import file_in_the_way
+from ..probe_versions import row_digest
 
 STORE_FORMAT = "editscope-results-2"
 #: every format this version reads and resumes (new stores are written in STORE_FORMAT)
@@ -279,8 +280,6 @@ class ResultsStore:
     def probe_digests(self, unit_id: int) -> dict[str, dict[int, str]]:
         """A unit's stored probes: probe set -> {index: content digest} (computed from the stored
         fields for rows written before digests were kept)."""
-        from ..probe_versions import row_digest
-
         out: dict[str, dict[int, str]] = {}
         q = "SELECT probe_set, probe_index, prompt, target, category, meta, probe_digest FROM rows WHERE unit_id = ?"
         for pset, idx, prompt, target, cat, meta, digest in self.db.execute(q, (unit_id,)):
@@ -323,7 +322,6 @@ class ResultsStore:
         q, args = self.rows_query(unit_id, method)
         out = []
         metas: dict[str, Any] = {}  # one parsed dict per distinct meta text (read-only; shared by its rows)
-        from ..probe_versions import row_digest
 
         digests: dict[tuple, str] = {}
         for rec in self.db.execute(q, args):

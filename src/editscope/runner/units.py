@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..evaluation import StateMemo, evaluate
 from ..interventions import Intervention, install, installed, remove_all
 from ..methods import EditFailed, apply_edit, prepare_edits
-from ..methods.base import METHODS, EditMethod, get_method
+from ..methods.base import EditMethod, get_method, METHODS
 from ..methods.handle import active_edits, parameters
 from ..metrics.fluency import fluency
 from ..metrics.perplexity import is_collapsed, perplexity
@@ -33,6 +33,7 @@ from ..models.state import StateWatch, tensor_digests
 from .config import MethodSpec
 from .plan import Plan, UnitPlan
 from .results import Scalars, Skipped, Stored, UnitResult
+from ..metrics.downstream import run_task
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,6 @@ class Runner:
             r = perplexity(self.model, spec.corpus, limit=spec.limit)
             out[f"ppl:{spec.corpus}"] = (r.ppl, {"tokens": r.n_tokens, "documents": r.n_documents})
         for d in self.config.downstream:
-            from ..metrics.downstream import run_task
-
             r = run_task(self.model, d.task, limit=d.limit, seed=self.config.seed, num_fewshot=d.num_fewshot)
             for k, v in r.metrics.items():
                 out[f"{d.task}:{k}"] = (float(v), {"n": r.n, **{kk: vv for kk, vv in r.summary().items()
@@ -369,8 +368,6 @@ class Runner:
 def first_block(model: Model, spec: MethodSpec) -> int:
     """Lowest block an edit by ``spec`` can change (0 when it may change anything: input
     interventions, placebos, hyperparameters that do not resolve)."""
-    from ..methods.base import get_method
-
     m = get_method(spec.method)
     if spec.match is not None or m.kind == "input":
         return 0
@@ -388,8 +385,6 @@ def shared_first_block(model: Model, methods: list[MethodSpec]) -> int | None:
     """The block whose input the base evaluation keeps, so that every edit that changes only blocks
     at or above it is evaluated from there (exactly the full pass): the lowest first block of the
     methods, or None when one of them may change block 0 (nothing to gain)."""
-    from ..methods.base import get_method
-
     # input interventions never resume (other token sequences) and the identity changes nothing
     blocks = [first_block(model, m) for m in methods
               if get_method(m.method).kind != "input" and get_method(m.method).name != "identity"]
