@@ -51,25 +51,6 @@ def test_mlp_change_through_a_post_norm_gives_the_asked_residual_change(gemma):
     assert not torch.allclose(u, change)  # the norm really is in the way
 
 
-@pytest.mark.parametrize("method, hp", [
-    ("rome", {"layer": 1, **EASY}),
-    ("memit", {"layers": [1, 2], **EASY}),
-    # the tiny model's keys span nearly all of its 64 dimensions: a wider null space to edit in
-    ("alphaedit", {"layers": [1, 2], "nullspace_threshold": 0.3, **EASY}),
-    ("ft-l", {"layer": 1, "lr": 0.1, "linf": 0.5}),
-    ("lora", {"lr": 5e-2}),
-])
-def test_weight_edits_lower_the_target_loss_and_undo_exactly(gemma, method, hp):
-    fp = gemma.fingerprint()
-    h = es.apply_edit(gemma, REQ, method, **hp)
-    try:
-        assert h.info["target_loss_after"][0] < h.info["target_loss_before"][0] - 0.1
-        assert gemma.fingerprint() != fp
-    finally:
-        h.undo()
-    assert gemma.fingerprint() == fp
-
-
 @pytest.mark.parametrize("method, hp", [("grace", {"layer": 1}), ("wise", {"layer": 1, "n_templates": 2, "steps": 20})])
 def test_interventions_act_and_leave_weights_and_modules_as_they_were(gemma, method, hp):
     names, fp = [n for n, _ in gemma.hf.named_modules()], gemma.fingerprint()

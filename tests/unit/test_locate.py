@@ -327,3 +327,13 @@ def test_prefetch_computes_the_layers_of_several_methods_in_one_pass(monkeypatch
     monkeypatch.setattr(covariance, "_chunks", lambda *a: passes.append(1) or real_chunks(*a))
     got = real(model, [2], corpus=["me_ppl_50"], n_tokens=300)
     assert got[2].layer == 2 and passes == []
+
+
+def test_alphaedit_refuses_an_empty_null_space_instead_of_editing_nothing():
+    m = tiny_model("gemma2")  # its random keys spread over every direction: no eigenvalue below 1e-2 of the largest
+    fp = m.fingerprint()
+    with pytest.raises(es.EditFailed, match=r"null space is empty.*raise nullspace_threshold"):
+        es.apply_edit(m, [REQ], "alphaedit", layers=[0, 1], **EASY)
+    assert m.fingerprint() == fp
+    h = es.apply_edit(m, [REQ], "alphaedit", layers=[0, 1], nullspace_threshold=0.1, **EASY)
+    assert h.info["target_loss_after"][0] < h.info["target_loss_before"][0]

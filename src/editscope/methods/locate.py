@@ -766,6 +766,11 @@ class AlphaEdit(_Spread):
         if pkey not in memo:
             memo[pkey] = nullspace_projector(c, hp.nullspace_threshold)
         p, dim = memo[pkey]
+        if dim == 0:  # the projected update would be exactly zero: say so instead of an edit that does nothing
+            raise EditFailed(f"alphaedit: at layer {layer} every direction of the preserved keys carries more than "
+                             f"nullspace_threshold={hp.nullspace_threshold} of the largest eigenvalue, so the null "
+                             "space is empty and no update can leave them alone; raise nullspace_threshold (e.g. 0.1) "
+                             "or leave this layer out of layers")
         prev = model.state.alphaedit_keys.get(layer)
         c_prev = sum((kk.T @ kk for _, kk in prev), torch.zeros_like(p)) if prev else torch.zeros_like(p)
         dw = alphaedit_update(p, c_prev, k, r, hp.l2)
