@@ -374,7 +374,7 @@ def test_seed38_table_puts_published_rows_beside_exact_intervals(tmp_path):
     assert cells["near"].value == pytest.approx(sum(bool(METRICS["answer_hit"].fn(r)) for r in near) / 10)
     # the write-up placeholders quote the same cells, and the published figure
     from editscope.report.document import DocumentError, fill
-    from editscope.report.render import fmt_cell
+    from editscope.report.table import fmt_cell
 
     assert fill("{{seed38:seed-naive-ft:all}}", res, "run") == fmt_cell(cells["all"])
     assert fill("{{seed38:published:naive FT:all}}", res, "run") == "0.868"

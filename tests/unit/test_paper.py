@@ -111,7 +111,7 @@ def test_every_placeholder_kind_fills_as_latex_into_the_brief_layout(tiny_run, c
     pos = [main.index(x) for x in order]
     assert pos == sorted(pos)
     res = load_results(tiny_run)
-    from editscope.report.render import fmt_cell
+    from editscope.report.table import fmt_cell
     from editscope.report.results import rate_cell
 
     text = (out / "sections" / "results.tex").read_text()

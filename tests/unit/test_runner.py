@@ -584,7 +584,7 @@ def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monk
 def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     from editscope.metrics.edit_metrics import METRICS
     from editscope.report.document import DocumentError, fill, write_document
-    from editscope.report.render import fmt_p
+    from editscope.report.table import fmt_p
 
     tpl = tmp_path / "study.md.in"
     tpl.write_text("# Result\nconfig {{meta:config_hash}}; strong efficacy {{cell:ft-m-strong:target/top1}} "
@@ -601,7 +601,7 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert "| ft-m-strong |" in text and "![blast_radius](figures/tiny_blast_radius.png)" in text
     assert (tmp_path / "doc" / "figures" / "tiny_blast_radius.png").exists()
     assert "{{" not in text
-    from editscope.report.render import fmt_cell
+    from editscope.report.table import fmt_cell
     from editscope.report.results import breakdown, rate_cell
 
     by_op = fill("{{breakdown:locality:op}}\n{{table:criterion}}", res, str(finished_run))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,7 @@ from .trace_average import TOKEN_CATEGORIES, AverageEffect, average_indirect_eff
 from .tracing import KINDS, TraceError, TraceResult
 from .trace_study import read_traces, traced
 from .trace_plots import plot_average, plot_trace
-
-_PLACEHOLDER = re.compile(r"\{\{([a-z_]+):([^}]*)\}\}")
-
+from ..report.placeholders import Placeholders, placeholders_in
 
 class TraceSet:
     """One stored trace study: its metadata, stored lines and traces, averages computed once."""
@@ -85,84 +84,103 @@ def aie_table(s: TraceSet) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class TraceContext:
+    """What a trace placeholder reads: the trace studies by name, and where figures are drawn."""
+
+    sets: Mapping[str, TraceSet]
+    figure_dir: Path | None
+
+    def get(self, whole: str, name: str) -> TraceSet:
+        if name not in self.sets:
+            raise TraceError(f"{{{{{whole}}}}}: no trace study {name!r}; have {sorted(self.sets)}")
+        return self.sets[name]
+
+
+#: the placeholders of trace write-ups (the one template engine of :mod:`editscope.report.placeholders`)
+TRACES: Placeholders[TraceContext] = Placeholders("trace write-up", TraceError)
+
+
+@TRACES.register("traces", "{{traces:SET:n|considered|skipped|p_clean|p_corrupt|meta:KEY}}")
+def _traces(ctx: TraceContext, args: str) -> str:
+    bits, whole = args.split(":"), f"traces:{args}"
+    s = ctx.get(whole, bits[0])
+    if bits[1:] == ["n"]:
+        return str(len(s.results))
+    if bits[1:] == ["considered"]:
+        return str(len(s.lines))
+    if bits[1:] == ["skipped"]:
+        return str(sum(ln.get("status") == "skipped" for ln in s.lines))
+    if bits[1:] in (["p_clean"], ["p_corrupt"]):
+        if not s.results:
+            raise TraceError(f"{{{{{whole}}}}}: trace study {s.name!r} holds no trace")
+        iv = mean_interval([getattr(r, bits[1]) for r in s.results])
+        return f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+    if len(bits) == 3 and bits[1] == "meta":
+        v = s.meta.get(bits[2], s.meta.get("settings", {}).get(bits[2]))
+        if v is None:
+            raise TraceError(f"{{{{{whole}}}}}: no metadata {bits[2]!r}")
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    raise TRACES.usage_error("traces", args)
+
+
+@TRACES.register("aie", "{{aie:SET:KIND:CATEGORY:peak|BLOCK}}")
+def _aie(ctx: TraceContext, args: str) -> str:
+    bits, whole = args.split(":"), f"aie:{args}"
+    if len(bits) != 4:
+        raise TRACES.usage_error("aie", args)
+    s = ctx.get(whole, bits[0])
+    e = s.average(bits[1])
+    row = _category(whole, bits[2])
+    if e.n[row] == 0:
+        raise TraceError(f"{{{{{whole}}}}}: no traced prompt has a {bits[2]!r}")
+    if bits[3] == "peak":
+        peak = int(np.nanargmax(e.mean[row]))
+        return f"block {peak}: {_cell(e, row, peak)}"
+    if not bits[3].isdigit() or int(bits[3]) >= e.mean.shape[1]:
+        raise TraceError(f"{{{{{whole}}}}}: block {bits[3]!r} is not one of 0..{e.mean.shape[1] - 1}")
+    return _cell(e, row, int(bits[3]))
+
+
+TRACES.register("aie_table", "{{aie_table:SET}}")(lambda ctx, args: aie_table(ctx.get(f"aie_table:{args}", args.split(":")[0])))
+
+
+@TRACES.register("figure", "{{figure:SET:average_effect}} or {{figure:SET:trace:CASE}}")
+def _trace_figure(ctx: TraceContext, args: str) -> str:
+    bits, whole = args.split(":"), f"figure:{args}"
+    s = ctx.get(whole, bits[0])
+    if ctx.figure_dir is None:
+        raise TraceError(f"{{{{{whole}}}}}: figures need a figure folder")
+    if bits[1:] == ["average_effect"]:
+        kinds = [k for k in KINDS if k in s.results[0].scores]
+        paths = plot_average([s.average(k) for k in kinds], len(s.results), ctx.figure_dir, f"{s.name}_average_effect")
+    elif len(bits) == 3 and bits[1] == "trace":
+        hit = [ln for ln in s.lines if ln["case"] == bits[2] and ln.get("status") == "traced"]
+        if not hit:
+            raise TraceError(f"{{{{{whole}}}}}: no traced case {bits[2]!r} in {s.name!r}")
+        r = traced(hit)[0]
+        paths = plot_trace(r, ctx.figure_dir, f"{s.name}_trace_{re.sub(r'[^A-Za-z0-9]+', '-', bits[2])}")
+    else:
+        raise TRACES.usage_error("figure", args)
+    png = next(p for p in paths if p.suffix == ".png")
+    return f"![{bits[1]}]({ctx.figure_dir.name}/{png.name})"
+
+
 def fill_traces(template: str, sets: Mapping[str, TraceSet], figure_dir: Path | None = None) -> str:
     """Replace every placeholder of ``template`` from the trace studies ``sets`` (see the module
     docstring); figures are drawn into ``figure_dir`` (PNG, named ``<set>_<figure>.png``)."""
-    def get(args: str, name: str) -> TraceSet:
-        if name not in sets:
-            raise TraceError(f"{{{{{args}}}}}: no trace study {name!r}; have {sorted(sets)}")
-        return sets[name]
-
-    def one(m: re.Match) -> str:
-        kind, args = m.group(1), m.group(2)
-        bits = args.split(":")
-        whole = f"{kind}:{args}"
-        if kind == "traces":
-            s = get(whole, bits[0])
-            if bits[1:] == ["n"]:
-                return str(len(s.results))
-            if bits[1:] == ["considered"]:
-                return str(len(s.lines))
-            if bits[1:] == ["skipped"]:
-                return str(sum(ln.get("status") == "skipped" for ln in s.lines))
-            if bits[1:] in (["p_clean"], ["p_corrupt"]):
-                if not s.results:
-                    raise TraceError(f"{{{{{whole}}}}}: trace study {s.name!r} holds no trace")
-                iv = mean_interval([getattr(r, bits[1]) for r in s.results])
-                return f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
-            if len(bits) == 3 and bits[1] == "meta":
-                v = s.meta.get(bits[2], s.meta.get("settings", {}).get(bits[2]))
-                if v is None:
-                    raise TraceError(f"{{{{{whole}}}}}: no metadata {bits[2]!r}")
-                return f"{v:.4g}" if isinstance(v, float) else str(v)
-            raise TraceError(f"{{{{{whole}}}}}: write {{{{traces:SET:n|considered|skipped|p_clean|p_corrupt|meta:KEY}}}}")
-        if kind == "aie":
-            if len(bits) != 4:
-                raise TraceError(f"{{{{{whole}}}}}: write {{{{aie:SET:KIND:CATEGORY:peak|BLOCK}}}}")
-            s = get(whole, bits[0])
-            e = s.average(bits[1])
-            row = _category(whole, bits[2])
-            if e.n[row] == 0:
-                raise TraceError(f"{{{{{whole}}}}}: no traced prompt has a {bits[2]!r}")
-            if bits[3] == "peak":
-                peak = int(np.nanargmax(e.mean[row]))
-                return f"block {peak}: {_cell(e, row, peak)}"
-            if not bits[3].isdigit() or int(bits[3]) >= e.mean.shape[1]:
-                raise TraceError(f"{{{{{whole}}}}}: block {bits[3]!r} is not one of 0..{e.mean.shape[1] - 1}")
-            return _cell(e, row, int(bits[3]))
-        if kind == "aie_table":
-            return aie_table(get(whole, bits[0]))
-        if kind == "figure":
-            s = get(whole, bits[0])
-            if figure_dir is None:
-                raise TraceError(f"{{{{{whole}}}}}: figures need a figure folder")
-            if bits[1:] == ["average_effect"]:
-                kinds = [k for k in KINDS if k in s.results[0].scores]
-                paths = plot_average([s.average(k) for k in kinds], len(s.results), figure_dir, f"{s.name}_average_effect")
-            elif len(bits) == 3 and bits[1] == "trace":
-                hit = [ln for ln in s.lines if ln["case"] == bits[2] and ln.get("status") == "traced"]
-                if not hit:
-                    raise TraceError(f"{{{{{whole}}}}}: no traced case {bits[2]!r} in {s.name!r}")
-                r = traced(hit)[0]
-                paths = plot_trace(r, figure_dir, f"{s.name}_trace_{re.sub(r'[^A-Za-z0-9]+', '-', bits[2])}")
-            else:
-                raise TraceError(f"{{{{{whole}}}}}: write {{{{figure:SET:average_effect}}}} or {{{{figure:SET:trace:CASE}}}}")
-            png = next(p for p in paths if p.suffix == ".png")
-            return f"![{bits[1]}]({figure_dir.name}/{png.name})"
-        raise TraceError(f"unknown placeholder {{{{{whole}}}}}")
-
-    return _PLACEHOLDER.sub(one, template)
+    return TRACES.fill(template, TraceContext(sets, figure_dir), str)
 
 
 def referenced_sets(template: str) -> list[str]:
     """The trace study names a template's placeholders read, in order of first use."""
-    return list(dict.fromkeys(m.group(2).split(":", 1)[0] for m in _PLACEHOLDER.finditer(template)
-                              if m.group(1) in ("traces", "aie", "aie_table", "figure")))
+    return list(dict.fromkeys(args.split(":", 1)[0] for kind, args in placeholders_in(template)
+                              if kind in ("traces", "aie", "aie_table", "figure")))
 
 
 def is_trace_template(template: str) -> bool:
     """Whether a write-up template is filled from trace studies (it uses a trace placeholder)."""
-    return any(m.group(1) in ("traces", "aie", "aie_table") for m in _PLACEHOLDER.finditer(template))
+    return any(kind in ("traces", "aie", "aie_table") for kind, _ in placeholders_in(template))
 
 
 def write_trace_document(template: str | Path, out: str | Path, folders: Mapping[str, str | Path]) -> Path:

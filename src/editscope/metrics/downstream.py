@@ -1,5 +1,6 @@
 """Downstream ability probes: multiple-choice tasks and LAMBADA, scored the way lm-evaluation-harness
-(EleutherAI, v0.4; checked against lm-eval 0.4.13) does.
+(EleutherAI, v0.4) does; tests/unit/test_harness.py checks PIQA, LAMBADA and SST-2 against the
+harness (lm-eval 0.4.13) run through :mod:`editscope.metrics.harness`.
 
 Scoring (harness ``output_type: multiple_choice``): every choice is a continuation of the context,
 ``context + target_delimiter + choice`` (delimiter ``" "``), scored by summed teacher-forced

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 from ..metrics.edit_metrics import METRICS
 from ..runner.plan import own_category
-from ..stats import ExcessResult, excess_rate, symmetric_excess
+from ..stats import ExcessResult, excess_rate, symmetric_excess, verdict
+from .placeholders import STUDY, DocumentError, StudyContext
+from .table import fmt_cell, fmt_p
 from .results import (LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
                       paired_test, unit_root)
 
@@ -243,3 +245,56 @@ def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer
 __all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "failed_controls",
            "identity_exceptions",
            "locality_categories", "margin_bin", "margin_locality", "pairwise_tests", "strength_level", "symmetric"]
+
+
+# ---- write-up placeholders (see editscope.report.document)
+
+def _excess_of(ctx: StudyContext, kind: str, args: str) -> ExcessResult:
+    bits = args.split(":")
+    if len(bits) not in (2, 3) or bits[1] not in EXCESS_KINDS:
+        raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:KIND[:CATEGORY]}}}} with KIND one "
+                            f"of {', '.join(EXCESS_KINDS)}")
+    if bits[0] not in ctx.res.methods:
+        raise DocumentError(f"{{{{{kind}:{args}}}}}: no method {bits[0]!r} in this run")
+    e = excess(ctx.res, bits[0], bits[1], bits[2] if len(bits) == 3 else LOCALITY)
+    if e is None:
+        raise DocumentError(f"{{{{{kind}:{args}}}}}: {bits[0]!r} has no {bits[1]} control with paired probes")
+    return e
+
+
+@STUDY.register("excess", "{{excess:METHOD:KIND[:CATEGORY]}}")
+def _excess_value(ctx: StudyContext, args: str) -> str:
+    e = _excess_of(ctx, "excess", args)
+    return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+
+
+@STUDY.register("excess_verdict", "{{excess_verdict:METHOD:KIND[:CATEGORY]}}")
+def _excess_verdict(ctx: StudyContext, args: str) -> str:
+    e = _excess_of(ctx, "excess_verdict", args)
+    return (f"{verdict(e.pvalue, e.p_equivalence)} (bootstrap p {fmt_p(e.pvalue)}; equivalence within "
+            f"+-{e.margin:g}: p {fmt_p(e.p_equivalence)}; one test, unadjusted)")
+
+
+@STUDY.register("excess_rates", "{{excess_rates:METHOD:KIND[:CATEGORY]}}")
+def _excess_rates(ctx: StudyContext, args: str) -> str:
+    e = _excess_of(ctx, "excess_rates", args)
+    return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draw{'s' if e.draws != 1 else ''})"
+
+
+@STUDY.register("identity", "{{identity}}")
+def _identity_kept(ctx: StudyContext, args: str) -> str:
+    bad, n, _ = identity_exceptions(ctx.res)
+    if n == 0:
+        raise DocumentError("{{identity}}: this run has no identity control")
+    return f"{n - bad} of {n}"
+
+
+@STUDY.register("margin", "{{margin:METHOD:BIN}}")
+def _margin_cell(ctx: StudyContext, args: str) -> str:
+    bits = args.split(":")
+    bins = [b for b, _, _ in MARGIN_BINS]
+    if len(bits) != 2 or bits[1] not in bins:
+        raise DocumentError(f"{{{{margin:{args}}}}}: write {{{{margin:METHOD:BIN}}}} with BIN one of {bins}")
+    ctx.method("margin", args, bits[0])
+    c = margin_locality(ctx.res, bits[0]).get(bits[1])
+    return f"{fmt_cell(c)} (n={c.n})" if c is not None else "-"

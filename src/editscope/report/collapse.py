@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 from ..metrics.perplexity import check_thresholds
 from ..stats import Interval, clopper_pearson
+from .placeholders import STUDY, DocumentError, StudyContext
 from .results import StudyResults
+from .table import count_with_rate
 from ..errors import InputError
 from ..runner.plan import build_plan
 
@@ -170,3 +172,43 @@ def collapse_points(res: StudyResults, threshold: float = DEFAULT_THRESHOLD,
             out.append(CollapsePoint(m, corpus, b, curve[-1][0], curve[-1][1], first(threshold),
                                      first(ratio * b) if b else None))
     return out
+
+
+COLLAPSE_FIELDS = ("units", "collapsed", "doubled", "median", "p90", "max", "base")
+#: a sequential chain's collapse point (its first curve: the guard's when it ran)
+POINT_FIELDS = ("steps", "final", "collapsed_at", "doubled_at")
+
+
+@STUDY.register("collapse", "{{collapse:METHOD:FIELD}}")
+def collapse_value(ctx: StudyContext, args: str) -> str:
+    """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
+    res = ctx.res
+    method, _, field = args.partition(":")
+    sequential = res.protocol == "sequential"
+    fields = POINT_FIELDS + ("base",) if sequential else COLLAPSE_FIELDS
+    if field not in fields:
+        raise DocumentError(f"{{{{collapse:{args}}}}}: give {{{{collapse:METHOD:FIELD}}}} with FIELD one of "
+                            f"{', '.join(fields)} ({'a sequential' if sequential else 'a single or batch'} run)")
+    threshold, ratio = collapse_lines(res)
+    if sequential:
+        points = collapse_points(res, threshold, ratio)
+        point = next((p for p in points if p.method == method), None)
+        if point is None:
+            raise DocumentError(f"{{{{collapse:{args}}}}}: no perplexity curve for {method!r}; have "
+                                f"{sorted({p.method for p in points})}")
+        if field in ("collapsed_at", "doubled_at"):
+            at = getattr(point, field)
+            return "never" if at is None else str(at)
+        value = {"steps": point.steps, "final": point.final, "base": point.base}[field]
+        return "-" if value is None else (str(value) if field == "steps" else f"{value:.2f}")
+    rows = collapse_table(res, threshold, ratio)
+    row = next((r for r in rows if r.method == method), None)
+    if row is None:
+        raise DocumentError(f"{{{{collapse:{args}}}}}: no collapse accounting for {method!r}; have "
+                            f"{sorted({r.method for r in rows})} (single or batch units with perplexity)")
+    if field == "units":
+        return str(row.n)
+    if field in ("collapsed", "doubled"):
+        return count_with_rate(getattr(row, field), getattr(row, f"{field}_iv"))
+    value = {"median": row.median, "p90": row.p90, "max": row.maximum, "base": row.base}[field]
+    return "-" if value is None else f"{value:.2f}"

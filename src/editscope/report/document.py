@@ -58,52 +58,33 @@ Placeholders (``{{kind:args}}``):
   (``editscope run CONFIG --model NAME``): per model efficacy, paraphrase, answer-level locality and
   perplexity; the studies are found as for ``from``.
 
-An unknown placeholder, method or column is an error that names it.
+An unknown placeholder, method or column is an error that names it. Placeholders are registered in
+:data:`editscope.report.placeholders.STUDY` next to the data they read (this module holds the
+ones that read the results frame); the same engine fills paper drafts and trace write-ups.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from .plots import all_figures
-from ..stats import verdict
-from .lifelong import lifelong_table
-from .render import (anatomy_table_, base_answers_table, breakdown_table, collapse_tables, correlation_table,
-    count_with_rate, criterion_table, detail_table, downstream_table, events_table, excess_table, fmt_cell, fmt_p,
-    identity_table, knowedit_table, locality_status_table, main_table, margin_table, markdown_table, models_table,
-    mquake_table, no_op_table, pairwise_table, seed38_table, strength_table, strength_units_table, Table,
-    tests_table)
-from .attribution import EXCESS_KINDS, MARGIN_BINS, excess, identity_exceptions, margin_locality
 from ..metrics.edit_metrics import METRICS
 from ..runner.store import FILENAME
+# attribution, collapse, lifelong, replication and strength register their placeholders and tables on import
+from . import attribution, collapse, lifelong, replication, strength  # noqa: F401
+from .attribution import EXCESS_KINDS
+from .placeholders import (STUDY, TABLES, DocumentError, Raw, Sink, StudyContext, Tab, placeholders_in,
+                           register_table)
+from .plots import all_figures
+from .render import (anatomy_table_, base_answers_table, breakdown_table, collapse_tables, correlation_table,
+                     criterion_table, detail_table, downstream_table, events_table, excess_table, identity_table,
+                     knowedit_table, locality_status_table, main_table, margin_table, markdown_table, models_table,
+                     mquake_table, no_op_table, pairwise_table, seed38_table, strength_table, strength_units_table,
+                     tests_table)
 from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
-from ..errors import InputError
-from .collapse import collapse_lines, collapse_points, collapse_table
-from .strength import LEVELS, matched_strength
-from .replication import COLUMNS, has_seed38, replication_rows, seed38_cells
-
-_PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)(?::([^}]*))?\}\}")
-
-
-class DocumentError(InputError, ValueError):
-    """A template placeholder that the run cannot fill."""
-
-
-class Sink(Protocol):
-    """How a filled placeholder is written in the document's format (Markdown here; LaTeX in
-    :mod:`editscope.paper`): scalar text, tables and figures."""
-
-    def text(self, s: str) -> str: ...
-
-    def table(self, t: Table | None, res: StudyResults) -> str: ...
-
-    def figure(self, name: str, paths: list[Path], res: StudyResults) -> str: ...
-
+from .table import Table, fmt_cell, fmt_p
 
 @dataclass
 class MarkdownSink:
@@ -127,16 +108,6 @@ class MarkdownSink:
         return f"![{name}]({self.figure_dir.name}/{stem})"
 
 
-@dataclass
-class _Tab:
-    table: Table | None
-
-
-@dataclass
-class _Raw:
-    text: str  # already written by the sink
-
-
 def _column(res: StudyResults, method: str, key: str):
     col = next((c for c in res.columns if c.key == key), None)
     if col is None and "/" in key:  # any CATEGORY/METRIC, not only the report's columns
@@ -156,45 +127,6 @@ def _named(tables: list[Table], name: str) -> Table | None:
     return next((t for t in tables if t.name == name), None)
 
 
-COLLAPSE_FIELDS = ("units", "collapsed", "doubled", "median", "p90", "max", "base")
-#: a sequential chain's collapse point (its first curve: the guard's when it ran)
-POINT_FIELDS = ("steps", "final", "collapsed_at", "doubled_at")
-
-
-def _collapse_value(res: StudyResults, args: str) -> str:
-    """``{{collapse:METHOD:FIELD}}`` (the run's first perplexity corpus, its protocol's thresholds)."""
-
-    method, _, field = args.partition(":")
-    sequential = res.protocol == "sequential"
-    fields = POINT_FIELDS + ("base",) if sequential else COLLAPSE_FIELDS
-    if field not in fields:
-        raise DocumentError(f"{{{{collapse:{args}}}}}: give {{{{collapse:METHOD:FIELD}}}} with FIELD one of "
-                            f"{', '.join(fields)} ({'a sequential' if sequential else 'a single or batch'} run)")
-    threshold, ratio = collapse_lines(res)
-    if sequential:
-        points = collapse_points(res, threshold, ratio)
-        point = next((p for p in points if p.method == method), None)
-        if point is None:
-            raise DocumentError(f"{{{{collapse:{args}}}}}: no perplexity curve for {method!r}; have "
-                                f"{sorted({p.method for p in points})}")
-        if field in ("collapsed_at", "doubled_at"):
-            at = getattr(point, field)
-            return "never" if at is None else str(at)
-        value = {"steps": point.steps, "final": point.final, "base": point.base}[field]
-        return "-" if value is None else (str(value) if field == "steps" else f"{value:.2f}")
-    rows = collapse_table(res, threshold, ratio)
-    row = next((r for r in rows if r.method == method), None)
-    if row is None:
-        raise DocumentError(f"{{{{collapse:{args}}}}}: no collapse accounting for {method!r}; have "
-                            f"{sorted({r.method for r in rows})} (single or batch units with perplexity)")
-    if field == "units":
-        return str(row.n)
-    if field in ("collapsed", "doubled"):
-        return count_with_rate(getattr(row, field), getattr(row, f"{field}_iv"))
-    value = {"median": row.median, "p90": row.p90, "max": row.maximum, "base": row.base}[field]
-    return "-" if value is None else f"{value:.2f}"
-
-
 def _study_list(args: str) -> list[str]:
     """The study names of ``{{models:STUDY,STUDY,...}}``."""
     return [n.strip() for n in args.split(",") if n.strip()]
@@ -204,12 +136,175 @@ def referenced_studies(template: str) -> list[str]:
     """The other studies a template's ``{{from:STUDY:...}}`` and ``{{models:STUDY,...}}`` placeholders
     read, in order of first use."""
     names: list[str] = []
-    for m in _PLACEHOLDER.finditer(template):
-        if m.group(1) == "from":
-            names.append((m.group(2) or "").split(":", 1)[0])
-        elif m.group(1) == "models":
-            names += _study_list(m.group(2) or "")
+    for kind, args in placeholders_in(template):
+        if kind == "from":
+            names.append(args.split(":", 1)[0])
+        elif kind == "models":
+            names += _study_list(args)
     return list(dict.fromkeys(names))
+
+
+for _name, _maker in {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
+                      "downstream": downstream_table, "events": events_table, "detail": detail_table,
+                      "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
+                      "seed38": seed38_table, "strength": strength_table,
+                      "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
+                      "knowedit": knowedit_table, "mquake": mquake_table, "base-answers": base_answers_table,
+                      "locality-by-answer": locality_status_table, "no-op": no_op_table,
+                      "strength-units": strength_units_table,
+                      **{name: (lambda r, name=name: _named(collapse_tables(r), name))
+                         for name in ("collapse", "collapse-worst", "collapse-points")},
+                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in EXCESS_KINDS}}.items():
+    register_table(_name)(_maker)
+
+
+# ---- the write-up placeholders that read the run's results (the others are registered where their data lives)
+
+@STUDY.register("from", "{{from:STUDY:PLACEHOLDER}}")
+def _from(ctx: StudyContext, args: str) -> Raw:
+    study, _, inner = args.partition(":")
+    if not inner:
+        raise DocumentError(f"{{{{from:{args}}}}}: write {{{{from:STUDY:PLACEHOLDER}}}}, e.g. "
+                            "{{from:two-plus-two-controls:identity}}")
+    if study not in ctx.others:
+        raise DocumentError(f"{{{{from:{args}}}}}: no stored study {study!r} was given; have "
+                            f"{sorted(ctx.others)} (editscope report --with {study}=RUN_DIR)")
+    ikind, _, name = inner.partition(":")
+    if ikind == "from":
+        raise DocumentError(f"{{{{from:{args}}}}}: a from placeholder cannot nest another")
+    other = ctx.others[study]
+    if ikind == "figure":  # drawn into the companion's own run folder, named after it when copied
+        paths = all_figures(other, Path(other.run_dir) / "figures", {name}).get(name)
+        if not paths:
+            raise DocumentError(f"{{{{from:{args}}}}}: the stored study {study!r} has no figure {name!r}; "
+                                f"it has {sorted(all_figures(other, Path(other.run_dir) / 'figures'))}")
+        return Raw(ctx.sink.figure(name, paths, other))
+    try:
+        return Raw(fill("{{" + inner + "}}", other, str(other.run_dir), sink=ctx.sink))
+    except DocumentError as e:
+        raise DocumentError(f"from the stored study {study!r}: {e}") from None
+
+
+@STUDY.register("models", "{{models:STUDY,STUDY[,...]}}")
+def _models(ctx: StudyContext, args: str) -> Tab:
+    names = _study_list(args)
+    if len(names) < 2:
+        raise DocumentError(f"{{{{models:{args}}}}}: write {{{{models:STUDY,STUDY[,...]}}}} with the same "
+                            "study run on two or more models (editscope run CONFIG --model NAME)")
+    missing = [n for n in names if n not in ctx.others]
+    if missing:
+        raise DocumentError(f"{{{{models:{args}}}}}: no stored study {missing[0]!r} was given; have {sorted(ctx.others)}")
+    try:
+        return Tab(models_table([ctx.others[n] for n in names]))
+    except ValueError as e:
+        raise DocumentError(f"{{{{models:{args}}}}}: {e}") from None
+
+
+@STUDY.register("table", "{{table:NAME}}")
+def _table(ctx: StudyContext, args: str) -> Tab:
+    if args not in TABLES:
+        raise DocumentError(f"unknown table {args!r}; use {', '.join(TABLES)}")
+    return Tab(TABLES[args](ctx.res))  # None (nothing to show in this run) fills as nothing
+
+
+@STUDY.register("slice", "{{slice:METHOD:CATEGORY:META_KEY:VALUE}}")
+def _slice(ctx: StudyContext, args: str) -> str:
+    bits = args.split(":", 3)
+    if len(bits) != 4:
+        raise STUDY.usage_error("slice", args)
+    method, cat, key, value = bits
+    ctx.method("slice", args, method)
+    c = rate_cell(ctx.res, method, cat, where={key: value})
+    if c is None:  # the whole breakdown only when this method has no such probe
+        have = breakdown(ctx.res, cat, key)
+        if value not in have:
+            raise DocumentError(f"{{{{slice:{args}}}}}: no {cat!r} probe has {key}={value!r}; have {sorted(have)}")
+    return fmt_cell(c)
+
+
+def _rate_where(ctx: StudyContext, kind: str, args: str) -> str:
+    bits = args.split(":")
+    if kind == "rate":  # the same without conditions
+        if len(bits) not in (2, 3):
+            raise STUDY.usage_error(kind, args)
+        bits.insert(2, "")
+    elif len(bits) not in (3, 4) or not all("=" in c for c in bits[2].split(",")):
+        raise STUDY.usage_error(kind, args)
+    method, cat, conds = bits[:3]
+    ctx.method(kind, args, method)
+    where = dict(c.split("=", 1) for c in conds.split(",")) if conds else None
+    try:
+        c = rate_cell(ctx.res, method, cat, bits[3] if len(bits) == 4 else None, where)
+    except KeyError as e:
+        raise DocumentError(f"{{{{{kind}:{args}}}}}: {e}") from None
+    if c is None:
+        raise DocumentError(f"{{{{{kind}:{args}}}}}: no {cat!r} probe of {method!r} matches {where or 'any'}")
+    return f"{fmt_cell(c)} (n={c.n})"
+
+
+STUDY.register("where", "{{where:METHOD:CATEGORY:KEY=VALUE[,KEY=VALUE...][:METRIC]}}")(
+    lambda ctx, args: _rate_where(ctx, "where", args))
+STUDY.register("rate", "{{rate:METHOD:CATEGORY[:METRIC]}}")(lambda ctx, args: _rate_where(ctx, "rate", args))
+
+
+@STUDY.register("breakdown", "{{breakdown:CATEGORY:META_KEY[:METRIC]}}")
+def _breakdown(ctx: StudyContext, args: str) -> Tab:
+    bits = args.split(":")
+    if len(bits) not in (2, 3):
+        raise STUDY.usage_error("breakdown", args)
+    try:
+        return Tab(breakdown_table(ctx.res, *bits))
+    except (KeyError, ValueError) as e:
+        raise DocumentError(f"{{{{breakdown:{args}}}}}: {e}") from None
+
+
+def _cell_as(ctx: StudyContext, kind: str, args: str) -> str:
+    parts = args.split(":", 1)
+    if len(parts) != 2:
+        raise STUDY.usage_error(kind, args)
+    c = _column(ctx.res, *parts)
+    if c is None:
+        return "-"
+    return fmt_cell(c) if kind == "cell" else (str(c.n) if kind == "n" else fmt_cell(c).split(" [")[0])
+
+
+for _kind in ("cell", "value", "n"):
+    STUDY.register(_kind, f"{{{{{_kind}:METHOD:COLUMN}}}}")(lambda ctx, args, kind=_kind: _cell_as(ctx, kind, args))
+
+
+@STUDY.register("test", "{{test:METHOD:COLUMN}}")
+def _test(ctx: StudyContext, args: str) -> str:
+    res = ctx.res
+    parts = args.split(":", 1)
+    if len(parts) != 2:
+        raise STUDY.usage_error("test", args)
+    t = next((t for t in res.tests if t.method == parts[0] and t.column == parts[1]), None)
+    if t is None and res.reference is not None and "/" in parts[1] and parts[0] in res.methods:
+        t = paired_test(res, parts[0], res.reference, *parts[1].split("/", 1))
+    if t is None:
+        raise DocumentError(f"no McNemar test of {parts[0]!r} on {parts[1]!r} against {res.reference!r}")
+    adjusted = any(t is x for x in res.tests)
+    which = "p (Holm)" if adjusted else "p (single test, unadjusted)"
+    return (f"difference {t.diff:+.3f}, {which} {fmt_p(t.p_holm)}, {t.verdict} "
+            f"(TOST within +-{t.margin:g}{', Holm' if adjusted else ''}: p {fmt_p(t.p_tost_holm)})")
+
+
+@STUDY.register("figure", "{{figure:NAME}}")
+def _figure(ctx: StudyContext, args: str) -> Raw:
+    paths = ctx.figures.get(args)
+    if not paths:
+        raise DocumentError(f"no figure {args!r} in this run; have {sorted(ctx.figures)}")
+    return Raw(ctx.sink.figure(args, paths, ctx.res))
+
+
+@STUDY.register("meta", "{{meta:KEY}}")
+def _meta(ctx: StudyContext, args: str) -> str:
+    if args not in ctx.res.meta:
+        raise DocumentError(f"no run metadata {args!r}; have {sorted(ctx.res.meta)}")
+    return str(ctx.res.meta[args])
+
+
+STUDY.register("run_dir", "{{run_dir}}")(lambda ctx, args: ctx.run_dir)
 
 
 def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None = None,
@@ -218,202 +313,8 @@ def fill(template: str, res: StudyResults, run_dir: str, figure_dir: Path | None
     """Replace every placeholder in ``template`` with the run's numbers (see the module docstring).
     ``others``: the loaded companion studies that ``{{from:STUDY:...}}`` placeholders read, by name;
     ``sink``: the output format (default Markdown, figures copied to ``figure_dir``)."""
-    sink = sink if sink is not None else MarkdownSink(figure_dir)
-
-    def one(m: re.Match) -> str | _Tab | _Raw:
-        kind, args = m.group(1), (m.group(2) or "")
-        if kind == "from":
-            study, _, inner = args.partition(":")
-            if not inner:
-                raise DocumentError(f"{{{{from:{args}}}}}: write {{{{from:STUDY:PLACEHOLDER}}}}, e.g. "
-                                    "{{from:two-plus-two-controls:identity}}")
-            if study not in (others or {}):
-                raise DocumentError(f"{{{{from:{args}}}}}: no stored study {study!r} was given; have "
-                                    f"{sorted(others or {})} (editscope report --with {study}=RUN_DIR)")
-            ikind, _, name = inner.partition(":")
-            if ikind == "from":
-                raise DocumentError(f"{{{{from:{args}}}}}: a from placeholder cannot nest another")
-            if ikind == "figure":  # drawn into the companion's own run folder, named after it when copied
-                other = others[study]
-                paths = all_figures(other, Path(other.run_dir) / "figures", {name}).get(name)
-                if not paths:
-                    raise DocumentError(f"{{{{from:{args}}}}}: the stored study {study!r} has no figure {name!r}; "
-                                        f"it has {sorted(all_figures(other, Path(other.run_dir) / 'figures'))}")
-                return _Raw(sink.figure(name, paths, other))
-            try:
-                return _Raw(fill("{{" + inner + "}}", others[study], str(others[study].run_dir), sink=sink))
-            except DocumentError as e:
-                raise DocumentError(f"from the stored study {study!r}: {e}") from None
-        if kind == "models":
-            names = _study_list(args)
-            if len(names) < 2:
-                raise DocumentError(f"{{{{models:{args}}}}}: write {{{{models:STUDY,STUDY[,...]}}}} with the same "
-                                    "study run on two or more models (editscope run CONFIG --model NAME)")
-            missing = [n for n in names if n not in (others or {})]
-            if missing:
-                raise DocumentError(f"{{{{models:{args}}}}}: no stored study {missing[0]!r} was given; have {sorted(others or {})}")
-            try:
-                return _Tab(models_table([others[n] for n in names]))  # type: ignore[index]
-            except ValueError as e:
-                raise DocumentError(f"{{{{models:{args}}}}}: {e}") from None
-        parts = args.split(":", 1) if kind in ("cell", "value", "n", "test") else [args]
-        if kind == "table":
-            makers = {"main": main_table, "criterion": criterion_table, "mcnemar": tests_table,
-                      "downstream": downstream_table, "events": events_table, "detail": detail_table,
-                      "margin": margin_table, "identity": identity_table, "pairwise": pairwise_table,
-                      "seed38": seed38_table, "strength": strength_table,
-                      "anatomy": anatomy_table_, "ppl-downstream": correlation_table,
-                      "knowedit": knowedit_table, "mquake": mquake_table, "base-answers": base_answers_table,
-                      "locality-by-answer": locality_status_table, "no-op": no_op_table,
-                      "strength-units": strength_units_table, "lifelong": lifelong_table,
-                      **{name: (lambda r, name=name: _named(collapse_tables(r), name))
-                         for name in ("collapse", "collapse-worst", "collapse-points")},
-                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in EXCESS_KINDS}}
-            if args not in makers:
-                raise DocumentError(f"unknown table {args!r}; use {', '.join(makers)}")
-            return _Tab(makers[args](res))  # None (nothing to show in this run) fills as nothing
-        if kind == "collapse":
-            return _collapse_value(res, args)
-        if kind == "slice":
-            bits = args.split(":", 3)
-            if len(bits) != 4:
-                raise DocumentError(f"{{{{slice:{args}}}}}: write {{{{slice:METHOD:CATEGORY:META_KEY:VALUE}}}}")
-            method, cat, key, value = bits
-            if method != "base" and method not in res.methods:
-                raise DocumentError(f"{{{{slice:{args}}}}}: no method {method!r} in this run")
-            c = rate_cell(res, method, cat, where={key: value})
-            if c is None:  # the whole breakdown only when this method has no such probe
-                have = breakdown(res, cat, key)
-                if value not in have:
-                    raise DocumentError(f"{{{{slice:{args}}}}}: no {cat!r} probe has {key}={value!r}; have {sorted(have)}")
-            return fmt_cell(c)
-        if kind in ("where", "rate"):
-            bits = args.split(":")
-            if kind == "rate":  # the same without conditions
-                if len(bits) not in (2, 3):
-                    raise DocumentError(f"{{{{rate:{args}}}}}: write {{{{rate:METHOD:CATEGORY[:METRIC]}}}}")
-                bits.insert(2, "")
-            elif len(bits) not in (3, 4) or not all("=" in c for c in bits[2].split(",")):
-                raise DocumentError(f"{{{{where:{args}}}}}: write {{{{where:METHOD:CATEGORY:KEY=VALUE[,KEY=VALUE...][:METRIC]}}}}")
-            method, cat, conds = bits[:3]
-            if method != "base" and method not in res.methods:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: no method {method!r} in this run")
-            where = dict(c.split("=", 1) for c in conds.split(",")) if conds else None
-            try:
-                c = rate_cell(res, method, cat, bits[3] if len(bits) == 4 else None, where)
-            except KeyError as e:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: {e}") from None
-            if c is None:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: no {cat!r} probe of {method!r} matches {where or 'any'}")
-            return f"{fmt_cell(c)} (n={c.n})"
-        if kind in ("excess", "excess_rates", "excess_verdict"):
-            bits = args.split(":")
-            if len(bits) not in (2, 3) or bits[1] not in EXCESS_KINDS:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:KIND[:CATEGORY]}}}} with KIND one "
-                                    f"of {', '.join(EXCESS_KINDS)}")
-            if bits[0] not in res.methods:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: no method {bits[0]!r} in this run")
-            e = excess(res, bits[0], bits[1], bits[2] if len(bits) == 3 else LOCALITY)
-            if e is None:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: {bits[0]!r} has no {bits[1]} control with paired probes")
-            if kind == "excess":
-                return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
-            if kind == "excess_verdict":
-                return (f"{verdict(e.pvalue, e.p_equivalence)} (bootstrap p {fmt_p(e.pvalue)}; equivalence within "
-                        f"+-{e.margin:g}: p {fmt_p(e.p_equivalence)}; one test, unadjusted)")
-            return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draw{'s' if e.draws != 1 else ''})"
-        if kind == "identity":
-            bad, n, _ = identity_exceptions(res)
-            if n == 0:
-                raise DocumentError("{{identity}}: this run has no identity control")
-            return f"{n - bad} of {n}"
-        if kind == "margin":
-            bits = args.split(":")
-            bins = [b for b, _, _ in MARGIN_BINS]
-            if len(bits) != 2 or bits[1] not in bins:
-                raise DocumentError(f"{{{{margin:{args}}}}}: write {{{{margin:METHOD:BIN}}}} with BIN one of {bins}")
-            if bits[0] != "base" and bits[0] not in res.methods:
-                raise DocumentError(f"{{{{margin:{args}}}}}: no method {bits[0]!r} in this run")
-            c = margin_locality(res, bits[0]).get(bits[1])
-            return f"{fmt_cell(c)} (n={c.n})" if c is not None else "-"
-        if kind == "strength":
-            bits = args.split(":")
-            per = matched_strength(res)
-            try:
-                level = float(bits[1]) if len(bits) == 2 else None
-            except ValueError:
-                level = None
-            if level not in LEVELS:
-                raise DocumentError(f"{{{{strength:{args}}}}}: write {{{{strength:METHOD:LEVEL}}}} with LEVEL one of "
-                                    f"{', '.join(f'{lv:g}' for lv in LEVELS)}")
-            if bits[0] not in per:
-                raise DocumentError(f"{{{{strength:{args}}}}}: no swept method {bits[0]!r} in this run; have {sorted(per)}")
-            return fmt_cell(per[bits[0]][level])
-        if kind == "seed38":
-            bits = args.split(":")
-            cols = [c for c, _, _ in COLUMNS]
-            if not has_seed38(res):
-                raise DocumentError(f"{{{{seed38:{args}}}}}: this run has no seed38 probe set")
-            if len(bits) not in (2, 3) or bits[-1] not in cols or (len(bits) == 3) != (bits[0] == "published"):
-                raise DocumentError(f"{{{{seed38:{args}}}}}: write {{{{seed38:METHOD:COLUMN}}}} or "
-                                    f"{{{{seed38:published:SETTING:COLUMN}}}} with COLUMN one of {cols}")
-            if len(bits) == 3:
-                pub = {label.split(" (")[0]: cells for label, source, cells in replication_rows(res)
-                       if source == "published"}
-                if bits[1] not in pub:
-                    raise DocumentError(f"{{{{seed38:{args}}}}}: no published setting {bits[1]!r}; have {sorted(pub)}")
-                v = pub[bits[1]].get(bits[2])
-                return "-" if v is None else f"{v:.3f}"
-            if bits[0] not in res.methods:
-                raise DocumentError(f"{{{{seed38:{args}}}}}: no method {bits[0]!r} in this run")
-            return fmt_cell(seed38_cells(res, bits[0])[bits[1]])
-        if kind == "breakdown":
-            bits = args.split(":")
-            if len(bits) not in (2, 3):
-                raise DocumentError(f"{{{{breakdown:{args}}}}}: write {{{{breakdown:CATEGORY:META_KEY[:METRIC]}}}}")
-            try:
-                return _Tab(breakdown_table(res, *bits))
-            except (KeyError, ValueError) as e:
-                raise DocumentError(f"{{{{breakdown:{args}}}}}: {e}") from None
-        if kind in ("cell", "value", "n"):
-            if len(parts) != 2:
-                raise DocumentError(f"{{{{{kind}:{args}}}}}: write {{{{{kind}:METHOD:COLUMN}}}}")
-            c = _column(res, *parts)
-            if c is None:
-                return "-"
-            return fmt_cell(c) if kind == "cell" else (str(c.n) if kind == "n" else fmt_cell(c).split(" [")[0])
-        if kind == "test":
-            if len(parts) != 2:
-                raise DocumentError(f"{{{{test:{args}}}}}: write {{{{test:METHOD:COLUMN}}}}")
-            t = next((t for t in res.tests if t.method == parts[0] and t.column == parts[1]), None)
-            if t is None and res.reference is not None and "/" in parts[1] and parts[0] in res.methods:
-                t = paired_test(res, parts[0], res.reference, *parts[1].split("/", 1))
-            if t is None:
-                raise DocumentError(f"no McNemar test of {parts[0]!r} on {parts[1]!r} against {res.reference!r}")
-            adjusted = any(t is x for x in res.tests)
-            which = "p (Holm)" if adjusted else "p (single test, unadjusted)"
-            return (f"difference {t.diff:+.3f}, {which} {fmt_p(t.p_holm)}, {t.verdict} "
-                    f"(TOST within +-{t.margin:g}{', Holm' if adjusted else ''}: p {fmt_p(t.p_tost_holm)})")
-        if kind == "figure":
-            paths = (figures or {}).get(args)
-            if not paths:
-                raise DocumentError(f"no figure {args!r} in this run; have {sorted(figures or {})}")
-            return _Raw(sink.figure(args, paths, res))
-        if kind == "meta":
-            if args not in res.meta:
-                raise DocumentError(f"no run metadata {args!r}; have {sorted(res.meta)}")
-            return str(res.meta[args])
-        if kind == "run_dir":
-            return run_dir
-        raise DocumentError(f"unknown placeholder {m.group(0)!r}")
-
-    def written(m: re.Match) -> str:
-        out = one(m)
-        if isinstance(out, _Tab):
-            return sink.table(out.table, res)
-        return out.text if isinstance(out, _Raw) else sink.text(out)
-
-    return _PLACEHOLDER.sub(written, template)
+    ctx = StudyContext(res, run_dir, sink if sink is not None else MarkdownSink(figure_dir), figures or {}, others or {})
+    return STUDY.fill(template, ctx, ctx.write)
 
 
 def load_companions(template: str, run_dir: str | Path,
@@ -443,7 +344,7 @@ def load_companions(template: str, run_dir: str | Path,
 def shown_figures(template: str, res: StudyResults, run_dir: str | Path) -> dict[str, list[Path]]:
     """Draw the figures a template's ``{{figure:NAME}}`` placeholders show (only those), into the run's
     ``figures/`` folder: name -> [PNG, PDF]."""
-    wanted = {m.group(2) for m in _PLACEHOLDER.finditer(template) if m.group(1) == "figure"}
+    wanted = {args for kind, args in placeholders_in(template) if kind == "figure"}
     return all_figures(res, Path(run_dir) / "figures", wanted)
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pandas as pd
 
 from .frame import Cell, values_cell
-from .render import fmt_cell
+from .table import fmt_cell
 from .results import StudyResults, headline_metric
+from .placeholders import register_table
 from .table import Table
 
 #: readout name -> what a cell of it means
@@ -50,6 +51,7 @@ def readout_cell(res: StudyResults, method: str, readout: str, category: str) ->
     return values_cell(res.frame.metric(metric).loc[idx], res.frame.df.loc[idx, "edit_index"], "rate")
 
 
+@register_table("lifelong")
 def lifelong_table(res: StudyResults) -> Table | None:
     """Method x (efficacy, generalisation, specificity) x (right after its batch, after all edits)."""
     if not is_lifelong(res):

@@ -15,7 +15,7 @@ from .plots import all_figures, caption
 from ..metrics.edit_metrics import BASE_STATUSES, METRICS
 from ..stats import holm
 from .answers import base_answers, locality_by_status, no_op_edits
-from .table import Table
+from .table import Table, count_with_rate, fmt_cell, fmt_p
 from .latex_build import compile_paper
 from .tex import table_float, tex_escape
 from .attribution import (
@@ -68,22 +68,6 @@ def _main_group(c: Column) -> tuple[str, str]:
     if cat in EFFICACY:
         return f"efficacy ({metric})", cat
     return "answer unchanged", cat
-
-
-def fmt_p(p: float) -> str:
-    """A p-value with two significant digits; one that underflowed to 0 is shown as ``<1e-300``."""
-    return "<1e-300" if p == 0 else f"{p:.2g}"
-
-
-def fmt_cell(cell, interval: bool = True) -> str:
-    """A cell as ``value [low, high]`` (one decimal above 10, else three); ``-`` for None."""
-    if cell is None:
-        return "-"
-    digits = 1 if abs(cell.value) > 10 else 3  # perplexities and the like
-    value = f"{cell.value:.{digits}f}"
-    if not interval or cell.n <= 1 or cell.low == cell.high:  # one measurement: no interval to show
-        return value
-    return f"{value} [{cell.low:.{digits}f}, {cell.high:.{digits}f}]"
 
 
 def _method_rows(res: StudyResults, cols: list, interval: bool = True) -> list[list[tuple[str, bool]]]:
@@ -445,11 +429,6 @@ def strength_table(res: StudyResults) -> Table | None:
                              "that bracket it; '-' where no setting reaches that strength.",
                  ["method", "swept", "settings", "P(target) range", *[f"locality at P={lv:g}" for lv in LEVELS]],
                  rows)
-
-
-def count_with_rate(count: int | None, iv) -> str:
-    """``count (rate [low, high])`` as percentages; ``-`` when there is no count."""
-    return "-" if count is None else f"{count} ({iv.value:.1%} [{iv.low:.1%}, {iv.high:.1%}])"
 
 
 def collapse_tables(res: StudyResults) -> list[Table]:

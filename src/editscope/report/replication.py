@@ -17,6 +17,8 @@ from ..metrics.edit_metrics import METRICS
 from ..probes.seed38 import NAME as SEED38, PUBLISHED, PUBLISHED_MODEL
 from ..stats import clopper_pearson
 from .results import Cell, StudyResults
+from .placeholders import STUDY, DocumentError, StudyContext
+from .table import fmt_cell
 
 COLUMNS = (("target", "prob", "target P(5)>P(4)"), ("paraphrase", "answer_hit", "paraphrase says 5"),
            ("near", "answer_hit", "near acc."), ("far", "answer_hit", "far acc."),
@@ -66,6 +68,29 @@ def replication_rows(res: StudyResults) -> list[tuple[str, str, dict[str, Any]]]
         if m not in PUBLISHED_LABELS:
             out.append((f"{m} (editscope)", "editscope", seed38_cells(res, m)))
     return out
+
+
+@STUDY.register("seed38", "{{seed38:METHOD:COLUMN}}")
+def _seed38_cell(ctx: StudyContext, args: str) -> str:
+    """``{{seed38:METHOD:COLUMN}}`` or ``{{seed38:published:SETTING:COLUMN}}``."""
+    res = ctx.res
+    bits = args.split(":")
+    cols = [c for c, _, _ in COLUMNS]
+    if not has_seed38(res):
+        raise DocumentError(f"{{{{seed38:{args}}}}}: this run has no seed38 probe set")
+    if len(bits) not in (2, 3) or bits[-1] not in cols or (len(bits) == 3) != (bits[0] == "published"):
+        raise DocumentError(f"{{{{seed38:{args}}}}}: write {{{{seed38:METHOD:COLUMN}}}} or "
+                            f"{{{{seed38:published:SETTING:COLUMN}}}} with COLUMN one of {cols}")
+    if len(bits) == 3:
+        pub = {label.split(" (")[0]: cells for label, source, cells in replication_rows(res)
+               if source == "published"}
+        if bits[1] not in pub:
+            raise DocumentError(f"{{{{seed38:{args}}}}}: no published setting {bits[1]!r}; have {sorted(pub)}")
+        v = pub[bits[1]].get(bits[2])
+        return "-" if v is None else f"{v:.3f}"
+    if bits[0] not in res.methods:
+        raise DocumentError(f"{{{{seed38:{args}}}}}: no method {bits[0]!r} in this run")
+    return fmt_cell(seed38_cells(res, bits[0])[bits[1]])
 
 
 __all__ = ["COLUMNS", "PUBLISHED_LABELS", "has_seed38", "replication_rows", "seed38_cells"]

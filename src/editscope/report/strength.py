@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 from .results import LOCALITY, Cell, StudyResults, rate_cell
+from .placeholders import STUDY, DocumentError, StudyContext
+from .table import fmt_cell
 
 LEVELS = (0.5, 0.9)
 
@@ -70,6 +72,23 @@ def matched_strength(res: StudyResults) -> dict[str, dict[float, Cell | None]]:
     """Swept method -> {level: interpolated locality}."""
     return {m: {lv: at_level(points(res, labels), lv) for lv in LEVELS}
             for m, (_, labels) in sweep_groups(res).items()}
+
+
+@STUDY.register("strength", "{{strength:METHOD:LEVEL}}")
+def _strength_cell(ctx: StudyContext, args: str) -> str:
+    """``{{strength:METHOD:LEVEL}}``: a swept method's answer-level locality at P(target) = LEVEL."""
+    bits = args.split(":")
+    per = matched_strength(ctx.res)
+    try:
+        level = float(bits[1]) if len(bits) == 2 else None
+    except ValueError:
+        level = None
+    if level not in LEVELS:
+        raise DocumentError(f"{{{{strength:{args}}}}}: write {{{{strength:METHOD:LEVEL}}}} with LEVEL one of "
+                            f"{', '.join(f'{lv:g}' for lv in LEVELS)}")
+    if bits[0] not in per:
+        raise DocumentError(f"{{{{strength:{args}}}}}: no swept method {bits[0]!r} in this run; have {sorted(per)}")
+    return fmt_cell(per[bits[0]][level])
 
 
 __all__ = ["LEVELS", "StrengthPoint", "at_level", "matched_strength", "p_target", "points", "sweep_groups"]

@@ -1,5 +1,6 @@
 """A report table as data: header, rows of (text, bold) cells, optional column groups; rendered as
-Markdown and HTML by :mod:`editscope.report.render` and as LaTeX by :mod:`editscope.report.tex`."""
+Markdown and HTML by :mod:`editscope.report.render` and as LaTeX by :mod:`editscope.report.tex`;
+and how a number is written in a cell (``value [low, high]``, p-values, counts with rates)."""
 
 from __future__ import annotations
 
@@ -18,4 +19,25 @@ class Table:
     sub: list[str] = field(default_factory=list)
 
 
-__all__ = ["Table"]
+def fmt_p(p: float) -> str:
+    """A p-value with two significant digits; one that underflowed to 0 is shown as ``<1e-300``."""
+    return "<1e-300" if p == 0 else f"{p:.2g}"
+
+
+def fmt_cell(cell, interval: bool = True) -> str:
+    """A cell as ``value [low, high]`` (one decimal above 10, else three); ``-`` for None."""
+    if cell is None:
+        return "-"
+    digits = 1 if abs(cell.value) > 10 else 3  # perplexities and the like
+    value = f"{cell.value:.{digits}f}"
+    if not interval or cell.n <= 1 or cell.low == cell.high:  # one measurement: no interval to show
+        return value
+    return f"{value} [{cell.low:.{digits}f}, {cell.high:.{digits}f}]"
+
+
+def count_with_rate(count: int | None, iv) -> str:
+    """``count (rate [low, high])`` as percentages; ``-`` when there is no count."""
+    return "-" if count is None else f"{count} ({iv.value:.1%} [{iv.low:.1%}, {iv.high:.1%}])"
+
+
+__all__ = ["Table", "count_with_rate", "fmt_cell", "fmt_p"]
