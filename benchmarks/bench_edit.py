@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import editscope as es
-from editscope.probes.loaders import load_counterfact
+from editscope.probes.datasets import load_counterfact
 from editscope.scoring import encode_pairs, score_encoded
 from editscope.stats import wilson_interval
 

@@ -21,7 +21,7 @@ import torch
 
 import editscope as es
 from editscope.methods import get_method
-from editscope.probes.loaders import load_counterfact
+from editscope.probes.datasets import load_counterfact
 
 METHODS = ("ultraedit", "locft-bf", "emmet", "memit", "alphaedit", "ft-m", "rome")
 

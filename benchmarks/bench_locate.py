@@ -35,7 +35,7 @@ import torch
 import editscope as es
 from editscope.covariance import key_statistics
 from editscope.methods.locate import ROMEHparams, _default_layer, context_templates, keys, rome_update, target_residuals
-from editscope.probes.loaders import load_counterfact
+from editscope.probes.datasets import load_counterfact
 from editscope.stats import wilson_interval
 
 

@@ -26,7 +26,7 @@ import torch
 
 import editscope as es
 from editscope.methods.presets import with_preset
-from editscope.probes.loaders import load_counterfact
+from editscope.probes.datasets import load_counterfact
 
 #: (row label, method, preset)
 ROWS = [("rome", "rome", None), ("rome/easyedit", "rome", "easyedit"), ("ft-l", "ft-l", None),

@@ -29,7 +29,7 @@ import torch
 import editscope as es
 from editscope.methods.locate import ROMEHparams
 from editscope.methods.presets import preset_hparams
-from editscope.probes.loaders import load_counterfact
+from editscope.probes.datasets import load_counterfact
 from editscope.stats import mcnemar_exact
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -27,7 +27,7 @@ import torch
 
 from .probes.arithmetic import parse_arithmetic
 from .requests import EditRequest, ProbeSet
-from .probes.loaders import load_counterfact
+from .probes.datasets import load_counterfact
 
 #: singular values below ``RANK_TOL * max(m, n) * s_max`` count as zero (numpy's matrix_rank rule,
 #: with float32's epsilon: deltas are differences of float32 weights)

@@ -27,7 +27,7 @@ from .runner.execute import run_study
 from .runner.plan import build_plan, check_mined_provenance
 from .runner.store import FILENAME, ResultsStore
 from .data.fetch import data_path
-from .probes import loaders
+from .probes import datasets
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ class MineResult:
 def _raw_records(dataset: str, source: str | None) -> dict[str, Any]:
     """``record label -> raw record`` of the dataset file (labels as the loaders give them)."""
 
-    default = (lambda: Path(str(source))) if dataset == "jsonl" else (lambda: data_path(*loaders.DEFAULT_FILES[dataset]))
-    _, raws = loaders.resolve_source(source, default, "train", prefer_jsonl=dataset == "jsonl")
+    default = (lambda: Path(str(source))) if dataset == "jsonl" else (lambda: data_path(*datasets.DEFAULT_FILES[dataset]))
+    _, raws = datasets.resolve_source(source, default, "train", prefer_jsonl=dataset == "jsonl")
     return {r.label: r.obj for r in raws}
 
 

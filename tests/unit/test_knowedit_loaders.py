@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from editscope.probes.knowedit import detect_subset, load_knowedit
-from editscope.probes.loaders import RecordError, load_edit_dataset
+from editscope.probes.datasets.knowedit import detect_subset, load_knowedit
+from editscope.probes.datasets import RecordError, load_edit_dataset
 from editscope.runner.config import ConfigError, parse_config
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "knowedit"

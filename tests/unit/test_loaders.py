@@ -7,21 +7,9 @@ import pytest
 
 from editscope import EditRequest, ProbeSet
 from editscope.data.fetch import data_path
-from editscope.probes.loaders import (
-    EditCase,
-    EditDataset,
-    LoadReport,
-    RecordError,
-    answer_matches,
-    edit_wise_accuracy,
-    instance_wise_accuracy,
-    load_counterfact,
-    load_jsonl,
-    load_mquake,
-    load_zsre,
-    multi_hop_accuracy,
-    normalize_answer,
-)
+from editscope.metrics.multihop import (answer_matches, edit_wise_accuracy, instance_wise_accuracy, multi_hop_accuracy,
+                                        normalize_answer)
+from editscope.probes.datasets import EditCase, EditDataset, LoadReport, RecordError, load_counterfact, load_jsonl, load_mquake, load_zsre
 
 CF_FILE = ("counterfact", "counterfact-edit.json")
 ZSRE_FILE = ("zsre", "zsre_mend_train-1k.json")
@@ -101,7 +89,7 @@ def test_counterfact_corrupted_record_skipped_and_reported(tmp_path, caplog):
         del recs[2]["ground_truth"]
         recs[4]["subject"] = "Nobody In The Prompt"
     p = _corrupt_copy(tmp_path, CF_FILE, 6, mutate)
-    with caplog.at_level(logging.WARNING, logger="editscope.probes.loaders"):
+    with caplog.at_level(logging.WARNING, logger="editscope.probes.datasets.records"):
         ds = load_counterfact(p)
     assert len(ds) == 4 and ds.report.n_records == 6 and ds.report.n_loaded == 4
     (lab2, why2), (lab4, why4) = ds.report.skipped

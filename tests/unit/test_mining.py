@@ -6,7 +6,7 @@ import pytest
 
 from editscope.mining import mine
 from editscope.runner.store import FILENAME, ResultsStore
-from editscope.probes.loaders import load_counterfact
+from editscope.probes.datasets import load_counterfact
 
 HP = {"lr": 0.05, "steps": 3}  # ft-m: a few steps, enough to move perplexity differently per edit
 

@@ -29,7 +29,7 @@ import torch
 from ..models.model import Model
 from ..scoring import encode_prompts
 from .tracing import KINDS, TraceError, TraceResult, last_probs, embedding_std, target_token, trace
-from ..probes.loaders import load_edit_dataset
+from ..probes.datasets import load_edit_dataset
 
 META = "meta.json"
 TRACES = "traces.jsonl"

@@ -9,7 +9,7 @@ from .registry import file_for
 from .corpora import CORPORA
 from ..methods import get_method
 from ..metrics.downstream import TASKS
-from ..probes.loaders import DEFAULT_FILES
+from ..probes.datasets import DEFAULT_FILES
 
 
 def _dataset_of(parts: Iterable[str]) -> str | None:

@@ -38,7 +38,7 @@ from ..interventions import InputIntervention, installed, put, register_interven
 from ..models.model import Model
 from ..requests import EditRequest
 from .base import EditMethod, HparamError, Hparams, register_method
-from ..probes.loaders import load_counterfact, load_zsre
+from ..probes.datasets import load_counterfact, load_zsre
 
 POOLS = ("counterfact", "zsre")
 

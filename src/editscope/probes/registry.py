@@ -1,7 +1,7 @@
 """The suite registry: names -> probe-suite factories, with did-you-mean errors.
 
 Built-in suites (``arithmetic``, ``facts``) are registered below. Dataset loaders (CounterFact,
-zsRE, MQuAKE, ... in :mod:`editscope.probes.loaders`) register themselves with
+zsRE, MQuAKE, ... in :mod:`editscope.probes.datasets`) register themselves with
 :func:`register_suite`; this module does not import them.
 """
 
@@ -103,6 +103,6 @@ register_suite(
 
 # --- dataset loaders ----------------------------------------------------------------------------
 # CounterFact (ROME / MEND formats), zsRE, MQuAKE, KnowEdit-style JSON, plain JSONL live in
-# editscope/probes/loaders.py and register here by calling, at their module level,
+# editscope/probes/datasets/ and register here through datasets.records.register_dataset,
 #     register_suite("counterfact", "...", load_counterfact, needs_edit=False)
-# (this module must not import loaders; editscope.probes imports it after the registry).
+# (this module must not import them; editscope.probes imports them after the registry).

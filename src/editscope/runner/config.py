@@ -47,7 +47,7 @@ from ..probes.registry import lookup_suite
 from ..errors import InputError
 from ..methods.strength import check_level
 from ..methods.presets import with_preset
-from ..probes.loaders import EDIT_DATASETS
+from ..probes.datasets import EDIT_DATASETS
 from ..metrics.answers import ANSWER_RULES
 from ..metrics.edit_metrics import METRICS
 
@@ -238,7 +238,7 @@ class InlineEdit(_Strict):
 
 
 class DatasetEdits(_Strict):
-    dataset: str = Field(description="an edit dataset (editscope.probes.loaders.EDIT_DATASETS: counterfact, zsre, "
+    dataset: str = Field(description="an edit dataset (editscope.probes.datasets.EDIT_DATASETS: counterfact, zsre, "
                                      "mquake, jsonl, knowedit, or a plugin's)")
     source: str | None = Field(None, description="path or hub id; default the copy in ../shared/data")
     limit: int | None = Field(None, ge=1)

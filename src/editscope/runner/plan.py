@@ -18,7 +18,7 @@ from ..probes.registry import get_suite
 from ..controls import ARITH_OPERANDS, unrelated_edits, UnrelatedEdit
 from ..requests import EditRequest, Probe, ProbeSet
 from .config import ConfigError, DatasetEdits, InlineEdit, MethodSpec, StudyConfig
-from ..probes import loaders
+from ..probes import datasets
 from ..probes.arithmetic import number_aliases
 
 
@@ -112,7 +112,7 @@ def _load_dataset(spec: DatasetEdits):
     """The edit dataset a study's ``edits:`` entry names."""
     if spec.dataset == "jsonl" and spec.source is None:
         raise ConfigError("edits: {dataset: jsonl} needs `source:` (a .jsonl path)")
-    return loaders.load_edit_dataset(spec.dataset, spec.source, limit=spec.limit, offset=spec.offset)
+    return datasets.load_edit_dataset(spec.dataset, spec.source, limit=spec.limit, offset=spec.offset)
 
 
 def _suite_names(config: StudyConfig) -> list[str]:

@@ -38,10 +38,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..requests import Probe, ProbeSet
-from .loaders import (case_id_of, EDIT_DATASETS, EditCase, EditDataset, is_offline, load_records, make_probe,
-    make_request, RawRecord, RecordError, resolve_source, suite_factory, text_field)
-from .registry import register_suite
+from ...requests import Probe, ProbeSet
+from .records import (EditCase, EditDataset, RawRecord, RecordError, case_id_of, is_offline, load_records, make_probe,
+                      make_request, register_dataset, resolve_source, text_field)
 
 SUBSETS = ("zsre", "wiki_recent", "wiki_counterfact", "wikibio", "convsent", "sanitation")
 #: the fields that identify each sub-format (checked in this order when detecting)
@@ -206,6 +205,8 @@ def _hub_file(source: str) -> Path:
     return Path(hf_hub_download(repo, filename, repo_type="dataset"))
 
 
+@register_dataset("knowedit", "KnowEdit JSON (ZsRE, WikiData_recent/counterfact, WikiBio, ConvSent, Sanitation): "
+                  "target/paraphrase/portability (typed)/near (typed)")
 def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int | None = None, offset: int = 0,
                   strict: bool = False, split: str = "train", sentiment: str = "positive") -> EditDataset:
     """A KnowEdit file (see the module docstring for the sub-formats). ``subset`` forces one (a record
@@ -241,15 +242,5 @@ def load_knowedit(source: str | Path, *, subset: str | None = None, limit: int |
         return load_records(name, src, raws, limit, offset, strict, lambda rec, i: _convsent_record(rec, i, sentiment))
     return load_records(name, src, raws, limit, offset, strict, lambda rec, i, s=subset: _fact_record(rec, i, s))
 
-
-def _register() -> None:
-
-    EDIT_DATASETS.register("knowedit", load_knowedit)
-    register_suite("knowedit", "KnowEdit JSON (ZsRE, WikiData_recent/counterfact, WikiBio, ConvSent, Sanitation): "
-                   "target/paraphrase/portability (typed)/near (typed)", suite_factory(load_knowedit, "knowedit"),
-                   needs_edit=False, overwrite=True)
-
-
-_register()
 
 __all__ = ["LOCALITY_TYPES", "PORTABILITY_TYPES", "REQUIRED", "SUBSETS", "detect_subset", "load_knowedit"]
