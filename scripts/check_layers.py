@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("edit methods", ["editscope.methods"]),
     ("evaluation", ["editscope.evaluation"]),
     ("metrics", ["editscope.metrics", "editscope.probe_versions"]),
-    ("probes and answer rules", ["editscope.probes", "editscope.controls", "editscope.suites",
+    ("probes and answer rules", ["editscope.probes", "editscope.control_draws", "editscope.suites",
                                  "editscope.metrics.answers", "editscope.metrics.multihop"]),
     ("scoring", ["editscope.scoring", "editscope.interventions", "editscope.covariance"]),
     ("models", ["editscope.models", "editscope.hooks", "editscope.embeddings"]),

@@ -24,7 +24,7 @@ from .errors import InputError
 from .metrics.perplexity import check_thresholds
 from .runner.config import StudyConfig, parse_config
 from .runner.execute import run_study
-from .runner.plan import build_plan, check_mined_provenance
+from .runner.plan import build_plan
 from .runner.store import FILENAME, ResultsStore
 from .data.fetch import data_path
 from .probes import datasets

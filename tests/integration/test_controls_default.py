@@ -6,7 +6,8 @@ import re
 import pytest
 
 import editscope as es
-from editscope.metrics.edit_metrics import METRICS, first_word
+from editscope.metrics.answers import first_word
+from editscope.metrics.edit_metrics import METRICS
 from editscope.probes.arithmetic import TEMPLATE_NAMES, number_words
 
 pytestmark = pytest.mark.integration

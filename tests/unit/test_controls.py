@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import editscope as es
-from editscope.controls import numerical_rank, placebo_delta, unrelated_requests
+from editscope.control_draws import numerical_rank, placebo_delta, unrelated_requests
 from editscope.methods.controls import matched_delta
 from editscope.models import tiny_model
 from editscope.report.attribution import (

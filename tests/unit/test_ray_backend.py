@@ -213,7 +213,7 @@ def test_bad_backend_input_is_refused_before_any_unit_runs(tmp_path, monkeypatch
 
 def test_a_resumed_study_starts_its_longest_chains_first():
     from editscope.runner.ray_backend import Job, longest_chains_first
-    from editscope.runner.results import Stored
+    from editscope.runner.unit_results import Stored
 
     units = [f"step{i}" for i in range(4)]
     jobs = [Job(m, list(units), True) for m in ("rome", "memit", "grace", "wise")]

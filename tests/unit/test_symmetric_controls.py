@@ -185,7 +185,7 @@ def test_unrelated_edits_drawn_by_an_older_rule_are_computed_again_whole(tmp_pat
     re-applied other edit that changes little could pass the reproduction check."""
     import dataclasses
 
-    import editscope.controls as controls
+    import editscope.control_draws as controls
 
     real = controls._arith_edits
 

@@ -1,7 +1,7 @@
 """Control edits: ``placebo`` and ``identity`` (docs/architecture.md "Controls").
 
 ``placebo`` applies a random delta matched to what another method does to the same model on the
-same requests (same tensors, rank and singular values; :func:`editscope.controls.placebo_delta`).
+same requests (same tensors, rank and singular values; :func:`editscope.control_draws.placebo_delta`).
 The matched method is run once through :func:`apply_edit` (seeded with ``match_seed``, so the
 runner reproduces that method's own unit), its delta taken and undone; the delta is kept on the
 model per (weights, method, hyperparameters, seed, requests) so that several draws cost one edit.
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from ..controls import function_space_delta, placebo_delta
+from ..control_draws import function_space_delta, placebo_delta
 from ..models.model import Model
 from ..requests import EditRequest
 from .base import EditMethod, Hparams, HparamError, get_method, register_method

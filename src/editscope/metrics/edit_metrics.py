@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import mean_interval, wilson_interval
-from .answers import ANSWER_RULES, answer_key, first_word, rule_name_of  # noqa: F401 (first_word: re-exported)
+from .answers import ANSWER_RULES, answer_key, rule_name_of
 
 
 #: the target's log-probability given the prompt (no decoding)

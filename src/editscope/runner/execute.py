@@ -33,7 +33,7 @@ from .config import REPORT_ONLY, StudyConfig, without_unset_later_keys
 from .plan import Plan, UnitPlan, build_plan, check_mined_provenance
 from .prepare import load_study_model, study_runner
 from .ray_backend import RayExecutor
-from .results import Stored, UnitResult
+from .unit_results import Stored, UnitResult
 from .store import FILENAME, ResultsStore, StoreError, now_iso
 from .reevaluate import StaleUnit, reevaluate_stale, stale_units
 from ..version import __version__

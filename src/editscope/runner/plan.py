@@ -15,7 +15,7 @@ from typing import Any
 from ..probes.protocols import free_generation, with_answer_rule
 from ..probes.registry import lookup_suite
 from ..probes.registry import get_suite
-from ..controls import ARITH_OPERANDS, unrelated_edits, UnrelatedEdit
+from ..control_draws import ARITH_OPERANDS, unrelated_edits, UnrelatedEdit
 from ..requests import EditRequest, Probe, ProbeSet
 from .config import ConfigError, DatasetEdits, InlineEdit, MethodSpec, StudyConfig
 from ..probes import datasets

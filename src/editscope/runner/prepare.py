@@ -12,7 +12,7 @@ from ..models.tiny import tiny_model
 from ..progress import working
 from .config import MethodSpec, StudyConfig
 from .plan import Plan
-from .results import Stored
+from .unit_results import Stored
 from .units import Runner, shared_first_block
 
 log = logging.getLogger(__name__)

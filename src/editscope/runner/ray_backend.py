@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import InputError
 from .plan import build_plan, Plan
-from .results import Skipped, Stored
+from .unit_results import Skipped, Stored
 from .units import Event, prepare_chunks
 from .config import parse_config
 from .prepare import load_study_model, study_runner

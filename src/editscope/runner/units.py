@@ -1,5 +1,5 @@
 """Computing units of work: a :class:`Runner` holds one loaded model and turns units of a plan
-into :class:`~editscope.runner.results.UnitResult` values, without touching the store. The same
+into :class:`~editscope.runner.unit_results.UnitResult` values, without touching the store. The same
 code runs in the driver (``--backend local``) and in each Ray worker (``--backend ray``): a unit's
 result depends only on (config, unit, base weights), through per-unit seeds.
 
@@ -32,7 +32,7 @@ from ..models.model import Model
 from ..models.state import StateWatch, tensor_digests
 from .config import MethodSpec
 from .plan import Plan, UnitPlan
-from .results import Scalars, Skipped, Stored, UnitResult
+from .unit_results import Scalars, Skipped, Stored, UnitResult
 from ..metrics.downstream import run_task
 
 log = logging.getLogger(__name__)
