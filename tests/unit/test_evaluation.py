@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import editscope as es
-from editscope.evaluation import BaseNotAvailableError, _cache_path, evaluate, probes_hash
+from editscope.evaluation import BaseNotAvailableError, evaluate
+from editscope.evaluation.base_outputs import cache_path as _cache_path
+from editscope.evaluation.passes import probes_hash
 from editscope.metrics.edit_metrics import coarse_kl, says, summarize
 from editscope.models import tiny_model
 
@@ -110,9 +112,9 @@ def test_base_outputs_are_cached_on_disk_and_reused(monkeypatch):
     first = evaluate(m, PROBES)
     path = _cache_path(m.base_fingerprint, probes_hash(list(PROBES), "5", 64))
     assert path.is_file()
-    import editscope.evaluation as ev
+    import editscope.evaluation.base_outputs as bo
 
-    monkeypatch.setattr(ev, "compute_base_outputs", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(bo, "compute_base_outputs", lambda *a, **k: pytest.fail("recomputed"))
     again = evaluate(m, PROBES)
     assert [r["base_greedy"] for r in again.rows] == [r["base_greedy"] for r in first.rows]
     perturb(m)
@@ -353,13 +355,15 @@ def test_a_memo_scores_a_probe_shared_by_two_sets_once(monkeypatch):
     perturb(m)
     plain = [evaluate(m, ps, watch="5").rows for ps in (PROBES, other)]
     scored: list[int] = []
-    real = ev._score_all
+    import editscope.evaluation.outcomes as outcomes
+
+    real = outcomes.score_passes
 
     def counting(model, passes, greedy_ids, **kw):
         scored.append(len(passes.targets))
         return real(model, passes, greedy_ids, **kw)
 
-    monkeypatch.setattr(ev, "_score_all", counting)
+    monkeypatch.setattr(outcomes, "score_passes", counting)  # the edited state's scoring step
     memo = ev.StateMemo()
     with_memo = [evaluate(m, ps, watch="5", memo=memo).rows for ps in (PROBES, other)]
     assert scored == [len(PROBES), 1]  # "3+3=" and "Water is made of" came from the memo
@@ -384,13 +388,15 @@ def test_a_memo_computes_base_outputs_of_a_shared_probe_once(monkeypatch, tmp_pa
                          es.Probe("7+1=", "8", "control-target")], name="own")
     plain = [evaluate(m, ps, watch="5", use_cache=False).rows for ps in (PROBES, other)]
     run: list[int] = []
-    real = ev.greedy_by_length
+    import editscope.evaluation.base_outputs as bo
+
+    real = bo.greedy_by_length
 
     def counting(model, prompts, lengths, idx):
         run.append(len(idx))
         return real(model, prompts, lengths, idx)
 
-    monkeypatch.setattr(ev, "greedy_by_length", counting)
+    monkeypatch.setattr(bo, "greedy_by_length", counting)  # the base outputs' decoding step
     memo = ev.StateMemo()
     with_memo = [evaluate(m, ps, watch="5", memo=memo).rows for ps in (PROBES, other)]
     assert run == [len(PROBES), 1]  # only "7+1=" is new in the second set
@@ -412,9 +418,23 @@ def test_base_outputs_kept_across_memos_are_computed_once(monkeypatch):
     m = tiny_model("llama")
     part = es.ProbeSet(list(PROBES)[:3], name="part")
     run: list[int] = []
-    real = ev.greedy_by_length
-    monkeypatch.setattr(ev, "greedy_by_length", lambda *a: run.append(len(a[3])) or real(*a))
+    import editscope.evaluation.base_outputs as bo
+
+    real = bo.greedy_by_length
+    monkeypatch.setattr(bo, "greedy_by_length", lambda *a: run.append(len(a[3])) or real(*a))
     shared: dict = {}
     evaluate(m, part, watch="5", use_cache=False, memo=ev.StateMemo(base=shared))
     evaluate(m, PROBES, watch="5", use_cache=False, memo=ev.StateMemo(base=shared))
     assert run == [3, len(PROBES) - 3]
+
+
+def test_outcomes_are_typed_and_the_rows_are_their_dicts():
+    m = tiny_model("llama")
+    res = evaluate(m, PROBES, watch="5", use_cache=False)
+    assert [o.as_row() for o in res.outcomes] == res.rows
+    o = res.outcomes[0]
+    assert o.prompt == res.rows[0]["prompt"] and o.is_base and o.unchanged and o.kl == 0.0
+    assert o.answer_rule == "integer"  # "2+2=" -> "5": answers read as integers
+    assert o.answer is None or isinstance(o.answer, int)
+    o.as_row()["meta"]["x"] = 1  # the store's copy is its own
+    assert "x" not in o.meta
