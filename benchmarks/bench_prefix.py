@@ -18,6 +18,7 @@ import torch
 
 import editscope as es
 import editscope.scoring as scoring
+import editscope.scoring.forward as forward
 from editscope.probes.registry import get_suite
 
 
@@ -37,14 +38,14 @@ def main() -> None:
     t = time.perf_counter()
     shared = es.evaluate(model, probes)
     t_shared = time.perf_counter() - t
-    saved = scoring.SHARED_PREFIX_MIN
-    scoring.SHARED_PREFIX_MIN = 10**9  # every row runs the whole context
+    saved = forward.SHARED_PREFIX_MIN
+    forward.SHARED_PREFIX_MIN = 10**9  # every row runs the whole context (read by SharedPrefix.of)
     try:
         t = time.perf_counter()
         full = es.evaluate(model, probes)
         t_full = time.perf_counter() - t
     finally:
-        scoring.SHARED_PREFIX_MIN = saved
+        forward.SHARED_PREFIX_MIN = saved
     h.undo()
     same = sum(a["unchanged"] == b["unchanged"] and a["greedy"] == b["greedy"] for a, b in zip(shared.rows, full.rows))
     diff = max(abs(a["logprob"] - b["logprob"]) for a, b in zip(shared.rows, full.rows) if a["logprob"] is not None)

@@ -342,7 +342,7 @@ def test_a_shared_prefix_runs_once_and_scores_like_full_passes(monkeypatch):
     with torch.inference_mode():
         shared = sc.score_encoded(m, pairs, batch_size=2)
         gen_shared = sc.greedy_continuations(m, prompts, 4, batch_size=3, stop_at_eos=False)
-    monkeypatch.setattr(sc, "SHARED_PREFIX_MIN", 10_000)
+    monkeypatch.setattr(sc.forward, "SHARED_PREFIX_MIN", 10_000)  # read by SharedPrefix.of
     with torch.inference_mode():
         full = sc.score_encoded(m, pairs, batch_size=2)
         gen_full = sc.greedy_continuations(m, prompts, 4, batch_size=3, stop_at_eos=False)

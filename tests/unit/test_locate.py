@@ -33,13 +33,12 @@ from editscope.methods.locate import (
 from editscope.models import tiny_model
 from editscope.scoring import (
     body_forward,
-    continuation_nll,
     encode_pairs,
     encode_prompts,
     logits_from_hidden,
     token_index_at,
-    training_batch,
 )
+from editscope.methods.training import continuation_nll, training_batch
 from locate_settings import EASY, REQ, STATS
 
 

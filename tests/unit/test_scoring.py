@@ -185,7 +185,7 @@ def test_logit_chunking_does_not_change_results(llama, monkeypatch):
     prompts, conts = zip(*PAIRS)
     pairs = encode_pairs(llama, prompts, conts)
     ref = score_encoded(llama, pairs, first_top_k=3, first_token_ids=[(1, 2)] * len(pairs))
-    monkeypatch.setattr(sc, "_LOGIT_CHUNK_ELEMENTS", 3 * llama.config.vocab_size)  # 3 positions a chunk
+    monkeypatch.setattr(sc.scores, "LOGIT_CHUNK_ELEMENTS", 3 * llama.config.vocab_size)  # 3 positions a chunk
     got = score_encoded(llama, pairs, first_top_k=3, first_token_ids=[(1, 2)] * len(pairs))
     # ids exactly; log-probabilities to float32 rounding (a matmul over fewer rows may pick another kernel)
     for g, r in zip(got, ref):

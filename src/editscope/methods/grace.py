@@ -45,10 +45,11 @@ from ..hooks import capture_input, capture_output
 from ..interventions import InterventionError, ModuleIntervention, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import encode_pairs, encode_prompts, forward_until, pad_batch, pad_id, training_batch
+from ..scoring import encode_pairs, encode_prompts, forward_until, pad_batch, pad_id
+
 from .base import Hparams, register_method
 from .memory import ROLE, MemoryMethod
-from .training import frozen_below, optimise, pairs_objective, trainable
+from .training import frozen_below, optimise, pairs_objective, trainable, training_batch
 
 
 @register_intervention

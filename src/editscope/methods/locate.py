@@ -33,11 +33,9 @@ from ..models.state import StateWatch
 from ..requests import EditRequest
 from ..scoring import (
     forward_until,
-    TrainingBatch,
     pad_id,
     body_forward,
     kv_cache_of,
-    continuation_nll,
     encode_pairs,
     encode_prompts,
     logits_from_hidden,
@@ -46,7 +44,7 @@ from ..scoring import (
     token_index_at,
 )
 from .base import EditFailed, EditMethod, Hparams, HparamError, register_method
-from .training import trainable
+from .training import TrainingBatch, continuation_nll, trainable
 
 CONTEXT_SEEDS = ("The", "Therefore", "Because", "I", "You")
 KL_TEMPLATE = "{} is a"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,9 +17,83 @@ import torch
 from ..models.model import Model
 from ..requests import EditRequest
 from ..hooks import capture_input, replace_input, skip_modules
-from ..scoring import EncodedPair, TrainingBatch, continuation_nll, encode_pairs, forward_until, training_batch
+from ..scoring import EncodedPair, body_forward, encode_pairs, forward_until, logits_from_hidden, pad_batch, pad_id
 
 Objective = Callable[[], torch.Tensor]
+
+
+# ---- training batches and the continuation loss every objective is built on
+
+@dataclass
+class TrainingBatch:
+    """Padded pairs ready for a differentiable forward (edit methods' objectives).
+
+    ``input_ids`` ``[B, T]`` (right padded); ``rows``/``cols``/``targets`` ``[N]``: the position
+    whose output predicts each continuation token and that token; ``pair`` ``[N]``: which pair each
+    belongs to; ``last_prompt`` ``[B]``: column of each pair's last prompt token.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    targets: torch.Tensor
+    pair: torch.Tensor
+    last_prompt: torch.Tensor
+    cont_ids: list[tuple[int, ...]]
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.cont_ids)
+
+
+def training_batch(model: Model, pairs: Sequence[EncodedPair]) -> TrainingBatch:
+    """One right-padded batch of encoded pairs (from :func:`encode_pairs`) with label positions."""
+    if not pairs:
+        raise ValueError("training_batch needs at least one pair")
+    seqs = [list(p.prompt_ids + p.cont_ids) for p in pairs]
+    ids, _, pos, _ = pad_batch(seqs, pad_id(model), "right", model.device)
+    rows, cols, targets, which = [], [], [], []
+    for b, p in enumerate(pairs):
+        n_p, n_c = len(p.prompt_ids), len(p.cont_ids)
+        rows += [b] * n_c
+        cols += range(n_p - 1, n_p - 1 + n_c)
+        targets += p.cont_ids
+        which += [b] * n_c
+    dev = model.device
+    return TrainingBatch(
+        input_ids=ids, position_ids=pos, rows=torch.tensor(rows, device=dev), cols=torch.tensor(cols, device=dev),
+        targets=torch.tensor(targets, device=dev), pair=torch.tensor(which, device=dev),
+        last_prompt=torch.tensor([len(p.prompt_ids) - 1 for p in pairs], device=dev),
+        cont_ids=[p.cont_ids for p in pairs],
+    )
+
+
+def continuation_nll(model: Model, batch: TrainingBatch, mode: str = "teacher",
+                     hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable mean negative log-likelihood per pair, ``[n_pairs]``, nats per token.
+
+    ``mode="teacher"``: each continuation token given the prompt and the tokens before it (prompt
+    masked out of the loss; KnowEdit's FT-M objective). ``mode="prompt_last"``: every continuation
+    token predicted from the last prompt position alone (the ROME paper's FT-L objective; for a
+    one-token target both are the same). Right padding needs no attention mask (see
+    :func:`teacher_forced_hidden`). ``hidden``: final hidden states ``[>= B, T, d]`` the caller
+    computed itself (e.g. with a cache); rows and columns are then read from it as laid out in
+    ``batch``.
+    """
+    if mode not in ("teacher", "prompt_last"):
+        raise ValueError(f"mode={mode!r}: use 'teacher' or 'prompt_last'")
+    if hidden is None:
+        hidden = body_forward(model, batch.input_ids, None, batch.position_ids, use_cache=False).last_hidden_state
+    if mode == "teacher":
+        logp = torch.log_softmax(logits_from_hidden(model, hidden[batch.rows, batch.cols]), dim=-1)
+        tok = -logp.gather(-1, batch.targets[:, None])[:, 0]
+    else:
+        last = torch.log_softmax(logits_from_hidden(model, hidden[torch.arange(batch.n_pairs), batch.last_prompt]), -1)
+        tok = -last[batch.pair, batch.targets]
+    total = torch.zeros(batch.n_pairs, device=tok.device, dtype=tok.dtype).index_add(0, batch.pair, tok)
+    counts = torch.tensor([len(c) for c in batch.cont_ids], device=tok.device, dtype=tok.dtype)
+    return total / counts
 
 
 @contextmanager
@@ -38,7 +113,7 @@ def trainable(model: Model, params: Sequence[torch.nn.Parameter] = ()) -> Iterat
 
 
 def pairs_objective(model: Model, pairs: Sequence[EncodedPair], mode: str = "teacher") -> Objective:
-    """Mean over pairs of the per-token NLL (:func:`editscope.scoring.continuation_nll`)."""
+    """Mean over pairs of the per-token NLL (:func:`continuation_nll`)."""
     batch = training_batch(model, pairs)
     return lambda: continuation_nll(model, batch, mode).mean()
 

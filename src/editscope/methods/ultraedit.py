@@ -45,9 +45,10 @@ from ..hooks import capture_input_and_output_grad
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import continuation_nll, encode_pairs, training_batch
+from ..scoring import encode_pairs
+
 from .base import EditMethod, Hparams, HparamError, register_method
-from .training import trainable
+from .training import continuation_nll, trainable, training_batch
 
 
 @dataclass

@@ -43,11 +43,12 @@ from pydantic import Field, PositiveFloat
 from ..interventions import InterventionError, ModuleIntervention, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
-from ..scoring import continuation_nll, encode_pairs, training_batch
+from ..scoring import encode_pairs
+
 from .base import Hparams, register_method
 from .locate import context_templates
 from .memory import ROLE, MemoryMethod
-from .training import frozen_below, optimise, trainable
+from .training import continuation_nll, frozen_below, optimise, trainable, training_batch
 
 
 @register_intervention

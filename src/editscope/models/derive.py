@@ -4,7 +4,7 @@ digest (docs/architecture.md "Derived models").
 A :class:`Recipe` names a base model, a training set (:class:`ArithmeticData`: "a op b=" sums split
 into training and held-out pairs, disjoint by construction and checked), the training settings and a
 seed. :func:`derive` builds it: full fine-tuning on the answer tokens (prompt masked, the shared
-:func:`editscope.scoring.continuation_nll`), AdamW, mini-batches in a seeded order that depends only
+:func:`editscope.methods.training.continuation_nll`), AdamW, mini-batches in a seeded order that depends only
 on the step, so a build interrupted at any point resumes from its last checkpoint to the same
 weights. Checkpoints and the result are safetensors (never pickle): the weights, Adam's moments and a
 JSON state. The finished model is written to a temporary folder and moved into place, with a
@@ -33,12 +33,13 @@ from safetensors.torch import load_file, save_file
 
 from ..data.corpora import load_corpus
 from ..errors import InputError, WorkError
-from ..methods.training import trainable
+from ..methods.training import continuation_nll, trainable, training_batch
 from ..metrics.answers import integer_reaches
 from ..paths import cache_root
 from ..probes.arithmetic import FEW_SHOT, TEMPLATE_NAMES, parse_arithmetic, query_in
 from ..registry import Registry
-from ..scoring import continuation_nll, encode_pairs, greedy_continuations, training_batch
+from ..scoring import encode_pairs, greedy_continuations
+
 from .model import Model, ModelSource, load_model, register_model_source
 from .state import fingerprint_of, tensor_digests
 from .tiny import tiny_model
