@@ -749,6 +749,7 @@ def excess_rate(
     confidence: float = 0.95,
     seed: int = 0,
     margin: float = 0.02,
+    control_present: Any = None,
 ) -> ExcessResult:
     """Excess of a method's changed rate over a control's, with a 2-level bootstrap.
 
@@ -802,6 +803,11 @@ def excess_rate(
         n_resamples: Number of bootstrap resamples (``>= 1``).
         confidence: Two-sided coverage, a fraction in ``(0, 1)``.
         seed: Seed for ``numpy.random.default_rng`` (deterministic).
+        control_present: Optional ``(D, n)`` booleans: False where draw ``d`` has no outcome for
+            probe ``i`` (e.g. that edit's control did not take, so it was left out). A probe's
+            control rate is then the mean over its present draws (each probe needs one), and in a
+            resample over the present draws among those drawn (the probe's observed mean when none
+            of them is present). None: every draw present.
 
     Returns:
         :class:`ExcessResult` (``method = "two-level-bootstrap"``;
@@ -832,46 +838,36 @@ def excess_rate(
     margin = _check_margin(margin)
     seed = operator.index(seed)
 
+    present = None
+    if control_present is not None:
+        present = _as_bools(control_present, "control_present", ndim=2)
+        if present.shape != ctrl.shape:
+            raise ValueError(f"control_present must have the shape of control_changed {ctrl.shape}, got "
+                             f"{present.shape}")
+        if not present.any(axis=0).all():
+            i = int(np.argmin(present.any(axis=0)))
+            raise ValueError(f"control_present[:, {i}] is all False: every probe needs at least one present draw")
+        if present.all():
+            present = None
+
     method_rate = float(np.mean(m))
-    control_rate = float(np.mean(ctrl))
+    if present is None:
+        control_rate = float(np.mean(ctrl))
+    else:
+        control_rate = float(np.mean((ctrl & present).sum(axis=0) / present.sum(axis=0)))
     value = method_rate - control_rate
 
     n_groups = 1
     if clusters is not None:
         codes, n_groups = _cluster_codes(clusters, n)
-    if n_groups >= 2:
-        n_units = n_groups
-        unit_m = np.bincount(codes, weights=m.astype(float), minlength=n_units)
-        unit_size = np.bincount(codes, minlength=n_units).astype(float)
-        unit_c = np.stack(
-            [np.bincount(codes, weights=row.astype(float), minlength=n_units) for row in ctrl]
-        )  # (D, G)
-    else:
+    group_codes = codes if n_groups >= 2 else None
+    if n_groups < 2:
         n_groups = 1
-        n_units = n
-        unit_m = m.astype(float)
-        unit_size = np.ones(n, dtype=float)
-        unit_c = ctrl.astype(float)  # (D, n)
-
-    rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(n_units, n_draws))
-    dist = np.empty(b, dtype=float)
-    start = 0
-    while start < b:
-        rows = min(rows_per_chunk, b - start)
-        # Unit level: multiplicity of each unit in each resample, (rows, units).
-        w = _row_counts(rng.integers(0, n_units, size=(rows, n_units)), n_units)
-        total = w @ unit_size  # probes in each resample, (rows,)
-        m_rate = (w @ unit_m) / total
-        per_draw = w @ unit_c.T  # changed count of each draw on the resample, (rows, D)
-        if n_draws >= 2:
-            # Draw level: multiplicity of each control draw, (rows, D).
-            v = _row_counts(rng.integers(0, n_draws, size=(rows, n_draws)), n_draws)
-            c_rate = np.einsum("rd,rd->r", v, per_draw) / (n_draws * total)
-        else:
-            c_rate = per_draw[:, 0] / total
-        dist[start : start + rows] = m_rate - c_rate
-        start += rows
+    if present is None:
+        dist = _excess_resamples(m, ctrl.astype(float), None, group_codes, n_groups, b, seed)
+    else:
+        dist = _excess_resamples(m, (ctrl & present).astype(float), present.astype(float), group_codes, n_groups,
+                                 b, seed)
     low, high = np.quantile(dist, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
     pvalue, p_equivalence = _bootstrap_p(dist, margin)
 
@@ -890,6 +886,59 @@ def excess_rate(
         p_equivalence=p_equivalence,
         margin=float(margin),
     )
+
+
+def _excess_resamples(m: np.ndarray, changed: np.ndarray, present: np.ndarray | None, codes: np.ndarray | None,
+                      n_groups: int, b: int, seed: int) -> np.ndarray:
+    """``b`` bootstrap resamples of the excess (see :func:`excess_rate`): units (probes, or the
+    ``n_groups`` clusters of ``codes``) and control draws resampled together. ``changed``: ``(D, n)``
+    0/1 (0 where absent); ``present``: ``(D, n)`` 0/1 or None (all present). Returns shape ``(b,)``."""
+    n_draws, n = changed.shape
+    if codes is not None:
+        n_units = n_groups
+        unit_m = np.bincount(codes, weights=m.astype(float), minlength=n_units)
+        unit_size = np.bincount(codes, minlength=n_units).astype(float)
+        unit_c = np.stack([np.bincount(codes, weights=row, minlength=n_units) for row in changed])  # (D, G)
+        unit_p = (None if present is None
+                  else np.stack([np.bincount(codes, weights=row, minlength=n_units) for row in present]))
+    else:
+        n_units = n
+        unit_m = m.astype(float)
+        unit_size = np.ones(n, dtype=float)
+        unit_c = changed  # (D, n)
+        unit_p = present
+    if unit_p is not None:
+        # a unit's changed rate over its present draws: what stands in when a resample draws none of them
+        observed = unit_c.sum(axis=0) / np.maximum(unit_p.sum(axis=0), 1.0)
+
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(n_units, n_draws))
+    dist = np.empty(b, dtype=float)
+    start = 0
+    while start < b:
+        rows = min(rows_per_chunk, b - start)
+        # Unit level: multiplicity of each unit in each resample, (rows, units).
+        w = _row_counts(rng.integers(0, n_units, size=(rows, n_units)), n_units)
+        total = w @ unit_size  # probes in each resample, (rows,)
+        m_rate = (w @ unit_m) / total
+        if unit_p is not None:
+            # Draw level, then each unit's rate over the present draws drawn (its observed rate if none).
+            v = _row_counts(rng.integers(0, n_draws, size=(rows, n_draws)), n_draws) if n_draws >= 2 \
+                else np.ones((rows, 1))
+            num, den = v @ unit_c, v @ unit_p  # (rows, units)
+            rate = np.where(den > 0, num / np.maximum(den, 1e-300), observed)
+            c_rate = np.einsum("ru,ru->r", w, rate * unit_size) / total
+        else:
+            per_draw = w @ unit_c.T  # changed count of each draw on the resample, (rows, D)
+            if n_draws >= 2:
+                # Draw level: multiplicity of each control draw, (rows, D).
+                v = _row_counts(rng.integers(0, n_draws, size=(rows, n_draws)), n_draws)
+                c_rate = np.einsum("rd,rd->r", v, per_draw) / (n_draws * total)
+            else:
+                c_rate = per_draw[:, 0] / total
+        dist[start : start + rows] = m_rate - c_rate
+        start += rows
+    return dist
 
 
 def _bootstrap_p(dist: np.ndarray, margin: float) -> tuple[float, float]:

@@ -385,3 +385,44 @@ def test_excess_rate_bad_options() -> None:
         excess_rate([1, 0], [[0, 0]], n_resamples=0)
     with pytest.raises(ValueError, match="confidence"):
         excess_rate([1, 0], [[0, 0]], confidence=0.0)
+
+
+def test_excess_rate_absent_draws_hand_computed() -> None:
+    # Two edits (clusters a, b) of two probes each; edit b's second control draw did not take.
+    m = [1, 0, 1, 1]
+    ctrl = [[1, 0, 0, 0], [1, 1, 1, 1]]
+    present = [[1, 1, 1, 1], [1, 1, 0, 0]]
+    r = excess_rate(m, ctrl, clusters=["a", "a", "b", "b"], control_present=present, n_resamples=400)
+    # per-probe control rates: a: (1+1)/2, (0+1)/2; b: 0/1, 0/1 -> mean 0.375
+    assert r.control_rate == pytest.approx(0.375)
+    assert r.value == pytest.approx(0.75 - 0.375)
+    assert r.low <= r.value <= r.high
+
+
+def test_excess_rate_absent_draws_change_nothing_when_all_present() -> None:
+    rng = np.random.default_rng(11)
+    m = rng.random(120) < 0.4
+    ctrl = rng.random((3, 120)) < 0.2
+    clusters = np.repeat(np.arange(12), 10)
+    full = excess_rate(m, ctrl, clusters, n_resamples=300, seed=3)
+    masked = excess_rate(m, ctrl, clusters, n_resamples=300, seed=3, control_present=np.ones((3, 120), bool))
+    assert (masked.value, masked.low, masked.high) == (full.value, full.low, full.high)
+
+
+def test_excess_rate_absent_draw_is_not_read_as_unchanged() -> None:
+    # The absent draw's entries would say "changed" = False; counting them would halve the control rate.
+    m = np.ones(40, bool)
+    ctrl = np.ones((2, 40), bool)
+    present = np.ones((2, 40), bool)
+    present[1, 20:] = False
+    ctrl[1, 20:] = False
+    r = excess_rate(m, ctrl, np.repeat([0, 1], 20), control_present=present, n_resamples=300)
+    assert r.control_rate == 1.0 and r.value == 0.0
+    assert abs(r.low) < 1e-12 and abs(r.high) < 1e-12
+
+
+def test_excess_rate_refuses_a_probe_without_any_draw() -> None:
+    with pytest.raises(ValueError, match=r"control_present\[:, 1\] is all False"):
+        excess_rate([1, 0], [[1, 0]], control_present=[[1, 0]])
+    with pytest.raises(ValueError, match="shape"):
+        excess_rate([1, 0], [[1, 0]], control_present=[[1, 0, 1]])

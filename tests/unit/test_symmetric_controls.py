@@ -123,6 +123,8 @@ def test_symmetric_excess_leaves_out_control_edits_that_did_not_take(symmetric_r
     assert failed == {"edit-0000-u00", "edit-0000-u01", "edit-0001-u00", "edit-0001-u01"}
     assert excess(res, "ft-m", "unrelated-own", "near") is None
     assert excess_table(res, "unrelated-own") is None
+    assert attribution.control_take(res, "unrelated-ft-m") == attribution.ControlTake(units=4, took=0, refused=0,
+                                                                                        missed=4)
 
 
 def _all_taken(monkeypatch):
@@ -158,6 +160,25 @@ def test_symmetric_excess_of_a_stored_study_and_its_table(symmetric_run, monkeyp
     assert t is not None and t.name == "excess-unrelated-own" and "own neighbourhood" in t.caption
     # the main table has no column for the controls' own neighbourhood
     assert not any(c.key.startswith("control-near") for c in res.columns)
+
+
+def test_a_control_that_did_not_take_drops_only_its_own_edits_draw(symmetric_run, monkeypatch):
+    """With several study edits, an unrelated edit that did not take leaves out that edit's draw,
+    not the same-numbered draw of every edit (draws are not matched across edits)."""
+    monkeypatch.setattr(attribution, "failed_controls", lambda res, control: {"edit-0001-u01"})
+    res = load_results(symmetric_run)
+    df = res.frame.df
+    e = excess(res, "ft-m", "unrelated")
+    assert e is not None and e.draws == 2
+    changed = 1 - res.frame.metric("answer_unchanged")
+    loc = df["category"].map(is_locality).astype(bool)
+    theirs = df[(df["method"] == "unrelated-ft-m") & loc & (df["unit"] != "edit-0001-u01")]
+    mine = df[(df["method"] == "ft-m") & loc]
+    # each probe's control rate: the mean over its edit's draws that took
+    per_probe = changed[theirs.index].groupby([theirs["root"], theirs["probe_set"], theirs["index"]]).mean()
+    keys = list(zip(mine["root"], mine["probe_set"], mine["index"]))
+    assert e.control_rate == pytest.approx(float(np.mean([per_probe[k] for k in keys])))
+    assert e.method_rate == pytest.approx(float(changed[mine.index].mean()))
 
 
 def test_a_study_stored_before_own_probes_is_repaired_on_resume(tmp_path, monkeypatch):

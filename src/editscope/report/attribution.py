@@ -76,6 +76,25 @@ def failed_controls(res: StudyResults, control: str) -> set[str]:
     return res.cached(("failed_controls", control), make)
 
 
+@dataclass(frozen=True)
+class ControlTake:
+    """How many of a control's edits took: ``took`` of ``units`` reached their own target answer;
+    ``refused`` were rolled back or refused before any change (e.g. a no-op edit); ``missed`` ran
+    but their own prompt does not give their target."""
+    units: int
+    took: int
+    refused: int
+    missed: int
+
+
+def control_take(res: StudyResults, control: str) -> ControlTake:
+    """Count ``control``'s units by whether their edit took (see :func:`failed_controls`)."""
+    units = {u.unit for u in res.units if u.method == control}
+    refused = {u.unit for u in res.units if u.method == control and u.status == "failed"}
+    failed = failed_controls(res, control) & units
+    return ControlTake(len(units), len(units - failed), len(refused), len(failed - refused))
+
+
 def locality_categories(res: StudyResults) -> list[str]:
     cats = sorted(c for c in res.frame.df["category"].unique() if is_locality(c))
     return [LOCALITY, *cats] if len(cats) > 1 else cats
@@ -94,7 +113,7 @@ def symmetric(res: StudyResults, method: str, kind: str = "unrelated", cat: str 
     edits' changed rates on their own ``cat`` neighbourhoods (``control-<cat>``; for
     :data:`LOCALITY` every locality category that has its own counterpart, on both sides),
     unpaired, over the edits both measured. A
-    draw in which a control edit did not take is left out whole. None without such a control or
+    control edit that did not take is left out. None without such a control or
     without own-neighbourhood rows (a study stored before they were measured)."""
     ctl = control_of(res, method, kind)
     if ctl is None:
@@ -142,21 +161,25 @@ def excess(res: StudyResults, method: str, kind: str = "placebo", cat: str = LOC
         if v is not None:
             mine[(unit_root(r["unit"]), r["probe_set"], r["index"])] = v
     failed = failed_controls(res, ctl)
-    # a draw in which some control edit did not take is left out whole (draws are exchangeable)
-    dropped = {u[len(unit_root(u)):] for u in failed}
+    # a control edit that did not take is left out: with one study edit its whole draw goes; with
+    # several, only that edit's draw (draws are exchangeable within an edit, not matched across)
     draws: dict[str, dict[tuple, bool]] = defaultdict(dict)  # unit suffix (-d01, -u02) -> probe -> changed
     for r in category_rows(res, ctl, cat):
         v = _changed(r)
-        root = unit_root(r["unit"])
-        if v is not None and r["unit"][len(root):] not in dropped:
+        if v is not None and r["unit"] not in failed:
+            root = unit_root(r["unit"])
             draws[r["unit"][len(root):]][(root, r["probe_set"], r["index"])] = v
-    keys = [k for k in mine if all(k in d for d in draws.values())] if draws else []
+    if len({k[0] for k in mine}) <= 1:
+        keys = [k for k in mine if draws and all(k in d for d in draws.values())]
+    else:
+        keys = [k for k in mine if any(k in d for d in draws.values())]
     if not keys:
         return None
     m = np.array([mine[k] for k in keys], dtype=bool)
-    c = np.array([[d[k] for k in keys] for d in draws.values()], dtype=bool)
+    c = np.array([[d.get(k, False) for k in keys] for d in draws.values()], dtype=bool)
+    present = np.array([[k in d for k in keys] for d in draws.values()], dtype=bool)
     clusters = [k[0] for k in keys] if res.clustered else None
-    return excess_rate(m, c, clusters, n_resamples=n_resamples, seed=seed, margin=res.margin)
+    return excess_rate(m, c, clusters, n_resamples=n_resamples, seed=seed, margin=res.margin, control_present=present)
 
 
 @dataclass
@@ -242,7 +265,7 @@ def pairwise_tests(res: StudyResults, cat: str = LOCALITY, metric: str = "answer
     return adjust(tests)
 
 
-__all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ExcessRow", "control_of", "excess", "excess_rows", "failed_controls",
+__all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ControlTake", "ExcessRow", "control_of", "control_take", "excess", "excess_rows", "failed_controls",
            "identity_exceptions",
            "locality_categories", "margin_bin", "margin_locality", "pairwise_tests", "strength_level", "symmetric"]
 
@@ -279,6 +302,23 @@ def _excess_verdict(ctx: StudyContext, args: str) -> str:
 def _excess_rates(ctx: StudyContext, args: str) -> str:
     e = _excess_of(ctx, "excess_rates", args)
     return f"{e.method_rate:.3f} vs {e.control_rate:.3f} ({e.draws} draw{'s' if e.draws != 1 else ''})"
+
+
+@STUDY.register("control_taken", "{{control_taken:METHOD:KIND}}")
+def _control_taken(ctx: StudyContext, args: str) -> str:
+    bits = args.split(":")
+    if len(bits) != 2 or bits[1] not in CONTROL_KINDS:
+        raise DocumentError(f"{{{{control_taken:{args}}}}}: write {{{{control_taken:METHOD:KIND}}}} with KIND "
+                            f"one of {', '.join(CONTROL_KINDS)}")
+    ctx.method("control_taken", args, bits[0])
+    ctl = control_of(ctx.res, bits[0], bits[1])
+    if ctl is None:
+        raise DocumentError(f"{{{{control_taken:{args}}}}}: {bits[0]!r} has no {bits[1]} control in this run")
+    t = control_take(ctx.res, ctl)
+    out = f"{t.took} of {t.units}"
+    extra = [f"{n} {what}" for n, what in ((t.missed, "missed its target" if t.missed == 1 else "missed their target"),
+                                          (t.refused, "refused")) if n]
+    return f"{out} ({'; '.join(extra)})" if extra else out
 
 
 @STUDY.register("identity", "{{identity}}")
