@@ -17,8 +17,8 @@ from pathlib import Path
 from editscope.analysis.trace_report import is_trace_template, referenced_sets, write_trace_document
 from editscope.analysis.trace_study import unpack_traces
 from editscope.paper import compile_paper, write_paper
-from editscope.report.document import referenced_studies, write_document
-from editscope.report.results import load_results
+from editscope.report.documents.document import referenced_studies, write_document
+from editscope.report.data.results import load_results
 from editscope.runner import unpack_archive
 
 ROOT = Path(__file__).resolve().parents[1]

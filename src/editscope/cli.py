@@ -601,9 +601,9 @@ def _estimate(cfg, plan, per_unit: int, evaluated: list) -> None:
 def _report(run_dir, formats, reference):
     """Write the report of ``run_dir`` and print its summary; returns the loaded results (loaded once)."""
     from .report import write_report
-    from .report.attribution import CONTROL_KINDS, KIND_LABEL
-    from .report.render import excess_table, main_table
-    from .report.results import load_results
+    from .report.analyses.attribution import CONTROL_KINDS, KIND_LABEL
+    from .report.formats.render import excess_table, main_table
+    from .report.data.results import load_results
 
     res = load_results(run_dir, reference)
     paths = write_report(run_dir, tuple(formats), reference, results=res)
@@ -623,7 +623,7 @@ def _report(run_dir, formats, reference):
 
 
 def print_table(t, title: str | None) -> None:
-    """Print a report table (:class:`editscope.report.render.Table`) on the terminal, bold cells
+    """Print a report table (:class:`editscope.report.formats.render.Table`) on the terminal, bold cells
     kept; a table wider than the terminal prints as consecutive whole tables (see
     :func:`column_groups`)."""
     for part in column_groups(t.header, t.rows, console.width):
@@ -666,9 +666,9 @@ def report_cmd(
                        "(repeatable; default: the folder STUDY beside RUN_DIR)")] = None,
 ) -> None:
     """Write report.md, report.html and latex/ for a run (complete or partial) and print the summary table."""
-    from .report.document import write_document
+    from .report.documents.document import write_document
 
-    from .report.render import FORMATS
+    from .report.formats.render import FORMATS
 
     for f in fmt or ():
         if f not in FORMATS:

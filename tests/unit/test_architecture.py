@@ -45,15 +45,15 @@ def test_every_module_sits_in_a_layer_and_no_import_runs_upward_or_in_a_circle(l
 
 def test_the_checker_finds_a_circle_and_an_upward_import(layers):
     g = grimp.ImportGraph()
-    for m in ("editscope.errors", "editscope.scoring", "editscope.report.plots"):
+    for m in ("editscope.errors", "editscope.scoring", "editscope.report.formats.plots"):
         g.add_module(m)
     g.add_import(importer="editscope.errors", imported="editscope.scoring", line_number=3, line_contents="x")
     g.add_import(importer="editscope.scoring", imported="editscope.errors", line_number=4, line_contents="y")
-    g.add_import(importer="editscope.scoring", imported="editscope.report.plots", line_number=5, line_contents="z")
+    g.add_import(importer="editscope.scoring", imported="editscope.report.formats.plots", line_number=5, line_contents="z")
     assert layers.circles(g) == [["editscope.errors", "editscope.scoring"]]
     up = layers.upward(layers.imports(g))
     assert {(i.importer, i.imported) for i in up} == {("editscope.errors", "editscope.scoring"),
-                                                      ("editscope.scoring", "editscope.report.plots")}
+                                                      ("editscope.scoring", "editscope.report.formats.plots")}
     with pytest.raises(KeyError, match="no layer"):
         layers.layer_of("elsewhere.module")
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from editscope.report.collapse import collapse_points, collapse_table
-from editscope.report.render import collapse_tables
-from editscope.report.results import load_results
+from editscope.report.analyses.collapse import collapse_points, collapse_table
+from editscope.report.formats.render import collapse_tables
+from editscope.report.data.results import load_results
 from editscope.runner.config import parse_config
 from editscope.runner.store import FILENAME, ResultsStore
 from editscope.stats import clopper_pearson
@@ -58,7 +58,7 @@ def test_collapse_counts_intervals_and_the_worst_edits(tmp_path):
     assert set(tables) == {"collapse", "collapse-worst"}
     assert tables["collapse"].rows[0][3][0].startswith("2 (20.0% [")
     # the write-up placeholders read the same accounting
-    from editscope.report.document import DocumentError, fill
+    from editscope.report.documents.document import DocumentError, fill
 
     text = fill("{{collapse:rome:units}} | {{collapse:rome:collapsed}} | {{collapse:rome:max}} | {{collapse:rome:base}}\n"
                 "{{table:collapse-worst}}", res, str(tmp_path))
@@ -79,7 +79,7 @@ def test_sequential_collapse_points(tmp_path):
     assert p.collapsed_at is None and p.doubled_at is None
     assert [t.name for t in collapse_tables(res)] == ["collapse-points"]
     # the write-up reads a chain's collapse point (the protocol's default lines: 1000 and 2x the base)
-    from editscope.report.document import DocumentError, fill
+    from editscope.report.documents.document import DocumentError, fill
 
     text = fill("{{collapse:rome:doubled_at}} {{collapse:rome:collapsed_at}} {{collapse:rome:steps}} "
                 "{{collapse:rome:final}} {{collapse:rome:base}}", res, str(tmp_path))
@@ -111,7 +111,7 @@ def test_bad_thresholds_are_refused(tmp_path, kw, match):
 
 
 def test_the_collapse_figure_is_drawn_for_per_edit_perplexity(tmp_path):
-    from editscope.report.plots import collapse_plot
+    from editscope.report.formats.plots import collapse_plot
 
     res = _store(tmp_path, {"kind": "single"}, PPL)
     paths = collapse_plot(res, tmp_path / "fig")
@@ -123,8 +123,8 @@ def test_perplexity_downstream_correlation_over_sequential_steps(tmp_path):
 
     from scipy import stats as sps
 
-    from editscope.report.correlation import correlate, ppl_downstream_correlations
-    from editscope.report.plots import ppl_downstream_plot
+    from editscope.report.analyses.correlation import correlate, ppl_downstream_correlations
+    from editscope.report.formats.plots import ppl_downstream_plot
 
     ppl = [20.0, 24.0, 31.0, 60.0, 150.0, 900.0]
     acc = [0.80, 0.79, 0.75, 0.70, 0.55, 0.30]
@@ -151,8 +151,8 @@ def test_perplexity_downstream_correlation_over_sequential_steps(tmp_path):
 def test_anatomy_table_and_figures_from_stored_update_norms(tmp_path):
     import statistics
 
-    from editscope.report.anatomy import anatomy_curves, anatomy_table
-    from editscope.report.plots import anatomy_plot
+    from editscope.report.analyses.anatomy import anatomy_curves, anatomy_table
+    from editscope.report.formats.plots import anatomy_plot
 
     res = _store(tmp_path / "single", {"kind": "single"}, PPL)
     (row,) = anatomy_table(res)
@@ -193,7 +193,7 @@ def test_worst_edits_name_their_requests_without_probe_rows(tmp_path):
 
 
 def test_long_table_cells_are_cut_at_a_word_with_an_ellipsis():
-    from editscope.report.render import _clip
+    from editscope.report.formats.render import _clip
 
     text = "error=could not make the model produce 'Istanbul' after 'Chicago is a twin city of' within v_steps=25"
     cut = _clip(text, 60)

@@ -12,15 +12,15 @@ import editscope as es
 from editscope.control_draws import numerical_rank, placebo_delta, unrelated_requests
 from editscope.methods.controls import matched_delta
 from editscope.models import tiny_model
-from editscope.report.attribution import (
+from editscope.report.analyses.attribution import (
     excess,
     identity_exceptions,
     margin_bin,
     margin_locality,
     pairwise_tests,
 )
-from editscope.report.render import excess_table, identity_table, margin_table, seed38_table
-from editscope.report.results import LOCALITY, load_results
+from editscope.report.formats.render import excess_table, identity_table, margin_table, seed38_table
+from editscope.report.data.results import LOCALITY, load_results
 from editscope.runner import ConfigError, build_plan, parse_config, run_study
 from editscope.runner.store import ResultsStore
 from editscope.stats import excess_rate
@@ -360,7 +360,7 @@ def test_seed38_table_puts_published_rows_beside_exact_intervals(tmp_path):
     assert labels[:4] == ["baseline (GPT-2 Medium, published)", "base (editscope)",
                           "naive FT (GPT-2 Medium, published)", "seed-naive-ft (editscope)"]
     assert t.rows[2][-1][0] == "0.868"
-    from editscope.report.replication import seed38_cells
+    from editscope.report.analyses.replication import seed38_cells
     from editscope.stats import clopper_pearson
 
     cells = seed38_cells(res, "seed-naive-ft")
@@ -373,8 +373,8 @@ def test_seed38_table_puts_published_rows_beside_exact_intervals(tmp_path):
 
     assert cells["near"].value == pytest.approx(sum(bool(METRICS["answer_hit"].fn(r)) for r in near) / 10)
     # the write-up placeholders quote the same cells, and the published figure
-    from editscope.report.document import DocumentError, fill
-    from editscope.report.table import fmt_cell
+    from editscope.report.documents.document import DocumentError, fill
+    from editscope.report.formats.table import fmt_cell
 
     assert fill("{{seed38:seed-naive-ft:all}}", res, "run") == fmt_cell(cells["all"])
     assert fill("{{seed38:published:naive FT:all}}", res, "run") == "0.868"
@@ -406,8 +406,8 @@ def test_sweep_expands_into_labelled_settings_and_bad_sweeps_are_refused():
 
 
 def test_matched_strength_interpolates_between_the_bracketing_settings():
-    from editscope.report.results import Cell
-    from editscope.report.strength import StrengthPoint, at_level
+    from editscope.report.data.results import Cell
+    from editscope.report.analyses.strength import StrengthPoint, at_level
 
     pts = [StrengthPoint("a", 0.2, Cell(0.9, 0.88, 0.92, 100)), StrengthPoint("b", 0.6, Cell(0.7, 0.66, 0.74, 100)),
            StrengthPoint("c", 1.0, Cell(0.5, 0.45, 0.55, 100))]
@@ -459,8 +459,8 @@ def test_function_space_placebo_moves_the_edits_keys_by_the_edits_amount(model_t
 def test_unrelated_edits_report_their_own_efficacy_and_failed_ones_are_left_out(control_run):
     """Each unrelated edit is also measured on its own prompt (category control-target, never
     pooled into locality); a control edit that did not take drops its draw from the excess."""
-    from editscope.report.attribution import excess, failed_controls
-    from editscope.report.render import excess_table
+    from editscope.report.analyses.attribution import excess, failed_controls
+    from editscope.report.formats.render import excess_table
 
     res = load_results(control_run)
     df = res.frame.df
@@ -473,7 +473,7 @@ def test_unrelated_edits_report_their_own_efficacy_and_failed_ones_are_left_out(
         missed = set(own.loc[mine & (hit != 1), "unit"])
         assert failed_controls(res, m) == missed
     # the own prompts are not locality probes, and not the study edit's target
-    from editscope.report.results import category_index, LOCALITY
+    from editscope.report.data.results import category_index, LOCALITY
 
     idx = category_index(res, res.final_index("unrelated-ft-m"), LOCALITY)
     assert not (df.loc[idx, "category"] == "control-target").any()

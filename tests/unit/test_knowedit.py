@@ -2,9 +2,9 @@
 
 import pytest
 
-from editscope.report.knowedit import knowedit_rows, per_edit_means
-from editscope.report.render import knowedit_table
-from editscope.report.results import load_results
+from editscope.report.analyses.knowedit import knowedit_rows, per_edit_means
+from editscope.report.formats.render import knowedit_table
+from editscope.report.data.results import load_results
 from editscope.runner.config import parse_config
 from editscope.runner.store import FILENAME, ResultsStore
 from editscope.stats import mean_interval
@@ -62,7 +62,7 @@ def test_no_table_without_token_metrics(tmp_path):
 
 
 def test_portability_and_locality_by_type(tmp_path):
-    from editscope.report.render import typed_probe_tables
+    from editscope.report.formats.render import typed_probe_tables
 
     res = _store(tmp_path)
     assert typed_probe_tables(res) == []  # the hand-built probes carry no type

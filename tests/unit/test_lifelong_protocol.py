@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from editscope.report.lifelong import lifelong_table, readout_cell, readout_index
-from editscope.report.results import load_results
+from editscope.report.analyses.lifelong import lifelong_table, readout_cell, readout_index
+from editscope.report.data.results import load_results
 from editscope.runner import ConfigError, build_plan, parse_config, run_study
 
 EDITS = [{"prompt": f"{a}+{b}=", "target_new": f"q{a}{b}x", "subject": f"{a}+{b}"}

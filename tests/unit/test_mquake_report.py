@@ -2,9 +2,9 @@
 
 import pytest
 
-from editscope.report.mquake import mquake_rows
-from editscope.report.render import mquake_table
-from editscope.report.results import load_results
+from editscope.report.analyses.mquake import mquake_rows
+from editscope.report.formats.render import mquake_table
+from editscope.report.data.results import load_results
 from editscope.runner.config import parse_config
 from editscope.runner.store import FILENAME, ResultsStore
 from editscope.stats import wilson_interval

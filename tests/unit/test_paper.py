@@ -11,9 +11,9 @@ import pytest
 
 from editscope.paper import PaperBuildError, PaperError, compile_paper, write_paper
 from editscope.paper.draft import SECTIONS
-from editscope.report.results import load_results
-from editscope.report.table import Table
-from editscope.report.tex import table_float, tex_escape
+from editscope.report.data.results import load_results
+from editscope.report.formats.table import Table
+from editscope.report.formats.tex import table_float, tex_escape
 from editscope.runner import ResultsStore, parse_config, run_study
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
@@ -111,8 +111,8 @@ def test_every_placeholder_kind_fills_as_latex_into_the_brief_layout(tiny_run, c
     pos = [main.index(x) for x in order]
     assert pos == sorted(pos)
     res = load_results(tiny_run)
-    from editscope.report.table import fmt_cell
-    from editscope.report.results import rate_cell
+    from editscope.report.formats.table import fmt_cell
+    from editscope.report.data.results import rate_cell
 
     text = (out / "sections" / "results.tex").read_text()
     assert "{{" not in text

@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from editscope.probe_versions import ProbeVersionError, probe_digest, row_digest, version_splits
-from editscope.report.frame import RowFrame
-from editscope.report.results import load_results
+from editscope.report.data.frame import RowFrame
+from editscope.report.data.results import load_results
 from editscope.requests import Probe
 from editscope.runner import ResultsStore, parse_config, run_study
 

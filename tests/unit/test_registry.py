@@ -104,7 +104,7 @@ def test_plugins_register_methods_and_suites_before_the_study_is_checked(tmp_pat
         cfg = parse_config({**base, "plugins": ["mylab_plugin"]})
         assert cfg.model_dump()["plugins"] == ["mylab_plugin"]
         run = run_study(cfg, tmp_path / "run", progress=False)
-        from editscope.report.results import load_results
+        from editscope.report.data.results import load_results
 
         res = load_results(run)
         assert res.methods == ["my-ft"] and {r["category"] for r in res.rows} == {"general"}

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from editscope.metrics.edit_metrics import KL_THRESHOLD, METRICS, summarize
-from editscope.report.frame import RowFrame, paired_values, summarize_frame, values_cell
-from editscope.report.results import LOCALITY, breakdown, load_results, rate_cell
+from editscope.report.data.frame import RowFrame, paired_values, summarize_frame, values_cell
+from editscope.report.data.results import LOCALITY, breakdown, load_results, rate_cell
 from editscope.runner.config import parse_config
 from editscope.runner.store import FILENAME, ResultsStore
 from editscope.stats import mcnemar_exact, wilson_interval

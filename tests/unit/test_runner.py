@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from editscope.report import write_report
-from editscope.report.results import load_results
+from editscope.report.data.results import load_results
 from editscope.runner import (
     ConfigError,
     ResultsStore,
@@ -140,8 +140,8 @@ def test_single_protocol_batches_rome_residuals_and_stores_what_one_at_a_time_gi
     ranks = [x["value"] for x in sc if x["name"] == "delta:effective_rank"]
     assert len(ranks) == 3 and all(r == pytest.approx(1.0, abs=1e-3) for r in ranks)
     assert all(x["value"] > 0 for x in sc if x["name"] in ("delta:fro", "delta:relative"))
-    from editscope.report.anatomy import anatomy_table
-    from editscope.report.results import load_results
+    from editscope.report.analyses.anatomy import anatomy_table
+    from editscope.report.data.results import load_results
 
     (row,) = anatomy_table(load_results(batched))
     assert row.method == "rome" and row.n == 3 and row.effective_rank == pytest.approx(1.0, abs=1e-3)
@@ -378,7 +378,7 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
     assert piqa.cells["base"].n == 1 and piqa.cells["ft-m"].n == 3  # one value per unit
     assert "p (Holm)" in md and res.tests and all(t.method == "ft-m-strong" for t in res.tests)
     assert "Complete run" in md and "config hash" in md and "## detail" in md
-    from editscope.report.render import detail_table
+    from editscope.report.formats.render import detail_table
 
     res.config["metrics"] = ["top1", "unchanged"]  # the study's `metrics:` choose the detail columns
     assert detail_table(res).header == ["method", "category", "n", "top1 (greedy)", "unchanged (greedy)"]
@@ -388,9 +388,9 @@ def test_report_tables_intervals_bold_best_and_mcnemar(finished_run):
 
 def test_locality_columns_criterion_and_frontier(finished_run, tmp_path):
     from editscope.metrics.edit_metrics import METRICS
-    from editscope.report.plots import frontier
-    from editscope.report.render import criterion_table
-    from editscope.report.results import EFFICACY, criterion_rows
+    from editscope.report.formats.plots import frontier
+    from editscope.report.formats.render import criterion_table
+    from editscope.report.data.results import EFFICACY, criterion_rows
 
     res = load_results(finished_run)
     for m in ["base", *res.methods]:
@@ -421,7 +421,7 @@ def test_locality_columns_criterion_and_frontier(finished_run, tmp_path):
 
 
 def test_pareto_front():
-    from editscope.report.plots import pareto_front
+    from editscope.report.formats.plots import pareto_front
 
     pts = {"a": (0.9, 0.1), "b": (0.5, 0.5), "c": (0.4, 0.4), "d": (0.1, 0.9), "e": (0.5, 0.2), "f": (0.9, 0.1)}
     assert pareto_front(pts) == ["d", "b", "a", "f"]  # c and e are dominated; ties stay
@@ -559,7 +559,7 @@ def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monk
     res = load_results(tmp_path / "runs" / "tiny-tiny-gpt2")
     assert res.meta["config"]["model"]["name"] == "tiny:gpt2" and res.meta["name"] == "tiny-tiny-gpt2"
     # the cross-model table of a write-up: both runs side by side, every cell from its own store
-    from editscope.report.document import DocumentError, referenced_studies, write_document
+    from editscope.report.documents.document import DocumentError, referenced_studies, write_document
 
     r = CliRunner().invoke(app, ["run", str(study), "--no-report"])
     assert r.exit_code == 0, r.output
@@ -583,8 +583,8 @@ def test_run_on_another_model_is_another_study_with_its_own_store(tmp_path, monk
 
 def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     from editscope.metrics.edit_metrics import METRICS
-    from editscope.report.document import DocumentError, fill, write_document
-    from editscope.report.table import fmt_p
+    from editscope.report.documents.document import DocumentError, fill, write_document
+    from editscope.report.formats.table import fmt_p
 
     tpl = tmp_path / "study.md.in"
     tpl.write_text("# Result\nconfig {{meta:config_hash}}; strong efficacy {{cell:ft-m-strong:target/top1}} "
@@ -601,8 +601,8 @@ def test_documents_take_every_number_from_the_run(finished_run, tmp_path):
     assert "| ft-m-strong |" in text and "![blast_radius](figures/tiny_blast_radius.png)" in text
     assert (tmp_path / "doc" / "figures" / "tiny_blast_radius.png").exists()
     assert "{{" not in text
-    from editscope.report.table import fmt_cell
-    from editscope.report.results import breakdown, rate_cell
+    from editscope.report.formats.table import fmt_cell
+    from editscope.report.data.results import breakdown, rate_cell
 
     by_op = fill("{{breakdown:locality:op}}\n{{table:criterion}}", res, str(finished_run))
     cells = breakdown(res, "locality", "op")
@@ -654,7 +654,7 @@ def test_documents_read_companion_studies(finished_run, tmp_path):
     from typer.testing import CliRunner
 
     from editscope.cli import app
-    from editscope.report.document import DocumentError, fill, write_document
+    from editscope.report.documents.document import DocumentError, fill, write_document
 
     main, companion = tmp_path / "runs" / "main", tmp_path / "runs" / "tiny"
     shutil.copytree(finished_run, main)
@@ -812,8 +812,8 @@ def test_a_one_at_a_time_method_applies_a_cases_chained_requests_and_measures_th
     """An MQuAKE case (4 chained rewrites) under ROME (one request per call): the unit applies them
     one after another, its anatomy is the change of all four (weights now minus before the first),
     and the report's MQuAKE table reads the unit."""
-    from editscope.report.results import load_results
-    from editscope.report.render import mquake_table
+    from editscope.report.data.results import load_results
+    from editscope.report.formats.render import mquake_table
 
     hp = {"stats_tokens": 600, "stats_corpus": ["me_ppl_50"], "n_contexts": 2, "context_len": 4,
           "fact_token": "last", "v_lr": 1.0, "v_steps": 5, "v_fail_loss": 100.0}
@@ -857,7 +857,7 @@ def test_an_edit_refused_as_a_no_op_is_left_out_of_every_number(tmp_path):
     """Its unit is stored as failed with the base model's rows, which would count as a success:
     the report leaves it out (and keeps an edit that was attempted and failed, as not edited)."""
     from editscope.models import tiny_model
-    from editscope.report.results import load_results, rate_cell
+    from editscope.report.data.results import load_results, rate_cell
     from editscope.scoring import greedy_continuations
 
     first = greedy_continuations(tiny_model("llama", seed=0, num_hidden_layers=4), ["7+8="], 1,

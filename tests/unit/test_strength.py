@@ -3,9 +3,9 @@ units that miss it reported and left out of every aggregate; bad levels refused 
 
 import pytest
 
-from editscope.report.attribution import pairwise_tests, strength_level
-from editscope.report.render import pairwise_table, strength_units_table
-from editscope.report.results import load_results
+from editscope.report.analyses.attribution import pairwise_tests, strength_level
+from editscope.report.formats.render import pairwise_table, strength_units_table
+from editscope.report.data.results import load_results
 from editscope.runner import parse_config, run_study
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")  # tests/unit/conftest.py

@@ -21,8 +21,8 @@ import pytest
 from editscope.analysis.trace_report import is_trace_template, referenced_sets, write_trace_document
 from editscope.analysis.trace_study import unpack_traces
 from editscope.paper import compile_paper, write_paper
-from editscope.report.document import referenced_studies, write_document
-from editscope.report.results import StudyResults, load_results
+from editscope.report.documents.document import referenced_studies, write_document
+from editscope.report.data.results import StudyResults, load_results
 from editscope.runner import unpack_archive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,8 +141,8 @@ def test_control_placeholders_have_their_latex_form(stored, tmp_path):
     """Every placeholder kind a paper can use gives in LaTeX exactly its Markdown text, escaped; table
     kinds become a booktabs file under tables/ with one row per Markdown row."""
     from editscope.paper.draft import LONG_ROWS, LatexSink
-    from editscope.report.document import fill
-    from editscope.report.tex import tex_escape
+    from editscope.report.documents.document import fill
+    from editscope.report.formats.tex import tex_escape
 
     (tmp_path / "tables").mkdir()
     for study, placeholder in CONTROL_PLACEHOLDERS:

@@ -4,10 +4,10 @@ unpaired excess over edits and draws, and a stored study repaired on resume (tin
 import numpy as np
 import pytest
 
-from editscope.report import attribution
-from editscope.report.attribution import excess, excess_rows, failed_controls
-from editscope.report.render import excess_table
-from editscope.report.results import LOCALITY, is_locality, load_results
+from editscope.report.analyses import attribution
+from editscope.report.analyses.attribution import excess, excess_rows, failed_controls
+from editscope.report.formats.render import excess_table
+from editscope.report.data.results import LOCALITY, is_locality, load_results
 from editscope.runner import ResultsStore, build_plan, parse_config, run_study
 from editscope.runner.config import ControlsSpec
 from editscope.stats import symmetric_excess

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.plots import save_figure, plt  # plots selects the non-interactive backend
+from ..report.formats.plots import save_figure, plt  # plots selects the non-interactive backend
 from .trace_average import AverageEffect
 from .tracing import KIND_LABEL, TraceResult
 

@@ -35,7 +35,7 @@ from .trace_average import TOKEN_CATEGORIES, AverageEffect, average_indirect_eff
 from .tracing import KINDS, TraceError, TraceResult
 from .trace_study import read_traces, traced
 from .trace_plots import plot_average, plot_trace
-from ..report.placeholders import Placeholders, placeholders_in
+from ..report.documents.placeholders import Placeholders, placeholders_in
 
 class TraceSet:
     """One stored trace study: its metadata, stored lines and traces, averages computed once."""
@@ -97,7 +97,7 @@ class TraceContext:
         return self.sets[name]
 
 
-#: the placeholders of trace write-ups (the one template engine of :mod:`editscope.report.placeholders`)
+#: the placeholders of trace write-ups (the one template engine of :mod:`editscope.report.documents.placeholders`)
 TRACES: Placeholders[TraceContext] = Placeholders("trace write-up", TraceError)
 
 

@@ -182,7 +182,7 @@ def _delta_column(df: pd.DataFrame) -> pd.Series:
 
 def _rules_and_answers(df: pd.DataFrame) -> tuple[list[str], list[tuple[str, ...]]]:
     """Per row: its answer rule's name and accepted answers. From the frame's ``answer_rule`` and
-    ``accepted`` columns when it has them (:class:`editscope.report.frame.RowFrame`), else from
+    ``accepted`` columns when it has them (:class:`editscope.report.data.frame.RowFrame`), else from
     ``target`` and ``meta``."""
     if "answer_rule" in df and "accepted" in df:
         return df["answer_rule"].tolist(), df["accepted"].tolist()
@@ -226,7 +226,7 @@ def base_answer_columns(df: pd.DataFrame) -> tuple[list[Any], pd.Series]:
     """Per row: the base model's answer key (:func:`answer_key` of ``base_greedy``) and its status
     (:func:`base_status`; None where there is no base output), computed once per distinct (rule,
     accepted answers, base output). From the frame's ``base_answer`` and ``base_status`` columns when
-    it has them (:class:`editscope.report.frame.RowFrame` computes them once)."""
+    it has them (:class:`editscope.report.data.frame.RowFrame` computes them once)."""
     if "base_answer" in df and "base_status" in df:
         return df["base_answer"].tolist(), df["base_status"]
     rules, accepted = _rules_and_answers(df)

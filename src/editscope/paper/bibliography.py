@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..report.results import StudyResults
+from ..report.data.results import StudyResults
 
 #: the bibliography of every paper draft (references.bib beside this module)
 BIB_FILE = Path(__file__).with_name("references.bib")

@@ -1,5 +1,5 @@
 r"""A paper draft from a stored study: LaTeX section templates with the write-ups' placeholders
-(:mod:`editscope.report.document`), filled from the results store into the layout of
+(:mod:`editscope.report.documents.document`), filled from the results store into the layout of
 ``../shared/reference/paper-brief.md``::
 
     OUT/main.tex            preamble, title, \input of every section, bibliography, appendix
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import yaml
 
-from ..report.document import DocumentError, fill, load_companions, shown_figures
-from ..report.render import breakdown_table, tables
-from ..report.results import StudyResults, is_locality, load_results
-from ..report.table import Table
-from ..report.tex import table_float, tex_escape
+from ..report.documents.document import DocumentError, fill, load_companions, shown_figures
+from ..report.formats.render import breakdown_table, tables
+from ..report.data.results import StudyResults, is_locality, load_results
+from ..report.formats.table import Table
+from ..report.formats.tex import table_float, tex_escape
 from .bibliography import ENTRIES, bib_keys, bibliography, cited_keys, study_keys
 from .commands import GENERAL, MATH, project_macros
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from ..metrics.answers import ANSWER_RULES
-from ..metrics.edit_metrics import BASE_STATUSES, base_status_column
-from .results import LOCALITY, Cell, StudyResults, category_index, index_cell
+from ...metrics.answers import ANSWER_RULES
+from ...metrics.edit_metrics import BASE_STATUSES, base_status_column
+from ..data.results import LOCALITY, Cell, StudyResults, category_index, index_cell
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from scipy import stats as sps
 
 from .collapse import DEFAULT_RATIO
-from .results import StudyResults
+from ..data.results import StudyResults
 
 
 @dataclass(frozen=True)

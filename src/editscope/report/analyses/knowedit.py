@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..stats import mean_interval
-from .frame import Cell
-from .results import StudyResults, locality_mask
+from ...stats import mean_interval
+from ..data.frame import Cell
+from ..data.results import StudyResults, locality_mask
 
 #: the KnowEdit columns: (label, metric, which categories)
 COLUMNS = (("Edit Succ.", "token_acc", "target"), ("Portability", "token_acc", "portability"),

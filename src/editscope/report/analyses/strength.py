@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .results import LOCALITY, Cell, StudyResults, rate_cell
-from .placeholders import STUDY, DocumentError, StudyContext
-from .table import fmt_cell
+from ..data.results import LOCALITY, Cell, StudyResults, rate_cell
+from ..documents.placeholders import STUDY, DocumentError, StudyContext
+from ..formats.table import fmt_cell
 
 LEVELS = (0.5, 0.9)
 

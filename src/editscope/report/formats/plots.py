@@ -22,12 +22,12 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .anatomy import anatomy_curves, unit_scalars  # noqa: E402
-from .correlation import ppl_downstream_correlations  # noqa: E402
-from .collapse import collapse_lines, collapse_table  # noqa: E402
-from .results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
-from .attribution import CONTROL_KINDS, control_of, KIND_LABEL
-from .strength import LEVELS, points, sweep_groups
+from ..analyses.anatomy import anatomy_curves, unit_scalars  # noqa: E402
+from ..analyses.correlation import ppl_downstream_correlations  # noqa: E402
+from ..analyses.collapse import collapse_lines, collapse_table  # noqa: E402
+from ..data.results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
+from ..analyses.attribution import CONTROL_KINDS, control_of, KIND_LABEL
+from ..analyses.strength import LEVELS, points, sweep_groups
 
 BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
 BLAST_LABELS = ("unchanged", "changed", "now says the target")

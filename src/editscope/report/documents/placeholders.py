@@ -2,9 +2,9 @@
 
 A template is text with ``{{kind}}`` or ``{{kind:args}}`` placeholders. A :class:`Placeholders`
 set maps each kind to a handler, registered next to the data it reads (study placeholders in
-:mod:`editscope.report.document`, :mod:`~editscope.report.attribution`,
-:mod:`~editscope.report.collapse`, :mod:`~editscope.report.strength`,
-:mod:`~editscope.report.replication`; trace placeholders in
+:mod:`editscope.report.documents.document`, :mod:`~editscope.report.analyses.attribution`,
+:mod:`~editscope.report.analyses.collapse`, :mod:`~editscope.report.analyses.strength`,
+:mod:`~editscope.report.analyses.replication`; trace placeholders in
 :mod:`editscope.analysis.trace_report`). A handler returns text, a :class:`Tab` (a table) or a
 :class:`Raw` (already written); the caller's ``write`` turns that into the document's format
 (Markdown, or LaTeX with escaping, :mod:`editscope.paper.draft`). Parsing, dispatch and the error
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..errors import InputError
-from .results import StudyResults
-from .table import Table
+from ...errors import InputError
+from ..data.results import StudyResults
+from ..formats.table import Table
 
 #: ``{{kind}}`` or ``{{kind:args}}``; kinds are lower case
 PLACEHOLDER = re.compile(r"\{\{([a-z][a-z0-9_]*)(?::([^}]*))?\}\}")
@@ -97,7 +97,7 @@ class DocumentError(InputError, ValueError):
 
 class Sink(Protocol):
     """How a filled placeholder is written in the document's format (Markdown in
-    :mod:`editscope.report.document`; LaTeX in :mod:`editscope.paper.draft`): scalar text, tables
+    :mod:`editscope.report.documents.document`; LaTeX in :mod:`editscope.paper.draft`): scalar text, tables
     and figures."""
 
     def text(self, s: str) -> str: ...
@@ -130,7 +130,7 @@ class StudyContext:
         return method
 
 
-#: the placeholders of study write-ups and paper drafts (see :mod:`editscope.report.document`)
+#: the placeholders of study write-ups and paper drafts (see :mod:`editscope.report.documents.document`)
 STUDY: Placeholders[StudyContext] = Placeholders("write-up", DocumentError)
 
 #: ``{{table:NAME}}``: name -> the table of a stored run (None: nothing to show in this run)

@@ -1,5 +1,5 @@
 """A report table as data: header, rows of (text, bold) cells, optional column groups; rendered as
-Markdown and HTML by :mod:`editscope.report.render` and as LaTeX by :mod:`editscope.report.tex`;
+Markdown and HTML by :mod:`editscope.report.formats.render` and as LaTeX by :mod:`editscope.report.formats.tex`;
 and how a number is written in a cell (``value [low, high]``, p-values, counts with rates)."""
 
 from __future__ import annotations

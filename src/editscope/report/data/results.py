@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from ..metrics.edit_metrics import METRICS
-from ..probe_versions import require_one_version
-from ..runner.config import StudyConfig
-from ..runner.plan import CONTROL_OWN_PREFIX, CONTROL_TARGET
-from ..runner.store import FILENAME, ResultsStore, StoreError
-from ..stats import cmh_paired, holm, mcnemar_exact, mean_interval, tost, verdict
-from ..methods.base import is_no_op
+from ...metrics.edit_metrics import METRICS
+from ...probe_versions import require_one_version
+from ...runner.config import StudyConfig
+from ...runner.plan import CONTROL_OWN_PREFIX, CONTROL_TARGET
+from ...runner.store import FILENAME, ResultsStore, StoreError
+from ...stats import cmh_paired, holm, mcnemar_exact, mean_interval, tost, verdict
+from ...methods.base import is_no_op
 from .frame import Cell, RowFrame, paired_values, summarize_frame, unit_root, values_cell
 
 T = TypeVar("T")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .frame import Cell, values_cell
-from .table import fmt_cell
-from .results import StudyResults, headline_metric
-from .placeholders import register_table
-from .table import Table
+from ..data.frame import Cell, values_cell
+from ..formats.table import fmt_cell
+from ..data.results import StudyResults, headline_metric
+from ..documents.placeholders import register_table
+from ..formats.table import Table
 
 #: readout name -> what a cell of it means
 READOUTS = {"after-batch": "right after its batch", "after-all": "after all edits"}

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..metrics.edit_metrics import METRICS
-from ..probes.seed38 import NAME as SEED38, PUBLISHED, PUBLISHED_MODEL
-from ..stats import clopper_pearson
-from .results import Cell, StudyResults
-from .placeholders import STUDY, DocumentError, StudyContext
-from .table import fmt_cell
+from ...metrics.edit_metrics import METRICS
+from ...probes.seed38 import NAME as SEED38, PUBLISHED, PUBLISHED_MODEL
+from ...stats import clopper_pearson
+from ..data.results import Cell, StudyResults
+from ..documents.placeholders import STUDY, DocumentError, StudyContext
+from ..formats.table import fmt_cell
 
 COLUMNS = (("target", "prob", "target P(5)>P(4)"), ("paraphrase", "answer_hit", "paraphrase says 5"),
            ("near", "answer_hit", "near acc."), ("far", "answer_hit", "far acc."),

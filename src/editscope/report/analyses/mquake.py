@@ -21,11 +21,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics.edit_metrics import METRICS
-from ..metrics.multihop import answer_matches
-from ..stats import wilson_interval
-from .frame import Cell
-from .results import StudyResults
+from ...metrics.edit_metrics import METRICS
+from ...metrics.multihop import answer_matches
+from ...stats import wilson_interval
+from ..data.frame import Cell
+from ..data.results import StudyResults
 
 COLUMNS = ("edit-wise", "instance-wise", "multi-hop", "multi-hop (old answer)")
 

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics.answers import rule_name_of
-from ..probe_versions import row_digest
-from ..metrics.edit_metrics import METRICS, accepted_answers, aggregate_array, base_answer_columns
-from ..runner.store import BOOL_FIELDS, ROW_FIELDS, ROW_KEYS, ResultsStore
-from ..stats import cluster_bootstrap_mean, wilson_interval
+from ...metrics.answers import rule_name_of
+from ...probe_versions import row_digest
+from ...metrics.edit_metrics import METRICS, accepted_answers, aggregate_array, base_answer_columns
+from ...runner.store import BOOL_FIELDS, ROW_FIELDS, ROW_KEYS, ResultsStore
+from ...stats import cluster_bootstrap_mean, wilson_interval
 
 #: row fields that are whole numbers (nullable Int64 in the frame)
 INT_COLUMNS = ("step", "index", "edit_index", "n_tokens")

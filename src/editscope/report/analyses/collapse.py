@@ -15,13 +15,13 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..metrics.perplexity import check_thresholds
-from ..stats import Interval, clopper_pearson
-from .placeholders import STUDY, DocumentError, StudyContext
-from .results import StudyResults
-from .table import count_with_rate
-from ..errors import InputError
-from ..runner.plan import build_plan
+from ...metrics.perplexity import check_thresholds
+from ...stats import Interval, clopper_pearson
+from ..documents.placeholders import STUDY, DocumentError, StudyContext
+from ..data.results import StudyResults
+from ..formats.table import count_with_rate
+from ...errors import InputError
+from ...runner.plan import build_plan
 
 DEFAULT_THRESHOLD = 1000.0
 DEFAULT_RATIO = 2.0

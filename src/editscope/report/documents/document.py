@@ -20,7 +20,7 @@ Placeholders (``{{kind:args}}``):
   ``{{table:excess-unrelated-own}}``, ``{{table:excess-unrelated_other-own}}`` (each unrelated edit on its own
   neighbourhood, unpaired),
   ``{{table:margin}}``, ``{{table:identity}}``, ``{{table:pairwise}}``, ``{{table:seed38}}``,
-  ``{{table:strength}}``: the attribution tables (see :mod:`editscope.report.attribution`);
+  ``{{table:strength}}``: the attribution tables (see :mod:`editscope.report.analyses.attribution`);
 * ``{{excess:METHOD:KIND[:CATEGORY]}}``: a method's excess of changed answers over its control
   (``placebo``, ``unrelated``, ``unrelated_other``) on a category (default all locality probes),
   ``+value [low, high]``; ``{{excess_verdict:METHOD:KIND[:CATEGORY]}}``: equivalent / different /
@@ -29,7 +29,7 @@ Placeholders (``{{kind:args}}``):
   ``{{margin:METHOD:BIN}}``: answer-level locality in a base-margin bin (``<0.1``, ``0.1-1``,
   ``1-3``, ``>3``);
 * ``{{strength:METHOD:LEVEL}}``: a swept method's answer-level locality interpolated at
-  P(target) = LEVEL (see :mod:`editscope.report.strength`), ``value [low, high]`` or ``-`` where
+  P(target) = LEVEL (see :mod:`editscope.report.analyses.strength`), ``value [low, high]`` or ``-`` where
   its sweep does not reach that strength; ``{{seed38:METHOD:COLUMN}}``: a method's published-protocol
   metric on the ``seed38`` suite (``target``, ``paraphrase``, ``near``, ``far``, ``general``,
   ``all`` = the "5" rate over all 38), exact interval; ``{{seed38:published:SETTING:COLUMN}}``: the
@@ -59,7 +59,7 @@ Placeholders (``{{kind:args}}``):
   perplexity; the studies are found as for ``from``.
 
 An unknown placeholder, method or column is an error that names it. Placeholders are registered in
-:data:`editscope.report.placeholders.STUDY` next to the data they read (this module holds the
+:data:`editscope.report.documents.placeholders.STUDY` next to the data they read (this module holds the
 ones that read the results frame); the same engine fills paper drafts and trace write-ups.
 """
 
@@ -70,21 +70,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..metrics.edit_metrics import METRICS
-from ..runner.store import FILENAME
+from ...metrics.edit_metrics import METRICS
+from ...runner.store import FILENAME
 # attribution, collapse, lifelong, replication and strength register their placeholders and tables on import
-from . import attribution, collapse, lifelong, replication, strength  # noqa: F401
-from .attribution import EXCESS_KINDS
+from ..analyses import attribution, collapse, lifelong, replication, strength  # noqa: F401
+from ..analyses.attribution import EXCESS_KINDS
 from .placeholders import (STUDY, TABLES, DocumentError, Raw, Sink, StudyContext, Tab, placeholders_in,
                            register_table)
-from .plots import all_figures
-from .render import (anatomy_table_, base_answers_table, breakdown_table, collapse_tables, correlation_table,
+from ..formats.plots import all_figures
+from ..formats.render import (anatomy_table_, base_answers_table, breakdown_table, collapse_tables, correlation_table,
                      criterion_table, detail_table, downstream_table, events_table, excess_table, identity_table,
                      knowedit_table, locality_status_table, main_table, margin_table, markdown_table, models_table,
                      mquake_table, no_op_table, pairwise_table, seed38_table, strength_table, strength_units_table,
                      tests_table)
-from .results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
-from .table import Table, fmt_cell, fmt_p
+from ..data.results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
+from ..formats.table import Table, fmt_cell, fmt_p
 
 @dataclass
 class MarkdownSink:

@@ -29,12 +29,12 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from ..metrics.edit_metrics import METRICS
-from ..runner.plan import own_category
-from ..stats import ExcessResult, excess_rate, symmetric_excess, verdict
-from .placeholders import STUDY, DocumentError, StudyContext
-from .table import fmt_cell, fmt_p
-from .results import (LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
+from ...metrics.edit_metrics import METRICS
+from ...runner.plan import own_category
+from ...stats import ExcessResult, excess_rate, symmetric_excess, verdict
+from ..documents.placeholders import STUDY, DocumentError, StudyContext
+from ..formats.table import fmt_cell, fmt_p
+from ..data.results import (LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
                       paired_test, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
@@ -270,7 +270,7 @@ __all__ = ["CONTROL_KINDS", "MARGIN_BINS", "ControlTake", "ExcessRow", "control_
            "locality_categories", "margin_bin", "margin_locality", "pairwise_tests", "strength_level", "symmetric"]
 
 
-# ---- write-up placeholders (see editscope.report.document)
+# ---- write-up placeholders (see editscope.report.documents.document)
 
 def _excess_of(ctx: StudyContext, kind: str, args: str) -> ExcessResult:
     bits = args.split(":")

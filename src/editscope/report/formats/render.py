@@ -12,13 +12,13 @@ import textwrap
 from pathlib import Path
 
 from .plots import all_figures, caption
-from ..metrics.edit_metrics import BASE_STATUSES, METRICS
-from ..stats import holm
-from .answers import base_answers, locality_by_status, no_op_edits
+from ...metrics.edit_metrics import BASE_STATUSES, METRICS
+from ...stats import holm
+from ..analyses.answers import base_answers, locality_by_status, no_op_edits
 from .table import Table, count_with_rate, fmt_cell, fmt_p
 from .latex_build import compile_paper
 from .tex import table_float, tex_escape
-from .attribution import (
+from ..analyses.attribution import (
     failed_controls,
     EXCESS_KINDS,
     OWN_SUFFIX,
@@ -31,16 +31,16 @@ from .attribution import (
     pairwise_tests,
     strength_level,
 )
-from .replication import COLUMNS as SEED38_COLUMNS
-from .replication import has_seed38, replication_rows
-from .anatomy import anatomy_table
-from .correlation import ppl_downstream_correlations
-from .knowedit import knowedit_rows
-from .mquake import COLUMNS as MQUAKE_COLUMNS
-from .mquake import mquake_rows
-from .collapse import collapse_lines, collapse_points, collapse_table
-from .results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
-from .strength import at_level, LEVELS, points, sweep_groups
+from ..analyses.replication import COLUMNS as SEED38_COLUMNS
+from ..analyses.replication import has_seed38, replication_rows
+from ..analyses.anatomy import anatomy_table
+from ..analyses.correlation import ppl_downstream_correlations
+from ..analyses.knowedit import knowedit_rows
+from ..analyses.mquake import COLUMNS as MQUAKE_COLUMNS
+from ..analyses.mquake import mquake_rows
+from ..analyses.collapse import collapse_lines, collapse_points, collapse_table
+from ..data.results import EFFICACY, LEAK, LOCALITY, Cell, Column, StudyResults, breakdown, criterion_rows, load_results
+from ..analyses.strength import at_level, LEVELS, points, sweep_groups
 
 
 def _grouped(labels: list[tuple[str, str]]) -> tuple[list[tuple[str, int]], list[str]]:
@@ -184,7 +184,7 @@ TEST_NAMES = {"mcnemar": "McNemar", "edits": "t over edits"}
 
 def breakdown_table(res: StudyResults, cat: str, key: str, metric: str | None = None) -> Table:
     """Methods (rows) x values of ``meta[key]`` (columns) over category ``cat``; see
-    :func:`editscope.report.results.breakdown`."""
+    :func:`editscope.report.data.results.breakdown`."""
     b = breakdown(res, cat, key, metric)
     if not b:
         raise ValueError(f"no {cat!r} probe has meta key {key!r}")
@@ -414,7 +414,7 @@ def seed38_table(res: StudyResults) -> Table | None:
 
 
 def strength_table(res: StudyResults) -> Table | None:
-    """Swept methods compared at equal efficacy (see :mod:`editscope.report.strength`)."""
+    """Swept methods compared at equal efficacy (see :mod:`editscope.report.analyses.strength`)."""
     groups = sweep_groups(res)
     if not groups:
         return None
@@ -666,7 +666,7 @@ def render_latex(res: StudyResults, figures: dict[str, list[Path]], out: Path) -
 
 def compile_latex(main: Path) -> Path:
     """Run pdflatex twice in ``main``'s folder (the report bundle has no bibliography); returns the
-    PDF. Raises :class:`~editscope.report.latex_build.PaperBuildError` (a RuntimeError) with the file, line and
+    PDF. Raises :class:`~editscope.report.formats.latex_build.PaperBuildError` (a RuntimeError) with the file, line and
     log excerpt."""
 
     return compile_paper(main, bibtex=False).pdf

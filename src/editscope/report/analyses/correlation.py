@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from scipy import stats as sps
 
-from .results import StudyResults
+from ..data.results import StudyResults
 
 MIN_POINTS = 4  # Fisher's z needs n > 3
 

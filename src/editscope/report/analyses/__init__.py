@@ -1,0 +1,1 @@
+"""Numbers beyond the main table, each module with the tables and write-up placeholders of its data: attribution to controls, matched strength, replication, collapse, correlation, answers, anatomy, MQuAKE, KnowEdit, lifelong."""
