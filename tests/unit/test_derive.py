@@ -89,10 +89,11 @@ def test_wordings_are_trained_and_evaluated_and_bad_ones_refused():
     data = ArithmeticData(ranges={"+": (0, 4)}, templates=("question", "words"))
     train, _ = data.split()
     ex = data.examples(train)
-    assert len(ex) == 2 * len(train) and ex[:len(train)] == [(f"{a}{o}{b}=", str(a + b)) for a, o, b in train]
+    assert len(ex) == 2 * len(train) and ex[:len(train)] == [(f"{a}{o}{b}=", f"{a + b}\n") for a, o, b in train]
     worded = ex[len(train):]
     assert {p.startswith("What is") for p, _ in worded} == {True, False}  # both wordings drawn
-    assert all(c == " " + str(a + b) for (_, c), (a, _, b) in zip(worded, train))
+    assert all(c == f" {a + b}\n" for (_, c), (a, _, b) in zip(worded, train))
+    assert ArithmeticData(ranges={"+": (0, 4)}, end="").examples(train)[0][1] == str(sum(train[0][::2]))
     assert data.examples(train) == ex  # seeded
     with pytest.raises(ValueError, match="templates: template 'poem' is not one of grid, question"):
         ArithmeticData(templates=("poem",))

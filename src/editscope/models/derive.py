@@ -72,6 +72,9 @@ class ArithmeticData(_Strict):
     held_out: float = Field(0.2, gt=0, lt=1, description="share of each operation's pairs held out")
     split_seed: int = 0
     train_extra: tuple[str, ...] = ()
+    end: str = Field("\n", description="text trained after every answer, so that the model stops: without it a "
+                                       "build answered '70+61=' with '131111' (right sum, digits run on, no "
+                                       "integer match)")
     templates: tuple[str, ...] = Field(
         (), description="arithmetic-suite wordings (probes.arithmetic.query_in) a training pair is also shown in: "
                         "each pair once in the grid form and once in a seeded one of these")
@@ -92,13 +95,14 @@ class ArithmeticData(_Strict):
 
     def examples(self, pairs: list[tuple[int, str, int]]) -> list[tuple[str, str]]:
         """The training texts of ``pairs`` as (prompt, continuation): each pair in the grid form,
-        and in one of :attr:`templates` (seeded per pair) when any are given."""
-        out = [(prompt_of(*c), answer_of(*c)) for c in pairs]
+        and in one of :attr:`templates` (seeded per pair) when any are given; every answer followed
+        by :attr:`end`."""
+        out = [(prompt_of(*c), answer_of(*c) + self.end) for c in pairs]
         if self.templates:
             rng = random.Random(f"templates/{self.split_seed}")
             for c in pairs:
                 prompt, sep = query_in(rng.choice(self.templates), *c)
-                out.append((prompt, sep + answer_of(*c)))
+                out.append((prompt, sep + answer_of(*c) + self.end))
         return out
 
     def split(self) -> tuple[list[tuple[int, str, int]], list[tuple[int, str, int]]]:
