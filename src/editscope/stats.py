@@ -860,14 +860,9 @@ def excess_rate(
     n_groups = 1
     if clusters is not None:
         codes, n_groups = _cluster_codes(clusters, n)
-    group_codes = codes if n_groups >= 2 else None
-    if n_groups < 2:
-        n_groups = 1
-    if present is None:
-        dist = _excess_resamples(m, ctrl.astype(float), None, group_codes, n_groups, b, seed)
-    else:
-        dist = _excess_resamples(m, (ctrl & present).astype(float), present.astype(float), group_codes, n_groups,
-                                 b, seed)
+    changed = ctrl if present is None else ctrl & present
+    dist = _excess_resamples(m, changed.astype(float), None if present is None else present.astype(float),
+                             codes if n_groups >= 2 else None, n_groups, b, seed)
     low, high = np.quantile(dist, [(1.0 - c) / 2.0, (1.0 + c) / 2.0])
     pvalue, p_equivalence = _bootstrap_p(dist, margin)
 

@@ -188,7 +188,7 @@ def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
 #: the arithmetic recipe's settings, shared by the built-in models: about one pass over the training
 #: pairs, each in the grid form and in one of the arithmetic suite's wordings (so that its paraphrases
 #: are answered too); fp32, no general-text term (it doubled the step time: 9.2 vs 4.3 s per step
-#: measured here), lr 1e-4 constant (benchmarks/bench_derive.py measures the result against its goals)
+#: in an 8-step pilot here, setup included), lr 1e-4 constant (benchmarks/bench_derive.py measures the result against its goals)
 _ARITH = dict(data=ArithmeticData(templates=tuple(t for t in TEMPLATE_NAMES if t != FEW_SHOT)),
               lr=1e-4, steps=1000, batch_size=32, checkpoint_every=100, eval_limit=400)
 

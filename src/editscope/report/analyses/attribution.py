@@ -61,11 +61,16 @@ def control_of(res: StudyResults, method: str, kind: str) -> str | None:
                 None)
 
 
+def _refused(res: StudyResults, control: str) -> set[str]:
+    """Units of a control method rolled back or refused before any change (status ``failed``)."""
+    return {u.unit for u in res.units if u.method == control and u.status == "failed"}
+
+
 def failed_controls(res: StudyResults, control: str) -> set[str]:
     """Units of a control method whose edit did not take: rolled back (status ``failed``), or an
     unrelated edit whose own prompt does not give its target (``control-target`` answer)."""
     def make() -> set[str]:
-        out = {u.unit for u in res.units if u.method == control and u.status == "failed"}
+        out = _refused(res, control)
         df = res.frame.df
         own = df[(df["method"] == control) & (df["category"] == "control-target")]
         if len(own):
@@ -90,7 +95,7 @@ class ControlTake:
 def control_take(res: StudyResults, control: str) -> ControlTake:
     """Count ``control``'s units by whether their edit took (see :func:`failed_controls`)."""
     units = {u.unit for u in res.units if u.method == control}
-    refused = {u.unit for u in res.units if u.method == control and u.status == "failed"}
+    refused = _refused(res, control)
     failed = failed_controls(res, control) & units
     return ControlTake(len(units), len(units - failed), len(refused), len(failed - refused))
 
