@@ -37,6 +37,9 @@ CONTRACT = {
     # tiny Gemma keys leave no null space at the default 1e-2 (AlphaEdit then refuses): a wider one
     "alphaedit": ({"layers": [0, 1], "nullspace_threshold": 0.1, **EASY}, BATCH),
     "ultraedit": ({"lr": 0.1}, BATCH),
+    # KN subtracts the embedding of the answer it attributes: given, not a random model's greedy
+    # answer (tiny Qwen2 answers " R...", the target's own first token)
+    "kn": ({}, [es.EditRequest("The capital of France is", "Rome", subject="France", target_true="Paris")]),
     "grace": ({"layer": 1}, [REQ]),
     "wise": ({"layer": 1, "n_templates": 2, "steps": 20}, [REQ]),
     # in-context, a prompt like its pool; a random model may even score the target lower with the
