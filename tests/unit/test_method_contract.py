@@ -34,6 +34,7 @@ CONTRACT = {
     "rome": ({"layer": 1, **EASY}, [REQ]),
     "memit": ({"layers": [0, 1], **EASY}, BATCH),
     "emmet": ({"layers": [0, 1], **EASY}, BATCH),
+    "pmet": ({"layers": [0, 1], **EASY}, BATCH),
     # tiny Gemma keys leave no null space at the default 1e-2 (AlphaEdit then refuses): a wider one
     "alphaedit": ({"layers": [0, 1], "nullspace_threshold": 0.1, **EASY}, BATCH),
     "ultraedit": ({"lr": 0.1}, BATCH),

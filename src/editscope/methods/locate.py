@@ -218,10 +218,12 @@ class ResidualProblem:
         self.kl_col = len(seqs[-1]) - 1 - kps[-1] if self.has_kl else None
         mlp_out = model.module("mlp_out", layer)
         with torch.no_grad(), capture_input(model.module("layer", layer)) as entering, \
-                capture_input(mlp_out) as k_in, capture_output(mlp_out) as seen:
+                capture_input(mlp_out) as k_in, capture_output(mlp_out) as seen, \
+                capture_output(model.module("attn_out", layer)) as attn_seen:
             # a full-length cache even on sliding-window layers: the prefix is reused whole
             out = body_forward(model, ids, self.mask, pos, kv_cache=DynamicCache(), use_cache=True)
             self.v0 = seen[0][0, P].float()  # the bare prompt's row
+            self.a0 = attn_seen[0][0, P].float()  # the attention output there (PMET's second delta)
             self.key = k_in[0][:n, P].float().mean(0)  # == keys(model, layer, [request], templates)[0]
             self.prompt_key = k_in[0][0, P].float()  # the bare prompt's key (templates[0] is "{}")
             self.entering = entering[0][:, P:]
@@ -290,15 +292,21 @@ class ResidualBatch:
         # the KL row is each problem's last row
         self.kl_at = [(k, row0[k + 1] - 1, p.kl_col) for k, p in enumerate(problems) if p.has_kl]
 
-    def forward(self, deltas: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    def forward(self, deltas: torch.Tensor, attn_deltas: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """``(target NLL per problem [K] in nats/token (mean over its contexts), KL prompt
         log-probs [1, V] per problem or None)`` with ``deltas[k]`` (``[K, d]``) added to ``layer``'s
-        MLP output at the key token of problem ``k``'s rows."""
+        MLP output at the key token of problem ``k``'s rows (and ``attn_deltas[k]`` to its attention
+        output there, when given: PMET)."""
         m = self.model
         cache = self._cache_cls(ddp_cache_data=self.prefix)
-        with skip_modules(self.below, m.arch.block_returns_tuple), \
-                replace_input(m.module("layer", self.layer), self.entering), \
-                add_to_output(m.module("mlp_out", self.layer), self.rows, self.cols, deltas[self.owner]):
+        with ExitStack() as stack:
+            stack.enter_context(skip_modules(self.below, m.arch.block_returns_tuple))
+            stack.enter_context(replace_input(m.module("layer", self.layer), self.entering))
+            stack.enter_context(add_to_output(m.module("mlp_out", self.layer), self.rows, self.cols, deltas[self.owner]))
+            if attn_deltas is not None:
+                stack.enter_context(add_to_output(m.module("attn_out", self.layer), self.rows, self.cols,
+                                                  attn_deltas[self.owner]))
             h = body_forward(m, self.ids, self.mask, self.pos, kv_cache=cache, use_cache=True).last_hidden_state
         per_pair = continuation_nll(m, self.batch, hidden=h)
         k_count = len(self.problems)
@@ -315,26 +323,33 @@ class ResidualBatch:
 
 
 def optimise_residuals(model: Model, problems: Sequence[ResidualProblem], requests: Sequence[EditRequest],
-                       hp: LocateHparams) -> list[tuple[torch.Tensor, dict[str, Any]] | EditFailed]:
+                       hp: LocateHparams, attn: bool = False) -> list[tuple[torch.Tensor, dict[str, Any]] | EditFailed]:
     """Adam on each problem's ``delta`` ``[d]``: target NLL + ``kl_factor`` x KL + weight decay,
     norm clamped to ``clamp_norm_factor * ||v||``, each stopping at ``v_stop_loss`` on its own.
+    ``attn``: a second delta on the block's attention output is optimised jointly, decayed and
+    clamped the same way relative to that output (PMET); only the MLP delta is returned.
 
     The problems run as one :class:`ResidualBatch` (rebuilt without the finished ones); each keeps
     its own Adam state, so every result is what that problem gets alone (up to float rounding).
     Returns per problem ``(delta, info)``, or the :class:`EditFailed` it raises alone (target NLL
     still above ``hp.v_fail_loss`` after ``hp.v_steps``).
     """
-    deltas = [torch.zeros(model.config.hidden_size, device=model.device, requires_grad=True) for _ in problems]
-    opt = torch.optim.Adam(deltas, lr=hp.v_lr)
+    zeros = lambda: torch.zeros(model.config.hidden_size, device=model.device, requires_grad=True)  # noqa: E731
+    deltas = [zeros() for _ in problems]
+    adeltas = [zeros() for _ in problems] if attn else []
+    opt = torch.optim.Adam(deltas + adeltas, lr=hp.v_lr)
     v_norm = [p.v0.norm() for p in problems]
+    a_norm = [p.a0.norm() for p in problems]
     max_norm = [hp.clamp_norm_factor * float(n) for n in v_norm]
+    max_anorm = [hp.clamp_norm_factor * float(n) for n in a_norm]
     hist: list[list[float]] = [[] for _ in problems]
     live = list(range(len(problems)))
     batch = ResidualBatch(problems)
     with trainable(model):  # no parameter gradients: only the deltas are optimised
         for step in range(hp.v_steps + 1):
             opt.zero_grad(set_to_none=True)
-            nll, kl_new = batch.forward(torch.stack([deltas[k] for k in live]))
+            nll, kl_new = batch.forward(torch.stack([deltas[k] for k in live]),
+                                        torch.stack([adeltas[k] for k in live]) if attn else None)
             loss, still = None, []
             for j, k in enumerate(live):
                 hist[k].append(nll[j].item())
@@ -342,6 +357,8 @@ def optimise_residuals(model: Model, problems: Sequence[ResidualProblem], reques
                     continue
                 still.append(k)
                 term = nll[j] + hp.v_weight_decay * deltas[k].norm() ** 2 / (v_norm[k] ** 2 + 1e-12)
+                if attn:
+                    term = term + hp.v_weight_decay * adeltas[k].norm() ** 2 / (a_norm[k] ** 2 + 1e-12)
                 if kl_new[j] is not None:
                     term = term + hp.kl_factor * torch.nn.functional.kl_div(
                         kl_new[j], problems[k].kl_base, log_target=True, reduction="batchmean")
@@ -352,12 +369,16 @@ def optimise_residuals(model: Model, problems: Sequence[ResidualProblem], reques
             for k in live:
                 if k not in still:
                     deltas[k].grad = None  # finished: Adam leaves it as it is
+                    if attn:
+                        adeltas[k].grad = None
             opt.step()
             with torch.no_grad():
                 for k in still:
                     n = deltas[k].norm()
                     if n > max_norm[k]:
                         deltas[k].mul_(max_norm[k] / n)
+                    if attn and (n := adeltas[k].norm()) > max_anorm[k]:
+                        adeltas[k].mul_(max_anorm[k] / n)
             if len(still) < len(live):
                 live = still
                 batch = ResidualBatch([problems[k] for k in live])
@@ -370,8 +391,11 @@ def optimise_residuals(model: Model, problems: Sequence[ResidualProblem], reques
                 f"v_steps={hp.v_steps}: target NLL reached {hist[k][-1]:.3f} nats/token "
                 f"(limit v_fail_loss={hp.v_fail_loss}); raise v_steps or v_lr"))
             continue
-        out.append((delta, {"v_steps": len(hist[k]) - 1, "v_loss_first": hist[k][0], "v_loss_last": hist[k][-1],
-                            "delta_norm": float(delta.norm()), "v_norm": float(v_norm[k])}))
+        info = {"v_steps": len(hist[k]) - 1, "v_loss_first": hist[k][0], "v_loss_last": hist[k][-1],
+                "delta_norm": float(delta.norm()), "v_norm": float(v_norm[k])}
+        if attn:
+            info.update(attn_delta_norm=float(adeltas[k].detach().norm()), attn_norm=float(a_norm[k]))
+        out.append((delta, info))
     return out
 
 
