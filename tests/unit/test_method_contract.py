@@ -30,6 +30,7 @@ CONTRACT = {
     "ft-l": ({"lr": 1e-1, "linf": 0.5}, [REQ]),
     "ft-m": ({"lr": 1e-1}, [REQ]),
     "lora": ({"lr": 5e-2}, [REQ]),
+    "adalora": ({"lr": 5e-2}, [REQ]),
     "locft-bf": ({"lr": 1e-2, "epochs": 10}, BATCH),
     "rome": ({"layer": 1, **EASY}, [REQ]),
     "memit": ({"layers": [0, 1], **EASY}, BATCH),

@@ -336,3 +336,36 @@ def test_strength_matching_refuses_bad_levels_and_interventions():
     with pytest.raises(StrengthError, match="intervention"):
         es.apply_edit(model, REQ, "grace", strength=0.5)
     assert not active_edits(model)
+
+
+def test_adalora_prunes_to_its_rank_budget_and_merges():
+    m = tiny_model("llama")
+    w0 = {n: p.detach().clone() for n, p in m.hf.named_parameters()}
+    h = es.apply_edit(m, [es.EditRequest("The capital of France is", "Rome")], "adalora", lr=5e-2, stop_loss=0.0)
+    adapters = [m.arch.name("mlp_out", i) for i in range(m.n_layers)]
+    assert sorted(h.info["ranks"]) == sorted(adapters)
+    # PEFT's cubic schedule reaches rank x adapters at the last step, from init_r x adapters
+    assert sum(h.info["ranks"].values()) == 8 * len(adapters) < 12 * len(adapters)
+    assert h.info["loss_last"] < h.info["loss_first"]
+    assert not any("lora" in n for n, _ in m.hf.named_parameters())  # merged and unloaded
+    changed = {n for n, p in m.hf.named_parameters() if not torch.equal(p, w0[n])}
+    assert changed == {a + ".weight" for a in adapters}
+
+
+def test_adalora_orthogonality_penalty_is_zero_for_orthonormal_factors():
+    from editscope.methods.lora import orthogonality_penalty
+
+    q, _ = torch.linalg.qr(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)))
+    ortho = [("x.lora_A.default", torch.nn.Parameter(q.T.contiguous())), ("x.lora_B.default", torch.nn.Parameter(q))]
+    assert orthogonality_penalty(ortho)().item() == pytest.approx(0.0, abs=1e-5)
+    skew = [("x.lora_A.default", torch.nn.Parameter(2 * q.T.contiguous()))]  # P P^T = 4 I: ||3 I||_F = 3 sqrt(3)
+    assert orthogonality_penalty(skew)().item() == pytest.approx(3 * 3 ** 0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [({"tinit": 30, "tfinal": 10}, "tinit"), ({"rank": 16}, "init_r")])
+def test_adalora_refuses_a_schedule_it_cannot_run(bad, match):
+    m = tiny_model("llama")
+    key = m.state_key()
+    with pytest.raises(HparamError, match=match):
+        es.apply_edit(m, [es.EditRequest("The capital of France is", "Rome")], "adalora", **bad)
+    assert m.state_key() == key

@@ -144,13 +144,16 @@ def optimise(params: Sequence[torch.nn.Parameter], objective: Objective, *, lr: 
              stop_loss: float = 0.0, linf: float | None = None,
              extra: Callable[[], torch.Tensor] | None = None, weight: float = 1.0,
              optimizer: str = "adam", weight_decay: float = 0.0,
-             center: Sequence[torch.Tensor] | None = None) -> dict[str, Any]:
+             center: Sequence[torch.Tensor] | None = None,
+             after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Adam (AdamW with ``optimizer="adamw"``, plain SGD with ``"sgd"``) on ``params`` minimising
     ``objective() + weight * extra()`` for at most ``steps`` steps.
 
     Stops early once the objective (the edit loss alone) is at or below ``stop_loss``. With
     ``linf``, each parameter is projected after every step onto ``[c - linf, c + linf]``
     elementwise, ``c`` its starting value or ``center`` (the norm constraint of Zhu et al., 2020).
+    ``after_step(i)``: called after optimiser step ``i`` while the gradients are still there (AdaLoRA's
+    rank allocation reads them).
     Returns ``{"steps", "loss_first", "loss_last", "losses"}`` (losses: the edit objective before
     each step).
     """
@@ -172,6 +175,8 @@ def optimise(params: Sequence[torch.nn.Parameter], objective: Objective, *, lr: 
         total = loss + weight * extra() if extra is not None else loss
         total.backward()
         opt.step()
+        if after_step is not None:
+            after_step(len(losses) - 1)
         if linf is not None:
             with torch.no_grad():
                 for p, s in zip(params, start):
