@@ -119,7 +119,7 @@ def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, m
     TINY = _keeping(tmp_path) if keeping else globals()["TINY"]
     whole = _weights(derive(TINY, progress=False))
     monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "other-cache"))
-    real, saved = derive_mod._save_checkpoint, []
+    real, saved = derive_mod.save_checkpoint, []
 
     def stop_after_two(*a, **kw):
         real(*a, **kw)
@@ -127,13 +127,13 @@ def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, m
         if len(saved) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(derive_mod, "_save_checkpoint", stop_after_two)
+    monkeypatch.setattr(derive_mod, "save_checkpoint", stop_after_two)
     with pytest.raises(KeyboardInterrupt):
         derive(TINY, progress=False)
     folder = folder_of(TINY)
     assert not folder.exists()  # never a half-written model in the cache
     assert json.loads((folder.with_name(folder.name + ".partial") / "state.json").read_text())["step"] == 4
-    monkeypatch.setattr(derive_mod, "_save_checkpoint", real)
+    monkeypatch.setattr(derive_mod, "save_checkpoint", real)
     resumed = _weights(derive(TINY, progress=False))
     assert set(resumed) == set(whole) and all((resumed[k] == whole[k]).all() for k in whole)
     assert [s for s, _ in manifest_of(TINY)["losses"]] == list(range(TINY.steps))

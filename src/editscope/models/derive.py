@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors.torch import load_file, save_file
 
+from ..checkpoints import batch_at, clear_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint, weights_sha
 from ..data.corpora import load_corpus
 from ..errors import InputError, WorkError
 from ..methods.training import continuation_nll, trainable, training_batch
@@ -218,56 +218,6 @@ def data_digest(pairs: list[tuple[int, str, int]]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _batch_at(step: int, n: int, size: int, seed: int) -> list[int]:
-    """The training indices of ``step``: a seeded permutation per epoch, so the order depends only
-    on the step (a resumed build sees the same batches)."""
-    per_epoch = max(1, n // size)
-    epoch, k = divmod(step, per_epoch)
-    order = list(range(n))
-    random.Random(f"epoch/{seed}/{epoch}").shuffle(order)
-    return order[k * size:(k + 1) * size] or order[:size]
-
-
-def _save_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer, step: int, losses: list) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    names = [n for n, _ in model.hf.named_parameters()]
-    save_file({n: p.detach().contiguous() for n, p in model.hf.named_parameters()}, str(tmp / "weights.safetensors"))
-    moments = {}
-    for i, p in enumerate(opt.param_groups[0]["params"]):
-        st = opt.state.get(p, {})
-        for key in ("exp_avg", "exp_avg_sq"):
-            if key in st:
-                moments[f"{names[i]}::{key}"] = st[key].contiguous()
-    save_file(moments, str(tmp / "adam.safetensors"))
-    adam_steps = {names[i]: float(opt.state[p]["step"]) for i, p in enumerate(opt.param_groups[0]["params"])
-                  if p in opt.state and "step" in opt.state[p]}
-    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses, "adam_steps": adam_steps}))
-    # swap without a moment where no whole checkpoint exists: the previous one waits in .old
-    old = path.with_name(path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(path: Path, model: Model, opt: torch.optim.Optimizer) -> tuple[int, list]:
-    state = json.loads((path / "state.json").read_text())
-    weights = load_file(str(path / "weights.safetensors"))
-    with torch.no_grad():
-        for n, p in model.hf.named_parameters():
-            p.copy_(weights[n])
-    moments = load_file(str(path / "adam.safetensors"))
-    names = [n for n, _ in model.hf.named_parameters()]
-    for i, p in enumerate(opt.param_groups[0]["params"]):
-        if names[i] in state["adam_steps"]:
-            opt.state[p] = {"step": torch.tensor(state["adam_steps"][names[i]]),
-                            "exp_avg": moments[f"{names[i]}::exp_avg"], "exp_avg_sq": moments[f"{names[i]}::exp_avg_sq"]}
-    return int(state["step"]), list(state["losses"])
-
-
 def held_out_accuracy(model: Model, held: list[tuple[int, str, int]], limit: int | None = None,
                       seed: int = 0, template: str = "grid") -> dict[str, dict[str, float]]:
     """Greedy exact match of the answer (the first integer generated, ``integer`` answer rule) on the
@@ -297,15 +247,6 @@ def template_accuracy(model: Model, held: list[tuple[int, str, int]], trained: t
     return out
 
 
-def _weights_sha(folder: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")):
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
 def is_built(recipe: Recipe) -> bool:
     """The recipe's folder holds a finished build whose weights match its manifest."""
     folder = folder_of(recipe)
@@ -313,7 +254,7 @@ def is_built(recipe: Recipe) -> bool:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return manifest.get("recipe_digest") == recipe.digest() and manifest.get("weights_sha256") == _weights_sha(folder)
+    return manifest.get("recipe_digest") == recipe.digest() and manifest.get("weights_sha256") == weights_sha(folder)
 
 
 def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool = False) -> Path:
@@ -347,12 +288,11 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
         "losses": losses, "held_out_accuracy": accuracy, "held_out_wordings": wordings,
         "build_seconds": round(seconds, 1),
         "torch_threads": torch.get_num_threads(), "weights_fingerprint": fingerprint_of(tensor_digests(model.hf)),
-        "weights_sha256": _weights_sha(tmp),
+        "weights_sha256": weights_sha(tmp),
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, folder)
-    for leftover in (ckpt, ckpt.with_name(ckpt.name + ".old"), ckpt.with_name(ckpt.name + ".tmp")):
-        shutil.rmtree(leftover, ignore_errors=True)
+    clear_checkpoint(ckpt)
     return folder
 
 
@@ -364,17 +304,16 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
     params = [p for p in model.hf.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     start, losses = 0, []
-    old = ckpt.with_name(ckpt.name + ".old")
-    if not (ckpt / "state.json").is_file() and (old / "state.json").is_file():
-        os.replace(old, ckpt)  # killed mid-swap: the previous checkpoint is whole
-    if (ckpt / "state.json").is_file():
-        start, losses = _load_checkpoint(ckpt, model, opt)
+    names = [n for n, _ in model.hf.named_parameters()]
+    if has_checkpoint(ckpt):
+        state = load_checkpoint(ckpt, dict(model.hf.named_parameters()), opt, names)
+        start, losses = int(state["step"]), list(state["losses"])
         if progress:
             print(f"note: resuming {recipe.name} at step {start} of {recipe.steps}", file=sys.stderr)
     # trained in eval mode: no dropout, so a resumed build is the uninterrupted one exactly
     with trainable(model, params):
         for step in range(start, recipe.steps):
-            batch = training_batch(model, [pairs[i] for i in _batch_at(step, len(pairs), recipe.batch_size,
+            batch = training_batch(model, [pairs[i] for i in batch_at(step, len(pairs), recipe.batch_size,
                                                                         recipe.seed)])
             opt.zero_grad(set_to_none=True)
             loss = continuation_nll(model, batch).mean()
@@ -387,7 +326,7 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
             opt.step()
             losses.append([step, round(loss.item(), 5)])
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
-                _save_checkpoint(ckpt, model, opt, step + 1, losses)
+                save_checkpoint(ckpt, dict(model.hf.named_parameters()), opt, names, step + 1, losses)
                 if progress:
                     print(f"{recipe.name}: step {step + 1}/{recipe.steps}, loss {loss.item():.4f}", file=sys.stderr)
     return losses
@@ -413,7 +352,7 @@ class _Keeper:
 
     def loss(self, step: int) -> torch.Tensor:
         """``weight * KL(base || model)``, nats per predicted token, on this step's windows."""
-        idx = _batch_at(step, len(self.windows), self.spec.sequences, self.seed + 1)
+        idx = batch_at(step, len(self.windows), self.spec.sequences, self.seed + 1)
         x = self.windows[idx]
         with torch.no_grad():
             ref = torch.log_softmax(self.base.hf(input_ids=x).logits.float(), -1)
