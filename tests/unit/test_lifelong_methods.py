@@ -9,7 +9,7 @@ import torch
 
 import editscope as es
 from editscope.methods import EditFailed, load_edit, target_losses
-from editscope.methods.ultraedit import RunningMoments
+from editscope.moments import RunningMoments
 from editscope.models import tiny_model
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")

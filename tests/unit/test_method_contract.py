@@ -18,6 +18,7 @@ from editscope.methods.base import METHODS
 from editscope.models import TINY_MODEL_TYPES, tiny_model
 from editscope.registry import load_plugins
 from locate_settings import EASY
+from test_mend import tiny_editor
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
 
@@ -41,6 +42,7 @@ CONTRACT = {
     "ultraedit": ({"lr": 0.1}, BATCH),
     # KN subtracts the embedding of the answer it attributes: given, not a random model's greedy
     # answer (tiny Qwen2 answers " R...", the target's own first token)
+    "mend": ({"editor": "EDITOR"}, [REQ]),  # an editor trained here for a few steps (test_mend.tiny_editor)
     "kn": ({}, [es.EditRequest("The capital of France is", "Rome", subject="France", target_true="Paris")]),
     "grace": ({"layer": 1}, [REQ]),
     "wise": ({"layer": 1, "n_templates": 2, "steps": 20}, [REQ]),
@@ -125,7 +127,9 @@ def test_every_registered_method_is_under_the_contract():
 @pytest.mark.parametrize("method", sorted(CONTRACT))
 def test_the_method_contract(method, arch, pool, tmp_path, monkeypatch):
     hp, reqs = CONTRACT[method]
-    check_contract(method, {k: (pool if v == "POOL" else v) for k, v in hp.items()}, reqs, arch, tmp_path, monkeypatch)
+    resolve = {"POOL": lambda: pool, "EDITOR": lambda: str(tiny_editor(arch, tmp_path))}
+    hp = {k: (resolve[v]() if isinstance(v, str) and v in resolve else v) for k, v in hp.items()}
+    check_contract(method, hp, reqs, arch, tmp_path, monkeypatch)
 
 
 BROKEN_PLUGIN = '''

@@ -35,13 +35,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pydantic import Field, PositiveFloat
 
 from ..hooks import capture_input_and_output_grad
+from ..moments import RunningMoments
 from ..models.arch import ArchSpec
 from ..models.model import Model
 from ..requests import EditRequest
@@ -49,42 +49,6 @@ from ..scoring import encode_pairs
 
 from .base import EditMethod, Hparams, HparamError, register_method
 from .training import continuation_nll, trainable, training_batch
-
-
-@dataclass
-class RunningMoments:
-    """Pooled mean and sum of squared deviations of the rows seen so far (``[size]`` each)."""
-
-    n: int
-    mean: torch.Tensor
-    m2: torch.Tensor
-
-    @classmethod
-    def empty(cls, size: int) -> RunningMoments:
-        return cls(0, torch.zeros(size), torch.zeros(size))
-
-    def update(self, x: torch.Tensor) -> None:
-        """Add the rows ``x`` ``[m, size]`` (Chan et al.'s pairwise merge)."""
-        m = x.shape[0]
-        if m == 0:
-            return
-        mx = x.mean(0)
-        ss = ((x - mx) ** 2).sum(0)
-        n = self.n + m
-        delta = mx - self.mean
-        self.mean = self.mean + delta * (m / n)
-        self.m2 = self.m2 + ss + delta.pow(2) * (self.n * m / n)
-        self.n = n
-
-    @property
-    def std(self) -> torch.Tensor:
-        return (self.m2 / max(self.n - 1, 1)).sqrt()
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / (self.std + torch.finfo(x.dtype).eps)
-
-    def copy(self) -> RunningMoments:
-        return RunningMoments(self.n, self.mean.clone(), self.m2.clone())
 
 
 class UltraEditHparams(Hparams):

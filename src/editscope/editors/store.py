@@ -1,0 +1,304 @@
+"""Trained editors: a specification (:class:`MendSpec`), training that resumes after an interruption,
+and a cache keyed by the specification's digest (``<cache>/editors/<kind>-<model>-<digest>/``).
+
+A finished editor folder holds ``editor.safetensors`` (every tensor of the editor, never pickle),
+``trained_on.json`` (a hash of each training edit, so an edit the editor was trained on is refused at
+evaluation) and ``manifest.json``: the specification and its digest, the base model's weights
+fingerprint (an editor is refused on any other model), the training data's digest and record count,
+the loss curve, the training time and threads, and the editor's size. It is written to a temporary
+folder and moved into place: the cache never holds a half-written editor. Training data and
+held-out (evaluation) records are disjoint by a stated split, checked before training starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from safetensors.torch import load_file, save_file
+
+from ..checkpoints import batch_at, clear_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint, weights_sha
+from ..errors import InputError, WorkError
+from ..models.model import Model, load_model
+from ..paths import cache_root
+from ..requests import EditRequest
+from .mend import TrainingRecord, build_editor, default_layers, training_loss
+from .mend_net import MendEditor
+
+MANIFEST = "manifest.json"
+
+
+class EditorError(InputError, ValueError):
+    """A trained editor that cannot be used here: missing, for another model, or trained on the edit."""
+
+
+class EditorTrainingError(WorkError):
+    """Training diverged (a non-finite loss)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecordRange(_Strict):
+    """Records ``offset .. offset + limit - 1`` of an edit dataset (``editscope.probes.datasets``)."""
+
+    dataset: Literal["counterfact", "zsre"]
+    offset: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1)
+    source: str | None = None
+
+    def label(self) -> str:
+        end = "end" if self.limit is None else str(self.offset + self.limit - 1)
+        return f"{self.dataset}[{self.offset}..{end}]"
+
+
+#: the leaderboard's evaluation records: never trained on by default
+HELD_OUT = (RecordRange(dataset="counterfact", limit=200), RecordRange(dataset="zsre", limit=200))
+TRAIN = (RecordRange(dataset="counterfact", offset=200), RecordRange(dataset="zsre", offset=200))
+
+
+class MendSpec(_Strict):
+    """MEND's training settings; defaults are EasyEdit's ``hparams/TRAINING/MEND/gpt2-xl.yaml`` except
+    the number of steps (its 100,000 iterations do not fit a CPU; see the README for what was run)."""
+
+    kind: Literal["mend"] = "mend"
+    model: str = Field(description="the model the editor is trained for (built-in or derived name, or a path)")
+    train: tuple[RecordRange, ...] = TRAIN
+    held_out: tuple[RecordRange, ...] = HELD_OUT
+    layers: tuple[int, ...] | None = Field(None, description="blocks whose MLP weights are edited; default the last 3")
+    rank: int = Field(1920, ge=1)
+    n_hidden: int = Field(1, ge=0, le=4)
+    edit_lr: PositiveFloat = 1e-4
+    lr: PositiveFloat = 1e-6
+    lr_lr: PositiveFloat = 1e-4
+    cedit: float = Field(0.1, ge=0)
+    cloc: float = Field(1.0, ge=0)
+    batch_size: int = Field(10, ge=1, description="records per optimiser step (the reference's accumulate_bs)")
+    steps: int = Field(1000, ge=1)
+    grad_clip: PositiveFloat = 100.0
+    seed: int = 0
+    checkpoint_every: int = Field(25, ge=1)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def folder_of(spec: MendSpec) -> Path:
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.model)[-60:]
+    return cache_root() / "editors" / f"{spec.kind}-{slug}-{spec.digest()}"
+
+
+def edit_key(req: EditRequest) -> str:
+    """What identifies an edit for the training/evaluation overlap check."""
+    return hashlib.sha256(f"{req.prompt}\x00{req.target_new}".encode()).hexdigest()[:20]
+
+
+def _cases(r: RecordRange):
+    from ..probes.datasets import load_edit_dataset
+
+    return load_edit_dataset(r.dataset, r.source, offset=r.offset, limit=r.limit).cases
+
+
+def training_records(ranges: tuple[RecordRange, ...]) -> list[TrainingRecord]:
+    """One record per dataset case: its first edit, first paraphrase and first neighbourhood probe."""
+    out = []
+    for r in ranges:
+        for case in _cases(r):
+            para = next((p for p in case.probes if p.category == "paraphrase"), None)
+            loc = next((p for p in case.probes if p.category in ("near", "far")), None)
+            out.append(TrainingRecord(case.requests[0], para, loc))
+    return out
+
+
+def check_disjoint(spec: MendSpec, records: list[TrainingRecord]) -> None:
+    """Refuse training records that are also held-out records (by prompt and target)."""
+    held = {edit_key(c.requests[0]): (r.label(), c.case_id) for r in spec.held_out for c in _cases(r)}
+    both = [(rec.request, held[edit_key(rec.request)]) for rec in records if edit_key(rec.request) in held]
+    if both:
+        shown = "; ".join(f"{req.prompt!r} -> {req.target_new!r} (held out as {lab} case {cid})"
+                          for req, (lab, cid) in both[:3])
+        raise EditorError(f"the training records overlap the held-out (evaluation) records in {len(both)} edits: "
+                          f"{shown}. Move train's offset past the held-out range (train: "
+                          f"{', '.join(r.label() for r in spec.train)}; held_out: "
+                          f"{', '.join(r.label() for r in spec.held_out)})")
+
+
+def _records_digest(records: list[TrainingRecord]) -> str:
+    h = hashlib.sha256()
+    for rec in records:
+        for x in (rec.request.prompt, rec.request.target_new, rec.paraphrase.prompt if rec.paraphrase else "",
+                  f"{rec.locality.prompt}\x00{rec.locality.target}" if rec.locality else ""):
+            h.update(x.encode() + b"\x00")
+    return h.hexdigest()
+
+
+def is_trained(spec: MendSpec) -> bool:
+    folder = folder_of(spec)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("spec_digest") == spec.digest() and manifest.get("weights_sha256") == weights_sha(folder)
+
+
+def _param_names(editor: MendEditor) -> list[str]:
+    return [n for n, _ in editor.named_parameters() if n != "edit_lrs"] + ["edit_lrs"]
+
+
+def train_editor(spec: MendSpec, *, model: Model | None = None, progress: bool = True, force: bool = False) -> Path:
+    """Train (or find) the editor of ``spec``; returns its folder. Resumes from its checkpoint."""
+    folder = folder_of(spec)
+    if not force and is_trained(spec):
+        return folder
+    if folder.exists():
+        if not force:
+            print(f"note: the cached editor at {folder} does not match its manifest; training again", file=sys.stderr)
+        shutil.rmtree(folder)
+    model = model if model is not None else load_model(spec.model)
+    records = training_records(spec.train)
+    if not records:
+        raise EditorError(f"train: {', '.join(r.label() for r in spec.train)} holds no records")
+    check_disjoint(spec, records)
+    layers = list(spec.layers) if spec.layers is not None else default_layers(model.n_layers)
+    bad = [x for x in layers if not 0 <= x < model.n_layers]
+    if bad:
+        raise EditorError(f"layers: {bad} are outside the model (0..{model.n_layers - 1})")
+    torch.manual_seed(spec.seed)
+    editor = build_editor(model, layers, spec.rank, spec.n_hidden, spec.edit_lr).train()
+    net = [p for n, p in editor.named_parameters() if n != "edit_lrs"]
+    opt = torch.optim.Adam([{"params": net, "lr": spec.lr}, {"params": [editor.edit_lrs], "lr": spec.lr_lr}])
+    names = _param_names(editor)
+    ckpt = folder.with_name(folder.name + ".partial")
+    start, losses, seconds = 0, [], 0.0
+    if has_checkpoint(ckpt):
+        editor.load_tensors(load_file(str(ckpt / "weights.safetensors")))
+        state = load_checkpoint(ckpt, {}, opt, names)
+        start, losses, seconds = int(state["step"]), list(state["losses"]), float(state.get("seconds", 0.0))
+        if progress:
+            print(f"note: resuming the {spec.kind} editor at step {start} of {spec.steps}", file=sys.stderr)
+    t0 = time.perf_counter() - seconds
+    for step in range(start, spec.steps):
+        opt.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "edit": 0.0, "loc": 0.0}
+        idx = batch_at(step, len(records), spec.batch_size, spec.seed)
+        for i in idx:
+            loss, parts = training_loss(model, editor, records[i], spec.cedit, spec.cloc)
+            if not torch.isfinite(loss):
+                raise EditorTrainingError(f"the {spec.kind} training loss is {loss.item()} at step {step}; lower lr "
+                                          f"({spec.lr}) or lr_lr ({spec.lr_lr})")
+            (loss / len(idx)).backward()
+            totals["loss"] += loss.item() / len(idx)
+            for k, v in parts.items():
+                totals[k] += v / len(idx)
+        torch.nn.utils.clip_grad_norm_(editor.parameters(), spec.grad_clip)
+        opt.step()
+        losses.append([step, *(round(totals[k], 5) for k in ("loss", "edit", "loc"))])
+        if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
+            save_checkpoint(ckpt, editor.tensors(), opt, names, step + 1, losses,
+                            extra={"seconds": time.perf_counter() - t0})
+            if progress:
+                print(f"{spec.kind} editor for {spec.model}: step {step + 1}/{spec.steps}, loss {totals['loss']:.4f} "
+                      f"(edit {totals['edit']:.3f}, loc {totals['loc']:.4f})", file=sys.stderr)
+    seconds = time.perf_counter() - t0
+    tmp = folder.with_name(folder.name + ".writing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {k: v.contiguous() for k, v in editor.tensors().items()}
+    save_file(tensors, str(tmp / "editor.safetensors"))
+    (tmp / "trained_on.json").write_text(json.dumps(sorted({edit_key(r.request) for r in records})))
+    manifest = {
+        "kind": spec.kind, "spec": spec.model_dump(mode="json"), "spec_digest": spec.digest(),
+        "model": spec.model, "model_fingerprint": model.base_fingerprint, "layers": layers,
+        "weights": editor.names, "train_records": len(records), "data_sha256": _records_digest(records),
+        "losses": losses, "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
+        "editor_parameters": sum(p.numel() for p in editor.parameters()),
+        "editor_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+        "weights_sha256": weights_sha(tmp),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, folder)
+    clear_checkpoint(ckpt)
+    return folder
+
+
+class LoadedEditor:
+    """A trained editor ready to edit one model: the network, its manifest and its training edits."""
+
+    def __init__(self, editor: MendEditor, manifest: dict[str, Any], trained_on: set[str], folder: Path):
+        self.editor, self.manifest, self.trained_on, self.folder = editor, manifest, trained_on, folder
+
+    def check(self, requests: list[EditRequest]) -> None:
+        seen = [r for r in requests if edit_key(r) in self.trained_on]
+        if seen:
+            raise EditorError(f"the editor at {self.folder} was trained on the edit {seen[0].prompt!r} -> "
+                              f"{seen[0].target_new!r}; evaluate it on records outside its training split "
+                              f"({', '.join(RecordRange(**r).label() for r in self.manifest['spec']['train'])})")
+
+
+def trained_for(model: Model, kind: str = "mend") -> list[Path]:
+    """Finished editors of ``kind`` in the cache whose base weights are this model's."""
+    root = cache_root() / "editors"
+    out = []
+    for folder in sorted(root.glob(f"{kind}-*")) if root.is_dir() else []:
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("model_fingerprint") == model.base_fingerprint:
+            out.append(folder)
+    return out
+
+
+def default_editor(model: Model, kind: str = "mend") -> Path:
+    """The editor trained with the default settings for this model, else the only one trained for it."""
+    spec = MendSpec(model=model.name)
+    if is_trained(spec):
+        return folder_of(spec)
+    found = trained_for(model, kind)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise EditorError(f"no trained {kind} editor for {model.name}; train one with `editscope train-editor {kind} "
+                          f"--model {model.name}` (or give hparams editor=FOLDER)")
+    raise EditorError(f"{len(found)} trained {kind} editors for {model.name}: "
+                      f"{', '.join(str(f) for f in found)}; choose one with hparams editor=FOLDER")
+
+
+def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None) -> LoadedEditor:
+    """The editor in folder ``where`` (trained for ``spec``; None: :func:`default_editor`), refused
+    unless it was trained for this model's base weights."""
+    if where is None:
+        where = default_editor(model)
+    if isinstance(where, MendSpec):
+        if not is_trained(where):
+            raise EditorError(f"no trained {where.kind} editor for {where.model} with these settings; train it with "
+                              f"`editscope train-editor {where.kind} --model {where.model}`")
+        where = folder_of(where)
+    folder = Path(where)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise EditorError(f"{folder} is not a trained editor (no readable {MANIFEST}); train one with "
+                          "`editscope train-editor mend --model NAME`") from None
+    if manifest.get("model_fingerprint") != model.base_fingerprint:
+        raise EditorError(f"the editor at {folder} was trained for {manifest.get('model')} (weights fingerprint "
+                          f"{str(manifest.get('model_fingerprint'))[:12]}), not for {model.name} "
+                          f"({model.base_fingerprint[:12]}); train one for this model")
+    spec = MendSpec(**manifest["spec"])
+    editor = build_editor(model, manifest["layers"], spec.rank, spec.n_hidden, spec.edit_lr)
+    editor.load_tensors(load_file(str(folder / "editor.safetensors")))
+    trained_on = set(json.loads((folder / "trained_on.json").read_text()))
+    return LoadedEditor(editor.eval(), manifest, trained_on, folder)
+
+
+__all__ = ["EditorError", "EditorTrainingError", "HELD_OUT", "LoadedEditor", "MendSpec", "RecordRange", "TRAIN",
+           "default_editor", "edit_key", "folder_of", "is_trained", "load_editor", "trained_for", "train_editor", "training_records"]
