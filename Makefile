@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent tracing test test-fast bench install clean
+.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent leaderboard tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -85,6 +85,15 @@ lifelong: $(STAMP)
 
 stream: $(STAMP)
 	$(VENV)/bin/editscope run examples/lifelong_stream.yaml --out runs/lifelong-stream --resume
+
+LEADERBOARD_MODELS ?= smollm2-135m gemma3-270m
+leaderboard: $(STAMP)
+	for m in $(LEADERBOARD_MODELS); do \
+	  $(VENV)/bin/editscope train-editor mend --model $$m || exit 1; \
+	  for d in counterfact zsre; do \
+	    $(VENV)/bin/editscope run examples/leaderboard_$$d.yaml --model $$m --out runs/leaderboard-$$d-$$m --resume || exit 1; \
+	  done; \
+	done
 
 competent: $(STAMP)
 	$(VENV)/bin/editscope run examples/two_plus_two_competent.yaml --out runs/two-plus-two-competent --resume

@@ -724,6 +724,29 @@ def report_cmd(
         console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs, results=res)))}")
 
 
+@app.command("leaderboard")
+def leaderboard_cmd(
+    run_dirs: Annotated[list[str], typer.Argument(help="run folders of one single-edit study on several models "
+                                                       "(editscope run CONFIG --model NAME)")],
+    out: Annotated[str | None, typer.Option(help="also write the table as Markdown to this file")] = None,
+) -> None:
+    """Every editor x model of stored runs: efficacy, generalisation, specificity, portability (teacher-forced
+    and generated), fluency, edits made, seconds and peak memory per edit."""
+    from .report.analyses.leaderboard import leaderboard_table
+    from .report.data.results import load_results
+    from .report.formats.render import markdown_table
+
+    studies = [load_results(d) for d in run_dirs]
+    table = leaderboard_table(studies)
+    rich = Table(*table.header, title=table.caption)
+    for row in table.rows:
+        rich.add_row(*(escape(text) for text, _ in row))
+    console.print(rich)
+    if out:
+        Path(out).write_text(markdown_table(table) + "\n")
+        console.print(f"written: {escape(out)}")
+
+
 @app.command("trace")
 def trace_cmd(
     prompt: Annotated[str | None, typer.Option(help="the prompt, e.g. 'The Eiffel Tower is located in the city of'")] = None,

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from ..peak_memory import peak_rss_mb, reset_peak
+
 from ..errors import InputError
 from ..evaluation import StateMemo, evaluate
 from ..interventions import Intervention, install, installed, remove_all
@@ -173,6 +175,7 @@ class Runner:
         reqs = self._requests(unit)
         torch.manual_seed(unit_seed(self.config.seed, method.name, unit.unit))
         hparams = self._hparams(method, unit)
+        measured = reset_peak()
         t = time.perf_counter()
         handles = []
         try:
@@ -185,6 +188,8 @@ class Runner:
             else:
                 handles.append(apply_edit(self.model, reqs, method.method, **st, **hparams))
             failure = None
+            if measured and handles:  # the edit's peak resident memory (the model included), MiB
+                handles[0].info["peak_rss_mb"] = peak_rss_mb()
         except EditFailed as e:
             for h in reversed(handles):
                 h.undo()

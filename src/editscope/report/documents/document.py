@@ -57,6 +57,12 @@ Placeholders (``{{kind:args}}``):
 * ``{{models:STUDY,STUDY[,...]}}``: the cross-model table of one study run on several models
   (``editscope run CONFIG --model NAME``): per model efficacy, paraphrase, answer-level locality and
   perplexity; the studies are found as for ``from``.
+* ``{{leaderboard:STUDY,STUDY[,...]}}``: every editor of each study (one dataset, one model each) as a
+  row per model with efficacy, generalisation, specificity and portability read teacher-forced and
+  generated, fluency, edits made, seconds and peak memory per edit
+  (:mod:`editscope.report.analyses.leaderboard`); ``this`` is the study itself;
+  ``{{leaderboard_top:COLUMN:STUDY,...}}``: the best row of one column (``efficacy_tf``,
+  ``efficacy_gen``, ``generalisation_*``, ``specificity_*``, ``portability_*``, ``fluency``).
 
 An unknown placeholder, method or column is an error that names it. Placeholders are registered in
 :data:`editscope.report.documents.placeholders.STUDY` next to the data they read (this module holds the
@@ -83,6 +89,7 @@ from ..formats.render import (anatomy_table_, base_answers_table, breakdown_tabl
                      knowedit_table, locality_status_table, main_table, margin_table, markdown_table, models_table,
                      mquake_table, no_op_table, pairwise_table, seed38_table, strength_table, strength_units_table,
                      tests_table)
+from ..analyses.leaderboard import column_leader, leaderboard_table
 from ..data.results import LOCALITY, StudyResults, breakdown, load_results, paired_test, rate_cell
 from ..formats.table import Table, fmt_cell, fmt_p
 
@@ -141,6 +148,8 @@ def referenced_studies(template: str) -> list[str]:
             names.append(args.split(":", 1)[0])
         elif kind == "models":
             names += _study_list(args)
+        elif kind in ("leaderboard", "leaderboard_top"):  # "this": the study itself
+            names += [n for n in _study_list(args if kind == "leaderboard" else args.partition(":")[2]) if n != "this"]
     return list(dict.fromkeys(names))
 
 
@@ -183,6 +192,37 @@ def _from(ctx: StudyContext, args: str) -> Raw:
         return Raw(fill("{{" + inner + "}}", other, str(other.run_dir), sink=ctx.sink))
     except DocumentError as e:
         raise DocumentError(f"from the stored study {study!r}: {e}") from None
+
+
+def _studies(ctx: StudyContext, kind: str, args: str, names: list[str]) -> list[StudyResults]:
+    """This study and the named companions (``this`` or this study's own name: the study itself)."""
+    own = str(ctx.res.meta.get("name"))
+    out = []
+    for n in names:
+        if n in ("this", own):
+            out.append(ctx.res)
+        elif n in ctx.others:
+            out.append(ctx.others[n])
+        else:
+            raise DocumentError(f"{{{{{kind}:{args}}}}}: no stored study {n!r} was given; have {sorted(ctx.others)}")
+    return out
+
+
+@STUDY.register("leaderboard", "{{leaderboard:STUDY,STUDY[,...]}}")
+def _leaderboard(ctx: StudyContext, args: str) -> Tab:
+    names = _study_list(args)
+    if not names:
+        raise DocumentError("{{leaderboard:}}: name the studies, e.g. {{leaderboard:this,leaderboard-counterfact-gemma3-270m}}")
+    return Tab(leaderboard_table(_studies(ctx, "leaderboard", args, names)))
+
+
+@STUDY.register("leaderboard_top", "{{leaderboard_top:COLUMN:STUDY,STUDY[,...]}}")
+def _leaderboard_top(ctx: StudyContext, args: str) -> str:
+    column, _, rest = args.partition(":")
+    try:
+        return column_leader(_studies(ctx, "leaderboard_top", args, _study_list(rest) or ["this"]), column)
+    except KeyError as e:
+        raise DocumentError(f"{{{{leaderboard_top:{args}}}}}: {e.args[0]}") from None
 
 
 @STUDY.register("models", "{{models:STUDY,STUDY[,...]}}")
