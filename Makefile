@@ -96,7 +96,10 @@ leaderboard: $(STAMP)
 	done
 
 competent: $(STAMP)
+	$(VENV)/bin/editscope derive smollm2-135m-arith
 	$(VENV)/bin/editscope run examples/two_plus_two_competent.yaml --out runs/two-plus-two-competent --resume
+	$(VENV)/bin/editscope run examples/two_plus_two_seed38.yaml --model smollm2-135m-arith \
+	  --out runs/two-plus-two-seed38-smollm2-135m-arith --resume
 
 protocols: $(STAMP)
 	$(VENV)/bin/editscope run examples/counterfact_protocols.yaml --out runs/counterfact-protocols --resume
