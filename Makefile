@@ -88,6 +88,7 @@ stream: $(STAMP)
 
 LEADERBOARD_MODELS ?= smollm2-135m gemma3-270m
 leaderboard: $(STAMP)
+	$(VENV)/bin/editscope train-editor serac
 	for m in $(LEADERBOARD_MODELS); do \
 	  $(VENV)/bin/editscope train-editor mend --model $$m || exit 1; \
 	  for d in counterfact zsre; do \

@@ -129,22 +129,23 @@ def derive(
 
 @app.command("train-editor")
 def train_editor_cmd(
-    kind: Annotated[str, typer.Argument(help="the editor to train: mend")],
+    kind: Annotated[str, typer.Argument(help="the editor to train: mend (weight-update network) or serac (scope "
+                                             "classifier)")],
     model: ModelOpt = "smollm2-135m",
     steps: Annotated[int | None, typer.Option(help="optimiser steps (default: the editor's)")] = None,
-    lr: Annotated[float | None, typer.Option(help="the editor network's learning rate (default: the editor's)")] = None,
+    lr: Annotated[float | None, typer.Option(help="the editor's learning rate (default: the editor's)")] = None,
     setting: Annotated[list[str] | None, typer.Option("--set", help="another setting, KEY=VALUE (JSON value), "
                                                       "e.g. --set batch_size=5; repeat for more")] = None,
     force: Annotated[bool, typer.Option(help="train again even when a finished editor is cached")] = False,
 ) -> None:
-    """Train a model editor (MEND) on records that are never evaluated (once; cached by its settings'
-    digest; resumable: rerun the same command after an interruption)."""
+    """Train a model editor (MEND's network, SERAC's scope classifier) on records that are never
+    evaluated (once; cached by its settings' digest; resumable: rerun the same command)."""
     import json as _json
 
-    from .editors import MendSpec, train_editor
+    from .editors.store import SPECS, train_editor
 
-    if kind != "mend":
-        raise typer.BadParameter(f"{kind!r} is not a trainable editor; use: mend", param_hint="kind")
+    if kind not in SPECS:
+        raise typer.BadParameter(f"{kind!r} is not a trainable editor; use: {', '.join(SPECS)}", param_hint="kind")
     extra: dict = {}
     for item in setting or []:
         key, sep, value = item.partition("=")
@@ -157,16 +158,15 @@ def train_editor_cmd(
     given = {"model": model, **({"steps": steps} if steps is not None else {}), **({"lr": lr} if lr is not None else {}),
              **extra}
     try:
-        spec = MendSpec(**given)
+        spec = SPECS[kind](**given)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--set") from None
     folder = train_editor(spec, force=force)
     m = _json.loads((folder / "manifest.json").read_text())
-    last = m["losses"][-1]
+    last = ", ".join(f"{k} {v}" for k, v in zip(m["loss_columns"], m["losses"][-1]))
     console.print(f"{kind} editor for {escape(model)}: {escape(str(folder))}\n  trained on {m['train_records']} records "
                   f"in {m['train_seconds']} s ({m['torch_threads']} threads); {m['editor_parameters']:,} parameters "
-                  f"({m['editor_bytes'] / 2**20:.1f} MiB); last step {last[0]}: loss {last[1]} (edit {last[2]}, "
-                  f"locality {last[3]})")
+                  f"({m['editor_bytes'] / 2**20:.1f} MiB); last: {last}")
 
 
 @app.command()

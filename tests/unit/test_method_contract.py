@@ -19,6 +19,7 @@ from editscope.models import TINY_MODEL_TYPES, tiny_model
 from editscope.registry import load_plugins
 from locate_settings import EASY
 from test_mend import tiny_editor
+from test_serac import tiny_classifier
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
 
@@ -42,7 +43,10 @@ CONTRACT = {
     "ultraedit": ({"lr": 0.1}, BATCH),
     # KN subtracts the embedding of the answer it attributes: given, not a random model's greedy
     # answer (tiny Qwen2 answers " R...", the target's own first token)
-    "mend": ({"editor": "EDITOR"}, [REQ]),  # an editor trained here for a few steps (test_mend.tiny_editor)
+    "mend": ({"editor": "EDITOR"}, [REQ]),
+    # a scope classifier trained here (test_serac.tiny_classifier); the random model reads the edit in
+    # context no better than IKE does (guard room as for ike)
+    "serac": ({"editor": "CLASSIFIER", "guard_tolerance": 10.0}, [REQ]),  # an editor trained here for a few steps (test_mend.tiny_editor)
     "kn": ({}, [es.EditRequest("The capital of France is", "Rome", subject="France", target_true="Paris")]),
     "grace": ({"layer": 1}, [REQ]),
     "wise": ({"layer": 1, "n_templates": 2, "steps": 20}, [REQ]),
@@ -53,9 +57,9 @@ CONTRACT = {
     "identity": ({}, [REQ]),
 }
 CONTROLS = {"placebo", "identity"}
-#: no loss clause on random tiny models: in-context editing needs a model that learns in context
+#: no loss clause on random tiny models: in-context editing (IKE, SERAC's counterfactual) needs a model that learns in context
 #: (IKE's efficacy is checked on the default model in tests/integration/test_methods_default.py)
-NO_TARGET_ON_TINY = CONTROLS | {"ike"}
+NO_TARGET_ON_TINY = CONTROLS | {"ike", "serac"}
 
 
 def _weights(m):
@@ -127,7 +131,8 @@ def test_every_registered_method_is_under_the_contract():
 @pytest.mark.parametrize("method", sorted(CONTRACT))
 def test_the_method_contract(method, arch, pool, tmp_path, monkeypatch):
     hp, reqs = CONTRACT[method]
-    resolve = {"POOL": lambda: pool, "EDITOR": lambda: str(tiny_editor(arch, tmp_path))}
+    resolve = {"POOL": lambda: pool, "EDITOR": lambda: str(tiny_editor(arch, tmp_path)),
+               "CLASSIFIER": lambda: str(tiny_classifier(tmp_path))}
     hp = {k: (resolve[v]() if isinstance(v, str) and v in resolve else v) for k, v in hp.items()}
     check_contract(method, hp, reqs, arch, tmp_path, monkeypatch)
 

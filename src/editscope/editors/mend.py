@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,9 +22,10 @@ from torch import nn
 from ..hooks import capture_input_and_output_grad
 from ..methods.training import TrainingBatch, continuation_nll, trainable, training_batch
 from ..models.model import Model
-from ..requests import EditRequest, Probe
+from ..requests import EditRequest
 from ..scoring import EncodedPair, body_forward, encode_pairs, logits_from_hidden
 from .mend_net import MendEditor, nonzero_rows, shapes_of
+from .records import TrainingRecord
 
 
 def default_layers(n_layers: int) -> list[int]:
@@ -97,15 +98,6 @@ def with_weights(model: Model, weights: dict[str, torch.Tensor], fn, *args):
     return torch.func.functional_call(_Call(model.hf, fn), {f"hf.{n}": w for n, w in weights.items()}, args)
 
 
-@dataclass
-class TrainingRecord:
-    """One training edit: the request, its paraphrase (or None) and a locality probe (or None)."""
-
-    request: EditRequest
-    paraphrase: Probe | None
-    locality: Probe | None
-
-
 def _real_tokens(batch: TrainingBatch) -> torch.Tensor:
     """``[B, T]`` mask of the batch's tokens that are not right padding."""
     mask = torch.zeros(batch.input_ids.shape, dtype=torch.bool, device=batch.input_ids.device)
@@ -165,5 +157,47 @@ def apply_mend(model: Model, editor: MendEditor, requests: Sequence[EditRequest]
     return norms
 
 
-__all__ = ["TrainingRecord", "apply_mend", "build_editor", "default_layers", "edited_weights", "gradient_factors",
+class MendTrainer:
+    """MEND's training for :func:`editscope.editors.store.train_editor`: the editor network at lr
+    ``spec.lr``, its step sizes at ``spec.lr_lr``, one edit per record, the batch's gradients
+    accumulated (the reference's ``accumulate_bs``)."""
+
+    parts = ("loss", "edit", "loc")
+
+    def __init__(self, spec: Any, model: Model):
+        layers = list(spec.layers) if spec.layers is not None else default_layers(model.n_layers)
+        bad = [x for x in layers if not 0 <= x < model.n_layers]
+        if bad:
+            from .store import EditorError
+
+            raise EditorError(f"layers: {bad} are outside the model (0..{model.n_layers - 1})")
+        self.spec, self.model, self.layers = spec, model, layers
+        self.module = build_editor(model, layers, spec.rank, spec.n_hidden, spec.edit_lr).train()
+        self.grad_clip = spec.grad_clip
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        net = [p for n, p in self.module.named_parameters() if n != "edit_lrs"]
+        return [{"params": net, "lr": self.spec.lr}, {"params": [self.module.edit_lrs], "lr": self.spec.lr_lr}]
+
+    def accumulate(self, records: list[TrainingRecord]) -> dict[str, float]:
+        totals = dict.fromkeys(self.parts, 0.0)
+        for rec in records:
+            loss, parts = training_loss(self.model, self.module, rec, self.spec.cedit, self.spec.cloc)
+            (loss / len(records)).backward()
+            totals["loss"] += loss.item() / len(records)
+            for k, v in parts.items():
+                totals[k] += v / len(records)
+        return totals
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return self.module.tensors()
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.module.load_tensors(tensors)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"layers": self.layers, "weights": self.module.names}
+
+
+__all__ = ["MendTrainer", "apply_mend", "build_editor", "default_layers", "edited_weights", "gradient_factors",
            "inner_weights", "token_logprobs", "training_loss", "weight_view", "with_weights"]

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
+from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from safetensors.torch import load_file, save_file
 
@@ -30,8 +32,8 @@ from ..errors import InputError, WorkError
 from ..models.model import Model, load_model
 from ..paths import cache_root
 from ..requests import EditRequest
-from .mend import TrainingRecord, build_editor, default_layers, training_loss
 from .mend_net import MendEditor
+from .records import TrainingRecord
 
 MANIFEST = "manifest.json"
 
@@ -66,14 +68,44 @@ HELD_OUT = (RecordRange(dataset="counterfact", limit=200), RecordRange(dataset="
 TRAIN = (RecordRange(dataset="counterfact", offset=200), RecordRange(dataset="zsre", offset=200))
 
 
-class MendSpec(_Strict):
+class EditorSpec(_Strict):
+    """What every trained editor names: the model, the stated training and held-out records, the
+    optimisation length and the seed. Subclasses add their own settings (and a ``kind``)."""
+
+    kind: str
+    #: training reads the model (its gradients, its weights' fingerprint)
+    needs_model: ClassVar[bool] = True
+    model: str = Field(description="the model the editor is trained for (built-in or derived name, or a path)")
+    train: tuple[RecordRange, ...] = TRAIN
+    held_out: tuple[RecordRange, ...] = HELD_OUT
+    batch_size: int = Field(10, ge=1, description="records per optimiser step")
+    steps: int = Field(1000, ge=1)
+    seed: int = 0
+    checkpoint_every: int = Field(25, ge=1)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SeracSpec(EditorSpec):
+    """SERAC's scope classifier: EasyEdit's ``hparams/TRAINING/SERAC/gpt2-xl.yaml`` lr and batch size,
+    all-MiniLM-L6-v2 in place of distilbert (offline). The classifier reads text only: it serves any
+    model (``model`` names the one it was trained beside; no fingerprint check)."""
+
+    kind: Literal["serac"] = "serac"
+    needs_model: ClassVar[bool] = False
+    encoder: str = "all-MiniLM-L6-v2"
+    lr: PositiveFloat = 1e-5
+    steps: int = Field(500, ge=1)
+    threshold: float = Field(0.5, gt=0, lt=1, description="in scope when the classifier's probability reaches this")
+    grad_clip: PositiveFloat = 100.0
+
+
+class MendSpec(EditorSpec):
     """MEND's training settings; defaults are EasyEdit's ``hparams/TRAINING/MEND/gpt2-xl.yaml`` except
     the number of steps (its 100,000 iterations do not fit a CPU; see the README for what was run)."""
 
     kind: Literal["mend"] = "mend"
-    model: str = Field(description="the model the editor is trained for (built-in or derived name, or a path)")
-    train: tuple[RecordRange, ...] = TRAIN
-    held_out: tuple[RecordRange, ...] = HELD_OUT
     layers: tuple[int, ...] | None = Field(None, description="blocks whose MLP weights are edited; default the last 3")
     rank: int = Field(1920, ge=1)
     n_hidden: int = Field(1, ge=0, le=4)
@@ -82,17 +114,10 @@ class MendSpec(_Strict):
     lr_lr: PositiveFloat = 1e-4
     cedit: float = Field(0.1, ge=0)
     cloc: float = Field(1.0, ge=0)
-    batch_size: int = Field(10, ge=1, description="records per optimiser step (the reference's accumulate_bs)")
-    steps: int = Field(1000, ge=1)
     grad_clip: PositiveFloat = 100.0
-    seed: int = 0
-    checkpoint_every: int = Field(25, ge=1)
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def folder_of(spec: MendSpec) -> Path:
+def folder_of(spec: EditorSpec) -> Path:
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.model)[-60:]
     return cache_root() / "editors" / f"{spec.kind}-{slug}-{spec.digest()}"
 
@@ -119,7 +144,7 @@ def training_records(ranges: tuple[RecordRange, ...]) -> list[TrainingRecord]:
     return out
 
 
-def check_disjoint(spec: MendSpec, records: list[TrainingRecord]) -> None:
+def check_disjoint(spec: EditorSpec, records: list[TrainingRecord]) -> None:
     """Refuse training records that are also held-out records (by prompt and target)."""
     held = {edit_key(c.requests[0]): (r.label(), c.case_id) for r in spec.held_out for c in _cases(r)}
     both = [(rec.request, held[edit_key(rec.request)]) for rec in records if edit_key(rec.request) in held]
@@ -141,7 +166,7 @@ def _records_digest(records: list[TrainingRecord]) -> str:
     return h.hexdigest()
 
 
-def is_trained(spec: MendSpec) -> bool:
+def is_trained(spec: EditorSpec) -> bool:
     folder = folder_of(spec)
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -150,12 +175,37 @@ def is_trained(spec: MendSpec) -> bool:
     return manifest.get("spec_digest") == spec.digest() and manifest.get("weights_sha256") == weights_sha(folder)
 
 
-def _param_names(editor: MendEditor) -> list[str]:
-    return [n for n, _ in editor.named_parameters() if n != "edit_lrs"] + ["edit_lrs"]
+class Trainer(Protocol):
+    """One editor kind's training: its module, optimiser groups, and the loss of a batch of records
+    (forward and backward done by :meth:`accumulate`, which returns the batch's loss parts)."""
+
+    module: nn.Module
+    parts: tuple[str, ...]
+    grad_clip: float | None
+
+    def param_groups(self) -> list[dict[str, Any]]: ...
+    def accumulate(self, records: list[TrainingRecord]) -> dict[str, float]: ...
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+    def manifest(self) -> dict[str, Any]: ...
 
 
-def train_editor(spec: MendSpec, *, model: Model | None = None, progress: bool = True, force: bool = False) -> Path:
-    """Train (or find) the editor of ``spec``; returns its folder. Resumes from its checkpoint."""
+def _trainer(spec: EditorSpec, model: Model) -> Trainer:
+    if isinstance(spec, MendSpec):
+        from .mend import MendTrainer
+
+        return MendTrainer(spec, model)
+    if isinstance(spec, SeracSpec):
+        from .serac import SeracTrainer
+
+        return SeracTrainer(spec, model)
+    raise EditorError(f"no trainer for editor kind {spec.kind!r}")
+
+
+def train_editor(spec: EditorSpec, *, model: Model | None = None, progress: bool = True, force: bool = False) -> Path:
+    """Train (or find) the editor of ``spec``; returns its folder. Resumes from its checkpoint:
+    batches depend only on the step and the checkpoint holds every tensor and Adam's state, so a
+    resumed training ends where an uninterrupted one does."""
     folder = folder_of(spec)
     if not force and is_trained(spec):
         return folder
@@ -163,24 +213,22 @@ def train_editor(spec: MendSpec, *, model: Model | None = None, progress: bool =
         if not force:
             print(f"note: the cached editor at {folder} does not match its manifest; training again", file=sys.stderr)
         shutil.rmtree(folder)
-    model = model if model is not None else load_model(spec.model)
+    if model is None and spec.needs_model:
+        model = load_model(spec.model)
     records = training_records(spec.train)
     if not records:
         raise EditorError(f"train: {', '.join(r.label() for r in spec.train)} holds no records")
     check_disjoint(spec, records)
-    layers = list(spec.layers) if spec.layers is not None else default_layers(model.n_layers)
-    bad = [x for x in layers if not 0 <= x < model.n_layers]
-    if bad:
-        raise EditorError(f"layers: {bad} are outside the model (0..{model.n_layers - 1})")
     torch.manual_seed(spec.seed)
-    editor = build_editor(model, layers, spec.rank, spec.n_hidden, spec.edit_lr).train()
-    net = [p for n, p in editor.named_parameters() if n != "edit_lrs"]
-    opt = torch.optim.Adam([{"params": net, "lr": spec.lr}, {"params": [editor.edit_lrs], "lr": spec.lr_lr}])
-    names = _param_names(editor)
+    trainer = _trainer(spec, model)
+    groups = trainer.param_groups()
+    opt = torch.optim.Adam(groups)
+    by_id = {id(p): n for n, p in trainer.module.named_parameters()}
+    names = [by_id[id(p)] for g in groups for p in g["params"]]
     ckpt = folder.with_name(folder.name + ".partial")
     start, losses, seconds = 0, [], 0.0
     if has_checkpoint(ckpt):
-        editor.load_tensors(load_file(str(ckpt / "weights.safetensors")))
+        trainer.load_tensors(load_file(str(ckpt / "weights.safetensors")))
         state = load_checkpoint(ckpt, {}, opt, names)
         start, losses, seconds = int(state["step"]), list(state["losses"]), float(state.get("seconds", 0.0))
         if progress:
@@ -188,39 +236,35 @@ def train_editor(spec: MendSpec, *, model: Model | None = None, progress: bool =
     t0 = time.perf_counter() - seconds
     for step in range(start, spec.steps):
         opt.zero_grad(set_to_none=True)
-        totals = {"loss": 0.0, "edit": 0.0, "loc": 0.0}
-        idx = batch_at(step, len(records), spec.batch_size, spec.seed)
-        for i in idx:
-            loss, parts = training_loss(model, editor, records[i], spec.cedit, spec.cloc)
-            if not torch.isfinite(loss):
-                raise EditorTrainingError(f"the {spec.kind} training loss is {loss.item()} at step {step}; lower lr "
-                                          f"({spec.lr}) or lr_lr ({spec.lr_lr})")
-            (loss / len(idx)).backward()
-            totals["loss"] += loss.item() / len(idx)
-            for k, v in parts.items():
-                totals[k] += v / len(idx)
-        torch.nn.utils.clip_grad_norm_(editor.parameters(), spec.grad_clip)
+        parts = trainer.accumulate([records[i] for i in batch_at(step, len(records), spec.batch_size, spec.seed)])
+        if not all(map(math.isfinite, parts.values())):
+            raise EditorTrainingError(f"the {spec.kind} training loss is {parts} at step {step}; lower the learning "
+                                      "rate")
+        if trainer.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(trainer.module.parameters(), trainer.grad_clip)
         opt.step()
-        losses.append([step, *(round(totals[k], 5) for k in ("loss", "edit", "loc"))])
+        losses.append([step, *(round(parts[k], 5) for k in trainer.parts)])
         if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
-            save_checkpoint(ckpt, editor.tensors(), opt, names, step + 1, losses,
+            save_checkpoint(ckpt, trainer.tensors(), opt, names, step + 1, losses,
                             extra={"seconds": time.perf_counter() - t0})
             if progress:
-                print(f"{spec.kind} editor for {spec.model}: step {step + 1}/{spec.steps}, loss {totals['loss']:.4f} "
-                      f"(edit {totals['edit']:.3f}, loc {totals['loc']:.4f})", file=sys.stderr)
+                shown = ", ".join(f"{k} {parts[k]:.4f}" for k in trainer.parts)
+                print(f"{spec.kind} editor for {spec.model}: step {step + 1}/{spec.steps}: {shown}", file=sys.stderr)
     seconds = time.perf_counter() - t0
     tmp = folder.with_name(folder.name + ".writing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    tensors = {k: v.contiguous() for k, v in editor.tensors().items()}
+    tensors = {k: v.contiguous() for k, v in trainer.tensors().items()}
     save_file(tensors, str(tmp / "editor.safetensors"))
     (tmp / "trained_on.json").write_text(json.dumps(sorted({edit_key(r.request) for r in records})))
     manifest = {
         "kind": spec.kind, "spec": spec.model_dump(mode="json"), "spec_digest": spec.digest(),
-        "model": spec.model, "model_fingerprint": model.base_fingerprint, "layers": layers,
-        "weights": editor.names, "train_records": len(records), "data_sha256": _records_digest(records),
-        "losses": losses, "train_seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
-        "editor_parameters": sum(p.numel() for p in editor.parameters()),
+        "model": spec.model, "model_fingerprint": model.base_fingerprint if spec.needs_model else None,
+        **trainer.manifest(),
+        "train_records": len(records), "data_sha256": _records_digest(records),
+        "loss_columns": ["step", *trainer.parts], "losses": losses, "train_seconds": round(seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "editor_parameters": sum(p.numel() for p in trainer.module.parameters()),
         "editor_bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
         "weights_sha256": weights_sha(tmp),
     }
@@ -244,8 +288,12 @@ class LoadedEditor:
                               f"({', '.join(RecordRange(**r).label() for r in self.manifest['spec']['train'])})")
 
 
+SPECS: dict[str, type[EditorSpec]] = {"mend": MendSpec, "serac": SeracSpec}
+
+
 def trained_for(model: Model, kind: str = "mend") -> list[Path]:
-    """Finished editors of ``kind`` in the cache whose base weights are this model's."""
+    """Finished editors of ``kind`` in the cache that serve this model (trained for its base weights,
+    or, for editors that read text only, any)."""
     root = cache_root() / "editors"
     out = []
     for folder in sorted(root.glob(f"{kind}-*")) if root.is_dir() else []:
@@ -253,14 +301,14 @@ def trained_for(model: Model, kind: str = "mend") -> list[Path]:
             manifest = json.loads((folder / MANIFEST).read_text())
         except (OSError, ValueError):
             continue
-        if manifest.get("model_fingerprint") == model.base_fingerprint:
+        if not SPECS[kind].needs_model or manifest.get("model_fingerprint") == model.base_fingerprint:
             out.append(folder)
     return out
 
 
 def default_editor(model: Model, kind: str = "mend") -> Path:
-    """The editor trained with the default settings for this model, else the only one trained for it."""
-    spec = MendSpec(model=model.name)
+    """The editor trained with the default settings for this model, else the only one that serves it."""
+    spec = SPECS[kind](model=model.name)
     if is_trained(spec):
         return folder_of(spec)
     found = trained_for(model, kind)
@@ -293,6 +341,8 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
         raise EditorError(f"the editor at {folder} was trained for {manifest.get('model')} (weights fingerprint "
                           f"{str(manifest.get('model_fingerprint'))[:12]}), not for {model.name} "
                           f"({model.base_fingerprint[:12]}); train one for this model")
+    from .mend import build_editor
+
     spec = MendSpec(**manifest["spec"])
     editor = build_editor(model, manifest["layers"], spec.rank, spec.n_hidden, spec.edit_lr)
     editor.load_tensors(load_file(str(folder / "editor.safetensors")))
@@ -300,5 +350,5 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
     return LoadedEditor(editor.eval(), manifest, trained_on, folder)
 
 
-__all__ = ["EditorError", "EditorTrainingError", "HELD_OUT", "LoadedEditor", "MendSpec", "RecordRange", "TRAIN",
-           "default_editor", "edit_key", "folder_of", "is_trained", "load_editor", "trained_for", "train_editor", "training_records"]
+__all__ = ["EditorError", "EditorSpec", "EditorTrainingError", "HELD_OUT", "LoadedEditor", "MendSpec", "SeracSpec", "RecordRange", "TRAIN",
+           "SPECS", "default_editor", "edit_key", "folder_of", "is_trained", "load_editor", "trained_for", "train_editor", "training_records"]
