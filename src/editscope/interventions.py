@@ -130,6 +130,16 @@ class ModuleIntervention(Intervention):
         output; must act on each position independently of later ones (causal), so that a full
         pass and decoding with a KV cache agree."""
 
+    def hooked(self) -> list[tuple[str, int]]:
+        """``(role, layer)`` of every module whose output it sees, in forward order; the first is its
+        site. An intervention acting on several modules (MELO: a router, then adapters in later
+        blocks) lists them all and gets :meth:`output_at` for each."""
+        return [(self.role, self.layer)]
+
+    def output_at(self, k: int, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """The new output of hooked module ``k`` (default: :meth:`output` for the only one)."""
+        return self.output(inputs, output)
+
 
 class InputIntervention(Intervention):
     """Transforms every prompt before it is tokenized."""
@@ -165,12 +175,12 @@ def installed(model: Model) -> dict[str, Intervention]:
     return model.interventions  # type: ignore[return-value]
 
 
-def _hook_for(iv: ModuleIntervention):
+def _hook_for(iv: ModuleIntervention, k: int = 0):
     def hook(module, args, kwargs, output):
         x = hidden_from(args, kwargs)
         if isinstance(output, tuple):
-            return (iv.output(x, output[0]), *output[1:])
-        return iv.output(x, output)
+            return (iv.output_at(k, x, output[0]), *output[1:])
+        return iv.output_at(k, x, output)
     return hook
 
 
@@ -183,8 +193,9 @@ def install(model: Model, iv: Intervention) -> None:
         raise InterventionError(f"site {iv.site!r} already has an intervention; remove it first")
     iv.bind(model)
     if isinstance(iv, ModuleIntervention):
-        module = model.module(iv.role, iv.layer)
-        model.intervention_hooks[iv.site] = module.register_forward_hook(_hook_for(iv), with_kwargs=True)
+        model.intervention_hooks[iv.site] = [
+            model.module(role, layer).register_forward_hook(_hook_for(iv, k), with_kwargs=True)
+            for k, (role, layer) in enumerate(iv.hooked())]
     live[iv.site] = iv
 
 
@@ -193,8 +204,7 @@ def remove(model: Model, site: str) -> Intervention:
     live = installed(model)
     if site not in live:
         raise InterventionError(f"no intervention is installed at {site!r}")
-    hook = model.intervention_hooks.pop(site, None)
-    if hook is not None:
+    for hook in model.intervention_hooks.pop(site, []):
         hook.remove()
     return live.pop(site)
 
