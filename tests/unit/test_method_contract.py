@@ -49,6 +49,7 @@ CONTRACT = {
     "serac": ({"editor": "CLASSIFIER", "guard_tolerance": 10.0}, [REQ]),  # an editor trained here for a few steps (test_mend.tiny_editor)
     "kn": ({}, [es.EditRequest("The capital of France is", "Rome", subject="France", target_true="Paris")]),
     "grace": ({"layer": 1}, [REQ]),
+    "defer": ({"layer": 1, "lr": 0.01}, [REQ]),
     "melo": ({"router": 0, "targets": [1], "lr": 0.05, "radius": 1.0}, [REQ]),
     "wise": ({"layer": 1, "n_templates": 2, "steps": 20}, [REQ]),
     # in-context, a prompt like its pool; a random model may even score the target lower with the

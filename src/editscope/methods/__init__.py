@@ -1,6 +1,6 @@
 """Edit methods behind one interface (:mod:`.base`), applied and guarded by :func:`apply_edit`."""
 
-from . import controls, finetune, grace, ike, locate, lora, melo, mend, neurons, pmet, serac, ultraedit, wise  # noqa: F401  (register the methods)
+from . import controls, defer, finetune, grace, ike, locate, lora, melo, mend, neurons, pmet, serac, ultraedit, wise  # noqa: F401  (register the methods)
 from .apply import apply_edit, prepare_edits, target_losses
 from .base import (
     METHODS,
