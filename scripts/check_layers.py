@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("reports", ["editscope.report"]),
     ("studies", ["editscope.runner", "editscope.mining", "editscope.data.needs"]),
     ("derived models", ["editscope.models.derive"]),
-    ("edit methods", ["editscope.methods"]),
+    ("edit methods", ["editscope.methods", "editscope.editors"]),
     ("evaluation", ["editscope.evaluation"]),
     ("metrics", ["editscope.metrics", "editscope.probe_versions"]),
     ("probes and answer rules", ["editscope.probes", "editscope.control_draws", "editscope.suites",
@@ -37,7 +37,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("models", ["editscope.models", "editscope.hooks", "editscope.embeddings"]),
     ("data", ["editscope.data"]),
     ("foundations", ["editscope.errors", "editscope.paths", "editscope.progress", "editscope.registry",
-                     "editscope.requests", "editscope.stats", "editscope.version"]),
+                     "editscope.requests", "editscope.stats", "editscope.version", "editscope.checkpoints",
+                     "editscope.moments", "editscope.peak_memory"]),
 ]
 
 #: comment markers that state why an import is function-local

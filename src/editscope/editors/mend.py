@@ -25,6 +25,7 @@ from ..models.model import Model
 from ..requests import EditRequest
 from ..scoring import EncodedPair, body_forward, encode_pairs, logits_from_hidden
 from .mend_net import MendEditor, nonzero_rows, shapes_of
+from .errors import EditorError
 from .records import TrainingRecord
 
 
@@ -168,8 +169,6 @@ class MendTrainer:
         layers = list(spec.layers) if spec.layers is not None else default_layers(model.n_layers)
         bad = [x for x in layers if not 0 <= x < model.n_layers]
         if bad:
-            from .store import EditorError
-
             raise EditorError(f"layers: {bad} are outside the model (0..{model.n_layers - 1})")
         self.spec, self.model, self.layers = spec, model, layers
         self.module = build_editor(model, layers, spec.rank, spec.n_hidden, spec.edit_lr).train()

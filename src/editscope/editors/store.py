@@ -28,22 +28,17 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 from safetensors.torch import load_file, save_file
 
 from ..checkpoints import batch_at, clear_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint, weights_sha
-from ..errors import InputError, WorkError
 from ..models.model import Model, load_model
 from ..paths import cache_root
+from ..probes.datasets import load_edit_dataset
+from .mend import MendTrainer, build_editor
+from .serac import SeracTrainer
 from ..requests import EditRequest
+from .errors import EditorError, EditorTrainingError
 from .mend_net import MendEditor
 from .records import TrainingRecord
 
 MANIFEST = "manifest.json"
-
-
-class EditorError(InputError, ValueError):
-    """A trained editor that cannot be used here: missing, for another model, or trained on the edit."""
-
-
-class EditorTrainingError(WorkError):
-    """Training diverged (a non-finite loss)."""
 
 
 class _Strict(BaseModel):
@@ -128,8 +123,6 @@ def edit_key(req: EditRequest) -> str:
 
 
 def _cases(r: RecordRange):
-    from ..probes.datasets import load_edit_dataset
-
     return load_edit_dataset(r.dataset, r.source, offset=r.offset, limit=r.limit).cases
 
 
@@ -192,12 +185,8 @@ class Trainer(Protocol):
 
 def _trainer(spec: EditorSpec, model: Model) -> Trainer:
     if isinstance(spec, MendSpec):
-        from .mend import MendTrainer
-
         return MendTrainer(spec, model)
     if isinstance(spec, SeracSpec):
-        from .serac import SeracTrainer
-
         return SeracTrainer(spec, model)
     raise EditorError(f"no trainer for editor kind {spec.kind!r}")
 
@@ -341,8 +330,6 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
         raise EditorError(f"the editor at {folder} was trained for {manifest.get('model')} (weights fingerprint "
                           f"{str(manifest.get('model_fingerprint'))[:12]}), not for {model.name} "
                           f"({model.base_fingerprint[:12]}); train one for this model")
-    from .mend import build_editor
-
     spec = MendSpec(**manifest["spec"])
     editor = build_editor(model, manifest["layers"], spec.rank, spec.n_hidden, spec.edit_lr)
     editor.load_tensors(load_file(str(folder / "editor.safetensors")))

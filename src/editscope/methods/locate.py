@@ -528,7 +528,8 @@ def alphaedit_update(p: torch.Tensor, c_prev: torch.Tensor, k: torch.Tensor, r: 
     return x.T.float()
 
 
-def _apply(model: Model, layer: int, dw: torch.Tensor) -> None:
+def add_to_mlp_out(model: Model, layer: int, dw: torch.Tensor) -> None:
+    """Add ``dw`` (``[out, in]``) to block ``layer``'s MLP output projection weight, in place."""
     w = model.arch.weight_out_in(model.module("mlp_out", layer))
     with torch.no_grad():
         w.add_(dw.to(w.dtype).to(w.device))
@@ -586,7 +587,7 @@ def mlp_change_for(model: Model, layer: int, requests: Sequence[EditRequest], fa
     return torch.stack(out)
 
 
-def _stats(model: Model, layers: Sequence[int], hp: LocateHparams) -> dict[int, torch.Tensor]:
+def key_second_moments(model: Model, layers: Sequence[int], hp: LocateHparams) -> dict[int, torch.Tensor]:
     """Key statistics of each layer (one corpus pass for all that are not cached yet)."""
     got = key_statistics_many(model, layers, corpus=hp.stats_corpus, n_tokens=hp.stats_tokens, dtype=hp.stats_dtype)
     return {layer: s.second_moment for layer, s in got.items()}
@@ -637,7 +638,7 @@ class _Locate(EditMethod):
             raise HparamError(f"layer(s) {bad} are outside the model; {model.name} has layers 0..{model.n_layers - 1}")
         _check_locatable(model, requests, hp.fact_token)
         if self._needs_stats(hp):
-            _stats(model, self._layers(hp), hp)  # computed (or read) now: bad statistics fail before any change
+            key_second_moments(model, self._layers(hp), hp)  # computed (or read) now: bad statistics fail before any change
 
     def touched(self, model: Model, hp: Any) -> list[str]:
         return [model.arch.name("mlp_out", i) + ".weight" for i in self._layers(hp)]
@@ -657,7 +658,7 @@ class ROME(_Locate):
         return {"layer": _default_layer(arch, n_layers)}
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
-        c = _stats(model, [hp.layer], hp)[hp.layer] if hp.mom2_adjustment else None
+        c = key_second_moments(model, [hp.layer], hp)[hp.layer] if hp.mom2_adjustment else None
         prepared = take_prepared(model, hp.layer, requests[0], hp)
         if prepared is None:
             templates = templates_for(model, hp)
@@ -670,7 +671,7 @@ class ROME(_Locate):
             delta, info = res
         dw, ridge = rome_update(model.arch.weight_out_in(model.module("mlp_out", hp.layer)), c, key, delta,
                                 prompt_key if hp.insert_at == "prompt_key" else None)
-        _apply(model, hp.layer, dw)
+        add_to_mlp_out(model, hp.layer, dw)
         return {**info, "ridge": ridge, "key_norm": float(key.norm()), "prepared": prepared is not None}
 
     def prepare(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
@@ -716,7 +717,7 @@ class _Spread(_Locate):
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         layers = list(hp.layers)
-        stats = _stats(model, layers, hp)
+        stats = key_second_moments(model, layers, hp)
         templates = templates_for(model, hp)
         top = layers[-1]
         delta, infos = target_residuals(model, top, requests, templates, hp)
@@ -730,7 +731,7 @@ class _Spread(_Locate):
             resid = (z_target - residual_at(model, top, requests, hp.fact_token)) / (len(layers) - i)
             resid = mlp_change_for(model, layer, requests, hp.fact_token, resid)
             dw, info = self.solve(model, layer, stats[layer], k, resid, hp)
-            _apply(model, layer, dw)
+            add_to_mlp_out(model, layer, dw)
             per_layer[layer] = {**info, "update_norm": float(dw.norm())}
         return {"layers": per_layer, "requests": infos}
 

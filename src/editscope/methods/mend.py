@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import Field
 
 from ..models.model import Model
+from ..editors.mend import apply_mend
+from ..editors.store import load_editor
 from ..requests import EditRequest
 from .base import EditMethod, Hparams, register_method
 
@@ -33,8 +35,6 @@ class MEND(EditMethod):
     Hparams = MENDHparams
 
     def _loaded(self, model: Model, hp: Any):
-        from ..editors.store import load_editor
-
         key = ("mend_editor", str(hp.editor), model.base_fingerprint)
         memo = model.state.memo
         if key not in memo:
@@ -48,8 +48,6 @@ class MEND(EditMethod):
         return list(self._loaded(model, hp).editor.names)
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
-        from ..editors.mend import apply_mend
-
         loaded = self._loaded(model, hp)
         return {"update_norms": apply_mend(model, loaded.editor, requests), "editor": str(loaded.folder)}
 

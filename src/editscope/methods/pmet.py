@@ -36,8 +36,8 @@ from ..models.model import Model
 from ..requests import EditRequest
 
 from .base import EditFailed, register_method
-from .locate import (MEMIT, MEMITHparams, ResidualProblem, _apply, _stats, keys, mlp_out_at, optimise_residuals,
-                     templates_for)
+from .locate import (MEMIT, MEMITHparams, ResidualProblem, add_to_mlp_out, key_second_moments, keys, mlp_out_at,
+                     optimise_residuals, templates_for)
 
 
 class PMETHparams(MEMITHparams):
@@ -61,7 +61,7 @@ class PMET(MEMIT):
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
         layers = list(hp.layers)
-        stats = _stats(model, layers, hp)
+        stats = key_second_moments(model, layers, hp)
         templates = templates_for(model, hp)
         top = layers[-1]
         problems = [ResidualProblem(model, top, r, templates, hp) for r in requests]
@@ -76,7 +76,7 @@ class PMET(MEMIT):
             left = len(layers) - i
             short = target - mlp_out_at(model, top, requests, hp.fact_token)
             dw, info = self.solve(model, layer, stats[layer], k, short / (math.sqrt(left) if hp.spread == "sqrt" else left), hp)
-            _apply(model, layer, dw)
+            add_to_mlp_out(model, layer, dw)
             per_layer[layer] = {**info, "update_norm": float(dw.norm()), "shortfall_norm": float(short.norm())}
         return {"layers": per_layer, "requests": [i for _, i in got]}
 

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from ..editors.serac import fact_text, load_classifier
+from ..editors.store import EditorError, default_editor, edit_key
 from ..interventions import InputIntervention, installed, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
@@ -30,8 +32,6 @@ QUERY = "Prompt: "
 
 @lru_cache(maxsize=4096)
 def _query_embedding(folder: str, prompt: str) -> torch.Tensor:
-    from ..editors.serac import load_classifier
-
     with torch.no_grad():
         return load_classifier(folder).embed([prompt])[0]
 
@@ -45,8 +45,6 @@ class SeracMemory(InputIntervention):
 
     def scope(self, prompt: str) -> tuple[int | None, float]:
         """The fact whose scope ``prompt`` is in (None: none) and the classifier's probability."""
-        from ..editors.serac import load_classifier
-
         keys = self.tensors()["keys"]
         if keys.shape[0] == 0:
             return None, 0.0
@@ -81,8 +79,6 @@ class SERAC(EditMethod):
     kind = "input"
 
     def _folder(self, model: Model, hp: Any) -> Path:
-        from ..editors.store import EditorError, default_editor
-
         folder = Path(hp.editor) if hp.editor is not None else default_editor(model, "serac")
         try:
             manifest = json.loads((folder / "manifest.json").read_text())
@@ -94,8 +90,6 @@ class SERAC(EditMethod):
         return folder
 
     def check(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
-        from ..editors.store import EditorError, edit_key
-
         folder = self._folder(model, hp)
         trained = set(json.loads((folder / "trained_on.json").read_text()))
         seen = [r for r in requests if edit_key(r) in trained]
@@ -104,15 +98,11 @@ class SERAC(EditMethod):
                               f"{seen[0].target_new!r}; evaluate on records outside its training split")
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
-        from ..editors.serac import fact_text, load_classifier
-
         folder = self._folder(model, hp)
         spec = json.loads((folder / "manifest.json").read_text())["spec"]
         threshold = hp.threshold if hp.threshold is not None else float(spec["threshold"])
         before = next((iv for iv in installed(model).values() if isinstance(iv, SeracMemory)), None)
         if before is not None and before.config["classifier"] != str(folder):
-            from ..editors.store import EditorError
-
             raise EditorError(f"this model's SERAC memory uses the classifier at {before.config['classifier']}; "
                               f"edit with the same one (editor={before.config['classifier']!r}) or undo it first")
         facts = list(before.config["facts"]) if before is not None else []
