@@ -177,3 +177,33 @@ def test_both_built_in_models_have_an_arithmetic_recipe():
     assert a.model_copy(update={"base": b.base, "name": b.name, "description": b.description}).digest() == b.digest()
     with pytest.raises(KeyError, match="smollm2-135m-arith"):
         RECIPES["smollm2-135m-arth"]  # did-you-mean
+
+
+def test_a_study_on_a_derived_model_records_it_and_the_write_up_reads_it(tmp_cache, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+    from editscope.report.documents.document import DocumentError, write_document
+    from editscope.report.data.results import load_results
+
+    register_recipe(TINY, overwrite=True)
+    derive(TINY, progress=False)
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "on-derived", "model": "tiny-arith-test", "seed": 0, "methods": ["ft-m"],
+                                     "edits": [{"prompt": "2+2=", "target_new": "7"}],
+                                     "probes": [{"suite": "arithmetic", "args": {"n": 2, "paraphrases": False}}]}))
+    r = CliRunner().invoke(app, ["run", str(study), "--out", str(tmp_path / "run"), "--no-report"])
+    assert r.exit_code == 0, r.output
+    recorded = load_results(tmp_path / "run").meta["derived_model"]
+    manifest = manifest_of(TINY)
+    assert recorded["held_out_accuracy"] == manifest["held_out_accuracy"]
+    assert recorded["recipe_digest"] == TINY.digest() and recorded["build_seconds"] == manifest["build_seconds"]
+    tpl = tmp_path / "d.md.in"
+    tpl.write_text("{{derived:held_out:+}} | {{derived:name}} | {{derived:recipe:lr}}\n")
+    acc = manifest["held_out_accuracy"]["+"]
+    text = write_document(tmp_path / "run", tpl, tmp_path / "d.md").read_text()
+    assert text == f"{acc['accuracy']:.3f} ({acc['correct']}/{acc['n']}) | tiny-arith-test | {TINY.lr}\n"
+    tpl.write_text("{{derived:held_out:/}}\n")
+    with pytest.raises(DocumentError, match="no held_out entry '/'"):
+        write_document(tmp_path / "run", tpl, tmp_path / "d.md")

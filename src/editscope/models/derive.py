@@ -368,7 +368,22 @@ def manifest_of(name_or_recipe: str | Recipe) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def derived_summary(name: str) -> dict[str, Any] | None:
+    """What a study records about the derived model it ran on (None: ``name`` is not a built
+    recipe): the recipe and its digest, training pairs, held-out accuracy per operation and per
+    wording, the build time and the final training loss."""
+    if name not in RECIPES:
+        return None
+    m = manifest_of(name)
+    if m is None:
+        return None
+    return {"name": m["name"], "base": m["base"], "recipe_digest": m["recipe_digest"], "recipe": m["recipe"],
+            "train_pairs": m["train_pairs"], "held_out_pairs": m["held_out_pairs"],
+            "held_out_accuracy": m["held_out_accuracy"], "held_out_wordings": m.get("held_out_wordings"),
+            "build_seconds": m["build_seconds"], "final_loss": m["losses"][-1][1] if m["losses"] else None}
+
+
 register_model_source(ModelSource(names=lambda: list(RECIPES), build=lambda name: (derive(name), RECIPES[name].name)))
 
 __all__ = ["ArithmeticData", "DerivedModelError", "Preserve", "RECIPES", "Recipe", "RecipeError", "derive",
-           "folder_of", "held_out_accuracy", "is_built", "manifest_of", "register_recipe", "template_accuracy"]
+           "derived_summary", "folder_of", "held_out_accuracy", "is_built", "manifest_of", "register_recipe", "template_accuracy"]

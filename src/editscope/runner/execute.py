@@ -26,6 +26,7 @@ import torch
 import transformers
 
 from ..errors import InputError
+from ..models.derive import derived_summary
 from ..models.model import Model
 from ..paths import file_in_the_way
 from ..progress import working
@@ -267,6 +268,9 @@ def _admit_model(store: ResultsStore, plan: Plan, out: str | Path, fingerprint: 
         raise RunFolderError(f"{out}: the stored run used base weights {fp}, this model is "
                              f"{fingerprint}; resume with the same model or use --force")
     store.set_meta(model_fingerprint=fingerprint, model_name=name, status="running")
+    derived = derived_summary(name)
+    if derived is not None:  # what the derived model is, kept with the numbers measured on it
+        store.set_meta(derived_model=derived)
     for warning in check_mined_provenance([e.meta for e in plan.edits], fingerprint):
         log.warning("%s", warning)
         print(f"warning: {warning}", file=sys.stderr)

@@ -57,6 +57,10 @@ Placeholders (``{{kind:args}}``):
 * ``{{models:STUDY,STUDY[,...]}}``: the cross-model table of one study run on several models
   (``editscope run CONFIG --model NAME``): per model efficacy, paraphrase, answer-level locality and
   perplexity; the studies are found as for ``from``.
+* ``{{derived:FIELD}}``: the derived model the study ran on, as recorded in its store: ``held_out:OP``
+  (held-out greedy exact match of an operation, ``accuracy (correct/n)``), ``wording:NAME``,
+  ``build_minutes``, ``name``, ``base``, ``train_pairs``, ``held_out_pairs``, ``final_loss``,
+  ``recipe:KEY``;
 * ``{{leaderboard:STUDY,STUDY[,...]}}``: every editor of each study (one dataset, one model each) as a
   row per model with efficacy, generalisation, specificity and portability read teacher-forced and
   generated, fluency, edits made, seconds and peak memory per edit
@@ -206,6 +210,31 @@ def _studies(ctx: StudyContext, kind: str, args: str, names: list[str]) -> list[
         else:
             raise DocumentError(f"{{{{{kind}:{args}}}}}: no stored study {n!r} was given; have {sorted(ctx.others)}")
     return out
+
+
+@STUDY.register("derived", "{{derived:FIELD}}")
+def _derived(ctx: StudyContext, args: str) -> str:
+    d = ctx.res.meta.get("derived_model")
+    if not d:
+        raise DocumentError(f"{{{{derived:{args}}}}}: the study did not run on a derived model (no derived_model in "
+                            "its store)")
+    kind, _, key = args.partition(":")
+    if kind in ("held_out", "wording"):
+        table = d["held_out_accuracy"] if kind == "held_out" else (d.get("held_out_wordings") or {})
+        if key not in table:
+            raise DocumentError(f"{{{{derived:{args}}}}}: no {kind} entry {key!r}; have {sorted(table)}")
+        r = table[key]
+        return f"{r['accuracy']:.3f} ({r['correct']}/{r['n']})"
+    if kind == "build_minutes":
+        return f"{d['build_seconds'] / 60:.0f}"
+    if kind in ("name", "base", "train_pairs", "held_out_pairs", "final_loss", "recipe_digest"):
+        return str(d[kind])
+    if kind == "recipe":
+        if key not in d["recipe"]:
+            raise DocumentError(f"{{{{derived:{args}}}}}: the recipe has no {key!r}; have {sorted(d['recipe'])}")
+        return str(d["recipe"][key])
+    raise DocumentError(f"{{{{derived:{args}}}}}: unknown field; use held_out:OP, wording:NAME, build_minutes, name, "
+                        "base, train_pairs, held_out_pairs, final_loss, recipe_digest or recipe:KEY")
 
 
 @STUDY.register("leaderboard", "{{leaderboard:STUDY,STUDY[,...]}}")
