@@ -82,7 +82,8 @@ def load_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor], opt: torch.
     for name, p in zip(names, params):
         if name in state["adam_steps"]:
             opt.state[p] = {"step": torch.tensor(state["adam_steps"][name]),
-                            "exp_avg": moments[f"{name}::exp_avg"], "exp_avg_sq": moments[f"{name}::exp_avg_sq"]}
+                            "exp_avg": moments[f"{name}::exp_avg"].to(p.device),
+                            "exp_avg_sq": moments[f"{name}::exp_avg_sq"].to(p.device)}
     return state
 
 

@@ -46,6 +46,8 @@ def test_every_cell_is_the_stored_rate_and_the_units_give_counts_seconds_and_mem
     res = studies[1]
     row = next(r for r in rows if (r.method, r.model) == ("ft-m", "tiny-gpt2"))
     assert row.cells["efficacy_tf"] == rate_cell(res, "ft-m", "target", "token_acc")
+    by_hand = [r["token_acc"] for r in res.final_rows("ft-m") if r["category"] == "target"]
+    assert row.cells["efficacy_tf"].value == pytest.approx(sum(by_hand) / len(by_hand))  # the stored rows, averaged
     assert row.cells["generalisation_gen"] == rate_cell(res, "ft-m", "paraphrase", "answer_hit")
     assert row.cells["specificity_tf"] == rate_cell(res, "ft-m", "near", "locality_token_agreement")
     assert row.cells["portability_tf"] is None  # the file has no portability probes
@@ -63,6 +65,8 @@ def test_every_cell_is_the_stored_rate_and_the_units_give_counts_seconds_and_mem
     assert f"{best:.3f}" in column_leader(studies, "efficacy_tf")
     with pytest.raises(KeyError, match="unknown leaderboard column"):
         column_leader(studies, "speed")
+    with pytest.raises(ValueError, match="different models.*tiny-llama"):
+        leaderboard_rows([studies[0], studies[0]])
 
 
 def test_the_write_up_and_the_cli_render_it(runs, tmp_path):

@@ -341,7 +341,7 @@ def test_strength_matching_refuses_bad_levels_and_interventions():
 def test_adalora_prunes_to_its_rank_budget_and_merges():
     m = tiny_model("llama")
     w0 = {n: p.detach().clone() for n, p in m.hf.named_parameters()}
-    h = es.apply_edit(m, [es.EditRequest("The capital of France is", "Rome")], "adalora", lr=5e-2, stop_loss=0.0)
+    h = es.apply_edit(m, [es.EditRequest("The capital of France is", "Rome")], "adalora", lr=5e-2, delta_t=3)
     adapters = [m.arch.name("mlp_out", i) for i in range(m.n_layers)]
     assert sorted(h.info["ranks"]) == sorted(adapters)
     # PEFT's cubic schedule reaches rank x adapters at the last step, from init_r x adapters

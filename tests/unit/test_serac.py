@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import editscope as es
 from editscope.editors.store import EditorError, RecordRange, SeracSpec, train_editor
@@ -80,3 +81,26 @@ def test_bad_inputs_are_refused(tmp_path):
     assert m.state_key() == key
     with pytest.raises(EditorError, match="no trained serac editor"):
         es.apply_edit(m, [es.EditRequest("Zed 99 was born in", "Tokyo")], "serac")
+
+
+def test_an_interrupted_training_resumes_to_the_same_classifier(tmp_path, monkeypatch):
+    from editscope.editors import store
+
+    src = synthetic_counterfact(tmp_path / "cf.json", n=20)
+    spec = SeracSpec(model="any", train=(RecordRange(dataset="counterfact", source=src, offset=10),),
+                     held_out=(RecordRange(dataset="counterfact", source=src, limit=10),),
+                     steps=4, batch_size=4, lr=1e-4, checkpoint_every=2)
+    whole = load_file(str(train_editor(spec, progress=False) / "editor.safetensors"))
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "other"))
+    real = store.save_checkpoint
+
+    def stop_after_first(*a, **kw):
+        real(*a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "save_checkpoint", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        train_editor(spec, progress=False)
+    monkeypatch.setattr(store, "save_checkpoint", real)
+    resumed = load_file(str(train_editor(spec, progress=False) / "editor.safetensors"))
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)

@@ -52,7 +52,7 @@ def weight_view(model: Model, name: str) -> torch.Tensor:
 
 def build_editor(model: Model, layers: Sequence[int], rank: int, n_hidden: int, edit_lr: float) -> MendEditor:
     names = inner_weights(model, layers)
-    return MendEditor(shapes_of([(n, weight_view(model, n)) for n in names]), rank, n_hidden, edit_lr)
+    return MendEditor(shapes_of([(n, weight_view(model, n)) for n in names]), rank, n_hidden, edit_lr).to(model.device)
 
 
 def gradient_factors(model: Model, pairs: Sequence[EncodedPair], names: Sequence[str]
@@ -78,8 +78,9 @@ def edited_weights(model: Model, editor: MendEditor, factors: dict[str, tuple[to
     out = {}
     for n, upd in editor.updates(factors).items():
         w = params[n].detach()
-        step = upd.T if model.arch.conv1d and w.shape != upd.shape else upd
-        out[n] = w - step.to(w.dtype)
+        stored_in_out = model.arch.conv1d and not isinstance(_module_of(model, n), nn.Linear)  # GPT-2 Conv1D: [in, out]
+        step = upd.T if stored_in_out else upd
+        out[n] = w - step.to(device=w.device, dtype=w.dtype)
     return out
 
 

@@ -12,7 +12,9 @@ Read from EasyEdit's port (github.com/zjunlp/EasyEdit, ``easyeditor/trainer/algs
   and standard deviation of every row seen in training (frozen afterwards);
 * ``n_hidden + 1`` low-rank residual layers ``x + relu(scale_m * (U V x + b) + shift_m)``, ``U``
   zero-initialised so the editor starts as the identity (``init: id``, ``mlp_class: IDMLP``), rank
-  ``min(rank, width)`` (1920 in the reference);
+  ``min(rank, width)`` (1920 in the reference). Every layer clamps, the last one included: the
+  reference's ``IDMLP`` passes ``relu=idx < n_hidden`` to ``LRLinear``, whose forward ignores it and
+  always applies ``clamp(min=0)``; editscope follows the code that produced the published numbers;
 * a learned step size per parameter, ``alpha`` (``edit_lrs``, initialised to ``edit_lr``).
 
 Differences, deliberate: the update is written as a descent step, ``W - alpha * G``, with ``alpha``

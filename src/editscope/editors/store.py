@@ -79,7 +79,9 @@ class EditorSpec(_Strict):
     checkpoint_every: int = Field(25, ge=1)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """The settings that decide the trained editor (bookkeeping such as ``checkpoint_every`` left out)."""
+        body = self.model_dump(mode="json", exclude={"checkpoint_every"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class SeracSpec(EditorSpec):
@@ -216,26 +218,36 @@ def train_editor(spec: EditorSpec, *, model: Model | None = None, progress: bool
     names = [by_id[id(p)] for g in groups for p in g["params"]]
     ckpt = folder.with_name(folder.name + ".partial")
     start, losses, seconds = 0, [], 0.0
+    identity = {"data_sha256": _records_digest(records),
+                "model_fingerprint": model.base_fingerprint if spec.needs_model else None}
     if has_checkpoint(ckpt):
-        trainer.load_tensors(load_file(str(ckpt / "weights.safetensors")))
-        state = load_checkpoint(ckpt, {}, opt, names)
-        start, losses, seconds = int(state["step"]), list(state["losses"]), float(state.get("seconds", 0.0))
-        if progress:
-            print(f"note: resuming the {spec.kind} editor at step {start} of {spec.steps}", file=sys.stderr)
+        state = json.loads((ckpt / "state.json").read_text())
+        if any(state.get(k) != v for k, v in identity.items()):
+            print(f"note: the checkpoint at {ckpt} was trained on other data or another model; starting again",
+                  file=sys.stderr)
+            clear_checkpoint(ckpt)
+        else:
+            trainer.load_tensors(load_file(str(ckpt / "weights.safetensors")))
+            state = load_checkpoint(ckpt, {}, opt, names)
+            start, losses, seconds = int(state["step"]), list(state["losses"]), float(state.get("seconds", 0.0))
+            if progress:
+                print(f"note: resuming the {spec.kind} editor at step {start} of {spec.steps}", file=sys.stderr)
     t0 = time.perf_counter() - seconds
     for step in range(start, spec.steps):
+        torch.manual_seed(spec.seed * 1_000_003 + step)  # dropout and the like: a resumed step draws what it drew
         opt.zero_grad(set_to_none=True)
         parts = trainer.accumulate([records[i] for i in batch_at(step, len(records), spec.batch_size, spec.seed)])
         if not all(map(math.isfinite, parts.values())):
             raise EditorTrainingError(f"the {spec.kind} training loss is {parts} at step {step}; lower the learning "
-                                      "rate")
+                                      f"rate (lr={spec.lr}{', lr_lr=' + str(spec.lr_lr) if hasattr(spec, 'lr_lr') else ''}: "
+                                      "editscope train-editor ... --lr, --set lr_lr=...)")
         if trainer.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(trainer.module.parameters(), trainer.grad_clip)
         opt.step()
         losses.append([step, *(round(parts[k], 5) for k in trainer.parts)])
         if (step + 1) % spec.checkpoint_every == 0 or step + 1 == spec.steps:
             save_checkpoint(ckpt, trainer.tensors(), opt, names, step + 1, losses,
-                            extra={"seconds": time.perf_counter() - t0})
+                            extra={"seconds": time.perf_counter() - t0, **identity})
             if progress:
                 shown = ", ".join(f"{k} {parts[k]:.4f}" for k in trainer.parts)
                 print(f"{spec.kind} editor for {spec.model}: step {step + 1}/{spec.steps}: {shown}", file=sys.stderr)
@@ -326,6 +338,9 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
     except (OSError, ValueError):
         raise EditorError(f"{folder} is not a trained editor (no readable {MANIFEST}); train one with "
                           "`editscope train-editor mend --model NAME`") from None
+    if manifest.get("kind") != "mend":
+        raise EditorError(f"{folder} holds a {manifest.get('kind')} editor, not MEND's; give a MEND editor folder "
+                          "(editscope train-editor mend --model NAME)")
     if manifest.get("model_fingerprint") != model.base_fingerprint:
         raise EditorError(f"the editor at {folder} was trained for {manifest.get('model')} (weights fingerprint "
                           f"{str(manifest.get('model_fingerprint'))[:12]}), not for {model.name} "
@@ -333,6 +348,7 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
     spec = MendSpec(**manifest["spec"])
     editor = build_editor(model, manifest["layers"], spec.rank, spec.n_hidden, spec.edit_lr)
     editor.load_tensors(load_file(str(folder / "editor.safetensors")))
+    editor.to(model.device)
     trained_on = set(json.loads((folder / "trained_on.json").read_text()))
     return LoadedEditor(editor.eval(), manifest, trained_on, folder)
 

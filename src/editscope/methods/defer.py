@@ -66,10 +66,10 @@ class DeferAdaptor(ModuleIntervention):
                                     f"{self.config['module']} ({tuple(w.shape)} out x in)")
 
     def output(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        t = self._tensors
+        w, b, v, c = (self._tensors[k].to(inputs.device) for k in ("w", "b", "V", "c"))
         x = inputs.float()
-        gate = torch.sigmoid(x @ t["w"] + t["b"])[..., None]  # [..., 1]
-        values = (x @ t["V"].T + t["c"]).to(output.dtype)
+        gate = torch.sigmoid(x @ w + b)[..., None]  # [..., 1]
+        values = (x @ v.T + c).to(output.dtype)
         if self.soft:
             return gate.to(output.dtype) * values + (1 - gate.to(output.dtype)) * output
         return torch.where(gate >= float(self.config["threshold"]), values, output)
@@ -95,7 +95,7 @@ class Defer(MemoryMethod):
         site, ad = self.working_copy(model, DeferAdaptor, hp.layer,
                                      lambda: DeferAdaptor.fresh(model, hp.layer, hp.threshold, hp.seed))
         ad.config["threshold"] = hp.threshold
-        params = {k: v.clone().requires_grad_(True) for k, v in ad.tensors().items()}
+        params = {k: v.to(model.device).clone().requires_grad_(True) for k, v in ad.tensors().items()}
         ad._tensors.update(params)
         ad.soft = True
         put(model, site, ad)
@@ -106,7 +106,7 @@ class Defer(MemoryMethod):
                                 stop_loss=hp.stop_loss)
         finally:
             ad.soft = False
-            ad._tensors.update({k: v.detach() for k, v in params.items()})
+            ad._tensors.update({k: v.detach().cpu() for k, v in params.items()})
         return info
 
 

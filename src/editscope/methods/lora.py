@@ -124,6 +124,8 @@ class AdaLoraHparams(LoraHparams):
     beta1: float = Field(0.85, gt=0, lt=1)
     beta2: float = Field(0.85, gt=0, lt=1)
     orth_reg_weight: float = Field(0.5, ge=0)
+    stop_loss: float = Field(0.0, ge=0, description="0: every step runs, so PEFT's schedule reaches its final "
+                                                    "budget; an earlier stop leaves adapters above rank")
 
 
 def orthogonality_penalty(named: list[tuple[str, torch.nn.Parameter]]) -> Callable[[], torch.Tensor]:
@@ -133,7 +135,8 @@ def orthogonality_penalty(named: list[tuple[str, torch.nn.Parameter]]) -> Callab
 
     def penalty() -> torch.Tensor:
         total = sum(torch.linalg.matrix_norm((p @ p.T if is_a else p.T @ p)
-                                             - torch.eye(p.shape[0] if is_a else p.shape[1], dtype=p.dtype))
+                                             - torch.eye(p.shape[0] if is_a else p.shape[1], dtype=p.dtype,
+                                                         device=p.device))
                     for p, is_a in mats)
         return total / max(len(mats), 1)
 
@@ -168,7 +171,9 @@ class AdaLoRA(LoRA):
 
         def allocate(peft_model: Any) -> Callable[[int], None]:
             def step(i: int) -> None:
-                peft_model.base_model.update_and_allocate(i)
+                # PEFT counts steps from 1 here: the last call is total_step - tfinal, where the final
+                # budget is forced (called with i, the schedule would stop one step short of it)
+                peft_model.base_model.update_and_allocate(i + 1)
                 pattern = peft_model.peft_config["default"].rank_pattern or {}
                 ranks.update({name.split(".lora_E")[0]: int(sum(keep)) for name, keep in pattern.items()})
             return step

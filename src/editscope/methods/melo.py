@@ -87,7 +87,7 @@ class MeloAdapters(ModuleIntervention):
         t = self._tensors
         lead = keys_out.shape[:-1]
         if t["keys"].shape[0] == 0:
-            return torch.full(lead, -1, dtype=torch.long)
+            return torch.full(lead, -1, dtype=torch.long, device=keys_out.device)
         d = torch.cdist(keys_out.reshape(-1, keys_out.shape[-1]).float(), t["keys"].to(keys_out.device),
                         compute_mode="donot_use_mm_for_euclid_dist")
         dist, rev = d.flip(-1).min(-1)
@@ -103,7 +103,13 @@ class MeloAdapters(ModuleIntervention):
             self._route = self.route(output)
             return output
         route = self._route
-        if route is None or route.shape != output.shape[:-1] or not bool((route >= 0).any()):
+        if k == len(self.config["targets"]):
+            self._route = None  # consumed: a later forward must route again at the router
+        if route is None or route.shape != output.shape[:-1]:
+            raise RuntimeError(f"melo: adapter block {self.config['targets'][k - 1]} ran without its router block "
+                               f"{self.layer} in the same forward (a computation that skips the blocks below it); "
+                               "undo the MELO edit before running it")
+        if not bool((route >= 0).any()):
             return output
         delta = torch.zeros_like(output)
         for b in route.unique().tolist():
@@ -115,6 +121,7 @@ class MeloAdapters(ModuleIntervention):
                 a, bb = self._tensors["A"][k - 1, b], self._tensors["B"][k - 1, b]
             mask = route == b
             x = inputs[mask].float()
+            a, bb = a.to(x.device), bb.to(x.device)
             delta = delta.index_put(tuple(mask.nonzero().T), ((x @ a.T) @ bb.T).to(output.dtype))
         return output + delta
 
@@ -186,8 +193,8 @@ class MELO(EditMethod):
             forward_until(model, router, x, pos)
         keys = outs[0][torch.arange(len(ids)), torch.tensor([len(s) - 1 for s in ids])]
         b = mem.add_block(keys, [r.continuation for r in requests], hp.radius)
-        a = mem._tensors["A"][:, b].clone().requires_grad_(True)
-        bb = mem._tensors["B"][:, b].clone().requires_grad_(True)
+        a = mem._tensors["A"][:, b].to(model.device).clone().requires_grad_(True)
+        bb = mem._tensors["B"][:, b].to(model.device).clone().requires_grad_(True)
         mem._training = (b, a, bb)
         put(model, site, mem)
         pairs = encode_pairs(model, [r.prompt for r in requests], [r.continuation for r in requests])
@@ -196,8 +203,8 @@ class MELO(EditMethod):
                 info = optimise([a, bb], pairs_objective(model, pairs), lr=hp.lr, steps=hp.steps, stop_loss=hp.stop_loss)
         finally:
             mem._training = None
-            mem._tensors["A"][:, b] = a.detach()
-            mem._tensors["B"][:, b] = bb.detach()
+            mem._tensors["A"][:, b] = a.detach().cpu()
+            mem._tensors["B"][:, b] = bb.detach().cpu()
         return {"block": b, "clusters": int(mem._tensors["keys"].shape[0]), **info}
 
 

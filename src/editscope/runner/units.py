@@ -176,6 +176,9 @@ class Runner:
         torch.manual_seed(unit_seed(self.config.seed, method.name, unit.unit))
         hparams = self._hparams(method, unit)
         measured = reset_peak()
+        cuda = self.model.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.model.device)
         t = time.perf_counter()
         handles = []
         try:
@@ -190,6 +193,8 @@ class Runner:
             failure = None
             if measured and handles:  # the edit's peak resident memory (the model included), MiB
                 handles[0].info["peak_rss_mb"] = peak_rss_mb()
+            if cuda and handles:  # and on the GPU, where the model lives then
+                handles[0].info["peak_gpu_mb"] = torch.cuda.max_memory_allocated(self.model.device) / 2**20
         except EditFailed as e:
             for h in reversed(handles):
                 h.undo()

@@ -44,6 +44,7 @@ class LeaderRow:
     attempted: int = 0
     seconds: float | None = None
     peak_mb: float | None = None
+    peak_gpu: bool = False  # the peak is GPU memory (a run on a GPU), else the process's resident memory
 
 
 def _fluency(res: StudyResults, method: str) -> Cell | None:
@@ -63,7 +64,13 @@ def _category(res: StudyResults, method: str, cat: str, metric: str) -> Cell | N
 
 
 def leaderboard_rows(studies: list[StudyResults]) -> list[LeaderRow]:
-    """A row per (method, model), methods in order of first appearance, then the base model of each."""
+    """A row per (method, model), methods in order of first appearance, then the base model of each.
+    The studies must be one study on different models (ValueError naming the clash otherwise)."""
+    models = [str(s.meta.get("model_name")) for s in studies]
+    if len(set(models)) != len(models):
+        clash = sorted({m for m in models if models.count(m) > 1})
+        raise ValueError(f"the leaderboard's studies must be on different models; {clash} appear more than once "
+                         f"({', '.join(str(s.meta.get('name')) for s in studies)}): give one dataset's studies per table")
     rows = []
     for res in studies:
         model = str(res.meta.get("model_name"))
@@ -78,12 +85,14 @@ def leaderboard_rows(studies: list[StudyResults]) -> list[LeaderRow]:
                 done = [u for u in units if u.status == "done"]
                 row.made = len(done)
                 secs = [u.seconds_edit for u in done if u.seconds_edit is not None]
-                peaks = [u.info["peak_rss_mb"] for u in done if u.info.get("peak_rss_mb") is not None]
+                key = "peak_gpu_mb" if any(u.info.get("peak_gpu_mb") is not None for u in done) else "peak_rss_mb"
+                peaks = [u.info[key] for u in done if u.info.get(key) is not None]
+                row.peak_gpu = key == "peak_gpu_mb"
                 row.seconds = statistics.median(secs) if secs else None
                 row.peak_mb = statistics.median(peaks) if peaks else None
             rows.append(row)
     order = {m: i for i, m in enumerate(dict.fromkeys(r.method for r in rows))}
-    return sorted(rows, key=lambda r: (order[r.method], [s.meta.get("model_name") for s in studies].index(r.model)))
+    return sorted(rows, key=lambda r: (order[r.method], models.index(r.model)))
 
 
 def leaderboard_table(studies: list[StudyResults]) -> Table:
@@ -101,7 +110,7 @@ def leaderboard_table(studies: list[StudyResults]) -> Table:
             line.append((fmt_cell(c), c is not None and r.method != "base" and c.value == best[k]))
         line.append(("-" if r.method == "base" else f"{r.made}/{r.attempted}", False))
         line.append(("-" if r.seconds is None else f"{r.seconds:.2f}", False))
-        line.append(("-" if r.peak_mb is None else f"{r.peak_mb:,.0f}", False))
+        line.append(("-" if r.peak_mb is None else f"{r.peak_mb:,.0f}{' (GPU)' if r.peak_gpu else ''}", False))
         body.append(line)
     header = ["method", "model", *[label for _, label in shown], "edits made", "s/edit (median)", "peak MiB (median)"]
     return Table("leaderboard", "Every editor on every model, single edits (value [95% interval], intervals over edits; "

@@ -242,7 +242,10 @@ def _leaderboard(ctx: StudyContext, args: str) -> Tab:
     names = _study_list(args)
     if not names:
         raise DocumentError("{{leaderboard:}}: name the studies, e.g. {{leaderboard:this,leaderboard-counterfact-gemma3-270m}}")
-    return Tab(leaderboard_table(_studies(ctx, "leaderboard", args, names)))
+    try:
+        return Tab(leaderboard_table(_studies(ctx, "leaderboard", args, names)))
+    except ValueError as e:
+        raise DocumentError(f"{{{{leaderboard:{args}}}}}: {e}") from None
 
 
 @STUDY.register("leaderboard_top", "{{leaderboard_top:COLUMN:STUDY,STUDY[,...]}}")
@@ -250,7 +253,7 @@ def _leaderboard_top(ctx: StudyContext, args: str) -> str:
     column, _, rest = args.partition(":")
     try:
         return column_leader(_studies(ctx, "leaderboard_top", args, _study_list(rest) or ["this"]), column)
-    except KeyError as e:
+    except (KeyError, ValueError) as e:
         raise DocumentError(f"{{{{leaderboard_top:{args}}}}}: {e.args[0]}") from None
 
 
