@@ -207,3 +207,15 @@ def test_a_study_on_a_derived_model_records_it_and_the_write_up_reads_it(tmp_cac
     tpl.write_text("{{derived:held_out:/}}\n")
     with pytest.raises(DocumentError, match="no held_out entry '/'"):
         write_document(tmp_path / "run", tpl, tmp_path / "d.md")
+
+
+def test_focus_pairs_are_shown_more_often_and_only_training_pairs():
+    data = ArithmeticData(ranges={"+": (0, 9)}, focus=(0, 2), focus_repeat=3, templates=("question",))
+    train, held = data.split()
+    texts = data.examples(train)
+    focus = [c for c in train if c[0] <= 2 and c[2] <= 2]
+    assert len(texts) == 2 * (len(train) + 2 * len(focus))  # each shown 3 times, in grid form and a wording
+    grid = [p for p, _ in texts[:len(texts) // 2]]
+    for c in focus:
+        assert grid.count(f"{c[0]}+{c[2]}=") == 3
+    assert all(f"{a}+{b}=" not in grid for a, _, b in held)  # held-out pairs are never shown
