@@ -132,11 +132,14 @@ def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, m
         derive(TINY, progress=False)
     folder = folder_of(TINY)
     assert not folder.exists()  # never a half-written model in the cache
-    assert json.loads((folder.with_name(folder.name + ".partial") / "state.json").read_text())["step"] == 4
+    partial = json.loads((folder.with_name(folder.name + ".partial") / "state.json").read_text())
+    assert partial["step"] == 4 and partial["runs"] == 1 and partial["seconds"] > 0
     monkeypatch.setattr(derive_mod, "save_checkpoint", real)
     resumed = _weights(derive(TINY, progress=False))
     assert set(resumed) == set(whole) and all((resumed[k] == whole[k]).all() for k in whole)
     assert [s for s, _ in manifest_of(TINY)["losses"]] == list(range(TINY.steps))
+    # the build time counts both runs (the interrupted one's seconds travel in its checkpoint)
+    assert manifest_of(TINY)["build_runs"] == 2 and manifest_of(TINY)["build_seconds"] >= round(partial["seconds"], 1)
 
 
 _CHILD = """

@@ -290,8 +290,8 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
     model = _load_base(recipe)
     t0 = time.perf_counter()
     ckpt = folder.with_name(folder.name + ".partial")
-    losses = _train(recipe, model, train, ckpt, progress)
-    seconds = time.perf_counter() - t0
+    losses, earlier, runs = _train(recipe, model, train, ckpt, progress, t0)
+    seconds = earlier + time.perf_counter() - t0
     accuracy = held_out_accuracy(model, held, recipe.eval_limit, recipe.seed)
     wordings = template_accuracy(model, held, recipe.data.templates, seed=recipe.seed)
     tmp = folder.with_name(folder.name + ".writing")
@@ -303,7 +303,7 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
         "base": recipe.base, "train_pairs": len(train), "held_out_pairs": len(held),
         "data_sha256": data_digest(train), "held_out_sha256": data_digest(held),
         "losses": losses, "held_out_accuracy": accuracy, "held_out_wordings": wordings,
-        "build_seconds": round(seconds, 1),
+        "build_seconds": round(seconds, 1), "build_runs": runs,
         "torch_threads": torch.get_num_threads(), "weights_fingerprint": fingerprint_of(tensor_digests(model.hf)),
         "weights_sha256": weights_sha(tmp),
     }
@@ -313,18 +313,23 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
     return folder
 
 
-def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt: Path, progress: bool) -> list:
-    """Full fine-tuning on the answers, resuming from ``ckpt`` when it holds a checkpoint."""
+def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt: Path, progress: bool,
+           t0: float | None = None) -> tuple[list, float, int]:
+    """Full fine-tuning on the answers, resuming from ``ckpt`` when it holds a checkpoint. Returns the
+    losses, the seconds earlier runs of the build spent (0 for a fresh one; ``t0``: when this run
+    started) and how many runs the build took."""
     texts = recipe.data.examples(train)
     pairs = encode_pairs(model, [p for p, _ in texts], [c for _, c in texts])
     keep = _Keeper(recipe, model) if recipe.preserve is not None else None
     params = [p for p in model.hf.parameters()]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    start, losses = 0, []
+    t0 = time.perf_counter() if t0 is None else t0
+    start, losses, earlier, runs = 0, [], 0.0, 1
     names = [n for n, _ in model.hf.named_parameters()]
     if has_checkpoint(ckpt):
         state = load_checkpoint(ckpt, dict(model.hf.named_parameters()), opt, names)
         start, losses = int(state["step"]), list(state["losses"])
+        earlier, runs = float(state.get("seconds", 0.0)), int(state.get("runs", 1)) + 1
         if progress:
             print(f"note: resuming {recipe.name} at step {start} of {recipe.steps}", file=sys.stderr)
     # trained in eval mode: no dropout, so a resumed build is the uninterrupted one exactly
@@ -343,10 +348,11 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
             opt.step()
             losses.append([step, round(loss.item(), 5)])
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
-                save_checkpoint(ckpt, dict(model.hf.named_parameters()), opt, names, step + 1, losses)
+                save_checkpoint(ckpt, dict(model.hf.named_parameters()), opt, names, step + 1, losses,
+                                extra={"seconds": earlier + time.perf_counter() - t0, "runs": runs})
                 if progress:
                     print(f"{recipe.name}: step {step + 1}/{recipe.steps}, loss {loss.item():.4f}", file=sys.stderr)
-    return losses
+    return losses, earlier, runs
 
 
 class _Keeper:
