@@ -104,3 +104,22 @@ def test_an_interrupted_training_resumes_to_the_same_classifier(tmp_path, monkey
     monkeypatch.setattr(store, "save_checkpoint", real)
     resumed = load_file(str(train_editor(spec, progress=False) / "editor.safetensors"))
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_the_cli_trains_a_classifier_and_refuses_bad_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    src = synthetic_counterfact(tmp_path / "cf.json", n=16)
+    train = json.dumps([{"dataset": "counterfact", "source": src, "offset": 8}])
+    held = json.dumps([{"dataset": "counterfact", "source": src, "limit": 8}])
+    args = ["train-editor", "serac", "--steps", "2", "--set", "batch_size=4", "--set", f"train={train}",
+            "--set", f"held_out={held}"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "trained on 8 records" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["train-editor", "serac", "--set", "bacth_size=4"])
+    assert r.exit_code != 0 and "bacth_size" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["train-editor", "rome"])
+    assert r.exit_code != 0 and "use: mend, serac" in " ".join(r.output.split())
