@@ -275,18 +275,39 @@ def train_editor(spec: EditorSpec, *, model: Model | None = None, progress: bool
     return folder
 
 
-class LoadedEditor:
-    """A trained editor ready to edit one model: the network, its manifest and its training edits."""
+def read_editor(folder: str | os.PathLike, kind: str) -> tuple[Path, dict[str, Any]]:
+    """``(folder, manifest)`` of a finished editor of ``kind``, refused (naming the fix) when the
+    folder holds no readable manifest or another kind of editor."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise EditorError(f"{folder} is not a trained editor (no readable {MANIFEST}); train one with "
+                          f"`editscope train-editor {kind}`") from None
+    if manifest.get("kind") != kind:
+        raise EditorError(f"{folder} holds a {manifest.get('kind')} editor, not a {kind} one; give a {kind} editor "
+                          f"folder (editscope train-editor {kind})")
+    return folder, manifest
 
-    def __init__(self, editor: MendEditor, manifest: dict[str, Any], trained_on: set[str], folder: Path):
-        self.editor, self.manifest, self.trained_on, self.folder = editor, manifest, trained_on, folder
+
+def refuse_trained_on(folder: Path, manifest: dict[str, Any], requests: list[EditRequest]) -> None:
+    """Refuse requests the editor in ``folder`` was trained on (its ``trained_on.json``)."""
+    trained = set(json.loads((folder / "trained_on.json").read_text()))
+    seen = [r for r in requests if edit_key(r) in trained]
+    if seen:
+        raise EditorError(f"the {manifest['kind']} editor at {folder} was trained on the edit {seen[0].prompt!r} -> "
+                          f"{seen[0].target_new!r}; evaluate it on records outside its training split "
+                          f"({', '.join(RecordRange(**r).label() for r in manifest['spec']['train'])})")
+
+
+class LoadedEditor:
+    """A trained MEND editor ready to edit one model: the network, its manifest and its folder."""
+
+    def __init__(self, editor: MendEditor, manifest: dict[str, Any], folder: Path):
+        self.editor, self.manifest, self.folder = editor, manifest, folder
 
     def check(self, requests: list[EditRequest]) -> None:
-        seen = [r for r in requests if edit_key(r) in self.trained_on]
-        if seen:
-            raise EditorError(f"the editor at {self.folder} was trained on the edit {seen[0].prompt!r} -> "
-                              f"{seen[0].target_new!r}; evaluate it on records outside its training split "
-                              f"({', '.join(RecordRange(**r).label() for r in self.manifest['spec']['train'])})")
+        refuse_trained_on(self.folder, self.manifest, requests)
 
 
 SPECS: dict[str, type[EditorSpec]] = {"mend": MendSpec, "serac": SeracSpec}
@@ -332,15 +353,7 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
             raise EditorError(f"no trained {where.kind} editor for {where.model} with these settings; train it with "
                               f"`editscope train-editor {where.kind} --model {where.model}`")
         where = folder_of(where)
-    folder = Path(where)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        raise EditorError(f"{folder} is not a trained editor (no readable {MANIFEST}); train one with "
-                          "`editscope train-editor mend --model NAME`") from None
-    if manifest.get("kind") != "mend":
-        raise EditorError(f"{folder} holds a {manifest.get('kind')} editor, not MEND's; give a MEND editor folder "
-                          "(editscope train-editor mend --model NAME)")
+    folder, manifest = read_editor(where, "mend")
     if manifest.get("model_fingerprint") != model.base_fingerprint:
         raise EditorError(f"the editor at {folder} was trained for {manifest.get('model')} (weights fingerprint "
                           f"{str(manifest.get('model_fingerprint'))[:12]}), not for {model.name} "
@@ -349,9 +362,8 @@ def load_editor(model: Model, where: str | os.PathLike | MendSpec | None = None)
     editor = build_editor(model, manifest["layers"], spec.rank, spec.n_hidden, spec.edit_lr)
     editor.load_tensors(load_file(str(folder / "editor.safetensors")))
     editor.to(model.device)
-    trained_on = set(json.loads((folder / "trained_on.json").read_text()))
-    return LoadedEditor(editor.eval(), manifest, trained_on, folder)
+    return LoadedEditor(editor.eval(), manifest, folder)
 
 
 __all__ = ["EditorError", "EditorSpec", "EditorTrainingError", "HELD_OUT", "LoadedEditor", "MendSpec", "SeracSpec", "RecordRange", "TRAIN",
-           "SPECS", "default_editor", "edit_key", "folder_of", "is_trained", "load_editor", "trained_for", "train_editor", "training_records"]
+           "SPECS", "default_editor", "edit_key", "read_editor", "refuse_trained_on", "folder_of", "is_trained", "load_editor", "trained_for", "train_editor", "training_records"]

@@ -11,7 +11,6 @@ Edits stack (the memory grows; undo removes the last edit's facts). Train the cl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from pydantic import Field
 
 from ..editors.serac import fact_text, load_classifier
-from ..editors.store import EditorError, default_editor, edit_key
+from ..editors.store import EditorError, default_editor, read_editor, refuse_trained_on
 from ..interventions import InputIntervention, installed, put, register_intervention
 from ..models.model import Model
 from ..requests import EditRequest
@@ -78,28 +77,15 @@ class SERAC(EditMethod):
     Hparams = SERACHparams
     kind = "input"
 
-    def _folder(self, model: Model, hp: Any) -> Path:
-        folder = Path(hp.editor) if hp.editor is not None else default_editor(model, "serac")
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-        except (OSError, ValueError):
-            raise EditorError(f"{folder} is not a trained editor; train a scope classifier with "
-                              "`editscope train-editor serac`") from None
-        if manifest.get("kind") != "serac":
-            raise EditorError(f"{folder} holds a {manifest.get('kind')} editor, not a SERAC scope classifier")
-        return folder
+    def _editor(self, model: Model, hp: Any) -> tuple[Path, dict[str, Any]]:
+        return read_editor(hp.editor if hp.editor is not None else default_editor(model, "serac"), "serac")
 
     def check(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> None:
-        folder = self._folder(model, hp)
-        trained = set(json.loads((folder / "trained_on.json").read_text()))
-        seen = [r for r in requests if edit_key(r) in trained]
-        if seen:
-            raise EditorError(f"the scope classifier at {folder} was trained on the edit {seen[0].prompt!r} -> "
-                              f"{seen[0].target_new!r}; evaluate on records outside its training split")
+        refuse_trained_on(*self._editor(model, hp), list(requests))
 
     def run(self, model: Model, requests: Sequence[EditRequest], hp: Any) -> dict[str, Any]:
-        folder = self._folder(model, hp)
-        spec = json.loads((folder / "manifest.json").read_text())["spec"]
+        folder, manifest = self._editor(model, hp)
+        spec = manifest["spec"]
         threshold = hp.threshold if hp.threshold is not None else float(spec["threshold"])
         before = next((iv for iv in installed(model).values() if isinstance(iv, SeracMemory)), None)
         if before is not None and before.config["classifier"] != str(folder):
