@@ -23,6 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 #: top first; a module may import its own layer and those below it
 LAYERS: list[tuple[str, list[str]]] = [
     ("entry points", ["editscope", "editscope.cli", "editscope.cli_common", "editscope.cli_data"]),
+    ("explorer", ["editscope.explorer"]),
     ("paper drafts", ["editscope.paper"]),
     ("analyses", ["editscope.analysis"]),
     ("reports", ["editscope.report"]),

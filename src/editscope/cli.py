@@ -920,6 +920,50 @@ def unpack(
     console.print(f"folder: {escape(str(unpacked))}")
 
 
+@app.command()
+def serve(
+    runs: Annotated[list[str] | None, typer.Argument(help="run folders (written by `editscope run`) or archives "
+                                                           "(*.sqlite.xz) to explore; none: the playground only")] = None,
+    port: Annotated[int, typer.Option(help="port to listen on (0: any free one)")] = 8765,
+    host: Annotated[str, typer.Option(help="address to bind; anything but loopback asks for a token")] = "127.0.0.1",
+    token: Annotated[str | None, typer.Option(help="the token to require (default: none on loopback, a random one "
+                                                   "otherwise)")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="a model the playground offers, repeatable "
+                                                                          "(default: the built-in and built derived models)")] = None,
+    playground: Annotated[bool, typer.Option(help="offer the edit playground")] = True,
+    save_dir: Annotated[str, typer.Option(help="folder the playground saves edits into")] = "playground-edits",
+    dtype: DtypeOpt = "float32",
+) -> None:
+    """Explore stored runs in the browser (summary, blast radius, probe table, curves) and try edits in a playground."""
+    import secrets
+
+    from .explorer import Playground, RunCatalog, check_port, create_app, is_loopback
+    from .explorer.server import serve_forever
+    from .models.derive import RECIPES, is_built
+    from .models.model import resolve_dtype
+    from .models.packaged import PACKAGED_MODELS
+
+    resolve_dtype(dtype)
+    port = check_port(host, port)  # a busy port is said before minutes of loading
+    local = is_loopback(host)
+    if not local and token is None:
+        token = secrets.token_urlsafe(18)
+    catalog = RunCatalog(list(runs or []))
+    with _working(f"loading {len(catalog.runs)} run(s)"):
+        catalog.load_all()
+    models = list(model or [*PACKAGED_MODELS, *(n for n, r in RECIPES.items() if is_built(r))])
+    pg = Playground(models, save_dir, dtype=dtype) if playground else None
+    app_ = create_app(catalog, pg, token=token, loopback_only=local)
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/" + (f"?token={token}" if token else "")
+    for rid, run in catalog.runs.items():
+        console.print(f"  {rid}: {escape(str(run.source))} ({run.status()})")
+    console.print(f"editscope explorer: [bold]{escape(url)}[/bold]  (Ctrl-C stops it)")
+    try:
+        serve_forever(app_, host, port)
+    finally:
+        catalog.close()
+
+
 app.add_typer(data_app, name="data")
 
 

@@ -18,14 +18,21 @@ from .units import Runner, shared_first_block
 log = logging.getLogger(__name__)
 
 
+def model_by_name(name: str, *, dtype: str = "float32", device: str | None = None, revision: str | None = None,
+                  trust_remote_code: bool = False, seed: int = 0) -> Model:
+    """A model as a study names it: a name/path/hub id (:func:`editscope.load_model`) or
+    ``tiny:<type>`` (a random tiny model of 4 blocks drawn with ``seed``, for tests and examples
+    that must run in seconds)."""
+    if name.startswith("tiny:"):
+        return tiny_model(name.split(":", 1)[1], seed=seed, num_hidden_layers=4)
+    return load_model(name, dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code)
+
+
 def load_study_model(config: StudyConfig) -> Model:
-    """The config's model: a name/path/hub id (:func:`editscope.load_model`) or ``tiny:<type>``
-    (a random tiny model, for tests and examples that must run in seconds)."""
+    """The config's model (:func:`model_by_name`, tiny models drawn with the study's seed)."""
     spec = config.model
-    if spec.name.startswith("tiny:"):
-        return tiny_model(spec.name.split(":", 1)[1], seed=config.seed, num_hidden_layers=4)
-    return load_model(spec.name, dtype=spec.dtype, device=spec.device, revision=spec.revision,
-                      trust_remote_code=spec.trust_remote_code)
+    return model_by_name(spec.name, dtype=spec.dtype, device=spec.device, revision=spec.revision,
+                         trust_remote_code=spec.trust_remote_code, seed=config.seed)
 
 
 def pending_methods(plan: Plan, stored: Stored) -> list[MethodSpec]:

@@ -133,8 +133,14 @@ class Unit:
 class ResultsStore:
     """Open (or create) ``<run_dir>/results.sqlite``; see the module docstring for the tables."""
 
-    def __init__(self, path: str | Path, *, create: bool = False):
+    def __init__(self, path: str | Path, *, create: bool = False, read_only: bool = False):
+        """``read_only``: open for reading only (SQLite refuses every write; no schema upgrade):
+        what a viewer of someone's runs needs. A store written before a column existed must then
+        be opened once read-write (``editscope report RUN``) to be upgraded."""
+        if create and read_only:
+            raise ValueError("a results store cannot be created read-only")
         self.path = Path(path)
+        self.read_only = read_only
         blocker = file_in_the_way(self.path.parent)
         if blocker is not None:
             raise StoreError(f"{blocker}: is a file, not a run folder; give the folder `editscope run --out` wrote")
@@ -146,12 +152,17 @@ class ResultsStore:
                 raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
             _create_store_file(self.path)
         _check_ours(self.path)  # every store opened below carries its format row
+        self._probe_ids: dict[tuple[str, int, str], int] = {}
+        if read_only:
+            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self.format = self.get_meta("format")
+            self._require_current_columns()
+            return
         self.db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions only
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
         self.format = self.get_meta("format")
-        self._probe_ids: dict[tuple[str, int, str], int] = {}
         if self.format == STORE_FORMAT:
             self.db.executescript(_ROWS_TABLES_V2)
             added = self._add_columns("measures") | self._add_columns("probes")
@@ -169,6 +180,16 @@ class ResultsStore:
         for col, kind in missing:
             self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
         return bool(missing)
+
+    def _require_current_columns(self) -> None:
+        tables = ("measures", "probes") if self.format == STORE_FORMAT else ()
+        for table in (*tables, "rows"):
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            wanted = ROW_FIELDS if table == "rows" else _ADDED_COLUMNS[table]
+            missing = [c for c in wanted if c not in have]
+            if missing:
+                raise StoreError(f"{self.path}: written by an older editscope (table {table} lacks {', '.join(missing)}); "
+                                 f"open it read-write once to upgrade it in place: `editscope report {self.path.parent}`")
 
     def close(self) -> None:
         self.db.close()

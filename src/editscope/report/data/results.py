@@ -421,10 +421,11 @@ def _tests(res: StudyResults) -> list[Test]:
     return adjust(tests)
 
 
-def load_results(run_dir: str | Path, reference: str | None = None) -> StudyResults:
-    """Everything the report needs from ``run_dir`` (a folder written by ``editscope run``)."""
+def load_results(run_dir: str | Path, reference: str | None = None, *, read_only: bool = False) -> StudyResults:
+    """Everything the report needs from ``run_dir`` (a folder written by ``editscope run``);
+    ``read_only``: the store is opened for reading only (see :class:`ResultsStore`)."""
     run_dir = Path(run_dir)
-    store = ResultsStore(run_dir / FILENAME)
+    store = ResultsStore(run_dir / FILENAME, read_only=read_only)
     try:
         meta = store.meta()
         config = meta.get("config", {})

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from ..analyses.anatomy import anatomy_curves, unit_scalars  # noqa: E402
 from ..analyses.correlation import ppl_downstream_correlations  # noqa: E402
 from ..analyses.collapse import collapse_lines, collapse_table  # noqa: E402
+from ..data.grid import BLAST_LABELS, operand_grid  # noqa: E402
 from ..data.results import LOCALITY, StudyResults, rate_cell, sequential_curves  # noqa: E402
 from ..analyses.attribution import CONTROL_KINDS, control_of, KIND_LABEL
 from ..analyses.strength import LEVELS, points, sweep_groups
 
-BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target
-BLAST_LABELS = ("unchanged", "changed", "now says the target")
+BLAST_COLOURS = ("#d9d9d9", "#f4a261", "#c1121f")  # unchanged, changed, says the target (BLAST_LABELS)
 
 
 def save_figure(fig, out: Path, stem: str) -> list[Path]:
@@ -60,50 +59,24 @@ def _finish(fig, ax, out: Path, stem: str, xlabel: str, ylabel: str, *, logx: bo
     return save_figure(fig, out, stem)
 
 
-def _grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
-    """Grid probes (one per (op, a, b)) of the first edit that has arithmetic probes."""
-    return res.cached(("grid_rows", method), lambda: _find_grid_rows(res, method))
-
-
-def _find_grid_rows(res: StudyResults, method: str) -> tuple[list[dict], dict | None]:
-    frame, df = res.frame, res.frame.df
-    idx = res.final_index(method)
-    grid = {i for i in df.loc[idx, "meta_id"].unique() if frame.metas[i].get("template") == "grid" and "a" in frame.metas[i]}
-    idx = idx[df.loc[idx, "meta_id"].isin(grid).to_numpy()]
-    if not len(idx):
-        return [], None
-    edit = df.loc[idx, "edit_index"]
-    idx = idx[(edit == edit.min()).fillna(False).to_numpy(dtype=bool) if edit.notna().any() else edit.isna().to_numpy()]
-    if res.protocol == "single":
-        idx = idx[(df.loc[idx, "unit"] == df.at[idx[0], "unit"]).to_numpy()]
-    rows = frame.to_rows(idx)
-    target = next((r for r in rows if r["category"] == "target"), None)
-    return rows, target
-
-
 def blast_radius(res: StudyResults, out: Path) -> list[Path]:
     """One panel per (method, op); empty list when the study has no arithmetic grid."""
-    methods = [m for m in res.edit_methods if _grid_rows(res, m)[0]]
-    if not methods:
+    grids = [g for m in res.edit_methods if (g := operand_grid(res, m)) is not None]
+    if not grids:
         return []
-    ops = sorted({r["meta"]["op"] for r in _grid_rows(res, methods[0])[0]}, key="+-*".index)
-    fig, axes = plt.subplots(len(methods), len(ops), figsize=(3.0 * len(ops), 2.7 * len(methods)), squeeze=False)
+    ops = grids[0].ops
+    fig, axes = plt.subplots(len(grids), len(ops), figsize=(3.0 * len(ops), 2.7 * len(grids)), squeeze=False)
     cmap = ListedColormap(BLAST_COLOURS)
-    for i, m in enumerate(methods):
-        rows, target = _grid_rows(res, m)
-        n = max(max(r["meta"]["a"], r["meta"]["b"]) for r in rows) + 1
-        by_op: dict[str, np.ndarray] = defaultdict(lambda: np.zeros((n, n)))
-        for r in rows:
-            v = 2 if r.get("says_target") else (0 if r["unchanged"] else 1)
-            by_op[r["meta"]["op"]][r["meta"]["a"], r["meta"]["b"]] = v
+    for i, g in enumerate(grids):
         for j, op in enumerate(ops):
             ax = axes[i][j]
-            ax.imshow(by_op[op], cmap=cmap, vmin=0, vmax=2, origin="lower", interpolation="nearest")
-            if target is not None and target["meta"]["op"] == op:
-                ax.add_patch(plt.Rectangle((target["meta"]["b"] - 0.5, target["meta"]["a"] - 0.5), 1, 1,
+            ax.imshow(g.cells.get(op, np.zeros((g.n, g.n))), cmap=cmap, vmin=0, vmax=2, origin="lower",
+                      interpolation="nearest")
+            if g.target is not None and g.target[0] == op:
+                ax.add_patch(plt.Rectangle((g.target[2] - 0.5, g.target[1] - 0.5), 1, 1,
                                            fill=False, edgecolor="black", lw=1.5))
-            changed = int((by_op[op] > 0).sum())
-            ax.set_title(f"{m}: a {op} b  ({changed}/{n * n} changed)", fontsize=8)
+            changed = g.changed(op) if op in g.cells else 0
+            ax.set_title(f"{g.method}: a {op} b  ({changed}/{g.n * g.n} changed)", fontsize=8)
             ax.set_xlabel("b", fontsize=7)
             ax.set_ylabel("a", fontsize=7)
             ax.tick_params(labelsize=6)
