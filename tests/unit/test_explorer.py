@@ -413,9 +413,17 @@ def test_browser_playground_runs_an_edit_and_shows_form_errors(server, page):
     assert "does not occur" in page.text_content("#pg-form .field-error[data-for='subject']")
     page.fill("#pg-form input[name=subject]", "2+2")
     page.select_option("#pg-form select[name=method]", "ft-m")
+    # every state and stage the page shows on the way, as the user saw them
+    page.evaluate("""() => { window.seen = [];
+        new MutationObserver(() => window.seen.push(document.querySelector('#pg-state').textContent + ': ' +
+            document.querySelector('#pg-stage').textContent)).observe(document.querySelector('#pg-job'),
+            {subtree: true, childList: true, characterData: true, attributes: true}); }""")
     page.click("#pg-run")
     page.wait_for_selector("#pg-job:not([hidden])")
     page.wait_for_function("document.querySelector('#pg-job').dataset.state === 'done'", timeout=180_000)
+    seen = page.evaluate("window.seen")
+    assert any(s.startswith(("queued", "running")) for s in seen), seen  # progress shown before the result
+    assert any("/5)" in s for s in seen), seen  # a stage of the five, e.g. "editing (4/5)"
     answers = page.locator("#pg-answers tbody tr td:nth-child(2)").all_text_contents()
     assert "2+2=" in answers
     assert page.locator("#pg-blast canvas.grid").count() == 3

@@ -24,7 +24,11 @@ def table_json(t: Table) -> dict[str, Any]:
 
 
 def run_info(res: StudyResults) -> dict[str, Any]:
-    """What the run is and what its pages can filter by."""
+    """What the run is and what its pages can filter by (computed once per load)."""
+    return res.cached(("explorer", "run_info"), lambda: _run_info(res))
+
+
+def _run_info(res: StudyResults) -> dict[str, Any]:
     m = res.meta
     df = res.frame.df
     placebo_of = {of: c for c, (kind, of) in res.controls.items() if kind == "placebo" and c in res.methods}
@@ -57,6 +61,10 @@ def grid(res: StudyResults, method: str) -> dict[str, Any]:
     :data:`BLAST_LABELS`), the edited cell and the changed count per op."""
     if method not in res.edit_methods:
         raise QueryError("method", f"no edit method {method!r} in this run; it has {', '.join(res.edit_methods)}")
+    return res.cached(("explorer", "grid", method), lambda: _grid(res, method))
+
+
+def _grid(res: StudyResults, method: str) -> dict[str, Any]:
     g = operand_grid(res, method)
     if g is None:
         raise QueryError("method", "this run has no arithmetic grid probes")

@@ -70,7 +70,12 @@ def _find_grid_rows(res: StudyResults, method: str) -> tuple[list[dict[str, Any]
 
 
 def operand_grid(res: StudyResults, method: str) -> OperandGrid | None:
-    """``method``'s blast radius on the operand grid; None when the study has no grid probes."""
+    """``method``'s blast radius on the operand grid; None when the study has no grid probes
+    (computed once per method)."""
+    return res.cached(("operand_grid", method), lambda: _operand_grid(res, method))
+
+
+def _operand_grid(res: StudyResults, method: str) -> OperandGrid | None:
     rows, target = grid_rows(res, method)
     if not rows:
         return None
