@@ -4,7 +4,6 @@ headless Chromium driving the page on a tiny model and a small stored run."""
 
 import json
 import os
-import shutil
 import socket
 import sqlite3
 import time
@@ -18,6 +17,7 @@ import pytest
 from editscope.explorer import NotARunError, Playground, PortError, RunCatalog, check_port, create_app, start_in_thread
 from editscope.explorer import catalog as catalog_module
 from editscope.runner import ResultsStore, export_archive, parse_config, run_study
+from system_tools import chromium, required_in_ci
 
 EDITS = [{"prompt": f"{a}+{b}=", "target_new": str(a + b + 1), "subject": f"{a}+{b}"} for a, b in [(2, 2), (3, 1)]]
 STUDY = {"name": "explore", "model": "tiny:llama", "seed": 0,
@@ -329,20 +329,11 @@ def test_a_busy_port_is_said_before_anything_loads():
 
 # ---- the page in a real browser
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 @pytest.fixture(scope="module")
 def page(server):
-    exe = _chromium()
+    exe = chromium()
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium missing in CI (.ci/run installs it)")
-        pytest.skip("chromium not installed")
+        required_in_ci("chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

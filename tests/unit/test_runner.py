@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from editscope.report import write_report
+from system_tools import chromium, required_in_ci
 from editscope.report.data.results import load_results
 from editscope.runner import (
     ConfigError,
@@ -446,23 +447,10 @@ def test_criterion_is_report_only_and_can_change_on_resume(finished_run, tmp_pat
         parse_config({**cfg, "criterion": {"locality": 1.5}})
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def _required_in_ci(tool: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{tool} missing in CI (.ci/run installs it)")
-    pytest.skip(f"{tool} not installed")
-
-
 def test_html_report_renders_in_headless_chromium(finished_run, tmp_path):
-    exe = _chromium()
+    exe = chromium()
     if exe is None:
-        _required_in_ci("chromium")
+        required_in_ci("chromium")
     html_path = write_report(finished_run, ("html",))["html"]
     text = html_path.read_text()
     assert "src=\"http" not in text and "src='http" not in text and "data:image/png;base64," in text
@@ -492,7 +480,7 @@ def test_latex_bundle_has_the_paper_layout_and_compiles(finished_run):
     assert r"\toprule" in table and r"\midrule" in table and r"\bottomrule" in table and r"{\bf " in table
     assert "|" not in table.split(r"\begin{tabular}")[1].split("}")[0]  # no vertical rules
     if shutil.which("pdflatex") is None:
-        _required_in_ci("pdflatex")
+        required_in_ci("pdflatex")
     from editscope.report import compile_latex
 
     pdf = compile_latex(main)
