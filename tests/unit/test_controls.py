@@ -225,20 +225,12 @@ def test_plan_lays_out_draws_and_unrelated_units():
 
 @pytest.fixture(scope="module")
 def control_run(tmp_path_factory):
-    import os
-
     d = tmp_path_factory.mktemp("ctl")
-    old = os.environ.get("EDITSCOPE_CACHE")
-    os.environ["EDITSCOPE_CACHE"] = str(d / "cache")
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITSCOPE_CACHE", str(d / "cache"))
         spec = {**STUDY, "methods": [*STUDY["methods"], {"method": "ft-m", "label": "ft-m-strong",
                                                            "hparams": {"lr": 0.05, "steps": 30}}]}
         run_study(parse_config(spec), d / "run", progress=False)
-    finally:
-        if old is None:
-            os.environ.pop("EDITSCOPE_CACHE", None)
-        else:
-            os.environ["EDITSCOPE_CACHE"] = old
     return d / "run"
 
 

@@ -32,17 +32,11 @@ SEQUENTIAL = {"name": "explore-seq", "model": "tiny:llama", "seed": 0, "methods"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("explore")
-    old = os.environ.get("EDITSCOPE_CACHE")
-    os.environ["EDITSCOPE_CACHE"] = str(root / "cache")
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDITSCOPE_CACHE", str(root / "cache"))
         single = run_study(parse_config(STUDY), root / "single", progress=False)
         seq = run_study(parse_config(SEQUENTIAL), root / "seq", progress=False)
         yield {"single": single, "seq": seq, "root": root}
-    finally:
-        if old is None:
-            os.environ.pop("EDITSCOPE_CACHE", None)
-        else:
-            os.environ["EDITSCOPE_CACHE"] = old
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +340,17 @@ def page(server):
         browser.close()
 
 
+def wait_query(browser_page, absent: tuple[str, ...] = (), **must: str) -> None:
+    """Wait until the probe table shows the answer to a query with ``must`` (and none of ``absent``)."""
+    browser_page.wait_for_function("""q => { const p = new URLSearchParams(document.querySelector('#probe-table').dataset.query || '');
+        return Object.entries(q.must).every(([k, v]) => p.get(k) === v) && q.absent.every(k => !p.has(k)); }""",
+                           arg={"must": must, "absent": list(absent)})
+
+
+def shown_total(page) -> int:
+    return int(page.text_content("#page-info").split("·")[1].split()[0].replace(",", ""))
+
+
 def test_browser_explores_a_run(server, page):
     page.goto(server.url + "/#run=single")
     page.wait_for_selector("#table-main")
@@ -360,23 +365,26 @@ def test_browser_explores_a_run(server, page):
     n = 4  # operands 0..3: click a=2 (third row from the bottom), b=2
     page.mouse.click(box["x"] + (2.5 / n) * box["width"], box["y"] + (1 - 2.5 / n) * box["height"])
     page.wait_for_function("document.querySelector('#cell-text').textContent === '2+2='")
-    page.wait_for_function("document.querySelectorAll('#probe-table tbody tr').length > 0")
+    wait_query(page, method="strong", op="+", a="2", b="2")
     prompts = page.locator("#probe-table tbody tr td:nth-child(3)").all_text_contents()
     assert prompts and any("2+2" in p or "2 + 2" in p or "two" in p.lower() for p in prompts)
     page.click("#clear-cell")
     # filter, page, compare
     page.select_option("#probe-form select[name=size]", "25")
-    page.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
-    total_all = int(page.text_content("#page-info").split("·")[1].split()[0].replace(",", ""))
+    wait_query(page, ("op", "a", "b"), size="25", page="1")
+    total_all = shown_total(page)
+    assert page.locator("#probe-table tbody tr").count() == 25
     page.click("#next")
-    page.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 2 of')")
+    wait_query(page, size="25", page="2")
+    assert page.text_content("#page-info").startswith("page 2 of")
     page.select_option("#probe-form select[name=changed]", "changed")
-    page.wait_for_function("document.querySelector('#page-info').textContent.startsWith('page 1 of')")
-    total_changed = int(page.text_content("#page-info").split("·")[1].split()[0].replace(",", ""))
+    wait_query(page, changed="changed", page="1")
+    total_changed = shown_total(page)
     assert 0 < total_changed < total_all
     assert set(page.locator("#probe-table tbody td:nth-child(8)").all_text_contents()) <= {"changed", "says target"}
     page.select_option("#probe-form select[name=vs]", "ft-m")
-    page.wait_for_function("document.querySelector('#page-info').textContent.includes('compared with ft-m')")
+    wait_query(page, vs="ft-m")
+    assert "compared with ft-m" in page.text_content("#page-info")
     assert page.locator("#probe-table th.vs-col").is_visible()
     # one probe in every unit
     page.click("#probe-table tbody tr >> nth=0")

@@ -212,14 +212,19 @@ function probeParams(page) {
 
 async function loadProbes(page) {
   const err = $("#probe-error");
+  const params = probeParams(page);
+  const ticket = (state.probeTicket = (state.probeTicket || 0) + 1);
   let data;
   try {
-    data = await api(`/api/runs/${encodeURIComponent(state.run)}/probes?${probeParams(page)}`);
+    data = await api(`/api/runs/${encodeURIComponent(state.run)}/probes?${params}`);
   } catch (e) {
+    if (ticket !== state.probeTicket) return;
     err.textContent = e.message; err.hidden = false;
     return;
   }
+  if (ticket !== state.probeTicket) return;  // a later query was sent meanwhile: its answer is the one to show
   err.hidden = true;
+  $("#probe-table").dataset.query = params.toString();
   state.page = data.page; state.pages = data.pages;
   $("#page-info").textContent = `page ${data.page} of ${data.pages} · ${data.total.toLocaleString()} rows` + (data.vs ? ` · compared with ${data.vs}` : "");
   $("#prev").disabled = data.page <= 1; $("#next").disabled = data.page >= data.pages;
