@@ -391,6 +391,13 @@ def test_browser_explores_a_run(server, page):
     page.wait_for_selector("#probe-units tbody tr")
     units = page.locator("#probe-units tbody td:nth-child(1)").all_text_contents()
     assert {"base", "ft-m", "strong", "placebo-strong"} <= set(units)
+    link = page.url  # the probe's address opens the same rows in a fresh page
+    assert "&probe=" in link
+    fresh = page.context.browser.new_page()
+    fresh.goto(link)
+    fresh.wait_for_selector("#probe-units tbody tr")
+    assert fresh.locator("#probe-units tbody td:nth-child(1)").all_text_contents() == units
+    fresh.close()
     # a bad query shows its reason instead of a broken page
     page.evaluate("document.querySelector('#probe-form [name=a]').value = '-1'")
     page.select_option("#probe-form select[name=changed]", "any")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         job, p = job_of(job_id), pg()
 
-        async def stream() -> Iterator[str]:
+        async def stream() -> AsyncIterator[str]:
             version = -1
             while True:
                 if job.version != version:

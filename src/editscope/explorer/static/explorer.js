@@ -48,7 +48,9 @@ function showSection(which) {
 
 async function openRun(id) {
   state.run = id;
-  location.hash = `run=${encodeURIComponent(id)}`;
+  state.probeKey = null;
+  $("#probe-detail-box").hidden = true;
+  if (new URLSearchParams(location.hash.slice(1)).get("run") !== id) location.hash = `run=${encodeURIComponent(id)}`;
   showSection("run");
   clearInterval(state.refresh);
   const run = state.runs.find(r => r.id === id);
@@ -242,6 +244,8 @@ async function loadProbes(page) {
 }
 
 async function openProbe(probeSet, index) {
+  state.probeKey = `${probeSet}:${index}`;
+  history.replaceState(null, "", `#run=${encodeURIComponent(state.run)}&probe=${encodeURIComponent(state.probeKey)}`);
   const d = await api(`/api/runs/${encodeURIComponent(state.run)}/probe?probe_set=${encodeURIComponent(probeSet)}&index=${index}`);
   const box = $("#probe-detail-box");
   box.hidden = false;
@@ -374,7 +378,11 @@ document.addEventListener("DOMContentLoaded", async () => {
 function route() {
   const hash = new URLSearchParams(location.hash.slice(1));
   if (location.hash === "#playground") { if ($("#playground").hidden) openPlayground(); }
-  else if (hash.get("run") && state.runs.some(r => r.id === hash.get("run"))) { if (state.run !== hash.get("run") || $("#run-view").hidden) openRun(hash.get("run")); }
+  else if (hash.get("run") && state.runs.some(r => r.id === hash.get("run"))) {
+    const probe = hash.get("probe");  // a link to one probe's rows in every unit: #run=ID&probe=SET:INDEX
+    const showProbe = () => { if (probe && probe !== state.probeKey) { const i = probe.lastIndexOf(":"); openProbe(probe.slice(0, i), Number(probe.slice(i + 1))); } };
+    if (state.run !== hash.get("run") || $("#run-view").hidden) openRun(hash.get("run")).then(showProbe); else showProbe();
+  }
   else if (state.runs.length) openRun(state.runs[0].id);
   else openPlayground();
 }
