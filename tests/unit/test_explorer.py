@@ -119,16 +119,23 @@ def test_probe_table_filters_compare_and_pages_agree_with_the_store(server, runs
     assert all(r["changed"] != r["vs"]["changed"] for r in differ_rows)
     assert differ["total"] == sum(r["vs"]["changed"] is not None and r["changed"] != r["vs"]["changed"] for r in vs_rows)
     # sorting and the grid cell filter
-    _, by_kl = all_rows(base, "method=strong&sort=kl&order=desc")
-    kls = [r["kl"] for r in by_kl if r["kl"] is not None]
-    assert kls == sorted(kls, reverse=True)
+    for order in ("asc", "desc"):  # values sorted either way, rows without a value last
+        _, by_lp = all_rows(base, f"method=strong&sort=logprob&order={order}")
+        lps = [r["logprob"] for r in by_lp]
+        have = [x for x in lps if x is not None]
+        assert None in lps and have and lps == have + [None] * (len(lps) - len(have))
+        assert have == sorted(have, reverse=order == "desc")
     _, cell, _ = http(f"{base}/api/runs/single/probes?method=strong&op=%2B&a=2&b=2")
     assert cell["total"] >= 1 and all(r["meta"]["a"] == 2 and r["meta"]["b"] == 2 and r["meta"]["op"] == "+"
                                       for r in cell["rows"])
     # one probe in every unit
     row = everything["rows"][0]
-    _, detail, _ = http(f"{base}/api/runs/single/probe?probe_set={urllib.parse.quote(row['probe_set'])}&index={row['index']}")
+    _, detail, _ = http(f"{base}/api/runs/single/probe?digest={urllib.parse.quote(row['digest'])}")
     assert {u["method"] for u in detail["units"]} >= {"base", "strong", "ft-m", "placebo-strong"}
+    assert all(r["prompt"] == detail["prompt"] for r in every_row if r["digest"] == row["digest"])
+    # the same probe content under both edits (a far sum both edits' suites hold) is one probe here
+    same = [r for r in every_row if r["digest"] == row["digest"]]
+    assert len([u for u in detail["units"] if u["method"] == "strong"]) == len(same)
 
 
 def test_grid_summary_and_curves(server):
@@ -167,8 +174,12 @@ def test_malformed_queries_name_the_field(server):
                          ("method=strong&differs=true", "differs"), ("method=strong&margin=huge", "margin"), ("", "method")]:
         code, body, _ = http(f"{base}/api/runs/single/probes?{query}")
         assert code == 422 and field in body["fields"], (query, body)
-    code, body, _ = http(f"{base}/api/runs/single/probe?probe_set=x&index=abc")
-    assert code == 422 and "index" in body["fields"]
+    code, body, _ = http(f"{base}/api/runs/single/probe?digest=nope")
+    assert code == 422 and "digest" in body["fields"]
+    code, body, _ = http(f"{base}/api/runs/single/probe")
+    assert code == 422 and "digest" in body["fields"]
+    code, body, _ = http(f"{base}/api/runs/single/probes?method=strong&vs=base")
+    assert code == 422 and "base model's output" in body["fields"]["vs"]
     code, body, _ = http(f"{base}/api/runs/single/grid?method=placebo-strong")
     assert code == 422 and "method" in body["fields"]
 
@@ -364,10 +375,11 @@ def test_browser_explores_a_run(server, page):
     box = canvas.bounding_box()
     n = 4  # operands 0..3: click a=2 (third row from the bottom), b=2
     page.mouse.click(box["x"] + (2.5 / n) * box["width"], box["y"] + (1 - 2.5 / n) * box["height"])
-    page.wait_for_function("document.querySelector('#cell-text').textContent === '2+2='")
-    wait_query(page, method="strong", op="+", a="2", b="2")
+    page.wait_for_function("document.querySelector('#cell-text').textContent === '2+2= in edit-0000'")
+    wait_query(page, method="strong", op="+", a="2", b="2", unit="edit-0000")
     prompts = page.locator("#probe-table tbody tr td:nth-child(3)").all_text_contents()
     assert prompts and any("2+2" in p or "2 + 2" in p or "two" in p.lower() for p in prompts)
+    assert set(page.locator("#probe-table tbody tr td:nth-child(1)").all_text_contents()) == {"edit-0000"}
     page.click("#clear-cell")
     # filter, page, compare
     page.select_option("#probe-form select[name=size]", "25")
@@ -486,3 +498,25 @@ def test_serve_command_refuses_bad_input_and_serves_a_run(runs, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_failed_reload_keeps_the_last_good_load_and_retries(runs, monkeypatch):
+    monkeypatch.setattr(catalog_module, "CHECK_EVERY", 0.0)
+    catalog = RunCatalog([runs["single"]])
+    catalog.load_all()
+    run = catalog.get("single")
+    good = run.results()
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise sqlite3.OperationalError("database disk image is malformed")
+
+    monkeypatch.setattr(catalog_module, "load_results", broken)
+    run._stamp = None  # as if the store had changed
+    run.load()
+    assert run.results() is good and "malformed" in run.error and not run.reloading and calls
+    monkeypatch.undo()
+    run._stamp = None
+    run.load()
+    assert run.error is None and run.results() is not good and run.status() == "complete"

@@ -31,7 +31,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..report.data.results import StudyResults
 from .catalog import RunCatalog, ServedRun
-from .playground import STAGES, FormError, Job, Playground, job_json
+from .playground import FINISHED, STAGES, FormError, Job, Playground
 from .probe_table import ProbeQuery, QueryError, probe_page, probe_rows
 from .views import curves, grid, run_info, summary
 
@@ -162,8 +162,8 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
         return answer(probe_page, results(rid), query(ProbeQuery, request))
 
     @app.get("/api/runs/{rid}/probe")
-    def run_probe(rid: str, probe_set: str, index: int) -> dict[str, Any]:
-        return answer(probe_rows, results(rid), probe_set, index)
+    def run_probe(rid: str, digest: str) -> dict[str, Any]:
+        return answer(probe_rows, results(rid), digest)
 
     @app.get("/api/runs/{rid}/curves")
     def run_curves(rid: str) -> dict[str, Any]:
@@ -207,11 +207,11 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
     async def submit(request: Request) -> dict[str, Any]:
         data = await json_body(request)
         job = form_call(pg().submit, data)
-        return job_json(pg(), job)
+        return pg().snapshot(job)
 
     @app.get("/api/jobs/{job_id}")
     def job_state(job_id: str) -> dict[str, Any]:
-        return job_json(pg(), job_of(job_id))
+        return pg().snapshot(job_of(job_id))
 
     @app.get("/api/jobs/{job_id}/events")
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
@@ -222,8 +222,9 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
             while True:
                 if job.version != version:
                     version = job.version
-                    yield f"data: {json.dumps(job_json(p, job))}\n\n"
-                    if job.finished:
+                    shown = p.snapshot(job)
+                    yield f"data: {json.dumps(shown)}\n\n"
+                    if shown["state"] in FINISHED:
                         return
                 if await request.is_disconnected():
                     return  # the job goes on without its watcher
@@ -232,22 +233,25 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/api/jobs/{job_id}/cancel")
-    def cancel(job_id: str) -> dict[str, Any]:
+    async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+        await json_body(request)  # a JSON post: a cross-site form cannot send it
         job = job_of(job_id)
         pg().cancel(job)
-        return job_json(pg(), job)
+        return pg().snapshot(job)
 
     @app.post("/api/jobs/{job_id}/undo")
-    def undo(job_id: str) -> dict[str, Any]:
+    async def undo(job_id: str, request: Request) -> dict[str, Any]:
+        await json_body(request)  # a JSON post: a cross-site form cannot send it
         job = job_of(job_id)
-        form_call(pg().undo, job)
-        return job_json(pg(), job)
+        await asyncio.to_thread(form_call, pg().undo, job)
+        return pg().snapshot(job)
 
     @app.post("/api/jobs/{job_id}/save")
-    def save(job_id: str) -> dict[str, Any]:
+    async def save(job_id: str, request: Request) -> dict[str, Any]:
+        await json_body(request)  # a JSON post: a cross-site form cannot send it
         job = job_of(job_id)
-        form_call(pg().save, job)
-        return job_json(pg(), job)
+        await asyncio.to_thread(form_call, pg().save, job)  # writes the delta: off the event loop
+        return pg().snapshot(job)
 
     @app.get("/api/jobs/{job_id}/study.yaml")
     def study(job_id: str) -> Response:

@@ -57,24 +57,32 @@ class ServedRun:
         """Size and modification time of the store and its write-ahead log: they change with every write."""
         out: list[int] = []
         for p in (self.folder / FILENAME, self.folder / f"{FILENAME}-wal"):
-            st = p.stat() if p.exists() else None
-            out += [st.st_size, st.st_mtime_ns] if st else [0, 0]
+            try:
+                st = p.stat()
+                out += [st.st_size, st.st_mtime_ns]
+            except FileNotFoundError:  # no log (or it was just checkpointed away)
+                out += [0, 0]
         return tuple(out)
 
     def load(self) -> None:
         """Read the store now (blocking). A run that has no finished unit yet is kept with its
-        reason (shown as waiting) rather than refused: its study may be starting."""
-        stamp = self.stamp()
+        reason (shown as waiting) rather than refused: its study may be starting. A reload that
+        fails keeps the last good load (and says why); the next change of the store retries."""
+        res, err, stamp = None, None, None
         try:
-            res, err = load_results(self.folder, read_only=True), None
+            stamp = self.stamp()
+            res = load_results(self.folder, read_only=True)
             warm(res)
         except StoreError as e:
-            res, err = None, str(e)
-        with self._lock:
-            if res is not None or self._results is None:
-                self._results = res
-            self._error, self._stamp, self._loading = err, stamp, False
-            self._checked = time.monotonic()
+            err = str(e)
+        except Exception as e:  # noqa: BLE001 - a half-written store must not end the reloads
+            err = f"could not read the store ({type(e).__name__}: {e})"
+        finally:
+            with self._lock:
+                if res is not None or self._results is None:
+                    self._results = res
+                self._error, self._stamp, self._loading = err, stamp, False
+                self._checked = time.monotonic()
 
     def refresh(self) -> None:
         """Reload in a background thread when the store changed since the last load (checked at

@@ -45,6 +45,8 @@ GRID_N = 10
 #: jobs kept (finished ones beyond this are forgotten, oldest first)
 KEEP_JOBS = 50
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+#: the states a job ends in
+FINISHED = ("done", "failed", "cancelled")
 STAGES = ("loading the model", "building the probes", "base answers", "editing", "evaluating the edit")
 
 
@@ -100,7 +102,7 @@ class Job:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
+        return self.state in FINISHED
 
 
 class Cancelled(Exception):
@@ -147,7 +149,7 @@ class Playground:
         self.methods = edit_methods()
         self._jobs: dict[str, Job] = {}
         self._queue: deque[str] = deque()
-        self._cv = threading.Condition()
+        self._cv = threading.Condition(threading.RLock())
         self._model: tuple[str, Model] | None = None
         self._live: Job | None = None  # the job whose edit is on the loaded model
         self._worker: threading.Thread | None = None
@@ -188,7 +190,7 @@ class Playground:
             self._jobs[job.id] = job
             self._queue.append(job.id)
             self._forget_old()
-            if self._worker is None:
+            if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._serve, name="playground", daemon=True)
                 self._worker.start()
             self._cv.notify_all()
@@ -204,7 +206,7 @@ class Playground:
 
     def place(self, job: Job) -> int | None:
         """1 for the next job to run, 2 after it, ...; None when not waiting."""
-        with self._cv:
+        with self._cv:  # re-entrant: snapshot() holds it already
             return self._queue.index(job.id) + 1 if job.id in self._queue else None
 
     def cancel(self, job: Job) -> None:
@@ -223,15 +225,25 @@ class Playground:
             self._cv.notify_all()
 
     def _set(self, job: Job, **changes: Any) -> None:
-        for k, v in changes.items():
-            setattr(job, k, v)
-        job.version += 1
+        """Change a job's fields together (a reader never sees half of a change) and wake its watchers."""
         with self._cv:
+            for k, v in changes.items():
+                setattr(job, k, v)
+            job.version += 1
+            self._bump_queue()
             self._cv.notify_all()
-        for other in list(self._queue):  # their places moved
+
+    def _bump_queue(self) -> None:
+        """Waiting jobs' places moved: their watchers should hear it (call holding ``_cv``)."""
+        for other in self._queue:
             o = self._jobs.get(other)
             if o is not None:
                 o.version += 1
+
+    def snapshot(self, job: Job) -> dict[str, Any]:
+        """What the page shows of a job, read in one piece (see :func:`job_json`)."""
+        with self._cv:
+            return job_json(self, job)
 
     def wait_change(self, job: Job, version: int, timeout: float) -> None:
         """Block until ``job`` changes past ``version`` (or ``timeout`` seconds pass)."""
@@ -245,10 +257,14 @@ class Playground:
                 if self._stop:
                     return
                 job = self._jobs[self._queue.popleft()]
-                for other in self._queue:
-                    self._jobs[other].version += 1
+                self._bump_queue()
+                self._cv.notify_all()
             with self._model_lock:
-                self._run(job)
+                try:
+                    self._run(job)
+                except BaseException as e:  # noqa: BLE001 - the worker outlives any one job
+                    traceback.print_exc()
+                    self._set(job, state="failed", stage="failed", error=f"{type(e).__name__}: {e}")
 
     def _stage(self, job: Job, i: int) -> None:
         if job.cancel.is_set():
@@ -278,8 +294,10 @@ class Playground:
             self._set(job, state="done", stage="done", step=len(STAGES), result=result,
                       seconds=time.perf_counter() - t0)
         except Cancelled:
-            self._undo_live()
-            self._set(job, state="cancelled", stage="cancelled", seconds=time.perf_counter() - t0)
+            try:
+                self._undo_live()
+            finally:
+                self._set(job, state="cancelled", stage="cancelled", seconds=time.perf_counter() - t0)
         except EditscopeError as e:  # the method refused the edit, or a model failed to load: the user's to fix
             self._set(job, state="failed", stage="refused", error=str(e), seconds=time.perf_counter() - t0)
         except (ValueError, TypeError) as e:
@@ -316,24 +334,37 @@ class Playground:
                 "edit_seconds": handle.info.get("seconds")}
 
     # ---- after a job
+    def _holding_model(self) -> bool:
+        """Take the model lock if no job is running (True), else False: undo and save answer at once."""
+        return self._model_lock.acquire(blocking=False)
+
     def undo(self, job: Job) -> None:
         if job.state != "done" or job.handle is None:
             raise FormError({"job": "only a finished edit can be undone"})
         if job.undone:
             raise FormError({"job": "this edit was already undone (by you, or by the next job)"})
-        with self._model_lock:
+        if not self._holding_model():
+            raise FormError({"job": "another edit is running on the model; this one is undone when it starts"})
+        try:
             if self._live is job:
                 self._undo_live()
+        finally:
+            self._model_lock.release()
 
     def save(self, job: Job) -> Path:
         """Write the live edit as ``editscope edit --save`` does, under the save folder."""
         if job.state != "done" or job.handle is None or job.undone:
             raise FormError({"job": "only an edit still on the model can be saved (run it again)"})
         out = self.save_dir / f"{job.id}-{re.sub(r'[^a-z0-9-]+', '-', job.form.method.lower())}"
-        with self._model_lock:
+        if not self._holding_model():
+            raise FormError({"job": "another edit is running on the model (it undoes this one first); run this "
+                                    "one again to save it"})
+        try:
             if job.undone:
                 raise FormError({"job": "this edit was undone by the next job; run it again to save it"})
             path = Path(job.handle.save(out))
+        finally:
+            self._model_lock.release()
         self._set(job, saved=str(path))
         return path
 
@@ -362,5 +393,5 @@ def job_json(pg: Playground, job: Job) -> dict[str, Any]:
             "undone": job.undone, "seconds": job.seconds, "form": job.form.model_dump()}
 
 
-__all__ = ["EditForm", "FormError", "GRID_N", "Job", "Playground", "STAGES", "blast", "edit_methods", "job_json",
+__all__ = ["EditForm", "FINISHED", "FormError", "GRID_N", "Job", "Playground", "STAGES", "blast", "edit_methods", "job_json",
            "playground_probes"]

@@ -96,8 +96,11 @@ def resolve_vs(res: StudyResults, method: str, vs: str) -> str:
         if not mine:
             raise QueryError("vs", f"{method!r} has no placebo in this run; compare it with another method instead")
         return mine[0]
-    if vs != "base" and vs not in res.methods:
-        raise QueryError("vs", f"no method {vs!r} in this run; it has {', '.join(['base', *res.methods])}")
+    if vs == "base":
+        raise QueryError("vs", "every row already shows the base model's output beside the method's; compare with "
+                               "another method or with 'placebo'")
+    if vs not in res.methods:
+        raise QueryError("vs", f"no method {vs!r} in this run; it has {', '.join(res.methods)}")
     return vs
 
 
@@ -173,14 +176,8 @@ def probe_page(res: StudyResults, q: ProbeQuery) -> dict[str, Any]:
             idx, other = idx[keep.to_numpy()], other[keep.to_numpy()]
     elif q.differs:
         raise QueryError("differs", "'only where they differ' needs a method to compare with (vs)")
-    if q.sort != "probe":
-        values = df.loc[idx, q.sort]
-        order = np.argsort(values.to_numpy(dtype=float if q.sort in ("base_margin", "kl", "logprob") else object,
-                                           na_value=np.nan if q.sort in ("base_margin", "kl", "logprob") else ""),
-                           kind="stable")
-        if q.order == "desc":
-            order = order[::-1]
-        idx = idx[order]
+    if q.sort != "probe":  # stable, and rows without a value last in either order
+        idx = df.loc[idx, q.sort].sort_values(ascending=q.order == "asc", kind="stable", na_position="last").index
     elif q.order == "desc":
         idx = idx[::-1]
     total = len(idx)
@@ -195,7 +192,7 @@ def probe_page(res: StudyResults, q: ProbeQuery) -> dict[str, Any]:
         row = {"method": r["method"], "unit": r["unit"], "step": _value(r["step"]), "probe_set": r["probe_set"],
                "index": _value(r["index"]), "category": r["category"], "prompt": r["prompt"], "target": r["target"],
                "meta": dict(res.frame.metas[int(r["meta_id"])]), "base_greedy": _value(r["base_greedy"]),
-               "greedy": _value(r["greedy"]), "changed": _bool(changed.at[label]),
+               "greedy": _value(r["greedy"]), "changed": _bool(changed.at[label]), "digest": r["probe_digest"],
                "says_target": _bool(r["says_target"]), "base_status": _value(r["base_status"]),
                "base_margin": _value(r["base_margin"]), "kl": _value(r["kl"]), "logprob": _value(r["logprob"])}
         if other is not None:
@@ -211,19 +208,20 @@ def _bool(v: Any) -> bool | None:
     return None if v is None else bool(v)
 
 
-def probe_rows(res: StudyResults, probe_set: str, index: int) -> dict[str, Any]:
-    """One probe and its rows in every unit of the run (every method, control and step)."""
+def probe_rows(res: StudyResults, digest: str) -> dict[str, Any]:
+    """One probe (by its content digest: prompt, target, category and meta) and its rows in every
+    unit of the run: every method, control, edit and step that measured it."""
     df = res.frame.df
-    hit = df.index[((df["probe_set"] == probe_set) & (df["index"] == index)).to_numpy(dtype=bool)]
+    hit = df.index[(df["probe_digest"] == digest).to_numpy(dtype=bool)]
     if not len(hit):
-        raise QueryError("probe", f"no probe {probe_set!r} #{index} in this run")
+        raise QueryError("digest", f"no probe with digest {digest!r} in this run")
     first = df.loc[hit[0]]
     changed = changed_column(res)
     units = [{"method": df.at[i, "method"], "unit": df.at[i, "unit"], "step": _value(df.at[i, "step"]),
               "greedy": _value(df.at[i, "greedy"]), "changed": _bool(changed.at[i]),
               "says_target": _bool(df.at[i, "says_target"]), "kl": _value(df.at[i, "kl"]),
               "logprob": _value(df.at[i, "logprob"])} for i in hit]
-    return {"probe_set": probe_set, "index": index, "category": first["category"], "prompt": first["prompt"],
+    return {"digest": digest, "category": first["category"], "prompt": first["prompt"],
             "target": first["target"], "meta": dict(res.frame.metas[int(first["meta_id"])]),
             "base_greedy": _value(first["base_greedy"]), "base_status": _value(first["base_status"]),
             "base_margin": _value(first["base_margin"]), "units": units}

@@ -151,7 +151,7 @@ class ResultsStore:
             if not create:
                 raise StoreError(f"{self.path}: no results store here (run `editscope run` first)")
             _create_store_file(self.path)
-        _check_ours(self.path)  # every store opened below carries its format row
+        _check_ours(self.path, read_only=read_only)  # every store opened below carries its format row
         self._probe_ids: dict[tuple[str, int, str], int] = {}
         if read_only:
             self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
@@ -195,6 +195,15 @@ class ResultsStore:
         self.db.close()
 
     # ---- transactions and metadata
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the store, even while a study writes it (a read transaction)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
@@ -408,13 +417,14 @@ def _create_store_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _check_ours(path: Path) -> None:
+def _check_ours(path: Path, read_only: bool = False) -> None:
     # Only through sqlite3: opening and closing the file with open() would drop SQLite's POSIX
-    # locks held by other connections of this process.
+    # locks held by other connections of this process. Read-only: a read-write connection's close
+    # may checkpoint the write-ahead log or roll back a hot journal, both writes to the store.
     if path.stat().st_size == 0:
         raise StoreError(f"{path}: an empty file, not an editscope results store; move it away or pick another "
                          "--out folder")
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) if read_only else sqlite3.connect(path)
     why = ""
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()

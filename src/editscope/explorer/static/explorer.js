@@ -46,36 +46,61 @@ function showSection(which) {
     (which === "run" && b.dataset.run === state.run) || (which === "playground" && b.id === "open-playground")));
 }
 
+// Each openRun is one "generation": an answer that arrives after the user moved on (another run, the
+// playground) is dropped instead of drawn over what is shown now.
+function stale(gen) { return gen !== state.gen; }
+
+function stopRefresh() { clearInterval(state.refresh); state.refresh = null; }
+
 async function openRun(id) {
+  const gen = (state.gen = (state.gen || 0) + 1);
   state.run = id;
   state.probeKey = null;
   $("#probe-detail-box").hidden = true;
   if (new URLSearchParams(location.hash.slice(1)).get("run") !== id) location.hash = `run=${encodeURIComponent(id)}`;
   showSection("run");
-  clearInterval(state.refresh);
+  stopRefresh();
   const run = state.runs.find(r => r.id === id);
-  if (run && run.status === "waiting") {
+  const waiting = run && run.status === "waiting";
+  for (const box of ["#summary-box", "#grid-box", "#curves-box", "#probes-box"]) $(box).hidden = waiting;
+  if (waiting) {
+    $("#run-title").textContent = run.name; $("#run-meta").textContent = run.error || "";
     notice(`Run ${id} has no finished unit yet; this page refreshes until it has.`);
-    state.refresh = setInterval(async () => { await loadRuns(); if (state.runs.find(r => r.id === id).status !== "waiting") openRun(id); }, 3000);
+    state.refresh = setInterval(async () => {
+      await loadRuns();
+      if (!stale(gen) && state.runs.find(r => r.id === id).status !== "waiting") openRun(id);
+    }, 3000);
     return;
   }
   const info = await api(`/api/runs/${encodeURIComponent(id)}`);
-  state.info = info;
-  notice(info.status === "in progress" ? `Run ${id} is in progress: ${info.units} units so far; the page refreshes as it grows.` : "");
-  $("#run-title").textContent = `${info.name}`;
-  $("#run-meta").textContent = `${info.model} · ${info.protocol} protocol · ${info.units} units · ${info.rows.toLocaleString()} probe rows · ${info.status}`;
+  if (stale(gen)) return;
   fillProbeForm(info);
-  await Promise.all([loadSummary(), setupGrid(info), loadCurves(info), loadProbes(1)]);
-  if (info.status === "in progress") {
+  await showRun(info, gen);
+  if (!stale(gen) && info.status === "in progress") {
     state.refresh = setInterval(async () => {
       const now = await api(`/api/runs/${encodeURIComponent(id)}`);
-      if (now.units !== state.info.units || now.status !== state.info.status) { await loadRuns(); openRun(id); }
+      if (stale(gen)) return;
+      if (now.units !== state.info.units || now.status !== state.info.status) {
+        await loadRuns();
+        showSection("run");
+        await showRun(now, gen);  // the user's filters, page and open probe stay as they are
+        if (now.status !== "in progress") stopRefresh();
+      }
     }, 5000);
   }
 }
 
-async function loadSummary() {
+async function showRun(info, gen) {
+  state.info = info;
+  notice(info.status === "in progress" ? `Run ${info.id} is in progress: ${info.units} units so far; the page refreshes as it grows.` : "");
+  $("#run-title").textContent = `${info.name}`;
+  $("#run-meta").textContent = `${info.model} · ${info.protocol} protocol · ${info.units} units · ${info.rows.toLocaleString()} probe rows · ${info.status}`;
+  await Promise.all([loadSummary(gen), setupGrid(info, gen), loadCurves(info, gen), loadProbes(state.page || 1)]);
+}
+
+async function loadSummary(gen) {
   const s = await api(`/api/runs/${encodeURIComponent(state.run)}/summary`);
+  if (stale(gen)) return;
   $("#summary").replaceChildren(...s.tables.map(t => {
     const table = el("table", { class: "report", id: `table-${t.name}` },
       el("thead", {}, el("tr", {}, ...t.header.map(h => el("th", { text: h })))),
@@ -90,26 +115,31 @@ function options(select, values, keep = []) {
   select.replaceChildren(...fixed, ...values.map(v => el("option", { value: v, text: v })));
 }
 
-async function setupGrid(info) {
+async function setupGrid(info, gen) {
   const box = $("#grid-box");
   box.hidden = !info.grid_methods.length;
   if (!info.grid_methods.length) return;
+  const keep = [$("#grid-method").value, $("#grid-vs").value];
   options($("#grid-method"), info.grid_methods);
   options($("#grid-vs"), info.grid_methods, [["", "(none)"]]);
-  await drawGrids();
+  if (info.grid_methods.includes(keep[0])) $("#grid-method").value = keep[0];
+  if (info.grid_methods.includes(keep[1])) $("#grid-vs").value = keep[1];
+  await drawGrids(gen);
 }
 
-async function drawGrids() {
+async function drawGrids(gen = state.gen) {
   const methods = [$("#grid-method").value, $("#grid-vs").value].filter(Boolean);
   const grids = await Promise.all(methods.map(m => api(`/api/runs/${encodeURIComponent(state.run)}/grid?method=${encodeURIComponent(m)}`)));
+  if (stale(gen)) return;
   const panels = [];
   for (const g of grids) {
-    for (const op of g.ops) panels.push(gridCanvas(g, op));
+    for (const op of g.ops) panels.push(gridCanvas(g, op, showCell));
   }
   $("#grids").replaceChildren(el("div", { class: "grids" }, ...panels));
 }
 
-function gridCanvas(g, op) {
+// onCell(g, op, a, b): what a click on a cell does (none: the cell is not clickable)
+function gridCanvas(g, op, onCell = null) {
   const px = Math.max(3, Math.min(24, Math.floor(300 / g.n)));
   const c = el("canvas", { width: g.n * px, height: g.n * px, class: "grid", "data-method": g.method, "data-op": op });
   const ctx = c.getContext("2d");
@@ -129,25 +159,27 @@ function gridCanvas(g, op) {
   };
   c.addEventListener("mousemove", ev => {
     const p = cellAt(ev);
-    if (p) $("#grid-hover").textContent = `${g.method}: ${p.a}${op}${p.b}= ${["unchanged", "changed", "now says the target"][cells[p.a][p.b]]}`;
+    if (p) (onCell ? $("#grid-hover") : $("#pg-hover")).textContent = `${g.method}: ${p.a}${op}${p.b}= ${["output unchanged", "output changed", "now says the target"][cells[p.a][p.b]]}`;
   });
-  c.addEventListener("click", ev => {
-    const p = cellAt(ev);
-    if (!p) return;
-    const f = $("#probe-form");
-    f.method.value = g.method; f.op.value = op; f.a.value = p.a; f.b.value = p.b;
-    $("#cell-text").textContent = `${p.a}${op}${p.b}=`; $("#cell-filter").hidden = false;
-    loadProbes(1).then(() => $("#probes-box").scrollIntoView());
-  });
-  return el("div", { class: "grid-panel" }, el("div", { text: `${g.method}: a ${op} b (${g.changed[op]}/${g.n * g.n} changed)` }), c);
+  if (onCell) c.addEventListener("click", ev => { const p = cellAt(ev); if (p) onCell(g, op, p.a, p.b); });
+  return el("div", { class: "grid-panel" }, el("div", { text: `${g.method}: a ${op} b (${g.changed[op]}/${g.n * g.n} outputs changed)` }), c);
+}
+
+// a click on a run's grid cell: that cell's probes in the unit the grid was drawn from
+function showCell(g, op, a, b) {
+  const f = $("#probe-form");
+  f.method.value = g.method; f.op.value = op; f.a.value = a; f.b.value = b; f.unit.value = g.unit || "";
+  $("#cell-text").textContent = `${a}${op}${b}= in ${g.unit}`; $("#cell-filter").hidden = false;
+  loadProbes(1).then(() => $("#probes-box").scrollIntoView());
 }
 
 // ---- curves (sequential runs)
-async function loadCurves(info) {
+async function loadCurves(info, gen) {
   const box = $("#curves-box");
   box.hidden = info.protocol !== "sequential";
   if (box.hidden) return;
   const data = await api(`/api/runs/${encodeURIComponent(state.run)}/curves`);
+  if (stale(gen)) return;
   const series = {};
   for (const [m, curves] of Object.entries(data.methods)) for (const [name, pts] of Object.entries(curves)) (series[name] ||= {})[m] = pts;
   $("#curves").replaceChildren(...Object.entries(series).map(([name, byMethod]) => curveCanvas(name, byMethod)));
@@ -194,16 +226,24 @@ function fillProbeForm(info) {
   options(f.category, info.categories, [["", "(all)"]]);
   options(f.base, info.base_statuses, [["any", "any"]]);
   options(f.margin, info.margin_bins, [["any", "any"]]);
-  options(f.vs, info.methods, [["", "(none)"], [info.placebo, "its placebo"]]);
+  options(f.vs, info.methods.filter(m => m !== "base"), [["", "(none)"], [info.placebo, "its placebo"]]);
   options(f.sort, info.sort_keys);
-  f.op.value = f.a.value = f.b.value = ""; $("#cell-filter").hidden = true;
+  options(f.step, info.steps.map(String), [["", "(last)"]]);
+  $("#step-choice").hidden = !info.steps.length;
+  clearCell();
   f.text.value = ""; f.differs.checked = false;
+  state.page = 1;
+}
+
+function clearCell() {
+  const f = $("#probe-form");
+  f.op.value = f.a.value = f.b.value = f.unit.value = ""; $("#cell-filter").hidden = true;
 }
 
 function probeParams(page) {
   const f = $("#probe-form");
   const p = new URLSearchParams();
-  for (const name of ["method", "category", "changed", "base", "margin", "vs", "text", "sort", "order", "size", "op", "a", "b"]) {
+  for (const name of ["method", "category", "step", "changed", "base", "margin", "vs", "text", "sort", "order", "size", "op", "a", "b", "unit"]) {
     const v = f[name].value;
     if (v !== "" && v !== null) p.set(name, v);
   }
@@ -235,7 +275,7 @@ async function loadProbes(page) {
   table.tBodies[0].replaceChildren(...data.rows.map(r => {
     const answer = r.says_target ? ["says", "says target"] : r.changed ? ["changed", "changed"] : r.changed === false ? ["same", "same"] : ["", "-"];
     const vs = r.vs ? `${r.vs.greedy ?? "-"}${r.vs.changed ? "  (changed)" : ""}` : "";
-    return el("tr", { "data-probe-set": r.probe_set, "data-index": r.index, onclick: () => openProbe(r.probe_set, r.index) },
+    return el("tr", { "data-digest": r.digest, onclick: () => openProbe(r.digest) },
       el("td", { text: r.unit }), el("td", { text: r.category }), el("td", { class: "out", text: r.prompt }),
       el("td", { class: "out", text: r.target }), el("td", { class: "out", text: r.base_greedy ?? "-" }),
       el("td", { class: "out", text: r.greedy ?? "-" }), el("td", { class: "out vs-col", text: vs }),
@@ -243,10 +283,12 @@ async function loadProbes(page) {
   }));
 }
 
-async function openProbe(probeSet, index) {
-  state.probeKey = `${probeSet}:${index}`;
-  history.replaceState(null, "", `#run=${encodeURIComponent(state.run)}&probe=${encodeURIComponent(state.probeKey)}`);
-  const d = await api(`/api/runs/${encodeURIComponent(state.run)}/probe?probe_set=${encodeURIComponent(probeSet)}&index=${index}`);
+async function openProbe(digest) {
+  state.probeKey = digest;
+  history.replaceState(null, "", `#run=${encodeURIComponent(state.run)}&probe=${encodeURIComponent(digest)}`);
+  const gen = state.gen;
+  const d = await api(`/api/runs/${encodeURIComponent(state.run)}/probe?digest=${encodeURIComponent(digest)}`);
+  if (stale(gen)) return;
   const box = $("#probe-detail-box");
   box.hidden = false;
   $("#probe-detail").replaceChildren(
@@ -264,8 +306,9 @@ async function openProbe(probeSet, index) {
 
 // ---- playground
 async function openPlayground() {
+  state.gen = (state.gen || 0) + 1;  // answers for the run shown before are dropped
   location.hash = "playground";
-  clearInterval(state.refresh);
+  stopRefresh();
   showSection("playground");
   notice("");
   const f = $("#pg-form");
@@ -360,11 +403,11 @@ document.addEventListener("DOMContentLoaded", async () => {
   f.addEventListener("change", () => loadProbes(1));
   f.text.addEventListener("input", () => { clearTimeout(state.typing); state.typing = setTimeout(() => loadProbes(1), 300); });
   f.addEventListener("submit", ev => { ev.preventDefault(); loadProbes(1); });
-  $("#clear-cell").addEventListener("click", () => { f.op.value = f.a.value = f.b.value = ""; $("#cell-filter").hidden = true; loadProbes(1); });
+  $("#clear-cell").addEventListener("click", () => { clearCell(); loadProbes(1); });
   $("#prev").addEventListener("click", () => loadProbes(state.page - 1));
   $("#next").addEventListener("click", () => loadProbes(state.page + 1));
-  $("#grid-method").addEventListener("change", drawGrids);
-  $("#grid-vs").addEventListener("change", drawGrids);
+  $("#grid-method").addEventListener("change", () => drawGrids());
+  $("#grid-vs").addEventListener("change", () => drawGrids());
   $("#pg-form").addEventListener("submit", submitEdit);
   $("#pg-cancel").addEventListener("click", () => jobAction("cancel"));
   $("#pg-undo").addEventListener("click", () => jobAction("undo"));
@@ -379,8 +422,8 @@ function route() {
   const hash = new URLSearchParams(location.hash.slice(1));
   if (location.hash === "#playground") { if ($("#playground").hidden) openPlayground(); }
   else if (hash.get("run") && state.runs.some(r => r.id === hash.get("run"))) {
-    const probe = hash.get("probe");  // a link to one probe's rows in every unit: #run=ID&probe=SET:INDEX
-    const showProbe = () => { if (probe && probe !== state.probeKey) { const i = probe.lastIndexOf(":"); openProbe(probe.slice(0, i), Number(probe.slice(i + 1))); } };
+    const probe = hash.get("probe");  // a link to one probe's rows in every unit: #run=ID&probe=DIGEST
+    const showProbe = () => { if (probe && probe !== state.probeKey) openProbe(probe); };
     if (state.run !== hash.get("run") || $("#run-view").hidden) openRun(hash.get("run")).then(showProbe); else showProbe();
   }
   else if (state.runs.length) openRun(state.runs[0].id);

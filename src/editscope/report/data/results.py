@@ -427,11 +427,12 @@ def load_results(run_dir: str | Path, reference: str | None = None, *, read_only
     run_dir = Path(run_dir)
     store = ResultsStore(run_dir / FILENAME, read_only=read_only)
     try:
-        meta = store.meta()
+        with store.snapshot():  # a study may be writing the store: read one state of it
+            meta, units, scalars, events = store.meta(), store.units(), store.scalars(), store.events()
+            frame = RowFrame.read(store)
         config = meta.get("config", {})
         study = parse_stored_config(config)
         planned = planned_labels(config, study)
-        units = store.units()
         if not units:
             raise StoreError(f"{run_dir}: the run {meta.get('name')!r} has no finished unit yet (it stopped before the "
                              f"base model was evaluated), so there is nothing to report; continue it with `editscope run "
@@ -443,14 +444,13 @@ def load_results(run_dir: str | Path, reference: str | None = None, *, read_only
         # a partial run may not have reached the study's reference yet: test against the first method
         stored_ref = config.get("reference") if config.get("reference") in methods else None
         ref = reference or stored_ref or (methods[0] if methods else None)
-        frame = RowFrame.read(store)
         require_one_version(frame.df, str(run_dir))  # nothing compares units measured on other probes
         # a unit run at matched strength that did not reach its level is reported, never averaged in
         frame = frame.without({(u.method, u.unit) for u in units if u.info.get("strength_reached") is False})
         # an edit refused as a no-op (the base already gives its target) was never made: its rows are
         # the base model's and would count as a success; it is left out of every number
         frame = frame.without({(u.method, u.unit) for u in units if u.status == "failed" and is_no_op(u.info.get("error"))})
-        res = StudyResults(run_dir, meta, config, methods, frame, store.scalars(), store.events(), units,
+        res = StudyResults(run_dir, meta, config, methods, frame, scalars, events, units,
                            None, [], [], ref, study.control_map() if study else {}, study)
     finally:
         store.close()
