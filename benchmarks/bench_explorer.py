@@ -67,7 +67,7 @@ def main() -> None:
         "probes: prompt search": f"{probes}&text=plus",
         "probes: last page": f"{probes}&page={last_page}",
         "probes: one grid cell": f"{probes}&op=%2B&a=7&b=9",
-        "one probe in every unit": f"{api}/probe?probe_set={urllib.parse.quote(row['probe_set'])}&index={row['index']}",
+        "one probe in every unit": f"{api}/probe?digest={urllib.parse.quote(row['digest'])}",
     }
     print(f"run {rid}: {len(res.frame.df):,} probe rows, {len(res.units)} units, {len(res.methods)} methods; "
           f"loaded in {load_s:.1f} s (once, before the server listens)")
