@@ -35,10 +35,11 @@ from ..methods.handle import EditHandle
 from ..models.model import Model
 from ..probes.arithmetic import arithmetic, parse_arithmetic
 from ..probes.facts import facts
-from ..report.data.grid import cell_code
+from ..report.data.grid import grid_of
 from ..requests import EditRequest, Probe, ProbeSet
 from ..runner.config import parse_config
 from ..runner.prepare import model_by_name
+from .views import grid_json
 
 #: the grid's largest operand in the playground's arithmetic suite
 GRID_N = 10
@@ -122,19 +123,9 @@ def playground_probes(req: EditRequest) -> ProbeSet:
 
 
 def blast(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The grid rows of an evaluation as cell codes per op (``[a][b]``); None without grid rows."""
-    grid = [r for r in rows if r["meta"].get("template") == "grid" and "a" in r["meta"]]
-    if not grid:
-        return None
-    n = max(max(r["meta"]["a"], r["meta"]["b"]) for r in grid) + 1
-    cells: dict[str, list[list[int]]] = {}
-    for r in grid:
-        m = r["meta"]
-        cells.setdefault(m["op"], [[0] * n for _ in range(n)])[m["a"]][m["b"]] = cell_code(r)
-    target = next((r["meta"] for r in grid if r["category"] == "target"), None)
-    return {"n": n, "ops": sorted(cells, key="+-*".index), "cells": cells,
-            "changed": {op: sum(v > 0 for row in c for v in row) for op, c in cells.items()},
-            "target": None if target is None else {"op": target["op"], "a": target["a"], "b": target["b"]}}
+    """An evaluation's blast radius as the page draws it (:func:`grid_json`); None without grid rows."""
+    g = grid_of("this edit", rows)
+    return None if g is None else grid_json(g)
 
 
 class Playground:

@@ -10,7 +10,7 @@ from typing import Any
 from ..report.analyses.anatomy import anatomy_curves
 from ..report.analyses.attribution import MARGIN_BINS
 from ..metrics.edit_metrics import BASE_STATUSES
-from ..report.data.grid import BLAST_LABELS, operand_grid
+from ..report.data.grid import BLAST_LABELS, OperandGrid, operand_grid
 from ..report.data.results import LOCALITY, StudyResults, sequential_curves
 from ..report.formats.render import excess_table, main_table
 from ..report.formats.table import Table
@@ -68,10 +68,17 @@ def _grid(res: StudyResults, method: str) -> dict[str, Any]:
     g = operand_grid(res, method)
     if g is None:
         raise QueryError("method", "this run has no arithmetic grid probes")
-    return {"method": method, "n": g.n, "ops": g.ops, "labels": list(BLAST_LABELS),
+    return grid_json(g)
+
+
+def grid_json(g: OperandGrid) -> dict[str, Any]:
+    """An :class:`OperandGrid` as the page draws it: per op an ``n x n`` list of cell codes
+    (``[a][b]``), the changed count per op, the edited cell and the unit the rows come from (None for
+    rows that are not stored, as a playground edit's)."""
+    return {"method": g.method, "n": g.n, "ops": g.ops, "labels": list(BLAST_LABELS),
             "cells": {op: g.cells[op].tolist() for op in g.ops}, "changed": {op: g.changed(op) for op in g.ops},
             "target": None if g.target is None else {"op": g.target[0], "a": g.target[1], "b": g.target[2]},
-            "unit": g.rows[0]["unit"] if g.rows else None}
+            "unit": g.rows[0].get("unit")}
 
 
 def curves(res: StudyResults) -> dict[str, Any]:
@@ -95,4 +102,4 @@ def warm(res: StudyResults) -> None:
     summary(res)
 
 
-__all__ = ["curves", "grid", "run_info", "summary", "table_json", "warm"]
+__all__ = ["curves", "grid", "grid_json", "run_info", "summary", "table_json", "warm"]

@@ -140,7 +140,6 @@ class ResultsStore:
         if create and read_only:
             raise ValueError("a results store cannot be created read-only")
         self.path = Path(path)
-        self.read_only = read_only
         blocker = file_in_the_way(self.path.parent)
         if blocker is not None:
             raise StoreError(f"{blocker}: is a file, not a run folder; give the folder `editscope run --out` wrote")
@@ -154,7 +153,7 @@ class ResultsStore:
         _check_ours(self.path, read_only=read_only)  # every store opened below carries its format row
         self._probe_ids: dict[tuple[str, int, str], int] = {}
         if read_only:
-            self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+            self.db = _connect_read_only(self.path, isolation_level=None)
             self.format = self.get_meta("format")
             self._require_current_columns()
             return
@@ -182,14 +181,13 @@ class ResultsStore:
         return bool(missing)
 
     def _require_current_columns(self) -> None:
-        tables = ("measures", "probes") if self.format == STORE_FORMAT else ()
-        for table in (*tables, "rows"):
-            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-            wanted = ROW_FIELDS if table == "rows" else _ADDED_COLUMNS[table]
-            missing = [c for c in wanted if c not in have]
-            if missing:
-                raise StoreError(f"{self.path}: written by an older editscope (table {table} lacks {', '.join(missing)}); "
-                                 f"open it read-write once to upgrade it in place: `editscope report {self.path.parent}`")
+        # the rows table (format 1) or view (format 2, rebuilt whenever a column is added) has every
+        # field once the store is current
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(rows)")}
+        missing = [c for c in ROW_FIELDS if c not in have]
+        if missing:
+            raise StoreError(f"{self.path}: written by an older editscope (its rows lack {', '.join(missing)}); "
+                             f"open it read-write once to upgrade it in place: `editscope report {self.path.parent}`")
 
     def close(self) -> None:
         self.db.close()
@@ -417,6 +415,11 @@ def _create_store_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _connect_read_only(path: Path, **kwargs: Any) -> sqlite3.Connection:
+    """A connection that SQLite refuses every write on (``mode=ro``)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, **kwargs)
+
+
 def _check_ours(path: Path, read_only: bool = False) -> None:
     # Only through sqlite3: opening and closing the file with open() would drop SQLite's POSIX
     # locks held by other connections of this process. Read-only: a read-write connection's close
@@ -424,7 +427,7 @@ def _check_ours(path: Path, read_only: bool = False) -> None:
     if path.stat().st_size == 0:
         raise StoreError(f"{path}: an empty file, not an editscope results store; move it away or pick another "
                          "--out folder")
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) if read_only else sqlite3.connect(path)
+    db = _connect_read_only(path) if read_only else sqlite3.connect(path)
     why = ""
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()

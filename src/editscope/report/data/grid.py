@@ -76,7 +76,13 @@ def operand_grid(res: StudyResults, method: str) -> OperandGrid | None:
 
 
 def _operand_grid(res: StudyResults, method: str) -> OperandGrid | None:
-    rows, target = grid_rows(res, method)
+    return grid_of(method, grid_rows(res, method)[0])
+
+
+def grid_of(method: str, rows: list[dict[str, Any]]) -> OperandGrid | None:
+    """The blast radius drawn from row dicts (stored rows or :attr:`EvalResult.rows`): the grid
+    rows among them (``meta`` template ``grid``), one cell each; None when there are none."""
+    rows = [r for r in rows if r["meta"].get("template") == "grid" and "a" in r["meta"]]
     if not rows:
         return None
     n = max(max(r["meta"]["a"], r["meta"]["b"]) for r in rows) + 1
@@ -84,8 +90,9 @@ def _operand_grid(res: StudyResults, method: str) -> OperandGrid | None:
     for r in rows:
         m = r["meta"]
         cells.setdefault(m["op"], np.zeros((n, n), dtype=np.int8))[m["a"], m["b"]] = cell_code(r)
-    where = None if target is None else (target["meta"]["op"], target["meta"]["a"], target["meta"]["b"])
+    target = next((r["meta"] for r in rows if r["category"] == "target"), None)
+    where = None if target is None else (target["op"], target["a"], target["b"])
     return OperandGrid(method, n, cells, where, rows)
 
 
-__all__ = ["BLAST_LABELS", "OperandGrid", "cell_code", "grid_rows", "operand_grid"]
+__all__ = ["BLAST_LABELS", "OperandGrid", "cell_code", "grid_of", "grid_rows", "operand_grid"]
