@@ -40,14 +40,19 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(runs):
+def playground(runs):
+    pg = Playground(["tiny:llama"], runs["root"] / "saves")
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(scope="module")
+def server(runs, playground):
     catalog = RunCatalog([runs["single"], runs["seq"]])
     catalog.load_all()
-    pg = Playground(["tiny:llama"], runs["root"] / "saves")
-    srv = start_in_thread(create_app(catalog, pg))
+    srv = start_in_thread(create_app(catalog, playground))
     yield srv
     srv.stop()
-    pg.close()
 
 
 def http(url: str, *, data: bytes | None = None, headers: dict | None = None, method: str | None = None):
@@ -234,6 +239,24 @@ def test_a_disconnecting_client_leaves_the_job_to_finish_and_places_are_kept(ser
     assert code == 200 and undone["undone"]
     code, again, _ = post(f"{base}/api/jobs/{second['id']}/undo", {})
     assert code == 422
+
+
+def test_undo_and_save_are_refused_while_another_edit_holds_the_model(server, playground):
+    base = server.url
+    _, job, _ = post(f"{base}/api/jobs", {"model": "tiny:llama", "method": "ft-m", "prompt": "2+3=", "target": "8"})
+    assert wait_job(base, job["id"])["state"] == "done"
+    # the lock a running job holds while it may change the weights: undo and save answer at once, refused
+    assert playground._model_lock.acquire(timeout=60)
+    try:
+        for action in ("undo", "save"):
+            code, body, _ = post(f"{base}/api/jobs/{job['id']}/{action}", {})
+            assert code == 422 and "another edit is running" in body["fields"]["job"], (action, body)
+    finally:
+        playground._model_lock.release()
+    code, saved, _ = post(f"{base}/api/jobs/{job['id']}/save", {})
+    assert code == 200 and Path(saved["saved"]).is_dir()
+    code, undone, _ = post(f"{base}/api/jobs/{job['id']}/undo", {})
+    assert code == 200 and undone["undone"]
 
 
 def test_an_edit_the_method_refuses_fails_with_its_reason(server):

@@ -60,6 +60,12 @@ def _fields_of(e: ValidationError | RequestValidationError) -> dict[str, str]:
     return out
 
 
+def _invalid(e: ValidationError | RequestValidationError) -> ApiError:
+    """A 422 naming every invalid field (``{field: message}``) and joining them into one message."""
+    fields = _fields_of(e)
+    return ApiError(422, "; ".join(f"{k}: {v}" for k, v in fields.items()), fields)
+
+
 def create_app(catalog: RunCatalog, playground: Playground | None = None, *, token: str | None = None,
                loopback_only: bool = True) -> FastAPI:
     """The app over ``catalog``'s runs (and ``playground``'s jobs when given). ``token``: required on
@@ -88,8 +94,8 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
-        fields = _fields_of(e)
-        return _error(422, "; ".join(f"{k}: {v}" for k, v in fields.items()), fields)
+        invalid = _invalid(e)
+        return _error(invalid.status, str(invalid), invalid.fields)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -117,8 +123,7 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
         try:
             return model.model_validate(dict(request.query_params))
         except ValidationError as e:
-            fields = _fields_of(e)
-            raise ApiError(422, "; ".join(f"{k}: {v}" for k, v in fields.items()), fields) from None
+            raise _invalid(e) from None
 
     def answer(fn, *args: Any) -> Any:
         try:
