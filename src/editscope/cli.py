@@ -18,6 +18,7 @@ from .progress import counting_bar
 from .progress import working as _working
 from .cli_common import OneErrorPath, console, debug_on, err_console, set_debug
 from .cli_data import data_app
+from .version import __version__
 
 app = typer.Typer(
     cls=OneErrorPath,
@@ -41,8 +42,28 @@ DEMO_PROMPTS = [
 ]
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: editscope's version and the versions of the libraries its numbers depend on."""
+    if not value:
+        return
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    console.print(f"editscope {__version__} (torch {of('torch')}, transformers {of('transformers')}, "
+                  f"python {platform.python_version()})", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
 def _setup(
+    _version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                           help="print editscope's version (and torch's, transformers') and exit")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show the full traceback of an error (also EDITSCOPE_DEBUG=1)")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show the libraries' warnings and logs "
                                                                   "(torch, transformers, Ray)")] = False,

@@ -314,3 +314,13 @@ def test_a_run_stopped_after_the_base_model_reports_with_any_reference(scratch):
         assert "base" in flat
     drive(scratch, ["report", "runs/early", "--format", "md", "--reference", "rome"], 2,
           r"--reference 'rome' has no results.*base", may_write="runs")
+
+
+def test_version_prints_the_package_and_library_versions_without_a_command():
+    from importlib.metadata import version
+
+    from editscope import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"editscope {__version__} (") and f"torch {version('torch')}" in result.output
