@@ -293,6 +293,35 @@ def test_excess_over_placebo_is_the_hand_computed_difference(control_run):
     assert pooled.split(" [")[0] in flat
 
 
+def test_excess_on_known_answers_keeps_only_the_probes_the_base_model_gets_right(control_run):
+    import pandas as pd
+
+    from editscope.report.data.results import category_index
+
+    res = load_results(control_run)
+    df = res.frame.df
+    # which probes the base model "knows": every other probe (the tiny model knows no sum), decided
+    # per probe, so the same probes are known under the method and its placebo
+    known = pd.Series((df["index"] % 2 == 0).astype(float).to_numpy(), index=df.index)
+    res.frame.__dict__.setdefault("_metric", {})["base_known"] = known
+    sub = excess(res, "ft-m", "placebo", "locality+known", n_resamples=300)
+
+    def changed(method: str) -> np.ndarray:
+        idx = category_index(res, res.final_index(method), LOCALITY)
+        idx = idx[(df.loc[idx, "index"] % 2 == 0).to_numpy()]
+        return 1.0 - res.frame.metric("answer_unchanged").loc[idx].dropna().to_numpy()
+
+    mine, ctl = changed("ft-m"), changed("placebo-ft-m")  # the placebo: two draws of the same probes
+    assert sub.n == len(mine) and len(ctl) == 2 * len(mine)
+    assert sub.value == pytest.approx(mine.mean() - ctl.mean(), abs=1e-12)
+    assert sub.n < excess(res, "ft-m", "placebo", LOCALITY, n_resamples=300).n
+    t = excess_table(res, "placebo", known=True)
+    assert t.name == "excess-placebo-known" and "answers correctly" in t.caption
+    assert t.header[-1].endswith("+known")
+    res.frame.__dict__["_metric"]["base_known"] = known * 0  # a model that knows nothing: no such table
+    assert excess_table(res, "placebo", known=True) is None
+
+
 def test_margin_bins_and_pairwise_tests(control_run):
     assert [margin_bin(x) for x in (0.0, 0.05, 0.1, 0.99, 1.0, 2.9, 3.0, 50.0, None)] == \
         ["<0.1", "<0.1", "0.1-1", "0.1-1", "1-3", "1-3", ">3", ">3", None]

@@ -160,6 +160,14 @@ def test_symmetric_excess_of_a_stored_study_and_its_table(symmetric_run, monkeyp
     assert t is not None and t.name == "excess-unrelated-own" and "own neighbourhood" in t.caption
     # the main table has no column for the controls' own neighbourhood
     assert not any(c.key.startswith("control-near") for c in res.columns)
+    # on the probes the base model knows (here: every other probe, both sides), by hand again
+    known = (df["index"] % 2 == 0).astype(float)
+    res.frame.__dict__.setdefault("_metric", {})["base_known"] = known
+    k = excess(res, "ft-m", "unrelated-own", "near+known")
+    mine_k, theirs_k = mine[mine["index"] % 2 == 0], theirs[theirs["index"] % 2 == 0]
+    assert k.method_rate == pytest.approx(changed[mine_k.index].groupby(mine_k["root"]).mean().mean())
+    assert k.control_rate == pytest.approx(
+        changed[theirs_k.index].groupby([theirs_k["root"], theirs_k["unit"]]).mean().groupby(level=0).mean().mean())
 
 
 def test_a_control_that_did_not_take_drops_only_its_own_edits_draw(symmetric_run, monkeypatch):

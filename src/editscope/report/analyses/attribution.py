@@ -34,8 +34,8 @@ from ...runner.plan import own_category
 from ...stats import ExcessResult, excess_rate, symmetric_excess, verdict
 from ..documents.placeholders import STUDY, DocumentError, StudyContext
 from ..formats.table import fmt_cell, fmt_p
-from ..data.results import (LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
-                      paired_test, unit_root)
+from ..data.results import (KNOWN, LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
+                      paired_test, split_known, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
 MARGIN_BINS = (("<0.1", 0.0, 0.1), ("0.1-1", 0.1, 1.0), ("1-3", 1.0, 3.0), (">3", 3.0, float("inf")))
@@ -100,9 +100,12 @@ def control_take(res: StudyResults, control: str) -> ControlTake:
     return ControlTake(len(units), len(units - failed), len(refused), len(failed - refused))
 
 
-def locality_categories(res: StudyResults) -> list[str]:
+def locality_categories(res: StudyResults, known: bool = False) -> list[str]:
+    """The locality categories (pooled :data:`LOCALITY` first when there are several); ``known``: each
+    restricted to the probes the base model answers correctly (:data:`KNOWN`)."""
     cats = sorted(c for c in res.frame.df["category"].unique() if is_locality(c))
-    return [LOCALITY, *cats] if len(cats) > 1 else cats
+    cats = [LOCALITY, *cats] if len(cats) > 1 else cats
+    return [c + KNOWN for c in cats] if known else cats
 
 
 def _changed_series(res: StudyResults, index) -> "pd.Series":
@@ -119,10 +122,12 @@ def symmetric(res: StudyResults, method: str, kind: str = "unrelated", cat: str 
     :data:`LOCALITY` every locality category that has its own counterpart, on both sides),
     unpaired, over the edits both measured. A
     control edit that did not take is left out. None without such a control or
-    without own-neighbourhood rows (a study stored before they were measured)."""
+    without own-neighbourhood rows (a study stored before they were measured). ``cat`` with the
+    :data:`KNOWN` suffix keeps, on both sides, only the probes whose base answer is right."""
     ctl = control_of(res, method, kind)
     if ctl is None:
         return None
+    cat, known = split_known(cat)
     df = res.frame.df
     idx = res.final_index(ctl)
     cats = df.loc[idx, "category"]
@@ -133,6 +138,9 @@ def symmetric(res: StudyResults, method: str, kind: str = "unrelated", cat: str 
     mine_all = res.final_index(method)
     mine = mine_all[df.loc[mine_all, "category"].isin(both).to_numpy()]
     theirs = idx[cats.isin([own_category(c) for c in both]).to_numpy()]
+    if known:
+        right = res.frame.metric("base_known")
+        mine, theirs = mine[(right.loc[mine] == 1).to_numpy()], theirs[(right.loc[theirs] == 1).to_numpy()]
     if not len(mine) or not len(theirs):
         return None
     failed = failed_controls(res, ctl)
@@ -195,11 +203,11 @@ class ExcessRow:
     cells: dict[str, ExcessResult | None]  # category -> result
 
 
-def excess_rows(res: StudyResults, kind: str = "placebo") -> list[ExcessRow]:
+def excess_rows(res: StudyResults, kind: str = "placebo", known: bool = False) -> list[ExcessRow]:
     """One row per edit method that has a control of ``kind``: its excess on every locality
-    category (pooled first)."""
+    category (pooled first; ``known``: on the probes the base model answers correctly)."""
     out = []
-    cats = locality_categories(res)
+    cats = locality_categories(res, known)
     for m in res.edit_methods:
         ctl = control_of(res, m, kind.removesuffix(OWN_SUFFIX))
         if ctl is not None:

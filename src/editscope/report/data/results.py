@@ -32,6 +32,14 @@ CATEGORY_ORDER = ("target", "paraphrase", "portability", "near", "far", "general
 EFFICACY = {"target", "paraphrase", "portability", "portability-hop", "control-target"}
 LEAK = "leak"  # pseudo-category: output rate of the edit target on locality probes
 LOCALITY = "locality"  # pseudo-category: every probe of a locality category (all but EFFICACY)
+#: suffix of a (pseudo-)category restricted to the probes the base model answers correctly (``far+known``,
+#: ``locality+known``): on a model that knows the ground truth, locality asks whether it still does
+KNOWN = "+known"
+
+
+def split_known(cat: str) -> tuple[str, bool]:
+    """``("far", True)`` for ``"far+known"``; ``(cat, False)`` for a plain category."""
+    return (cat[: -len(KNOWN)], True) if cat.endswith(KNOWN) else (cat, False)
 
 
 def is_control_own(cat: str) -> bool:
@@ -287,7 +295,12 @@ def index_cell(res: StudyResults, index: pd.Index, metric: str) -> Cell | None:
 
 
 def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:
-    """The labels of ``index`` in a category or pseudo-category (:data:`LEAK`, :data:`LOCALITY`)."""
+    """The labels of ``index`` in a category or pseudo-category (:data:`LEAK`, :data:`LOCALITY`), either
+    restricted by :data:`KNOWN` to the probes whose base answer is right."""
+    cat, known = split_known(cat)
+    if known:
+        inside = category_index(res, index, cat)
+        return inside[(res.frame.metric("base_known").loc[inside] == 1).to_numpy()]
     df = res.frame.df
     cats = df.loc[index, "category"]
     if cat == LEAK:
@@ -537,5 +550,5 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
     return out
 
 
-__all__ = ["EQUIVALENCE_MARGIN", "adjust", "Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
+__all__ = ["EQUIVALENCE_MARGIN", "KNOWN", "split_known", "adjust", "Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
            "category_rows", "headline_metric", "index_cell", "load_results", "rate_cell", "sequential_curves", "unit_root"]

@@ -18,12 +18,13 @@ Placeholders (``{{kind:args}}``):
 * ``{{test:METHOD:COLUMN}}``: the McNemar result against the reference, ``difference, p (Holm)``;
 * ``{{table:excess-placebo}}``, ``{{table:excess-unrelated}}``, ``{{table:excess-unrelated_other}}``,
   ``{{table:excess-unrelated-own}}``, ``{{table:excess-unrelated_other-own}}`` (each unrelated edit on its own
-  neighbourhood, unpaired),
+  neighbourhood, unpaired), each also as ``{{table:excess-KIND-known}}`` (only the probes the base model
+  answers correctly),
   ``{{table:margin}}``, ``{{table:identity}}``, ``{{table:pairwise}}``, ``{{table:seed38}}``,
   ``{{table:strength}}``: the attribution tables (see :mod:`editscope.report.analyses.attribution`);
 * ``{{excess:METHOD:KIND[:CATEGORY]}}``: a method's excess of changed answers over its control
-  (``placebo``, ``unrelated``, ``unrelated_other``) on a category (default all locality probes),
-  ``+value [low, high]``; ``{{excess_verdict:METHOD:KIND[:CATEGORY]}}``: equivalent / different /
+  (``placebo``, ``unrelated``, ``unrelated_other``) on a category (default all locality probes;
+  ``far+known``, ``locality+known``: only the probes whose base answer is right), ``+value [low, high]``; ``{{excess_verdict:METHOD:KIND[:CATEGORY]}}``: equivalent / different /
   inconclusive, with the bootstrap p-values; ``{{excess_rates:METHOD:KIND[:CATEGORY]}}``: ``method rate vs control
   rate (D draws)``; ``{{identity}}``: ``kept of n`` for the identity control;
   ``{{margin:METHOD:BIN}}``: answer-level locality in a base-margin bin (``<0.1``, ``0.1-1``,
@@ -167,7 +168,8 @@ for _name, _maker in {"main": main_table, "criterion": criterion_table, "mcnemar
                       "strength-units": strength_units_table,
                       **{name: (lambda r, name=name: _named(collapse_tables(r), name))
                          for name in ("collapse", "collapse-worst", "collapse-points")},
-                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in EXCESS_KINDS}}.items():
+                      **{f"excess-{k}": (lambda r, k=k: excess_table(r, k)) for k in EXCESS_KINDS},
+                      **{f"excess-{k}-known": (lambda r, k=k: excess_table(r, k, known=True)) for k in EXCESS_KINDS}}.items():
     register_table(_name)(_maker)
 
 

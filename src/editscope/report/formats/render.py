@@ -232,14 +232,17 @@ def _excess_fmt(e) -> str:
     return f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
 
 
-def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
+def excess_table(res: StudyResults, kind: str = "placebo", known: bool = False) -> Table | None:
     """Each edit method's ``excess_changed`` over its control of ``kind`` (None without one). Bold:
     the excess differs from 0 (bootstrap p, Holm over every cell of the table); "=": equivalent to 0
-    within the margin (bootstrap TOST, Holm)."""
-    rows = excess_rows(res, kind)
+    within the margin (bootstrap TOST, Holm). ``known``: on the probes the base model answers
+    correctly only (table ``excess-<kind>-known``; None where it answers none correctly)."""
+    if known and not (res.frame.metric("base_known") == 1).any():
+        return None
+    rows = excess_rows(res, kind, known)
     if not rows:
         return None
-    cats = locality_categories(res)
+    cats = locality_categories(res, known)
     cells = [r.cells.get(c) for r in rows for c in cats]
     shown = [e for e in cells if e is not None]
     p_diff = dict(zip(map(id, shown), holm([e.pvalue for e in shown]))) if shown else {}
@@ -277,7 +280,9 @@ def excess_table(res: StudyResults, kind: str = "placebo") -> Table | None:
     else:
         what = ("share of locality probes whose answer changed under the method minus under its control (mean over "
                 f"the control's draws; in brackets the 95% two-level bootstrap interval over {unit} and draws)")
-    return Table(f"excess-{kind}", f"Excess over {KIND_LABEL[kind]}: {what}. Bold: the "
+    if known:
+        what += "; only the probes the base model answers correctly (does the model still compute them?)"
+    return Table(f"excess-{kind}" + ("-known" if known else ""), f"Excess over {KIND_LABEL[kind]}: {what}. Bold: the "
                                    f"excess differs from 0; '=': it is equivalent to 0 within +-{margin:g}; both by "
                                    "bootstrap tests, Holm-adjusted over every cell of the table; neither: "
                                    f"inconclusive.{left_out}{few_note} Columns: {', '.join(cats)}.",
