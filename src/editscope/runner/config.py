@@ -61,11 +61,15 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    name: str = "smollm2-135m"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str | None = None
-    revision: str | None = None
-    trust_remote_code: bool = False
+    """The model every unit edits (a bare string is its ``name``)."""
+
+    name: str = Field("smollm2-135m", description="a built-in or derived model (editscope models), a hub id or a "
+                                                  "local folder of safetensors weights")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights' dtype while editing "
+                                                                                    "and evaluating")
+    device: str | None = Field(None, description="torch device, e.g. cuda:0 (default: cpu)")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) of a hub model")
+    trust_remote_code: bool = Field(False, description="run a hub model's own modelling code (off unless asked)")
 
 
 CONTROL_METHODS = frozenset({"placebo", "identity"})
@@ -108,9 +112,12 @@ class StrengthSpec(_Strict):
 
 
 class MethodSpec(_Strict):
-    method: str
+    """One method setting (a bare string is its ``method``)."""
+
+    method: str = Field(description="a registered edit method or control (editscope methods; placebo, identity)")
     label: str | None = Field(None, description="name in tables; default the method name (must be unique)")
-    hparams: dict[str, Any] = Field(default_factory=dict)
+    hparams: dict[str, Any] = Field(default_factory=dict, description="the method's hyperparameters over its "
+                                    "defaults (unknown names are refused with the nearest ones)")
     preset: str | None = Field(None, description="reference hyperparameters (easyedit, rome-paper: "
                                "editscope.methods.presets) under `hparams`; merged into `hparams` when read")
     match: str | None = Field(None, description="placebo: the label of the method whose delta it matches")
@@ -230,19 +237,23 @@ class MethodSpec(_Strict):
 
 
 class InlineEdit(_Strict):
-    prompt: str
-    target_new: str
-    subject: str | None = None
-    target_true: str | None = None
-    sep: str | None = None
+    """One edit request written out."""
+
+    prompt: str = Field(description="the prompt whose answer changes, e.g. '2+2='")
+    target_new: str = Field(description="the new answer, without the separator, e.g. '5'")
+    subject: str | None = Field(None, description="the subject inside the prompt that locate-then-edit methods key "
+                                                  "on, e.g. '2+2' (default: the prompt)")
+    target_true: str | None = Field(None, description="the answer before the edit (ROME's efficacy compares with it)")
+    sep: str | None = Field(None, description="separator between prompt and answer (default: a space after a "
+                                              "letter or ,.;:!?) before a letter or digit, else none)")
 
 
 class DatasetEdits(_Strict):
     dataset: str = Field(description="an edit dataset (editscope.probes.datasets.EDIT_DATASETS: counterfact, zsre, "
                                      "mquake, jsonl, knowedit, or a plugin's)")
     source: str | None = Field(None, description="path or hub id; default the copy in ../shared/data")
-    limit: int | None = Field(None, ge=1)
-    offset: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=1, description="at most this many records (default all)")
+    offset: int = Field(0, ge=0, description="skip this many records first")
     case_probes: bool = Field(True, description="also evaluate each record's own probes (paraphrase, neighbours)")
     generate: int | None = Field(None, ge=1, description="evaluate the record's probes by free generation: this "
                                  "many tokens, the answer up to the first clause mark matched exactly "
@@ -255,8 +266,11 @@ class DatasetEdits(_Strict):
 
 
 class ProbeSpec(_Strict):
-    suite: str
-    args: dict[str, Any] = Field(default_factory=dict)
+    """A probe suite evaluated after every unit (a bare string is its ``suite``)."""
+
+    suite: str = Field(description="a registered probe suite (editscope suites), e.g. arithmetic, facts, counterfact")
+    args: dict[str, Any] = Field(default_factory=dict, description="the suite's arguments, e.g. {n: 20} for the "
+                                                                   "0..20 arithmetic grid")
     answer_rule: str | None = Field(None, description="read every probe's answer by this rule "
                                     "(editscope.metrics.answers: integer, text, text-exact, or a plugin's); "
                                     "default: each probe's own")
@@ -277,7 +291,9 @@ class ProbeSpec(_Strict):
 
 
 class PerplexitySpec(_Strict):
-    corpus: str = "me_ppl_50"
+    """Perplexity of general text after every unit."""
+
+    corpus: str = Field("me_ppl_50", description="a registered corpus (me_ppl_50, me_ppl_1k, wikitext2, ...)")
     limit: int | None = Field(None, ge=1, description="first n documents")
 
 
@@ -290,13 +306,19 @@ class FluencySpec(_Strict):
 
 
 class DownstreamSpec(_Strict):
-    task: str
-    limit: int | None = Field(100, ge=1)
-    num_fewshot: int = Field(0, ge=0)
+    """A downstream task scored after every unit (lm-evaluation-harness's scoring)."""
+
+    task: str = Field(description="a registered task (piqa, lambada, hellaswag, sst2, ...) or an lm-eval task name")
+    limit: int | None = Field(100, ge=1, description="first n items (default 100; null: all)")
+    num_fewshot: int = Field(0, ge=0, description="demonstrations in front of each item")
 
 
 class ProtocolSpec(_Strict):
-    kind: Literal["single", "batch", "sequential"] = "single"
+    """How edits meet the model: each alone (single), together (batch) or one after another (sequential)."""
+
+    kind: Literal["single", "batch", "sequential"] = Field("single", description="single: each edit on the base "
+                                                           "model, undone after; batch: all (or batch_size) at once; "
+                                                           "sequential: accumulated in order")
     batch_size: int | None = Field(None, ge=1, description="batch: edits per batch (default all at once); "
                                                            "sequential: edits applied per step (default 1)")
     score_on: Literal["so_far", "batch"] | None = Field(
@@ -308,9 +330,11 @@ class ProtocolSpec(_Strict):
     general_every: int | None = Field(None, ge=1, description="sequential: perplexity, fluency and downstream tasks "
                                                                "every this many steps and after the last (default: at "
                                                                "every evaluated step)")
-    eval_when: Literal["each", "every_k", "end"] = "each"
+    eval_when: Literal["each", "every_k", "end"] = Field("each", description="sequential: evaluate after each "
+                                                          "edit, every k edits, or at the end only")
     k: int = Field(10, ge=1, description="sequential with eval_when=every_k: evaluate after every k edits")
-    guard: Literal["stop", "skip", "off"] = "stop"
+    guard: Literal["stop", "skip", "off"] = Field("stop", description="collapse guard (sequential): stop the "
+                                                  "chain, skip (undo) the edit that collapsed it, or off")
     threshold: float = Field(1000.0, gt=0, description="collapse: perplexity above this (absolute)")
     ratio: float | None = Field(None, gt=1, description="collapse: perplexity above ratio x the base's (instead)")
     guard_corpus: str = Field("me_ppl_50", description="corpus the sequential guard tracks")
@@ -388,19 +412,22 @@ EditEntry = Annotated[Annotated[InlineEdit, Tag("inline")] | Annotated[DatasetEd
 
 
 class StudyConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    seed: int = 0
-    methods: list[MethodSpec] = Field(min_length=1)
-    edits: list[EditEntry] = Field(min_length=1)
-    probes: list[ProbeSpec] = Field(default_factory=list)
+    """The study file's top level."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the study's name (tables, archives, write-ups)")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the model, a name or a mapping")
+    seed: int = Field(0, description="the study's seed: each unit's seed derives from it, the method "
+                                      "and the unit; so do the placebo and unrelated-edit draws")
+    methods: list[MethodSpec] = Field(min_length=1, description="the method settings, each a name or a mapping")
+    edits: list[EditEntry] = Field(min_length=1, description="inline edit requests and/or dataset slices")
+    probes: list[ProbeSpec] = Field(default_factory=list, description="probe suites, each a name or a mapping")
     metrics: list[str] | None = Field(None, description="metrics shown in the report; default all")
     reference: str | None = Field(None, description="method label the report tests the others against")
-    perplexity: PerplexitySpec | None = None
+    perplexity: PerplexitySpec | None = Field(None, description="general-text perplexity after every unit")
     fluency: FluencySpec | None = Field(None, description="KnowEdit fluency of each unit's edit prompts "
                                                           "(scalar fluency:ngram_entropy)")
-    downstream: list[DownstreamSpec] = Field(default_factory=list)
-    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    downstream: list[DownstreamSpec] = Field(default_factory=list, description="downstream tasks after every unit")
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec, description="single, batch or sequential")
     criterion: CriterionSpec | None = Field(None, description="report-only: the bar an isolated edit must clear")
     equivalence_margin: float = Field(0.02, gt=0, lt=1, description="report-only: the largest difference of rates "
                                       "that counts as no effect in equivalence tests (TOST)")
