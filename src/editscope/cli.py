@@ -23,6 +23,7 @@ from .version import __version__
 app = typer.Typer(
     cls=OneErrorPath,
     help="editscope: edit what a language model knows, and measure everything else the edit changed.",
+    epilog="Example: editscope run examples/two_plus_two_quick.yaml --out runs/two-plus-two-quick --resume",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -105,7 +106,7 @@ def _fail(message: str, code: int = EXIT_INPUT) -> None:
     raise typer.Exit(code=code)
 
 
-@app.command()
+@app.command(epilog="Example: editscope models")
 def models() -> None:
     """List the built-in model names and the supported architectures."""
     from .models import ARCH_SPECS, PACKAGED_MODELS, PackagedModelMissingError
@@ -131,7 +132,7 @@ def models() -> None:
                   f"these architectures (model_type): {', '.join(sorted(ARCH_SPECS))}.")
 
 
-@app.command()
+@app.command(epilog="Example: editscope derive smollm2-135m-arith")
 def derive(
     name: Annotated[str, typer.Argument(help="a registered model recipe (editscope models lists them)")],
     force: Annotated[bool, typer.Option(help="rebuild a finished build")] = False,
@@ -148,7 +149,7 @@ def derive(
         console.print(f"  held-out {escape(op)}: {r['correct']}/{r['n']} = {r['accuracy']:.3f}")
 
 
-@app.command("train-editor")
+@app.command("train-editor", epilog="Example: editscope train-editor mend --model smollm2-135m")
 def train_editor_cmd(
     kind: Annotated[str, typer.Argument(help="the editor to train: mend (weight-update network) or serac (scope "
                                              "classifier)")],
@@ -190,7 +191,7 @@ def train_editor_cmd(
                   f"({m['editor_bytes'] / 2**20:.1f} MiB); last: {last}")
 
 
-@app.command()
+@app.command(epilog='Example: editscope peek "2+2=" "The capital of France is" --k 5')
 def peek(
     prompts: Annotated[list[str] | None, typer.Argument(help="prompts (default: a handful of facts and sums)")] = None,
     model: ModelOpt = "smollm2-135m",
@@ -220,7 +221,7 @@ def peek(
     console.print(table)
 
 
-@app.command()
+@app.command(epilog="Example: editscope suites")
 def suites() -> None:
     """List the probe suites (built-in and dataset loaders)."""
     from .probes import list_suites
@@ -253,7 +254,7 @@ def print_summary(summary: dict, title: str, metrics: list[str] | None = None) -
     console.print(table)
 
 
-@app.command("eval")
+@app.command("eval", epilog='Example: editscope eval --suite arithmetic --prompt "2+2=" --target 5 --n 5')
 def eval_cmd(
     suite: Annotated[str, typer.Option("--suite", "-s", help="probe suite (see `editscope suites`)")],
     model: ModelOpt = "smollm2-135m",
@@ -327,7 +328,7 @@ def eval_cmd(
         print_summary(summary, title)
 
 
-@app.command()
+@app.command(epilog="Example: editscope downstream --task piqa --limit 100")
 def downstream(
     task: Annotated[list[str], typer.Option("--task", "-t", help="task name(s), e.g. piqa hellaswag lambada")],
     model: ModelOpt = "smollm2-135m",
@@ -363,7 +364,7 @@ def downstream(
     console.print(table)
 
 
-@app.command()
+@app.command(epilog="Example: editscope ppl --corpus me_ppl_50")
 def ppl(
     corpus: Annotated[str, typer.Option("--corpus", "-c", help="me_ppl_50 | me_ppl_1k | me_ppl | wikitext2 | a path")] = "me_ppl_50",
     model: ModelOpt = "smollm2-135m",
@@ -410,7 +411,7 @@ def _with_preset(method: str, preset: str | None, hp: dict) -> dict:
     return with_preset(method, preset, hp)
 
 
-@app.command()
+@app.command(epilog="Example: editscope mine counterfact --method rome --limit 100 --out runs/mined")
 def mine(
     dataset: Annotated[str, typer.Argument(help="counterfact | zsre | mquake | jsonl")],
     out: Annotated[str, typer.Option("--out", "-o", help="the mined dataset file to write (JSON)")],
@@ -445,7 +446,7 @@ def mine(
         console.print(f"  ppl {rec['mined']['ppl']:10.2f}  {escape(str(rec.get('prompt') or rec.get('src') or rec.get('requested_rewrite', '')))[:90]}")
 
 
-@app.command()
+@app.command(epilog="Example: editscope methods --arch llama --layers 30")
 def methods(
     arch: Annotated[str, typer.Option(help="architecture (model_type) whose defaults to show")] = "llama",
     layers: Annotated[int, typer.Option(help="number of blocks of the model whose defaults to show")] = 30,
@@ -493,7 +494,7 @@ def methods(
         console.print(f"[bold]{p.name}[/] ({escape(p.source)}): {escape(sets)}")
 
 
-@app.command()
+@app.command(epilog='Example: editscope edit --method rome --prompt "2+2=" --target 5 --subject "2+2"')
 def edit(
     method: Annotated[str, typer.Option(help="edit method (see `editscope methods`)")],
     prompt: Annotated[str, typer.Option(help="the prompt to edit, e.g. '2+2='")],
@@ -546,7 +547,7 @@ TYPICAL_EDIT_SECONDS = {"ft": 11.6, "ft-constrained": 38.5, "ft-l": 4.4, "ft-m":
                         "memit": 8.0, "alphaedit": 8.0, "identity": 0.0}
 
 
-@app.command()
+@app.command(epilog="Example: editscope run examples/two_plus_two_quick.yaml --out runs/two-plus-two-quick --resume")
 def run(
     config: Annotated[str, typer.Argument(help="study file (YAML)")],
     out: Annotated[str | None, typer.Option("--out", "-o", help="run folder (default runs/<study name>)")] = None,
@@ -717,7 +718,7 @@ def column_groups(header: list[str], rows: list, width: int) -> list[list[int]]:
     return groups
 
 
-@app.command("report")
+@app.command("report", epilog="Example: editscope report runs/two-plus-two-quick --format md")
 def report_cmd(
     run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`")],
     fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="md | html | latex (repeatable; default all)")] = None,
@@ -745,7 +746,7 @@ def report_cmd(
         console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs, results=res)))}")
 
 
-@app.command("leaderboard")
+@app.command("leaderboard", epilog="Example: editscope leaderboard runs/leaderboard-* --out docs/studies/leaderboard.md")
 def leaderboard_cmd(
     run_dirs: Annotated[list[str], typer.Argument(help="run folders of one single-edit study on several models "
                                                        "(editscope run CONFIG --model NAME)")],
@@ -768,7 +769,7 @@ def leaderboard_cmd(
         console.print(f"written: {escape(out)}")
 
 
-@app.command("trace")
+@app.command("trace", epilog='Example: editscope trace --prompt "2+2=" --subject "2+2" --out runs/trace-2plus2')
 def trace_cmd(
     prompt: Annotated[str | None, typer.Option(help="the prompt, e.g. 'The Eiffel Tower is located in the city of'")] = None,
     subject: Annotated[str | None, typer.Option(help="the span of the prompt to corrupt (exact substring)")] = None,
@@ -883,7 +884,7 @@ def _companion_runs(with_runs: list[str] | None) -> dict[str, str]:
     return runs
 
 
-@app.command("paper")
+@app.command("paper", epilog="Example: editscope paper runs/two-plus-two --template docs/papers/two-plus-two --out paper --pdf")
 def paper_cmd(
     run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run` (or unpacked from an archive)")],
     template: Annotated[str, typer.Option(help="folder with sections/<name>.tex templates (and optional title.tex, "
@@ -914,7 +915,7 @@ def paper_cmd(
         console.print(f"pdf: {escape(str(built.pdf))}")
 
 
-@app.command()
+@app.command(epilog="Example: editscope export runs/two-plus-two two-plus-two.sqlite.xz")
 def export(
     run_dir: Annotated[str, typer.Argument(help="run folder written by `editscope run`, or a trace study folder "
                                                 "written by `editscope trace --dataset/--arithmetic`")],
@@ -928,7 +929,7 @@ def export(
     console.print(f"archive: {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
-@app.command()
+@app.command(epilog="Example: editscope unpack two-plus-two.sqlite.xz runs/two-plus-two")
 def unpack(
     archive: Annotated[str, typer.Argument(help="NAME.sqlite.xz or NAME.traces.tar.xz written by `editscope export`")],
     run_dir: Annotated[str, typer.Argument(help="empty folder to restore the run (or trace study) into")],
@@ -941,7 +942,7 @@ def unpack(
     console.print(f"folder: {escape(str(unpacked))}")
 
 
-@app.command()
+@app.command(epilog="Example: editscope serve runs/two-plus-two-quick")
 def serve(
     runs: Annotated[list[str] | None, typer.Argument(help="run folders (written by `editscope run`) or archives "
                                                            "(*.sqlite.xz) to explore; none: the playground only")] = None,

@@ -15,7 +15,8 @@ from .data.fetch import DataError, cache_dir, data_folders, fetch, install_from,
 from .data.registry import DATASETS
 
 data_app = typer.Typer(cls=OneErrorPath, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                       help="Evaluation data: where each dataset comes from, fetching it, checking it.")
+                       help="Evaluation data: where each dataset comes from, fetching it, checking it.",
+                       epilog="Example: editscope data fetch --for examples/two_plus_two_quick.yaml")
 
 
 def _names(names: list[str] | None, study: str | None) -> list[str]:
@@ -30,7 +31,7 @@ def _names(names: list[str] | None, study: str | None) -> list[str]:
     return [DATASETS[n].name for n in names]  # an unknown name: "did you mean"
 
 
-@data_app.command("list")
+@data_app.command("list", epilog="Example: editscope data list")
 def list_() -> None:
     """Every dataset of the registry: size, where it is read from now, licence."""
     t = Table(title="evaluation data")
@@ -43,7 +44,7 @@ def list_() -> None:
     console.print(f"searched: {escape(where)}; cache: {escape(str(cache_dir()))}")
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", epilog="Example: editscope data fetch --for examples/two_plus_two_quick.yaml")
 def fetch_(
     names: Annotated[list[str] | None, typer.Argument(help="datasets (editscope data list)")] = None,
     study: Annotated[str | None, typer.Option("--for", help="every dataset a study config reads")] = None,
@@ -66,7 +67,7 @@ def fetch_(
             console.print(f"{ds.name}: {escape(rel)} -> {escape(path)}")
 
 
-@data_app.command("verify")
+@data_app.command("verify", epilog="Example: editscope data verify counterfact")
 def verify_(names: Annotated[list[str] | None, typer.Argument(help="datasets (default: every one)")] = None) -> None:
     """Check the files found (data folders, cache) against the registry's SHA-256. A cached file that
     differs is an error (exit 3); a data folder's own differing copy (a subset) is reported."""
@@ -85,7 +86,7 @@ def verify_(names: Annotated[list[str] | None, typer.Argument(help="datasets (de
                         "again with editscope data fetch NAME --force")
 
 
-@data_app.command("mirror")
+@data_app.command("mirror", epilog="Example: editscope data mirror /srv/editscope-data")
 def mirror_(out: Annotated[str, typer.Argument(help="folder to write the sources' layout into")],
             names: Annotated[list[str] | None, typer.Argument(help="datasets (default: every one)")] = None) -> None:
     """Write the published files found here into a folder in the sources' layout: serve it over HTTP
@@ -96,7 +97,7 @@ def mirror_(out: Annotated[str, typer.Argument(help="folder to write the sources
         console.print(f"{escape(rel)}: {escape(state)}")
 
 
-@data_app.command("path")
+@data_app.command("path", epilog="Example: editscope data path wikitext2")
 def path_(name: Annotated[str, typer.Argument(help="a dataset, or a layout path such as wikitext2/wiki.test.raw")],
           fetch_missing: Annotated[bool, typer.Option("--fetch/--no-fetch", help="download when missing")] = False) -> None:
     """Where a dataset's files are read from (each on a line)."""

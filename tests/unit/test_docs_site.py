@@ -131,3 +131,25 @@ def test_every_public_name_is_on_the_api_page(site):
     packages = {f"editscope.{p.name}" for p in src.iterdir() if (p / "__init__.py").is_file()}
     with_all = {p for p in packages if "__all__" in vars(importlib.import_module(p))}
     assert with_all <= set(API_PACKAGES), sorted(with_all - set(API_PACKAGES))
+
+
+def test_every_command_help_ends_with_an_example_that_parses():
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from editscope.cli import app
+
+    hook = _hook()
+    for path, cmd in hook.cli_commands():
+        words = path.split()[1:]
+        result = CliRunner().invoke(app, [*words, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        tail = " ".join(result.output.rsplit("Example:", 1)[-1].split())  # the help wraps long lines
+        assert cmd.epilog and tail == cmd.epilog.removeprefix("Example: "), f"{path} --help ends with {tail!r}"
+        example = shlex.split(cmd.epilog.removeprefix("Example: "))
+        assert example[0] == "editscope"
+        if not hasattr(cmd, "commands"):  # a command, not a group: the example runs this command
+            assert example[: len(words) + 1] == ["editscope", *words], (path, example)
+            # the example's arguments are accepted by the command's parser (nothing runs)
+            cmd.make_context(words[-1], example[len(words) + 1:])
