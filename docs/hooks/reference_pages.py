@@ -1,10 +1,12 @@
 """MkDocs hook: the generated reference pages (CLI, study YAML, metrics, methods, results store).
 
-Each page is built at site build time from the code it documents (the Typer app, the pydantic study
-models, the metric and method registries, an empty results store), so it cannot drift from it;
-``tests/unit/test_docs_site.py`` checks that every command, option, YAML field, metric, method and
-store column appears. ``PAGES`` maps each page's path under ``docs/`` to its builder; the builders
-are plain functions so the tests call them without MkDocs.
+Each page is built from the code it documents (the Typer app, the pydantic study models, the metric
+and method registries, an empty results store): at site build time the hook replaces the committed
+copy with a fresh one, so the site cannot drift from the code; the committed copies (for readers of
+the repository) are rewritten by ``python docs/hooks/reference_pages.py``, and
+``tests/unit/test_docs_site.py`` fails when they are stale or when a command, option, YAML field,
+metric, method or store column is missing. ``PAGES`` maps each page's path under ``docs/`` to its
+builder; the builders are plain functions, called by the tests without MkDocs.
 """
 
 from __future__ import annotations
@@ -238,9 +240,28 @@ PAGES: dict[str, Callable[[], str]] = {
 
 
 def on_files(files: Any, config: Any) -> Any:
-    """Add the generated pages to the site (MkDocs >= 1.6: ``File.generated``)."""
+    """Put freshly generated pages in the site in place of the committed copies (MkDocs >= 1.6)."""
     from mkdocs.structure.files import File
 
     for path, build in PAGES.items():
+        committed = files.get_file_from_path(path)
+        if committed is not None:
+            files.remove(committed)
         files.append(File.generated(config, path, content=build()))
     return files
+
+
+def write_pages(docs: Path = Path(__file__).resolve().parents[1]) -> list[Path]:
+    """Rewrite the committed copies under ``docs``; returns the paths written."""
+    out = []
+    for path, build in PAGES.items():
+        target = docs / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(build())
+        out.append(target)
+    return out
+
+
+if __name__ == "__main__":
+    for written in write_pages():
+        print(written)

@@ -262,8 +262,8 @@ def test_debug_shows_the_traceback_and_exit_codes_are_documented(scratch):
     assert r.exit_code != 0 and r.exception is not None and not isinstance(r.exception, SystemExit)
     r = CliRunner().invoke(app, ["report", str(scratch / "junk-store")], env={"EDITSCOPE_DEBUG": "1"})
     assert r.exception is not None and not isinstance(r.exception, SystemExit)
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "When something goes wrong" in readme and "--debug" in readme and "exit code" in readme.lower()
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "guide" / "cli.md").read_text()
+    assert "When something goes wrong" in guide and "--debug" in guide and "exit code" in guide.lower()
 
 
 def test_ctrl_c_says_where_the_run_stopped_and_how_to_resume(scratch, monkeypatch):

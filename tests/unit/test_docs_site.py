@@ -153,3 +153,9 @@ def test_every_command_help_ends_with_an_example_that_parses():
             assert example[: len(words) + 1] == ["editscope", *words], (path, example)
             # the example's arguments are accepted by the command's parser (nothing runs)
             cmd.make_context(words[-1], example[len(words) + 1:])
+
+
+def test_the_committed_reference_pages_are_current():
+    hook = _hook()
+    stale = [path for path, build in hook.PAGES.items() if (ROOT / "docs" / path).read_text() != build()]
+    assert not stale, f"stale reference pages {stale}: run `python docs/hooks/reference_pages.py` and commit them"

@@ -1,5 +1,5 @@
-"""The README's opening quotes only numbers that a generated write-up gives: every decimal number
-(with its interval, where it has one) between the title and the first section must occur verbatim in
+"""The README's finding quotes only numbers that a generated write-up gives: every decimal number
+(with its interval, where it has one) in its section "The finding" must occur verbatim in
 a document under docs/studies/ generated from a stored run (test_studies checks those against the
 archives), so a hand-typed or stale figure fails here."""
 
@@ -11,9 +11,11 @@ NUMBER = re.compile(r"[+-]?\d+\.\d+(?: \[[+-]?\d+\.\d+, [+-]?\d+\.\d+\])?")
 
 
 def opening() -> str:
+    """The README's headline finding: the section "## The finding", which its first screen leads to."""
     text = (ROOT / "README.md").read_text()
-    head, _, _ = text.partition("\n## ")
-    return head
+    _, found, rest = text.partition("\n## The finding\n")
+    assert found, "README has no section '## The finding'"
+    return rest.partition("\n## ")[0]
 
 
 def test_every_number_in_the_readme_opening_comes_from_a_generated_document():
@@ -43,20 +45,27 @@ def test_the_readme_says_where_every_registry_dataset_comes_from():
     assert "EDITSCOPE_DATA_URL" in section and "editscope data mirror" in section  # working offline
 
 
-def section(title: str) -> str:
-    """A README section (``### title`` up to the next heading)."""
-    text = (ROOT / "README.md").read_text()
-    _, found, rest = text.partition(f"\n### {title}")
-    assert found, f"README has no section '### {title}'"
+def section(title: str, page: str = "docs/guide/measured.md") -> str:
+    """A section of a documentation page (``## title`` up to the next heading)."""
+    text = (ROOT / page).read_text()
+    _, found, rest = text.partition(f"\n## {title}")
+    assert found, f"{page} has no section '## {title}'"
     return re.split(r"\n#{2,3} ", rest, maxsplit=1)[0]
 
 
-def test_the_readme_protocol_table_quotes_its_generated_document():
+def test_the_protocol_table_of_the_measured_figures_quotes_its_generated_document():
     """Teacher-forced token accuracy next to generated exact match, for ROME, MEMIT, AlphaEdit and
-    FT-M: every number of the README's table is in docs/studies/counterfact-protocols.md."""
+    FT-M: every number of the measured figures' table is in docs/studies/counterfact-protocols.md."""
     sec = section("Teacher-forced scores against generated answers")
     doc = (ROOT / "docs" / "studies" / "counterfact-protocols.md").read_text()
     numbers = NUMBER.findall(sec)
     assert len(numbers) >= 16 and all(m in sec for m in ("ROME", "MEMIT", "AlphaEdit", "FT-M"))
     missing = [n for n in numbers if n not in doc]
-    assert not missing, f"README protocol table numbers not in the generated document: {missing}"
+    assert not missing, f"protocol table numbers not in the generated document: {missing}"
+
+
+def test_the_readme_is_short_and_its_first_screen_has_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README has {len(lines)} lines; the rest belongs in docs/"
+    first_screen = "\n".join(lines[:30])
+    assert "make demo" in first_screen and "make test" in first_screen
