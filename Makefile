@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: docs docs-serve lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent leaderboard tracing test test-fast bench install clean
+.PHONY: docs docs-serve docs-examples lock demo study search controls seed38 variance strength ablation mine mine-rome-code butterfly butterfly-hard mquake protocols lifelong stream competent leaderboard tracing test test-fast bench install clean
 
 install: $(STAMP)
 
@@ -126,6 +126,11 @@ docs: $(STAMP)
 
 docs-serve: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict -a 127.0.0.1:8000
+
+# Every example of the README and the tutorials on the real model, the slow ones included (make test
+# runs the fast ones on a tiny model): make demo, make test, the CLI example, the tutorials' studies.
+docs-examples: $(STAMP)
+	$(PY) scripts/run_doc_examples.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_scoring.py
