@@ -67,6 +67,8 @@ def cli_page() -> str:
            "Every command of `editscope`, its arguments and options (`editscope COMMAND --help` prints the same).", ""]
     for path, cmd in cli_commands():
         out += [f"## `{path}`", "", (cmd.help or "").strip(), ""]
+        if cmd.epilog:
+            out += [f"Example: `{cmd.epilog.removeprefix('Example: ')}`", ""]
         params = [p for p in cmd.params if p.name != "help"]
         if params:
             out += ["| argument / option | kind | what it does |", "|---|---|---|",

@@ -746,7 +746,7 @@ def report_cmd(
         console.print(f"document: {escape(str(write_document(run_dir, doc, target, reference, runs, results=res)))}")
 
 
-@app.command("leaderboard", epilog="Example: editscope leaderboard runs/leaderboard-* --out docs/studies/leaderboard.md")
+@app.command("leaderboard", epilog="Example: editscope leaderboard runs/leaderboard-* --out leaderboard.md")
 def leaderboard_cmd(
     run_dirs: Annotated[list[str], typer.Argument(help="run folders of one single-edit study on several models "
                                                        "(editscope run CONFIG --model NAME)")],
