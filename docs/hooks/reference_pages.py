@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sqlite3
 import tempfile
 import types
 import typing
@@ -210,14 +209,12 @@ def store_tables() -> dict[str, list[tuple[str, str]]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = ResultsStore(Path(tmp) / FILENAME, create=True)
-        store.db.close()
-        db = sqlite3.connect(Path(tmp) / FILENAME)
         try:
-            names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                                              "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
-            return {n: [(c[1], c[2] or "") for c in db.execute(f"PRAGMA table_info({n})")] for n in names}
+            names = [r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                                    "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+            return {n: [(c[1], c[2] or "") for c in store.db.execute(f"PRAGMA table_info({n})")] for n in names}
         finally:
-            db.close()
+            store.close()
 
 
 def store_page() -> str:

@@ -93,9 +93,8 @@ def create_app(catalog: RunCatalog, playground: Playground | None = None, *, tok
         return _error(e.status, str(e), e.fields)
 
     @app.exception_handler(RequestValidationError)
-    async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
-        invalid = _invalid(e)
-        return _error(invalid.status, str(invalid), invalid.fields)
+    async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:
+        return await api_error(request, _invalid(e))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:

@@ -35,7 +35,7 @@ from ...stats import ExcessResult, excess_rate, symmetric_excess, verdict
 from ..documents.placeholders import STUDY, DocumentError, StudyContext
 from ..formats.table import fmt_cell, fmt_p
 from ..data.results import (KNOWN, LOCALITY, Cell, StudyResults, Test, adjust, category_index, category_rows, index_cell, is_locality,
-                      paired_test, split_known, unit_root)
+                      known_only, paired_test, split_known, unit_root)
 
 #: base-model margin bins (top-1 minus top-2 next-token log-probability, nats): (label, low, high)
 MARGIN_BINS = (("<0.1", 0.0, 0.1), ("0.1-1", 0.1, 1.0), ("1-3", 1.0, 3.0), (">3", 3.0, float("inf")))
@@ -139,8 +139,7 @@ def symmetric(res: StudyResults, method: str, kind: str = "unrelated", cat: str 
     mine = mine_all[df.loc[mine_all, "category"].isin(both).to_numpy()]
     theirs = idx[cats.isin([own_category(c) for c in both]).to_numpy()]
     if known:
-        right = res.frame.metric("base_known")
-        mine, theirs = mine[(right.loc[mine] == 1).to_numpy()], theirs[(right.loc[theirs] == 1).to_numpy()]
+        mine, theirs = known_only(res, mine), known_only(res, theirs)
     if not len(mine) or not len(theirs):
         return None
     failed = failed_controls(res, ctl)

@@ -299,8 +299,7 @@ def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:
     restricted by :data:`KNOWN` to the probes whose base answer is right."""
     cat, known = split_known(cat)
     if known:
-        inside = category_index(res, index, cat)
-        return inside[(res.frame.metric("base_known").loc[inside] == 1).to_numpy()]
+        return known_only(res, category_index(res, index, cat))
     df = res.frame.df
     cats = df.loc[index, "category"]
     if cat == LEAK:
@@ -310,6 +309,11 @@ def category_index(res: StudyResults, index: pd.Index, cat: str) -> pd.Index:
     else:
         keep = cats == cat
     return index[keep.to_numpy()]
+
+
+def known_only(res: StudyResults, index: pd.Index) -> pd.Index:
+    """The labels of ``index`` whose probe the base model answers correctly (``base_known``)."""
+    return index[(res.frame.metric("base_known").loc[index] == 1).to_numpy()]
 
 
 def category_rows(res: StudyResults, method: str, cat: str) -> list[dict[str, Any]]:
@@ -551,4 +555,4 @@ def sequential_curves(res: StudyResults) -> dict[str, dict[str, list[tuple[int, 
 
 
 __all__ = ["EQUIVALENCE_MARGIN", "KNOWN", "split_known", "adjust", "Cell", "Column", "CriterionRow", "StudyResults", "Test", "breakdown", "category_index", "criterion_rows",
-           "category_rows", "headline_metric", "index_cell", "load_results", "rate_cell", "sequential_curves", "unit_root"]
+           "category_rows", "headline_metric", "index_cell", "known_only", "load_results", "rate_cell", "sequential_curves", "unit_root"]
