@@ -135,13 +135,19 @@ def models() -> None:
 @app.command(epilog="Example: editscope derive smollm2-135m-arith")
 def derive(
     name: Annotated[str, typer.Argument(help="a registered model recipe (editscope models lists them)")],
-    force: Annotated[bool, typer.Option(help="rebuild a finished build")] = False,
+    force: Annotated[bool, typer.Option(help="rebuild a finished build by training, even where its adapter ships "
+                                             "with editscope")] = False,
+    ship: Annotated[Path | None, typer.Option(help="then copy a LoRA recipe's adapter and manifest into this folder "
+                                                   "(editscope's own: src/editscope/models/shipped)")] = None,
 ) -> None:
-    """Build a derived model from its recipe (once; cached by the recipe's digest, resumable)."""
-    from .models.derive import RECIPES, derive as build, manifest_of
+    """Build a derived model from its recipe (once; cached by the recipe's digest, resumable). A LoRA
+    recipe whose adapter ships with editscope is built by merging it (seconds)."""
+    from .models.derive import RECIPES, derive as build, manifest_of, ship as ship_adapter
 
     recipe = RECIPES[name]
     folder = build(recipe, force=force)
+    if ship is not None:
+        console.print(f"shipped: {escape(str(ship_adapter(recipe, ship)))}")
     m = manifest_of(recipe) or {}
     console.print(f"{escape(recipe.name)}: {escape(str(folder))} (built in {m.get('build_seconds', '?')} s, "
                   f"{m.get('train_pairs', '?')} training pairs, final loss {m.get('losses', [[0, '?']])[-1][1]})")

@@ -10,11 +10,13 @@ import sys
 import time
 
 import pytest
+import torch
 
 from editscope.models import load_model
 from editscope.models import derive as derive_mod
-from editscope.models.derive import (ArithmeticData, Preserve, Recipe, RecipeError, derive, folder_of,
-                                     held_out_accuracy, is_built, manifest_of, register_recipe)
+from editscope.models.derive import (ArithmeticData, DerivedModelError, LoraSpec, Preserve, Recipe, RecipeError,
+                                     derive, folder_of, held_out_accuracy, is_built, manifest_of, register_recipe,
+                                     ship, shipped_folder)
 from editscope.models.state import tensor_digests
 
 TINY = Recipe(name="tiny-arith-test", base="tiny:llama", data=ArithmeticData(ranges={"+": (0, 4), "*": (0, 3)}),
@@ -114,9 +116,13 @@ def test_the_keep_term_is_zero_at_the_base_and_pulls_towards_it(tmp_cache, tmp_p
                            base)
 
 
-@pytest.mark.parametrize("keeping", [False, True], ids=["plain", "wordings-and-keep"])
-def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, monkeypatch, keeping):
-    TINY = _keeping(tmp_path) if keeping else globals()["TINY"]
+LORA = TINY.model_copy(update={"name": "tiny-arith-lora", "method": "lora", "lora": LoraSpec(rank=4, alpha=8.0),
+                               "precision": "bf16"})
+
+
+@pytest.mark.parametrize("variant", ["plain", "wordings-and-keep", "lora"])
+def test_an_interrupted_build_resumes_to_the_same_weights(tmp_cache, tmp_path, monkeypatch, variant):
+    TINY = {"plain": globals()["TINY"], "wordings-and-keep": _keeping(tmp_path), "lora": LORA}[variant]
     whole = _weights(derive(TINY, progress=False))
     monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "other-cache"))
     real, saved = derive_mod.save_checkpoint, []
@@ -207,6 +213,11 @@ def test_a_study_on_a_derived_model_records_it_and_the_write_up_reads_it(tmp_cac
     acc = manifest["held_out_accuracy"]["+"]
     text = write_document(tmp_path / "run", tpl, tmp_path / "d.md").read_text()
     assert text == f"{acc['accuracy']:.3f} ({acc['correct']}/{acc['n']}) | tiny-arith-test | {TINY.lr}\n"
+    tpl.write_text("{{derived:recipe:data:ranges:+}}\n")  # a nested setting
+    assert write_document(tmp_path / "run", tpl, tmp_path / "d.md").read_text() == "[0, 4]\n"
+    tpl.write_text("{{derived:recipe:data:nope}}\n")
+    with pytest.raises(DocumentError, match="the recipe has no 'data:nope'; have \\['end', 'focus'"):
+        write_document(tmp_path / "run", tpl, tmp_path / "d.md")
     tpl.write_text("{{derived:held_out:/}}\n")
     with pytest.raises(DocumentError, match="no held_out entry '/'"):
         write_document(tmp_path / "run", tpl, tmp_path / "d.md")
@@ -222,3 +233,56 @@ def test_focus_pairs_are_shown_more_often_and_only_training_pairs():
     for c in focus:
         assert grid.count(f"{c[0]}+{c[2]}=") == 3
     assert all(f"{a}+{b}=" not in grid for a, _, b in held)  # held-out pairs are never shown
+
+
+def test_a_lora_recipe_trains_adapters_only_and_merges_them_into_the_projections(tmp_cache):
+    base = tensor_digests(derive_mod._load_base(LORA).hf)
+    folder = derive(LORA, progress=False)
+    merged = tensor_digests(load_model(str(folder)).hf)
+    assert set(merged) == set(base)  # the adapters are merged and unloaded: the base's own tensors
+    changed = {k for k in base if merged[k] != base[k]}
+    assert changed and all(k.endswith("proj.weight") for k in changed)  # embeddings and norms untouched
+    from safetensors.torch import load_file
+
+    adapter = load_file(str(folder / "adapter.safetensors"))
+    assert adapter and all("lora_" in k and v.dtype == torch.bfloat16 for k, v in adapter.items())
+    # the model is the base with the stored adapter merged: merging it again gives the same bits
+    assert tensor_digests(derive_mod.merged_model(LORA, adapter).hf) == merged
+
+
+def test_a_shipped_adapter_builds_the_model_without_training(tmp_cache, tmp_path, monkeypatch, capsys):
+    folder = derive(LORA, progress=False)
+    built = manifest_of(LORA)
+    out = ship(LORA, tmp_path / "shipped")
+    assert sorted(p.name for p in out.iterdir()) == ["adapter.safetensors", "manifest.json"]
+    monkeypatch.setattr(derive_mod, "SHIPPED", [tmp_path / "shipped"])
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "new-machine"))
+    assert shipped_folder(LORA) == out and not is_built(LORA)
+
+    def no_training(*a, **kw):
+        raise AssertionError("a shipped adapter must not be trained again")
+
+    monkeypatch.setattr(derive_mod, "_train", no_training)
+    again = derive(LORA)
+    assert "merging the shipped adapter" in capsys.readouterr().err and is_built(LORA)
+    m = manifest_of(LORA)
+    assert m["weights_fingerprint"] == built["weights_fingerprint"] and m["installed_from"] == "shipped adapter"
+    assert m["held_out_accuracy"] == built["held_out_accuracy"] and m["losses"] == built["losses"]
+    assert _weights(again).keys() == _weights(folder).keys()
+    # another recipe (another digest) does not pick the adapter up; a full recipe never ships
+    assert shipped_folder(LORA.model_copy(update={"seed": 5})) is None
+    with pytest.raises(RecipeError, match="only a LoRA recipe's adapter can ship"):
+        ship(TINY, tmp_path / "x")
+    with pytest.raises(DerivedModelError, match="is not built here"):
+        ship(LORA.model_copy(update={"seed": 5}), tmp_path / "x")
+
+
+def test_lora_settings_need_method_lora_and_new_fields_keep_old_digests():
+    with pytest.raises(ValueError, match="lora: settings for LoRA adapters were given but method is 'full'"):
+        Recipe.model_validate({**TINY.model_dump(), "lora": {"rank": 4}})
+    assert Recipe.model_validate({**TINY.model_dump(), "method": "lora"}).lora == LoraSpec()
+    # a recipe written before LoRA and bf16 existed keeps its digest (and so its cache and stored runs)
+    assert Recipe.model_validate({**TINY.model_dump(), "precision": "fp32"}).digest() == TINY.digest()
+    assert TINY.model_copy(update={"precision": "bf16"}).digest() != TINY.digest()
+    assert LORA.digest() != LORA.model_copy(update={"lora": LoraSpec(rank=8, alpha=8.0)}).digest()
+

@@ -61,7 +61,7 @@ Placeholders (``{{kind:args}}``):
 * ``{{derived:FIELD}}``: the derived model the study ran on, as recorded in its store: ``held_out:OP``
   (held-out greedy exact match of an operation, ``accuracy (correct/n)``), ``wording:NAME``,
   ``build_minutes``, ``name``, ``base``, ``train_pairs``, ``held_out_pairs``, ``final_loss``,
-  ``recipe:KEY``;
+  ``recipe:KEY`` (``recipe:KEY:SUBKEY`` for a nested setting);
 * ``{{leaderboard:STUDY,STUDY[,...]}}``: every editor of each study (one dataset, one model each) as a
   row per model with efficacy, generalisation, specificity and portability read teacher-forced and
   generated, fluency, edits made, seconds and peak memory per edit
@@ -80,6 +80,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...metrics.edit_metrics import METRICS
 from ...runner.store import FILENAME
@@ -231,10 +232,14 @@ def _derived(ctx: StudyContext, args: str) -> str:
         return f"{d['build_seconds'] / 60:.0f}"
     if kind in ("name", "base", "train_pairs", "held_out_pairs", "final_loss", "recipe_digest"):
         return str(d[kind])
-    if kind == "recipe":
-        if key not in d["recipe"]:
-            raise DocumentError(f"{{{{derived:{args}}}}}: the recipe has no {key!r}; have {sorted(d['recipe'])}")
-        return str(d["recipe"][key])
+    if kind == "recipe":  # recipe:KEY, or recipe:KEY:SUBKEY for a nested setting (recipe:lora:rank)
+        value: Any = d["recipe"]
+        for part in key.split(":"):
+            if not isinstance(value, dict) or part not in value:
+                have = sorted(value) if isinstance(value, dict) else []
+                raise DocumentError(f"{{{{derived:{args}}}}}: the recipe has no {key!r}; have {have}")
+            value = value[part]
+        return str(value)
     raise DocumentError(f"{{{{derived:{args}}}}}: unknown field; use held_out:OP, wording:NAME, build_minutes, name, "
                         "base, train_pairs, held_out_pairs, final_loss, recipe_digest or recipe:KEY")
 
