@@ -145,6 +145,9 @@ def derive(
     from .models.derive import RECIPES, derive as build, manifest_of, ship as ship_adapter
 
     recipe = RECIPES[name]
+    if ship is not None and recipe.method != "lora":
+        raise typer.BadParameter(f"{name} trains every weight (method {recipe.method!r}); only a LoRA recipe's adapter "
+                                 "can ship", param_hint="--ship")
     folder = build(recipe, force=force)
     if ship is not None:
         console.print(f"shipped: {escape(str(ship_adapter(recipe, ship)))}")

@@ -24,9 +24,13 @@ TINY = Recipe(name="tiny-arith-test", base="tiny:llama", data=ArithmeticData(ran
 
 
 def _weights(folder):
+    """The model's tensors and, for a LoRA recipe, its stored adapter's (not views of the files)."""
     from safetensors.torch import load_file
 
-    return {k: v.clone() for k, v in load_file(str(folder / "model.safetensors")).items()}  # not a view of the file
+    out = {k: v.clone() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    if (folder / "adapter.safetensors").is_file():
+        out.update({f"adapter:{k}": v.clone() for k, v in load_file(str(folder / "adapter.safetensors")).items()})
+    return out
 
 
 def test_split_is_disjoint_seeded_and_refuses_training_on_held_out_pairs():
@@ -235,9 +239,17 @@ def test_focus_pairs_are_shown_more_often_and_only_training_pairs():
     assert all(f"{a}+{b}=" not in grid for a, _, b in held)  # held-out pairs are never shown
 
 
-def test_a_lora_recipe_trains_adapters_only_and_merges_them_into_the_projections(tmp_cache):
+def test_a_lora_recipe_trains_adapters_only_and_merges_them_into_the_projections(tmp_cache, monkeypatch):
     base = tensor_digests(derive_mod._load_base(LORA).hf)
+    real, trained = derive_mod.save_checkpoint, []
+
+    def record(path, tensors, *a, **kw):
+        trained.append(sorted(tensors))
+        real(path, tensors, *a, **kw)
+
+    monkeypatch.setattr(derive_mod, "save_checkpoint", record)
     folder = derive(LORA, progress=False)
+    assert trained and all(n and all("lora_" in k for k in n) for n in trained)  # the optimiser saw adapters only
     merged = tensor_digests(load_model(str(folder)).hf)
     assert set(merged) == set(base)  # the adapters are merged and unloaded: the base's own tensors
     changed = {k for k in base if merged[k] != base[k]}
@@ -268,7 +280,20 @@ def test_a_shipped_adapter_builds_the_model_without_training(tmp_cache, tmp_path
     m = manifest_of(LORA)
     assert m["weights_fingerprint"] == built["weights_fingerprint"] and m["installed_from"] == "shipped adapter"
     assert m["held_out_accuracy"] == built["held_out_accuracy"] and m["losses"] == built["losses"]
-    assert _weights(again).keys() == _weights(folder).keys()
+    built_weights, again_weights = _weights(folder), _weights(again)
+    assert built_weights.keys() == again_weights.keys()
+    assert all(torch.equal(built_weights[k], again_weights[k]) for k in built_weights)
+    # a damaged adapter (or another base file) gives other weights: refused, naming the fix
+    from safetensors.torch import load_file, save_file
+
+    bad = load_file(str(out / "adapter.safetensors"))
+    key = sorted(bad)[0]
+    bad[key] = bad[key] + 1
+    save_file(bad, str(out / "adapter.safetensors"))
+    monkeypatch.setenv("EDITSCOPE_CACHE", str(tmp_path / "third-machine"))
+    with pytest.raises(DerivedModelError, match="not the build's .*--force"):
+        derive(LORA, progress=False)
+    assert not folder_of(LORA).exists()  # nothing cached from it
     # another recipe (another digest) does not pick the adapter up; a full recipe never ships
     assert shipped_folder(LORA.model_copy(update={"seed": 5})) is None
     with pytest.raises(RecipeError, match="only a LoRA recipe's adapter can ship"):
@@ -281,7 +306,11 @@ def test_lora_settings_need_method_lora_and_new_fields_keep_old_digests():
     with pytest.raises(ValueError, match="lora: settings for LoRA adapters were given but method is 'full'"):
         Recipe.model_validate({**TINY.model_dump(), "lora": {"rank": 4}})
     assert Recipe.model_validate({**TINY.model_dump(), "method": "lora"}).lora == LoraSpec()
-    # a recipe written before LoRA and bf16 existed keeps its digest (and so its cache and stored runs)
+    # a recipe written before LoRA and bf16 existed keeps its digest (and so its cache and stored runs):
+    # build 3 of the arithmetic model hashed to a61d4f647ac89e43 before these fields existed
+    from editscope.models.derive import RECIPES
+
+    assert RECIPES["smollm2-135m-arith-full"].digest() == "a61d4f647ac89e43"
     assert Recipe.model_validate({**TINY.model_dump(), "precision": "fp32"}).digest() == TINY.digest()
     assert TINY.model_copy(update={"precision": "bf16"}).digest() != TINY.digest()
     assert LORA.digest() != LORA.model_copy(update={"lora": LoraSpec(rank=8, alpha=8.0)}).digest()
