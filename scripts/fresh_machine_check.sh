@@ -30,6 +30,10 @@ ES="$WORK/venv/bin/editscope"
 import editscope, sys
 assert "site-packages" in editscope.__file__ and "/src/" not in editscope.__file__, editscope.__file__
 print("editscope from", editscope.__file__)
+from editscope.models.derive import RECIPES, shipped_folder
+shipped = shipped_folder(RECIPES["smollm2-135m-arith"])  # the wheel carries the arithmetic model's adapter
+assert shipped is not None and "site-packages" in str(shipped), shipped
+print("shipped adapter", shipped.name)
 PY
 "$ES" data list
 "$ES" models

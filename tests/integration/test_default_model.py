@@ -109,3 +109,28 @@ def test_cli_eval_offline_on_the_default_model():
     assert "counterfact" in table and "arithmetic" in table
     bad = subprocess.run(exe + ["eval", "-s", "arithmetc"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Did you mean 'arithmetic'?" in bad.stderr.replace("\n", " ") and not bad.stdout
+
+
+def test_the_arithmetic_model_is_built_from_its_shipped_adapter_to_the_recorded_weights(tmp_path, monkeypatch):
+    """A machine without the cached model merges the shipped adapter (no training) and gets the very
+    weights the build recorded, so stored runs on the model resume anywhere; it knows 2+2."""
+    import json
+
+    from editscope.models import derive as derive_mod
+    from editscope.models.derive import RECIPES, derive, manifest_of, shipped_folder
+    from editscope.models.state import fingerprint_of, tensor_digests
+
+    # a derived-model cache of its own (the base model's cached safetensors are shared)
+    monkeypatch.setattr(derive_mod, "folder_of", lambda r: tmp_path / "derived" / f"{r.name}-{r.digest()}")
+
+    def no_training(*a, **kw):
+        raise AssertionError("the shipped adapter must be merged, not trained again")
+
+    monkeypatch.setattr(derive_mod, "_train", no_training)
+    recipe = RECIPES["smollm2-135m-arith"]
+    shipped = json.loads((shipped_folder(recipe) / "manifest.json").read_text())
+    model = es.load_model(str(derive(recipe, progress=False)))
+    assert fingerprint_of(tensor_digests(model.hf)) == shipped["weights_fingerprint"]
+    assert manifest_of(recipe)["installed_from"] == "shipped adapter"
+    gen = es.greedy_continuations(model, ["2+2=", "7+5="], 4)
+    assert gen[0].text.startswith("4") and gen[1].text.startswith("12")  # the base model: "11" to both

@@ -315,3 +315,14 @@ def test_lora_settings_need_method_lora_and_new_fields_keep_old_digests():
     assert TINY.model_copy(update={"precision": "bf16"}).digest() != TINY.digest()
     assert LORA.digest() != LORA.model_copy(update={"lora": LoraSpec(rank=8, alpha=8.0)}).digest()
 
+
+
+def test_the_built_in_arithmetic_recipe_ships_its_adapter():
+    from editscope.models.derive import RECIPES
+
+    recipe = RECIPES["smollm2-135m-arith"]
+    shipped = shipped_folder(recipe)
+    assert shipped is not None, ("the smollm2-135m-arith recipe changed without shipping its adapter: "
+                                 "editscope derive smollm2-135m-arith, then editscope.models.derive.ship(...)")
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    assert manifest["recipe_digest"] == recipe.digest() and manifest["weights_fingerprint"]
