@@ -74,10 +74,10 @@ def load_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor], opt: torch.
     """Copy a checkpoint into ``tensors`` (in place) and ``opt``; returns its ``state.json``."""
     state = json.loads((path / "state.json").read_text())
     saved = load_file(str(path / "weights.safetensors"))
-    if set(saved) != set(tensors):
-        missing, extra = sorted(set(tensors) - set(saved)), sorted(set(saved) - set(tensors))
-        raise ValueError(f"the checkpoint at {path} holds other tensors than this run trains (missing {missing[:3]}, "
-                         f"unexpected {extra[:3]}); delete that folder to start over")
+    missing = sorted(set(tensors) - set(saved))  # (a caller may keep more in it than it restores here)
+    if missing:
+        raise ValueError(f"the checkpoint at {path} lacks tensors this run trains ({', '.join(missing[:3])}"
+                         f"{', ...' if len(missing) > 3 else ''}): it is another run's; delete that folder to start over")
     with torch.no_grad():
         for n, t in tensors.items():
             t.copy_(saved[n])

@@ -326,3 +326,13 @@ def test_the_built_in_arithmetic_recipe_ships_its_adapter():
                                  "editscope derive smollm2-135m-arith, then editscope.models.derive.ship(...)")
     manifest = json.loads((shipped / "manifest.json").read_text())
     assert manifest["recipe_digest"] == recipe.digest() and manifest["weights_fingerprint"]
+
+
+def test_a_checkpoint_of_another_run_is_refused_by_name(tmp_path):
+    from editscope.checkpoints import load_checkpoint, save_checkpoint
+
+    a = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(a.parameters())
+    save_checkpoint(tmp_path / "c", {"weight": a.weight, "bias": a.bias}, opt, ["weight", "bias"], 1, [])
+    with pytest.raises(ValueError, match=r"lacks tensors this run trains \(lora_A\): it is another run's; delete"):
+        load_checkpoint(tmp_path / "c", {"lora_A": torch.zeros(2), "weight": a.weight}, opt, ["lora_A", "weight"])
