@@ -142,12 +142,11 @@ def derive(
 ) -> None:
     """Build a derived model from its recipe (once; cached by the recipe's digest, resumable). A LoRA
     recipe whose adapter ships with editscope is built by merging it (seconds)."""
-    from .models.derive import RECIPES, derive as build, manifest_of, ship as ship_adapter
+    from .models.derive import RECIPES, check_shippable, derive as build, manifest_of, ship as ship_adapter
 
     recipe = RECIPES[name]
-    if ship is not None and recipe.method != "lora":
-        raise typer.BadParameter(f"{name} trains every weight (method {recipe.method!r}); only a LoRA recipe's adapter "
-                                 "can ship", param_hint="--ship")
+    if ship is not None:
+        check_shippable(recipe)  # before a build that may train for hours
     folder = build(recipe, force=force)
     if ship is not None:
         console.print(f"shipped: {escape(str(ship_adapter(recipe, ship)))}")

@@ -262,6 +262,10 @@ register_recipe(Recipe(
                 "arithmetic-competent model)", **_ARITH))
 
 
+def _recipe(name_or_recipe: str | Recipe) -> Recipe:
+    return name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
+
+
 def folder_of(recipe: Recipe) -> Path:
     """The recipe's cache folder: ``<cache>/derived/<name>-<digest>``."""
     return cache_root() / "derived" / f"{recipe.name}-{recipe.digest()}"
@@ -322,7 +326,7 @@ def derive(name_or_recipe: str | Recipe, *, progress: bool = True, force: bool =
     manifest). A LoRA recipe whose adapter ships with editscope (:data:`SHIPPED`) is built by merging
     that adapter into the base (seconds) instead of training. ``force`` rebuilds a finished one by
     training, shipped adapter or not."""
-    recipe = name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
+    recipe = _recipe(name_or_recipe)
     folder = folder_of(recipe)
     if not force and is_built(recipe):
         return folder
@@ -403,9 +407,14 @@ def _add_adapters(model: Model, recipe: Recipe):
     return get_peft_model(model.hf, _lora_config(model, recipe))
 
 
+def _adapter_params(model: Model) -> dict[str, nn.Parameter]:
+    """The injected LoRA adapters' parameters by PEFT's names (as the shipped file holds them)."""
+    return {n: p for n, p in model.hf.named_parameters() if "lora_" in n}
+
+
 def _adapter_state(model: Model) -> dict[str, torch.Tensor]:
-    """The trained adapters, name -> bf16 tensor (PEFT's names, as the shipped file holds them)."""
-    return {n: p.detach().to(torch.bfloat16).contiguous() for n, p in model.hf.named_parameters() if "lora_" in n}
+    """The trained adapters, name -> bf16 tensor."""
+    return {n: p.detach().to(torch.bfloat16).contiguous() for n, p in _adapter_params(model).items()}
 
 
 def merged_model(recipe: Recipe, adapter: dict[str, torch.Tensor]) -> Model:
@@ -414,14 +423,14 @@ def merged_model(recipe: Recipe, adapter: dict[str, torch.Tensor]) -> Model:
     model = _load_base(recipe)
     dtype = next(model.hf.parameters()).dtype
     peft = _add_adapters(model, recipe)
-    expected = {n for n, _ in model.hf.named_parameters() if "lora_" in n}
+    expected = set(_adapter_params(model))
     if set(adapter) != expected:
         missing, extra = sorted(expected - set(adapter)), sorted(set(adapter) - expected)
         raise DerivedModelError(f"{recipe.name}: the adapter does not fit {recipe.base} (missing {missing[:3]}, "
                                 f"unexpected {extra[:3]}); rebuild it with editscope derive {recipe.name} --force")
     peft.to(torch.float64)
     with torch.no_grad():
-        params = dict(model.hf.named_parameters())
+        params = _adapter_params(model)
         for n, t in adapter.items():  # exact bf16 values in float64
             params[n].copy_(t.to(torch.float64))
     hf = peft.merge_and_unload()
@@ -449,18 +458,23 @@ def shipped_folder(recipe: Recipe) -> Path | None:
 def ship(name_or_recipe: str | Recipe, dest: Path | None = None) -> Path:
     """Copy a built LoRA recipe's adapter and manifest to ``dest`` (default: the first :data:`SHIPPED`
     folder), so that ``derive`` there merges it instead of training. Returns the written folder."""
-    recipe = name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
-    if recipe.method != "lora":
-        raise RecipeError(f"{recipe.name}: only a LoRA recipe's adapter can ship (method is {recipe.method!r})")
+    recipe = _recipe(name_or_recipe)
+    check_shippable(recipe)
     if not is_built(recipe):
         raise DerivedModelError(f"{recipe.name} is not built here; run editscope derive {recipe.name} first")
     src = folder_of(recipe)
     out = (dest or SHIPPED[0]) / src.name
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / ADAPTER, out / ADAPTER)
-    manifest = json.loads((src / MANIFEST).read_text())
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    for name in (ADAPTER, MANIFEST):
+        shutil.copyfile(src / name, out / name)
     return out
+
+
+def check_shippable(recipe: Recipe) -> None:
+    """Refuse a recipe whose build cannot ship (only a LoRA recipe's adapter can)."""
+    if recipe.method != "lora":
+        raise RecipeError(f"{recipe.name}: only a LoRA recipe's adapter can ship (method is {recipe.method!r}: it "
+                          "trains every weight)")
 
 
 def _install_shipped(recipe: Recipe, shipped: Path, folder: Path, progress: bool) -> Path:
@@ -472,7 +486,8 @@ def _install_shipped(recipe: Recipe, shipped: Path, folder: Path, progress: bool
                                 f"not {recipe.digest()}")
     if progress:
         print(f"note: {recipe.name}: merging the shipped adapter ({shipped.name}) into {recipe.base}", file=sys.stderr)
-    model = merged_model(recipe, load_file(str(shipped / ADAPTER)))
+    adapter = load_file(str(shipped / ADAPTER))
+    model = merged_model(recipe, adapter)
     fingerprint = fingerprint_of(tensor_digests(model.hf))
     if fingerprint != manifest["weights_fingerprint"]:
         # the shipped evaluation would describe weights that were never evaluated: refuse
@@ -481,7 +496,7 @@ def _install_shipped(recipe: Recipe, shipped: Path, folder: Path, progress: bool
             f"the build's {manifest['weights_fingerprint']} (another base model file, or a damaged adapter); train it "
             f"here with editscope derive {recipe.name} --force")
     _write(model, folder, {**manifest, "weights_fingerprint": fingerprint, "installed_from": "shipped adapter"},
-           load_file(str(shipped / ADAPTER)))
+           adapter)
     return folder
 
 
@@ -493,13 +508,13 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
     texts = recipe.data.examples(train)
     pairs = encode_pairs(model, [p for p, _ in texts], [c for _, c in texts])
     keep = _Keeper(recipe, model) if recipe.preserve is not None else None
-    named = [(n, p) for n, p in model.hf.named_parameters() if recipe.method == "full" or "lora_" in n]
-    names, params = [n for n, _ in named], [p for _, p in named]
+    named = dict(model.hf.named_parameters()) if recipe.method == "full" else _adapter_params(model)
+    names, params = list(named), list(named.values())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     t0 = time.perf_counter() if t0 is None else t0
     start, losses, earlier, runs = 0, [], 0.0, 1
     if has_checkpoint(ckpt):
-        state = load_checkpoint(ckpt, dict(named), opt, names)
+        state = load_checkpoint(ckpt, named, opt, names)
         start, losses = int(state["step"]), list(state["losses"])
         earlier, runs = float(state.get("seconds", 0.0)), int(state.get("runs", 1)) + 1
         if progress:
@@ -521,7 +536,7 @@ def _train(recipe: Recipe, model: Model, train: list[tuple[int, str, int]], ckpt
             opt.step()
             losses.append([step, round(loss.item(), 5)])
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
-                save_checkpoint(ckpt, dict(named), opt, names, step + 1, losses,
+                save_checkpoint(ckpt, named, opt, names, step + 1, losses,
                                 extra={"seconds": earlier + time.perf_counter() - t0, "runs": runs})
                 if progress:
                     print(f"{recipe.name}: step {step + 1}/{recipe.steps}, loss {loss.item():.4f}", file=sys.stderr)
@@ -559,7 +574,7 @@ class _Keeper:
 
 def manifest_of(name_or_recipe: str | Recipe) -> dict[str, Any] | None:
     """A built recipe's manifest, or None."""
-    recipe = name_or_recipe if isinstance(name_or_recipe, Recipe) else RECIPES[name_or_recipe]
+    recipe = _recipe(name_or_recipe)
     p = folder_of(recipe) / MANIFEST
     return json.loads(p.read_text()) if p.is_file() else None
 
@@ -583,4 +598,4 @@ register_model_source(ModelSource(names=lambda: list(RECIPES), build=lambda name
 
 __all__ = ["ArithmeticData", "DerivedModelError", "LoraSpec", "Preserve", "RECIPES", "Recipe", "RecipeError", "SHIPPED", "derive",
            "derived_summary", "evaluation", "folder_of", "held_out_accuracy", "is_built", "manifest_of", "merged_model", "register_recipe",
-           "ship", "shipped_folder", "template_accuracy"]
+           "check_shippable", "ship", "shipped_folder", "template_accuracy"]
